@@ -1,0 +1,26 @@
+#ifndef CSLUICE_LINUX_H
+#define CSLUICE_LINUX_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+/// renameat2(olddirfd, oldpath, newdirfd, newpath, RENAME_NOREPLACE).
+/// Returns 0 or -1 with errno set (EEXIST when newpath exists).
+int CSluiceLinux_renameNoReplace(int olddirfd, const char *oldpath, int newdirfd, const char *newpath);
+
+/// syncfs(fd): flush the whole file system that holds fd.
+int CSluiceLinux_syncfs(int fd);
+
+/// openat2(dirfd, path, flags, mode, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS).
+/// Symlinks are followed only while they stay below dirfd. Returns fd or -1 with errno
+/// (EXDEV when the path escapes dirfd, ENOSYS on kernels older than 5.6).
+int CSluiceLinux_openBeneath(int dirfd, const char *path, int flags, mode_t mode);
+
+/// Constants Swift cannot import as macros.
+extern const int CSluiceLinux_O_NOFOLLOW;
+extern const int CSluiceLinux_O_DIRECTORY;
+extern const int CSluiceLinux_O_CLOEXEC;
+extern const int CSluiceLinux_O_NOATIME;
+extern const int CSluiceLinux_O_PATH;
+
+#endif

@@ -1,0 +1,33 @@
+#define _GNU_SOURCE
+#include "CSluiceLinux.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <linux/openat2.h>
+
+int CSluiceLinux_renameNoReplace(int olddirfd, const char *oldpath, int newdirfd, const char *newpath) {
+    return renameat2(olddirfd, oldpath, newdirfd, newpath, RENAME_NOREPLACE);
+}
+
+int CSluiceLinux_syncfs(int fd) {
+    return syncfs(fd);
+}
+
+int CSluiceLinux_openBeneath(int dirfd, const char *path, int flags, mode_t mode) {
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = (uint64_t)(unsigned)flags;
+    how.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+const int CSluiceLinux_O_NOFOLLOW = O_NOFOLLOW;
+const int CSluiceLinux_O_DIRECTORY = O_DIRECTORY;
+const int CSluiceLinux_O_CLOEXEC = O_CLOEXEC;
+const int CSluiceLinux_O_NOATIME = O_NOATIME;
+const int CSluiceLinux_O_PATH = O_PATH;

@@ -1,0 +1,139 @@
+import Foundation
+import Logging
+import SluiceLake
+import SluiceManifest
+
+/// An error that ends a command: usage and config problems exit 2, the rest 1.
+public struct AgentError: Error, CustomStringConvertible, Sendable {
+    public enum Kind: Sendable { case usage, config, runtime }
+    public var kind: Kind
+    public var message: String
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+    public var description: String { message }
+    public var exitCode: Int32 { kind == .runtime ? 1 : 2 }
+}
+
+/// The agent library's entry points. Each CLI command calls one of these.
+public struct Agent: Sendable {
+    public let config: AgentConfig
+    public let logger: Logger
+
+    public init(config: AgentConfig, logger: Logger) {
+        self.config = config
+        self.logger = logger
+    }
+
+    /// Loads the config from `--config`, `$SLUICE_CONFIG` or `/etc/sluice/agent.conf`.
+    public static func load(configPath: String?, logger: Logger) throws(AgentError) -> Agent {
+        let path = AgentConfig.resolvePath(explicit: configPath)
+        do {
+            return Agent(config: try AgentConfig.load(path: path), logger: logger)
+        } catch {
+            throw AgentError(.config, error.description)
+        }
+    }
+
+    func requireClient(_ id: String) throws(AgentError) -> ClientConfig {
+        guard let c = config.client(id) else {
+            let known = config.clients.map(\.id).joined(separator: ", ")
+            throw AgentError(.usage, "unknown client '\(id)' in \(config.file) (configured: \(known.isEmpty ? "none" : known))")
+        }
+        return c
+    }
+
+    /// Creates the state folder and opens the manifest.
+    public func openManifest(readOnly: Bool = false) throws(AgentError) -> Manifest {
+        do {
+            if !readOnly { try makeDirectories(config.stateDir) }
+            try checkWritable(config.stateDir, key: "agent.state_dir", readOnly: readOnly)
+            return try Manifest(path: config.manifestPath, readOnly: readOnly)
+        } catch let e as AgentError {
+            throw e
+        } catch {
+            throw AgentError(.runtime, "state_dir \(config.stateDir): \(error)")
+        }
+    }
+
+    func checkWritable(_ dir: String, key: String, readOnly: Bool) throws(AgentError) {
+        guard !readOnly else { return }
+        if access(dir, W_OK | X_OK) != 0 {
+            throw AgentError(.runtime, "\(key) \(dir) is not writable: \(String(cString: strerror(errno))) — give the user sluice runs as write access, or change \(key) in \(config.file)")
+        }
+    }
+
+    /// Opens the lake (creating it), cleaning staging files left by dead processes.
+    public func openLake() throws(AgentError) -> Lake {
+        do {
+            try makeDirectories(config.lakeDir)
+            try checkWritable(config.lakeDir, key: "agent.lake_dir", readOnly: false)
+            return try Lake(root: config.lakeDir)
+        } catch let e as AgentError {
+            throw e
+        } catch {
+            throw AgentError(.runtime, "lake_dir \(config.lakeDir): \(error)")
+        }
+    }
+
+    /// Makes the configured sources of a client.
+    public func sources(of client: ClientConfig, only: String?) throws(AgentError) -> [any Source] {
+        let chosen = client.sources.filter { only == nil || $0.name == only }
+        if let only, chosen.isEmpty {
+            throw AgentError(.usage, "client '\(client.id)' has no source '\(only)' (configured: \(client.sources.map(\.name).joined(separator: ", ")))")
+        }
+        return chosen.map { s -> any Source in
+            switch s.kind {
+            case .folder(let f): FolderSource(client: client.id, name: s.name, config: f)
+            }
+        }
+    }
+
+    /// `sluice pull`: one pass over a client's sources.
+    public func pull(client id: String, source: String?, hooks: IngestHooks = IngestHooks()) throws(AgentError) -> PullReport {
+        let client = try requireClient(id)
+        let sources = try sources(of: client, only: source)
+        let manifest = try openManifest()
+        let lake = try openLake()
+        let ingestor = Ingestor(lake: lake, manifest: manifest, stateDir: config.stateDir, logger: logger, hooks: hooks)
+        do {
+            return try ingestor.pull(client: id, sources: sources, trigger: "pull", onlySource: source)
+        } catch {
+            throw AgentError(.runtime, "\(error)")
+        }
+    }
+
+    /// `sluice history`: versions, newest first.
+    public func history(client id: String, path: String?) throws(AgentError) -> [VersionRecord] {
+        _ = try requireClient(id)
+        guard FileManager.default.fileExists(atPath: config.manifestPath) else { return [] }
+        do {
+            return try openManifest().history(client: id, path: path)
+        } catch let e as AgentError {
+            throw e
+        } catch {
+            throw AgentError(.runtime, "\(error)")
+        }
+    }
+
+    /// `sluice audit`.
+    public func audit(client id: String?, quick: Bool) throws(AgentError) -> AuditReport {
+        if let id { _ = try requireClient(id) }
+        guard FileManager.default.fileExists(atPath: config.manifestPath) else {
+            var empty = AuditReport()
+            empty.quick = quick
+            var files: [String] = []
+            Auditor.listFiles(root: config.lakeDir, relative: id.map { "raw/\($0)" } ?? "raw", into: &files)
+            empty.orphans = files.sorted()
+            return empty
+        }
+        do {
+            return try Auditor.run(lakeDir: config.lakeDir, manifest: openManifest(), client: id, quick: quick)
+        } catch let e as AgentError {
+            throw e
+        } catch {
+            throw AgentError(.runtime, "\(error)")
+        }
+    }
+}

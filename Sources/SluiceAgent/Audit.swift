@@ -1,0 +1,116 @@
+import Foundation
+import SluiceLake
+import SluiceManifest
+import Synchronization
+
+/// What `sluice audit` found.
+public struct AuditReport: Sendable, Encodable {
+    public struct Corrupt: Sendable, Encodable {
+        public var lakePath: String
+        public var expected: String
+        public var actual: String?
+        public var expectedSize: Int64
+        public var actualSize: Int64
+        enum CodingKeys: String, CodingKey {
+            case lakePath = "lake_path", expected, actual, expectedSize = "expected_size", actualSize = "actual_size"
+        }
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(lakePath, forKey: .lakePath)
+            try c.encode(expected, forKey: .expected)
+            try c.encode(actual, forKey: .actual)
+            try c.encode(expectedSize, forKey: .expectedSize)
+            try c.encode(actualSize, forKey: .actualSize)
+        }
+    }
+    public var checked = 0
+    public var ok = 0
+    public var missing: [String] = []
+    public var corrupt: [Corrupt] = []
+    public var orphans: [String] = []
+    /// Staging files left by a process that died (removed by the next pull or daemon start).
+    public var tempFiles: [String] = []
+    /// Bytes re-hashed (0 with --quick).
+    public var bytesHashed: Int64 = 0
+    public var quick = false
+
+    enum CodingKeys: String, CodingKey {
+        case checked, ok, missing, corrupt, orphans, tempFiles = "temp_files", bytesHashed = "bytes_hashed", quick
+    }
+
+    public var clean: Bool { missing.isEmpty && corrupt.isEmpty && orphans.isEmpty && tempFiles.isEmpty }
+}
+
+/// Re-hashes every lake file on every core and compares it with the manifest; finds orphans
+/// and leftover staging files. Reads only: it never changes the lake or the manifest.
+public enum Auditor {
+    public static func run(lakeDir: String, manifest: Manifest, client: String?, quick: Bool, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws(ManifestError) -> AuditReport {
+        var entries = try manifest.lakeEntries(client: client)
+        // Largest first, so the last file to finish is a small one.
+        entries.sort { $0.size > $1.size }
+        enum Outcome { case ok, missing, corrupt(actualSHA: String?, actualSize: Int64) }
+        let results = SlotArray<Outcome>(count: entries.count)
+        let hashed = Atomic<Int64>(0)
+        let frozen = entries
+        parallelFor(count: frozen.count, threads: max(1, threads), setup: { IOBuffer(size: 1 << 20) }) { i, buffer in
+            let e = frozen[i]
+            let full = "\(lakeDir)/\(e.lakePath)"
+            var st = stat()
+            guard lstat(full, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+                results.set(i, .missing)
+                return
+            }
+            if quick {
+                results.set(i, Int64(st.st_size) == e.size ? .ok : .corrupt(actualSHA: nil, actualSize: Int64(st.st_size)))
+                return
+            }
+            do {
+                let (sha, size) = try FileDigest.sha256(path: full, buffer: buffer.raw)
+                hashed.add(size, ordering: .relaxed)
+                results.set(i, sha == e.sha256 && size == e.size ? .ok : .corrupt(actualSHA: sha, actualSize: size))
+            } catch {
+                results.set(i, .corrupt(actualSHA: nil, actualSize: Int64(st.st_size)))
+            }
+        }
+        var report = AuditReport()
+        report.quick = quick
+        report.checked = entries.count
+        report.bytesHashed = hashed.load(ordering: .relaxed)
+        for (i, outcome) in results.values.enumerated() {
+            switch outcome! {
+            case .ok: report.ok += 1
+            case .missing: report.missing.append(entries[i].lakePath)
+            case .corrupt(let sha, let size):
+                report.corrupt.append(.init(lakePath: entries[i].lakePath, expected: entries[i].sha256, actual: sha,
+                                            expectedSize: entries[i].size, actualSize: size))
+            }
+        }
+        report.missing.sort()
+        report.corrupt.sort { $0.lakePath < $1.lakePath }
+
+        let known = Set(entries.map(\.lakePath))
+        let scope = client.map { "\(LakeNames.rawFolder)/\($0)" } ?? LakeNames.rawFolder
+        var files: [String] = []
+        listFiles(root: lakeDir, relative: scope, into: &files)
+        report.orphans = files.filter { !known.contains($0) }.sorted()
+        let tmpRoot = "\(lakeDir)/\(LakeNames.internalFolder)/tmp"
+        report.tempFiles = Lake.staleStaging(in: tmpRoot).flatMap { stale in
+            (stale.files.isEmpty ? [stale.folder] : stale.files).map { String($0.dropFirst(lakeDir.count + 1)) }
+        }.sorted()
+        return report
+    }
+
+    /// Every non-folder entry below `root/relative`, as paths relative to `root`.
+    static func listFiles(root: String, relative: String, into out: inout [String]) {
+        for name in Lake.listDirectory("\(root)/\(relative)") {
+            let rel = "\(relative)/\(name)"
+            var st = stat()
+            guard lstat("\(root)/\(rel)", &st) == 0 else { continue }
+            if (st.st_mode & S_IFMT) == S_IFDIR {
+                listFiles(root: root, relative: rel, into: &out)
+            } else {
+                out.append(rel)
+            }
+        }
+    }
+}

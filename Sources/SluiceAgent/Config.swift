@@ -1,0 +1,360 @@
+import Foundation
+import TOMLKit
+
+/// A config that cannot be used: names the file, the key path, the line when known, and what
+/// was expected. Every command exits 2 on it.
+public struct ConfigError: Error, CustomStringConvertible, Sendable {
+    public let file: String
+    public let keyPath: String?
+    public let line: Int?
+    public let message: String
+
+    public var description: String {
+        var s = file
+        if let line { s += ":\(line)" }
+        s += ": "
+        if let keyPath, !keyPath.isEmpty { s += "\(keyPath): " }
+        return s + message
+    }
+}
+
+/// What to do with a client's file once its version is committed.
+public enum AfterIngest: Sendable, Equatable, CustomStringConvertible {
+    case keep
+    case delete
+    /// Move into this folder, relative to the source root.
+    case move(String)
+
+    public var description: String {
+        switch self {
+        case .keep: "keep"
+        case .delete: "delete"
+        case .move(let f): "move:\(f)"
+        }
+    }
+}
+
+public struct FolderSourceConfig: Sendable {
+    public var path: String
+    public var filter: PathFilter
+    public var recursive: Bool
+    public var minAgeNanoseconds: Int64
+    public var afterIngest: AfterIngest
+}
+
+public struct SourceConfig: Sendable {
+    public enum Kind: Sendable {
+        case folder(FolderSourceConfig)
+    }
+    public var name: String
+    public var kind: Kind
+}
+
+public struct ClientConfig: Sendable {
+    public var id: String
+    public var displayName: String?
+    /// Sources in the order of their names.
+    public var sources: [SourceConfig]
+}
+
+/// The agent's configuration, validated.
+public struct AgentConfig: Sendable {
+    /// Absolute path of the file it was read from.
+    public var file: String
+    public var stateDir: String
+    public var lakeDir: String
+    public var mappingsDir: String
+    /// Clients in the order of their ids.
+    public var clients: [ClientConfig]
+
+    public var manifestPath: String { "\(stateDir)/manifest.sqlite" }
+
+    public func client(_ id: String) -> ClientConfig? { clients.first { $0.id == id } }
+
+    /// Where the config is read from: `--config`, else `$SLUICE_CONFIG`, else `/etc/sluice/agent.conf`.
+    public static func resolvePath(explicit: String?, environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let explicit, !explicit.isEmpty { return explicit }
+        if let env = environment["SLUICE_CONFIG"], !env.isEmpty { return env }
+        return "/etc/sluice/agent.conf"
+    }
+
+    /// Reads and validates a config file.
+    public static func load(path: String) throws(ConfigError) -> AgentConfig {
+        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        let file = URL(fileURLWithPath: absolute).standardizedFileURL.path
+        let text: String
+        do {
+            let data = try Data(contentsOf: URL(fileURLWithPath: file))
+            guard let s = String(data: data, encoding: .utf8) else {
+                throw ConfigError(file: file, keyPath: nil, line: nil, message: "the file is not UTF-8 text")
+            }
+            text = s
+        } catch let e as ConfigError {
+            throw e
+        } catch {
+            throw ConfigError(file: file, keyPath: nil, line: nil,
+                              message: "cannot read the config: \((error as NSError).localizedDescription) — pass --config PATH or set SLUICE_CONFIG")
+        }
+        return try parse(text: text, file: file)
+    }
+
+    /// Validates config text; `file` is used for messages and to resolve relative paths.
+    public static func parse(text: String, file: String) throws(ConfigError) -> AgentConfig {
+        let table: TOMLTable
+        do {
+            table = try TOMLTable(string: text)
+        } catch let e as TOMLParseError {
+            throw ConfigError(file: file, keyPath: nil, line: e.source.begin.line,
+                              message: "TOML syntax error: \(e.description) (column \(e.source.begin.column))")
+        } catch {
+            throw ConfigError(file: file, keyPath: nil, line: nil, message: "TOML syntax error: \(error)")
+        }
+        let reader = TableReader(file: file, text: text)
+        return try reader.agentConfig(table)
+    }
+}
+
+/// Walks the TOML tree key by key, so every message can name the key path and the line.
+struct TableReader {
+    let file: String
+    let lines: [Substring]
+    let baseDir: String
+
+    init(file: String, text: String) {
+        self.file = file
+        self.lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        self.baseDir = (file as NSString).deletingLastPathComponent
+    }
+
+    static func isValidID(_ s: String) -> Bool {
+        let b = Array(s.utf8)
+        func ok(_ c: UInt8, first: Bool) -> Bool {
+            (c >= 0x61 && c <= 0x7A) || (c >= 0x30 && c <= 0x39) || (!first && (c == 0x5F || c == 0x2D))
+        }
+        return !b.isEmpty && b.count <= 64 && ok(b[0], first: true) && b.dropFirst().allSatisfy { ok($0, first: false) }
+    }
+
+    func fail(_ keyPath: String, _ message: String) -> ConfigError {
+        ConfigError(file: file, keyPath: keyPath, line: line(of: keyPath), message: message)
+    }
+
+    /// Best-effort line of a key path: the table header, then the `key =` line inside it.
+    func line(of keyPath: String) -> Int? {
+        var parts = keyPath.split(separator: ".").map(String.init)
+        func header(_ l: Substring) -> String? {
+            let t = l.trimmingCharacters(in: .whitespaces)
+            guard t.hasPrefix("["), let close = t.firstIndex(of: "]") else { return nil }
+            let inner = t[t.index(after: t.startIndex)..<close].replacingOccurrences(of: "[", with: "")
+            return inner.split(separator: ".").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: " \"'")) }.joined(separator: ".")
+        }
+        func keyName(_ l: Substring) -> String? {
+            guard let eq = l.firstIndex(of: "=") else { return nil }
+            return l[..<eq].trimmingCharacters(in: CharacterSet(charactersIn: " \t\"'"))
+        }
+        // The key itself as a header ([clients.acme]).
+        let whole = parts.joined(separator: ".")
+        if let i = lines.firstIndex(where: { header($0) == whole }) { return i + 1 }
+        guard !parts.isEmpty else { return nil }
+        let key = parts.removeLast()
+        let table = parts.joined(separator: ".")
+        var inTable = table.isEmpty
+        for (i, l) in lines.enumerated() {
+            if let h = header(l) {
+                inTable = (h == table)
+                continue
+            }
+            if inTable, keyName(l) == key { return i + 1 }
+        }
+        return nil
+    }
+
+    func checkKeys(_ table: TOMLTable, path: String, allowed: Set<String>) throws(ConfigError) {
+        for key in table.keys.sorted() where !allowed.contains(key) {
+            let full = path.isEmpty ? key : "\(path).\(key)"
+            throw fail(full, "unknown key '\(key)' (allowed here: \(allowed.sorted().joined(separator: ", ")))")
+        }
+    }
+
+    func typeName(_ v: any TOMLValueConvertible) -> String {
+        switch v.type {
+        case .table: "a table"
+        case .array: "an array"
+        case .string: "a string"
+        case .int: "an integer"
+        case .double: "a float"
+        case .bool: "a boolean"
+        case .date, .time, .dateTime: "a date/time"
+        }
+    }
+
+    func string(_ t: TOMLTable, _ key: String, _ path: String, required: Bool) throws(ConfigError) -> String? {
+        guard let v = t[key] else {
+            if required { throw fail(path, "missing required key '\(key)' (a string)") }
+            return nil
+        }
+        guard let s = v.string else { throw fail("\(path).\(key)", "expected a string, found \(typeName(v))") }
+        return s
+    }
+
+    func bool(_ t: TOMLTable, _ key: String, _ path: String) throws(ConfigError) -> Bool? {
+        guard let v = t[key] else { return nil }
+        guard let b = v.bool else { throw fail("\(path).\(key)", "expected true or false, found \(typeName(v))") }
+        return b
+    }
+
+    func table(_ t: TOMLTable, _ key: String, _ path: String) throws(ConfigError) -> TOMLTable? {
+        guard let v = t[key] else { return nil }
+        guard let tab = v.table else {
+            throw fail(path.isEmpty ? key : "\(path).\(key)", "expected a table, found \(typeName(v))")
+        }
+        return tab
+    }
+
+    func stringArray(_ t: TOMLTable, _ key: String, _ path: String) throws(ConfigError) -> [String]? {
+        guard let v = t[key] else { return nil }
+        guard let arr = v.array else { throw fail("\(path).\(key)", "expected an array of strings, found \(typeName(v))") }
+        var out: [String] = []
+        for (i, e) in arr.enumerated() {
+            guard let s = e.string else { throw fail("\(path).\(key)[\(i)]", "expected a string, found \(typeName(e))") }
+            out.append(s)
+        }
+        return out
+    }
+
+    func duration(_ t: TOMLTable, _ key: String, _ path: String) throws(ConfigError) -> Int64? {
+        guard let raw = try string(t, key, path, required: false) else {
+            if let v = t[key], v.int != nil {
+                throw fail("\(path).\(key)", "expected a duration string such as \"30s\", found an integer")
+            }
+            return nil
+        }
+        guard let ns = DurationText.parseNanoseconds(raw) else {
+            throw fail("\(path).\(key)", "bad duration \"\(raw)\": expected a whole number with a unit ms, s, m, h or d, such as \"500ms\", \"30s\", \"5m\"")
+        }
+        return ns
+    }
+
+    func resolve(_ p: String) -> String {
+        let joined = p.hasPrefix("/") ? p : "\(baseDir)/\(p)"
+        return URL(fileURLWithPath: joined).standardizedFileURL.path
+    }
+
+    func agentConfig(_ root: TOMLTable) throws(ConfigError) -> AgentConfig {
+        try checkKeys(root, path: "", allowed: ["agent", "clients"])
+        guard let agent = try table(root, "agent", "") else {
+            throw fail("agent", "missing required table [agent] with state_dir and lake_dir")
+        }
+        try checkKeys(agent, path: "agent", allowed: ["state_dir", "lake_dir", "mappings_dir"])
+        let stateDir = resolve(try string(agent, "state_dir", "agent", required: true)!)
+        let lakeDir = resolve(try string(agent, "lake_dir", "agent", required: true)!)
+        let mappingsDir = resolve(try string(agent, "mappings_dir", "agent", required: false) ?? "mappings")
+
+        var clients: [ClientConfig] = []
+        if let ct = try table(root, "clients", "") {
+            for id in ct.keys.sorted() {
+                let path = "clients.\(id)"
+                guard Self.isValidID(id) else {
+                    throw fail(path, "client id '\(id)' must match [a-z0-9][a-z0-9_-]{0,63}")
+                }
+                guard let c = try table(ct, id, "clients") else { continue }
+                clients.append(try client(c, id: id, path: path))
+            }
+        }
+        return AgentConfig(file: file, stateDir: stateDir, lakeDir: lakeDir, mappingsDir: mappingsDir, clients: clients)
+    }
+
+    func client(_ t: TOMLTable, id: String, path: String) throws(ConfigError) -> ClientConfig {
+        try checkKeys(t, path: path, allowed: ["display_name", "sources"])
+        let display = try string(t, "display_name", path, required: false)
+        guard let st = try table(t, "sources", path), !st.isEmpty else {
+            throw fail(path, "client '\(id)' has no sources: add a [\(path).sources.NAME] table")
+        }
+        var sources: [SourceConfig] = []
+        for name in st.keys.sorted() {
+            let spath = "\(path).sources.\(name)"
+            guard Self.isValidID(name) else {
+                throw fail(spath, "source name '\(name)' must match [a-z0-9][a-z0-9_-]{0,63}")
+            }
+            guard let s = try table(st, name, "\(path).sources") else { continue }
+            sources.append(try source(s, name: name, path: spath))
+        }
+        return ClientConfig(id: id, displayName: display, sources: sources)
+    }
+
+    static let defaultExclude = [".*", "**/.*", "*.part", "*.tmp", "*.partial"]
+
+    func globs(_ patterns: [String], key: String) throws(ConfigError) -> [Glob] {
+        var out: [Glob] = []
+        for (i, p) in patterns.enumerated() {
+            do {
+                out.append(try Glob(p))
+            } catch {
+                throw fail("\(key)[\(i)]", "bad glob \"\(p)\": \(error.description)")
+            }
+        }
+        return out
+    }
+
+    func source(_ t: TOMLTable, name: String, path: String) throws(ConfigError) -> SourceConfig {
+        guard let type = try string(t, "type", path, required: true) else { fatalError() }
+        switch type {
+        case "folder":
+            try checkKeys(t, path: path, allowed: ["type", "path", "include", "exclude", "recursive", "min_age", "after_ingest"])
+            let root = resolve(try string(t, "path", path, required: true)!)
+            let include = try globs(try stringArray(t, "include", path) ?? ["**/*"], key: "\(path).include")
+            var exclude = try globs(try stringArray(t, "exclude", path) ?? Self.defaultExclude, key: "\(path).exclude")
+            let recursive = try bool(t, "recursive", path) ?? true
+            let minAge = try duration(t, "min_age", path) ?? 30_000_000_000
+            let action = try afterIngest(t, path)
+            if case .move(let folder) = action {
+                // Never pick up what we moved aside ourselves.
+                exclude.append(try! Glob("/" + folder + "/**"))
+            }
+            let folder = FolderSourceConfig(
+                path: root, filter: PathFilter(include: include, exclude: exclude),
+                recursive: recursive, minAgeNanoseconds: minAge, afterIngest: action)
+            return SourceConfig(name: name, kind: .folder(folder))
+        default:
+            throw fail("\(path).type", "unknown source type \"\(type)\" (this version supports: folder)")
+        }
+    }
+
+    func afterIngest(_ t: TOMLTable, _ path: String) throws(ConfigError) -> AfterIngest {
+        guard let raw = try string(t, "after_ingest", path, required: false) else { return .keep }
+        switch raw {
+        case "keep": return .keep
+        case "delete": return .delete
+        default:
+            if raw.hasPrefix("move:") {
+                let folder = String(raw.dropFirst(5)).trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+                let comps = folder.split(separator: "/", omittingEmptySubsequences: false)
+                if !folder.isEmpty, !raw.dropFirst(5).hasPrefix("/"),
+                   !comps.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }),
+                   (try? Glob("/" + folder + "/**")) != nil {
+                    return .move(folder)
+                }
+                throw fail("\(path).after_ingest", "bad move target \"\(raw)\": expected move:<folder relative to the source root>, without '..' or a leading '/'")
+            }
+            throw fail("\(path).after_ingest", "expected keep, delete or move:<folder>, found \"\(raw)\"")
+        }
+    }
+}
+
+public enum DurationText {
+    /// Parses `500ms`, `30s`, `5m`, `1h`, `1d` into nanoseconds.
+    public static func parseNanoseconds(_ s: String) -> Int64? {
+        let digits = s.prefix { $0.isASCII && $0.isNumber }
+        let suffix = s.dropFirst(digits.count)
+        guard !digits.isEmpty, digits.count <= 9, let n = Int64(digits) else { return nil }
+        let unit: Int64
+        switch suffix {
+        case "ms": unit = 1_000_000
+        case "s": unit = 1_000_000_000
+        case "m": unit = 60_000_000_000
+        case "h": unit = 3_600_000_000_000
+        case "d": unit = 86_400_000_000_000
+        default: return nil
+        }
+        return n * unit
+    }
+}

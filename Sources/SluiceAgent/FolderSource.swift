@@ -1,0 +1,295 @@
+import CSluiceLinux
+import SluiceLake
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A local drop folder.
+///
+/// Symlink policy: a symlink to a regular file is ingested (under the link's own path) only if
+/// it resolves inside the source root; links that point outside are reported as skipped.
+/// Symlinked folders are never descended. Opening goes through `openat2(RESOLVE_BENEATH)`, so
+/// a link swapped in after listing cannot lead out of the root either.
+public struct FolderSource: Source {
+    public let client: String
+    public let name: String
+    public let config: FolderSourceConfig
+
+    public init(client: String, name: String, config: FolderSourceConfig) {
+        self.client = client
+        self.name = name
+        self.config = config
+    }
+
+    public var minAgeNanoseconds: Int64 { config.minAgeNanoseconds }
+    public var afterIngest: AfterIngest { config.afterIngest }
+
+    public func beginPass() throws(SourceError) -> any SourcePass {
+        let fd = open(config.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd < 0 {
+            let err = errno
+            let reason = err == ENOENT ? "does not exist — create it or fix clients.\(client).sources.\(name).path"
+                : err == ENOTDIR ? "is not a folder — fix clients.\(client).sources.\(name).path"
+                : "cannot be opened: \(String(cString: strerror(err))) — check its owner and mode"
+            throw SourceError("drop folder \(config.path) \(reason)")
+        }
+        return FolderPass(rootFD: fd, config: config)
+    }
+}
+
+final class FolderPass: SourcePass {
+    let rootFD: Int32
+    let config: FolderSourceConfig
+
+    init(rootFD: Int32, config: FolderSourceConfig) {
+        self.rootFD = rootFD
+        self.config = config
+    }
+
+    func end() { closeQuietly(rootFD) }
+
+    private func errorText(_ err: Int32) -> String { String(cString: strerror(err)) }
+
+    /// Opens `path` below the root, following symlinks only while they stay below it.
+    func openBeneath(_ path: RelativePath, flags: Int32) -> (fd: Int32, errno: Int32) {
+        var bytes = path.bytes
+        bytes.append(0)
+        return bytes.withUnsafeBufferPointer { buf in
+            buf.withMemoryRebound(to: CChar.self) { cpath in
+                var fd: Int32
+                repeat { fd = CSluiceLinux_openBeneath(rootFD, cpath.baseAddress!, flags | O_CLOEXEC, 0) } while fd < 0 && errno == EINTR
+                if fd < 0 && errno == ENOSYS {
+                    // Kernels before 5.6: refuse every symlink instead.
+                    fd = openat(rootFD, cpath.baseAddress!, flags | O_CLOEXEC | CSluiceLinux_O_NOFOLLOW)
+                }
+                return (fd, fd < 0 ? errno : 0)
+            }
+        }
+    }
+
+    func list(issue: (ListingIssue) -> Void) throws(SourceError) -> [Candidate] {
+        var out: [Candidate] = []
+        walk(dirFD: dup(rootFD), prefix: RelativePath(bytes: []), out: &out, issue: issue)
+        return out
+    }
+
+    private func walk(dirFD: Int32, prefix: RelativePath, out: inout [Candidate], issue: (ListingIssue) -> Void) {
+        guard dirFD >= 0, let dir = fdopendir(dirFD) else {
+            closeQuietly(dirFD)
+            issue(ListingIssue(path: prefix, kind: .failed, message: "cannot read folder: \(errorText(errno))"))
+            return
+        }
+        defer { closedir(dir) }
+        var subdirs: [(name: [UInt8], path: RelativePath)] = []
+        while true {
+            errno = 0
+            guard let entry = readdir(dir) else {
+                if errno != 0 {
+                    issue(ListingIssue(path: prefix, kind: .failed, message: "reading folder failed: \(errorText(errno))"))
+                }
+                break
+            }
+            let name: [UInt8] = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                Array(raw.prefix { $0 != 0 })
+            }
+            if name == [0x2E] || name == [0x2E, 0x2E] { continue }
+            let rel = prefix.appending(name)
+            var st = stat()
+            let rc = name.withUnsafeBufferPointer { b -> Int32 in
+                var z = Array(b)
+                z.append(0)
+                return z.withUnsafeBufferPointer { zb in
+                    zb.withMemoryRebound(to: CChar.self) { fstatat(dirfd(dir), $0.baseAddress!, &st, AT_SYMLINK_NOFOLLOW) }
+                }
+            }
+            if rc != 0 {
+                if errno != ENOENT {
+                    issue(ListingIssue(path: rel, kind: .failed, message: "cannot stat: \(errorText(errno))"))
+                }
+                continue
+            }
+            switch st.st_mode & S_IFMT {
+            case S_IFDIR:
+                if config.recursive && config.filter.descends(into: rel.bytes) {
+                    subdirs.append((name, rel))
+                }
+            case S_IFREG:
+                if config.filter.accepts(file: rel.bytes) {
+                    out.append(Candidate(path: rel, size: Int64(st.st_size), mtimeNs: Self.mtime(st)))
+                }
+            case S_IFLNK:
+                guard config.filter.accepts(file: rel.bytes) else { continue }
+                let (fd, err) = openBeneath(rel, flags: CSluiceLinux_O_PATH)
+                if fd < 0 {
+                    let why = err == EXDEV || err == ELOOP
+                        ? "symlink points outside the source root; not followed"
+                        : "dangling or unreadable symlink: \(errorText(err))"
+                    issue(ListingIssue(path: rel, kind: .skipped, message: why))
+                    continue
+                }
+                var tst = stat()
+                fstat(fd, &tst)
+                closeQuietly(fd)
+                if (tst.st_mode & S_IFMT) == S_IFREG {
+                    out.append(Candidate(path: rel, size: Int64(tst.st_size), mtimeNs: Self.mtime(tst)))
+                } else {
+                    issue(ListingIssue(path: rel, kind: .skipped, message: "symlink to a folder or special file; not followed"))
+                }
+            default:
+                continue  // FIFOs, sockets, devices: never ingested
+            }
+        }
+        for sub in subdirs {
+            let fd = sub.name.withUnsafeBufferPointer { b -> Int32 in
+                var z = Array(b)
+                z.append(0)
+                return z.withUnsafeBufferPointer { zb in
+                    zb.withMemoryRebound(to: CChar.self) {
+                        openat(dirfd(dir), $0.baseAddress!, O_RDONLY | O_DIRECTORY | O_CLOEXEC | CSluiceLinux_O_NOFOLLOW)
+                    }
+                }
+            }
+            if fd < 0 {
+                issue(ListingIssue(path: sub.path, kind: .failed, message: "cannot open folder: \(errorText(errno))"))
+                continue
+            }
+            walk(dirFD: fd, prefix: sub.path, out: &out, issue: issue)
+        }
+    }
+
+    static func mtime(_ st: stat) -> Int64 {
+        Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+    }
+
+    func open(_ candidate: Candidate) throws(SourceError) -> any ByteStream {
+        let (fd, err) = openBeneath(candidate.path, flags: O_RDONLY | O_NOCTTY | O_NONBLOCK)
+        if fd < 0 {
+            switch err {
+            case ENOENT: throw SourceError("file vanished before it could be read")
+            case EACCES, EPERM: throw SourceError("cannot read the file: permission denied — give the sluice user read access")
+            case EXDEV, ELOOP: throw SourceError("symlink points outside the source root; not followed")
+            default: throw SourceError("cannot open the file: \(errorText(err))")
+            }
+        }
+        var st = stat()
+        fstat(fd, &st)
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            closeQuietly(fd)
+            throw SourceError("not a regular file any more")
+        }
+        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
+        return FolderStream(fd: fd, opened: st, candidate: candidate)
+    }
+
+    func applyAfterIngest(_ action: AfterIngest, to candidate: Candidate) throws(SourceError) {
+        guard action != .keep else { return }
+        let comps = candidate.path.components
+        let parent = RelativePath(bytes: Array(comps.dropLast().joined(separator: [UInt8(ascii: "/")])))
+        let name = Array(comps.last ?? [])
+        let (pfd, perr) = parent.bytes.isEmpty ? (dup(rootFD), Int32(0)) : openBeneath(parent, flags: O_RDONLY | O_DIRECTORY)
+        guard pfd >= 0 else { throw SourceError("after_ingest: cannot open its folder: \(errorText(perr))") }
+        defer { closeQuietly(pfd) }
+        try withCString(name) { cname throws(SourceError) in
+            var st = stat()
+            guard fstatat(pfd, cname, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
+                throw SourceError("after_ingest: file is gone: \(errorText(errno))")
+            }
+            if (st.st_mode & S_IFMT) == S_IFREG
+                && (Int64(st.st_size) != candidate.size || Self.mtime(st) != candidate.mtimeNs) {
+                throw SourceError("after_ingest: file changed after it was ingested; left in place for the next pull")
+            }
+            switch action {
+            case .keep:
+                return
+            case .delete:
+                guard unlinkat(pfd, cname, 0) == 0 else {
+                    throw SourceError("after_ingest delete failed: \(errorText(errno)) — the version is stored; remove the file by hand or fix permissions")
+                }
+                fsync(pfd)
+            case .move(let folder):
+                try moveAside(pfd: pfd, cname: cname, into: folder, relative: parent, name: name)
+            }
+        }
+    }
+
+    private func moveAside(pfd: Int32, cname: UnsafePointer<CChar>, into folder: String, relative: RelativePath, name: [UInt8]) throws(SourceError) {
+        var targetDir = RelativePath(folder)
+        for c in relative.components { targetDir = targetDir.appending(c) }
+        // Create the target folders one by one below the root (never following symlinks).
+        var dfd = dup(rootFD)
+        for c in targetDir.components {
+            let next: Int32 = withCString(Array(c)) { cc in
+                _ = mkdirat(dfd, cc, 0o750)
+                return openat(dfd, cc, O_RDONLY | O_DIRECTORY | O_CLOEXEC | CSluiceLinux_O_NOFOLLOW)
+            }
+            closeQuietly(dfd)
+            guard next >= 0 else { throw SourceError("after_ingest move: cannot create \(targetDir.display): \(errorText(errno))") }
+            dfd = next
+        }
+        defer { closeQuietly(dfd) }
+        var attempt = 0
+        while true {
+            var target = name
+            if attempt > 0 { target += Array(".\(attempt)".utf8) }
+            let rc = withCString(target) { CSluiceLinux_renameNoReplace(pfd, cname, dfd, $0) }
+            if rc == 0 { break }
+            if errno == EEXIST && attempt < 1000 {
+                attempt += 1
+                continue
+            }
+            throw SourceError("after_ingest move to \(targetDir.display) failed: \(errorText(errno))")
+        }
+        fsync(dfd)
+        fsync(pfd)
+    }
+}
+
+/// Calls `body` with a NUL-terminated copy of `bytes`.
+func withCString<R, E: Error>(_ bytes: [UInt8], _ body: (UnsafePointer<CChar>) throws(E) -> R) throws(E) -> R {
+    var z = bytes
+    z.append(0)
+    let result: Result<R, E> = z.withUnsafeBufferPointer { b in
+        b.withMemoryRebound(to: CChar.self) { p in
+            do throws(E) { return .success(try body(p.baseAddress!)) } catch { return .failure(error) }
+        }
+    }
+    return try result.get()
+}
+
+final class FolderStream: ByteStream {
+    let fd: Int32
+    let opened: stat
+    let candidate: Candidate
+
+    init(fd: Int32, opened: stat, candidate: Candidate) {
+        self.fd = fd
+        self.opened = opened
+        self.candidate = candidate
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws(SourceError) -> Int {
+        while true {
+            let n = Glibc.read(fd, buffer.baseAddress!, buffer.count)
+            if n >= 0 { return n }
+            if errno == EINTR { continue }
+            throw SourceError("read failed: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    func changedWhileReading(bytesRead: Int64) -> String? {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return "cannot stat after reading" }
+        if Int64(opened.st_size) != candidate.size || FolderPass.mtime(opened) != candidate.mtimeNs {
+            return "file changed after it was listed; retried on the next pass"
+        }
+        if Int64(st.st_size) != bytesRead || bytesRead != Int64(opened.st_size) {
+            return "size changed while copying (\(opened.st_size) → \(st.st_size) bytes, read \(bytesRead)); retried on the next pass"
+        }
+        if st.st_mtim.tv_sec != opened.st_mtim.tv_sec || st.st_mtim.tv_nsec != opened.st_mtim.tv_nsec {
+            return "file was modified while copying; retried on the next pass"
+        }
+        return nil
+    }
+
+    func close() { closeQuietly(fd) }
+}

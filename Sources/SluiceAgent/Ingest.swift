@@ -1,0 +1,393 @@
+import Foundation
+import Logging
+import SluiceLake
+import SluiceManifest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The outcome of one file in a pass, as `pull --json` prints it.
+public struct FileReport: Sendable, Encodable {
+    public enum Status: String, Sendable, Encodable {
+        case new, unchanged, skipped, failed
+    }
+    public var source: String
+    public var path: String
+    public var version: Int?
+    public var sha256: String?
+    public var size: Int64?
+    public var lakePath: String?
+    public var status: Status
+    public var error: String?
+
+    enum CodingKeys: String, CodingKey {
+        case source, path, version, sha256, size, lakePath = "lake_path", status, error
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(source, forKey: .source)
+        try c.encode(path, forKey: .path)
+        try c.encode(version, forKey: .version)
+        try c.encode(sha256, forKey: .sha256)
+        try c.encode(size, forKey: .size)
+        try c.encode(lakePath, forKey: .lakePath)
+        try c.encode(status, forKey: .status)
+        try c.encode(error, forKey: .error)
+    }
+}
+
+/// The result of one pull of one client.
+public struct PullReport: Sendable {
+    public var client: String
+    public var runID: Int64
+    public var counts = RunCounts()
+    /// Every file that was not simply unchanged, in source order.
+    public var files: [FileReport] = []
+    /// Sources that could not be read at all, by name.
+    public var sourceErrors: [(source: String, message: String)] = []
+    /// Files whose version is committed but whose `after_ingest` step failed.
+    public var afterIngestFailures = 0
+
+    public var succeeded: Bool { counts.failed == 0 && sourceErrors.isEmpty && afterIngestFailures == 0 }
+}
+
+/// Fault injection for tests: hooks the pipeline calls at fixed points.
+public struct IngestHooks: Sendable {
+    /// Called by a worker after the first chunk of a file has been copied.
+    public var afterFirstChunk: (@Sendable (Candidate) -> Void)?
+    public init(afterFirstChunk: (@Sendable (Candidate) -> Void)? = nil) {
+        self.afterFirstChunk = afterFirstChunk
+    }
+}
+
+/// The one ingest pipeline every source goes through:
+/// list → stable? → new content? → stage in the lake's tmp with SHA-256 while copying →
+/// fsync → no-clobber rename → fsync folders → one manifest transaction per batch →
+/// after-ingest action.
+public final class Ingestor: Sendable {
+    public let lake: Lake
+    public let manifest: Manifest
+    public let stateDir: String
+    let logger: Logger
+    /// Threads that copy, hash and fsync in parallel (I/O bound, so more than the cores).
+    public let workers: Int
+    /// Files published per manifest transaction.
+    public let batchSize: Int
+    public let hooks: IngestHooks
+    static let copyBufferSize = 1 << 20
+
+    public init(lake: Lake, manifest: Manifest, stateDir: String, logger: Logger,
+                workers: Int? = nil, batchSize: Int = 512, hooks: IngestHooks = IngestHooks()) {
+        self.lake = lake
+        self.manifest = manifest
+        self.stateDir = stateDir
+        self.logger = logger
+        self.workers = workers ?? max(8, 4 * ProcessInfo.processInfo.activeProcessorCount)
+        self.batchSize = batchSize
+        self.hooks = hooks
+    }
+
+    /// One pass over the given sources of a client.
+    public func pull(client: String, sources: [any Source], trigger: String, onlySource: String? = nil) throws(ManifestError) -> PullReport {
+        try manifest.markInterruptedRuns(client: client)
+        let runID = try manifest.startRun(client: client, source: onlySource, trigger: trigger)
+        var report = PullReport(client: client, runID: runID)
+        var fatal: ManifestError?
+        for source in sources {
+            do {
+                try ingest(client: client, source: source, runID: runID, report: &report)
+            } catch let e as SourceError {
+                logger.error("Source failed", metadata: ["client.id": "\(client)", "source.name": "\(source.name)", "error": "\(e.message)"])
+                report.sourceErrors.append((source.name, e.message))
+            } catch let e as ManifestError {
+                report.sourceErrors.append((source.name, e.message))
+                fatal = e
+                break
+            } catch {
+                report.sourceErrors.append((source.name, "\(error)"))
+            }
+        }
+        let status = report.succeeded ? "ok" : (report.counts.new + report.counts.unchanged > 0 ? "partial" : "failed")
+        let errorText = report.sourceErrors.map { "\($0.source): \($0.message)" }
+            + (report.counts.failed > 0 ? ["\(report.counts.failed) file(s) failed"] : [])
+            + (report.afterIngestFailures > 0 ? ["after_ingest failed for \(report.afterIngestFailures) file(s)"] : [])
+        try? manifest.finishRun(id: runID, status: status, error: errorText.isEmpty ? nil : errorText.joined(separator: "; "))
+        if let fatal { throw fatal }
+        return report
+    }
+
+    enum Staged {
+        case staged(tmpPath: String, sha256: String, size: Int64)
+        case sameAsLatest(size: Int64)
+        case skipped(String)
+        case failed(String)
+    }
+
+    private func ingest(client: String, source: any Source, runID: Int64, report: inout PullReport) throws {
+        let lock: SourceLock
+        do {
+            lock = try SourceLock(stateDir: stateDir, client: client, source: source.name)
+        } catch {
+            throw SourceError("cannot take the source lock: \(error)")
+        }
+        defer { withExtendedLifetime(lock) {} }
+        let pass = try source.beginPass()
+        defer { pass.end() }
+        var known = try manifest.knownFiles(client: client, source: source.name)
+        var listingCounts = RunCounts()
+        let candidates = try pass.list { issue in
+            switch issue.kind {
+            case .skipped: listingCounts.skipped += 1
+            case .failed: listingCounts.failed += 1
+            }
+            report.files.append(FileReport(source: source.name, path: issue.path.display, status: issue.kind == .skipped ? .skipped : .failed, error: issue.message))
+        }
+        let now = nowNanoseconds()
+        var work: [Candidate] = []
+        var unchanged: [Candidate] = []
+        for c in candidates {
+            if let k = known[c.path.bytes], k.lastSize == c.size, k.lastMtimeNs == c.mtimeNs {
+                unchanged.append(c)
+                continue
+            }
+            let age = now - c.mtimeNs
+            if age < source.minAgeNanoseconds {
+                listingCounts.skipped += 1
+                report.files.append(FileReport(source: source.name, path: c.path.display, status: .skipped,
+                                               error: "not stable yet: modified \(age / 1_000_000) ms ago, min_age is \(source.minAgeNanoseconds / 1_000_000) ms"))
+                continue
+            }
+            work.append(c)
+        }
+        listingCounts.unchanged = unchanged.count
+        _ = try manifest.commit([], runID: runID, counts: listingCounts)
+        report.counts += listingCounts
+        if source.afterIngest != .keep {
+            // Already committed in an earlier pass whose after-ingest step did not run.
+            for c in unchanged {
+                guard let why = afterIngest(source: source, pass: pass, candidate: c, client: client) else { continue }
+                report.afterIngestFailures += 1
+                let k = known[c.path.bytes]
+                report.files.append(FileReport(source: source.name, path: c.path.display, version: k?.version, sha256: k?.sha256,
+                                               size: c.size, lakePath: k?.lakePath, status: .unchanged, error: why))
+            }
+        }
+
+        var start = 0
+        while start < work.count {
+            let chunk = Array(work[start..<min(start + batchSize, work.count)])
+            start += chunk.count
+            let staged = stage(chunk, pass: pass, known: known)
+            try commitBatch(client: client, source: source, pass: pass, chunk: chunk, staged: staged,
+                            runID: runID, known: &known, report: &report)
+        }
+    }
+
+    /// Copies and hashes a chunk of candidates into staging files in parallel, fsyncing each.
+    private func stage(_ chunk: [Candidate], pass: any SourcePass, known: [[UInt8]: KnownFile]) -> [Staged] {
+        let results = SlotArray<Staged>(count: chunk.count)
+        let lake = self.lake
+        let hooks = self.hooks
+        let latestSHA = chunk.map { known[$0.path.bytes]?.sha256 }
+        parallelFor(count: chunk.count, threads: workers, setup: { IOBuffer(size: Self.copyBufferSize) }) { i, buffer in
+            results.set(i, Self.stageOne(chunk[i], latestSHA: latestSHA[i], pass: pass, lake: lake, buffer: buffer, hooks: hooks))
+        }
+        return results.values.map { $0! }
+    }
+
+    private static func stageOne(_ c: Candidate, latestSHA: String?, pass: any SourcePass, lake: Lake, buffer: IOBuffer, hooks: IngestHooks) -> Staged {
+        let stream: any ByteStream
+        do {
+            stream = try pass.open(c)
+        } catch {
+            return error.message.hasPrefix("file vanished") ? .skipped(error.message) : .failed(error.message)
+        }
+        defer { stream.close() }
+        var file: StagedFile
+        do {
+            file = try lake.stage()
+        } catch {
+            return .failed("cannot create a staging file in the lake: \(error)")
+        }
+        var first = true
+        while true {
+            let n: Int
+            do {
+                n = try stream.read(into: buffer.raw)
+            } catch {
+                file.discard()
+                return .failed(error.message)
+            }
+            if n == 0 { break }
+            do {
+                try file.write(UnsafeRawBufferPointer(rebasing: buffer.raw[0..<n]))
+            } catch {
+                file.discard()
+                return .failed("writing to the lake failed: \(error)")
+            }
+            if first, let hook = hooks.afterFirstChunk {
+                first = false
+                hook(c)
+            }
+        }
+        let size = file.size
+        if let why = stream.changedWhileReading(bytesRead: size) {
+            file.discard()
+            return .skipped(why)
+        }
+        if let latestSHA, file.currentDigest == latestSHA {
+            file.discard()
+            return .sameAsLatest(size: size)
+        }
+        let path = file.path
+        do {
+            let sha = try file.finish(sync: true)
+            return .staged(tmpPath: path, sha256: sha, size: size)
+        } catch {
+            return .failed("syncing the staged copy failed: \(error)")
+        }
+    }
+
+    private func commitBatch(client: String, source: any Source, pass: any SourcePass, chunk: [Candidate], staged: [Staged],
+                             runID: Int64, known: inout [[UInt8]: KnownFile], report: inout PullReport) throws {
+        var entries: [ManifestEntry] = []
+        var entryIndex: [Int] = []           // chunk index of each entry
+        var published: [String] = []          // lake paths we created in this batch
+        var folders = Set<String>()
+        var counts = RunCounts()
+        var reports: [Int: FileReport] = [:]
+        var versions: [Int: (version: Int, lakePath: String, sha: String, size: Int64)] = [:]
+
+        for (i, result) in staged.enumerated() {
+            let c = chunk[i]
+            let base = FileReport(source: source.name, path: c.path.display, status: .failed)
+            switch result {
+            case .skipped(let why):
+                counts.skipped += 1
+                reports[i] = with(base) { $0.status = .skipped; $0.error = why }
+            case .failed(let why):
+                counts.failed += 1
+                reports[i] = with(base) { $0.error = why }
+                logger.warning("File failed", metadata: ["client.id": "\(client)", "source.name": "\(source.name)", "file.path": "\(c.path.display)", "error": "\(why)"])
+            case .sameAsLatest(let size):
+                let k = known[c.path.bytes]!
+                entries.append(.sighting(versionID: k.versionID, size: size, mtimeNs: c.mtimeNs))
+                entryIndex.append(i)
+                counts.unchanged += 1
+                reports[i] = with(base) {
+                    $0.status = .unchanged; $0.version = k.version; $0.sha256 = k.sha256; $0.size = size; $0.lakePath = k.lakePath
+                }
+            case .staged(let tmp, let sha, let size):
+                let version = (known[c.path.bytes]?.version ?? 0) + 1
+                let lakePath = LakeNames.rawPath(client: client, source: source.name, path: c.path, version: version)
+                do {
+                    let created = try publish(tmp: tmp, sha256: sha, lakePath: lakePath)
+                    if created { published.append(lakePath) }
+                    folders.insert(String(lakePath[..<lakePath.lastIndex(of: "/")!]))
+                } catch {
+                    unlink(tmp)
+                    counts.failed += 1
+                    reports[i] = with(base) { $0.error = "publishing into the lake failed: \(error)" }
+                    continue
+                }
+                entries.append(.version(NewVersion(
+                    client: client, source: source.name, path: c.path.display, pathBytes: c.path.bytes,
+                    version: version, sha256: sha, size: size, mtimeNs: c.mtimeNs, lakePath: lakePath)))
+                entryIndex.append(i)
+                versions[i] = (version, lakePath, sha, size)
+                counts.new += 1
+                counts.bytes += size
+                reports[i] = with(base) {
+                    $0.status = .new; $0.version = version; $0.sha256 = sha; $0.size = size; $0.lakePath = lakePath
+                }
+            }
+        }
+
+        let ids: [Int64]
+        do {
+            try lake.syncDirectories(folders)
+            ids = try manifest.commit(entries, runID: runID, counts: counts)
+        } catch {
+            // Nothing points at what this batch published: take it back so no orphan is left.
+            for p in published { unlink("\(lake.root)/\(p)") }
+            try? lake.syncDirectories(folders)
+            throw error
+        }
+
+        for (n, i) in entryIndex.enumerated() {
+            let c = chunk[i]
+            if let v = versions[i] {
+                let fileID = known[c.path.bytes]?.fileID ?? 0
+                known[c.path.bytes] = KnownFile(fileID: fileID, versionID: ids[n], version: v.version, sha256: v.sha,
+                                                lakePath: v.lakePath, lastSize: v.size, lastMtimeNs: c.mtimeNs)
+                logger.debug("Version committed", metadata: [
+                    "client.id": "\(client)", "source.name": "\(source.name)", "file.path": "\(c.path.display)",
+                    "file.version": "\(v.version)", "file.sha256": "\(v.sha)",
+                ])
+            } else if var k = known[c.path.bytes] {
+                k.lastSize = c.size
+                k.lastMtimeNs = c.mtimeNs
+                known[c.path.bytes] = k
+            }
+        }
+        report.counts += counts
+        if source.afterIngest != .keep {
+            for i in entryIndex {
+                guard let why = afterIngest(source: source, pass: pass, candidate: chunk[i], client: client) else { continue }
+                report.afterIngestFailures += 1
+                reports[i]?.error = why
+            }
+        }
+        for i in chunk.indices {
+            guard let r = reports[i] else { continue }
+            report.files.append(r)
+        }
+    }
+
+    /// Publishes a staged file. Returns true when this call created the lake file, false when
+    /// an identical file was already there (left by a run that died before its commit) and
+    /// was adopted.
+    private func publish(tmp: String, sha256: String, lakePath: String) throws -> Bool {
+        for _ in 0..<2 {
+            switch try lake.publish(stagedPath: tmp, to: lakePath) {
+            case .published:
+                return true
+            case .exists:
+                if let owner = try manifest.version(atLakePath: lakePath) {
+                    throw SourceError("lake path \(lakePath) is already recorded for \(owner.path) v\(owner.version); the manifest and the lake disagree — run `sluice audit`")
+                }
+                let buffer = IOBuffer(size: 256 << 10)
+                let existing = try FileDigest.sha256(path: "\(lake.root)/\(lakePath)", buffer: buffer.raw)
+                if existing.sha256 == sha256 {
+                    unlink(tmp)
+                    logger.notice("Adopted an unrecorded lake file left by an interrupted run", metadata: ["lake.path": "\(lakePath)"])
+                    return false
+                }
+                let moved = try lake.quarantine(lakePath: lakePath)
+                logger.warning("Moved an unrecorded lake file with other content out of the way", metadata: ["lake.path": "\(lakePath)", "quarantine.path": "\(moved)"])
+            }
+        }
+        throw SourceError("lake path \(lakePath) stays taken")
+    }
+
+    /// Runs the source's after-ingest action on a committed file; returns why it failed, if it did.
+    private func afterIngest(source: any Source, pass: any SourcePass, candidate: Candidate, client: String) -> String? {
+        do {
+            try pass.applyAfterIngest(source.afterIngest, to: candidate)
+            return nil
+        } catch {
+            logger.warning("After-ingest action failed", metadata: [
+                "client.id": "\(client)", "source.name": "\(source.name)", "file.path": "\(candidate.path.display)", "error": "\(error.message)",
+            ])
+            return error.message
+        }
+    }
+}
+
+@inline(__always)
+func with<T>(_ value: T, _ change: (inout T) -> Void) -> T {
+    var v = value
+    change(&v)
+    return v
+}

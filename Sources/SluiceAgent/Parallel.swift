@@ -1,0 +1,47 @@
+import Foundation
+import Synchronization
+
+/// Runs `body(i)` for every `i` in `0..<count` on `threads` dedicated threads (never on
+/// Swift's cooperative pool, since the work blocks in system calls) and waits for all.
+/// `setup` runs once per thread and its result is handed to each call on that thread.
+func parallelFor<State>(count: Int, threads: Int, setup: @escaping @Sendable () -> State, cleanup: @escaping @Sendable (State) -> Void = { _ in }, body: @escaping @Sendable (Int, State) -> Void) {
+    guard count > 0 else { return }
+    let n = max(1, min(threads, count))
+    let next = Atomic<Int>(0)
+    let done = DispatchSemaphore(value: 0)
+    let work: @Sendable () -> Void = {
+        let state = setup()
+        while true {
+            let i = next.add(1, ordering: .relaxed).oldValue
+            if i >= count { break }
+            body(i, state)
+        }
+        cleanup(state)
+        done.signal()
+    }
+    withExtendedLifetime(next) {
+        for _ in 1..<n {
+            let t = Thread(block: work)
+            t.stackSize = 1 << 20
+            t.start()
+        }
+        work()
+        for _ in 0..<n { done.wait() }
+    }
+}
+
+/// A fixed-size array that threads fill at distinct indices.
+final class SlotArray<T>: @unchecked Sendable {
+    private var storage: [T?]
+    init(count: Int) { storage = Array(repeating: nil, count: count) }
+    /// Each index must be written by one thread only, and read after `parallelFor` returns.
+    func set(_ i: Int, _ value: T) { storage.withUnsafeMutableBufferPointer { $0[i] = value } }
+    var values: [T?] { storage }
+}
+
+/// A page-aligned byte buffer owned by one thread.
+final class IOBuffer: @unchecked Sendable {
+    let raw: UnsafeMutableRawBufferPointer
+    init(size: Int) { raw = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096) }
+    deinit { raw.deallocate() }
+}

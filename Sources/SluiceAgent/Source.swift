@@ -1,0 +1,63 @@
+import SluiceLake
+
+/// A file a source offers: where it is, how big, and when it last changed.
+public struct Candidate: Sendable {
+    public var path: RelativePath
+    public var size: Int64
+    /// Modification time in nanoseconds since the Unix epoch.
+    public var mtimeNs: Int64
+
+    public init(path: RelativePath, size: Int64, mtimeNs: Int64) {
+        self.path = path
+        self.size = size
+        self.mtimeNs = mtimeNs
+    }
+}
+
+/// What listing a source found besides candidates: entries that are reported, not ingested.
+public struct ListingIssue: Sendable {
+    public enum Kind: Sendable { case skipped, failed }
+    public var path: RelativePath
+    public var kind: Kind
+    public var message: String
+}
+
+/// A source-level failure (the folder is missing, the server refuses us). The other sources
+/// still run.
+public struct SourceError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// A stream of one candidate's bytes.
+public protocol ByteStream: AnyObject {
+    /// Reads up to `buffer.count` bytes; 0 at the end.
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws(SourceError) -> Int
+    /// After the last read: nil when the file is still exactly what was read, or why not
+    /// (it grew, shrank or was rewritten while being copied).
+    func changedWhileReading(bytesRead: Int64) -> String?
+    func close()
+}
+
+/// Where files come from. A source only lists candidates and opens them as byte streams;
+/// the ingest pipeline does everything else.
+public protocol Source: Sendable {
+    var name: String { get }
+    /// A file is taken only when its mtime is at least this old.
+    var minAgeNanoseconds: Int64 { get }
+    var afterIngest: AfterIngest { get }
+    /// Starts one pass: connects or opens the root.
+    func beginPass() throws(SourceError) -> any SourcePass
+}
+
+/// One pass over a source. `open` may be called from several threads at once.
+public protocol SourcePass: Sendable {
+    /// Lists candidate files (include/exclude already applied).
+    func list(issue: (ListingIssue) -> Void) throws(SourceError) -> [Candidate]
+    /// Opens a candidate for reading. Fails with a message when it is gone or unreadable.
+    func open(_ candidate: Candidate) throws(SourceError) -> any ByteStream
+    /// Deletes or moves a committed file, if it is still the one that was ingested.
+    func applyAfterIngest(_ action: AfterIngest, to candidate: Candidate) throws(SourceError)
+    func end()
+}

@@ -1,0 +1,39 @@
+import Crypto
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Lowercase hex of a digest.
+public func hexString(_ digest: some Sequence<UInt8>) -> String {
+    let hex: [UInt8] = Array("0123456789abcdef".utf8)
+    var out = [UInt8]()
+    out.reserveCapacity(64)
+    for b in digest {
+        out.append(hex[Int(b >> 4)])
+        out.append(hex[Int(b & 0xF)])
+    }
+    return String(decoding: out, as: UTF8.self)
+}
+
+/// Streams a file through SHA-256 without holding it in memory.
+public enum FileDigest {
+    /// The size of the read buffer used for hashing whole files.
+    public static let bufferSize = 1 << 20
+
+    /// SHA-256 (lowercase hex) and byte count of the file at `path`.
+    /// `buffer` must be at least a few KiB; pass one per thread to avoid allocations.
+    public static func sha256(path: String, buffer: UnsafeMutableRawBufferPointer) throws(SystemCallError) -> (sha256: String, size: Int64) {
+        let fd = try systemCall("open", path) { open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
+        defer { closeQuietly(fd) }
+        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
+        var hasher = SHA256()
+        var total: Int64 = 0
+        while true {
+            let n = try systemCall("read", path) { read(fd, buffer.baseAddress!, buffer.count) }
+            if n == 0 { break }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            total += Int64(n)
+        }
+        return (hexString(hasher.finalize()), total)
+    }
+}

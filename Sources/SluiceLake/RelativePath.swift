@@ -1,0 +1,50 @@
+/// A path relative to a source root, kept as raw bytes so that names which are not UTF-8 survive.
+///
+/// Components are separated by `/`; there are no empty, `.` or `..` components.
+public struct RelativePath: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public let bytes: [UInt8]
+
+    public init(bytes: [UInt8]) { self.bytes = bytes }
+    public init(_ string: String) { self.bytes = Array(string.utf8) }
+
+    /// The path's components, as raw bytes.
+    public var components: [ArraySlice<UInt8>] {
+        bytes.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true)
+    }
+
+    /// The last component (the file name).
+    public var name: ArraySlice<UInt8> { components.last ?? [] }
+
+    /// Appends one component.
+    public func appending(_ component: some Collection<UInt8>) -> RelativePath {
+        if bytes.isEmpty { return RelativePath(bytes: Array(component)) }
+        return RelativePath(bytes: bytes + [UInt8(ascii: "/")] + component)
+    }
+
+    /// True when every component is a plain name: not empty, not `.` or `..`, no NUL.
+    public var isSafe: Bool {
+        if bytes.isEmpty || bytes.first == UInt8(ascii: "/") || bytes.contains(0) { return false }
+        for c in bytes.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false) {
+            if c.isEmpty || c.elementsEqual([UInt8(ascii: ".")]) || c.elementsEqual([UInt8(ascii: "."), UInt8(ascii: ".")]) {
+                return false
+            }
+        }
+        return true
+    }
+
+    /// True when the bytes are valid UTF-8.
+    public var isUTF8: Bool { String(validating: bytes, as: UTF8.self) != nil }
+
+    /// The path as text: the exact string when it is valid UTF-8, otherwise each byte that is
+    /// not part of valid UTF-8 is shown as `\xHH`.
+    public var display: String {
+        if let s = String(validating: bytes, as: UTF8.self) { return s }
+        return LakeNames.escapeInvalidUTF8(bytes[...], escapePercentAndControls: false, hexPrefix: "\\x")
+    }
+
+    public var description: String { display }
+
+    public static func < (lhs: RelativePath, rhs: RelativePath) -> Bool {
+        lhs.bytes.lexicographicallyPrecedes(rhs.bytes)
+    }
+}

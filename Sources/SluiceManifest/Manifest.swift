@@ -1,0 +1,294 @@
+import Foundation
+import GRDB
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An error opening or writing the manifest, with what to do about it.
+public struct ManifestError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// What the manifest knows of one file of a source: its latest version and the size and mtime
+/// it was last seen with.
+public struct KnownFile: Sendable {
+    public var fileID: Int64
+    public var versionID: Int64
+    public var version: Int
+    public var sha256: String
+    public var lakePath: String
+    public var lastSize: Int64
+    public var lastMtimeNs: Int64
+
+    public init(fileID: Int64, versionID: Int64, version: Int, sha256: String, lakePath: String, lastSize: Int64, lastMtimeNs: Int64) {
+        self.fileID = fileID
+        self.versionID = versionID
+        self.version = version
+        self.sha256 = sha256
+        self.lakePath = lakePath
+        self.lastSize = lastSize
+        self.lastMtimeNs = lastMtimeNs
+    }
+}
+
+/// One row of `sluice history`.
+public struct VersionRecord: Codable, Sendable, FetchableRecord, Equatable {
+    public var client: String
+    public var source: String
+    public var path: String
+    public var version: Int
+    public var sha256: String
+    public var size: Int64
+    public var source_mtime: String
+    public var lake_path: String
+    public var ingested_at: String
+    public var run_id: Int64?
+}
+
+/// One entry of a commit batch.
+public enum ManifestEntry: Sendable {
+    /// A new version, already published and fsync'd in the lake.
+    case version(NewVersion)
+    /// Content equal to the latest version, seen again (with another mtime or size record).
+    case sighting(versionID: Int64, size: Int64, mtimeNs: Int64)
+}
+
+public struct NewVersion: Sendable {
+    public var client: String
+    public var source: String
+    public var path: String
+    public var pathBytes: [UInt8]
+    public var version: Int
+    public var sha256: String
+    public var size: Int64
+    public var mtimeNs: Int64
+    public var lakePath: String
+
+    public init(client: String, source: String, path: String, pathBytes: [UInt8], version: Int, sha256: String, size: Int64, mtimeNs: Int64, lakePath: String) {
+        self.client = client
+        self.source = source
+        self.path = path
+        self.pathBytes = pathBytes
+        self.version = version
+        self.sha256 = sha256
+        self.size = size
+        self.mtimeNs = mtimeNs
+        self.lakePath = lakePath
+    }
+}
+
+/// Counters added to a run row in the same transaction as its versions.
+public struct RunCounts: Sendable, Equatable {
+    public var new = 0
+    public var unchanged = 0
+    public var skipped = 0
+    public var failed = 0
+    public var bytes: Int64 = 0
+    public init() {}
+    public static func += (lhs: inout RunCounts, rhs: RunCounts) {
+        lhs.new += rhs.new
+        lhs.unchanged += rhs.unchanged
+        lhs.skipped += rhs.skipped
+        lhs.failed += rhs.failed
+        lhs.bytes += rhs.bytes
+    }
+}
+
+/// The SQLite manifest: every version of every file, sightings, and pull runs.
+///
+/// WAL mode, `synchronous=FULL`, a busy timeout, so that `pull`, `audit` and the daemon can use
+/// it at once. Thread-safe.
+public final class Manifest: Sendable {
+    public let path: String
+    let pool: DatabasePool
+
+    /// Opens (creating and migrating if needed) the manifest at `path`.
+    public init(path: String, readOnly: Bool = false) throws(ManifestError) {
+        self.path = path
+        var config = Configuration()
+        config.busyMode = .timeout(30)
+        config.readonly = readOnly
+        config.foreignKeysEnabled = true
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        do {
+            pool = try DatabasePool(path: path, configuration: config)
+            if !readOnly {
+                try Schema.migrator().migrate(pool)
+            }
+        } catch {
+            throw ManifestError("cannot open the manifest \(path): \(error) — check that the state_dir is writable by the user sluice runs as")
+        }
+    }
+
+    private func write<T>(_ what: String, _ body: (Database) throws -> T) throws(ManifestError) -> T {
+        do {
+            return try pool.write(body)
+        } catch let e as ManifestError {
+            throw e
+        } catch {
+            throw ManifestError("manifest \(path): \(what) failed: \(error)")
+        }
+    }
+
+    private func read<T>(_ what: String, _ body: (Database) throws -> T) throws(ManifestError) -> T {
+        do {
+            return try pool.read(body)
+        } catch {
+            throw ManifestError("manifest \(path): \(what) failed: \(error)")
+        }
+    }
+
+    // MARK: runs
+
+    /// Records the start of a pass; returns the run id.
+    public func startRun(client: String, source: String?, trigger: String) throws(ManifestError) -> Int64 {
+        try write("starting a run") { db in
+            try db.execute(sql: """
+                INSERT INTO run (client, source, trigger, pid, started_at, status) VALUES (?, ?, ?, ?, ?, 'running')
+                """, arguments: [client, source, trigger, Int(getpid()), Timestamp.now()])
+            return db.lastInsertedRowID
+        }
+    }
+
+    /// Marks runs of `client` still `running` whose process is gone as `interrupted`.
+    public func markInterruptedRuns(client: String) throws(ManifestError) {
+        try write("marking interrupted runs") { db in
+            let rows = try Row.fetchAll(db, sql: "SELECT id, pid FROM run WHERE client = ? AND status = 'running'", arguments: [client])
+            for row in rows {
+                let pid: Int32 = row["pid"]
+                if pid != getpid() && kill(pid, 0) != 0 && errno == ESRCH {
+                    try db.execute(sql: "UPDATE run SET status = 'interrupted', error = 'the process ended before the run finished' WHERE id = ?", arguments: [row["id"] as Int64])
+                }
+            }
+        }
+    }
+
+    /// Records the end of a pass.
+    public func finishRun(id: Int64, status: String, error: String?) throws(ManifestError) {
+        try write("finishing a run") { db in
+            try db.execute(sql: "UPDATE run SET finished_at = ?, status = ?, error = ? WHERE id = ?",
+                           arguments: [Timestamp.now(), status, error, id])
+        }
+    }
+
+    // MARK: ingest
+
+    /// Everything the manifest knows of one source, keyed by the raw path bytes.
+    public func knownFiles(client: String, source: String) throws(ManifestError) -> [[UInt8]: KnownFile] {
+        try read("reading known files") { db in
+            let rows = try Row.fetchCursor(db, sql: """
+                SELECT f.id AS file_id, f.path_bytes, v.id AS version_id, v.version, v.sha256, v.lake_path,
+                       COALESCE(s.size, v.size) AS last_size,
+                       COALESCE(s.source_mtime_ns, v.source_mtime_ns) AS last_mtime
+                FROM file f
+                JOIN version v ON v.file_id = f.id
+                     AND v.version = (SELECT MAX(version) FROM version WHERE file_id = f.id)
+                LEFT JOIN sighting s ON s.id = (SELECT MAX(id) FROM sighting WHERE version_id = v.id)
+                WHERE f.client = ? AND f.source = ?
+                """, arguments: [client, source])
+            var result: [[UInt8]: KnownFile] = [:]
+            while let row = try rows.next() {
+                let bytes = [UInt8](row["path_bytes"] as Data)
+                result[bytes] = KnownFile(
+                    fileID: row["file_id"], versionID: row["version_id"], version: row["version"],
+                    sha256: row["sha256"], lakePath: row["lake_path"],
+                    lastSize: row["last_size"], lastMtimeNs: row["last_mtime"])
+            }
+            return result
+        }
+    }
+
+    /// Commits a batch in one transaction and adds `counts` to the run. Returns, for each entry,
+    /// the version id it recorded or refers to.
+    public func commit(_ entries: [ManifestEntry], runID: Int64, counts: RunCounts) throws(ManifestError) -> [Int64] {
+        let now = Timestamp.now()
+        return try write("committing \(entries.count) entries") { db in
+            var ids: [Int64] = []
+            ids.reserveCapacity(entries.count)
+            let insertFile = try db.cachedStatement(sql: """
+                INSERT INTO file (client, source, path, path_bytes, first_seen_at) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (client, source, path_bytes) DO NOTHING
+                """)
+            let selectFile = try db.cachedStatement(sql: "SELECT id FROM file WHERE client = ? AND source = ? AND path_bytes = ?")
+            let insertVersion = try db.cachedStatement(sql: """
+                INSERT INTO version (file_id, version, sha256, size, source_mtime, source_mtime_ns, lake_path, ingested_at, run_id)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+            let insertSighting = try db.cachedStatement(sql: """
+                INSERT INTO sighting (version_id, run_id, seen_at, size, source_mtime, source_mtime_ns) VALUES (?, ?, ?, ?, ?, ?)
+                """)
+            for entry in entries {
+                switch entry {
+                case .version(let v):
+                    let blob = Data(v.pathBytes)
+                    try insertFile.execute(arguments: [v.client, v.source, v.path, blob, now])
+                    guard let fileID = try Int64.fetchOne(selectFile, arguments: [v.client, v.source, blob]) else {
+                        throw ManifestError("file row vanished for \(v.path)")
+                    }
+                    try insertVersion.execute(arguments: [
+                        fileID, v.version, v.sha256, v.size, Timestamp.iso8601(nanoseconds: v.mtimeNs),
+                        v.mtimeNs, v.lakePath, now, runID,
+                    ])
+                    ids.append(db.lastInsertedRowID)
+                case .sighting(let versionID, let size, let mtimeNs):
+                    try insertSighting.execute(arguments: [
+                        versionID, runID, now, size, Timestamp.iso8601(nanoseconds: mtimeNs), mtimeNs,
+                    ])
+                    ids.append(versionID)
+                }
+            }
+            try db.execute(sql: """
+                UPDATE run SET new = new + ?, unchanged = unchanged + ?, skipped = skipped + ?,
+                               failed = failed + ?, bytes = bytes + ? WHERE id = ?
+                """, arguments: [counts.new, counts.unchanged, counts.skipped, counts.failed, counts.bytes, runID])
+            return ids
+        }
+    }
+
+    /// The version committed at `lakePath`, if any.
+    public func version(atLakePath lakePath: String) throws(ManifestError) -> VersionRecord? {
+        try read("looking up a lake path") { db in
+            try VersionRecord.fetchOne(db, sql: "SELECT * FROM versions WHERE lake_path = ?", arguments: [lakePath])
+        }
+    }
+
+    // MARK: queries
+
+    /// Versions of a client, newest first; `path` narrows to one file or one folder.
+    public func history(client: String, path: String?) throws(ManifestError) -> [VersionRecord] {
+        try read("reading history") { db in
+            if let path, !path.isEmpty {
+                let folder = path.hasSuffix("/") ? path : path + "/"
+                return try VersionRecord.fetchAll(db, sql: """
+                    SELECT * FROM versions WHERE client = ? AND (path = ? OR substr(path, 1, ?) = ?)
+                    ORDER BY ingested_at DESC, version_id DESC
+                    """, arguments: [client, path, folder.utf8.count, folder])
+            }
+            return try VersionRecord.fetchAll(db, sql: """
+                SELECT * FROM versions WHERE client = ? ORDER BY ingested_at DESC, version_id DESC
+                """, arguments: [client])
+        }
+    }
+
+    /// Every version's lake path, hash and size, optionally for one client only.
+    public func lakeEntries(client: String?) throws(ManifestError) -> [(lakePath: String, sha256: String, size: Int64)] {
+        try read("listing versions") { db in
+            let sql = "SELECT lake_path, sha256, size FROM versions" + (client == nil ? "" : " WHERE client = ?")
+            let rows = try Row.fetchCursor(db, sql: sql, arguments: client.map { [$0] } ?? [])
+            var out: [(String, String, Int64)] = []
+            while let r = try rows.next() { out.append((r[0], r[1], r[2])) }
+            return out
+        }
+    }
+
+    /// Run rows of a client, newest first.
+    public func runs(client: String, limit: Int) throws(ManifestError) -> [Row] {
+        try read("reading runs") { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM run WHERE client = ? ORDER BY id DESC LIMIT ?", arguments: [client, limit])
+        }
+    }
+}

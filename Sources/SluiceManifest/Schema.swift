@@ -1,0 +1,72 @@
+import GRDB
+
+/// The manifest's migrations. Named, and only ever appended: never edit a shipped one.
+enum Schema {
+    static func migrator() -> DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1-core") { db in
+            try db.execute(sql: """
+                CREATE TABLE run (
+                    id INTEGER PRIMARY KEY,
+                    client TEXT NOT NULL,
+                    source TEXT,
+                    trigger TEXT NOT NULL,
+                    pid INTEGER NOT NULL,
+                    started_at TEXT NOT NULL,
+                    finished_at TEXT,
+                    status TEXT NOT NULL,
+                    new INTEGER NOT NULL DEFAULT 0,
+                    unchanged INTEGER NOT NULL DEFAULT 0,
+                    skipped INTEGER NOT NULL DEFAULT 0,
+                    failed INTEGER NOT NULL DEFAULT 0,
+                    bytes INTEGER NOT NULL DEFAULT 0,
+                    error TEXT
+                );
+                CREATE INDEX run_client ON run(client, started_at);
+
+                CREATE TABLE file (
+                    id INTEGER PRIMARY KEY,
+                    client TEXT NOT NULL,
+                    source TEXT NOT NULL,
+                    path TEXT NOT NULL,
+                    path_bytes BLOB NOT NULL,
+                    first_seen_at TEXT NOT NULL,
+                    UNIQUE (client, source, path_bytes)
+                );
+                CREATE INDEX file_path ON file(client, path);
+
+                CREATE TABLE version (
+                    id INTEGER PRIMARY KEY,
+                    file_id INTEGER NOT NULL REFERENCES file(id),
+                    version INTEGER NOT NULL,
+                    sha256 TEXT NOT NULL,
+                    size INTEGER NOT NULL,
+                    source_mtime TEXT NOT NULL,
+                    source_mtime_ns INTEGER NOT NULL,
+                    lake_path TEXT NOT NULL UNIQUE,
+                    ingested_at TEXT NOT NULL,
+                    run_id INTEGER REFERENCES run(id),
+                    UNIQUE (file_id, version)
+                );
+                CREATE INDEX version_sha256 ON version(sha256);
+
+                CREATE TABLE sighting (
+                    id INTEGER PRIMARY KEY,
+                    version_id INTEGER NOT NULL REFERENCES version(id),
+                    run_id INTEGER REFERENCES run(id),
+                    seen_at TEXT NOT NULL,
+                    size INTEGER NOT NULL,
+                    source_mtime TEXT NOT NULL,
+                    source_mtime_ns INTEGER NOT NULL
+                );
+                CREATE INDEX sighting_version ON sighting(version_id, id);
+
+                CREATE VIEW versions AS
+                    SELECT f.client, f.source, f.path, v.version, v.sha256, v.size,
+                           v.source_mtime, v.lake_path, v.ingested_at, v.run_id, v.id AS version_id
+                    FROM version v JOIN file f ON f.id = v.file_id;
+                """)
+        }
+        return migrator
+    }
+}

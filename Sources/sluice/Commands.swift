@@ -1,0 +1,146 @@
+import ArgumentParser
+import Foundation
+import SluiceAgent
+import SluiceManifest
+
+struct Pull: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Fetch new or changed files of one client now, once.",
+        discussion: "Exit codes: 0 all files ingested or unchanged; 1 a file or a source failed; 2 usage or config error (unknown client included).")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Client id from agent.conf.") var client: String
+    @Option(help: "Only this source of the client.") var source: String?
+    @Flag(help: "Print one JSON object instead of the summary.") var json = false
+
+    func run() throws {
+        let agent = try global.loadAgent()
+        let report = try SluiceAgentCLI.run { () throws(AgentError) in try agent.pull(client: client, source: source) }
+        if json {
+            try printJSON(PullJSON(report))
+        } else {
+            for f in report.files {
+                let what = f.status == .new ? "v\(f.version ?? 0) → \(f.lakePath ?? "")" : (f.error ?? "")
+                print("\(f.status.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)) \(f.source)/\(f.path)  \(what)")
+            }
+            for e in report.sourceErrors {
+                print("error     source \(e.source): \(e.message)")
+            }
+            let c = report.counts
+            print("\(client): \(c.new) new, \(c.unchanged) unchanged, \(c.skipped) skipped, \(c.failed) failed (\(c.bytes) bytes stored, run \(report.runID))")
+        }
+        if !report.succeeded { throw ExitCode(1) }
+    }
+}
+
+struct PullJSON: Encodable {
+    var client: String
+    var new, unchanged, skipped, failed: Int
+    var files: [FileReport]
+    var source_errors: [[String: String]]
+    var run_id: Int64
+
+    init(_ r: PullReport) {
+        client = r.client
+        new = r.counts.new
+        unchanged = r.counts.unchanged
+        skipped = r.counts.skipped
+        failed = r.counts.failed
+        files = r.files
+        source_errors = r.sourceErrors.map { ["source": $0.source, "error": $0.message] }
+        run_id = r.runID
+    }
+}
+
+struct History: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List the stored versions of a client's files, newest first.",
+        discussion: "PATH narrows to one file, or to every file below a folder. Exit codes: 0 success; 2 usage or config error.")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Client id from agent.conf.") var client: String
+    @Argument(help: "A source-relative path (file or folder).") var path: String?
+    @Flag(help: "Print a JSON array.") var json = false
+
+    func run() throws {
+        let agent = try global.loadAgent()
+        let rows = try SluiceAgentCLI.run { () throws(AgentError) in try agent.history(client: client, path: path) }
+        if json {
+            try printJSON(rows)
+            return
+        }
+        if rows.isEmpty {
+            print("no versions recorded for \(client)\(path.map { " under \($0)" } ?? "")")
+            return
+        }
+        for r in rows {
+            print("\(r.ingested_at)  \(r.source)/\(r.path)  v\(r.version)  \(r.size) B  sha256:\(r.sha256.prefix(16))…  \(r.lake_path)")
+        }
+    }
+}
+
+struct Audit: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Re-hash every lake file and compare it with the manifest; find orphans and leftover temp files.",
+        discussion: "Exit codes: 0 clean; 1 problems found; 2 usage or config error.")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Only this client.") var client: String?
+    @Flag(help: "Print one JSON object.") var json = false
+    @Flag(help: "Check sizes only, without re-hashing.") var quick = false
+
+    func run() throws {
+        let agent = try global.loadAgent()
+        let start = Date()
+        let report = try SluiceAgentCLI.run { () throws(AgentError) in try agent.audit(client: client, quick: quick) }
+        let seconds = Date().timeIntervalSince(start)
+        if json {
+            try printJSON(report)
+        } else {
+            for m in report.missing { print("missing  \(m)") }
+            for c in report.corrupt {
+                print("corrupt  \(c.lakePath)  expected sha256 \(c.expected) (\(c.expectedSize) B), found \(c.actual ?? "unreadable") (\(c.actualSize) B)")
+            }
+            for o in report.orphans { print("orphan   \(o)  (no manifest row points to it)") }
+            for t in report.tempFiles { print("temp     \(t)  (left by a process that died; removed at the next start)") }
+            let rate = seconds > 0 ? Double(report.bytesHashed) / seconds / 1e9 : 0
+            print("checked \(report.checked), ok \(report.ok), missing \(report.missing.count), corrupt \(report.corrupt.count), orphans \(report.orphans.count), temp \(report.tempFiles.count)"
+                + (quick ? " (sizes only)" : String(format: "; %.2f GB hashed in %.2f s (%.2f GB/s)", Double(report.bytesHashed) / 1e9, seconds, rate)))
+        }
+        if !report.clean { throw ExitCode(1) }
+    }
+}
+
+struct CheckConfig: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-config",
+        abstract: "Validate the config file.",
+        discussion: "Exit codes: 0 valid; 2 the config cannot be used (the message names the file, key and line).")
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+        let agent = try global.loadAgent()
+        let c = agent.config
+        print("\(c.file): OK")
+        print("  state_dir    \(c.stateDir)")
+        print("  lake_dir     \(c.lakeDir)")
+        print("  mappings_dir \(c.mappingsDir)\(FileManager.default.fileExists(atPath: c.mappingsDir) ? "" : " (absent: no client has a mapping yet)")")
+        for client in c.clients {
+            print("  client \(client.id)\(client.displayName.map { " (\($0))" } ?? "")")
+            for s in client.sources {
+                switch s.kind {
+                case .folder(let f):
+                    print("    source \(s.name): folder \(f.path), min_age \(f.minAgeNanoseconds / 1_000_000) ms, after_ingest \(f.afterIngest)")
+                }
+            }
+        }
+    }
+}
+
+/// Namespace so the free `run` helper does not clash with `ParsableCommand.run()`.
+enum SluiceAgentCLI {
+    static func run<T>(_ body: () throws(AgentError) -> T) throws -> T {
+        try sluice.run(body)
+    }
+}
