@@ -63,6 +63,7 @@ let package = Package(
         .testTarget(
             name: "SluiceTests",
             dependencies: [
+                "sluice",
                 "SluiceAgent",
                 "SluiceLake",
                 "SluiceManifest",

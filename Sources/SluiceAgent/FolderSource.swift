@@ -177,7 +177,7 @@ final class FolderPass: SourcePass {
             closeQuietly(fd)
             throw SourceError("not a regular file any more")
         }
-        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
+        if st.st_size > 1 << 20 { _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL) }
         return FolderStream(fd: fd, opened: st, candidate: candidate)
     }
 
@@ -267,10 +267,18 @@ final class FolderStream: ByteStream {
         self.candidate = candidate
     }
 
+    private var offset: Int64 = 0
+
     func read(into buffer: UnsafeMutableRawBufferPointer) throws(SourceError) -> Int {
+        // Stop at the size seen at open: growth shows in the fstat after reading, so the extra
+        // read() that would only return 0 is saved.
+        if offset >= Int64(opened.st_size) { return 0 }
         while true {
             let n = Glibc.read(fd, buffer.baseAddress!, buffer.count)
-            if n >= 0 { return n }
+            if n >= 0 {
+                offset += Int64(n)
+                return n
+            }
             if errno == EINTR { continue }
             throw SourceError("read failed: \(String(cString: strerror(errno)))")
         }

@@ -30,13 +30,24 @@ func parallelFor<State>(count: Int, threads: Int, setup: @escaping @Sendable () 
     }
 }
 
-/// A fixed-size array that threads fill at distinct indices.
+/// A fixed-size array that threads fill at distinct indices. The storage is allocated once
+/// and never moves, so writes from several threads to different slots never race.
 final class SlotArray<T>: @unchecked Sendable {
-    private var storage: [T?]
-    init(count: Int) { storage = Array(repeating: nil, count: count) }
+    private let storage: UnsafeMutableBufferPointer<T?>
+
+    init(count: Int) {
+        storage = .allocate(capacity: count)
+        storage.initialize(repeating: nil)
+    }
+
+    deinit {
+        storage.deinitialize()
+        storage.deallocate()
+    }
+
     /// Each index must be written by one thread only, and read after `parallelFor` returns.
-    func set(_ i: Int, _ value: T) { storage.withUnsafeMutableBufferPointer { $0[i] = value } }
-    var values: [T?] { storage }
+    func set(_ i: Int, _ value: T) { storage[i] = value }
+    var values: [T?] { Array(storage) }
 }
 
 /// A page-aligned byte buffer owned by one thread.

@@ -87,11 +87,12 @@ public final class Lake: Sendable {
         return flock(fd, LOCK_EX | LOCK_NB) != 0
     }
 
-    /// Creates a new, empty staging file in this process's staging folder.
+    /// Creates a new, empty staging file in this process's staging folder. It is created
+    /// read-only (0440), the mode it keeps once published; this descriptor may still write.
     public func stage() throws(SystemCallError) -> StagedFile {
         let n = counter.add(1, ordering: .relaxed).newValue
         let path = "\(stagingDirectory)/\(n).tmp"
-        let fd = try systemCall("open", path) { open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o640) }
+        let fd = try systemCall("open", path) { open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o440) }
         return StagedFile(fd: fd, path: path)
     }
 
@@ -100,7 +101,11 @@ public final class Lake: Sendable {
         let parent = String(lakePath[..<(lakePath.lastIndex(of: "/") ?? lakePath.startIndex)])
         let known = createdDirectories.withLock { $0.contains(parent) }
         if !known {
-            try makeDirectories("\(root)/\(parent)")
+            // A new folder's own entry lives in its parent: sync the parents so a crash cannot
+            // lose the folder under a published file.
+            for created in try makeDirectories("\(root)/\(parent)") {
+                try syncDirectory(String(created[..<created.lastIndex(of: "/")!]))
+            }
             createdDirectories.withLock { _ = $0.insert(parent) }
         }
         return parent
@@ -186,7 +191,7 @@ extension String {
 
 /// A file being written into the lake's staging folder, hashed as it is written.
 ///
-/// Not thread-safe: one writer. Call `finish()` (fsyncs and closes) or `discard()`.
+/// Not thread-safe: one writer. End with `seal()` or `discard()`.
 public struct StagedFile: ~Copyable {
     public let path: String
     private var fd: Int32
@@ -205,28 +210,44 @@ public struct StagedFile: ~Copyable {
         size += Int64(bytes.count)
     }
 
-    /// Makes the file read-only (0440), fsyncs and closes it. Returns the SHA-256 in hex.
-    public consuming func finish(sync: Bool = true) throws(SystemCallError) -> String {
-        let fd = self.fd
-        let path = self.path
-        let digest = hexString(hasher.finalize())
+    /// The SHA-256 so far, without closing.
+    public var currentDigest: String { hexString(hasher.finalize()) }
+
+    /// Ends writing. The descriptor stays open so that a batch of files can be fsync'd together
+    /// after all of them are written (one journal commit instead of one per file).
+    public consuming func seal() -> SealedFile {
+        _ = CSluiceLinux_startWriteback(fd)
+        return SealedFile(fd: fd, path: path, sha256: hexString(hasher.finalize()), size: size)
+    }
+
+    /// Closes and removes the file.
+    public consuming func discard() {
+        closeQuietly(fd)
+        unlink(path)
+    }
+}
+
+/// A fully written staging file whose descriptor is still open. Call `syncAndClose()` exactly
+/// once before publishing it, or `discard()`.
+public struct SealedFile: Sendable {
+    public let fd: Int32
+    public let path: String
+    public let sha256: String
+    public let size: Int64
+
+    /// fsyncs and closes; on failure the file is removed.
+    public func syncAndClose() throws(SystemCallError) {
         do {
-            try systemCall("fchmod", path) { fchmod(fd, 0o440) }
-            if sync { try systemCall("fsync", path) { fsync(fd) } }
+            try systemCall("fsync", path) { fsync(fd) }
             try systemCall("close", path) { close(fd) }
         } catch {
             closeQuietly(fd)
             unlink(path)
             throw error
         }
-        return digest
     }
 
-    /// The SHA-256 so far, without closing.
-    public var currentDigest: String { hexString(hasher.finalize()) }
-
-    /// Closes and removes the file.
-    public consuming func discard() {
+    public func discard() {
         closeQuietly(fd)
         unlink(path)
     }

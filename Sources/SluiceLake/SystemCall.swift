@@ -66,19 +66,25 @@ public func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, path: @autoc
 }
 
 /// Creates a directory and its missing parents (mode 0750); existing ones are fine.
-public func makeDirectories(_ path: String, mode: mode_t = 0o750) throws(SystemCallError) {
-    if path.isEmpty || path == "/" { return }
+/// Returns the folders it created, outermost first.
+@discardableResult
+public func makeDirectories(_ path: String, mode: mode_t = 0o750) throws(SystemCallError) -> [String] {
+    if path.isEmpty || path == "/" { return [] }
     var st = stat()
     if stat(path, &st) == 0 {
-        if (st.st_mode & S_IFMT) == S_IFDIR { return }
+        if (st.st_mode & S_IFMT) == S_IFDIR { return [] }
         throw SystemCallError(call: "mkdir", errno: ENOTDIR, path: path)
     }
+    var created: [String] = []
     if let slash = path.lastIndex(of: "/"), slash != path.startIndex {
-        try makeDirectories(String(path[..<slash]), mode: mode)
+        created = try makeDirectories(String(path[..<slash]), mode: mode)
     }
-    if mkdir(path, mode) != 0 && errno != EEXIST {
-        throw SystemCallError(call: "mkdir", errno: errno, path: path)
+    if mkdir(path, mode) != 0 {
+        if errno != EEXIST { throw SystemCallError(call: "mkdir", errno: errno, path: path) }
+    } else {
+        created.append(path)
     }
+    return created
 }
 
 /// fsyncs a directory by path.

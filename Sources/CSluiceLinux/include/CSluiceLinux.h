@@ -16,6 +16,10 @@ int CSluiceLinux_syncfs(int fd);
 /// (EXDEV when the path escapes dirfd, ENOSYS on kernels older than 5.6).
 int CSluiceLinux_openBeneath(int dirfd, const char *path, int flags, mode_t mode);
 
+/// sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE): start writing a file's dirty pages
+/// now, without waiting, so that a later fsync has less to do.
+int CSluiceLinux_startWriteback(int fd);
+
 /// Constants Swift cannot import as macros.
 extern const int CSluiceLinux_O_NOFOLLOW;
 extern const int CSluiceLinux_O_DIRECTORY;

@@ -1,0 +1,143 @@
+import Foundation
+import SluiceAgent
+import Testing
+
+@Suite struct ConfigTests {
+    func parse(_ text: String) throws -> AgentConfig {
+        try AgentConfig.parse(text: text, file: "/etc/sluice/agent.conf")
+    }
+
+    func error(_ text: String) -> ConfigError? {
+        do {
+            _ = try parse(text)
+            return nil
+        } catch let e as ConfigError {
+            return e
+        } catch {
+            return nil
+        }
+    }
+
+    let valid = """
+        [agent]
+        state_dir = "/var/lib/sluice"
+        lake_dir = "lake"
+
+        [clients.acme]
+        display_name = "ACME Corp"
+
+        [clients.acme.sources.drop]
+        type = "folder"
+        path = "/srv/dropbox/acme"
+        include = ["**/*.csv"]
+        recursive = false
+        min_age = "5m"
+        after_ingest = "move:done"
+        """
+
+    @Test func validConfigAndDefaults() throws {
+        let c = try parse(valid)
+        #expect(c.stateDir == "/var/lib/sluice")
+        #expect(c.lakeDir == "/etc/sluice/lake")
+        #expect(c.mappingsDir == "/etc/sluice/mappings")
+        let acme = try #require(c.client("acme"))
+        #expect(acme.displayName == "ACME Corp")
+        guard case .folder(let f) = acme.sources[0].kind else { Issue.record("not a folder"); return }
+        #expect(f.minAgeNanoseconds == 300_000_000_000)
+        #expect(!f.recursive)
+        #expect(f.afterIngest == .move("done"))
+        #expect(f.filter.accepts(file: Array("a.csv".utf8)))
+        #expect(!f.filter.accepts(file: Array("a.txt".utf8)))
+        #expect(!f.filter.accepts(file: Array("done/a.csv".utf8)))  // the move target is never re-ingested
+    }
+
+    @Test func durations() {
+        #expect(DurationText.parseNanoseconds("500ms") == 500_000_000)
+        #expect(DurationText.parseNanoseconds("1d") == 86_400_000_000_000)
+        #expect(DurationText.parseNanoseconds("30") == nil)
+        #expect(DurationText.parseNanoseconds("1.5s") == nil)
+        #expect(DurationText.parseNanoseconds("30 s") == nil)
+    }
+
+    @Test func unknownKeyNamesKeyPathAndLine() throws {
+        let e = try #require(error(valid.replacingOccurrences(of: "recursive = false", with: "recursive = false\ncolour = \"red\"")))
+        #expect(e.keyPath == "clients.acme.sources.drop.colour")
+        #expect(e.line == 13)
+        #expect(e.description.hasPrefix("/etc/sluice/agent.conf:13: clients.acme.sources.drop.colour: unknown key"))
+    }
+
+    @Test func wrongTypeIsReported() throws {
+        let e = try #require(error(valid.replacingOccurrences(of: "lake_dir = \"lake\"", with: "lake_dir = 5")))
+        #expect(e.keyPath == "agent.lake_dir")
+        #expect(e.line == 3)
+        #expect(e.message.contains("expected a string, found an integer"))
+        let e2 = try #require(error(valid.replacingOccurrences(of: "recursive = false", with: "recursive = \"no\"")))
+        #expect(e2.keyPath == "clients.acme.sources.drop.recursive")
+    }
+
+    @Test func badDurationGlobIdAndAction() throws {
+        let d = try #require(error(valid.replacingOccurrences(of: "\"5m\"", with: "\"5 minutes\"")))
+        #expect(d.keyPath == "clients.acme.sources.drop.min_age")
+        #expect(d.line == 13)
+        let g = try #require(error(valid.replacingOccurrences(of: "\"**/*.csv\"", with: "\"[abc\"")))
+        #expect(g.keyPath == "clients.acme.sources.drop.include[0]")
+        let i = try #require(error(valid.replacingOccurrences(of: "clients.acme", with: "clients.Acme")))
+        #expect(i.keyPath == "clients.Acme")
+        let a = try #require(error(valid.replacingOccurrences(of: "move:done", with: "move:../out")))
+        #expect(a.keyPath == "clients.acme.sources.drop.after_ingest")
+        let t = try #require(error(valid.replacingOccurrences(of: "type = \"folder\"", with: "type = \"ftp\"")))
+        #expect(t.keyPath == "clients.acme.sources.drop.type")
+    }
+
+    @Test func missingRequiredKeysAndEmptyClients() throws {
+        let m = try #require(error(valid.replacingOccurrences(of: "state_dir = \"/var/lib/sluice\"", with: "")))
+        #expect(m.keyPath == "agent")
+        #expect(m.message.contains("state_dir"))
+        let c = try #require(error("""
+            [agent]
+            state_dir = "s"
+            lake_dir = "l"
+            [clients.empty]
+            display_name = "x"
+            """))
+        #expect(c.keyPath == "clients.empty")
+        #expect(c.line == 4)
+        #expect(c.message.contains("no sources"))
+        let p = try #require(error(valid.replacingOccurrences(of: "path = \"/srv/dropbox/acme\"", with: "")))
+        #expect(p.keyPath == "clients.acme.sources.drop")
+    }
+
+    @Test func syntaxErrorHasLine() throws {
+        let e = try #require(error("[agent\nstate_dir = 1\n"))
+        #expect(e.line == 1)
+        #expect(e.message.contains("TOML syntax error"))
+    }
+
+    @Test func everyCommandExitsTwoOnABadConfig() throws {
+        let dir = TempDir("cfg")
+        dir.write("agent.conf", "[agent]\nstate_dir = \"s\"\nlake_dir = \"l\"\nbogus = 1\n")
+        for args in [["check-config"], ["pull", "acme"], ["history", "acme"], ["audit"]] {
+            let r = try SluiceBinary.run(args, config: dir.sub("agent.conf"))
+            #expect(r.status == 2, "\(args)")
+            #expect(r.stderr.contains("agent.conf:4: agent.bogus: unknown key 'bogus'"), "\(r.stderr)")
+            #expect(!r.stderr.contains("Fatal error"))
+        }
+        let missing = try SluiceBinary.run(["check-config"], config: dir.sub("nope.conf"))
+        #expect(missing.status == 2)
+        #expect(missing.stderr.contains("nope.conf"))
+    }
+
+    @Test func checkConfigAcceptsTheShippedExamples() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        for file in ["agent.conf.example", "examples/agent.conf"] {
+            let r = try SluiceBinary.run(["check-config"], config: root.appendingPathComponent(file).path)
+            #expect(r.status == 0, "\(file): \(r.stderr)")
+        }
+    }
+
+    @Test func configComesFromTheEnvironmentWhenNotGiven() {
+        #expect(AgentConfig.resolvePath(explicit: nil, environment: ["SLUICE_CONFIG": "/x.conf"]) == "/x.conf")
+        #expect(AgentConfig.resolvePath(explicit: "/y.conf", environment: ["SLUICE_CONFIG": "/x.conf"]) == "/y.conf")
+        #expect(AgentConfig.resolvePath(explicit: nil, environment: [:]) == "/etc/sluice/agent.conf")
+    }
+}

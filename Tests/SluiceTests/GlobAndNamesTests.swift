@@ -1,0 +1,87 @@
+import SluiceAgent
+import SluiceLake
+import Testing
+
+@Suite struct GlobTests {
+    func m(_ pattern: String, _ path: String) throws -> Bool {
+        try Glob(pattern).matches(Array(path.utf8))
+    }
+
+    @Test func nameOnlyPatternsMatchAtAnyDepth() throws {
+        #expect(try m("*.csv", "orders.csv"))
+        #expect(try m("*.csv", "a/b/orders.csv"))
+        #expect(try !m("*.csv", "orders.csv.part"))
+        #expect(try m(".*", "a/.hidden"))
+        #expect(try m("?.txt", "x/a.txt"))
+        #expect(try !m("?.txt", "x/ab.txt"))
+    }
+
+    @Test func slashPatternsMatchTheWholePath() throws {
+        #expect(try m("in/*.csv", "in/a.csv"))
+        #expect(try !m("in/*.csv", "in/sub/a.csv"))
+        #expect(try !m("in/*.csv", "x/in/a.csv"))
+        #expect(try m("/in/*.csv", "in/a.csv"))
+    }
+
+    @Test func globstarCrossesFoldersAndMatchesZero() throws {
+        #expect(try m("**/*.csv", "a.csv"))
+        #expect(try m("**/*.csv", "a/b/c.csv"))
+        #expect(try m("in/**/x.csv", "in/x.csv"))
+        #expect(try m("in/**/x.csv", "in/a/b/x.csv"))
+        #expect(try m("in/**", "in/a/b"))
+        #expect(try !m("in/**", "out/a"))
+        #expect(try m("**/.*", "a/.b"))
+        #expect(try !m("*", "a/b") == false)  // name-only: matches the name "b"
+    }
+
+    @Test func classes() throws {
+        #expect(try m("[ab].csv", "a.csv"))
+        #expect(try !m("[!ab].csv", "a.csv"))
+        #expect(try m("f[0-9].csv", "f7.csv"))
+    }
+
+    @Test func badPatternsAreRejected() {
+        #expect(throws: Glob.SyntaxError.self) { try Glob("[abc") }
+        #expect(throws: Glob.SyntaxError.self) { try Glob("a**b") }
+        #expect(throws: Glob.SyntaxError.self) { try Glob("") }
+        #expect(throws: Glob.SyntaxError.self) { try Glob("a//b") }
+    }
+
+    @Test func defaultExcludesDropPartialAndHiddenFiles() throws {
+        let f = PathFilter(include: [try Glob("**/*")], exclude: try [".*", "**/.*", "*.part", "*.tmp", "*.partial"].map { try Glob($0) })
+        #expect(f.accepts(file: Array("a/orders.csv".utf8)))
+        #expect(!f.accepts(file: Array("a/orders.csv.part".utf8)))
+        #expect(!f.accepts(file: Array(".env".utf8)))
+        #expect(!f.descends(into: Array("a/.git".utf8)))
+    }
+}
+
+@Suite struct LakeNameTests {
+    @Test func versionMarkerKeepsTheExtension() {
+        #expect(LakeNames.rawPath(client: "c", source: "s", path: RelativePath("in/orders.csv"), version: 2) == "raw/c/s/in/orders.v2.csv")
+        #expect(LakeNames.rawPath(client: "c", source: "s", path: RelativePath("README"), version: 1) == "raw/c/s/README.v1")
+        #expect(LakeNames.rawPath(client: "c", source: "s", path: RelativePath("a.tar.gz"), version: 1) == "raw/c/s/a.tar.v1.gz")
+        #expect(LakeNames.rawPath(client: "c", source: "s", path: RelativePath(".env"), version: 1) == "raw/c/s/.env.v1")
+    }
+
+    @Test func oddBytesAreEscapedInjectively() {
+        let names: [[UInt8]] = [
+            Array("a%0A.txt".utf8), Array("a\n.txt".utf8), [0x61, 0xFF, 0x2E, 0x74], Array("a%FF.t".utf8),
+            Array("é ü.csv".utf8), Array("orders.v1.csv".utf8), Array("orders.csv".utf8), Array("x.v1".utf8), Array("x".utf8),
+        ]
+        var seen = Set<String>()
+        for n in names {
+            for v in 1...2 {
+                let p = LakeNames.rawPath(client: "c", source: "s", path: RelativePath(bytes: n), version: v)
+                #expect(!p.contains("\n"))
+                #expect(seen.insert(p).inserted, "collision on \(p)")
+            }
+        }
+        #expect(LakeNames.rawPath(client: "c", source: "s", path: RelativePath("é ü.csv"), version: 1) == "raw/c/s/é ü.v1.csv")
+    }
+
+    @Test func displayEscapesOnlyInvalidUTF8() {
+        #expect(RelativePath(bytes: [0x61, 0xFF]).display == "a\\xFF")
+        #expect(RelativePath("new\nline").display == "new\nline")
+    }
+}

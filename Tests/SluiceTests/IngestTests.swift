@@ -1,0 +1,346 @@
+import Foundation
+import SluiceAgent
+import SluiceLake
+import SluiceManifest
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite struct IngestTests {
+    @Test func newChangedAndUnchangedFiles() throws {
+        let dir = TempDir("ingest")
+        dir.config()
+        dir.write("drop/in/orders.csv", "id;amount\n1;42,17\n")
+        dir.write("drop/empty.csv", "")
+        let agent = try loadAgent(dir)
+
+        let first = try agent.pull(client: "acme", source: nil)
+        #expect(first.counts.new == 2)
+        #expect(first.succeeded)
+        let orders = try #require(first.files.first { $0.path == "in/orders.csv" })
+        #expect(orders.version == 1)
+        #expect(orders.lakePath == "raw/acme/drop/in/orders.v1.csv")
+        let stored = dir.sub("lake/raw/acme/drop/in/orders.v1.csv")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: stored)) == Data("id;amount\n1;42,17\n".utf8))
+        #expect(try sha256(ofFile: stored) == orders.sha256)
+        var st = stat()
+        stat(stored, &st)
+        #expect(st.st_mode & 0o777 == 0o440)
+        #expect(FileManager.default.fileExists(atPath: dir.sub("lake/raw/acme/drop/empty.v1.csv")))
+
+        let second = try agent.pull(client: "acme", source: nil)
+        #expect(second.counts.new == 0)
+        #expect(second.counts.unchanged == 2)
+
+        dir.write("drop/in/orders.csv", "id;amount\n1;42,17\n2;1.234,50\n")
+        let third = try agent.pull(client: "acme", source: nil)
+        #expect(third.counts.new == 1)
+        #expect(third.files.first?.version == 2)
+        #expect(FileManager.default.fileExists(atPath: dir.sub("lake/raw/acme/drop/in/orders.v2.csv")))
+        #expect(FileManager.default.fileExists(atPath: stored))
+
+        let history = try agent.history(client: "acme", path: "in/orders.csv")
+        #expect(history.map(\.version) == [2, 1])
+        #expect(try agent.history(client: "acme", path: "in").count == 2)
+        #expect(try agent.audit(client: nil, quick: false).clean)
+    }
+
+    @Test func sameContentAgainIsASightingNotANewVersion() throws {
+        let dir = TempDir("sighting")
+        dir.config()
+        let f = dir.write("drop/a.csv", "same\n")
+        let agent = try loadAgent(dir)
+        _ = try agent.pull(client: "acme", source: nil)
+        age(f, seconds: 100)  // new mtime, same bytes
+        let r = try agent.pull(client: "acme", source: nil)
+        #expect(r.counts.new == 0)
+        #expect(r.counts.unchanged == 1)
+        #expect(r.files.first?.status == .unchanged)
+        #expect(try agent.history(client: "acme", path: nil).count == 1)
+        let m = try Manifest(path: agent.config.manifestPath)
+        _ = m
+        let sightings = try Shell.run("/usr/bin/sqlite3", [agent.config.manifestPath, "SELECT count(*) FROM sighting"])
+        #expect(sightings.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "1")
+        // And the sighting's mtime is now known: the next pull does not even open the file.
+        let again = try agent.pull(client: "acme", source: nil)
+        #expect(again.counts.unchanged == 1)
+        #expect(again.files.isEmpty)
+    }
+
+    @Test func oddNamesAreIngestedAndKeptApart() throws {
+        let dir = TempDir("names")
+        dir.config()
+        let drop = dir.sub("drop")
+        try FileManager.default.createDirectory(atPath: drop, withIntermediateDirectories: true)
+        let names: [[UInt8]] = [
+            Array("with space.csv".utf8), Array("ünïcödé €.csv".utf8), Array("new\nline.csv".utf8),
+            [0x6C, 0x61, 0x74, 0x69, 0x6E, 0xE9, 0x2E, 0x63, 0x73, 0x76],  // "latiné.csv" in Latin-1
+            Array("100%.csv".utf8), Array("-rf.csv".utf8),
+        ]
+        for (i, n) in names.enumerated() {
+            var path = Array(drop.utf8) + [0x2F] + n
+            path.append(0)
+            let fd = path.withUnsafeBufferPointer { $0.withMemoryRebound(to: CChar.self) { open($0.baseAddress!, O_WRONLY | O_CREAT, 0o644) } }
+            #expect(fd >= 0)
+            _ = "content \(i)".withCString { write(fd, $0, strlen($0)) }
+            close(fd)
+        }
+        let agent = try loadAgent(dir)
+        let r = try agent.pull(client: "acme", source: nil)
+        #expect(r.counts.new == names.count)
+        #expect(r.succeeded)
+        let latin = try #require(r.files.first { $0.path == "latin\\xE9.csv" })
+        #expect(latin.lakePath == "raw/acme/drop/latin%E9.v1.csv")
+        #expect(r.files.contains { $0.lakePath == "raw/acme/drop/new%0Aline.v1.csv" })
+        #expect(r.files.contains { $0.lakePath == "raw/acme/drop/100%25.v1.csv" })
+        #expect(try agent.audit(client: nil, quick: false).clean)
+        #expect(try agent.pull(client: "acme", source: nil).counts.unchanged == names.count)
+    }
+
+    @Test func symlinksAreNotFollowedOutOfTheRoot() throws {
+        let dir = TempDir("links")
+        dir.config()
+        let secret = dir.write("outside/secret.txt", "do not take me")
+        dir.write("drop/real.csv", "inside")
+        try FileManager.default.createSymbolicLink(atPath: dir.sub("drop/evil.txt"), withDestinationPath: secret)
+        try FileManager.default.createSymbolicLink(atPath: dir.sub("drop/rel-evil.txt"), withDestinationPath: "../outside/secret.txt")
+        try FileManager.default.createSymbolicLink(atPath: dir.sub("drop/good.csv"), withDestinationPath: "real.csv")
+        try FileManager.default.createSymbolicLink(atPath: dir.sub("drop/outdir"), withDestinationPath: dir.sub("outside"))
+        let agent = try loadAgent(dir)
+        let r = try agent.pull(client: "acme", source: nil)
+        #expect(r.counts.new == 2)
+        #expect(Set(r.files.filter { $0.status == .new }.map(\.path)) == ["real.csv", "good.csv"])
+        #expect(r.files.filter { $0.status == .skipped }.map(\.path).sorted() == ["evil.txt", "outdir", "rel-evil.txt"])
+        #expect(r.succeeded)
+        let grep = try Shell.run("/bin/grep", ["-r", "do not take me", dir.sub("lake")])
+        #expect(grep.status == 1)
+    }
+
+    @Test func aFileThatChangesWhileCopiedIsRetriedNextPass() throws {
+        let dir = TempDir("grow")
+        dir.config()
+        let big = dir.write("drop/growing.csv", Data(repeating: 0x41, count: 3 << 20))
+        dir.write("drop/steady.csv", "ok")
+        let agent = try loadAgent(dir)
+        let hooks = IngestHooks(afterFirstChunk: { c in
+            guard c.path.display == "growing.csv", let h = FileHandle(forWritingAtPath: big) else { return }
+            h.seekToEndOfFile()
+            h.write(Data("more rows\n".utf8))
+            try? h.close()
+        })
+        let r = try agent.pull(client: "acme", source: nil, hooks: hooks)
+        #expect(r.counts.new == 1)
+        #expect(r.counts.skipped == 1)
+        let skipped = try #require(r.files.first { $0.path == "growing.csv" })
+        #expect(skipped.status == .skipped)
+        #expect(skipped.error?.contains("changed while copying") == true)
+        #expect(try agent.history(client: "acme", path: "growing.csv").isEmpty)
+        #expect(Lake.listDirectory(dir.sub("lake/.sluice/tmp")).allSatisfy { Lake.listDirectory(dir.sub("lake/.sluice/tmp/\($0)")).isEmpty })
+
+        let next = try agent.pull(client: "acme", source: nil)
+        #expect(next.counts.new == 1)
+        let v = try #require(try agent.history(client: "acme", path: "growing.csv").first)
+        #expect(v.size == Int64(3 << 20) + 10)
+        #expect(try sha256(ofFile: dir.sub("lake/\(v.lake_path)")) == (try sha256(ofFile: big)))
+    }
+
+    @Test func freshFilesWaitForMinAge() throws {
+        let dir = TempDir("minage")
+        dir.config(sourceExtra: "min_age = \"1h\"")
+        let old = dir.write("drop/old.csv", "old")
+        age(old, seconds: 7200)
+        dir.write("drop/fresh.csv", "fresh")
+        let agent = try loadAgent(dir)
+        let r = try agent.pull(client: "acme", source: nil)
+        #expect(r.counts.new == 1)
+        #expect(r.counts.skipped == 1)
+        #expect(r.files.first { $0.path == "fresh.csv" }?.error?.contains("not stable yet") == true)
+        #expect(r.succeeded)
+    }
+
+    @Test func missingDropFolderFailsThatSourceOnly() throws {
+        let dir = TempDir("missing")
+        dir.write("agent.conf", """
+            [agent]
+            state_dir = "state"
+            lake_dir = "lake"
+            [clients.acme.sources.gone]
+            type = "folder"
+            path = "nowhere"
+            [clients.acme.sources.ok]
+            type = "folder"
+            path = "drop"
+            min_age = "0s"
+            """)
+        dir.write("drop/a.csv", "a")
+        let r = try SluiceBinary.json(["pull", "acme"], config: dir.sub("agent.conf"))
+        #expect(r.0.status == 1)
+        let obj = try #require(r.1 as? [String: Any])
+        #expect(obj["new"] as? Int == 1)
+        let errs = try #require(obj["source_errors"] as? [[String: String]])
+        #expect(errs.first?["source"] == "gone")
+        #expect(errs.first?["error"]?.contains("does not exist") == true)
+        #expect(errs.first?["error"]?.contains("clients.acme.sources.gone.path") == true)
+    }
+
+    @Test func stateAndLakeFoldersAreCreated() throws {
+        let dir = TempDir("create")
+        dir.write("agent.conf", """
+            [agent]
+            state_dir = "deep/state/dir"
+            lake_dir = "deep/lake/dir"
+            [clients.acme.sources.drop]
+            type = "folder"
+            path = "drop"
+            min_age = "0s"
+            """)
+        dir.write("drop/a.csv", "a")
+        let r = try SluiceBinary.run(["pull", "acme"], config: dir.sub("agent.conf"))
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(FileManager.default.fileExists(atPath: dir.sub("deep/state/dir/manifest.sqlite")))
+        #expect(FileManager.default.fileExists(atPath: dir.sub("deep/lake/dir/raw/acme/drop/a.v1.csv")))
+    }
+
+    /// Root ignores file modes, so as root the command runs without CAP_DAC_OVERRIDE and
+    /// CAP_DAC_READ_SEARCH, on files owned by nobody.
+    static let dropDAC = ["/usr/bin/setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps", "-all"]
+
+    @Test func unreadableFileIsReportedAndOthersContinue() throws {
+        let dir = TempDir("unreadable")
+        dir.config()
+        dir.write("drop/good.csv", "good")
+        let bad = dir.write("drop/secret.csv", "secret")
+        chmod(bad, 0)
+        if isRoot { chown(bad, 65534, 65534) }
+        try FileManager.default.createDirectory(atPath: dir.sub("state"), withIntermediateDirectories: true)
+        let r = try SluiceBinary.run(["pull", "acme", "--json"], config: dir.sub("agent.conf"), prefix: isRoot ? Self.dropDAC : [])
+        #expect(r.status == 1, "\(r.stderr)")
+        let obj = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        #expect(obj["new"] as? Int == 1)
+        #expect(obj["failed"] as? Int == 1)
+        let files = try #require(obj["files"] as? [[String: Any]])
+        let failed = try #require(files.first { $0["path"] as? String == "secret.csv" })
+        #expect((failed["error"] as? String)?.contains("permission denied") == true)
+        #expect(failed["status"] as? String == "failed")
+    }
+
+    @Test func stateDirThatIsNotWritableIsAClearError() throws {
+        let dir = TempDir("rostate")
+        dir.config()
+        dir.write("drop/a.csv", "a")
+        try FileManager.default.createDirectory(atPath: dir.sub("state"), withIntermediateDirectories: true)
+        chmod(dir.sub("state"), 0o555)
+        if isRoot { chown(dir.sub("state"), 65534, 65534) }
+        let r = try SluiceBinary.run(["pull", "acme"], config: dir.sub("agent.conf"), prefix: isRoot ? Self.dropDAC : [])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("agent.state_dir"), "\(r.stderr)")
+        #expect(r.stderr.contains("not writable"))
+        #expect(!FileManager.default.fileExists(atPath: dir.sub("lake/raw/acme/drop/a.v1.csv")))
+    }
+
+    @Test func afterIngestDeleteAndMoveRunOnlyAfterCommit() throws {
+        let dir = TempDir("after")
+        dir.write("agent.conf", """
+            [agent]
+            state_dir = "state"
+            lake_dir = "lake"
+            [clients.acme.sources.del]
+            type = "folder"
+            path = "del"
+            min_age = "0s"
+            after_ingest = "delete"
+            [clients.acme.sources.mv]
+            type = "folder"
+            path = "mv"
+            min_age = "0s"
+            after_ingest = "move:done"
+            """)
+        dir.write("del/sub/a.csv", "a")
+        dir.write("mv/sub/b.csv", "b")
+        let agent = try loadAgent(dir)
+        let r = try agent.pull(client: "acme", source: nil)
+        #expect(r.counts.new == 2)
+        #expect(r.succeeded)
+        #expect(!FileManager.default.fileExists(atPath: dir.sub("del/sub/a.csv")))
+        #expect(!FileManager.default.fileExists(atPath: dir.sub("mv/sub/b.csv")))
+        #expect(try String(contentsOfFile: dir.sub("mv/done/sub/b.csv"), encoding: .utf8) == "b")
+        // The moved copy is not ingested again, and a new file with the same name is moved beside it.
+        dir.write("mv/sub/b.csv", "b2")
+        let r2 = try agent.pull(client: "acme", source: nil)
+        #expect(r2.counts.new == 1)
+        #expect(try String(contentsOfFile: dir.sub("mv/done/sub/b.csv.1"), encoding: .utf8) == "b2")
+        #expect(try agent.history(client: "acme", path: "sub/b.csv").count == 2)
+    }
+
+    @Test func unknownClientOrSourceExitsTwo() throws {
+        let dir = TempDir("unknown")
+        dir.config()
+        let r = try SluiceBinary.run(["pull", "nobody"], config: dir.sub("agent.conf"))
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("unknown client 'nobody'"))
+        let s = try SluiceBinary.run(["pull", "acme", "--source", "nope"], config: dir.sub("agent.conf"))
+        #expect(s.status == 2)
+        let h = try SluiceBinary.run(["history", "nobody"], config: dir.sub("agent.conf"))
+        #expect(h.status == 2)
+    }
+
+    @Test func jsonOutputsHaveTheDocumentedFields() throws {
+        let dir = TempDir("json")
+        dir.config()
+        dir.write("drop/a.csv", "a")
+        let (r, obj) = try SluiceBinary.json(["pull", "acme"], config: dir.sub("agent.conf"))
+        #expect(r.status == 0)
+        let o = try #require(obj as? [String: Any])
+        for k in ["client", "new", "unchanged", "skipped", "failed", "files"] { #expect(o[k] != nil, "\(k)") }
+        let f = try #require((o["files"] as? [[String: Any]])?.first)
+        for k in ["source", "path", "version", "sha256", "size", "lake_path", "status", "error"] { #expect(f.keys.contains(k), "\(k)") }
+        #expect(f["sha256"] as? String == "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb")
+
+        let (h, hist) = try SluiceBinary.json(["history", "acme"], config: dir.sub("agent.conf"))
+        #expect(h.status == 0)
+        let row = try #require((hist as? [[String: Any]])?.first)
+        for k in ["client", "source", "path", "version", "sha256", "size", "lake_path", "ingested_at"] { #expect(row[k] != nil, "\(k)") }
+
+        let (a, audit) = try SluiceBinary.json(["audit"], config: dir.sub("agent.conf"))
+        #expect(a.status == 0)
+        let ao = try #require(audit as? [String: Any])
+        #expect(ao["checked"] as? Int == 1)
+        #expect(ao["ok"] as? Int == 1)
+        for k in ["missing", "corrupt", "orphans"] { #expect((ao[k] as? [Any])?.isEmpty == true, "\(k)") }
+    }
+
+    @Test func twoPullsAtOnceNeverCreateDoubleVersions() throws {
+        let dir = TempDir("concurrent")
+        dir.config()
+        for i in 0..<1500 { dir.write("drop/d\(i % 7)/f\(i).csv", "row \(i)\n") }
+        let conf = dir.sub("agent.conf")
+        let results = SlotBox()
+        let group = DispatchGroup()
+        for _ in 0..<3 {
+            DispatchQueue.global().async(group: group) {
+                let r = try? SluiceBinary.run(["pull", "acme", "--json"], config: conf)
+                results.append(r)
+            }
+        }
+        group.wait()
+        #expect(results.all.count == 3)
+        var totalNew = 0
+        for r in results.all {
+            let res = try #require(r)
+            #expect(res.status == 0, "\(res.stderr)")
+            let o = try #require(try JSONSerialization.jsonObject(with: Data(res.stdout.utf8)) as? [String: Any])
+            totalNew += o["new"] as? Int ?? 0
+        }
+        #expect(totalNew == 1500)
+        let count = try Shell.run("/usr/bin/sqlite3", [dir.sub("state/manifest.sqlite"), "SELECT count(*), count(DISTINCT file_id), max(version) FROM version"])
+        #expect(count.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "1500|1500|1")
+    }
+}
+
+final class SlotBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [Shell.Result?] = []
+    func append(_ r: Shell.Result?) { lock.lock(); items.append(r); lock.unlock() }
+    var all: [Shell.Result?] { lock.lock(); defer { lock.unlock() }; return items }
+}

@@ -1,0 +1,147 @@
+import Foundation
+import Logging
+import SluiceAgent
+import SluiceLake
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A temp folder that removes itself.
+final class TempDir: @unchecked Sendable {
+    let path: String
+
+    init(_ label: String = "t") {
+        let base = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+        var template = Array("\(base)/sluice-test-\(label)-XXXXXX".utf8CString)
+        let p = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        path = String(cString: p!)
+    }
+
+    deinit {
+        // Lake files are 0440 and may sit in read-only folders: make everything writable first.
+        _ = try? Shell.run("/bin/chmod", ["-R", "u+rwX", path])
+        try? FileManager.default.removeItem(atPath: path)
+    }
+
+    func sub(_ name: String) -> String { "\(path)/\(name)" }
+
+    @discardableResult
+    func write(_ relative: String, _ content: String) -> String {
+        write(relative, Data(content.utf8))
+    }
+
+    @discardableResult
+    func write(_ relative: String, _ data: Data) -> String {
+        let full = sub(relative)
+        try! FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: full, contents: data)
+        return full
+    }
+
+    /// Writes `agent.conf` with one folder source `drop` at `drop/` (min_age 0s unless given).
+    @discardableResult
+    func config(client: String = "acme", extra: String = "", sourceExtra: String = "min_age = \"0s\"") -> String {
+        write("agent.conf", """
+            [agent]
+            state_dir = "state"
+            lake_dir = "lake"
+
+            [clients.\(client).sources.drop]
+            type = "folder"
+            path = "drop"
+            \(sourceExtra)
+            \(extra)
+            """)
+    }
+}
+
+enum Shell {
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    /// Runs a program to completion. Output goes to temp files, not pipes, so a child that
+    /// writes a lot to both streams can never block on a full pipe.
+    static func run(_ executable: String, _ args: [String], environment: [String: String]? = nil) throws -> Result {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-shell-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let outURL = dir.appendingPathComponent("out")
+        let errURL = dir.appendingPathComponent("err")
+        FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        let out = try FileHandle(forWritingTo: outURL)
+        let err = try FileHandle(forWritingTo: errURL)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = args
+        if let environment { p.environment = environment }
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        try? out.close()
+        try? err.close()
+        return Result(status: p.terminationStatus,
+                      stdout: String(decoding: try Data(contentsOf: outURL), as: UTF8.self),
+                      stderr: String(decoding: try Data(contentsOf: errURL), as: UTF8.self))
+    }
+}
+
+/// The `sluice` executable built next to the test bundle.
+enum SluiceBinary {
+    static var path: String {
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for _ in 0..<4 {
+            let candidate = dir.appendingPathComponent("sluice").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        let fallback = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent(".build/debug/sluice").path
+        return fallback
+    }
+
+    /// Runs `sluice ARGS --config <dir>/agent.conf`.
+    static func run(_ args: [String], config: String, prefix: [String] = []) throws -> Shell.Result {
+        if prefix.isEmpty {
+            return try Shell.run(path, args + ["--config", config])
+        }
+        return try Shell.run(prefix[0], Array(prefix.dropFirst()) + [path] + args + ["--config", config])
+    }
+
+    static func json(_ args: [String], config: String) throws -> (Shell.Result, Any) {
+        let r = try run(args + ["--json"], config: config)
+        let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8))
+        return (r, obj)
+    }
+}
+
+let testLogger: Logger = {
+    var l = Logger(label: "sluice-test")
+    l.logLevel = .critical
+    return l
+}()
+
+func loadAgent(_ dir: TempDir) throws -> Agent {
+    Agent(config: try AgentConfig.load(path: dir.sub("agent.conf")), logger: testLogger)
+}
+
+/// SHA-256 of a file, with openssl-independent code (swift-crypto via the lake's hasher).
+func sha256(ofFile path: String) throws -> String {
+    let b = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
+    defer { b.deallocate() }
+    return try FileDigest.sha256(path: path, buffer: b).sha256
+}
+
+/// Sets a file's mtime `seconds` into the past.
+func age(_ path: String, seconds: Int) {
+    var times = [timespec(tv_sec: time(nil) - seconds, tv_nsec: 0), timespec(tv_sec: time(nil) - seconds, tv_nsec: 0)]
+    _ = utimensat(AT_FDCWD, path, &times, 0)
+}
+
+var isRoot: Bool { geteuid() == 0 }

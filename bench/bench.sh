@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Sluice benchmark (release build). Prints a table: what, Sluice, reference tool, ratio, target.
+#   bash bench/bench.sh            # everything, in a temp dir under $BENCH_DIR (default /var/tmp)
+# Env: BENCH_DIR (where to build the data; same file system as a real lake is best),
+#      BENCH_FILES (default 10000), BENCH_AUDIT_MB (default 768).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+swift build -c release --product sluice >/dev/null
+BIN="$(swift build -c release --show-bin-path)/sluice"
+BASE="${BENCH_DIR:-/var/tmp}"
+W="$(mktemp -d "$BASE/sluice-bench.XXXXXX")"
+trap 'rm -rf "$W"' EXIT
+FILES="${BENCH_FILES:-10000}"
+AUDIT_MB="${BENCH_AUDIT_MB:-768}"
+
+now() { date +%s.%N; }
+calc() { python3 -c "print($*)"; }
+conf() { # $1 = dir, $2 = drop folder
+  cat > "$1/agent.conf" <<CONF
+[agent]
+state_dir = "state"
+lake_dir = "lake"
+[clients.bench.sources.drop]
+type = "folder"
+path = "$2"
+min_age = "0s"
+CONF
+}
+
+echo "preparing $FILES x 4 KiB files and ${AUDIT_MB} MB for the audit in $W ..." >&2
+mkdir -p "$W/ingest/drop"
+python3 - "$W/ingest/drop" "$FILES" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    d = os.path.join(root, f"d{i // 1000:03d}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i:06d}.csv"), "wb") as f:
+        f.write(os.urandom(4096))
+PY
+conf "$W/ingest" "drop"
+sync
+t0=$(now); "$BIN" pull bench --config "$W/ingest/agent.conf" --log-level error >/dev/null; t1=$(now)
+ingest_s=$(calc "$t1 - $t0")
+
+# Reference for the ingest: the same files copied by cp with fsync of every file (sync -f per file is
+# what "fsync after every file" costs) is too slow to run; we print the no-fsync copy (cp -r) instead.
+t0=$(now); cp -r "$W/ingest/drop" "$W/ingest/cp-copy"; t1=$(now)
+cp_s=$(calc "$t1 - $t0")
+
+mkdir -p "$W/audit/drop"
+python3 - "$W/audit/drop" "$AUDIT_MB" <<'PY'
+import os, sys
+root, mb = sys.argv[1], int(sys.argv[2])
+chunk = os.urandom(1 << 20)
+n = mb // 8
+for i in range(n):
+    with open(os.path.join(root, f"big{i:03d}.bin"), "wb") as f:
+        for k in range(8):
+            f.write(chunk[k:] + chunk[:k])
+PY
+conf "$W/audit" "drop"
+"$BIN" pull bench --config "$W/audit/agent.conf" --log-level error >/dev/null
+LAKE_FILES=$(find "$W/audit/lake/raw" -type f | sort)
+bytes=$(cat $LAKE_FILES | wc -c)
+# Warm the page cache for both tools, then time each twice and keep the best.
+cat $LAKE_FILES > /dev/null
+best() { sort -n | head -1; }
+ossl=$(for r in 1 2; do t0=$(now); openssl dgst -sha256 $LAKE_FILES >/dev/null; t1=$(now); calc "$t1 - $t0"; done | best)
+aud=$(for r in 1 2; do t0=$(now); "$BIN" audit --config "$W/audit/agent.conf" --log-level error >/dev/null; t1=$(now); calc "$t1 - $t0"; done | best)
+
+printf '\n%-34s %16s %22s %8s %s\n' "measure" "sluice" "reference" "ratio" "target"
+printf '%-34s %12.0f f/s %14.0f f/s (cp) %8.2f %s\n' "ingest $FILES x 4 KiB, durable" \
+  "$(calc "$FILES / $ingest_s")" "$(calc "$FILES / $cp_s")" "$(calc "$cp_s / $ingest_s")" ">= 8000 f/s"
+printf '%-34s %12.1f MB/s\n' "ingest throughput" "$(calc "$FILES * 4096 / $ingest_s / 1000000")"
+printf '%-34s %11.2f GB/s %13.2f GB/s (openssl) %6.2f %s\n' "audit re-hash $((bytes / 1000000)) MB" \
+  "$(calc "$bytes / $aud / 1000000000")" "$(calc "$bytes / $ossl / 1000000000")" "$(calc "$aud / $ossl")" "time <= 1.1 x openssl"
+printf '%-34s %12.3f s %16.3f s\n' "audit wall time" "$aud" "$ossl"
