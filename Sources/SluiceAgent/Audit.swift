@@ -92,11 +92,25 @@ public enum Auditor {
         let scope = client.map { "\(LakeNames.rawFolder)/\($0)" } ?? LakeNames.rawFolder
         var files: [String] = []
         listFiles(root: lakeDir, relative: scope, into: &files)
-        report.orphans = files.filter { !known.contains($0) }.sorted()
-        let tmpRoot = "\(lakeDir)/\(LakeNames.internalFolder)/tmp"
-        report.tempFiles = Lake.staleStaging(in: tmpRoot).flatMap { stale in
-            (stale.files.isEmpty ? [stale.folder] : stale.files).map { String($0.dropFirst(lakeDir.count + 1)) }
-        }.sorted()
+        var temps = Set<String>()
+        for stale in Lake.staleOwners(root: lakeDir) {
+            for f in stale.tempFiles { temps.insert(String(f.dropFirst(lakeDir.count + 1))) }
+        }
+        var orphans: [String] = []
+        for f in files {
+            let name = f[f.index(after: f.lastIndex(of: "/")!)...]
+            if name.hasPrefix(Lake.tempPrefix) {
+                // A live process's staging file is not a problem; a dead one's is leftover.
+                if !Lake.isLiveTemp(root: lakeDir, name: String(name)) { temps.insert(f) }
+            } else if !known.contains(f) {
+                orphans.append(f)
+            }
+        }
+        if client != nil {
+            temps = temps.filter { $0.hasPrefix(scope + "/") }
+        }
+        report.orphans = orphans.sorted()
+        report.tempFiles = temps.sorted()
         return report
     }
 

@@ -75,15 +75,17 @@ public final class Ingestor: Sendable {
     /// Files published per manifest transaction.
     public let batchSize: Int
     public let hooks: IngestHooks
+    /// Threads that rename staged files into place (same-folder renames contend on the folder).
+    let publishThreads = Int(ProcessInfo.processInfo.environment["SLUICE_PUBLISH_THREADS"] ?? "") ?? 2
     static let copyBufferSize = 1 << 20
 
     public init(lake: Lake, manifest: Manifest, stateDir: String, logger: Logger,
-                workers: Int? = nil, batchSize: Int = 512, hooks: IngestHooks = IngestHooks()) {
+                workers: Int? = nil, batchSize: Int = Int(ProcessInfo.processInfo.environment["SLUICE_BATCH"] ?? "") ?? 512, hooks: IngestHooks = IngestHooks()) {
         self.lake = lake
         self.manifest = manifest
         self.stateDir = stateDir
         self.logger = logger
-        self.workers = workers ?? Int(ProcessInfo.processInfo.environment["SLUICE_INGEST_WORKERS"] ?? "") ?? max(8, 4 * ProcessInfo.processInfo.activeProcessorCount)
+        self.workers = workers ?? Int(ProcessInfo.processInfo.environment["SLUICE_INGEST_WORKERS"] ?? "") ?? max(4, 2 * ProcessInfo.processInfo.activeProcessorCount)
         self.batchSize = batchSize
         self.hooks = hooks
     }
@@ -175,26 +177,53 @@ public final class Ingestor: Sendable {
             }
         }
 
+        // Stage batch k+1 while batch k is published and committed on another thread. Each
+        // path appears once per pass, so staging only needs the manifest as it was at the start.
+        let snapshot = known
+        let state = BatchState(known: known, report: report)
+        var inFlight: BackgroundJob?
         var start = 0
-        while start < work.count {
-            let chunk = Array(work[start..<min(start + batchSize, work.count)])
-            start += chunk.count
-            let staged = stage(chunk, pass: pass, known: known)
-            try commitBatch(client: client, source: source, pass: pass, chunk: chunk, staged: staged,
-                            runID: runID, known: &known, report: &report)
+        do {
+            while start < work.count {
+                let chunk = Array(work[start..<min(start + batchSize, work.count)])
+                start += chunk.count
+                let staged = stage(chunk, client: client, source: source.name, pass: pass, known: snapshot)
+                do {
+                    try inFlight?.wait()
+                } catch {
+                    for case .staged(let f) in staged { unlink(f.path) }
+                    throw error
+                }
+                inFlight = BackgroundJob { [self] in
+                    try commitBatch(client: client, source: source, pass: pass, chunk: chunk, staged: staged, runID: runID, state: state)
+                }
+            }
+            try inFlight?.wait()
+        } catch {
+            report = state.report
+            throw error
         }
+        report = state.report
     }
 
     /// Copies and hashes a chunk of candidates into staging files in parallel; then fsyncs
     /// them, also in parallel, once all are written, so that one journal commit covers many.
-    private func stage(_ chunk: [Candidate], pass: any SourcePass, known: [[UInt8]: KnownFile]) -> [Staged] {
+    private func stage(_ chunk: [Candidate], client: String, source: String, pass: any SourcePass, known: [[UInt8]: KnownFile]) -> [Staged] {
         let t0 = nowNanoseconds()
         let results = SlotArray<Staged>(count: chunk.count)
         let lake = self.lake
         let hooks = self.hooks
         let latestSHA = chunk.map { known[$0.path.bytes]?.sha256 }
+        let folders = chunk.map { LakeNames.folder(client: client, source: source, path: $0.path) }
+        var unprepared: String?
+        do {
+            try lake.prepare(folders: Set(folders))
+        } catch {
+            unprepared = "cannot prepare the lake folder: \(error)"
+        }
+        if let unprepared { return chunk.map { _ in .failed(unprepared) } }
         parallelFor(count: chunk.count, threads: workers, setup: { IOBuffer(size: Self.copyBufferSize) }) { i, buffer in
-            results.set(i, Self.stageOne(chunk[i], latestSHA: latestSHA[i], pass: pass, lake: lake, buffer: buffer, hooks: hooks))
+            results.set(i, Self.stageOne(chunk[i], into: folders[i], latestSHA: latestSHA[i], pass: pass, lake: lake, buffer: buffer, hooks: hooks))
         }
         let written = results.values.map { $0! }
         let t1 = nowNanoseconds()
@@ -216,7 +245,7 @@ public final class Ingestor: Sendable {
         return synced.values.map { $0! }
     }
 
-    private static func stageOne(_ c: Candidate, latestSHA: String?, pass: any SourcePass, lake: Lake, buffer: IOBuffer, hooks: IngestHooks) -> Staged {
+    private static func stageOne(_ c: Candidate, into folder: String, latestSHA: String?, pass: any SourcePass, lake: Lake, buffer: IOBuffer, hooks: IngestHooks) -> Staged {
         let stream: any ByteStream
         do {
             stream = try pass.open(c)
@@ -226,7 +255,7 @@ public final class Ingestor: Sendable {
         defer { stream.close() }
         var file: StagedFile
         do {
-            file = try lake.stage()
+            file = try lake.stage(inFolder: folder)
         } catch {
             return .failed("cannot create a staging file in the lake: \(error)")
         }
@@ -264,7 +293,7 @@ public final class Ingestor: Sendable {
     }
 
     private func commitBatch(client: String, source: any Source, pass: any SourcePass, chunk: [Candidate], staged: [Staged],
-                             runID: Int64, known: inout [[UInt8]: KnownFile], report: inout PullReport) throws {
+                             runID: Int64, state: BatchState) throws {
         var entries: [ManifestEntry] = []
         var entryIndex: [Int] = []           // chunk index of each entry
         var published: [String] = []          // lake paths we created in this batch
@@ -273,6 +302,21 @@ public final class Ingestor: Sendable {
         var reports: [Int: FileReport] = [:]
         var versions: [Int: (version: Int, lakePath: String, sha: String, size: Int64)] = [:]
         let publishStart = nowNanoseconds()
+
+        // Publish in parallel: version numbers come from the manifest state, the renames from
+        // many threads (each rename is independent; the folder locks order them).
+        let targets: [String?] = staged.enumerated().map { i, result in
+            guard case .staged = result else { return nil }
+            let c = chunk[i]
+            let version = (state.known[c.path.bytes]?.version ?? 0) + 1
+            return LakeNames.rawPath(client: client, source: source.name, path: c.path, version: version)
+        }
+        let outcomes = SlotArray<Result<Bool, any Error>>(count: staged.count)
+        parallelFor(count: staged.count, threads: publishThreads, setup: {}) { [self] i, _ in
+            guard case .staged(let sealed) = staged[i], let lakePath = targets[i] else { return }
+            outcomes.set(i, Result { try publish(tmp: sealed.path, sha256: sealed.sha256, lakePath: lakePath) })
+        }
+        let published_ = outcomes.values
 
         for (i, result) in staged.enumerated() {
             let c = chunk[i]
@@ -286,7 +330,7 @@ public final class Ingestor: Sendable {
                 reports[i] = with(base) { $0.error = why }
                 logger.warning("File failed", metadata: ["client.id": "\(client)", "source.name": "\(source.name)", "file.path": "\(c.path.display)", "error": "\(why)"])
             case .sameAsLatest(let size):
-                let k = known[c.path.bytes]!
+                let k = state.known[c.path.bytes]!
                 entries.append(.sighting(versionID: k.versionID, size: size, mtimeNs: c.mtimeNs))
                 entryIndex.append(i)
                 counts.unchanged += 1
@@ -295,10 +339,10 @@ public final class Ingestor: Sendable {
                 }
             case .staged(let sealed):
                 let (tmp, sha, size) = (sealed.path, sealed.sha256, sealed.size)
-                let version = (known[c.path.bytes]?.version ?? 0) + 1
-                let lakePath = LakeNames.rawPath(client: client, source: source.name, path: c.path, version: version)
+                let version = (state.known[c.path.bytes]?.version ?? 0) + 1
+                let lakePath = targets[i]!
                 do {
-                    let created = try publish(tmp: tmp, sha256: sha, lakePath: lakePath)
+                    let created = try published_[i]!.get()
                     if created { published.append(lakePath) }
                     folders.insert(String(lakePath[..<lakePath.lastIndex(of: "/")!]))
                 } catch {
@@ -309,7 +353,8 @@ public final class Ingestor: Sendable {
                 }
                 entries.append(.version(NewVersion(
                     client: client, source: source.name, path: c.path.display, pathBytes: c.path.bytes,
-                    version: version, sha256: sha, size: size, mtimeNs: c.mtimeNs, lakePath: lakePath)))
+                    version: version, sha256: sha, size: size, mtimeNs: c.mtimeNs, lakePath: lakePath,
+                    fileID: state.known[c.path.bytes].map(\.fileID).flatMap { $0 > 0 ? $0 : nil })))
                 entryIndex.append(i)
                 versions[i] = (version, lakePath, sha, size)
                 counts.new += 1
@@ -340,30 +385,30 @@ public final class Ingestor: Sendable {
         for (n, i) in entryIndex.enumerated() {
             let c = chunk[i]
             if let v = versions[i] {
-                let fileID = known[c.path.bytes]?.fileID ?? 0
-                known[c.path.bytes] = KnownFile(fileID: fileID, versionID: ids[n], version: v.version, sha256: v.sha,
+                let fileID = state.known[c.path.bytes]?.fileID ?? 0
+                state.known[c.path.bytes] = KnownFile(fileID: fileID, versionID: ids[n], version: v.version, sha256: v.sha,
                                                 lakePath: v.lakePath, lastSize: v.size, lastMtimeNs: c.mtimeNs)
                 logger.debug("Version committed", metadata: [
                     "client.id": "\(client)", "source.name": "\(source.name)", "file.path": "\(c.path.display)",
                     "file.version": "\(v.version)", "file.sha256": "\(v.sha)",
                 ])
-            } else if var k = known[c.path.bytes] {
+            } else if var k = state.known[c.path.bytes] {
                 k.lastSize = c.size
                 k.lastMtimeNs = c.mtimeNs
-                known[c.path.bytes] = k
+                state.known[c.path.bytes] = k
             }
         }
-        report.counts += counts
+        state.report.counts += counts
         if source.afterIngest != .keep {
             for i in entryIndex {
                 guard let why = afterIngest(source: source, pass: pass, candidate: chunk[i], client: client) else { continue }
-                report.afterIngestFailures += 1
+                state.report.afterIngestFailures += 1
                 reports[i]?.error = why
             }
         }
         for i in chunk.indices {
             guard let r = reports[i] else { continue }
-            report.files.append(r)
+            state.report.files.append(r)
         }
     }
 
@@ -404,6 +449,16 @@ public final class Ingestor: Sendable {
             ])
             return error.message
         }
+    }
+}
+
+/// What the commit of one batch updates; handed from batch to batch, one thread at a time.
+final class BatchState: @unchecked Sendable {
+    var known: [[UInt8]: KnownFile]
+    var report: PullReport
+    init(known: [[UInt8]: KnownFile], report: PullReport) {
+        self.known = known
+        self.report = report
     }
 }
 

@@ -56,3 +56,24 @@ final class IOBuffer: @unchecked Sendable {
     init(size: Int) { raw = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096) }
     deinit { raw.deallocate() }
 }
+
+/// Runs a throwing closure on a dedicated thread; `wait()` returns its result once.
+final class BackgroundJob: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private var failure: (any Error)?
+
+    init(_ body: @escaping @Sendable () throws -> Void) {
+        let t = Thread { [self] in
+            do { try body() } catch { failure = error }
+            done.signal()
+        }
+        t.stackSize = 4 << 20
+        t.start()
+    }
+
+    /// Blocks until the job ends and rethrows its error.
+    func wait() throws {
+        done.wait()
+        if let failure { throw failure }
+    }
+}

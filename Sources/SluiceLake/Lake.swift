@@ -7,19 +7,32 @@ import Glibc
 
 /// The on-disk data lake: raw versions, staging and the no-clobber publish.
 ///
-/// One `Lake` per process. It owns a private staging folder
-/// `<root>/.sluice/tmp/<pid>-<random>/` guarded by an `flock`ed `.lock` file, so another
-/// process's start-up clean-up can tell a live staging folder from one left by a crash.
-/// Thread-safe: staging and publishing may run from many threads at once.
+/// A file is staged as a temp file **in the folder it will be published in**, so that the
+/// publish is a same-folder `renameat2(RENAME_NOREPLACE)`: cross-folder renames take a
+/// file-system-wide lock in Linux and would serialize every publish. Temp names are
+/// `.%tmp-<owner>-<n>`; `%` followed by `t` never occurs in a version's name (lake names only
+/// hold `%` as `%HH`), so a temp file can never be mistaken for a version.
+///
+/// Each process owns `<root>/.sluice/tmp/<owner>/`, held by an `flock` on its `.lock` file, with
+/// a journal `folders` listing (fsync'd before first use) every folder it stages in. At start,
+/// a process removes the temp files of every owner whose lock is free, folder by folder from
+/// that owner's journal, so clean-up never walks the whole lake. Thread-safe.
 public final class Lake: Sendable {
     public let root: String
     /// This process's staging folder (absolute).
     public let stagingDirectory: String
+    /// This process's owner id, part of every temp name.
+    public let owner: String
     private let lockFD: Int32
+    private let journalFD: Int32
     private let counter = Atomic<Int>(0)
-    private let createdDirectories = Mutex<Set<String>>([])
+    /// Folders known to exist and already in this process's journal.
+    private let readyFolders = Mutex<Set<String>>([])
 
-    /// Opens (creating if needed) the lake at `root`, removes staging folders left by dead
+    /// The prefix of every temp file name.
+    public static let tempPrefix = ".%tmp-"
+
+    /// Opens (creating if needed) the lake at `root`, removes temp files left by dead
     /// processes and creates this process's own staging folder.
     public init(root: String) throws(SystemCallError) {
         self.root = root
@@ -27,10 +40,9 @@ public final class Lake: Sendable {
         let tmpRoot = "\(root)/\(LakeNames.internalFolder)/tmp"
         try makeDirectories(tmpRoot)
         try makeDirectories("\(root)/\(LakeNames.rawFolder)")
-        Self.removeStaleStaging(in: tmpRoot)
-        var rnd: UInt64 = 0
-        rnd = UInt64.random(in: 0...UInt64.max)
-        let dir = "\(tmpRoot)/\(getpid())-\(String(rnd, radix: 36))"
+        Self.removeStaleStaging(root: root)
+        let owner = "\(getpid())-\(String(UInt64.random(in: 0...UInt64.max), radix: 36))"
+        let dir = "\(tmpRoot)/\(owner)"
         try systemCall("mkdir", dir) { mkdir(dir, 0o700) }
         let lockPath = "\(dir)/.lock"
         let fd = try systemCall("open", lockPath) { open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600) }
@@ -39,42 +51,79 @@ public final class Lake: Sendable {
             closeQuietly(fd)
             throw SystemCallError(call: "flock", errno: err, path: lockPath)
         }
+        let journalPath = "\(dir)/folders"
+        let jfd = open(journalPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        if jfd < 0 {
+            let err = errno
+            closeQuietly(fd)
+            throw SystemCallError(call: "open", errno: err, path: journalPath)
+        }
+        do {
+            try syncDirectory(dir)
+            try syncDirectory(tmpRoot)
+        } catch {
+            closeQuietly(fd)
+            closeQuietly(jfd)
+            throw error
+        }
+        self.owner = owner
         self.stagingDirectory = dir
         self.lockFD = fd
+        self.journalFD = jfd
     }
 
     deinit {
+        // Temp files of this process were either published or removed; drop the journal last.
         Self.removeTree(stagingDirectory)
+        closeQuietly(journalFD)
         closeQuietly(lockFD)
     }
 
-    /// Staging folders under `tmpRoot` whose owner is gone (their lock can be taken), with
-    /// the files inside them. Used by `audit` to report leftovers without removing them.
-    public static func staleStaging(in tmpRoot: String) -> [(folder: String, files: [String])] {
-        var result: [(String, [String])] = []
-        for entry in listDirectory(tmpRoot) {
-            let dir = "\(tmpRoot)/\(entry)"
+    /// A staging owner whose process is gone, with its temp files (absolute paths).
+    public struct StaleOwner: Sendable {
+        public var folder: String
+        public var tempFiles: [String]
+    }
+
+    /// Owners under `<root>/.sluice/tmp` whose lock is free, with the temp files they left.
+    /// Used by `audit` to report leftovers without removing them.
+    public static func staleOwners(root: String) -> [StaleOwner] {
+        let tmpRoot = "\(root)/\(LakeNames.internalFolder)/tmp"
+        var result: [StaleOwner] = []
+        for owner in listDirectory(tmpRoot) {
+            let dir = "\(tmpRoot)/\(owner)"
             guard isDirectory(dir), !isLockHeld(dir) else { continue }
-            let files = listDirectory(dir).filter { $0 != ".lock" }.map { "\(dir)/\($0)" }
-            result.append((dir, files))
+            var files: [String] = []
+            let journal = (try? readSmallFile("\(dir)/folders")) ?? []
+            var seen = Set<String>()
+            for line in journal.split(separator: UInt8(ascii: "\n")) {
+                let folder = String(decoding: line, as: UTF8.self)
+                guard seen.insert(folder).inserted else { continue }
+                let prefix = "\(tempPrefix)\(owner)-"
+                for name in listDirectory("\(root)/\(folder)") where name.hasPrefix(prefix) {
+                    files.append("\(root)/\(folder)/\(name)")
+                }
+            }
+            result.append(StaleOwner(folder: dir, tempFiles: files))
         }
         return result
     }
 
-    /// The files left behind in stale staging folders of this lake, relative to the lake root.
-    public func leftoverTempFiles() -> [String] {
-        let tmpRoot = "\(root)/\(LakeNames.internalFolder)/tmp"
-        let prefix = root.hasSuffix("/") ? root : root + "/"
-        return Self.staleStaging(in: tmpRoot).flatMap { stale in
-            (stale.files.isEmpty ? [stale.folder] : stale.files).map { String($0.dropFirst(prefix.count)) }
-        }
+    /// Whether a temp file name belongs to a live process (its owner's lock is held).
+    public static func isLiveTemp(root: String, name: String) -> Bool {
+        guard name.hasPrefix(tempPrefix) else { return false }
+        let rest = name.dropFirst(tempPrefix.count)
+        guard let dash = rest.lastIndex(of: "-") else { return false }
+        let owner = String(rest[..<dash])
+        guard !owner.contains("/"), !owner.hasPrefix(".") else { return false }
+        return isLockHeld("\(root)/\(LakeNames.internalFolder)/tmp/\(owner)")
     }
 
     @discardableResult
-    static func removeStaleStaging(in tmpRoot: String) -> Int {
+    static func removeStaleStaging(root: String) -> Int {
         var removed = 0
-        for stale in staleStaging(in: tmpRoot) {
-            removed += stale.files.count
+        for stale in staleOwners(root: root) {
+            for f in stale.tempFiles where unlink(f) == 0 { removed += 1 }
             removeTree(stale.folder)
         }
         return removed
@@ -87,28 +136,54 @@ public final class Lake: Sendable {
         return flock(fd, LOCK_EX | LOCK_NB) != 0
     }
 
-    /// Creates a new, empty staging file in this process's staging folder. It is created
-    /// read-only (0440), the mode it keeps once published; this descriptor may still write.
-    public func stage() throws(SystemCallError) -> StagedFile {
+    static func readSmallFile(_ path: String) throws(SystemCallError) -> [UInt8] {
+        let fd = try systemCall("open", path) { open(path, O_RDONLY | O_CLOEXEC) }
+        defer { closeQuietly(fd) }
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = try systemCall("read", path) { buf.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) } }
+            if n == 0 { break }
+            out += buf[0..<n]
+        }
+        return out
+    }
+
+    /// Creates a new, empty temp file in `folder` (relative to the root), where it will be
+    /// published. It is created read-only (0440), the mode it keeps once published; this
+    /// descriptor may still write.
+    ///
+    /// Call `prepare(folders:)` for the folder first, once per batch.
+    public func stage(inFolder folder: String) throws(SystemCallError) -> StagedFile {
         let n = counter.add(1, ordering: .relaxed).newValue
-        let path = "\(stagingDirectory)/\(n).tmp"
+        let path = "\(root)/\(folder)/\(Self.tempPrefix)\(owner)-\(n)"
         let fd = try systemCall("open", path) { open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o440) }
         return StagedFile(fd: fd, path: path)
     }
 
-    /// Creates the parent folders of `lakePath` (relative to the root), remembering which exist.
-    public func ensureParent(of lakePath: String) throws(SystemCallError) -> String {
-        let parent = String(lakePath[..<(lakePath.lastIndex(of: "/") ?? lakePath.startIndex)])
-        let known = createdDirectories.withLock { $0.contains(parent) }
-        if !known {
-            // A new folder's own entry lives in its parent: sync the parents so a crash cannot
-            // lose the folder under a published file.
-            for created in try makeDirectories("\(root)/\(parent)") {
+    /// Makes sure each folder exists durably and is in this process's journal before the first
+    /// temp file is created in it. Cheap for folders already prepared.
+    public func prepare(folders: some Sequence<String>) throws(SystemCallError) {
+        for folder in folders { try prepare(folder: folder) }
+    }
+
+    private func prepare(folder: String) throws(SystemCallError) {
+        if readyFolders.withLock({ $0.contains(folder) }) { return }
+        try readyFolders.withLock { (ready) throws(SystemCallError) in
+            if ready.contains(folder) { return }
+            // A new folder's entry lives in its parent: sync the parents so a crash cannot lose
+            // the folder under a published file.
+            for created in try makeDirectories("\(root)/\(folder)") {
                 try syncDirectory(String(created[..<created.lastIndex(of: "/")!]))
             }
-            createdDirectories.withLock { _ = $0.insert(parent) }
+            let line = Array((folder + "\n").utf8)
+            let written = line.withUnsafeBytes { b in write(journalFD, b.baseAddress!, b.count) }
+            if written != line.count {
+                throw SystemCallError(call: "write", errno: written < 0 ? errno : EIO, path: "\(stagingDirectory)/folders")
+            }
+            try systemCall("fdatasync", "\(stagingDirectory)/folders") { fdatasync(journalFD) }
+            ready.insert(folder)
         }
-        return parent
     }
 
     public enum PublishOutcome: Sendable, Equatable {
@@ -118,9 +193,9 @@ public final class Lake: Sendable {
     }
 
     /// Publishes a finished staging file at `lakePath` (relative to the root) with a rename that
-    /// cannot overwrite. The caller must fsync the parent folder before committing the manifest.
+    /// cannot overwrite. The temp file must be in the same folder. The caller must fsync the
+    /// folder before committing the manifest.
     public func publish(stagedPath: String, to lakePath: String) throws(SystemCallError) -> PublishOutcome {
-        _ = try ensureParent(of: lakePath)
         let target = "\(root)/\(lakePath)"
         while true {
             if CSluiceLinux_renameNoReplace(AT_FDCWD, stagedPath, AT_FDCWD, target) == 0 { return .published }

@@ -13,14 +13,17 @@ public enum LakeNames {
 
     /// The lake path of `version` of `path`, relative to the lake root.
     public static func rawPath(client: String, source: String, path: RelativePath, version: Int) -> String {
+        let name = encode(path.components.last ?? [])
+        let (stem, ext) = splitExtension(name)
+        return "\(folder(client: client, source: source, path: path))/\(stem).v\(version)\(ext)"
+    }
+
+    /// The folder (relative to the lake root) that holds every version of `path`.
+    public static func folder(client: String, source: String, path: RelativePath) -> String {
         var parts = [rawFolder, client, source]
-        let comps = path.components
-        for dir in comps.dropLast() {
+        for dir in path.components.dropLast() {
             parts.append(encode(dir))
         }
-        let name = encode(comps.last ?? [])
-        let (stem, ext) = splitExtension(name)
-        parts.append("\(stem).v\(version)\(ext)")
         return parts.joined(separator: "/")
     }
 

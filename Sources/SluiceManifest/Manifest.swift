@@ -65,8 +65,11 @@ public struct NewVersion: Sendable {
     public var size: Int64
     public var mtimeNs: Int64
     public var lakePath: String
+    /// The `file` row, when the file already has versions.
+    public var fileID: Int64?
 
-    public init(client: String, source: String, path: String, pathBytes: [UInt8], version: Int, sha256: String, size: Int64, mtimeNs: Int64, lakePath: String) {
+    public init(client: String, source: String, path: String, pathBytes: [UInt8], version: Int, sha256: String, size: Int64, mtimeNs: Int64, lakePath: String, fileID: Int64? = nil) {
+        self.fileID = fileID
         self.client = client
         self.source = source
         self.path = path
@@ -209,11 +212,10 @@ public final class Manifest: Sendable {
         return try write("committing \(entries.count) entries") { db in
             var ids: [Int64] = []
             ids.reserveCapacity(entries.count)
-            let insertFile = try db.cachedStatement(sql: """
+            let upsertFile = try db.cachedStatement(sql: """
                 INSERT INTO file (client, source, path, path_bytes, first_seen_at) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT (client, source, path_bytes) DO NOTHING
+                ON CONFLICT (client, source, path_bytes) DO UPDATE SET path = path RETURNING id
                 """)
-            let selectFile = try db.cachedStatement(sql: "SELECT id FROM file WHERE client = ? AND source = ? AND path_bytes = ?")
             let insertVersion = try db.cachedStatement(sql: """
                 INSERT INTO version (file_id, version, sha256, size, source_mtime, source_mtime_ns, lake_path, ingested_at, run_id)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -224,10 +226,14 @@ public final class Manifest: Sendable {
             for entry in entries {
                 switch entry {
                 case .version(let v):
-                    let blob = Data(v.pathBytes)
-                    try insertFile.execute(arguments: [v.client, v.source, v.path, blob, now])
-                    guard let fileID = try Int64.fetchOne(selectFile, arguments: [v.client, v.source, blob]) else {
-                        throw ManifestError("file row vanished for \(v.path)")
+                    let fileID: Int64
+                    if let known = v.fileID {
+                        fileID = known
+                    } else {
+                        guard let id = try Int64.fetchOne(upsertFile, arguments: [v.client, v.source, v.path, Data(v.pathBytes), now]) else {
+                            throw ManifestError("no file row for \(v.path)")
+                        }
+                        fileID = id
                     }
                     try insertVersion.execute(arguments: [
                         fileID, v.version, v.sha256, v.size, Timestamp.iso8601(nanoseconds: v.mtimeNs),

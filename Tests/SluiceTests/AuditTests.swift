@@ -25,7 +25,10 @@ import Glibc
         try Data("grow me more".utf8).write(to: URL(fileURLWithPath: "\(lake)/grow.v1.csv"))
         unlink("\(lake)/gone.v1.csv")
         dir.write("lake/raw/acme/drop/stray.v1.csv", "who wrote me?")
-        dir.write("lake/.sluice/tmp/4000000-dead/7.tmp", "half a file")
+        // What a process killed mid-copy leaves: its journal and a temp file beside the versions.
+        dir.write("lake/.sluice/tmp/4000000-dead/folders", "raw/acme/drop\n")
+        dir.write("lake/.sluice/tmp/4000000-dead/.lock", "")
+        dir.write("lake/raw/acme/drop/.%tmp-4000000-dead-7", "half a file")
 
         let (r, obj) = try SluiceBinary.json(["audit"], config: conf)
         #expect(r.status == 1)
@@ -34,7 +37,7 @@ import Glibc
         #expect(o["ok"] as? Int == 1)
         #expect(o["missing"] as? [String] == ["raw/acme/drop/gone.v1.csv"])
         #expect(o["orphans"] as? [String] == ["raw/acme/drop/stray.v1.csv"])
-        #expect(o["temp_files"] as? [String] == [".sluice/tmp/4000000-dead/7.tmp"])
+        #expect(o["temp_files"] as? [String] == ["raw/acme/drop/.%tmp-4000000-dead-7"])
         let corrupt = try #require(o["corrupt"] as? [[String: Any]])
         #expect(corrupt.map { $0["lake_path"] as? String } == ["raw/acme/drop/flip.v1.csv", "raw/acme/drop/grow.v1.csv"])
         let flip = corrupt[0]
@@ -54,6 +57,7 @@ import Glibc
         // The next start removes the leftover temp files.
         _ = try SluiceBinary.run(["pull", "acme"], config: conf)
         #expect(!FileManager.default.fileExists(atPath: dir.sub("lake/.sluice/tmp/4000000-dead")))
+        #expect(!FileManager.default.fileExists(atPath: dir.sub("lake/raw/acme/drop/.%tmp-4000000-dead-7")))
     }
 
     @Test func auditOfAnEmptyLakeIsClean() throws {
