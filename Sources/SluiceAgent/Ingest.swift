@@ -76,16 +76,16 @@ public final class Ingestor: Sendable {
     public let batchSize: Int
     public let hooks: IngestHooks
     /// Threads that rename staged files into place (same-folder renames contend on the folder).
-    let publishThreads = Int(ProcessInfo.processInfo.environment["SLUICE_PUBLISH_THREADS"] ?? "") ?? 2
+    let publishThreads = 2
     static let copyBufferSize = 1 << 20
 
     public init(lake: Lake, manifest: Manifest, stateDir: String, logger: Logger,
-                workers: Int? = nil, batchSize: Int = Int(ProcessInfo.processInfo.environment["SLUICE_BATCH"] ?? "") ?? 512, hooks: IngestHooks = IngestHooks()) {
+                workers: Int? = nil, batchSize: Int = 512, hooks: IngestHooks = IngestHooks()) {
         self.lake = lake
         self.manifest = manifest
         self.stateDir = stateDir
         self.logger = logger
-        self.workers = workers ?? Int(ProcessInfo.processInfo.environment["SLUICE_INGEST_WORKERS"] ?? "") ?? max(4, 2 * ProcessInfo.processInfo.activeProcessorCount)
+        self.workers = workers ?? max(4, 2 * ProcessInfo.processInfo.activeProcessorCount)
         self.batchSize = batchSize
         self.hooks = hooks
     }
@@ -388,7 +388,7 @@ public final class Ingestor: Sendable {
                 let fileID = state.known[c.path.bytes]?.fileID ?? 0
                 state.known[c.path.bytes] = KnownFile(fileID: fileID, versionID: ids[n], version: v.version, sha256: v.sha,
                                                 lakePath: v.lakePath, lastSize: v.size, lastMtimeNs: c.mtimeNs)
-                logger.debug("Version committed", metadata: [
+                logger.trace("Version committed", metadata: [
                     "client.id": "\(client)", "source.name": "\(source.name)", "file.path": "\(c.path.display)",
                     "file.version": "\(v.version)", "file.sha256": "\(v.sha)",
                 ])
