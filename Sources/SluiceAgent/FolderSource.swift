@@ -52,18 +52,14 @@ final class FolderPass: SourcePass {
 
     /// Opens `path` below the root, following symlinks only while they stay below it.
     func openBeneath(_ path: RelativePath, flags: Int32) -> (fd: Int32, errno: Int32) {
-        var bytes = path.bytes
-        bytes.append(0)
-        return bytes.withUnsafeBufferPointer { buf in
-            buf.withMemoryRebound(to: CChar.self) { cpath in
-                var fd: Int32
-                repeat { fd = CSluiceLinux_openBeneath(rootFD, cpath.baseAddress!, flags | O_CLOEXEC, 0) } while fd < 0 && errno == EINTR
-                if fd < 0 && errno == ENOSYS {
-                    // Kernels before 5.6: refuse every symlink instead.
-                    fd = openat(rootFD, cpath.baseAddress!, flags | O_CLOEXEC | CSluiceLinux_O_NOFOLLOW)
-                }
-                return (fd, fd < 0 ? errno : 0)
+        withCString(path.bytes) { cpath in
+            var fd: Int32
+            repeat { fd = CSluiceLinux_openBeneath(rootFD, cpath, flags | O_CLOEXEC, 0) } while fd < 0 && errno == EINTR
+            if fd < 0 && errno == ENOSYS {
+                // Kernels before 5.6: refuse every symlink instead.
+                fd = openat(rootFD, cpath, flags | O_CLOEXEC | CSluiceLinux_O_NOFOLLOW)
             }
+            return (fd, fd < 0 ? errno : 0)
         }
     }
 
@@ -95,13 +91,7 @@ final class FolderPass: SourcePass {
             if name == [0x2E] || name == [0x2E, 0x2E] { continue }
             let rel = prefix.appending(name)
             var st = stat()
-            let rc = name.withUnsafeBufferPointer { b -> Int32 in
-                var z = Array(b)
-                z.append(0)
-                return z.withUnsafeBufferPointer { zb in
-                    zb.withMemoryRebound(to: CChar.self) { fstatat(dirfd(dir), $0.baseAddress!, &st, AT_SYMLINK_NOFOLLOW) }
-                }
-            }
+            let rc = withCString(name) { fstatat(dirfd(dir), $0, &st, AT_SYMLINK_NOFOLLOW) }
             if rc != 0 {
                 if errno != ENOENT {
                     issue(ListingIssue(path: rel, kind: .failed, message: "cannot stat: \(errorText(errno))"))
@@ -140,15 +130,7 @@ final class FolderPass: SourcePass {
             }
         }
         for sub in subdirs {
-            let fd = sub.name.withUnsafeBufferPointer { b -> Int32 in
-                var z = Array(b)
-                z.append(0)
-                return z.withUnsafeBufferPointer { zb in
-                    zb.withMemoryRebound(to: CChar.self) {
-                        openat(dirfd(dir), $0.baseAddress!, O_RDONLY | O_DIRECTORY | O_CLOEXEC | CSluiceLinux_O_NOFOLLOW)
-                    }
-                }
-            }
+            let fd = withCString(sub.name) { openat(dirfd(dir), $0, O_RDONLY | O_DIRECTORY | O_CLOEXEC | CSluiceLinux_O_NOFOLLOW) }
             if fd < 0 {
                 issue(ListingIssue(path: sub.path, kind: .failed, message: "cannot open folder: \(errorText(errno))"))
                 continue
