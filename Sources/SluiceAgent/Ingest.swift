@@ -136,7 +136,7 @@ public final class Ingestor: Sendable {
         defer { withExtendedLifetime(lock) {} }
         let pass = try source.beginPass()
         defer { pass.end() }
-        var known = try manifest.knownFiles(client: client, source: source.name)
+        let known = try manifest.knownFiles(client: client, source: source.name)
         var listingCounts = RunCounts()
         let candidates = try pass.list { issue in
             switch issue.kind {
@@ -177,38 +177,40 @@ public final class Ingestor: Sendable {
             }
         }
 
-        // Stage batch k+1 while batch k is published and committed on another thread. Each
-        // path appears once per pass, so staging only needs the manifest as it was at the start.
-        let snapshot = known
-        let state = BatchState(known: known, report: report)
-        var inFlight: BackgroundJob?
-        var start = 0
-        do {
-            while start < work.count {
-                let chunk = Array(work[start..<min(start + batchSize, work.count)])
-                start += chunk.count
-                let staged = stage(chunk, client: client, source: source.name, pass: pass, known: snapshot)
-                do {
-                    try inFlight?.wait()
-                } catch {
-                    for case .staged(let f) in staged { unlink(f.path) }
-                    throw error
-                }
-                inFlight = BackgroundJob { [self] in
-                    try commitBatch(client: client, source: source, pass: pass, chunk: chunk, staged: staged, runID: runID, state: state)
-                }
+        // A pipeline: copy batch k+1 while batch k is fsync'd, published and committed on
+        // other threads. Each path appears once per pass, so every batch works from the
+        // manifest as it was at the start of the pass, and batches never touch each other's
+        // paths: only their SQLite transactions are ordered (by the manifest's one writer).
+        let batchCount = (work.count + batchSize - 1) / batchSize
+        let results = SlotArray<BatchResult>(count: batchCount)
+        var jobs: [BackgroundJob] = []
+        var failure: (any Error)?
+        for b in 0..<batchCount {
+            let chunk = Array(work[(b * batchSize)..<min((b + 1) * batchSize, work.count)])
+            let written = copy(chunk, client: client, source: source.name, pass: pass, known: known)
+            jobs.append(BackgroundJob { [self] in
+                let staged = syncAll(written)
+                results.set(b, try commitBatch(client: client, source: source, pass: pass, chunk: chunk, staged: staged, runID: runID, known: known))
+            })
+            // Bound the work in flight behind the copier.
+            if jobs.count >= 3 {
+                do { try jobs.removeFirst().wait() } catch { failure = error; break }
             }
-            try inFlight?.wait()
-        } catch {
-            report = state.report
-            throw error
         }
-        report = state.report
+        for job in jobs {
+            do { try job.wait() } catch { failure = failure ?? error }
+        }
+        for case let result? in results.values {
+            report.counts += result.counts
+            report.files += result.files
+            report.afterIngestFailures += result.afterIngestFailures
+        }
+        if let failure { throw failure }
     }
 
-    /// Copies and hashes a chunk of candidates into staging files in parallel; then fsyncs
-    /// them, also in parallel, once all are written, so that one journal commit covers many.
-    private func stage(_ chunk: [Candidate], client: String, source: String, pass: any SourcePass, known: [[UInt8]: KnownFile]) -> [Staged] {
+    /// Copies and hashes a chunk of candidates into temp files in parallel, starting each
+    /// file's writeback as soon as it is written.
+    private func copy(_ chunk: [Candidate], client: String, source: String, pass: any SourcePass, known: [[UInt8]: KnownFile]) -> [Staged] {
         let t0 = nowNanoseconds()
         let results = SlotArray<Staged>(count: chunk.count)
         let lake = self.lake
@@ -225,8 +227,14 @@ public final class Ingestor: Sendable {
         parallelFor(count: chunk.count, threads: workers, setup: { IOBuffer(size: Self.copyBufferSize) }) { i, buffer in
             results.set(i, Self.stageOne(chunk[i], into: folders[i], latestSHA: latestSHA[i], pass: pass, lake: lake, buffer: buffer, hooks: hooks))
         }
-        let written = results.values.map { $0! }
-        let t1 = nowNanoseconds()
+        logger.debug("Batch copied", metadata: ["batch.files": "\(chunk.count)", "copy.ms": "\((nowNanoseconds() - t0) / 1_000_000)"])
+        return results.values.map { $0! }
+    }
+
+    /// fsyncs every temp file of a batch once all of them are written, so that one journal
+    /// commit covers many files.
+    private func syncAll(_ written: [Staged]) -> [Staged] {
+        let t0 = nowNanoseconds()
         let synced = SlotArray<Staged>(count: written.count)
         parallelFor(count: written.count, threads: workers, setup: {}) { i, _ in
             guard case .staged(let file) = written[i] else {
@@ -240,8 +248,7 @@ public final class Ingestor: Sendable {
                 synced.set(i, .failed("syncing the staged copy failed: \(error)"))
             }
         }
-        let t2 = nowNanoseconds()
-        logger.debug("Batch staged", metadata: ["batch.files": "\(chunk.count)", "copy.ms": "\((t1 - t0) / 1_000_000)", "fsync.ms": "\((t2 - t1) / 1_000_000)"])
+        logger.debug("Batch synced", metadata: ["batch.files": "\(written.count)", "fsync.ms": "\((nowNanoseconds() - t0) / 1_000_000)"])
         return synced.values.map { $0! }
     }
 
@@ -292,8 +299,17 @@ public final class Ingestor: Sendable {
         return .staged(file.seal())
     }
 
+    /// What one batch added to the pass.
+    struct BatchResult {
+        var counts: RunCounts
+        var files: [FileReport]
+        var afterIngestFailures: Int
+    }
+
+    /// Publishes a synced batch, fsyncs the folders, commits one transaction, then runs the
+    /// after-ingest actions. If the commit fails, the files it published are taken back.
     private func commitBatch(client: String, source: any Source, pass: any SourcePass, chunk: [Candidate], staged: [Staged],
-                             runID: Int64, state: BatchState) throws {
+                             runID: Int64, known: [[UInt8]: KnownFile]) throws -> BatchResult {
         var entries: [ManifestEntry] = []
         var entryIndex: [Int] = []           // chunk index of each entry
         var published: [String] = []          // lake paths we created in this batch
@@ -308,7 +324,7 @@ public final class Ingestor: Sendable {
         let targets: [String?] = staged.enumerated().map { i, result in
             guard case .staged = result else { return nil }
             let c = chunk[i]
-            let version = (state.known[c.path.bytes]?.version ?? 0) + 1
+            let version = (known[c.path.bytes]?.version ?? 0) + 1
             return LakeNames.rawPath(client: client, source: source.name, path: c.path, version: version)
         }
         let outcomes = SlotArray<Result<Bool, any Error>>(count: staged.count)
@@ -330,7 +346,7 @@ public final class Ingestor: Sendable {
                 reports[i] = with(base) { $0.error = why }
                 logger.warning("File failed", metadata: ["client.id": "\(client)", "source.name": "\(source.name)", "file.path": "\(c.path.display)", "error": "\(why)"])
             case .sameAsLatest(let size):
-                let k = state.known[c.path.bytes]!
+                let k = known[c.path.bytes]!
                 entries.append(.sighting(versionID: k.versionID, size: size, mtimeNs: c.mtimeNs))
                 entryIndex.append(i)
                 counts.unchanged += 1
@@ -339,7 +355,7 @@ public final class Ingestor: Sendable {
                 }
             case .staged(let sealed):
                 let (tmp, sha, size) = (sealed.path, sealed.sha256, sealed.size)
-                let version = (state.known[c.path.bytes]?.version ?? 0) + 1
+                let version = (known[c.path.bytes]?.version ?? 0) + 1
                 let lakePath = targets[i]!
                 do {
                     let created = try published_[i]!.get()
@@ -354,7 +370,7 @@ public final class Ingestor: Sendable {
                 entries.append(.version(NewVersion(
                     client: client, source: source.name, path: c.path.display, pathBytes: c.path.bytes,
                     version: version, sha256: sha, size: size, mtimeNs: c.mtimeNs, lakePath: lakePath,
-                    fileID: state.known[c.path.bytes].map(\.fileID).flatMap { $0 > 0 ? $0 : nil })))
+                    fileID: known[c.path.bytes].map(\.fileID).flatMap { $0 > 0 ? $0 : nil })))
                 entryIndex.append(i)
                 versions[i] = (version, lakePath, sha, size)
                 counts.new += 1
@@ -382,34 +398,25 @@ public final class Ingestor: Sendable {
             throw error
         }
 
-        for (n, i) in entryIndex.enumerated() {
-            let c = chunk[i]
-            if let v = versions[i] {
-                let fileID = state.known[c.path.bytes]?.fileID ?? 0
-                state.known[c.path.bytes] = KnownFile(fileID: fileID, versionID: ids[n], version: v.version, sha256: v.sha,
-                                                lakePath: v.lakePath, lastSize: v.size, lastMtimeNs: c.mtimeNs)
+        if logger.logLevel <= .trace {
+            for (n, i) in entryIndex.enumerated() {
+                guard let v = versions[i] else { continue }
                 logger.trace("Version committed", metadata: [
-                    "client.id": "\(client)", "source.name": "\(source.name)", "file.path": "\(c.path.display)",
-                    "file.version": "\(v.version)", "file.sha256": "\(v.sha)",
+                    "client.id": "\(client)", "source.name": "\(source.name)", "file.path": "\(chunk[i].path.display)",
+                    "file.version": "\(v.version)", "file.sha256": "\(v.sha)", "version.id": "\(ids[n])",
                 ])
-            } else if var k = state.known[c.path.bytes] {
-                k.lastSize = c.size
-                k.lastMtimeNs = c.mtimeNs
-                state.known[c.path.bytes] = k
             }
         }
-        state.report.counts += counts
+        var afterIngestFailures = 0
         if source.afterIngest != .keep {
             for i in entryIndex {
                 guard let why = afterIngest(source: source, pass: pass, candidate: chunk[i], client: client) else { continue }
-                state.report.afterIngestFailures += 1
+                afterIngestFailures += 1
                 reports[i]?.error = why
             }
         }
-        for i in chunk.indices {
-            guard let r = reports[i] else { continue }
-            state.report.files.append(r)
-        }
+        let files = chunk.indices.compactMap { reports[$0] }
+        return BatchResult(counts: counts, files: files, afterIngestFailures: afterIngestFailures)
     }
 
     /// Publishes a staged file. Returns true when this call created the lake file, false when
@@ -449,16 +456,6 @@ public final class Ingestor: Sendable {
             ])
             return error.message
         }
-    }
-}
-
-/// What the commit of one batch updates; handed from batch to batch, one thread at a time.
-final class BatchState: @unchecked Sendable {
-    var known: [[UInt8]: KnownFile]
-    var report: PullReport
-    init(known: [[UInt8]: KnownFile], report: PullReport) {
-        self.known = known
-        self.report = report
     }
 }
 

@@ -57,23 +57,32 @@ final class IOBuffer: @unchecked Sendable {
     deinit { raw.deallocate() }
 }
 
-/// Runs a throwing closure on a dedicated thread; `wait()` returns its result once.
+/// Runs a throwing closure on a dedicated thread. `wait()` blocks until it has ended and
+/// rethrows its error; any number of threads may wait, any number of times.
 final class BackgroundJob: @unchecked Sendable {
-    private let done = DispatchSemaphore(value: 0)
+    private let condition = NSCondition()
+    private var finished = false
     private var failure: (any Error)?
 
     init(_ body: @escaping @Sendable () throws -> Void) {
         let t = Thread { [self] in
-            do { try body() } catch { failure = error }
-            done.signal()
+            var error: (any Error)?
+            do { try body() } catch let e { error = e }
+            condition.lock()
+            failure = error
+            finished = true
+            condition.broadcast()
+            condition.unlock()
         }
         t.stackSize = 4 << 20
         t.start()
     }
 
-    /// Blocks until the job ends and rethrows its error.
     func wait() throws {
-        done.wait()
+        condition.lock()
+        while !finished { condition.wait() }
+        let failure = self.failure
+        condition.unlock()
         if let failure { throw failure }
     }
 }
