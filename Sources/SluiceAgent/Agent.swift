@@ -96,7 +96,8 @@ public struct Agent: Sendable {
         let sources = try sources(of: client, only: source)
         let manifest = try openManifest()
         let lake = try openLake()
-        let ingestor = Ingestor(lake: lake, manifest: manifest, stateDir: config.stateDir, logger: logger, hooks: hooks)
+        let ingestor = Ingestor(lake: lake, manifest: manifest, stateDir: config.stateDir, logger: logger,
+                                syncMethod: config.syncMethod, hooks: hooks)
         do {
             return try ingestor.pull(client: id, sources: sources, trigger: "pull", onlySource: source)
         } catch {

@@ -34,6 +34,15 @@ public enum AfterIngest: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// How a batch of staged lake files is made durable before it is published.
+public enum SyncMethod: String, Sendable {
+    /// One `syncfs` of the lake's file system per batch. Fastest; also flushes other writers'
+    /// dirty data on that file system, so best when the lake has its own volume.
+    case syncfs
+    /// One `fsync` per file (writeback started as each file is written).
+    case fsync
+}
+
 public struct FolderSourceConfig: Sendable {
     public var path: String
     public var filter: PathFilter
@@ -64,6 +73,7 @@ public struct AgentConfig: Sendable {
     public var stateDir: String
     public var lakeDir: String
     public var mappingsDir: String
+    public var syncMethod: SyncMethod
     /// Clients in the order of their ids.
     public var clients: [ClientConfig]
 
@@ -244,10 +254,14 @@ struct TableReader {
         guard let agent = try table(root, "agent", "") else {
             throw fail("agent", "missing required table [agent] with state_dir and lake_dir")
         }
-        try checkKeys(agent, path: "agent", allowed: ["state_dir", "lake_dir", "mappings_dir"])
+        try checkKeys(agent, path: "agent", allowed: ["state_dir", "lake_dir", "mappings_dir", "sync_method"])
         let stateDir = resolve(try string(agent, "state_dir", "agent", required: true)!)
         let lakeDir = resolve(try string(agent, "lake_dir", "agent", required: true)!)
         let mappingsDir = resolve(try string(agent, "mappings_dir", "agent", required: false) ?? "mappings")
+        let syncRaw = try string(agent, "sync_method", "agent", required: false) ?? "syncfs"
+        guard let syncMethod = SyncMethod(rawValue: syncRaw) else {
+            throw fail("agent.sync_method", "expected \"syncfs\" or \"fsync\", found \"\(syncRaw)\"")
+        }
 
         var clients: [ClientConfig] = []
         if let ct = try table(root, "clients", "") {
@@ -260,7 +274,7 @@ struct TableReader {
                 clients.append(try client(c, id: id, path: path))
             }
         }
-        return AgentConfig(file: file, stateDir: stateDir, lakeDir: lakeDir, mappingsDir: mappingsDir, clients: clients)
+        return AgentConfig(file: file, stateDir: stateDir, lakeDir: lakeDir, mappingsDir: mappingsDir, syncMethod: syncMethod, clients: clients)
     }
 
     func client(_ t: TOMLTable, id: String, path: String) throws(ConfigError) -> ClientConfig {

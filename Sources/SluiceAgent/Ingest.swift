@@ -75,12 +75,14 @@ public final class Ingestor: Sendable {
     /// Files published per manifest transaction.
     public let batchSize: Int
     public let hooks: IngestHooks
+    public let syncMethod: SyncMethod
     /// Threads that rename staged files into place (same-folder renames contend on the folder).
     let publishThreads = 2
     static let copyBufferSize = 1 << 20
 
     public init(lake: Lake, manifest: Manifest, stateDir: String, logger: Logger,
-                workers: Int? = nil, batchSize: Int = 512, hooks: IngestHooks = IngestHooks()) {
+                workers: Int? = nil, batchSize: Int = 512, syncMethod: SyncMethod = .syncfs, hooks: IngestHooks = IngestHooks()) {
+        self.syncMethod = syncMethod
         self.lake = lake
         self.manifest = manifest
         self.stateDir = stateDir
@@ -216,6 +218,7 @@ public final class Ingestor: Sendable {
         let lake = self.lake
         let hooks = self.hooks
         let latestSHA = chunk.map { known[$0.path.bytes]?.sha256 }
+        let writeback = syncMethod == .fsync
         let folders = chunk.map { LakeNames.folder(client: client, source: source, path: $0.path) }
         var unprepared: String?
         do {
@@ -225,34 +228,49 @@ public final class Ingestor: Sendable {
         }
         if let unprepared { return chunk.map { _ in .failed(unprepared) } }
         parallelFor(count: chunk.count, threads: workers, setup: { IOBuffer(size: Self.copyBufferSize) }) { i, buffer in
-            results.set(i, Self.stageOne(chunk[i], into: folders[i], latestSHA: latestSHA[i], pass: pass, lake: lake, buffer: buffer, hooks: hooks))
+            results.set(i, Self.stageOne(chunk[i], into: folders[i], latestSHA: latestSHA[i], pass: pass, lake: lake, buffer: buffer, hooks: hooks, writeback: writeback))
         }
         logger.debug("Batch copied", metadata: ["batch.files": "\(chunk.count)", "copy.ms": "\((nowNanoseconds() - t0) / 1_000_000)"])
         return results.values.map { $0! }
     }
 
-    /// fsyncs every temp file of a batch once all of them are written, so that one journal
-    /// commit covers many files.
+    /// Makes every temp file of a batch durable once all of them are written: one `syncfs`
+    /// of the lake, or one `fsync` per file, so that one journal commit covers many files.
     private func syncAll(_ written: [Staged]) -> [Staged] {
         let t0 = nowNanoseconds()
         let synced = SlotArray<Staged>(count: written.count)
-        parallelFor(count: written.count, threads: workers, setup: {}) { i, _ in
+        var failure: String?
+        if syncMethod == .syncfs {
+            do {
+                try lake.syncFileSystem()
+            } catch {
+                failure = "syncing the lake failed: \(error)"
+            }
+        }
+        let batchError = failure
+        let useFsync = syncMethod == .fsync
+        parallelFor(count: written.count, threads: useFsync ? workers : 1, setup: {}) { i, _ in
             guard case .staged(let file) = written[i] else {
                 synced.set(i, written[i])
                 return
             }
+            if let batchError {
+                file.discard()
+                synced.set(i, .failed(batchError))
+                return
+            }
             do {
-                try file.syncAndClose()
+                if useFsync { try file.syncAndClose() } else { try file.close() }
                 synced.set(i, written[i])
             } catch {
                 synced.set(i, .failed("syncing the staged copy failed: \(error)"))
             }
         }
-        logger.debug("Batch synced", metadata: ["batch.files": "\(written.count)", "fsync.ms": "\((nowNanoseconds() - t0) / 1_000_000)"])
+        logger.debug("Batch synced", metadata: ["batch.files": "\(written.count)", "sync.ms": "\((nowNanoseconds() - t0) / 1_000_000)", "sync.method": "\(syncMethod.rawValue)"])
         return synced.values.map { $0! }
     }
 
-    private static func stageOne(_ c: Candidate, into folder: String, latestSHA: String?, pass: any SourcePass, lake: Lake, buffer: IOBuffer, hooks: IngestHooks) -> Staged {
+    private static func stageOne(_ c: Candidate, into folder: String, latestSHA: String?, pass: any SourcePass, lake: Lake, buffer: IOBuffer, hooks: IngestHooks, writeback: Bool) -> Staged {
         let stream: any ByteStream
         do {
             stream = try pass.open(c)
@@ -296,7 +314,7 @@ public final class Ingestor: Sendable {
             file.discard()
             return .sameAsLatest(size: size)
         }
-        return .staged(file.seal())
+        return .staged(file.seal(startWriteback: writeback))
     }
 
     /// What one batch added to the pass.

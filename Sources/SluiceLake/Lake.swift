@@ -206,6 +206,14 @@ public final class Lake: Sendable {
         }
     }
 
+    /// `syncfs` on the lake's file system: every file written so far is durable when it returns
+    /// (writeback errors of any of them are reported, Linux 5.8+).
+    public func syncFileSystem() throws(SystemCallError) {
+        let fd = try systemCall("open", root) { open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        defer { closeQuietly(fd) }
+        try systemCall("syncfs", root) { CSluiceLinux_syncfs(fd) }
+    }
+
     /// fsyncs each folder once (paths relative to the root).
     public func syncDirectories(_ relativeFolders: some Sequence<String>) throws(SystemCallError) {
         for folder in Set(relativeFolders) {
@@ -290,8 +298,10 @@ public struct StagedFile: ~Copyable {
 
     /// Ends writing. The descriptor stays open so that a batch of files can be fsync'd together
     /// after all of them are written (one journal commit instead of one per file).
-    public consuming func seal() -> SealedFile {
-        _ = CSluiceLinux_startWriteback(fd)
+    /// `startWriteback` starts writing the file's pages now (`sync_file_range`), for a batch
+    /// that fsyncs file by file.
+    public consuming func seal(startWriteback: Bool) -> SealedFile {
+        if startWriteback { _ = CSluiceLinux_startWriteback(fd) }
         return SealedFile(fd: fd, path: path, sha256: hexString(hasher.finalize()), size: size)
     }
 
@@ -314,9 +324,19 @@ public struct SealedFile: Sendable {
     public func syncAndClose() throws(SystemCallError) {
         do {
             try systemCall("fsync", path) { fsync(fd) }
-            try systemCall("close", path) { close(fd) }
+            try systemCall("close", path) { Glibc.close(fd) }
         } catch {
             closeQuietly(fd)
+            unlink(path)
+            throw error
+        }
+    }
+
+    /// Closes without syncing, after `Lake.syncFileSystem()` has made the file durable.
+    public func close() throws(SystemCallError) {
+        do {
+            try systemCall("close", path) { Glibc.close(fd) }
+        } catch {
             unlink(path)
             throw error
         }

@@ -107,6 +107,15 @@ import Testing
         #expect(p.keyPath == "clients.acme.sources.drop")
     }
 
+    @Test func syncMethodDefaultsToSyncfsAndIsChecked() throws {
+        #expect(try parse(valid).syncMethod == .syncfs)
+        let fsync = try parse(valid.replacingOccurrences(of: "lake_dir = \"lake\"", with: "lake_dir = \"lake\"\nsync_method = \"fsync\""))
+        #expect(fsync.syncMethod == .fsync)
+        let e = try #require(error(valid.replacingOccurrences(of: "lake_dir = \"lake\"", with: "lake_dir = \"lake\"\nsync_method = \"never\"")))
+        #expect(e.keyPath == "agent.sync_method")
+        #expect(e.line == 4)
+    }
+
     @Test func syntaxErrorHasLine() throws {
         let e = try #require(error("[agent\nstate_dir = 1\n"))
         #expect(e.line == 1)

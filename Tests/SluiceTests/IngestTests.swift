@@ -46,6 +46,30 @@ import Glibc
         #expect(try agent.audit(client: nil, quick: false).clean)
     }
 
+    @Test(arguments: ["syncfs", "fsync"])
+    func bothSyncMethodsStoreDurableVersions(method: String) throws {
+        let dir = TempDir("sync-\(method)")
+        dir.write("agent.conf", """
+            [agent]
+            state_dir = "state"
+            lake_dir = "lake"
+            sync_method = "\(method)"
+            [clients.acme.sources.drop]
+            type = "folder"
+            path = "drop"
+            min_age = "0s"
+            """)
+        for i in 0..<1200 { dir.write("drop/d\(i % 3)/f\(i).csv", "row \(i)\n") }
+        let agent = try loadAgent(dir)
+        #expect(agent.config.syncMethod.rawValue == method)
+        let r = try agent.pull(client: "acme", source: nil)
+        #expect(r.counts.new == 1200)
+        #expect(r.succeeded)
+        let audit = try agent.audit(client: "acme", quick: false)
+        #expect(audit.clean)
+        #expect(audit.ok == 1200)
+    }
+
     @Test func sameContentAgainIsASightingNotANewVersion() throws {
         let dir = TempDir("sighting")
         dir.config()
