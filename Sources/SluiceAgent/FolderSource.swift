@@ -63,13 +63,11 @@ final class FolderPass: SourcePass {
         }
     }
 
-    func list(issue: (ListingIssue) -> Void) throws(SourceError) -> [Candidate] {
-        var out: [Candidate] = []
-        walk(dirFD: dup(rootFD), prefix: RelativePath(bytes: []), out: &out, issue: issue)
-        return out
+    func list(issue: (ListingIssue) -> Void, candidate: (Candidate) -> Void) throws(SourceError) {
+        walk(dirFD: dup(rootFD), prefix: RelativePath(bytes: []), out: candidate, issue: issue)
     }
 
-    private func walk(dirFD: Int32, prefix: RelativePath, out: inout [Candidate], issue: (ListingIssue) -> Void) {
+    private func walk(dirFD: Int32, prefix: RelativePath, out: (Candidate) -> Void, issue: (ListingIssue) -> Void) {
         guard dirFD >= 0, let dir = fdopendir(dirFD) else {
             closeQuietly(dirFD)
             issue(ListingIssue(path: prefix, kind: .failed, message: "cannot read folder: \(errorText(errno))"))
@@ -105,7 +103,7 @@ final class FolderPass: SourcePass {
                 }
             case S_IFREG:
                 if config.filter.accepts(file: rel.bytes) {
-                    out.append(Candidate(path: rel, size: Int64(st.st_size), mtimeNs: Self.mtime(st)))
+                    out(Candidate(path: rel, size: Int64(st.st_size), mtimeNs: Self.mtime(st)))
                 }
             case S_IFLNK:
                 guard config.filter.accepts(file: rel.bytes) else { continue }
@@ -121,7 +119,7 @@ final class FolderPass: SourcePass {
                 fstat(fd, &tst)
                 closeQuietly(fd)
                 if (tst.st_mode & S_IFMT) == S_IFREG {
-                    out.append(Candidate(path: rel, size: Int64(tst.st_size), mtimeNs: Self.mtime(tst)))
+                    out(Candidate(path: rel, size: Int64(tst.st_size), mtimeNs: Self.mtime(tst)))
                 } else {
                     issue(ListingIssue(path: rel, kind: .skipped, message: "symlink to a folder or special file; not followed"))
                 }
@@ -135,7 +133,7 @@ final class FolderPass: SourcePass {
                 issue(ListingIssue(path: sub.path, kind: .failed, message: "cannot open folder: \(errorText(errno))"))
                 continue
             }
-            walk(dirFD: fd, prefix: sub.path, out: &out, issue: issue)
+            walk(dirFD: fd, prefix: sub.path, out: out, issue: issue)
         }
     }
 

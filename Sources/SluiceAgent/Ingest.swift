@@ -139,38 +139,78 @@ public final class Ingestor: Sendable {
         let pass = try source.beginPass()
         defer { pass.end() }
         let known = try manifest.knownFiles(client: client, source: source.name)
-        var listingCounts = RunCounts()
-        let candidates = try pass.list { issue in
-            switch issue.kind {
-            case .skipped: listingCounts.skipped += 1
-            case .failed: listingCounts.failed += 1
-            }
-            report.files.append(FileReport(source: source.name, path: issue.path.display, status: issue.kind == .skipped ? .skipped : .failed, error: issue.message))
+
+        // The listing runs on its own thread and feeds the copier batch by batch, so that
+        // copying starts with the first batch instead of after the whole listing.
+        let queue = CandidateQueue()
+        let listing = ListingResult()
+        let minAge = source.minAgeNanoseconds
+        let sourceName = source.name
+        let lister = BackgroundJob { [logger] in
+            defer { queue.close() }
+            let start = nowNanoseconds()
+            var seen = 0
+            try pass.list(issue: { issue in
+                listing.add(issue: issue, source: sourceName)
+            }, candidate: { c in
+                seen += 1
+                if let k = known[c.path.bytes], k.lastSize == c.size, k.lastMtimeNs == c.mtimeNs {
+                    listing.unchanged.append(c)
+                    return
+                }
+                let age = nowNanoseconds() - c.mtimeNs
+                if age < minAge {
+                    listing.counts.skipped += 1
+                    listing.files.append(FileReport(source: sourceName, path: c.path.display, status: .skipped,
+                                                    error: "not stable yet: modified \(age / 1_000_000) ms ago, min_age is \(minAge / 1_000_000) ms"))
+                    return
+                }
+                queue.push(c)
+            })
+            logger.debug("Source listed", metadata: [
+                "source.name": "\(sourceName)", "files": "\(seen)", "known": "\(known.count)",
+                "list.ms": "\((nowNanoseconds() - start) / 1_000_000)",
+            ])
         }
-        let now = nowNanoseconds()
-        logger.debug("Source listed", metadata: ["source.name": "\(source.name)", "files": "\(candidates.count)"])
-        var work: [Candidate] = []
-        var unchanged: [Candidate] = []
-        for c in candidates {
-            if let k = known[c.path.bytes], k.lastSize == c.size, k.lastMtimeNs == c.mtimeNs {
-                unchanged.append(c)
-                continue
+
+        // A pipeline: copy batch k+1 while batch k is fsync'd, published and committed on
+        // other threads. Each path appears once per pass, so every batch works from the
+        // manifest as it was at the start of the pass, and batches never touch each other's
+        // paths: only their SQLite transactions are ordered (by the manifest's one writer).
+        let results = ResultList()
+        var jobs: [BackgroundJob] = []
+        var failure: (any Error)?
+        while failure == nil, let chunk = queue.take(batchSize) {
+            let written = copy(chunk, client: client, source: source.name, pass: pass, known: known)
+            let slot = results.reserve()
+            jobs.append(BackgroundJob { [self] in
+                let staged = syncAll(written)
+                results.set(slot, try commitBatch(client: client, source: source, pass: pass, chunk: chunk, staged: staged, runID: runID, known: known))
+            })
+            // Bound the work in flight behind the copier.
+            if jobs.count >= 3 {
+                do { try jobs.removeFirst().wait() } catch { failure = error }
             }
-            let age = now - c.mtimeNs
-            if age < source.minAgeNanoseconds {
-                listingCounts.skipped += 1
-                report.files.append(FileReport(source: source.name, path: c.path.display, status: .skipped,
-                                               error: "not stable yet: modified \(age / 1_000_000) ms ago, min_age is \(source.minAgeNanoseconds / 1_000_000) ms"))
-                continue
-            }
-            work.append(c)
         }
-        listingCounts.unchanged = unchanged.count
-        _ = try manifest.commit([], runID: runID, counts: listingCounts)
-        report.counts += listingCounts
+        queue.close()
+        for job in jobs {
+            do { try job.wait() } catch { failure = failure ?? error }
+        }
+        do { try lister.wait() } catch { failure = failure ?? error }
+
+        listing.counts.unchanged = listing.unchanged.count
+        report.files += listing.files
+        for result in results.all {
+            report.counts += result.counts
+            report.files += result.files
+            report.afterIngestFailures += result.afterIngestFailures
+        }
+        report.counts += listing.counts
+        _ = try manifest.commit([], runID: runID, counts: listing.counts)
+        if let failure { throw failure }
         if source.afterIngest != .keep {
             // Already committed in an earlier pass whose after-ingest step did not run.
-            for c in unchanged {
+            for c in listing.unchanged {
                 guard let why = afterIngest(source: source, pass: pass, candidate: c, client: client) else { continue }
                 report.afterIngestFailures += 1
                 let k = known[c.path.bytes]
@@ -178,36 +218,6 @@ public final class Ingestor: Sendable {
                                                size: c.size, lakePath: k?.lakePath, status: .unchanged, error: why))
             }
         }
-
-        // A pipeline: copy batch k+1 while batch k is fsync'd, published and committed on
-        // other threads. Each path appears once per pass, so every batch works from the
-        // manifest as it was at the start of the pass, and batches never touch each other's
-        // paths: only their SQLite transactions are ordered (by the manifest's one writer).
-        let batchCount = (work.count + batchSize - 1) / batchSize
-        let results = SlotArray<BatchResult>(count: batchCount)
-        var jobs: [BackgroundJob] = []
-        var failure: (any Error)?
-        for b in 0..<batchCount {
-            let chunk = Array(work[(b * batchSize)..<min((b + 1) * batchSize, work.count)])
-            let written = copy(chunk, client: client, source: source.name, pass: pass, known: known)
-            jobs.append(BackgroundJob { [self] in
-                let staged = syncAll(written)
-                results.set(b, try commitBatch(client: client, source: source, pass: pass, chunk: chunk, staged: staged, runID: runID, known: known))
-            })
-            // Bound the work in flight behind the copier.
-            if jobs.count >= 3 {
-                do { try jobs.removeFirst().wait() } catch { failure = error; break }
-            }
-        }
-        for job in jobs {
-            do { try job.wait() } catch { failure = failure ?? error }
-        }
-        for case let result? in results.values {
-            report.counts += result.counts
-            report.files += result.files
-            report.afterIngestFailures += result.afterIngestFailures
-        }
-        if let failure { throw failure }
     }
 
     /// Copies and hashes a chunk of candidates into temp files in parallel, starting each
@@ -474,6 +484,82 @@ public final class Ingestor: Sendable {
             ])
             return error.message
         }
+    }
+}
+
+/// Candidates handed from the listing thread to the copier, in order.
+final class CandidateQueue: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var items: [Candidate] = []
+    private var closed = false
+
+    func push(_ c: Candidate) {
+        condition.lock()
+        items.append(c)
+        if items.count >= 512 { condition.signal() }
+        condition.unlock()
+    }
+
+    /// No more candidates will come (also called to stop early).
+    func close() {
+        condition.lock()
+        closed = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Up to `max` candidates: blocks until that many are queued or the queue is closed; nil
+    /// when it is closed and empty.
+    func take(_ max: Int) -> [Candidate]? {
+        condition.lock()
+        defer { condition.unlock() }
+        while items.count < max && !closed { condition.wait() }
+        if items.isEmpty { return nil }
+        let n = min(max, items.count)
+        let batch = Array(items[0..<n])
+        items.removeFirst(n)
+        return batch
+    }
+}
+
+/// What the listing thread found besides work: issues, fresh files and unchanged files.
+/// Written by the listing thread only, read after it has ended.
+final class ListingResult: @unchecked Sendable {
+    var counts = RunCounts()
+    var files: [FileReport] = []
+    var unchanged: [Candidate] = []
+
+    func add(issue: ListingIssue, source: String) {
+        switch issue.kind {
+        case .skipped: counts.skipped += 1
+        case .failed: counts.failed += 1
+        }
+        files.append(FileReport(source: source, path: issue.path.display, status: issue.kind == .skipped ? .skipped : .failed, error: issue.message))
+    }
+}
+
+/// Batch results in batch order, filled by the commit jobs.
+final class ResultList: @unchecked Sendable {
+    private let lock = NSLock()
+    private var results: [Ingestor.BatchResult?] = []
+
+    func reserve() -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        results.append(nil)
+        return results.count - 1
+    }
+
+    func set(_ i: Int, _ r: Ingestor.BatchResult) {
+        lock.lock()
+        results[i] = r
+        lock.unlock()
+    }
+
+    var all: [Ingestor.BatchResult] {
+        lock.lock()
+        defer { lock.unlock() }
+        return results.compactMap { $0 }
     }
 }
 

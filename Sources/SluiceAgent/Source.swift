@@ -53,8 +53,9 @@ public protocol Source: Sendable {
 
 /// One pass over a source. `open` may be called from several threads at once.
 public protocol SourcePass: Sendable {
-    /// Lists candidate files (include/exclude already applied).
-    func list(issue: (ListingIssue) -> Void) throws(SourceError) -> [Candidate]
+    /// Lists candidate files (include/exclude already applied), handing each to `candidate`
+    /// as it is found, so that a large folder never has to be held in memory twice.
+    func list(issue: (ListingIssue) -> Void, candidate: (Candidate) -> Void) throws(SourceError)
     /// Opens a candidate for reading. Fails with a message when it is gone or unreadable.
     func open(_ candidate: Candidate) throws(SourceError) -> any ByteStream
     /// Deletes or moves a committed file, if it is still the one that was ingested.
