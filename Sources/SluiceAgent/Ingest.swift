@@ -62,8 +62,8 @@ public struct IngestHooks: Sendable {
 }
 
 /// The one ingest pipeline every source goes through:
-/// list → stable? → new content? → stage in the lake's tmp with SHA-256 while copying →
-/// fsync → no-clobber rename → fsync folders → one manifest transaction per batch →
+/// list → stable? → new content? → temp file beside its lake path, SHA-256 while copying →
+/// sync the batch → no-clobber rename → fsync folders → one manifest transaction per batch →
 /// after-ingest action.
 public final class Ingestor: Sendable {
     public let lake: Lake
@@ -347,20 +347,20 @@ public final class Ingestor: Sendable {
         var versions: [Int: (version: Int, lakePath: String, sha: String, size: Int64)] = [:]
         let publishStart = nowNanoseconds()
 
-        // Publish in parallel: version numbers come from the manifest state, the renames from
-        // many threads (each rename is independent; the folder locks order them).
-        let targets: [String?] = staged.enumerated().map { i, result in
+        // Version numbers follow the manifest as it was at the start of the pass; the renames
+        // run on a few threads (each is independent; the folder locks order them).
+        let targets: [(version: Int, lakePath: String)?] = staged.enumerated().map { i, result in
             guard case .staged = result else { return nil }
             let c = chunk[i]
             let version = (known[c.path.bytes]?.version ?? 0) + 1
-            return LakeNames.rawPath(client: client, source: source.name, path: c.path, version: version)
+            return (version, LakeNames.rawPath(client: client, source: source.name, path: c.path, version: version))
         }
-        let outcomes = SlotArray<Result<Bool, any Error>>(count: staged.count)
+        let publishing = SlotArray<Result<Bool, any Error>>(count: staged.count)
         parallelFor(count: staged.count, threads: publishThreads, setup: {}) { [self] i, _ in
-            guard case .staged(let sealed) = staged[i], let lakePath = targets[i] else { return }
-            outcomes.set(i, Result { try publish(tmp: sealed.path, sha256: sealed.sha256, lakePath: lakePath) })
+            guard case .staged(let sealed) = staged[i], let target = targets[i] else { return }
+            publishing.set(i, Result { try publish(tmp: sealed.path, sha256: sealed.sha256, lakePath: target.lakePath) })
         }
-        let published_ = outcomes.values
+        let outcomes = publishing.values
 
         for (i, result) in staged.enumerated() {
             let c = chunk[i]
@@ -383,10 +383,9 @@ public final class Ingestor: Sendable {
                 }
             case .staged(let sealed):
                 let (tmp, sha, size) = (sealed.path, sealed.sha256, sealed.size)
-                let version = (known[c.path.bytes]?.version ?? 0) + 1
-                let lakePath = targets[i]!
+                let (version, lakePath) = targets[i]!
                 do {
-                    let created = try published_[i]!.get()
+                    let created = try outcomes[i]!.get()
                     if created { published.append(lakePath) }
                     folders.insert(String(lakePath[..<lakePath.lastIndex(of: "/")!]))
                 } catch {

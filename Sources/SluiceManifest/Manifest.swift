@@ -123,7 +123,7 @@ public final class Manifest: Sendable {
                 try Schema.migrator().migrate(pool)
             }
         } catch {
-            throw ManifestError("cannot open the manifest \(path): \(error) — check that the state_dir is writable by the user sluice runs as")
+            throw ManifestError("cannot open the manifest \(path): \(error) — check that the state_dir exists, is writable by the user sluice runs as, and has free space")
         }
     }
 
