@@ -13,8 +13,9 @@ import Glibc
 /// `.%tmp-<owner>-<n>`; `%` followed by `t` never occurs in a version's name (lake names only
 /// hold `%` as `%HH`), so a temp file can never be mistaken for a version.
 ///
-/// Each process owns `<root>/.sluice/tmp/<owner>/`, held by an `flock` on its `.lock` file, with
-/// a journal `folders` listing (fsync'd before first use) every folder it stages in. At start,
+/// Each process owns `<root>/.sluice/tmp/<owner>/`, guarded by an `flock` on
+/// `<root>/.sluice/tmp/<owner>.lock` (taken before the folder exists), with a journal `folders`
+/// listing (fsync'd before first use) every folder it stages in. At start,
 /// a process removes the temp files of every owner whose lock is free, folder by folder from
 /// that owner's journal, so clean-up never walks the whole lake. Thread-safe.
 public final class Lake: Sendable {
@@ -41,29 +42,27 @@ public final class Lake: Sendable {
         try makeDirectories(tmpRoot)
         try makeDirectories("\(root)/\(LakeNames.rawFolder)")
         Self.removeStaleStaging(root: root)
-        let owner = "\(getpid())-\(String(UInt64.random(in: 0...UInt64.max), radix: 36))"
+        // The lock comes first and stays outside the owner's folder: a folder never exists
+        // without a held lock, so another process's clean-up can never take a live one.
+        var owner = ""
+        var fd: Int32 = -1
+        while fd < 0 {
+            owner = "\(getpid())-\(String(UInt64.random(in: 0...UInt64.max), radix: 36))"
+            fd = try Self.takeLock("\(tmpRoot)/\(owner).lock")
+        }
         let dir = "\(tmpRoot)/\(owner)"
-        try systemCall("mkdir", dir) { mkdir(dir, 0o700) }
-        let lockPath = "\(dir)/.lock"
-        let fd = try systemCall("open", lockPath) { open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600) }
-        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
-            let err = errno
-            closeQuietly(fd)
-            throw SystemCallError(call: "flock", errno: err, path: lockPath)
-        }
         let journalPath = "\(dir)/folders"
-        let jfd = open(journalPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        if jfd < 0 {
-            let err = errno
-            closeQuietly(fd)
-            throw SystemCallError(call: "open", errno: err, path: journalPath)
-        }
-        do {
+        var jfd: Int32 = -1
+        do throws(SystemCallError) {
+            try systemCall("mkdir", dir) { mkdir(dir, 0o700) }
+            jfd = try systemCall("open", journalPath) { open(journalPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600) }
             try syncDirectory(dir)
             try syncDirectory(tmpRoot)
         } catch {
-            closeQuietly(fd)
             closeQuietly(jfd)
+            Self.removeTree(dir)
+            unlink("\(tmpRoot)/\(owner).lock")
+            closeQuietly(fd)
             throw error
         }
         self.owner = owner
@@ -73,10 +72,36 @@ public final class Lake: Sendable {
     }
 
     deinit {
-        // Temp files of this process were either published or removed; drop the journal last.
+        // Temp files of this process were either published or removed: drop the folder, then
+        // the lock file (while still holding it), then the lock.
         Self.removeTree(stagingDirectory)
+        unlink("\(stagingDirectory).lock")
         closeQuietly(journalFD)
         closeQuietly(lockFD)
+    }
+
+    /// Creates and locks a new lock file. Returns -1 when another process removed it between
+    /// the open and the lock (the caller picks another name).
+    private static func takeLock(_ path: String) throws(SystemCallError) -> Int32 {
+        let fd = try systemCall("open", path) { open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
+        do {
+            try systemCall("flock", path) { flock(fd, LOCK_EX) }
+        } catch {
+            closeQuietly(fd)
+            throw error
+        }
+        if !stillNamed(path, fd) {
+            closeQuietly(fd)
+            return -1
+        }
+        return fd
+    }
+
+    /// Whether `path` still names the file open as `fd`.
+    private static func stillNamed(_ path: String, _ fd: Int32) -> Bool {
+        var a = stat()
+        var b = stat()
+        return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino
     }
 
     /// A staging owner whose process is gone, with its temp files (absolute paths).
@@ -85,28 +110,54 @@ public final class Lake: Sendable {
         public var tempFiles: [String]
     }
 
-    /// Owners under `<root>/.sluice/tmp` whose lock is free, with the temp files they left.
+    /// Owners under `<root>/.sluice/tmp` whose process is gone, with the temp files they left.
     /// Used by `audit` to report leftovers without removing them.
     public static func staleOwners(root: String) -> [StaleOwner] {
+        withStaleOwners(root: root) { $0 }
+    }
+
+    /// Calls `body` with the stale owners while holding each one's lock, so that nobody can
+    /// take the same owner while `body` cleans up after it.
+    private static func withStaleOwners<T>(root: String, _ body: ([StaleOwner]) -> T) -> T {
         let tmpRoot = "\(root)/\(LakeNames.internalFolder)/tmp"
-        var result: [StaleOwner] = []
-        for owner in listDirectory(tmpRoot) {
-            let dir = "\(tmpRoot)/\(owner)"
-            guard isDirectory(dir), !isLockHeld(dir) else { continue }
-            var files: [String] = []
-            let journal = (try? readSmallFile("\(dir)/folders")) ?? []
-            var seen = Set<String>()
-            for line in journal.split(separator: UInt8(ascii: "\n")) {
-                let folder = String(decoding: line, as: UTF8.self)
-                guard seen.insert(folder).inserted else { continue }
-                let prefix = "\(tempPrefix)\(owner)-"
-                for name in listDirectory("\(root)/\(folder)") where name.hasPrefix(prefix) {
-                    files.append("\(root)/\(folder)/\(name)")
-                }
-            }
-            result.append(StaleOwner(folder: dir, tempFiles: files))
+        var owners = Set<String>()
+        for name in listDirectory(tmpRoot) {
+            owners.insert(name.hasSuffix(".lock") ? String(name.dropLast(5)) : name)
         }
+        var stale: [StaleOwner] = []
+        var held: [(fd: Int32, path: String)] = []
+        for owner in owners.sorted() {
+            let lockPath = "\(tmpRoot)/\(owner).lock"
+            let fd = open(lockPath, O_RDWR | O_CLOEXEC)
+            if fd >= 0 {
+                if flock(fd, LOCK_EX | LOCK_NB) != 0 || !stillNamed(lockPath, fd) {
+                    closeQuietly(fd)  // live, or just replaced
+                    continue
+                }
+                held.append((fd, lockPath))
+            }
+            // No lock file at all: left by a clean-up that was cut short; the folder is stale.
+            let dir = "\(tmpRoot)/\(owner)"
+            stale.append(StaleOwner(folder: dir, tempFiles: tempFiles(root: root, owner: owner, dir: dir)))
+        }
+        let result = body(stale)
+        for h in held { closeQuietly(h.fd) }
         return result
+    }
+
+    private static func tempFiles(root: String, owner: String, dir: String) -> [String] {
+        var files: [String] = []
+        let journal = (try? readSmallFile("\(dir)/folders")) ?? []
+        var seen = Set<String>()
+        let prefix = "\(tempPrefix)\(owner)-"
+        for line in journal.split(separator: UInt8(ascii: "\n")) {
+            let folder = String(decoding: line, as: UTF8.self)
+            guard seen.insert(folder).inserted, !folder.contains("..") else { continue }
+            for name in listDirectory("\(root)/\(folder)") where name.hasPrefix(prefix) {
+                files.append("\(root)/\(folder)/\(name)")
+            }
+        }
+        return files
     }
 
     /// Whether a temp file name belongs to a live process (its owner's lock is held).
@@ -116,24 +167,24 @@ public final class Lake: Sendable {
         guard let dash = rest.lastIndex(of: "-") else { return false }
         let owner = String(rest[..<dash])
         guard !owner.contains("/"), !owner.hasPrefix(".") else { return false }
-        return isLockHeld("\(root)/\(LakeNames.internalFolder)/tmp/\(owner)")
-    }
-
-    @discardableResult
-    static func removeStaleStaging(root: String) -> Int {
-        var removed = 0
-        for stale in staleOwners(root: root) {
-            for f in stale.tempFiles where unlink(f) == 0 { removed += 1 }
-            removeTree(stale.folder)
-        }
-        return removed
-    }
-
-    private static func isLockHeld(_ dir: String) -> Bool {
-        let fd = open("\(dir)/.lock", O_RDWR | O_CLOEXEC)
+        let fd = open("\(root)/\(LakeNames.internalFolder)/tmp/\(owner).lock", O_RDWR | O_CLOEXEC)
         if fd < 0 { return false }
         defer { closeQuietly(fd) }
         return flock(fd, LOCK_EX | LOCK_NB) != 0
+    }
+
+    /// Removes the temp files, journal folder and lock file of every owner whose process is gone.
+    @discardableResult
+    static func removeStaleStaging(root: String) -> Int {
+        withStaleOwners(root: root) { stale in
+            var removed = 0
+            for owner in stale {
+                for f in owner.tempFiles where unlink(f) == 0 { removed += 1 }
+                removeTree(owner.folder)
+                unlink("\(owner.folder).lock")
+            }
+            return removed
+        }
     }
 
     static func readSmallFile(_ path: String) throws(SystemCallError) -> [UInt8] {

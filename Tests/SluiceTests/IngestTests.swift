@@ -363,6 +363,59 @@ import Glibc
     }
 }
 
+extension IngestTests {
+    /// Many processes starting at the same moment each take their own staging lock; none may
+    /// take another's staging folder for a dead one.
+    @Test func manyProcessesStartingAtOnceNeverTakeEachOthersStaging() throws {
+        let dir = TempDir("startup")
+        dir.config()
+        for i in 0..<20 { dir.write("drop/f\(i).csv", "x\(i)") }
+        let conf = dir.sub("agent.conf")
+        for round in 0..<5 {
+            let results = SlotBox()
+            let group = DispatchGroup()
+            for _ in 0..<8 {
+                DispatchQueue.global().async(group: group) {
+                    results.append(try? SluiceBinary.run(["pull", "acme"], config: conf))
+                }
+            }
+            group.wait()
+            for r in results.all {
+                let res = try #require(r)
+                #expect(res.status == 0, "round \(round): \(res.stderr)")
+            }
+        }
+        #expect(try SluiceBinary.run(["audit"], config: conf).status == 0)
+        #expect(Lake.listDirectory(dir.sub("lake/.sluice/tmp")).isEmpty)
+    }
+
+    @Test func startUpCleansOnlyStagingOfDeadProcesses() throws {
+        let dir = TempDir("cleanup")
+        let root = dir.sub("lake")
+        let live = try Lake(root: root)
+        try live.prepare(folders: ["raw/c/s"])
+        var staged = try live.stage(inFolder: "raw/c/s")
+        try "in flight".utf8.withContiguousStorageIfAvailable { try staged.write(UnsafeRawBufferPointer($0)) }
+        let inFlight = staged.seal(startWriteback: false)
+        // A dead owner with a lock file, one without (a clean-up cut short), and their temps.
+        dir.write("lake/.sluice/tmp/1-dead/folders", "raw/c/s\n")
+        dir.write("lake/.sluice/tmp/1-dead.lock", "")
+        dir.write("lake/raw/c/s/.%tmp-1-dead-3", "partial")
+        dir.write("lake/.sluice/tmp/2-gone/folders", "raw/c/s\n")
+        dir.write("lake/raw/c/s/.%tmp-2-gone-9", "partial")
+
+        #expect(Lake.staleOwners(root: root).map { $0.tempFiles.count }.sorted() == [1, 1])
+        let second = try Lake(root: root)
+        #expect(FileManager.default.fileExists(atPath: inFlight.path))
+        #expect(FileManager.default.fileExists(atPath: live.stagingDirectory))
+        #expect(!FileManager.default.fileExists(atPath: "\(root)/raw/c/s/.%tmp-1-dead-3"))
+        #expect(!FileManager.default.fileExists(atPath: "\(root)/raw/c/s/.%tmp-2-gone-9"))
+        #expect(Set(Lake.listDirectory("\(root)/.sluice/tmp")) == [live.owner, "\(live.owner).lock", second.owner, "\(second.owner).lock"])
+        #expect(Lake.isLiveTemp(root: root, name: (inFlight.path as NSString).lastPathComponent))
+        inFlight.discard()
+    }
+}
+
 final class SlotBox: @unchecked Sendable {
     private let lock = NSLock()
     private var items: [Shell.Result?] = []
