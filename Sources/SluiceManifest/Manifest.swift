@@ -230,20 +230,23 @@ public final class Manifest: Sendable {
                     if let known = v.fileID {
                         fileID = known
                     } else {
-                        guard let id = try Int64.fetchOne(upsertFile, arguments: [v.client, v.source, v.path, Data(v.pathBytes), now]) else {
+                        upsertFile.setUncheckedArguments([v.client, v.source, v.path, Data(v.pathBytes), now])
+                        guard let id = try Int64.fetchOne(upsertFile) else {
                             throw ManifestError("no file row for \(v.path)")
                         }
                         fileID = id
                     }
-                    try insertVersion.execute(arguments: [
+                    insertVersion.setUncheckedArguments([
                         fileID, v.version, v.sha256, v.size, Timestamp.iso8601(nanoseconds: v.mtimeNs),
                         v.mtimeNs, v.lakePath, now, runID,
                     ])
+                    try insertVersion.execute()
                     ids.append(db.lastInsertedRowID)
                 case .sighting(let versionID, let size, let mtimeNs):
-                    try insertSighting.execute(arguments: [
+                    insertSighting.setUncheckedArguments([
                         versionID, runID, now, size, Timestamp.iso8601(nanoseconds: mtimeNs), mtimeNs,
                     ])
+                    try insertSighting.execute()
                     ids.append(versionID)
                 }
             }

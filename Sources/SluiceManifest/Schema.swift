@@ -48,7 +48,6 @@ enum Schema {
                     run_id INTEGER REFERENCES run(id),
                     UNIQUE (file_id, version)
                 );
-                CREATE INDEX version_sha256 ON version(sha256);
 
                 CREATE TABLE sighting (
                     id INTEGER PRIMARY KEY,

@@ -10,14 +10,26 @@ public enum Timestamp {
         let micros = Int((ns - Int64(secs) * 1_000_000_000) / 1000)
         var tm = tm()
         gmtime_r(&secs, &tm)
-        func pad(_ v: Int32, _ width: Int) -> String {
-            let s = String(v)
-            return String(repeating: "0", count: max(0, width - s.count)) + s
+        // "YYYY-MM-DDTHH:MM:SS.ffffffZ", written digit by digit (this runs once per version).
+        return String(unsafeUninitializedCapacity: 27) { out in
+            var i = 0
+            func put(_ value: Int, _ width: Int) {
+                var v = value
+                for k in stride(from: width - 1, through: 0, by: -1) {
+                    out[i + k] = UInt8(ascii: "0") + UInt8(v % 10)
+                    v /= 10
+                }
+                i += width
+            }
+            func sep(_ c: Unicode.Scalar) {
+                out[i] = UInt8(ascii: c)
+                i += 1
+            }
+            put(Int(tm.tm_year) + 1900, 4); sep("-"); put(Int(tm.tm_mon) + 1, 2); sep("-"); put(Int(tm.tm_mday), 2)
+            sep("T"); put(Int(tm.tm_hour), 2); sep(":"); put(Int(tm.tm_min), 2); sep(":"); put(Int(tm.tm_sec), 2)
+            sep("."); put(micros, 6); sep("Z")
+            return i
         }
-        let micro = String(micros)
-        return "\(pad(tm.tm_year + 1900, 4))-\(pad(tm.tm_mon + 1, 2))-\(pad(tm.tm_mday, 2))T"
-            + "\(pad(tm.tm_hour, 2)):\(pad(tm.tm_min, 2)):\(pad(tm.tm_sec, 2))."
-            + String(repeating: "0", count: 6 - micro.count) + micro + "Z"
     }
 
     /// Now, formatted.

@@ -1,5 +1,6 @@
 import SluiceAgent
 import SluiceLake
+import SluiceManifest
 import Testing
 
 @Suite struct GlobTests {
@@ -83,5 +84,13 @@ import Testing
     @Test func displayEscapesOnlyInvalidUTF8() {
         #expect(RelativePath(bytes: [0x61, 0xFF]).display == "a\\xFF")
         #expect(RelativePath("new\nline").display == "new\nline")
+    }
+}
+
+@Suite struct TimestampTests {
+    @Test func formatsUTCWithMicroseconds() {
+        #expect(Timestamp.iso8601(nanoseconds: 0) == "1970-01-01T00:00:00.000000Z")
+        #expect(Timestamp.iso8601(nanoseconds: 1_700_000_000_123_456_789) == "2023-11-14T22:13:20.123456Z")
+        #expect(Timestamp.iso8601(nanoseconds: -1_000) == "1969-12-31T23:59:59.999999Z")
     }
 }
