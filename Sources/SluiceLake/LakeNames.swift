@@ -27,11 +27,6 @@ public enum LakeNames {
         return parts.joined(separator: "/")
     }
 
-    /// The folder (relative to the lake root) that holds every version of one source.
-    public static func sourceRoot(client: String, source: String) -> String {
-        "\(rawFolder)/\(client)/\(source)"
-    }
-
     /// Splits `name` into stem and last extension (`.csv`); a leading dot does not start an
     /// extension and an extension is never empty.
     static func splitExtension(_ name: String) -> (String, String) {

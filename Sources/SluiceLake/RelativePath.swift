@@ -21,20 +21,6 @@ public struct RelativePath: Hashable, Sendable, Comparable, CustomStringConverti
         return RelativePath(bytes: bytes + [UInt8(ascii: "/")] + component)
     }
 
-    /// True when every component is a plain name: not empty, not `.` or `..`, no NUL.
-    public var isSafe: Bool {
-        if bytes.isEmpty || bytes.first == UInt8(ascii: "/") || bytes.contains(0) { return false }
-        for c in bytes.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false) {
-            if c.isEmpty || c.elementsEqual([UInt8(ascii: ".")]) || c.elementsEqual([UInt8(ascii: "."), UInt8(ascii: ".")]) {
-                return false
-            }
-        }
-        return true
-    }
-
-    /// True when the bytes are valid UTF-8.
-    public var isUTF8: Bool { String(validating: bytes, as: UTF8.self) != nil }
-
     /// The path as text: the exact string when it is valid UTF-8, otherwise each byte that is
     /// not part of valid UTF-8 is shown as `\xHH`.
     public var display: String {

@@ -16,8 +16,6 @@ public struct SystemCallError: Error, CustomStringConvertible, Sendable {
         self.path = path
     }
 
-    public var isNoSpace: Bool { errno == ENOSPC || errno == EDQUOT }
-
     public var description: String {
         let reason = String(cString: strerror(errno))
         var text = "\(call)(\(path)) failed: \(reason) (errno \(errno))"

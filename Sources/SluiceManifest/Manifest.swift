@@ -293,11 +293,4 @@ public final class Manifest: Sendable {
             return out
         }
     }
-
-    /// Run rows of a client, newest first.
-    public func runs(client: String, limit: Int) throws(ManifestError) -> [Row] {
-        try read("reading runs") { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM run WHERE client = ? ORDER BY id DESC LIMIT ?", arguments: [client, limit])
-        }
-    }
 }

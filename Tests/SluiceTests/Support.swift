@@ -35,7 +35,7 @@ final class TempDir: @unchecked Sendable {
     func write(_ relative: String, _ data: Data) -> String {
         let full = sub(relative)
         try! FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: full, contents: data)
+        precondition(FileManager.default.createFile(atPath: full, contents: data), "cannot write \(full)")
         return full
     }
 
@@ -71,8 +71,8 @@ enum Shell {
         defer { try? FileManager.default.removeItem(at: dir) }
         let outURL = dir.appendingPathComponent("out")
         let errURL = dir.appendingPathComponent("err")
-        FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
         let out = try FileHandle(forWritingTo: outURL)
         let err = try FileHandle(forWritingTo: errURL)
         let p = Process()
