@@ -45,11 +45,11 @@ public struct Agent: Sendable {
     }
 
     /// Creates the state folder and opens the manifest.
-    public func openManifest(readOnly: Bool = false) throws(AgentError) -> Manifest {
+    public func openManifest() throws(AgentError) -> Manifest {
         do {
-            if !readOnly { try makeDirectories(config.stateDir) }
-            try checkWritable(config.stateDir, key: "agent.state_dir", readOnly: readOnly)
-            return try Manifest(path: config.manifestPath, readOnly: readOnly)
+            try makeDirectories(config.stateDir)
+            try checkWritable(config.stateDir, key: "agent.state_dir")
+            return try Manifest(path: config.manifestPath)
         } catch let e as AgentError {
             throw e
         } catch {
@@ -57,8 +57,7 @@ public struct Agent: Sendable {
         }
     }
 
-    func checkWritable(_ dir: String, key: String, readOnly: Bool) throws(AgentError) {
-        guard !readOnly else { return }
+    func checkWritable(_ dir: String, key: String) throws(AgentError) {
         if access(dir, W_OK | X_OK) != 0 {
             throw AgentError(.runtime, "\(key) \(dir) is not writable: \(String(cString: strerror(errno))) — give the user sluice runs as write access, or change \(key) in \(config.file)")
         }
@@ -68,7 +67,7 @@ public struct Agent: Sendable {
     public func openLake() throws(AgentError) -> Lake {
         do {
             try makeDirectories(config.lakeDir)
-            try checkWritable(config.lakeDir, key: "agent.lake_dir", readOnly: false)
+            try checkWritable(config.lakeDir, key: "agent.lake_dir")
             return try Lake(root: config.lakeDir)
         } catch let e as AgentError {
             throw e
@@ -109,32 +108,23 @@ public struct Agent: Sendable {
     public func history(client id: String, path: String?) throws(AgentError) -> [VersionRecord] {
         _ = try requireClient(id)
         guard FileManager.default.fileExists(atPath: config.manifestPath) else { return [] }
+        let manifest = try openManifest()
         do {
-            return try openManifest().history(client: id, path: path)
-        } catch let e as AgentError {
-            throw e
+            return try manifest.history(client: id, path: path)
         } catch {
-            throw AgentError(.runtime, "\(error)")
+            throw AgentError(.runtime, error.description)
         }
     }
 
     /// `sluice audit`.
     public func audit(client id: String?, quick: Bool) throws(AgentError) -> AuditReport {
         if let id { _ = try requireClient(id) }
-        guard FileManager.default.fileExists(atPath: config.manifestPath) else {
-            var empty = AuditReport()
-            empty.quick = quick
-            var files: [String] = []
-            Auditor.listFiles(root: config.lakeDir, relative: id.map { "raw/\($0)" } ?? "raw", into: &files)
-            empty.orphans = files.sorted()
-            return empty
-        }
+        // An audit never creates a manifest: without one, every lake file is an orphan.
+        let manifest = FileManager.default.fileExists(atPath: config.manifestPath) ? try openManifest() : nil
         do {
-            return try Auditor.run(lakeDir: config.lakeDir, manifest: openManifest(), client: id, quick: quick)
-        } catch let e as AgentError {
-            throw e
+            return try Auditor.run(lakeDir: config.lakeDir, manifest: manifest, client: id, quick: quick)
         } catch {
-            throw AgentError(.runtime, "\(error)")
+            throw AgentError(.runtime, error.description)
         }
     }
 }

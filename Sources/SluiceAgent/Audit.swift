@@ -44,8 +44,9 @@ public struct AuditReport: Sendable, Encodable {
 /// Re-hashes every lake file on every core and compares it with the manifest; finds orphans
 /// and leftover staging files. Reads only: it never changes the lake or the manifest.
 public enum Auditor {
-    public static func run(lakeDir: String, manifest: Manifest, client: String?, quick: Bool, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws(ManifestError) -> AuditReport {
-        var entries = try manifest.lakeEntries(client: client)
+    /// `manifest` is nil when none exists yet: then every file in `raw/` is an orphan.
+    public static func run(lakeDir: String, manifest: Manifest?, client: String?, quick: Bool, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws(ManifestError) -> AuditReport {
+        var entries = try manifest?.lakeEntries(client: client) ?? []
         // Largest first, so the last file to finish is a small one.
         entries.sort { $0.size > $1.size }
         enum Outcome { case ok, missing, corrupt(actualSHA: String?, actualSize: Int64) }

@@ -108,20 +108,17 @@ public final class Manifest: Sendable {
     let pool: DatabasePool
 
     /// Opens (creating and migrating if needed) the manifest at `path`.
-    public init(path: String, readOnly: Bool = false) throws(ManifestError) {
+    public init(path: String) throws(ManifestError) {
         self.path = path
         var config = Configuration()
         config.busyMode = .timeout(30)
-        config.readonly = readOnly
         config.foreignKeysEnabled = true
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
         }
         do {
             pool = try DatabasePool(path: path, configuration: config)
-            if !readOnly {
-                try Schema.migrator().migrate(pool)
-            }
+            try Schema.migrator().migrate(pool)
         } catch {
             throw ManifestError("cannot open the manifest \(path): \(error) — check that the state_dir exists, is writable by the user sluice runs as, and has free space")
         }

@@ -49,11 +49,7 @@ import Glibc
     @Test(arguments: ["syncfs", "fsync"])
     func bothSyncMethodsStoreDurableVersions(method: String) throws {
         let dir = TempDir("sync-\(method)")
-        dir.write("agent.conf", """
-            [agent]
-            state_dir = "state"
-            lake_dir = "lake"
-            sync_method = "\(method)"
+        dir.config(agent: "sync_method = \"\(method)\"", tables: """
             [clients.acme.sources.drop]
             type = "folder"
             path = "drop"
@@ -186,10 +182,7 @@ import Glibc
 
     @Test func missingDropFolderFailsThatSourceOnly() throws {
         let dir = TempDir("missing")
-        dir.write("agent.conf", """
-            [agent]
-            state_dir = "state"
-            lake_dir = "lake"
+        dir.config(tables: """
             [clients.acme.sources.gone]
             type = "folder"
             path = "nowhere"
@@ -266,10 +259,7 @@ import Glibc
 
     @Test func afterIngestDeleteAndMoveRunOnlyAfterCommit() throws {
         let dir = TempDir("after")
-        dir.write("agent.conf", """
-            [agent]
-            state_dir = "state"
-            lake_dir = "lake"
+        dir.config(tables: """
             [clients.acme.sources.del]
             type = "folder"
             path = "del"

@@ -39,6 +39,13 @@ final class TempDir: @unchecked Sendable {
         return full
     }
 
+    /// Writes `agent.conf`: an [agent] table with `state` and `lake` beside it (plus `agent`
+    /// lines), followed by `tables` as given.
+    @discardableResult
+    func config(agent: String = "", tables: String) -> String {
+        write("agent.conf", "[agent]\nstate_dir = \"state\"\nlake_dir = \"lake\"\n\(agent)\n\(tables)\n")
+    }
+
     /// Writes `agent.conf` with one folder source `drop` at `drop/` (min_age 0s unless given).
     @discardableResult
     func config(client: String = "acme", extra: String = "", sourceExtra: String = "min_age = \"0s\"") -> String {
