@@ -24,6 +24,19 @@ let package = Package(
             name: "CSluiceLinux",
             cSettings: [.define("_GNU_SOURCE")]
         ),
+        .systemLibrary(
+            name: "CLibSSH2",
+            pkgConfig: "libssh2",
+            providers: [.apt(["libssh2-1-dev"])]
+        ),
+        .target(
+            name: "SluiceSFTP",
+            dependencies: [
+                "CLibSSH2",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: upcoming
+        ),
         .target(
             name: "SluiceLake",
             dependencies: [
@@ -44,6 +57,7 @@ let package = Package(
             dependencies: [
                 "SluiceLake",
                 "SluiceManifest",
+                "SluiceSFTP",
                 "CSluiceLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
@@ -67,6 +81,7 @@ let package = Package(
                 "SluiceAgent",
                 "SluiceLake",
                 "SluiceManifest",
+                "SluiceSFTP",
                 "CSluiceLinux",
             ],
             swiftSettings: upcoming

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import SluiceLake
 import SluiceManifest
+import SluiceSFTP
 
 /// An error that ends a command: usage and config problems exit 2, the rest 1.
 public struct AgentError: Error, CustomStringConvertible, Sendable {
@@ -85,6 +86,7 @@ public struct Agent: Sendable {
         return chosen.map { s -> any Source in
             switch s.kind {
             case .folder(let f): FolderSource(client: client.id, name: s.name, config: f)
+            case .sftp(let f): SFTPSource(client: client.id, name: s.name, config: f, logger: logger)
             }
         }
     }
@@ -126,5 +128,99 @@ public struct Agent: Sendable {
         } catch {
             throw AgentError(.runtime, error.description)
         }
+    }
+}
+
+/// One server that `sluice trust` looked at.
+public struct TrustTarget: Sendable {
+    public var source: String
+    public var host: String
+    public var port: Int
+    public var knownHosts: String
+    public var key: HostKey
+    public var verdict: KnownHosts.Verdict
+}
+
+extension Agent {
+    /// `sluice trust`: connects to each SFTP server of a client (no login), shows its host key
+    /// and writes it to known_hosts once `confirm` agrees. A changed key is replaced only with
+    /// `replace`. Returns whether every server ended up trusted.
+    public func trust(client id: String, source: String?, replace: Bool,
+                      say: (String) -> Void, confirm: (TrustTarget) -> Bool) throws(AgentError) -> Bool {
+        let client = try requireClient(id)
+        let chosen = client.sources.filter { source == nil || $0.name == source }
+        if let source, chosen.isEmpty {
+            throw AgentError(.usage, "client '\(id)' has no source '\(source)' (configured: \(client.sources.map(\.name).joined(separator: ", ")))")
+        }
+        let sftp: [(String, SFTPSourceConfig)] = chosen.compactMap { s in
+            if case .sftp(let c) = s.kind { return (s.name, c) }
+            return nil
+        }
+        if sftp.isEmpty {
+            throw AgentError(.usage, "client '\(id)' has no sftp source\(source.map { " named '\($0)'" } ?? ""): there is no host key to trust")
+        }
+        var allTrusted = true
+        var done = Set<String>()
+        for (name, c) in sftp {
+            let endpoint = KnownHosts.lookupName(host: c.host, port: c.port)
+            guard done.insert("\(endpoint) \(c.knownHosts)").inserted else { continue }
+            let key: HostKey
+            do {
+                let session = try SSHSession(host: c.host, port: c.port, connectTimeoutMs: Int(c.connectTimeoutNanoseconds / 1_000_000),
+                                             ioTimeoutMs: Int(c.ioTimeoutNanoseconds / 1_000_000))
+                key = session.hostKey
+                session.close()
+            } catch {
+                say("source \(name): \(endpoint): \(error.message)")
+                allTrusted = false
+                continue
+            }
+            let file = KnownHosts(path: c.knownHosts)
+            let verdict: KnownHosts.Verdict
+            do {
+                verdict = try file.verdict(host: c.host, port: c.port, key: key)
+            } catch {
+                say("source \(name): \(error.message)")
+                allTrusted = false
+                continue
+            }
+            say("source \(name): \(endpoint) presents \(key.type) \(key.fingerprint)")
+            let target = TrustTarget(source: name, host: c.host, port: c.port, knownHosts: c.knownHosts, key: key, verdict: verdict)
+            var replacing = false
+            switch verdict {
+            case .trusted:
+                say("  already trusted in \(c.knownHosts)")
+                continue
+            case .revoked(let line):
+                say("  this key is marked @revoked in \(c.knownHosts) line \(line); refusing")
+                allTrusted = false
+                continue
+            case .changed(let known, let lines):
+                say("  WARNING: \(c.knownHosts) line \(lines.map(String.init).joined(separator: ", ")) has a different \(key.type) key for this host: \(known.joined(separator: ", "))")
+                say("  The key has CHANGED. This can be a man-in-the-middle attack; confirm the new fingerprint with the client out of band.")
+                guard replace else {
+                    say("  refusing to replace it without --replace")
+                    allTrusted = false
+                    continue
+                }
+                replacing = true
+            case .unknown(let others):
+                if !others.isEmpty { say("  (known_hosts has other key types for this host: \(others.joined(separator: ", ")))") }
+            }
+            guard confirm(target) else {
+                say("  not trusted")
+                allTrusted = false
+                continue
+            }
+            do {
+                try file.trust(host: c.host, port: c.port, key: key, replacing: replacing)
+                logger.notice("Host key trusted", metadata: ["client.id": "\(id)", "source.name": "\(name)", "host": "\(endpoint)", "fingerprint": "\(key.fingerprint)", "replaced": "\(replacing)"])
+                say("  \(replacing ? "replaced in" : "added to") \(c.knownHosts)")
+            } catch {
+                say("  \(error.message)")
+                allTrusted = false
+            }
+        }
+        return allTrusted
     }
 }

@@ -51,9 +51,31 @@ public struct FolderSourceConfig: Sendable {
     public var afterIngest: AfterIngest
 }
 
+public struct SFTPSourceConfig: Sendable {
+    public var host: String
+    public var port: Int
+    public var user: String
+    /// Absolute paths; the secrets themselves are read only when connecting.
+    public var identityFile: String?
+    public var passphraseFile: String?
+    public var passwordFile: String?
+    public var knownHosts: String
+    /// The folder on the server, as configured (absolute, or relative to the login folder).
+    public var remoteDir: String
+    public var filter: PathFilter
+    public var recursive: Bool
+    public var minAgeNanoseconds: Int64
+    public var afterIngest: AfterIngest
+    public var maxConnections: Int
+    public var connectTimeoutNanoseconds: Int64
+    public var ioTimeoutNanoseconds: Int64
+    public var pollIntervalNanoseconds: Int64
+}
+
 public struct SourceConfig: Sendable {
     public enum Kind: Sendable {
         case folder(FolderSourceConfig)
+        case sftp(SFTPSourceConfig)
     }
     public var name: String
     public var kind: Kind
@@ -271,13 +293,13 @@ struct TableReader {
                     throw fail(path, "client id '\(id)' must match [a-z0-9][a-z0-9_-]{0,63}")
                 }
                 guard let c = try table(ct, id, "clients") else { continue }
-                clients.append(try client(c, id: id, path: path))
+                clients.append(try client(c, id: id, path: path, stateDir: stateDir))
             }
         }
         return AgentConfig(file: file, stateDir: stateDir, lakeDir: lakeDir, mappingsDir: mappingsDir, syncMethod: syncMethod, clients: clients)
     }
 
-    func client(_ t: TOMLTable, id: String, path: String) throws(ConfigError) -> ClientConfig {
+    func client(_ t: TOMLTable, id: String, path: String, stateDir: String) throws(ConfigError) -> ClientConfig {
         try checkKeys(t, path: path, allowed: ["display_name", "sources"])
         let display = try string(t, "display_name", path, required: false)
         guard let st = try table(t, "sources", path), !st.isEmpty else {
@@ -290,7 +312,7 @@ struct TableReader {
                 throw fail(spath, "source name '\(name)' must match [a-z0-9][a-z0-9_-]{0,63}")
             }
             guard let s = try table(st, name, "\(path).sources") else { continue }
-            sources.append(try source(s, name: name, path: spath))
+            sources.append(try source(s, name: name, path: spath, stateDir: stateDir))
         }
         return ClientConfig(id: id, displayName: display, sources: sources)
     }
@@ -309,28 +331,85 @@ struct TableReader {
         return out
     }
 
-    func source(_ t: TOMLTable, name: String, path: String) throws(ConfigError) -> SourceConfig {
+    func source(_ t: TOMLTable, name: String, path: String, stateDir: String) throws(ConfigError) -> SourceConfig {
         guard let type = try string(t, "type", path, required: true) else { fatalError() }
         switch type {
         case "folder":
             try checkKeys(t, path: path, allowed: ["type", "path", "include", "exclude", "recursive", "min_age", "after_ingest"])
             let root = resolve(try string(t, "path", path, required: true)!)
-            let include = try globs(try stringArray(t, "include", path) ?? ["**/*"], key: "\(path).include")
-            var exclude = try globs(try stringArray(t, "exclude", path) ?? Self.defaultExclude, key: "\(path).exclude")
-            let recursive = try bool(t, "recursive", path) ?? true
-            let minAge = try duration(t, "min_age", path) ?? 30_000_000_000
-            let action = try afterIngest(t, path)
-            if case .move(let folder) = action {
-                // Never pick up what we moved aside ourselves.
-                exclude.append(try! Glob("/" + folder + "/**"))
-            }
+            let common = try commonKeys(t, path)
             let folder = FolderSourceConfig(
-                path: root, filter: PathFilter(include: include, exclude: exclude),
-                recursive: recursive, minAgeNanoseconds: minAge, afterIngest: action)
+                path: root, filter: common.filter,
+                recursive: common.recursive, minAgeNanoseconds: common.minAge, afterIngest: common.afterIngest)
             return SourceConfig(name: name, kind: .folder(folder))
+        case "sftp":
+            try checkKeys(t, path: path, allowed: [
+                "type", "host", "port", "user", "identity_file", "passphrase_file", "password_file", "known_hosts",
+                "remote_dir", "include", "exclude", "recursive", "min_age", "after_ingest", "max_connections",
+                "connect_timeout", "io_timeout", "poll_interval",
+            ])
+            let host = try string(t, "host", path, required: true)!
+            guard !host.isEmpty, !host.contains(where: { $0.isWhitespace || $0 == "/" || $0 == "@" }) else {
+                throw fail("\(path).host", "expected a host name or IP address, found \"\(host)\"")
+            }
+            let port = try integer(t, "port", path, range: 1...65535) ?? 22
+            let user = try string(t, "user", path, required: true)!
+            guard !user.isEmpty else { throw fail("\(path).user", "must not be empty") }
+            let identity = try string(t, "identity_file", path, required: false).map(resolve)
+            let passphrase = try string(t, "passphrase_file", path, required: false).map(resolve)
+            let password = try string(t, "password_file", path, required: false).map(resolve)
+            if identity == nil && password == nil {
+                throw fail(path, "an sftp source needs identity_file, password_file or both (secrets are read from files, never from agent.conf)")
+            }
+            if passphrase != nil && identity == nil {
+                throw fail("\(path).passphrase_file", "passphrase_file needs identity_file")
+            }
+            let knownHosts = try string(t, "known_hosts", path, required: false).map(resolve) ?? "\(stateDir)/known_hosts"
+            var remoteDir = try string(t, "remote_dir", path, required: true)!
+            guard !remoteDir.isEmpty, !remoteDir.utf8.contains(0) else {
+                throw fail("\(path).remote_dir", "expected a folder on the server, such as \"/outbox\"")
+            }
+            while remoteDir.count > 1 && remoteDir.hasSuffix("/") { remoteDir.removeLast() }
+            let common = try commonKeys(t, path)
+            let maxConnections = try integer(t, "max_connections", path, range: 1...10) ?? 2
+            let connectTimeout = try duration(t, "connect_timeout", path) ?? 15_000_000_000
+            let ioTimeout = try duration(t, "io_timeout", path) ?? 60_000_000_000
+            let poll = try duration(t, "poll_interval", path) ?? 300_000_000_000
+            for (key, v) in [("connect_timeout", connectTimeout), ("io_timeout", ioTimeout), ("poll_interval", poll)] where v <= 0 {
+                throw fail("\(path).\(key)", "must be longer than 0")
+            }
+            let sftp = SFTPSourceConfig(
+                host: host, port: port, user: user, identityFile: identity, passphraseFile: passphrase, passwordFile: password,
+                knownHosts: knownHosts, remoteDir: remoteDir, filter: common.filter, recursive: common.recursive,
+                minAgeNanoseconds: common.minAge, afterIngest: common.afterIngest, maxConnections: maxConnections,
+                connectTimeoutNanoseconds: connectTimeout, ioTimeoutNanoseconds: ioTimeout, pollIntervalNanoseconds: poll)
+            return SourceConfig(name: name, kind: .sftp(sftp))
         default:
-            throw fail("\(path).type", "unknown source type \"\(type)\" (this version supports: folder)")
+            throw fail("\(path).type", "unknown source type \"\(type)\" (this version supports: folder, sftp)")
         }
+    }
+
+    /// The keys every source type shares: include, exclude, recursive, min_age, after_ingest.
+    func commonKeys(_ t: TOMLTable, _ path: String) throws(ConfigError) -> (filter: PathFilter, recursive: Bool, minAge: Int64, afterIngest: AfterIngest) {
+        let include = try globs(try stringArray(t, "include", path) ?? ["**/*"], key: "\(path).include")
+        var exclude = try globs(try stringArray(t, "exclude", path) ?? Self.defaultExclude, key: "\(path).exclude")
+        let recursive = try bool(t, "recursive", path) ?? true
+        let minAge = try duration(t, "min_age", path) ?? 30_000_000_000
+        let action = try afterIngest(t, path)
+        if case .move(let folder) = action {
+            // Never pick up what we moved aside ourselves.
+            exclude.append(try! Glob("/" + folder + "/**"))
+        }
+        return (PathFilter(include: include, exclude: exclude), recursive, minAge, action)
+    }
+
+    func integer(_ t: TOMLTable, _ key: String, _ path: String, range: ClosedRange<Int>) throws(ConfigError) -> Int? {
+        guard let v = t[key] else { return nil }
+        guard let i = v.int else { throw fail("\(path).\(key)", "expected an integer, found \(typeName(v))") }
+        guard range.contains(i) else {
+            throw fail("\(path).\(key)", "\(i) is out of range: expected \(range.lowerBound) to \(range.upperBound)")
+        }
+        return i
     }
 
     func afterIngest(_ t: TOMLTable, _ path: String) throws(ConfigError) -> AfterIngest {

@@ -132,6 +132,10 @@ struct CheckConfig: ParsableCommand {
                 switch s.kind {
                 case .folder(let f):
                     print("    source \(s.name): folder \(f.path), min_age \(f.minAgeNanoseconds / 1_000_000) ms, after_ingest \(f.afterIngest)")
+                case .sftp(let f):
+                    let auth = [f.identityFile.map { "key \($0)" }, f.passwordFile.map { "password from \($0)" }].compactMap { $0 }.joined(separator: " + ")
+                    print("    source \(s.name): sftp \(f.user)@\(f.host):\(f.port) \(f.remoteDir), \(auth), known_hosts \(f.knownHosts), "
+                        + "max_connections \(f.maxConnections), min_age \(f.minAgeNanoseconds / 1_000_000) ms, after_ingest \(f.afterIngest)")
                 }
             }
         }
@@ -142,5 +146,40 @@ struct CheckConfig: ParsableCommand {
 enum SluiceAgentCLI {
     static func run<T>(_ body: () throws(AgentError) -> T) throws -> T {
         try sluice.run(body)
+    }
+}
+
+struct Trust: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the host keys of a client's SFTP servers and add them to known_hosts.",
+        discussion: """
+            Connects to each sftp source of CLIENT (without logging in), prints the server's key type and SHA256 \
+            fingerprint and asks before writing it to the source's known_hosts file (OpenSSH format; [host]:port when \
+            the port is not 22). A changed key is only replaced with --replace.
+            Exit codes: 0 every server is trusted; 1 a server could not be reached, a key was declined or a changed key \
+            was refused; 2 usage or config error.
+            """)
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Client id from agent.conf.") var client: String
+    @Option(help: "Only this source of the client.") var source: String?
+    @Flag(help: "Trust without asking.") var yes = false
+    @Flag(help: "Replace a changed key (after checking the new fingerprint with the client).") var replace = false
+
+    func run() throws {
+        let agent = try global.loadAgent()
+        let ok = try SluiceAgentCLI.run { () throws(AgentError) in
+            try agent.trust(client: client, source: source, replace: replace, say: { print($0) }, confirm: { _ in
+                if yes { return true }
+                print("  Trust this key? [y/N] ", terminator: "")
+                fflush(nil)
+                guard let answer = readLine() else {
+                    print("\n  no answer on stdin; pass --yes to trust without asking")
+                    return false
+                }
+                return ["y", "yes"].contains(answer.trimmingCharacters(in: .whitespaces).lowercased())
+            })
+        }
+        if !ok { throw ExitCode(1) }
     }
 }

@@ -1,0 +1,488 @@
+import Foundation
+import Logging
+import SluiceLake
+import SluiceSFTP
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A client's SFTP server, read through libssh2.
+///
+/// Symlink policy: a symlink on the server is listed (under the link's own path, with its
+/// target's size and mtime) only when the server resolves it to a regular file below
+/// `remote_dir`; the file is then read through that resolved path. Links that lead outside,
+/// links to folders and dangling links are reported as skipped.
+public struct SFTPSource: Source {
+    public let client: String
+    public let name: String
+    public let config: SFTPSourceConfig
+    let logger: Logger
+
+    public init(client: String, name: String, config: SFTPSourceConfig, logger: Logger) {
+        self.client = client
+        self.name = name
+        self.config = config
+        self.logger = logger
+    }
+
+    public var minAgeNanoseconds: Int64 { config.minAgeNanoseconds }
+    public var afterIngest: AfterIngest { config.afterIngest }
+
+    /// `user@host:port:remote_dir`, for messages.
+    var location: String {
+        let endpoint = config.host.contains(":") ? "[\(config.host)]:\(config.port)" : "\(config.host):\(config.port)"
+        return "\(config.user)@\(endpoint):\(config.remoteDir)"
+    }
+
+    /// Reads a secret file: the first line, without its line ending. Never logged.
+    static func readSecret(_ path: String, key: String) throws(SourceError) -> String {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw SourceError("\(key) \(path) cannot be read: \(String(cString: strerror(errno))) — create it (mode 600) or fix the path")
+        }
+        let text = String(decoding: data, as: UTF8.self)
+        return String(text.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+            .trimmingCharacters(in: CharacterSet(charactersIn: "\r"))
+    }
+
+    func credentials() throws(SourceError) -> SSHCredentials {
+        SSHCredentials(
+            user: config.user,
+            identityFile: config.identityFile,
+            passphrase: try config.passphraseFile.map { path throws(SourceError) in try Self.readSecret(path, key: "passphrase_file") },
+            password: try config.passwordFile.map { path throws(SourceError) in try Self.readSecret(path, key: "password_file") })
+    }
+
+    public func beginPass() throws(SourceError) -> any SourcePass {
+        let pool = SessionPool(source: self, credentials: try credentials())
+        let session = try pool.acquire()
+        let root: [UInt8]
+        let realRoot: [UInt8]
+        do {
+            root = Array(config.remoteDir.utf8)
+            let attrs = try session.stat(root)
+            guard attrs.type == .directory else {
+                throw SourceError("\(location): remote_dir is not a folder — fix clients.\(client).sources.\(name).remote_dir")
+            }
+            realRoot = try session.realpath(root)
+            pool.release(session)
+        } catch let e as SSHError {
+            pool.discard(session)
+            pool.closeAll()
+            if e.isNoSuchFile {
+                throw SourceError("\(location): remote_dir does not exist on the server — fix clients.\(client).sources.\(name).remote_dir")
+            }
+            throw SourceError("\(location): \(e.message)")
+        } catch let e as SourceError {
+            pool.closeAll()
+            throw e
+        } catch {
+            pool.closeAll()
+            throw SourceError("\(location): \(error)")
+        }
+        return SFTPPass(source: self, pool: pool, root: root, realRoot: realRoot)
+    }
+
+    /// Connects, checks the host key against `known_hosts` and logs in.
+    func connect() throws(SourceError) -> SSHSession {
+        let session: SSHSession
+        do {
+            session = try SSHSession(host: config.host, port: config.port,
+                                     connectTimeoutMs: Int(config.connectTimeoutNanoseconds / 1_000_000),
+                                     ioTimeoutMs: Int(config.ioTimeoutNanoseconds / 1_000_000))
+        } catch {
+            throw SourceError("\(location): \(error.message)")
+        }
+        do {
+            try verifyHostKey(session)
+        } catch {
+            session.close()
+            throw error
+        }
+        return session
+    }
+
+    func verifyHostKey(_ session: SSHSession) throws(SourceError) {
+        let key = session.hostKey
+        let file = KnownHosts(path: config.knownHosts)
+        let verdict: KnownHosts.Verdict
+        do {
+            verdict = try file.verdict(host: config.host, port: config.port, key: key)
+        } catch {
+            throw SourceError("\(location): \(error.message)")
+        }
+        switch verdict {
+        case .trusted:
+            return
+        case .unknown(let others):
+            let also = others.isEmpty ? "" : " (known_hosts has only other key types for it: \(others.joined(separator: ", ")))"
+            throw SourceError("\(location): host key is not trusted yet\(also): \(key.type) \(key.fingerprint). Nothing was downloaded. "
+                + "Check the fingerprint with the client, then run `sluice trust \(client) --source \(name)` (known_hosts: \(config.knownHosts))")
+        case .changed(let known, let lines):
+            throw SourceError("\(location): WARNING: the host key has CHANGED — possible man-in-the-middle attack. "
+                + "The server presents \(key.type) \(key.fingerprint), but \(config.knownHosts) line \(lines.map(String.init).joined(separator: ", ")) "
+                + "has \(known.joined(separator: ", ")). Nothing was ingested and nothing on the server was touched. "
+                + "If the client confirms the new key, run `sluice trust \(client) --source \(name) --replace`")
+        case .revoked(let line):
+            throw SourceError("\(location): the host key \(key.type) \(key.fingerprint) is marked @revoked in \(config.knownHosts) line \(line); refusing to connect")
+        }
+    }
+}
+
+/// Up to `max_connections` logged-in sessions, each used by one thread at a time. New
+/// connections are made one at a time, so the server never sees more than one unauthenticated
+/// connection from this source (OpenSSH's MaxStartups); each connection opens one channel
+/// (well under MaxSessions).
+final class SessionPool: @unchecked Sendable {
+    let source: SFTPSource
+    let credentials: SSHCredentials
+    private let condition = NSCondition()
+    private let connecting = NSLock()
+    private var idle: [SSHSession] = []
+    private var total = 0
+    private var loggedWarnings = false
+
+    init(source: SFTPSource, credentials: SSHCredentials) {
+        self.source = source
+        self.credentials = credentials
+    }
+
+    var max: Int { source.config.maxConnections }
+
+    /// A session for this thread alone: an idle one, a new one while under the limit, or the
+    /// next one released.
+    func acquire() throws(SourceError) -> SSHSession {
+        condition.lock()
+        while idle.isEmpty && total >= max { condition.wait() }
+        if let s = idle.popLast() {
+            condition.unlock()
+            return s
+        }
+        total += 1
+        condition.unlock()
+        do {
+            return try open()
+        } catch {
+            condition.lock()
+            total -= 1
+            condition.signal()
+            condition.unlock()
+            throw error
+        }
+    }
+
+    /// An extra session without waiting, or nil when none is idle and the limit is reached.
+    func tryAcquire() -> SSHSession? {
+        condition.lock()
+        if let s = idle.popLast() {
+            condition.unlock()
+            return s
+        }
+        guard total < max else {
+            condition.unlock()
+            return nil
+        }
+        total += 1
+        condition.unlock()
+        do {
+            return try open()
+        } catch {
+            condition.lock()
+            total -= 1
+            condition.signal()
+            condition.unlock()
+            return nil
+        }
+    }
+
+    private func open() throws(SourceError) -> SSHSession {
+        connecting.lock()
+        defer { connecting.unlock() }
+        let session = try source.connect()
+        do {
+            let warnings = try session.authenticate(credentials)
+            try session.startSFTP()
+            if !loggedWarnings {
+                loggedWarnings = true
+                for w in warnings {
+                    source.logger.warning("\(w)", metadata: ["client.id": "\(source.client)", "source.name": "\(source.name)"])
+                }
+            }
+        } catch {
+            session.close()
+            throw SourceError("\(source.location): \(error.message)")
+        }
+        return session
+    }
+
+    func release(_ s: SSHSession) {
+        condition.lock()
+        idle.append(s)
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Drops a session whose connection failed; the next acquire connects anew.
+    func discard(_ s: SSHSession) {
+        s.abort()
+        condition.lock()
+        total -= 1
+        condition.signal()
+        condition.unlock()
+    }
+
+    func closeAll() {
+        condition.lock()
+        let sessions = idle
+        idle.removeAll()
+        total -= sessions.count
+        condition.unlock()
+        for s in sessions { s.close() }
+    }
+}
+
+final class SFTPPass: SourcePass, @unchecked Sendable {
+    let source: SFTPSource
+    let pool: SessionPool
+    /// remote_dir as configured, and as the server resolves it (for the symlink check).
+    let root: [UInt8]
+    let realRoot: [UInt8]
+    /// Symlinked candidates, read through the target the listing checked.
+    private let lock = NSLock()
+    private var linkTargets: [[UInt8]: [UInt8]] = [:]
+
+    init(source: SFTPSource, pool: SessionPool, root: [UInt8], realRoot: [UInt8]) {
+        self.source = source
+        self.pool = pool
+        self.root = root
+        self.realRoot = realRoot
+    }
+
+    func end() { pool.closeAll() }
+
+    func remotePath(_ rel: RelativePath) -> [UInt8] {
+        if rel.bytes.isEmpty { return root }
+        return root == [UInt8(ascii: "/")] ? root + rel.bytes : root + [UInt8(ascii: "/")] + rel.bytes
+    }
+
+    func fail(_ e: SSHError) -> SourceError {
+        SourceError("\(source.location): \(e.message)")
+    }
+
+    /// Runs `body` with a session of its own, dropping the session if its connection broke.
+    func withSession<R>(_ body: (SSHSession) throws(SSHError) -> R) throws(SourceError) -> R {
+        let s = try pool.acquire()
+        do {
+            let r = try body(s)
+            pool.release(s)
+            return r
+        } catch {
+            if error.isConnectionLoss { pool.discard(s) } else { pool.release(s) }
+            throw fail(error)
+        }
+    }
+
+    func list(issue: (ListingIssue) -> Void, candidate: (Candidate) -> Void) throws(SourceError) {
+        let config = source.config
+        try withSession { (s) throws(SSHError) in
+            var pending: [RelativePath] = [RelativePath(bytes: [])]
+            while let dir = pending.popLast() {
+                let handle: SFTPDirectory
+                do throws(SSHError) {
+                    handle = try s.openDirectory(remotePath(dir))
+                } catch {
+                    if error.isConnectionLoss || dir.bytes.isEmpty { throw error }
+                    issue(ListingIssue(path: dir, kind: .failed, message: "cannot read folder: \(error.message)"))
+                    continue
+                }
+                defer { handle.close() }
+                var subdirs: [RelativePath] = []
+                while let entry = try handle.next() {
+                    let name = entry.name
+                    if name == [0x2E] || name == [0x2E, 0x2E] { continue }
+                    if name.isEmpty || name.contains(0x2F) || name.contains(0) {
+                        issue(ListingIssue(path: dir.appending(Array("<invalid name>".utf8)), kind: .failed,
+                                           message: "the server sent an invalid file name \(RemoteName.display(name)) in \(RemoteName.display(remotePath(dir))); ignored"))
+                        continue
+                    }
+                    let rel = dir.appending(name)
+                    let a = entry.attributes
+                    switch a.type {
+                    case .directory:
+                        if config.recursive && config.filter.descends(into: rel.bytes) { subdirs.append(rel) }
+                    case .regular:
+                        if config.filter.accepts(file: rel.bytes) {
+                            candidate(Candidate(path: rel, size: a.size, mtimeNs: a.mtime * 1_000_000_000))
+                        }
+                    case .symlink:
+                        guard config.filter.accepts(file: rel.bytes) else { continue }
+                        if let c = try followLink(s, rel, issue: issue) { candidate(c) }
+                    case .other:
+                        continue
+                    }
+                }
+                pending.append(contentsOf: subdirs.reversed())
+            }
+        }
+    }
+
+    /// A symlink's candidate when it resolves to a regular file below remote_dir.
+    private func followLink(_ s: SSHSession, _ rel: RelativePath, issue: (ListingIssue) -> Void) throws(SSHError) -> Candidate? {
+        let target: [UInt8]
+        do {
+            target = try s.realpath(remotePath(rel))
+        } catch {
+            if error.isConnectionLoss { throw error }
+            issue(ListingIssue(path: rel, kind: .skipped, message: "dangling symlink: \(error.message)"))
+            return nil
+        }
+        let prefix = realRoot == [UInt8(ascii: "/")] ? realRoot : realRoot + [UInt8(ascii: "/")]
+        guard target.count > prefix.count, target.starts(with: prefix) else {
+            issue(ListingIssue(path: rel, kind: .skipped, message: "symlink points outside remote_dir (to \(RemoteName.display(target))); not followed"))
+            return nil
+        }
+        let a: SFTPAttributes
+        do {
+            a = try s.stat(target)
+        } catch {
+            if error.isConnectionLoss { throw error }
+            issue(ListingIssue(path: rel, kind: .skipped, message: "dangling symlink: \(error.message)"))
+            return nil
+        }
+        guard a.type == .regular else {
+            issue(ListingIssue(path: rel, kind: .skipped, message: "symlink to a folder or special file; not followed"))
+            return nil
+        }
+        lock.lock()
+        linkTargets[rel.bytes] = target
+        lock.unlock()
+        return Candidate(path: rel, size: a.size, mtimeNs: a.mtime * 1_000_000_000)
+    }
+
+    func open(_ candidate: Candidate) throws(SourceError) -> any ByteStream {
+        lock.lock()
+        let path = linkTargets[candidate.path.bytes] ?? remotePath(candidate.path)
+        lock.unlock()
+        let s = try pool.acquire()
+        do {
+            let file = try s.openFile(path)
+            return SFTPStream(pass: self, session: s, file: file, candidate: candidate)
+        } catch {
+            if error.isConnectionLoss { pool.discard(s) } else { pool.release(s) }
+            if error.isNoSuchFile { throw SourceError("file vanished before it could be read") }
+            throw fail(error)
+        }
+    }
+
+    func applyAfterIngest(_ action: AfterIngest, to candidate: Candidate) throws(SourceError) {
+        guard action != .keep else { return }
+        let path = remotePath(candidate.path)
+        try withSession { (s) throws(SSHError) in
+            let now = try s.stat(path, followLinks: false)
+            if now.type == .regular && (now.size != candidate.size || now.mtime * 1_000_000_000 != candidate.mtimeNs) {
+                throw SSHError(.other, "after_ingest: \(RemoteName.display(path)) changed after it was ingested; left in place for the next pull")
+            }
+            switch action {
+            case .keep:
+                return
+            case .delete:
+                try s.unlink(path)
+            case .move(let folder):
+                // The same relative place below the move folder, created as needed.
+                var dir = remotePath(RelativePath(folder))
+                try s.mkdir(dir)
+                for c in candidate.path.components.dropLast() {
+                    dir += [UInt8(ascii: "/")] + c
+                    try s.mkdir(dir)
+                }
+                let name = Array(candidate.path.components.last ?? [])
+                var attempt = 0
+                while true {
+                    let target = dir + [UInt8(ascii: "/")] + name + (attempt == 0 ? [] : Array(".\(attempt)".utf8))
+                    do throws(SSHError) {
+                        try s.rename(path, to: target)
+                        return
+                    } catch {
+                        // OpenSSH's server reports an existing target as a plain failure.
+                        if attempt < 100, (try? s.stat(target, followLinks: false)) != nil {
+                            attempt += 1
+                            continue
+                        }
+                        throw error
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One remote file being read. Holds its session until closed.
+final class SFTPStream: ByteStream {
+    let pass: SFTPPass
+    var session: SSHSession?
+    let file: SFTPFile
+    let candidate: Candidate
+    private var offset: Int64 = 0
+    /// libssh2 keeps 4 × the read length requested ahead (capped at 8 MiB); 2 MiB reads reach
+    /// that cap.
+    static let readLength = 2 << 20
+
+    init(pass: SFTPPass, session: SSHSession, file: SFTPFile, candidate: Candidate) {
+        self.pass = pass
+        self.session = session
+        self.file = file
+        self.candidate = candidate
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws(SourceError) -> Int {
+        // Read exactly the listed size: growth or truncation shows in the fstat afterwards.
+        // The length asked for is at most a quarter of what is left, so that libssh2's
+        // read-ahead never requests past the end of the file.
+        let remaining = candidate.size - offset
+        if remaining <= 0 { return 0 }
+        let quarter = Int(Swift.max(1, Swift.min(remaining / 4, Int64(Self.readLength))))
+        let ask = Swift.min(buffer.count, remaining < 4 ? Int(remaining) : quarter)
+        do throws(SSHError) {
+            let n = try file.read(into: buffer.baseAddress!, count: ask)
+            if n == 0 {
+                throw SSHError(.other, "the file ended after \(offset) of \(candidate.size) bytes")
+            }
+            offset += Int64(n)
+            return n
+        } catch {
+            broken()
+            throw pass.fail(error)
+        }
+    }
+
+    func changedWhileReading(bytesRead: Int64) -> String? {
+        guard session != nil else { return "connection lost" }
+        do {
+            let now = try file.attributes()
+            if now.size != bytesRead || bytesRead != candidate.size {
+                return "size changed while copying (listed \(candidate.size), now \(now.size), read \(bytesRead) bytes); retried on the next pass"
+            }
+            if now.mtime * 1_000_000_000 != candidate.mtimeNs {
+                return "file was modified while copying; retried on the next pass"
+            }
+            return nil
+        } catch {
+            broken()
+            return "cannot check the file after reading: \(error.message)"
+        }
+    }
+
+    private func broken() {
+        if let s = session {
+            session = nil
+            file.forget()
+            pass.pool.discard(s)
+        }
+    }
+
+    func close() {
+        guard let s = session else { return }
+        file.close()
+        session = nil
+        pass.pool.release(s)
+    }
+}

@@ -1,0 +1,228 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real OpenSSH `sshd` on loopback, started by the test itself: a free port, generated host
+/// and client keys in a temp folder, `UsePAM no`, `StrictModes no`, `Subsystem sftp
+/// internal-sftp`. Works as root (CI) and as an ordinary user (who logs in as themself).
+///
+/// Password and keyboard-interactive logins need PAM (OpenSSH checks passwords only through
+/// PAM or /etc/shadow). For those, and only as root, the server runs under a per-test PAM
+/// service name (sshd names its PAM service after the program, so it runs through a symlink)
+/// whose stack checks `SSHServer.password` with pam_exec; nothing else on the machine changes.
+final class SSHServer: @unchecked Sendable {
+    enum Login: Sendable { case publicKey, password, keyboardInteractive }
+
+    static let password = "s3cret pass \u{e9}"
+    static let sshd = "/usr/sbin/sshd"
+    static var available: Bool { FileManager.default.isExecutableFile(atPath: sshd) }
+    static var user: String { String(cString: getpwuid(geteuid())!.pointee.pw_name) }
+
+    let dir: TempDir
+    let port: Int
+    let login: Login
+    /// The folder the tests serve files from.
+    let served: String
+    let clientKey: String
+    let hostKey: String
+    /// The listener's pid. Spawned with posix_spawn and reaped here: Foundation's Process
+    /// reaper can block in wait4() on a long-lived child and stall every other Process.
+    private var pid: pid_t = 0
+    private var pamService: String?
+
+    /// Starts a server; `hostKey` reuses another server's key folder entry (same identity).
+    init(login: Login = .publicKey, port: Int? = nil, hostKeyFrom other: SSHServer? = nil, extraConfig: String = "") throws {
+        dir = TempDir("sshd")
+        self.login = login
+        self.port = try port ?? Self.freePort()
+        served = dir.sub("served")
+        try FileManager.default.createDirectory(atPath: served, withIntermediateDirectories: true)
+        clientKey = dir.sub("client_ed25519")
+        hostKey = dir.sub("host_ed25519")
+        if let other {
+            try FileManager.default.copyItem(atPath: other.hostKey, toPath: hostKey)
+            try FileManager.default.copyItem(atPath: other.hostKey + ".pub", toPath: hostKey + ".pub")
+        } else {
+            try Self.keygen(hostKey)
+        }
+        try Self.keygen(clientKey)
+        try FileManager.default.copyItem(atPath: clientKey + ".pub", toPath: dir.sub("authorized_keys"))
+        try start(extraConfig: extraConfig)
+    }
+
+    deinit { stop() }
+
+    static func keygen(_ path: String, type: String = "ed25519", passphrase: String = "") throws {
+        let r = try Shell.run("/usr/bin/ssh-keygen", ["-q", "-t", type, "-N", passphrase, "-C", "sluice-test", "-f", path])
+        guard r.status == 0 else { throw TestFailure("ssh-keygen failed: \(r.stderr)") }
+    }
+
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                bind(fd, sa, len) == 0 && getsockname(fd, sa, &len) == 0
+            }
+        }
+        guard ok else { throw TestFailure("no free port: \(String(cString: strerror(errno)))") }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    private func start(extraConfig: String) throws {
+        var program = Self.sshd
+        let usePAM = login != .publicKey
+        if usePAM {
+            guard geteuid() == 0 else { throw TestFailure("password logins need root (PAM)") }
+            let service = "sluice-test-\(getpid())-\(port)"
+            let checker = dir.write("check-password", "#!/bin/sh\nIFS= read -r pw\n[ \"$pw\" = \"$(cat '\(dir.sub("password"))')\" ]\n")
+            chmod(checker, 0o755)
+            dir.write("password", Self.password)
+            try """
+                auth required pam_exec.so expose_authtok quiet \(checker)
+                auth optional pam_permit.so
+                account required pam_permit.so
+                session required pam_permit.so
+                password required pam_deny.so
+
+                """.write(toFile: "/etc/pam.d/\(service)", atomically: true, encoding: .utf8)
+            pamService = service
+            program = dir.sub(service)
+            try FileManager.default.createSymbolicLink(atPath: program, withDestinationPath: Self.sshd)
+        }
+        if geteuid() == 0 {
+            try? FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true)
+        }
+        let config = dir.write("sshd_config", """
+            Port \(port)
+            ListenAddress 127.0.0.1
+            HostKey \(hostKey)
+            PidFile \(dir.sub("sshd.pid"))
+            AuthorizedKeysFile \(dir.sub("authorized_keys"))
+            UsePAM \(usePAM ? "yes" : "no")
+            StrictModes no
+            PubkeyAuthentication yes
+            PasswordAuthentication \(login == .password ? "yes" : "no")
+            KbdInteractiveAuthentication \(login == .keyboardInteractive ? "yes" : "no")
+            PermitRootLogin yes
+            Subsystem sftp internal-sftp
+            LogLevel ERROR
+            \(extraConfig)
+
+            """)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, dir.sub("sshd.log"), O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        let words: [String] = [program, "-D", "-e", "-f", config]
+        let argv: [UnsafeMutablePointer<CChar>?] = words.map { word in strdup(word) } + [nil]
+        defer { argv.forEach { free($0) } }
+        let rc = posix_spawn(&pid, program, &actions, nil, argv, environ)
+        guard rc == 0 else { throw TestFailure("cannot start sshd: \(String(cString: strerror(rc)))") }
+        // Ready once it accepts connections.
+        for _ in 0..<200 {
+            if Self.canConnect(port: port) { return }
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                pid = 0
+                break
+            }
+            usleep(25_000)
+        }
+        throw TestFailure("sshd did not start: \((try? String(contentsOfFile: dir.sub("sshd.log"), encoding: .utf8)) ?? "")")
+    }
+
+    static func canConnect(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = UInt16(port).bigEndian
+        return withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+
+    func stop() {
+        if pid > 0 {
+            killSessions()
+            kill(pid, SIGTERM)
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            pid = 0
+        }
+        if let pamService {
+            try? FileManager.default.removeItem(atPath: "/etc/pam.d/\(pamService)")
+            self.pamService = nil
+        }
+    }
+
+    /// Kills every per-connection process of the server (the listener stays), as if the
+    /// network or the server dropped the sessions.
+    func killSessions() {
+        let root = pid
+        guard root > 0 else { return }
+        var parent: [Int32: Int32] = [:]
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { continue }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 1, let ppid = Int32(fields[1]) { parent[pid] = ppid }
+        }
+        func isDescendant(_ pid: Int32) -> Bool {
+            var p = parent[pid]
+            while let q = p, q > 1 {
+                if q == root { return true }
+                p = parent[q]
+            }
+            return false
+        }
+        for pid in parent.keys where isDescendant(pid) { kill(pid, SIGKILL) }
+    }
+
+    /// Writes a file below the served folder with an mtime `age` seconds in the past.
+    @discardableResult
+    func serve(_ relative: String, _ data: Data, age seconds: Int = 3600) -> String {
+        let full = "\(served)/\(relative)"
+        try! FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        precondition(FileManager.default.createFile(atPath: full, contents: data))
+        age(full, seconds: seconds)
+        return full
+    }
+
+    @discardableResult
+    func serve(_ relative: String, _ text: String, age seconds: Int = 3600) -> String {
+        serve(relative, Data(text.utf8), age: seconds)
+    }
+
+    /// An `[clients.CLIENT.sources.SOURCE]` table for this server.
+    func sourceTable(client: String = "acme", source: String = "outbox", auth: String? = nil, minAge: String = "0s", extra: String = "") -> String {
+        """
+        [clients.\(client).sources.\(source)]
+        type = "sftp"
+        host = "127.0.0.1"
+        port = \(port)
+        user = "\(Self.user)"
+        \(auth ?? "identity_file = \"\(clientKey)\"")
+        remote_dir = "\(served)"
+        min_age = "\(minAge)"
+        \(extra)
+
+        """
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
