@@ -35,3 +35,7 @@ const int CSluiceLinux_O_PATH = O_PATH;
 int CSluiceLinux_startWriteback(int fd) {
     return sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 }
+
+int CSluiceLinux_startWritebackRange(int fd, off_t offset, off_t length) {
+    return sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE);
+}

@@ -294,25 +294,32 @@ public final class Ingestor: Sendable {
         } catch {
             return .failed("cannot create a staging file in the lake: \(error)")
         }
-        var first = true
-        while true {
-            let n: Int
-            do {
-                n = try stream.read(into: buffer.raw)
-            } catch {
+        if let ranged = stream as? any RangeFetching, let fetch = ranged.startParallelFetch(into: file.descriptor) {
+            if let failure = absorbParallel(fetch, into: &file, candidate: c, buffer: buffer, hooks: hooks) {
                 file.discard()
-                return .failed(error.message)
+                return .failed(failure)
             }
-            if n == 0 { break }
-            do {
-                try file.write(UnsafeRawBufferPointer(rebasing: buffer.raw[0..<n]))
-            } catch {
-                file.discard()
-                return .failed("writing to the lake failed: \(error)")
-            }
-            if first, let hook = hooks.afterFirstChunk {
-                first = false
-                hook(c)
+        } else {
+            var first = true
+            while true {
+                let n: Int
+                do {
+                    n = try stream.read(into: buffer.raw)
+                } catch {
+                    file.discard()
+                    return .failed(error.message)
+                }
+                if n == 0 { break }
+                do {
+                    try file.write(UnsafeRawBufferPointer(rebasing: buffer.raw[0..<n]))
+                } catch {
+                    file.discard()
+                    return .failed("writing to the lake failed: \(error)")
+                }
+                if first, let hook = hooks.afterFirstChunk {
+                    first = false
+                    hook(c)
+                }
             }
         }
         let size = file.size
@@ -325,6 +332,40 @@ public final class Ingestor: Sendable {
             return .sameAsLatest(size: size)
         }
         return .staged(file.seal(startWriteback: writeback))
+    }
+
+    /// Follows a parallel fetch: hashes the file's contiguous prefix as the ranges land (one
+    /// pass, on this thread, off the transfer threads) and starts writeback every 32 MiB so
+    /// that the batch's sync has little left to do. Returns why it failed, if it did.
+    private static func absorbParallel(_ fetch: any ParallelFetch, into file: inout StagedFile, candidate c: Candidate,
+                                       buffer: IOBuffer, hooks: IngestHooks) -> String? {
+        var hashed: Int64 = 0
+        var flushed: Int64 = 0
+        var first = true
+        while true {
+            let step: (prefix: Int64, done: Bool)
+            do {
+                step = try fetch.waitForPrefix(beyond: hashed)
+            } catch {
+                return error.message
+            }
+            do {
+                try file.absorbWritten(upTo: step.prefix, buffer: buffer.raw)
+            } catch {
+                fetch.cancel()
+                return "reading back the staged copy failed: \(error)"
+            }
+            hashed = step.prefix
+            if hashed - flushed >= 32 << 20 || (step.done && hashed > flushed) {
+                file.startWriteback(offset: flushed, length: hashed - flushed)
+                flushed = hashed
+            }
+            if first, hashed > 0, let hook = hooks.afterFirstChunk {
+                first = false
+                hook(c)
+            }
+            if step.done { return nil }
+        }
     }
 
     /// What one batch added to the pass.

@@ -365,7 +365,7 @@ final class SFTPPass: SourcePass, @unchecked Sendable {
         let s = try pool.acquire()
         do {
             let file = try s.openFile(path)
-            return SFTPStream(pass: self, session: s, file: file, candidate: candidate)
+            return SFTPStream(pass: self, session: s, file: file, path: path, candidate: candidate)
         } catch {
             if error.isConnectionLoss { pool.discard(s) } else { pool.release(s) }
             if error.isNoSuchFile { throw SourceError("file vanished before it could be read") }
@@ -416,42 +416,73 @@ final class SFTPPass: SourcePass, @unchecked Sendable {
 }
 
 /// One remote file being read. Holds its session until closed.
-final class SFTPStream: ByteStream {
+final class SFTPStream: RangeFetching {
     let pass: SFTPPass
     var session: SSHSession?
     let file: SFTPFile
+    /// The remote path read (a symlink's checked target).
+    let path: [UInt8]
     let candidate: Candidate
     private var offset: Int64 = 0
     /// libssh2 keeps 4 × the read length requested ahead (capped at 8 MiB); 2 MiB reads reach
     /// that cap.
     static let readLength = 2 << 20
 
-    init(pass: SFTPPass, session: SSHSession, file: SFTPFile, candidate: Candidate) {
+    init(pass: SFTPPass, session: SSHSession, file: SFTPFile, path: [UInt8], candidate: Candidate) {
         self.pass = pass
         self.session = session
         self.file = file
+        self.path = path
         self.candidate = candidate
     }
 
+    /// Files from this size on are fetched as ranges over several sessions.
+    static let parallelThreshold: Int64 = 64 << 20
+
+    func startParallelFetch(into fd: Int32) -> (any ParallelFetch)? {
+        guard candidate.size >= Self.parallelThreshold, let primary = session else { return nil }
+        var readers = [RangedFetch.Reader(session: primary, file: file, primary: true)]
+        // Extra sessions only when idle ones exist or the limit allows new ones: a big file
+        // never waits for other files' transfers.
+        while readers.count < pass.source.config.maxConnections, let extra = pass.pool.tryAcquire() {
+            do {
+                readers.append(RangedFetch.Reader(session: extra, file: try extra.openFile(path), primary: false))
+            } catch {
+                if error.isConnectionLoss { pass.pool.discard(extra) } else { pass.pool.release(extra) }
+                break
+            }
+        }
+        return RangedFetch(stream: self, readers: readers, fd: fd, size: candidate.size)
+    }
+
+    /// The primary session broke during a parallel fetch.
+    func primaryBroke() { broken() }
+
     func read(into buffer: UnsafeMutableRawBufferPointer) throws(SourceError) -> Int {
         // Read exactly the listed size: growth or truncation shows in the fstat afterwards.
-        // The length asked for is at most a quarter of what is left, so that libssh2's
-        // read-ahead never requests past the end of the file.
-        let remaining = candidate.size - offset
-        if remaining <= 0 { return 0 }
-        let quarter = Int(Swift.max(1, Swift.min(remaining / 4, Int64(Self.readLength))))
-        let ask = Swift.min(buffer.count, remaining < 4 ? Int(remaining) : quarter)
-        do throws(SSHError) {
-            let n = try file.read(into: buffer.baseAddress!, count: ask)
-            if n == 0 {
-                throw SSHError(.other, "the file ended after \(offset) of \(candidate.size) bytes")
+        // Each libssh2 call asks for at most a quarter of what is left, so that its read-ahead
+        // (4 × the length asked for) never requests past the end of the file; the calls after
+        // the first are mostly served from data already received, so the buffer is filled by
+        // looping, and the lake gets one write per buffer, not one per call.
+        var filled = 0
+        while filled < buffer.count {
+            let remaining = candidate.size - offset
+            if remaining <= 0 { break }
+            let quarter = Swift.max(1, Swift.min(remaining / 4, Int64(Self.readLength)))
+            let ask = Swift.min(buffer.count - filled, remaining < 4 ? Int(remaining) : Int(quarter))
+            do throws(SSHError) {
+                let n = try file.read(into: buffer.baseAddress! + filled, count: ask)
+                if n == 0 {
+                    throw SSHError(.other, "the file ended after \(offset) of \(candidate.size) bytes")
+                }
+                offset += Int64(n)
+                filled += n
+            } catch {
+                broken()
+                throw pass.fail(error)
             }
-            offset += Int64(n)
-            return n
-        } catch {
-            broken()
-            throw pass.fail(error)
         }
+        return filled
     }
 
     func changedWhileReading(bytesRead: Int64) -> String? {
@@ -484,5 +515,156 @@ final class SFTPStream: ByteStream {
         file.close()
         session = nil
         pass.pool.release(s)
+    }
+}
+
+/// A large remote file fetched in chunks dealt out to several sessions in turn, each chunk
+/// read sequentially and written into the staging file with `pwrite`. The consumer hashes
+/// the contiguous prefix as it grows.
+final class RangedFetch: ParallelFetch, @unchecked Sendable {
+    /// A session and its own handle on the file; used by one reader thread only.
+    struct Reader: @unchecked Sendable {
+        let session: SSHSession
+        let file: SFTPFile
+        let primary: Bool
+    }
+
+    /// Bytes per chunk. Each reader asks libssh2 for at most a quarter of what is left in its
+    /// chunk, so read-ahead never crosses into a chunk another session reads.
+    static let chunkSize: Int64 = 16 << 20
+    /// libssh2 keeps 4 × this requested ahead per session: 4 MiB in flight each.
+    static let readLength = 1 << 20
+
+    let stream: SFTPStream
+    let fd: Int32
+    let size: Int64
+    let chunks: Int
+    private let condition = NSCondition()
+    /// Bytes written at the start of each chunk.
+    private var filled: [Int64]
+    private var prefix: Int64 = 0
+    private var running: Int
+    private var failure: SourceError?
+    private var cancelled = false
+
+    init(stream: SFTPStream, readers: [Reader], fd: Int32, size: Int64) {
+        self.stream = stream
+        self.fd = fd
+        self.size = size
+        chunks = Int((size + Self.chunkSize - 1) / Self.chunkSize)
+        filled = [Int64](repeating: 0, count: chunks)
+        running = readers.count
+        let count = readers.count
+        for (i, reader) in readers.enumerated() {
+            let t = Thread { [self] in run(reader, index: i, of: count) }
+            t.stackSize = 1 << 20
+            t.start()
+        }
+    }
+
+    private func shouldStop() -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return failure != nil || cancelled
+    }
+
+    private func run(_ reader: Reader, index: Int, of count: Int) {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.readLength, alignment: 4096)
+        defer { buffer.deallocate() }
+        var error: SSHError?
+        var writeError: String?
+        chunkLoop: for chunk in stride(from: index, to: chunks, by: count) {
+            let start = Int64(chunk) * Self.chunkSize
+            let end = Swift.min(size, start + Self.chunkSize)
+            var offset = start
+            reader.file.seek(to: start)
+            while offset < end {
+                if shouldStop() { break chunkLoop }
+                let left = end - offset
+                let ask = left < 4 ? Int(left) : Int(Swift.min(Int64(Self.readLength), left / 4))
+                let n: Int
+                do {
+                    n = try reader.file.read(into: buffer.baseAddress!, count: ask)
+                } catch let e {
+                    error = e
+                    break chunkLoop
+                }
+                if n == 0 {
+                    error = SSHError(.other, "the file ended at \(offset) of \(size) bytes")
+                    break chunkLoop
+                }
+                var done = 0
+                while done < n {
+                    let w = pwrite(fd, buffer.baseAddress! + done, n - done, off_t(offset) + off_t(done))
+                    if w < 0 {
+                        if errno == EINTR { continue }
+                        writeError = "writing to the lake failed: \(SystemCallError(call: "pwrite", errno: errno, path: "staging file"))"
+                        break chunkLoop
+                    }
+                    done += w
+                }
+                offset += Int64(n)
+                landed(chunk: chunk, bytes: Int64(n))
+            }
+        }
+        // Hand the session back (the primary one stays with the stream until it is closed).
+        if let error, error.isConnectionLoss {
+            if reader.primary { reader.file.forget(); stream.primaryBroke() } else { reader.file.forget(); stream.pass.pool.discard(reader.session) }
+        } else if !reader.primary {
+            reader.file.close()
+            stream.pass.pool.release(reader.session)
+        }
+        condition.lock()
+        if failure == nil {
+            if let error { failure = stream.pass.fail(error) } else if let writeError { failure = SourceError(writeError) }
+        }
+        running -= 1
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func landed(chunk: Int, bytes: Int64) {
+        condition.lock()
+        filled[chunk] += bytes
+        // Advance the contiguous prefix over every chunk now complete.
+        var grew = false
+        while prefix < size {
+            let c = Int(prefix / Self.chunkSize)
+            let chunkEnd = Swift.min(size, Int64(c + 1) * Self.chunkSize)
+            let reached = Int64(c) * Self.chunkSize + filled[c]
+            guard reached > prefix else { break }
+            prefix = reached
+            grew = true
+            if reached < chunkEnd { break }
+        }
+        if grew { condition.broadcast() }
+        condition.unlock()
+    }
+
+    func waitForPrefix(beyond known: Int64) throws(SourceError) -> (prefix: Int64, done: Bool) {
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            if let failure {
+                while running > 0 { condition.wait() }
+                throw failure
+            }
+            if prefix >= size {
+                while running > 0 { condition.wait() }
+                return (prefix, true)
+            }
+            if prefix > known { return (prefix, false) }
+            if running == 0 {
+                throw SourceError("the transfer stopped at \(prefix) of \(size) bytes")
+            }
+            condition.wait()
+        }
+    }
+
+    func cancel() {
+        condition.lock()
+        cancelled = true
+        while running > 0 { condition.wait() }
+        condition.unlock()
     }
 }

@@ -40,6 +40,25 @@ public protocol ByteStream: AnyObject {
     func close()
 }
 
+/// A stream that can fetch a large file as several ranges at once (several connections).
+public protocol RangeFetching: ByteStream {
+    /// Starts fetching the whole file into `fd` with positioned writes from threads of its
+    /// own, or returns nil when this file is better read with `read(into:)`. The caller
+    /// hashes the file's contiguous prefix as it grows (`ParallelFetch.waitForPrefix`), so
+    /// the hash stays one pass, off the transfer threads.
+    func startParallelFetch(into fd: Int32) -> (any ParallelFetch)?
+}
+
+/// A fetch running on other threads.
+public protocol ParallelFetch: AnyObject, Sendable {
+    /// Blocks until the written prefix [0, n) of the file is longer than `known`, or the
+    /// fetch has ended; `done` is true when every byte is written. Throws once the fetch has
+    /// failed (after all its threads have stopped).
+    func waitForPrefix(beyond known: Int64) throws(SourceError) -> (prefix: Int64, done: Bool)
+    /// Stops the fetch early and waits for its threads.
+    func cancel()
+}
+
 /// Where files come from. A source only lists candidates and opens them as byte streams;
 /// the ingest pipeline does everything else.
 public protocol Source: Sendable {

@@ -208,7 +208,7 @@ public final class Lake: Sendable {
     public func stage(inFolder folder: String) throws(SystemCallError) -> StagedFile {
         let n = counter.add(1, ordering: .relaxed).newValue
         let path = "\(root)/\(folder)/\(Self.tempPrefix)\(owner)-\(n)"
-        let fd = try systemCall("open", path) { open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o440) }
+        let fd = try systemCall("open", path) { open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o440) }
         return StagedFile(fd: fd, path: path)
     }
 
@@ -342,6 +342,27 @@ public struct StagedFile: ~Copyable {
         hasher.update(bufferPointer: bytes)
         try writeAll(fd, bytes, path: path)
         size += Int64(bytes.count)
+    }
+
+    /// The descriptor, for a source that writes ranges itself (`pwrite`, several threads);
+    /// those bytes are taken into the hash with `absorbWritten(upTo:buffer:)`.
+    public var descriptor: Int32 { fd }
+
+    /// Hashes bytes that were written into the file at [size, end) by others, reading them
+    /// back (from the page cache, just written), and counts them in `size`.
+    public mutating func absorbWritten(upTo end: Int64, buffer: UnsafeMutableRawBufferPointer) throws(SystemCallError) {
+        while size < end {
+            let want = Int(min(Int64(buffer.count), end - size))
+            let n = try systemCall("pread", path) { pread(fd, buffer.baseAddress!, want, off_t(size)) }
+            if n == 0 { throw SystemCallError(call: "pread", errno: EIO, path: path) }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            size += Int64(n)
+        }
+    }
+
+    /// Starts writing [offset, offset + length) to disk now, without waiting.
+    public func startWriteback(offset: Int64, length: Int64) {
+        _ = CSluiceLinux_startWritebackRange(fd, off_t(offset), off_t(length))
     }
 
     /// The SHA-256 so far, without closing.

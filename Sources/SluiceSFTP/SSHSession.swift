@@ -144,6 +144,8 @@ public final class SSHSession: @unchecked Sendable {
         let rc = libssh2_session_handshake(session, fd)
         if rc != 0 {
             let why = lastError()
+            // deinit still runs for a class whose init throws once every property is set.
+            closed = true
             libssh2_session_free(session)
             Glibc.close(fd)
             throw SSHError(rc == LIBSSH2_ERROR_TIMEOUT ? .timeout : .handshake,

@@ -288,13 +288,15 @@ struct SFTPTests {
         #expect(try loadAgent(dir).history(client: "acme", path: "a.csv").count == 1)
     }
 
-    @Test func aSessionKilledMidTransferLeavesNoPartialVersion() throws {
+    /// 24 MiB is read sequentially on one session; 80 MiB is fetched in ranges over three.
+    @Test(arguments: [24, 80])
+    func aSessionKilledMidTransferLeavesNoPartialVersion(megabytes: Int) throws {
         let server = try SSHServer()
-        var bytes = [UInt8](repeating: 0, count: 24 << 20)
+        var bytes = [UInt8](repeating: 0, count: megabytes << 20)
         for i in stride(from: 0, to: bytes.count, by: 4096) { bytes[i] = UInt8(truncatingIfNeeded: i >> 12) }
         server.serve("big.bin", Data(bytes))
         server.serve("small.csv", "small")
-        let dir = Self.setUp(server)
+        let dir = Self.setUp(server, extra: "max_connections = 3")
         #expect(try Self.trust(dir).status == 0)
         let agent = try loadAgent(dir)
         let killed = Atomic<Bool>(false)
@@ -401,6 +403,19 @@ struct SFTPTests {
         #expect(Set(files.map { "\($0["source"]!)/\($0["path"]!)" }) == ["outbox/remote.csv", "drop/local.csv"])
         let history = try SluiceBinary.run(["history", "acme"], config: dir.sub("agent.conf"))
         #expect(history.stdout.contains("outbox/remote.csv"))
+    }
+
+    @Test func aFailedHandshakeIsReportedCleanly() throws {
+        // A server that offers only ciphers libssh2 1.10 lacks.
+        let server = try SSHServer(extraConfig: "Ciphers chacha20-poly1305@openssh.com")
+        server.serve("a.csv", "a")
+        let dir = Self.setUp(server)
+        let trust = try Self.trust(dir)
+        #expect(trust.status == 1)
+        #expect(trust.stdout.contains("SSH handshake with 127.0.0.1:\(server.port) failed"), "\(trust.stdout)\(trust.stderr)")
+        let (r, report) = try Self.pull(dir)
+        #expect(r.status == 1)
+        #expect(Self.sourceErrors(report).contains("handshake"))
     }
 
     @Test func anUnreachableServerOrMissingFolderIsASourceErrorNamingHostAndPath() throws {

@@ -19,6 +19,8 @@ int CSluiceLinux_openBeneath(int dirfd, const char *path, int flags, mode_t mode
 /// sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE): start writing a file's dirty pages
 /// now, without waiting, so that a later fsync has less to do.
 int CSluiceLinux_startWriteback(int fd);
+/// sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE): the same for one range.
+int CSluiceLinux_startWritebackRange(int fd, off_t offset, off_t length);
 
 /// Constants Swift cannot import as macros.
 extern const int CSluiceLinux_O_NOFOLLOW;

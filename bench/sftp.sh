@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# SFTP benchmark (release build): `sluice pull` against OpenSSH's own `sftp` client, in the same
+# run, against the same loopback sshd, on the same file system.
+#   bash bench/sftp.sh
+# Env: BENCH_DIR (default /var/tmp), BENCH_RUNS (default 3; medians are reported),
+#      BENCH_BIG_MB (default 1024), BENCH_SMALL (default 2000 files of 8 KiB),
+#      BENCH_CONNECTIONS (max_connections for sluice, default 4).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v /usr/sbin/sshd >/dev/null || { echo "needs openssh-server (apt-get install openssh-server)" >&2; exit 2; }
+swift build -c release --product sluice >/dev/null
+BIN="$(swift build -c release --show-bin-path)/sluice"
+BASE="${BENCH_DIR:-/var/tmp}"
+W="$(mktemp -d "$BASE/sluice-sftp-bench.XXXXXX")"
+RUNS="${BENCH_RUNS:-3}"
+BIG_MB="${BENCH_BIG_MB:-1024}"
+SMALL="${BENCH_SMALL:-2000}"
+CONNECTIONS="${BENCH_CONNECTIONS:-4}"
+# As root, everything (served files, sftp's copies, the lake) lives on a fresh ext4 image:
+# ext4 on a busy disk slows inode allocation after mass deletions and makes runs incomparable.
+LOOP=""
+if [ "$(id -u)" -eq 0 ] && [ "${BENCH_LOOP:-1}" = 1 ] && command -v mkfs.ext4 >/dev/null; then
+  truncate -s $(( (BIG_MB * 3 + 2048) ))M "$W.img" && mkfs.ext4 -q -F "$W.img" && mount -o loop "$W.img" "$W" && LOOP=1
+fi
+SSHD_PID=""
+cleanup() {
+  [ -n "$SSHD_PID" ] && kill "$SSHD_PID" 2>/dev/null && wait "$SSHD_PID" 2>/dev/null || true
+  if [ -n "$LOOP" ]; then umount "$W"; rm -f "$W.img"; fi
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+calc() { python3 -c "print($*)"; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# A loopback sshd with generated keys, as the tests start it.
+K="$W/keys"; mkdir -p "$K" "$W/served/big" "$W/served/small"
+ssh-keygen -q -t ed25519 -N "" -f "$K/host" && ssh-keygen -q -t ed25519 -N "" -f "$K/client"
+cp "$K/client.pub" "$K/authorized_keys"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+[ "$(id -u)" -eq 0 ] && mkdir -p /run/sshd
+cat > "$K/sshd_config" <<CONF
+Port $PORT
+ListenAddress 127.0.0.1
+HostKey $K/host
+PidFile $K/sshd.pid
+AuthorizedKeysFile $K/authorized_keys
+UsePAM no
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin yes
+Subsystem sftp internal-sftp
+LogLevel ERROR
+CONF
+/usr/sbin/sshd -D -e -f "$K/sshd_config" 2>"$W/sshd.log" &
+SSHD_PID=$!
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.05; done
+USER_NAME=$(id -un)
+echo "[127.0.0.1]:$PORT $(cut -d' ' -f1,2 "$K/host.pub")" > "$K/known_hosts"
+
+echo "file system: $(df -T "$W" | awk 'NR==2 {print $1, $2}')${LOOP:+ (fresh loop-mounted image)}; sshd on 127.0.0.1:$PORT" >&2
+echo "preparing one ${BIG_MB} MiB file and $SMALL x 8 KiB files ..." >&2
+head -c $((BIG_MB << 20)) /dev/urandom > "$W/served/big/big.bin"
+python3 - "$W/served/small" "$SMALL" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    d = os.path.join(root, f"d{i % 20:02d}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i:05d}.csv"), "wb") as f:
+        f.write(os.urandom(8192))
+PY
+touch -d '1 hour ago' "$W/served/big/big.bin" "$W/served/small"/*/*
+sync
+
+conf() { # $1 = dir, $2 = remote folder
+  mkdir -p "$1"
+  cat > "$1/agent.conf" <<CONF
+[agent]
+state_dir = "state"
+lake_dir = "lake"
+[clients.bench.sources.remote]
+type = "sftp"
+host = "127.0.0.1"
+port = $PORT
+user = "$USER_NAME"
+identity_file = "$K/client"
+known_hosts = "$K/known_hosts"
+remote_dir = "$2"
+max_connections = $CONNECTIONS
+min_age = "0s"
+CONF
+}
+SFTP=(sftp -q -P "$PORT" -i "$K/client" -o "UserKnownHostsFile=$K/known_hosts" -o StrictHostKeyChecking=yes -o BatchMode=yes)
+
+run_sluice() { # $1 = remote folder; prints seconds and peak RSS (KiB)
+  local d="$W/run-sluice"
+  rm -rf "$d"; conf "$d" "$1"; sync
+  local t0 t1 rss
+  t0=$(now)
+  rss=$(/usr/bin/env time -f "%M" "$BIN" pull bench --config "$d/agent.conf" --log-level error 2>&1 >/dev/null | tail -1)
+  t1=$(now)
+  echo "$(calc "$t1 - $t0") $rss"
+  rm -rf "$d"
+}
+run_sftp() { # $1 = remote path, $2 = recursive flag or ""
+  local d="$W/run-sftp"
+  rm -rf "$d"; mkdir -p "$d"; sync
+  local t0 t1
+  t0=$(now)
+  "${SFTP[@]}" $2 "$USER_NAME@127.0.0.1:$1" "$d/" >/dev/null
+  t1=$(now)
+  calc "$t1 - $t0"
+  rm -rf "$d"
+}
+
+big_s=(); big_rss=(); big_ref=(); small_s=(); small_ref=()
+for r in $(seq "$RUNS"); do
+  echo "run $r/$RUNS ..." >&2
+  read -r s rss < <(run_sluice "$W/served/big"); big_s+=("$s"); big_rss+=("$rss")
+  big_ref+=("$(run_sftp "$W/served/big/big.bin" "")")
+  read -r s _ < <(run_sluice "$W/served/small"); small_s+=("$s")
+  small_ref+=("$(run_sftp "$W/served/small" "-r")")
+done
+bs=$(printf '%s\n' "${big_s[@]}" | median); br=$(printf '%s\n' "${big_ref[@]}" | median)
+ss=$(printf '%s\n' "${small_s[@]}" | median); sr=$(printf '%s\n' "${small_ref[@]}" | median)
+rss=$(printf '%s\n' "${big_rss[@]}" | sort -n | tail -1)
+
+printf '\n%-30s %18s %26s %7s %s\n' "case (median of $RUNS)" "sluice pull" "OpenSSH sftp" "ratio" "target"
+printf '%-30s %16.2f s %24.2f s %7.2f %s\n' "one ${BIG_MB} MiB file" "$bs" "$br" "$(calc "$bs / $br")" "<= 1.0"
+printf '%-30s %16.2f s %24.2f s %7.2f %s\n' "$SMALL x 8 KiB files" "$ss" "$sr" "$(calc "$ss / $sr")" "<= 0.5"
+printf '%-30s %14d MiB %26s %7s %s\n' "peak RSS, ${BIG_MB} MiB pull" "$((rss / 1024))" "" "" "<= 64 MiB"
+echo "all runs: big sluice ${big_s[*]} | sftp ${big_ref[*]}; small sluice ${small_s[*]} | sftp ${small_ref[*]}" >&2
+echo "sluice: max_connections = $CONNECTIONS, hashing and the durable commit included; sftp: plain get (no fsync)" >&2
