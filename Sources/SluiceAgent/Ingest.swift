@@ -78,7 +78,7 @@ public final class Ingestor: Sendable {
     public let syncMethod: SyncMethod
     /// Threads that rename staged files into place (same-folder renames contend on the folder).
     let publishThreads = 2
-    static let copyBufferSize = 1 << 20
+    static let copyBufferSize = 2 << 20
 
     public init(lake: Lake, manifest: Manifest, stateDir: String, logger: Logger,
                 workers: Int? = nil, batchSize: Int = 512, syncMethod: SyncMethod = .syncfs, hooks: IngestHooks = IngestHooks()) {

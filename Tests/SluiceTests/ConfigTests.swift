@@ -144,6 +144,80 @@ import Testing
         }
     }
 
+    static let sftpBase = """
+        [agent]
+        state_dir = "/var/lib/sluice"
+        lake_dir = "/srv/lake"
+
+        [clients.acme.sources.outbox]
+        type = "sftp"
+        host = "sftp.acme.example"
+        user = "sluice"
+        identity_file = "keys/acme"
+        remote_dir = "/outbox/"
+
+        """
+
+    @Test func sftpSourceKeysAndDefaults() throws {
+        let c = try parse(Self.sftpBase)
+        guard case .sftp(let s) = try #require(c.client("acme")).sources[0].kind else { Issue.record("not sftp"); return }
+        #expect(s.port == 22)
+        #expect(s.identityFile == "/etc/sluice/keys/acme")
+        #expect(s.knownHosts == "/var/lib/sluice/known_hosts")
+        #expect(s.remoteDir == "/outbox")
+        #expect(s.maxConnections == 2)
+        #expect(s.connectTimeoutNanoseconds == 15_000_000_000)
+        #expect(s.ioTimeoutNanoseconds == 60_000_000_000)
+        #expect(s.pollIntervalNanoseconds == 300_000_000_000)
+        #expect(s.minAgeNanoseconds == 30_000_000_000)
+        #expect(s.afterIngest == .keep)
+        #expect(!s.filter.accepts(file: Array("x.part".utf8)))
+
+        let full = try parse(Self.sftpBase + """
+            port = 2222
+            passphrase_file = "keys/acme.pass"
+            password_file = "/run/secrets/pw"
+            known_hosts = "kh"
+            include = ["**/*.csv"]
+            after_ingest = "move:done"
+            max_connections = 10
+            connect_timeout = "2s"
+            io_timeout = "1m"
+            poll_interval = "1h"
+            """)
+        guard case .sftp(let f) = full.clients[0].sources[0].kind else { return }
+        #expect(f.port == 2222 && f.passwordFile == "/run/secrets/pw" && f.knownHosts == "/etc/sluice/kh")
+        #expect(f.afterIngest == .move("done"))
+        #expect(!f.filter.accepts(file: Array("done/a.csv".utf8)))
+    }
+
+    @Test(arguments: [
+        ("port = 0", "clients.acme.sources.outbox.port", "out of range"),
+        ("port = \"22\"", "clients.acme.sources.outbox.port", "expected an integer"),
+        ("max_connections = 11", "clients.acme.sources.outbox.max_connections", "1 to 10"),
+        ("io_timeout = \"forever\"", "clients.acme.sources.outbox.io_timeout", "bad duration"),
+        ("password = \"hunter2\"", "clients.acme.sources.outbox.password", "unknown key"),
+        ("path = \"/x\"", "clients.acme.sources.outbox.path", "unknown key"),
+    ])
+    func badSFTPKeysAreNamed(line: String, key: String, message: String) throws {
+        let e = try #require(error(Self.sftpBase + line))
+        #expect(e.keyPath == key)
+        #expect(e.description.contains(message), "\(e)")
+    }
+
+    @Test func sftpNeedsHostUserRemoteDirAndACredential() throws {
+        let noHost = Self.sftpBase.replacingOccurrences(of: "host = \"sftp.acme.example\"\n", with: "")
+        #expect(error(noHost)?.description.contains("missing required key 'host'") == true)
+        let noUser = Self.sftpBase.replacingOccurrences(of: "user = \"sluice\"\n", with: "")
+        #expect(error(noUser)?.description.contains("missing required key 'user'") == true)
+        let noDir = Self.sftpBase.replacingOccurrences(of: "remote_dir = \"/outbox/\"\n", with: "")
+        #expect(error(noDir)?.description.contains("missing required key 'remote_dir'") == true)
+        let noAuth = Self.sftpBase.replacingOccurrences(of: "identity_file = \"keys/acme\"\n", with: "")
+        let e = try #require(error(noAuth))
+        #expect(e.description.contains("identity_file, password_file or both"))
+        #expect(e.line == 5)
+    }
+
     @Test func configComesFromTheEnvironmentWhenNotGiven() {
         #expect(AgentConfig.resolvePath(explicit: nil, environment: ["SLUICE_CONFIG": "/x.conf"]) == "/x.conf")
         #expect(AgentConfig.resolvePath(explicit: "/y.conf", environment: ["SLUICE_CONFIG": "/x.conf"]) == "/y.conf")
