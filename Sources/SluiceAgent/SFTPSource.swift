@@ -296,7 +296,16 @@ final class SFTPPass: SourcePass, @unchecked Sendable {
                 }
                 defer { handle.close() }
                 var subdirs: [RelativePath] = []
-                while let entry = try handle.next() {
+                while true {
+                    let next: (name: [UInt8], attributes: SFTPAttributes)?
+                    do throws(SSHError) {
+                        next = try handle.next()
+                    } catch {
+                        if error.isConnectionLoss || dir.bytes.isEmpty { throw error }
+                        issue(ListingIssue(path: dir, kind: .failed, message: "reading the folder failed: \(error.message)"))
+                        break
+                    }
+                    guard let entry = next else { break }
                     let name = entry.name
                     if name == [0x2E] || name == [0x2E, 0x2E] { continue }
                     if name.isEmpty || name.contains(0x2F) || name.contains(0) {

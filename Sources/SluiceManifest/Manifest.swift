@@ -116,6 +116,13 @@ public final class Manifest: Sendable {
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
         }
+        // Two processes opening a new manifest at once would both see no migration applied and
+        // both try to create the tables: the migration runs under an flock on a sidecar file.
+        // (Not on the database file: closing another descriptor of it would drop SQLite's own
+        // POSIX locks.)
+        let lock = open(path + "-migrate.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        if lock >= 0 { while flock(lock, LOCK_EX) != 0 && errno == EINTR {} }
+        defer { if lock >= 0 { close(lock) } }
         do {
             pool = try DatabasePool(path: path, configuration: config)
             try Schema.migrator().migrate(pool)

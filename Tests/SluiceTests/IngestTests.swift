@@ -412,3 +412,22 @@ final class SlotBox: @unchecked Sendable {
     func append(_ r: Shell.Result?) { lock.lock(); items.append(r); lock.unlock() }
     var all: [Shell.Result?] { lock.lock(); defer { lock.unlock() }; return items }
 }
+
+extension IngestTests {
+    /// Processes that open a new manifest at the same moment must not both run its migration.
+    @Test func manyOpenersOfANewManifestMigrateItOnce() throws {
+        let dir = TempDir("migrate")
+        let path = dir.sub("manifest.sqlite")
+        let failures = SlotBox()
+        DispatchQueue.concurrentPerform(iterations: 8) { _ in
+            do {
+                _ = try Manifest(path: path)
+            } catch {
+                failures.append(Shell.Result(status: 1, stdout: "", stderr: "\(error)"))
+            }
+        }
+        #expect(failures.all.isEmpty, "\(failures.all.compactMap { $0?.stderr })")
+        let tables = try Shell.run("/usr/bin/sqlite3", [path, "SELECT count(*) FROM grdb_migrations"])
+        #expect(tables.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "1")
+    }
+}
