@@ -28,10 +28,10 @@ public struct SFTPSource: Source {
     public var minAgeNanoseconds: Int64 { config.minAgeNanoseconds }
     public var afterIngest: AfterIngest { config.afterIngest }
 
-    /// `user@host:port:remote_dir`, for messages.
+    /// `client/source user@host:port:remote_dir`, the start of every message about this source.
     var location: String {
         let endpoint = config.host.contains(":") ? "[\(config.host)]:\(config.port)" : "\(config.host):\(config.port)"
-        return "\(config.user)@\(endpoint):\(config.remoteDir)"
+        return "\(client)/\(name) \(config.user)@\(endpoint):\(config.remoteDir)"
     }
 
     /// Reads a secret file: the first line, without its line ending. Never logged.
@@ -151,28 +151,18 @@ final class SessionPool: @unchecked Sendable {
     /// A session for this thread alone: an idle one, a new one while under the limit, or the
     /// next one released.
     func acquire() throws(SourceError) -> SSHSession {
-        condition.lock()
-        while idle.isEmpty && total >= max { condition.wait() }
-        if let s = idle.popLast() {
-            condition.unlock()
-            return s
-        }
-        total += 1
-        condition.unlock()
-        do {
-            return try open()
-        } catch {
-            condition.lock()
-            total -= 1
-            condition.signal()
-            condition.unlock()
-            throw error
-        }
+        try take(wait: true)!
     }
 
-    /// An extra session without waiting, or nil when none is idle and the limit is reached.
+    /// An extra session without waiting, or nil when none is idle and the limit is reached
+    /// (or connecting fails).
     func tryAcquire() -> SSHSession? {
+        try? take(wait: false)
+    }
+
+    private func take(wait: Bool) throws(SourceError) -> SSHSession? {
         condition.lock()
+        while wait && idle.isEmpty && total >= max { condition.wait() }
         if let s = idle.popLast() {
             condition.unlock()
             return s
@@ -190,7 +180,7 @@ final class SessionPool: @unchecked Sendable {
             total -= 1
             condition.signal()
             condition.unlock()
-            return nil
+            throw error
         }
     }
 

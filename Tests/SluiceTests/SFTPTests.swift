@@ -154,6 +154,7 @@ struct SFTPTests {
         #expect(message.contains("the server offers publickey"))
         #expect(message.contains("tried publickey"))
         #expect(message.contains(server.served), "errors name the remote path")
+        #expect(message.hasPrefix("acme/outbox \(SSHServer.user)@127.0.0.1:\(server.port):"), "errors name the client, source and host: \(message)")
     }
 
     @Test func keyFileProblemsAreNamed() throws {
@@ -309,6 +310,8 @@ struct SFTPTests {
         let big = report.files.first { $0.path == "big.bin" }
         #expect(big?.status == .failed)
         #expect(big?.error?.contains("127.0.0.1:\(server.port)") == true, "\(big?.error ?? "")")
+        #expect(big?.error?.contains("acme/outbox") == true)
+        #expect(big?.error?.contains(server.served + "/big.bin") == true, "the remote path is named: \(big?.error ?? "")")
         #expect(!report.succeeded)
         #expect(try agent.history(client: "acme", path: "big.bin").isEmpty, "no partial version")
         #expect(try agent.audit(client: nil, quick: false).clean)
