@@ -294,7 +294,7 @@ public final class Ingestor: Sendable {
         } catch {
             return .failed("cannot create a staging file in the lake: \(error)")
         }
-        if let ranged = stream as? any RangeFetching, let fetch = ranged.startParallelFetch(into: file.descriptor) {
+        if let ranged = stream as? any RangeFetching, let fetch = ranged.startParallelFetch(into: file.descriptor, stagingPath: file.path) {
             if let failure = absorbParallel(fetch, into: &file, candidate: c, buffer: buffer, hooks: hooks) {
                 file.discard()
                 return .failed(failure)

@@ -140,6 +140,10 @@ final class SessionPool: @unchecked Sendable {
     private var idle: [SSHSession] = []
     private var total = 0
     private var loggedWarnings = false
+    /// The first failure to connect or log in. From then on no new connection is tried in this
+    /// pass: a blackholed host or a revoked key fails the remaining files at once instead of
+    /// costing connect_timeout (or a failed login) each.
+    private var connectFailure: SourceError?
 
     init(source: SFTPSource, credentials: SSHCredentials) {
         self.source = source
@@ -162,10 +166,15 @@ final class SessionPool: @unchecked Sendable {
 
     private func take(wait: Bool) throws(SourceError) -> SSHSession? {
         condition.lock()
-        while wait && idle.isEmpty && total >= max { condition.wait() }
+        while wait && idle.isEmpty && (total >= max || (connectFailure != nil && total > 0)) { condition.wait() }
         if let s = idle.popLast() {
             condition.unlock()
             return s
+        }
+        if let connectFailure {
+            condition.unlock()
+            if wait { throw connectFailure }
+            return nil
         }
         guard total < max else {
             condition.unlock()
@@ -178,7 +187,8 @@ final class SessionPool: @unchecked Sendable {
         } catch {
             condition.lock()
             total -= 1
-            condition.signal()
+            if connectFailure == nil { connectFailure = error }
+            condition.broadcast()
             condition.unlock()
             throw error
         }
@@ -216,8 +226,15 @@ final class SessionPool: @unchecked Sendable {
         s.abort()
         condition.lock()
         total -= 1
-        condition.signal()
+        condition.broadcast()
         condition.unlock()
+    }
+
+    /// Gives a session back after `error`: reused only after a plain status answer from the
+    /// server (no such file, permission denied, ...), dropped after anything that may have left
+    /// the connection in an unknown state.
+    func giveBack(_ s: SSHSession, after error: SSHError) {
+        if case .sftp = error.kind { release(s) } else { discard(s) }
     }
 
     func closeAll() {
@@ -266,7 +283,7 @@ final class SFTPPass: SourcePass, @unchecked Sendable {
             pool.release(s)
             return r
         } catch {
-            if error.isConnectionLoss { pool.discard(s) } else { pool.release(s) }
+            pool.giveBack(s, after: error)
             throw fail(error)
         }
     }
@@ -278,20 +295,33 @@ final class SFTPPass: SourcePass, @unchecked Sendable {
             while let dir = pending.popLast() {
                 let handle: SFTPDirectory
                 do throws(SSHError) {
+                    if !dir.bytes.isEmpty {
+                        // The listing's type comes from the server; OpenSSH's is lstat's, but a
+                        // server that follows links would make a symlinked folder look like a
+                        // folder. Check it before descending, and bound the depth.
+                        guard try s.stat(remotePath(dir), followLinks: false).type == .directory, dir.components.count <= 128 else {
+                            issue(ListingIssue(path: dir, kind: .skipped, message: "symlinked folder (or deeper than 128 levels); not followed"))
+                            continue
+                        }
+                    }
                     handle = try s.openDirectory(remotePath(dir))
                 } catch {
                     if error.isConnectionLoss || dir.bytes.isEmpty { throw error }
                     issue(ListingIssue(path: dir, kind: .failed, message: "cannot read folder: \(error.message)"))
                     continue
                 }
-                defer { handle.close() }
                 var subdirs: [RelativePath] = []
                 while true {
                     let next: (name: [UInt8], attributes: SFTPAttributes)?
                     do throws(SSHError) {
                         next = try handle.next()
                     } catch {
-                        if error.isConnectionLoss || dir.bytes.isEmpty { throw error }
+                        if error.isConnectionLoss {
+                            handle.forget()
+                            throw error
+                        }
+                        handle.close()
+                        if dir.bytes.isEmpty { throw error }
                         issue(ListingIssue(path: dir, kind: .failed, message: "reading the folder failed: \(error.message)"))
                         break
                     }
@@ -314,11 +344,17 @@ final class SFTPPass: SourcePass, @unchecked Sendable {
                         }
                     case .symlink:
                         guard config.filter.accepts(file: rel.bytes) else { continue }
-                        if let c = try followLink(s, rel, issue: issue) { candidate(c) }
+                        do throws(SSHError) {
+                            if let c = try followLink(s, rel, issue: issue) { candidate(c) }
+                        } catch {
+                            handle.forget()
+                            throw error
+                        }
                     case .other:
                         continue
                     }
                 }
+                handle.close()
                 pending.append(contentsOf: subdirs.reversed())
             }
         }
@@ -361,15 +397,21 @@ final class SFTPPass: SourcePass, @unchecked Sendable {
         lock.lock()
         let path = linkTargets[candidate.path.bytes] ?? remotePath(candidate.path)
         lock.unlock()
-        let s = try pool.acquire()
-        do {
-            let file = try s.openFile(path)
-            return SFTPStream(pass: self, session: s, file: file, path: path, candidate: candidate)
-        } catch {
-            if error.isConnectionLoss { pool.discard(s) } else { pool.release(s) }
-            if error.isNoSuchFile { throw SourceError("file vanished before it could be read") }
-            throw fail(error)
+        // An idle session may have been dropped meanwhile (NAT, the server's ClientAlive):
+        // one more try on a fresh connection before the file counts as failed.
+        for attempt in 0..<2 {
+            let s = try pool.acquire()
+            do throws(SSHError) {
+                let file = try s.openFile(path)
+                return SFTPStream(pass: self, session: s, file: file, path: path, candidate: candidate)
+            } catch {
+                pool.giveBack(s, after: error)
+                if error.isNoSuchFile { throw SourceError("file vanished before it could be read (\(source.location))") }
+                if error.isConnectionLoss && attempt == 0 { continue }
+                throw fail(error)
+            }
         }
+        throw SourceError("\(source.location): cannot open \(RemoteName.display(path))")
     }
 
     func applyAfterIngest(_ action: AfterIngest, to candidate: Candidate) throws(SourceError) {
@@ -397,6 +439,12 @@ final class SFTPPass: SourcePass, @unchecked Sendable {
                 var attempt = 0
                 while true {
                     let target = dir + [UInt8(ascii: "/")] + name + (attempt == 0 ? [] : Array(".\(attempt)".utf8))
+                    // Never overwrite: SFTP v3 has no no-replace flag, and a server whose rename
+                    // is rename(2) would replace an earlier file of that name.
+                    if attempt < 100, (try? s.stat(target, followLinks: false)) != nil {
+                        attempt += 1
+                        continue
+                    }
                     do throws(SSHError) {
                         try s.rename(path, to: target)
                         return
@@ -438,24 +486,39 @@ final class SFTPStream: RangeFetching {
     /// Files from this size on are fetched as ranges over several sessions.
     static let parallelThreshold: Int64 = 64 << 20
 
-    func startParallelFetch(into fd: Int32) -> (any ParallelFetch)? {
+    func startParallelFetch(into fd: Int32, stagingPath: String) -> (any ParallelFetch)? {
         guard candidate.size >= Self.parallelThreshold, let primary = session else { return nil }
         var readers = [RangedFetch.Reader(session: primary, file: file, primary: true)]
         // Extra sessions only when idle ones exist or the limit allows new ones: a big file
         // never waits for other files' transfers.
         while readers.count < pass.source.config.maxConnections, let extra = pass.pool.tryAcquire() {
-            do {
-                readers.append(RangedFetch.Reader(session: extra, file: try extra.openFile(path), primary: false))
+            do throws(SSHError) {
+                let handle = try extra.openFile(path)
+                // Opened later than the primary handle: it must be the same file (not one the
+                // client renamed over it meanwhile), or chunks of two files would be mixed.
+                guard Self.matches(try handle.attributes(), candidate) else {
+                    handle.close()
+                    pass.pool.release(extra)
+                    break
+                }
+                readers.append(RangedFetch.Reader(session: extra, file: handle, primary: false))
             } catch {
-                if error.isConnectionLoss { pass.pool.discard(extra) } else { pass.pool.release(extra) }
+                pass.pool.giveBack(extra, after: error)
                 break
             }
         }
-        return RangedFetch(stream: self, readers: readers, fd: fd, size: candidate.size)
+        return RangedFetch(stream: self, readers: readers, fd: fd, size: candidate.size, stagingPath: stagingPath)
     }
 
     /// The primary session broke during a parallel fetch.
     func primaryBroke() { broken() }
+
+    /// Set by a parallel fetch whose extra handle saw the file change; read after it ended.
+    var changeNote: String?
+
+    static func matches(_ a: SFTPAttributes, _ c: Candidate) -> Bool {
+        a.size == c.size && a.mtime * 1_000_000_000 == c.mtimeNs
+    }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) throws(SourceError) -> Int {
         // Read exactly the listed size: growth or truncation shows in the fstat afterwards.
@@ -471,9 +534,7 @@ final class SFTPStream: RangeFetching {
             let ask = Swift.min(buffer.count - filled, remaining < 4 ? Int(remaining) : Int(quarter))
             do throws(SSHError) {
                 let n = try file.read(into: buffer.baseAddress! + filled, count: ask)
-                if n == 0 {
-                    throw SSHError(.other, "the file ended after \(offset) of \(candidate.size) bytes")
-                }
+                if n == 0 { return filled }  // shorter than listed: changedWhileReading says so
                 offset += Int64(n)
                 filled += n
             } catch {
@@ -486,6 +547,7 @@ final class SFTPStream: RangeFetching {
 
     func changedWhileReading(bytesRead: Int64) -> String? {
         guard session != nil else { return "connection lost" }
+        if let changeNote { return changeNote }
         do {
             let now = try file.attributes()
             if now.size != bytesRead || bytesRead != candidate.size {
@@ -545,9 +607,14 @@ final class RangedFetch: ParallelFetch, @unchecked Sendable {
     private var running: Int
     private var failure: SourceError?
     private var cancelled = false
+    /// A reader saw the file change: the others stop, and what was fetched is discarded by the
+    /// stream's change check.
+    private var stopAfterChange = false
+    let stagingPath: String
 
-    init(stream: SFTPStream, readers: [Reader], fd: Int32, size: Int64) {
+    init(stream: SFTPStream, readers: [Reader], fd: Int32, size: Int64, stagingPath: String) {
         self.stream = stream
+        self.stagingPath = stagingPath
         self.fd = fd
         self.size = size
         chunks = Int((size + Self.chunkSize - 1) / Self.chunkSize)
@@ -564,7 +631,7 @@ final class RangedFetch: ParallelFetch, @unchecked Sendable {
     private func shouldStop() -> Bool {
         condition.lock()
         defer { condition.unlock() }
-        return failure != nil || cancelled
+        return failure != nil || cancelled || stopAfterChange
     }
 
     private func run(_ reader: Reader, index: Int, of count: Int) {
@@ -572,6 +639,7 @@ final class RangedFetch: ParallelFetch, @unchecked Sendable {
         defer { buffer.deallocate() }
         var error: SSHError?
         var writeError: String?
+        var changed: String?
         chunkLoop: for chunk in stride(from: index, to: chunks, by: count) {
             let start = Int64(chunk) * Self.chunkSize
             let end = Swift.min(size, start + Self.chunkSize)
@@ -589,7 +657,7 @@ final class RangedFetch: ParallelFetch, @unchecked Sendable {
                     break chunkLoop
                 }
                 if n == 0 {
-                    error = SSHError(.other, "the file ended at \(offset) of \(size) bytes")
+                    changed = "the file ended at \(offset) of \(size) bytes while copying; retried on the next pass"
                     break chunkLoop
                 }
                 var done = 0
@@ -597,13 +665,23 @@ final class RangedFetch: ParallelFetch, @unchecked Sendable {
                     let w = pwrite(fd, buffer.baseAddress! + done, n - done, off_t(offset) + off_t(done))
                     if w < 0 {
                         if errno == EINTR { continue }
-                        writeError = "writing to the lake failed: \(SystemCallError(call: "pwrite", errno: errno, path: "staging file"))"
+                        writeError = "writing to the lake failed: \(SystemCallError(call: "pwrite", errno: errno, path: stagingPath))"
                         break chunkLoop
                     }
                     done += w
                 }
                 offset += Int64(n)
                 landed(chunk: chunk, bytes: Int64(n))
+            }
+        }
+        if error == nil && writeError == nil && changed == nil && !reader.primary {
+            // The primary handle is checked by the stream; each extra handle here.
+            do throws(SSHError) {
+                if !SFTPStream.matches(try reader.file.attributes(), stream.candidate) {
+                    changed = "file was modified while copying; retried on the next pass"
+                }
+            } catch let e {
+                error = e
             }
         }
         // Hand the session back (the primary one stays with the stream until it is closed).
@@ -616,6 +694,11 @@ final class RangedFetch: ParallelFetch, @unchecked Sendable {
         condition.lock()
         if failure == nil {
             if let error { failure = stream.pass.fail(error) } else if let writeError { failure = SourceError(writeError) }
+        }
+        if let changed {
+            // Not a failure: the consumer finishes, and the stream reports the file as changed.
+            stream.changeNote = stream.changeNote ?? changed
+            if !cancelled { stopAfterChange = true }
         }
         running -= 1
         condition.broadcast()
@@ -648,7 +731,7 @@ final class RangedFetch: ParallelFetch, @unchecked Sendable {
                 while running > 0 { condition.wait() }
                 throw failure
             }
-            if prefix >= size {
+            if prefix >= size || (stopAfterChange && running == 0) {
                 while running > 0 { condition.wait() }
                 return (prefix, true)
             }

@@ -46,7 +46,7 @@ public protocol RangeFetching: ByteStream {
     /// own, or returns nil when this file is better read with `read(into:)`. The caller
     /// hashes the file's contiguous prefix as it grows (`ParallelFetch.waitForPrefix`), so
     /// the hash stays one pass, off the transfer threads.
-    func startParallelFetch(into fd: Int32) -> (any ParallelFetch)?
+    func startParallelFetch(into fd: Int32, stagingPath: String) -> (any ParallelFetch)?
 }
 
 /// A fetch running on other threads.

@@ -45,7 +45,10 @@ public struct KnownHosts: Sendable {
             if access(path, F_OK) != 0 { return [] }
             throw SSHError(.other, "known_hosts \(path) cannot be read: \(String(cString: strerror(errno)))")
         }
-        return String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        // Swift reads "\r\n" as one Character: split on the bytes so CRLF files work too.
+        return data.split(separator: 0x0A, omittingEmptySubsequences: false).map { line in
+            String(decoding: line.last == 0x0D ? line.dropLast() : line, as: UTF8.self)
+        }
     }
 
     static func parse(_ line: String, number: Int) -> Entry? {
@@ -63,7 +66,8 @@ public struct KnownHosts: Sendable {
         if field.hasPrefix("|1|") {
             let parts = field.split(separator: "|", omittingEmptySubsequences: false)
             guard parts.count == 4, let salt = Data(base64Encoded: String(parts[2])), let want = Data(base64Encoded: String(parts[3])) else { return false }
-            let mac = HMAC<Insecure.SHA1>.authenticationCode(for: Data(name.utf8), using: SymmetricKey(data: salt))
+            // OpenSSH hashes the lower-cased name.
+            let mac = HMAC<Insecure.SHA1>.authenticationCode(for: Data(name.lowercased().utf8), using: SymmetricKey(data: salt))
             return Data(mac) == want
         }
         var matched = false
@@ -139,10 +143,15 @@ public struct KnownHosts: Sendable {
                 guard let e = Self.parse(line, number: 0), e.marker == nil, e.keyType == key.type, e.keyBase64 != key.base64,
                       Self.hostField(e.hosts, matches: name) else { return line }
                 if e.hosts.hasPrefix("|") { return nil }
-                // Drop only this host's name from a shared line.
-                let remaining = e.hosts.split(separator: ",").filter { !Self.wildcard($0.lowercased(), name.lowercased()) || $0.hasPrefix("!") }
+                // Only this host's literal name goes; wildcard patterns (which may vouch for
+                // other hosts) stay, and the new key, appended below, takes precedence.
+                let patterns = e.hosts.split(separator: ",").map(String.init)
+                let remaining = patterns.filter { $0.lowercased() != name.lowercased() }
+                if remaining.count == patterns.count { return line }
                 if remaining.isEmpty || remaining.allSatisfy({ $0.hasPrefix("!") }) { return nil }
-                return line.replacingOccurrences(of: e.hosts, with: remaining.joined(separator: ","))
+                var fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+                fields[0] = remaining.joined(separator: ",")
+                return fields.joined(separator: " ")
             }
         }
         lines.append("\(name) \(key.type) \(key.base64)")
@@ -150,10 +159,15 @@ public struct KnownHosts: Sendable {
     }
 
     private func write(_ text: String) throws(SSHError) {
+        // Write through a symlinked known_hosts to its target, and keep the file's mode.
+        let path = (try? FileManager.default.destinationOfSymbolicLink(atPath: self.path)).map { target in
+            target.hasPrefix("/") ? target : ((self.path as NSString).deletingLastPathComponent as NSString).appendingPathComponent(target)
+        } ?? self.path
+        let mode = ((try? FileManager.default.attributesOfItem(atPath: path))?[.posixPermissions] as? NSNumber).map { mode_t($0.uint16Value) } ?? 0o644
         let dir = (path as NSString).deletingLastPathComponent
         if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
         let tmp = "\(path).sluice-tmp-\(getpid())"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else { throw SSHError(.other, "cannot write \(tmp): \(String(cString: strerror(errno))) — check that the folder is writable") }
         let bytes = Array(text.utf8)
         var off = 0
@@ -167,6 +181,7 @@ public struct KnownHosts: Sendable {
             }
             off += n
         }
+        fchmod(fd, mode)
         fsync(fd)
         Glibc.close(fd)
         guard rename(tmp, path) == 0 else {

@@ -373,10 +373,13 @@ public final class SSHSession: @unchecked Sendable {
             var r = Glibc.connect(fd, a.pointee.ai_addr, a.pointee.ai_addrlen)
             if r != 0 && errno == EINPROGRESS {
                 var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-                let n = poll(&p, 1, Int32(timeoutMs))
+                var n: Int32
+                repeat { n = poll(&p, 1, Int32(timeoutMs)) } while n < 0 && errno == EINTR
                 if n == 0 {
+                    // Try the next address (a host with a broken IPv6 route may answer on IPv4).
                     Glibc.close(fd)
-                    throw SSHError(.timeout, "cannot connect to \(host):\(port): no answer within connect_timeout (\(timeoutMs) ms)")
+                    lastError = "no answer within connect_timeout (\(timeoutMs) ms)"
+                    continue
                 }
                 var soError: Int32 = 0
                 var len = socklen_t(MemoryLayout<Int32>.size)
@@ -428,6 +431,9 @@ public final class SFTPDirectory {
         open = false
         _ = sluice_sftp_close(handle)
     }
+
+    /// Lets go of the handle without telling the server (its connection is lost).
+    public func forget() { open = false }
 
     deinit { close() }
 }
