@@ -401,13 +401,11 @@ public final class SSHSession: @unchecked Sendable {
     }
 }
 
-/// An open remote folder, read one entry at a time (libssh2 asks for one READDIR batch at a
-/// time, so a huge folder never sits in memory).
-public final class SFTPDirectory {
+/// An open SFTP handle (file or folder) of one session, closed once.
+public class SFTPHandle {
     let session: SSHSession
     let handle: OpaquePointer
     let path: [UInt8]
-    private var buffer = [CChar](repeating: 0, count: 4096)
     private var open = true
 
     init(session: SSHSession, handle: OpaquePointer, path: [UInt8]) {
@@ -415,6 +413,24 @@ public final class SFTPDirectory {
         self.handle = handle
         self.path = path
     }
+
+    public func close() {
+        guard open else { return }
+        open = false
+        _ = sluice_sftp_close(handle)
+    }
+
+    /// Lets go of the handle without telling the server (its connection is lost, or its
+    /// session is being dropped).
+    public func forget() { open = false }
+
+    deinit { close() }
+}
+
+/// An open remote folder, read one entry at a time (libssh2 asks for one READDIR batch at a
+/// time, so a huge folder never sits in memory).
+public final class SFTPDirectory: SFTPHandle {
+    private var buffer = [CChar](repeating: 0, count: 4096)
 
     /// The next entry, nil at the end. Names are raw bytes, exactly as the server sent them.
     public func next() throws(SSHError) -> (name: [UInt8], attributes: SFTPAttributes)? {
@@ -425,32 +441,10 @@ public final class SFTPDirectory {
         let name = buffer[0..<Int(n)].map { UInt8(bitPattern: $0) }
         return (name, SFTPAttributes(attrs))
     }
-
-    public func close() {
-        guard open else { return }
-        open = false
-        _ = sluice_sftp_close(handle)
-    }
-
-    /// Lets go of the handle without telling the server (its connection is lost).
-    public func forget() { open = false }
-
-    deinit { close() }
 }
 
 /// An open remote file.
-public final class SFTPFile {
-    let session: SSHSession
-    let handle: OpaquePointer
-    let path: [UInt8]
-    private var open = true
-
-    init(session: SSHSession, handle: OpaquePointer, path: [UInt8]) {
-        self.session = session
-        self.handle = handle
-        self.path = path
-    }
-
+public final class SFTPFile: SFTPHandle {
     /// Reads up to `count` bytes. libssh2 keeps about 4 × `count` (at most ~8 MiB) requested
     /// ahead, so the size of `count` decides the transfer's pipelining.
     public func read(into p: UnsafeMutableRawPointer, count: Int) throws(SSHError) -> Int {
@@ -468,17 +462,6 @@ public final class SFTPFile {
         if sluice_sftp_fstat(handle, &a) != 0 { throw session.error("stat", path) }
         return SFTPAttributes(a)
     }
-
-    public func close() {
-        guard open else { return }
-        open = false
-        _ = sluice_sftp_close(handle)
-    }
-
-    /// Lets go of the handle without telling the server (its session is being dropped).
-    public func forget() { open = false }
-
-    deinit { close() }
 }
 
 /// Remote names are bytes; shown with `\xHH` for what is not printable UTF-8.
