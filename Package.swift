@@ -37,6 +37,16 @@ let package = Package(
             ],
             swiftSettings: upcoming
         ),
+        .systemLibrary(
+            name: "CCompression",
+            pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev", "libsnappy-dev"])]
+        ),
+        .target(
+            name: "SluiceParquet",
+            dependencies: ["CCompression"],
+            swiftSettings: upcoming
+        ),
         .target(
             name: "SluiceLake",
             dependencies: [
@@ -82,6 +92,7 @@ let package = Package(
                 "SluiceLake",
                 "SluiceManifest",
                 "SluiceSFTP",
+                "SluiceParquet",
                 "CSluiceLinux",
             ],
             swiftSettings: upcoming

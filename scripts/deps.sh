@@ -1,7 +1,16 @@
 # Sourced by examples/demo.sh, scripts/test.sh and .ci/run: Debian packages the build and tests need.
-SLUICE_APT_PACKAGES=(libsqlite3-dev sqlite3 openssl util-linux procps libssh2-1-dev pkg-config openssh-server openssh-client)
+SLUICE_APT_PACKAGES=(libsqlite3-dev sqlite3 openssl util-linux procps libssh2-1-dev pkg-config openssh-server openssh-client libzstd-dev libsnappy-dev)
+# Python packages the tests use to read every Parquet file Sluice writes.
+SLUICE_PIP_PACKAGES=(pyarrow duckdb)
+
+install_pip_deps() {
+  python3 -c "import pyarrow, duckdb" 2>/dev/null && return 0
+  echo "==> pip installing: ${SLUICE_PIP_PACKAGES[*]}"
+  python3 -m pip install --quiet "${SLUICE_PIP_PACKAGES[@]}"
+}
 
 install_deps() {
+  install_pip_deps
   local missing=()
   for p in "${SLUICE_APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

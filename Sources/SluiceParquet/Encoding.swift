@@ -1,0 +1,69 @@
+/// Parquet's value and level encodings (Apache Parquet `Encodings.md`).
+enum Encodings {
+    /// Appends `v` as a ULEB128 varint.
+    static func varint(_ v: UInt64, to out: inout [UInt8]) {
+        var v = v
+        while v >= 0x80 {
+            out.append(UInt8(truncatingIfNeeded: v) | 0x80)
+            v >>= 7
+        }
+        out.append(UInt8(v))
+    }
+
+    /// Bits needed for values up to `max` (at least 1).
+    static func bitWidth(_ max: UInt32) -> Int {
+        max == 0 ? 1 : 32 - max.leadingZeroBitCount
+    }
+
+    /// Definition levels (0 = null, 1 = present) as RLE runs of the RLE/bit-packed hybrid,
+    /// bit width 1, preceded by their byte length (data page v1).
+    static func definitionLevels(_ levels: [UInt8], to out: inout [UInt8]) {
+        var body: [UInt8] = []
+        var i = 0
+        while i < levels.count {
+            let value = levels[i]
+            var j = i + 1
+            while j < levels.count && levels[j] == value { j += 1 }
+            varint(UInt64(j - i) << 1, to: &body)
+            body.append(value)
+            i = j
+        }
+        appendLE(UInt32(body.count), to: &out)
+        out += body
+    }
+
+    /// Dictionary indices: one byte of bit width, then one bit-packed run of the hybrid
+    /// encoding (values LSB first, padded to a multiple of 8 values).
+    static func dictionaryIndices(_ indices: [UInt32], bitWidth: Int, to out: inout [UInt8]) {
+        out.append(UInt8(bitWidth))
+        let groups = (indices.count + 7) / 8
+        varint(UInt64(groups) << 1 | 1, to: &out)
+        packBits(indices, width: bitWidth, count: groups * 8, to: &out)
+    }
+
+    /// Packs `count` values (missing ones as 0) of `width` bits, least significant bit first.
+    static func packBits(_ values: [UInt32], width: Int, count: Int, to out: inout [UInt8]) {
+        let start = out.count
+        out += [UInt8](repeating: 0, count: (count * width + 7) / 8)
+        out.withUnsafeMutableBufferPointer { buffer in
+            var bit = start * 8
+            for v in values {
+                var value = UInt64(v)
+                var remaining = width
+                while remaining > 0 {
+                    let byte = bit >> 3
+                    let offset = bit & 7
+                    let take = Swift.min(8 - offset, remaining)
+                    buffer[byte] |= UInt8(truncatingIfNeeded: (value & ((1 << take) - 1)) << offset)
+                    value >>= take
+                    remaining -= take
+                    bit += take
+                }
+            }
+        }
+    }
+
+    static func appendLE<T: FixedWidthInteger>(_ v: T, to out: inout [UInt8]) {
+        withUnsafeBytes(of: v.littleEndian) { out += $0 }
+    }
+}
