@@ -37,6 +37,15 @@ public struct Agent: Sendable {
         }
     }
 
+    /// Every client's mapping file, validated (exit 2 on the first problem).
+    public func mappings() throws(AgentError) -> [String: ClientMapping] {
+        do {
+            return try config.loadMappings()
+        } catch {
+            throw AgentError(.config, error.description)
+        }
+    }
+
     func requireClient(_ id: String) throws(AgentError) -> ClientConfig {
         guard let c = config.client(id) else {
             let known = config.clients.map(\.id).joined(separator: ", ")

@@ -115,17 +115,21 @@ struct CheckConfig: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-config",
         abstract: "Validate the config file.",
-        discussion: "Exit codes: 0 valid; 2 the config cannot be used (the message names the file, key and line).")
+        discussion: "Validates agent.conf and every mapping file in mappings_dir. Exit codes: 0 valid; 2 the config or a mapping cannot be used (the message names the file, key and line).")
 
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
         let agent = try global.loadAgent()
         let c = agent.config
+        let mappings = try SluiceAgentCLI.run { () throws(AgentError) in try agent.mappings() }
         print("\(c.file): OK")
         print("  state_dir    \(c.stateDir)")
         print("  lake_dir     \(c.lakeDir)")
         print("  mappings_dir \(c.mappingsDir)\(FileManager.default.fileExists(atPath: c.mappingsDir) ? "" : " (absent: no client has a mapping yet)")")
+        for (client, m) in mappings.sorted(by: { $0.key < $1.key }) {
+            print("  mapping \(client): \(m.file), datasets \(m.datasets.map { "\($0.name) (\($0.format.rawValue), \($0.fields.count) fields)" }.joined(separator: ", "))")
+        }
         for client in c.clients {
             print("  client \(client.id)\(client.displayName.map { " (\($0))" } ?? "")")
             for s in client.sources {
