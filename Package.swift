@@ -48,6 +48,10 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .target(
+            name: "SluiceTransform",
+            swiftSettings: upcoming
+        ),
+        .target(
             name: "SluiceLake",
             dependencies: [
                 "CSluiceLinux",
@@ -93,6 +97,7 @@ let package = Package(
                 "SluiceManifest",
                 "SluiceSFTP",
                 "SluiceParquet",
+                "SluiceTransform",
                 "CSluiceLinux",
             ],
             swiftSettings: upcoming

@@ -1,0 +1,89 @@
+import Foundation
+import SluiceTransform
+import Testing
+
+@Suite struct CSVReaderTests {
+    /// Reads `data` through a reader with a small block size, so records span blocks.
+    static func records(_ data: [UInt8], delimiter: Character = ",", encoding: SourceEncoding = .utf8, block: Int = 7) throws -> [CSVRecord] {
+        let box = DataBox(data)
+        let reader = CSVReader(delimiter: UInt8(ascii: delimiter.unicodeScalars.first!), encoding: encoding, blockSize: block) { buffer in
+            box.read(into: buffer)
+        }
+        var out: [CSVRecord] = []
+        while let r = try reader.next() { out.append(r) }
+        return out
+    }
+
+    final class DataBox {
+        let data: [UInt8]
+        var offset = 0
+        init(_ data: [UInt8]) { self.data = data }
+        func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+            let n = Swift.min(buffer.count, data.count - offset)
+            for i in 0..<n { buffer[i] = data[offset + i] }
+            offset += n
+            return n
+        }
+    }
+
+    static func text(_ r: CSVRecord) -> [String] { r.fields.map { String(decoding: $0, as: UTF8.self) } }
+
+    @Test func quotesDelimitersNewlinesAndCRLF() throws {
+        let rs = try Self.records(Array("\u{FEFF}a;b;c\r\n1;\"x;y\";\"he said \"\"hi\"\"\"\r\n2;\"two\nlines\";\r\n".utf8), delimiter: ";")
+        #expect(rs.map(Self.text) == [["a", "b", "c"], ["1", "x;y", "he said \"hi\""], ["2", "two\nlines", ""]])
+        #expect(rs.map(\.line) == [1, 2, 3])
+        #expect(rs.allSatisfy { $0.malformed == nil })
+    }
+
+    @Test func raggedRowsEmptyFilesAndAMissingLastNewline() throws {
+        #expect(try Self.records([]).isEmpty)
+        let rs = try Self.records(Array("a,b,c\n1,2\n3,4,5".utf8))
+        #expect(rs.map(Self.text) == [["a", "b", "c"], ["1", "2"], ["3", "4", "5"]])
+    }
+
+    @Test func anUnbalancedQuoteIsMalformedNotACrash() throws {
+        let rs = try Self.records(Array("a,b\n1,\"never closed\n2,3\n".utf8))
+        #expect(rs.count == 2)
+        #expect(rs[1].malformed?.contains("unbalanced quote") == true)
+        #expect(rs[1].line == 2)
+    }
+
+    @Test func legacyEncodingsBecomeUTF8() throws {
+        // Windows-1252: é ü ß and the euro sign (0x80).
+        let cp1252: [UInt8] = [0x63, 0x61, 0x66, 0xE9, 0x2C, 0xFC, 0xDF, 0x2C, 0x80, 0x0A]
+        #expect(try Self.records(cp1252, encoding: .windows1252).map(Self.text) == [["café", "üß", "€"]])
+        #expect(try Self.records(cp1252, encoding: .latin1).map(Self.text)[0][0] == "café")
+        // UTF-16 little-endian with a BOM, including a surrogate pair.
+        let units: [UInt8] = Array("x,😀\ny,z\n".utf16).flatMap { (u: UInt16) -> [UInt8] in [UInt8(u & 0xFF), UInt8(u >> 8)] }
+        let utf16: [UInt8] = [0xFF, 0xFE] + units
+        #expect(try Self.records(utf16, encoding: .utf16, block: 3).map(Self.text) == [["x", "😀"], ["y", "z"]])
+    }
+
+    @Test func aTenMegabyteFieldIsRead() throws {
+        let big = String(repeating: "x", count: 10 << 20)
+        let rs = try Self.records(Array("id,blob\n1,\"\(big)\"\n".utf8), block: 1 << 16)
+        #expect(rs.count == 2 && rs[1].fields[1].count == 10 << 20)
+    }
+
+    /// `../shared/fixtures` beside the checkout (where CI puts it).
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("shared/fixtures")
+
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: fixtures.path), "needs ../shared/fixtures beside the checkout"))
+    func theSharedFixturesReadWithoutCrashing() throws {
+        let root = Self.fixtures
+        guard let acme = FileManager.default.contents(atPath: root.appendingPathComponent("acme/orders_2026-10-01.csv").path),
+              let globex = FileManager.default.contents(atPath: root.appendingPathComponent("globex/customers.csv").path) else {
+            Issue.record("../shared/fixtures is missing beside the checkout")
+            return
+        }
+        let orders = try Self.records(Array(acme), delimiter: ";", block: 64)
+        #expect(orders.first.map(Self.text)?.first?.hasPrefix("\u{FEFF}") == false, "the BOM is dropped")
+        #expect(orders.allSatisfy { $0.malformed == nil })
+        #expect(Set(orders.dropFirst().map(\.fields.count)).count == 1, "a quoted newline keeps the record whole")
+        let customers = try Self.records(Array(globex), encoding: .windows1252, block: 64)
+        let widths = customers.dropFirst(2).map(\.fields.count)
+        #expect(widths.contains { $0 < widths[0] }, "the ragged row is seen as short")
+        #expect(customers.contains { Self.text($0).joined().contains("é") })
+    }
+}
