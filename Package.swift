@@ -72,6 +72,8 @@ let package = Package(
                 "SluiceLake",
                 "SluiceManifest",
                 "SluiceSFTP",
+                "SluiceParquet",
+                "SluiceTransform",
                 "CSluiceLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
