@@ -3,6 +3,7 @@ import Logging
 import SluiceLake
 import SluiceManifest
 import SluiceSFTP
+import SluiceTransform
 
 /// An error that ends a command: usage and config problems exit 2, the rest 1.
 public struct AgentError: Error, CustomStringConvertible, Sendable {
@@ -100,19 +101,65 @@ public struct Agent: Sendable {
         }
     }
 
-    /// `sluice pull`: one pass over a client's sources.
-    public func pull(client id: String, source: String?, hooks: IngestHooks = IngestHooks()) throws(AgentError) -> PullReport {
+    /// `sluice pull`: one pass over a client's sources, then the transform of what it stored
+    /// (and of any version not transformed yet) when the client has a mapping file.
+    public func pull(client id: String, source: String?, hooks: IngestHooks = IngestHooks(), transform: Bool = true) throws(AgentError) -> PullReport {
         let client = try requireClient(id)
         let sources = try sources(of: client, only: source)
+        let mappings = transform ? try mappings() : [:]
         let manifest = try openManifest()
         let lake = try openLake()
         let ingestor = Ingestor(lake: lake, manifest: manifest, stateDir: config.stateDir, logger: logger,
                                 syncMethod: config.syncMethod, hooks: hooks)
+        var report: PullReport
         do {
-            return try ingestor.pull(client: id, sources: sources, trigger: "pull", onlySource: source)
+            report = try ingestor.pull(client: id, sources: sources, trigger: "pull", onlySource: source)
         } catch {
             throw AgentError(.runtime, "\(error)")
         }
+        if let mapping = mappings[id] {
+            report.transforms = try runTransforms(mapping, manifest: manifest, dataset: nil, selection: .pending)
+        }
+        return report
+    }
+
+    /// `sluice transform`: re-runs transforms of one client (pending ones by default).
+    public func transform(client id: String, dataset: String?, selection: Manifest.TransformSelection) throws(AgentError) -> [TransformReport] {
+        _ = try requireClient(id)
+        guard let mapping = try mappings()[id] else {
+            throw AgentError(.usage, "client '\(id)' has no mapping file: create \(config.mappingsDir)/\(id).toml")
+        }
+        if let dataset, !mapping.datasets.contains(where: { $0.name == dataset }) {
+            throw AgentError(.usage, "\(mapping.file) has no dataset '\(dataset)' (datasets: \(mapping.datasets.map(\.name).joined(separator: ", ")))")
+        }
+        return try runTransforms(mapping, manifest: try openManifest(), dataset: dataset, selection: selection)
+    }
+
+    func runTransforms(_ mapping: ClientMapping, manifest: Manifest, dataset: String?, selection: Manifest.TransformSelection) throws(AgentError) -> [TransformReport] {
+        let transformer = Transformer(lakeRoot: config.lakeDir, mapping: mapping)
+        var reports: [TransformReport] = []
+        do {
+            for c in try manifest.transformCandidates(client: mapping.client, selection: selection) {
+                let ingested = (try? Values.timestamp(c.ingestedAt, format: nil, zone: TimeZone(identifier: "UTC")!)) ?? 0
+                let input = TransformInput(client: mapping.client, source: c.source, path: RelativePath(bytes: c.pathBytes), version: c.version,
+                                           sha256: c.sha256, lakePath: c.lakePath, ingestedAtMicros: ingested)
+                if let dataset, transformer.dataset(for: input)?.name != dataset { continue }
+                let r = transformer.run(input)
+                try manifest.recordTransform(versionID: c.versionID, dataset: r.dataset, mappingSHA256: mapping.sha256, status: r.status.rawValue,
+                                             rowsWritten: r.rowsWritten, rowsRejected: r.rowsRejected, outputPath: r.outputPath,
+                                             rejectsPath: r.rejectsPath, error: r.error)
+                if r.status == .failed {
+                    logger.warning("Transform failed", metadata: ["client.id": "\(mapping.client)", "file.path": "\(input.path.display)",
+                                                                 "dataset": "\(r.dataset ?? "")", "error": "\(r.error ?? "")"])
+                }
+                reports.append(TransformReport(source: c.source, path: input.path.display, version: c.version, dataset: r.dataset, status: r.status.rawValue,
+                                               rowsWritten: r.rowsWritten, rowsRejected: r.rowsRejected, outputPath: r.outputPath,
+                                               rejectsPath: r.rejectsPath, error: r.error))
+            }
+        } catch {
+            throw AgentError(.runtime, error.description)
+        }
+        return reports
     }
 
     /// `sluice history`: versions, newest first.

@@ -48,6 +48,9 @@ public struct PullReport: Sendable {
     public var sourceErrors: [(source: String, message: String)] = []
     /// Files whose version is committed but whose `after_ingest` step failed.
     public var afterIngestFailures = 0
+    /// Transforms run after the pull (empty without a mapping file or with --no-transform).
+    public var transforms: [TransformReport] = []
+    public var transformsFailed: Bool { transforms.contains { $0.status == "failed" } }
 
     public var succeeded: Bool { counts.failed == 0 && sourceErrors.isEmpty && afterIngestFailures == 0 }
 }

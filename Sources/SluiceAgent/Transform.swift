@@ -338,3 +338,36 @@ final class AtomicFile {
         unlink(temp)
     }
 }
+
+/// One transform, as `pull` and `transform` print it.
+public struct TransformReport: Sendable, Encodable {
+    public var source: String
+    public var path: String
+    public var version: Int
+    public var dataset: String?
+    public var status: String
+    public var rowsWritten: Int64
+    public var rowsRejected: Int64
+    public var outputPath: String?
+    public var rejectsPath: String?
+    public var error: String?
+
+    enum CodingKeys: String, CodingKey {
+        case source, path, version, dataset, status, rowsWritten = "rows_written", rowsRejected = "rows_rejected"
+        case outputPath = "output_path", rejectsPath = "rejects_path", error
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(source, forKey: .source)
+        try c.encode(path, forKey: .path)
+        try c.encode(version, forKey: .version)
+        try c.encode(dataset, forKey: .dataset)
+        try c.encode(status, forKey: .status)
+        try c.encode(rowsWritten, forKey: .rowsWritten)
+        try c.encode(rowsRejected, forKey: .rowsRejected)
+        try c.encode(outputPath, forKey: .outputPath)
+        try c.encode(rejectsPath, forKey: .rejectsPath)
+        try c.encode(error, forKey: .error)
+    }
+}

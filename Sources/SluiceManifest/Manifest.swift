@@ -297,4 +297,59 @@ public final class Manifest: Sendable {
             return out
         }
     }
+
+    // MARK: transforms
+
+    /// Which versions `transform` takes.
+    public enum TransformSelection: Sendable {
+        /// Versions that have never been transformed.
+        case pending
+        /// Versions whose latest transform failed.
+        case failed
+        /// Every version.
+        case all
+    }
+
+    /// A version to transform, with what the transform needs to know of it.
+    public struct TransformCandidate: Sendable {
+        public var versionID: Int64
+        public var source: String
+        public var pathBytes: [UInt8]
+        public var version: Int
+        public var sha256: String
+        public var lakePath: String
+        public var ingestedAt: String
+    }
+
+    public func transformCandidates(client: String, selection: TransformSelection) throws(ManifestError) -> [TransformCandidate] {
+        try read("listing versions to transform") { db in
+            let filter: String = switch selection {
+            case .pending: "AND NOT EXISTS (SELECT 1 FROM transform t WHERE t.version_id = v.id)"
+            case .failed: "AND (SELECT t.status FROM transform t WHERE t.version_id = v.id ORDER BY t.id DESC LIMIT 1) = 'failed'"
+            case .all: ""
+            }
+            let rows = try Row.fetchCursor(db, sql: """
+                SELECT v.id, f.source, f.path_bytes, v.version, v.sha256, v.lake_path, v.ingested_at
+                FROM version v JOIN file f ON f.id = v.file_id
+                WHERE f.client = ? \(filter) ORDER BY v.id
+                """, arguments: [client])
+            var out: [TransformCandidate] = []
+            while let r = try rows.next() {
+                let bytes: Data = r[2]
+                out.append(TransformCandidate(versionID: r[0], source: r[1], pathBytes: Array(bytes), version: r[3], sha256: r[4], lakePath: r[5], ingestedAt: r[6]))
+            }
+            return out
+        }
+    }
+
+    /// Records one transform of a version (the latest row per version is its current state).
+    public func recordTransform(versionID: Int64, dataset: String?, mappingSHA256: String, status: String, rowsWritten: Int64,
+                                rowsRejected: Int64, outputPath: String?, rejectsPath: String?, error: String?) throws(ManifestError) {
+        try write("recording a transform") { db in
+            try db.execute(sql: """
+                INSERT INTO transform (version_id, dataset, mapping_sha256, status, rows_written, rows_rejected, output_path, rejects_path, error, transformed_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [versionID, dataset, mappingSHA256, status, rowsWritten, rowsRejected, outputPath, rejectsPath, error, Timestamp.now()])
+        }
+    }
 }

@@ -66,6 +66,24 @@ enum Schema {
                     FROM version v JOIN file f ON f.id = v.file_id;
                 """)
         }
+        migrator.registerMigration("v2-transform") { db in
+            try db.execute(sql: """
+                CREATE TABLE transform (
+                    id INTEGER PRIMARY KEY,
+                    version_id INTEGER NOT NULL REFERENCES version(id),
+                    dataset TEXT,
+                    mapping_sha256 TEXT,
+                    status TEXT NOT NULL,
+                    rows_written INTEGER NOT NULL DEFAULT 0,
+                    rows_rejected INTEGER NOT NULL DEFAULT 0,
+                    output_path TEXT,
+                    rejects_path TEXT,
+                    error TEXT,
+                    transformed_at TEXT NOT NULL
+                );
+                CREATE INDEX transform_version ON transform(version_id, id);
+                """)
+        }
         return migrator
     }
 }

@@ -6,16 +6,17 @@ import SluiceManifest
 struct Pull: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Fetch new or changed files of one client now, once.",
-        discussion: "Exit codes: 0 all files ingested or unchanged; 1 a file or a source failed; 2 usage or config error (unknown client included).")
+        discussion: "Then transforms what it stored when the client has a mapping file (unless --no-transform). Exit codes: 0 all files ingested or unchanged and every transform ok; 1 a file, a source or a transform failed; 2 usage or config error (unknown client, bad mapping included).")
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Client id from agent.conf.") var client: String
     @Option(help: "Only this source of the client.") var source: String?
     @Flag(help: "Print one JSON object instead of the summary.") var json = false
+    @Flag(help: "Store new versions without transforming them.") var noTransform = false
 
     func run() throws {
         let agent = try global.loadAgent()
-        let report = try SluiceAgentCLI.run { () throws(AgentError) in try agent.pull(client: client, source: source) }
+        let report = try SluiceAgentCLI.run { () throws(AgentError) in try agent.pull(client: client, source: source, transform: !noTransform) }
         if json {
             try printJSON(PullJSON(report))
         } else {
@@ -26,10 +27,11 @@ struct Pull: ParsableCommand {
             for e in report.sourceErrors {
                 print("error     source \(e.source): \(e.message)")
             }
+            printTransforms(report.transforms)
             let c = report.counts
             print("\(client): \(c.new) new, \(c.unchanged) unchanged, \(c.skipped) skipped, \(c.failed) failed (\(c.bytes) bytes stored, run \(report.runID))")
         }
-        if !report.succeeded { throw ExitCode(1) }
+        if !report.succeeded || report.transformsFailed { throw ExitCode(1) }
     }
 }
 
@@ -39,6 +41,7 @@ struct PullJSON: Encodable {
     var files: [FileReport]
     var source_errors: [[String: String]]
     var run_id: Int64
+    var transforms: [TransformReport]
 
     init(_ r: PullReport) {
         client = r.client
@@ -49,6 +52,7 @@ struct PullJSON: Encodable {
         files = r.files
         source_errors = r.sourceErrors.map { ["source": $0.source, "error": $0.message] }
         run_id = r.runID
+        transforms = r.transforms
     }
 }
 
@@ -185,5 +189,52 @@ struct Trust: ParsableCommand {
             })
         }
         if !ok { throw ExitCode(1) }
+    }
+}
+
+func printTransforms(_ reports: [TransformReport]) {
+    for t in reports {
+        let what = switch t.status {
+        case "ok": "\(t.dataset ?? ""): \(t.rowsWritten) rows → \(t.outputPath ?? "")" + (t.rowsRejected > 0 ? ", \(t.rowsRejected) rejected → \(t.rejectsPath ?? "")" : "")
+        case "unmapped": "no dataset matches; kept raw"
+        default: "\(t.dataset ?? ""): \(t.error ?? "")"
+        }
+        print("transform \(t.status.padding(toLength: 8, withPad: " ", startingAt: 0)) \(t.source)/\(t.path) v\(t.version)  \(what)")
+    }
+}
+
+struct Transform: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Transform a client's stored versions into typed Parquet (or JSONL) with its mapping file.",
+        discussion: """
+            By default it transforms the versions not transformed yet. --failed re-runs the failed ones (after a mapping \
+            fix); --all re-runs every version (after a mapping change). Outputs are replaced atomically, so running it \
+            twice gives the same result. Exit codes: 0 every transform ok or unmapped; 1 a transform failed; 2 usage or \
+            config error (no mapping file, unknown dataset, bad mapping).
+            """)
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Client id from agent.conf.") var client: String
+    @Option(help: "Only versions of this dataset.") var dataset: String?
+    @Flag(help: "Re-run the failed transforms.") var failed = false
+    @Flag(help: "Re-run every version.") var all = false
+    @Flag(help: "Print a JSON array.") var json = false
+
+    func validate() throws {
+        if failed && all { throw ValidationError("--failed and --all exclude each other") }
+    }
+
+    func run() throws {
+        let agent = try global.loadAgent()
+        let selection: Manifest.TransformSelection = all ? .all : failed ? .failed : .pending
+        let reports = try SluiceAgentCLI.run { () throws(AgentError) in try agent.transform(client: client, dataset: dataset, selection: selection) }
+        if json {
+            try printJSON(reports)
+        } else {
+            printTransforms(reports)
+            let ok = reports.filter { $0.status == "ok" }.count
+            print("\(client): \(reports.count) transformed: \(ok) ok, \(reports.filter { $0.status == "failed" }.count) failed, \(reports.filter { $0.status == "unmapped" }.count) unmapped")
+        }
+        if reports.contains(where: { $0.status == "failed" }) { throw ExitCode(1) }
     }
 }

@@ -13,7 +13,7 @@ struct Sluice: ParsableCommand {
             The config is read from --config, else $SLUICE_CONFIG, else /etc/sluice/agent.conf.
             """,
         version: SluiceVersion.string,
-        subcommands: [Pull.self, History.self, Audit.self, CheckConfig.self, Trust.self]
+        subcommands: [Pull.self, History.self, Audit.self, CheckConfig.self, Trust.self, Transform.self]
     )
 }
 

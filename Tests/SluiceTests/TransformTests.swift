@@ -110,3 +110,48 @@ struct TransformTests {
         #expect(written.allSatisfy { !$0.hasSuffix(".parquet") }, "a failed transform publishes nothing")
     }
 }
+
+extension TransformTests {
+    @Test func pullTransformsAndTransformReRunsFailedOrAll() throws {
+        let dir = TempDir("transform")
+        dir.config()
+        dir.write("drop/orders_2026-10-01.csv", try Data(contentsOf: CSVReaderTests.fixtures.appendingPathComponent("acme/orders_2026-10-01.csv")))
+        dir.write("drop/readme.txt", "not data")
+        // A mapping with a wrong column name: the transform fails, the raw version stays.
+        dir.write("mappings/acme.toml", Self.mapping.replacingOccurrences(of: "source = \"Order No\"", with: "source = \"Order Number\""))
+        let conf = dir.sub("agent.conf")
+        let (pulled, obj) = try SluiceBinary.json(["pull", "acme"], config: conf)
+        #expect(pulled.status == 1, "a failed transform makes pull exit 1")
+        let transforms = (obj as! [String: Any])["transforms"] as! [[String: Any]]
+        #expect(Set(transforms.map { $0["status"] as! String }) == ["failed", "unmapped"])
+        #expect((obj as! [String: Any])["new"] as? Int == 2, "the versions are stored whatever the transform does")
+        #expect((transforms.first { $0["status"] as? String == "failed" }?["error"] as? String)?.contains("Order Number") == true)
+
+        // Nothing pending any more; --failed re-runs after the mapping is fixed.
+        dir.write("mappings/acme.toml", Self.mapping)
+        let pending = try SluiceBinary.run(["transform", "acme"], config: conf)
+        #expect(pending.status == 0 && pending.stdout.contains("0 transformed"), "\(pending.stdout)")
+        let fixed = try SluiceBinary.run(["transform", "acme", "--failed"], config: conf)
+        #expect(fixed.status == 0, "\(fixed.stdout)\(fixed.stderr)")
+        #expect(fixed.stdout.contains("38 rows") && fixed.stdout.contains("2 rejected"))
+        // --all twice: same outputs, replaced atomically.
+        let (a1, j1) = try SluiceBinary.json(["transform", "acme", "--all"], config: conf)
+        let output = dir.sub("lake/") + ((j1 as! [[String: Any]]).compactMap { $0["output_path"] as? String }.first ?? "")
+        let first = try sha256(ofFile: output)
+        let (a2, _) = try SluiceBinary.json(["transform", "acme", "--all"], config: conf)
+        #expect(a1.status == 0 && a2.status == 0)
+        #expect(a1.stdout == a2.stdout)
+        #expect(try sha256(ofFile: output) == first, "a re-run writes the same bytes")
+        let rows = try Shell.run("/usr/bin/sqlite3", [dir.sub("state/manifest.sqlite"),
+            "SELECT status, count(*) FROM transform GROUP BY status ORDER BY status"])
+        #expect(rows.stdout == "failed|1\nok|3\nunmapped|3\n", "every run is recorded: \(rows.stdout)")
+        let noMapping = try SluiceBinary.run(["transform", "acme", "--dataset", "nope"], config: conf)
+        #expect(noMapping.status == 2)
+        // --no-transform stores without transforming.
+        dir.write("drop/orders_2026-10-02.csv", "Order No;Date;Customer;Total;Status;Note\n1;01.10.2026 10:00;X;1,00;A;\n")
+        let plain = try SluiceBinary.run(["pull", "acme", "--no-transform"], config: conf)
+        #expect(plain.status == 0 && !plain.stdout.contains("transform "))
+        let later = try SluiceBinary.run(["transform", "acme"], config: conf)
+        #expect(later.stdout.contains("1 transformed: 1 ok"), "\(later.stdout)")
+    }
+}
