@@ -29,6 +29,7 @@ cat <<DONE
 
 Done. Where things are:
   lake (raw versions):  $(pwd)/example-run/lake/raw/
+  typed Parquet:        $(pwd)/example-run/lake/processed/   (python3 -c "import duckdb; print(duckdb.sql(\"SELECT * FROM 'example-run/lake/processed/**/*.parquet' LIMIT 5\"))")
   manifest (SQLite):    $(pwd)/example-run/state/manifest.sqlite
   history:              $BIN history acme --config $CONF
   query it yourself:    sqlite3 example-run/state/manifest.sqlite 'SELECT client, path, version, sha256 FROM versions'
