@@ -174,22 +174,17 @@ final class ColumnChunkWriter {
             encoding = 0  // PLAIN
             usedPlain = true
         }
-        let compressed = try Self.compress(body, options)
-        var h = CompactWriter()
-        h.beginStruct()
-        h.i32(1, 0)  // DATA_PAGE
-        h.i32(2, Int32(body.count))
-        h.i32(3, Int32(compressed.count))
-        h.structure(5) { w in
-            w.i32(1, Int32(pageValues))
-            w.i32(2, encoding)
-            w.i32(3, 3)  // RLE
-            w.i32(4, 3)  // RLE
+        let valueCount = Int32(pageValues)
+        let page = try Self.page(type: 0, body: body, options: options) { w in  // DATA_PAGE
+            w.structure(5) { w in
+                w.i32(1, valueCount)
+                w.i32(2, encoding)
+                w.i32(3, 3)  // RLE
+                w.i32(4, 3)  // RLE
+            }
         }
-        h.endStruct()
-        pages += h.bytes
-        pages += compressed
-        pagesUncompressed += Int64(h.bytes.count + body.count)
+        pages += page.bytes
+        pagesUncompressed += page.uncompressed
         levels.removeAll(keepingCapacity: true)
         plain.removeAll(keepingCapacity: true)
         bools.removeAll(keepingCapacity: true)
@@ -209,19 +204,15 @@ final class ColumnChunkWriter {
         var uncompressed = pagesUncompressed
         var dictionaryOffset: Int64?
         if usedDictionary {
-            let compressed = try Self.compress(dictionaryPlain, options)
-            var h = CompactWriter()
-            h.beginStruct()
-            h.i32(1, 2)  // DICTIONARY_PAGE
-            h.i32(2, Int32(dictionaryPlain.count))
-            h.i32(3, Int32(compressed.count))
-            h.structure(7) { w in
-                w.i32(1, Int32(dictionaryCount))
-                w.i32(2, 2)  // PLAIN_DICTIONARY
+            let count = Int32(dictionaryCount)
+            let page = try Self.page(type: 2, body: dictionaryPlain, options: options) { w in  // DICTIONARY_PAGE
+                w.structure(7) { w in
+                    w.i32(1, count)
+                    w.i32(2, 2)  // PLAIN_DICTIONARY
+                }
             }
-            h.endStruct()
-            bytes = h.bytes + compressed
-            uncompressed += Int64(h.bytes.count + dictionaryPlain.count)
+            bytes = page.bytes
+            uncompressed += page.uncompressed
             dictionaryOffset = offset
         }
         let dataOffset = offset + Int64(bytes.count)
@@ -265,6 +256,19 @@ final class ColumnChunkWriter {
         case (.wide, _): break
         }
         return out
+    }
+
+    /// A page: its header (type, sizes, and what `header` adds) and its compressed body.
+    static func page(type: Int32, body: [UInt8], options: ParquetOptions, header: (inout CompactWriter) -> Void) throws -> (bytes: [UInt8], uncompressed: Int64) {
+        let compressed = try compress(body, options)
+        var h = CompactWriter()
+        h.beginStruct()
+        h.i32(1, type)
+        h.i32(2, Int32(body.count))
+        h.i32(3, Int32(compressed.count))
+        header(&h)
+        h.endStruct()
+        return (h.bytes + compressed, Int64(h.bytes.count + body.count))
     }
 
     static func codec(_ c: ParquetCompression) -> Int32 {
