@@ -96,6 +96,8 @@ public struct Transformer: Sendable {
             switch dataset.format {
             case .csv:
                 try transformCSV(input, dataset, options: options, result: &result)
+            case .jsonl:
+                try transformJSONL(input, dataset, options: options, result: &result)
             default:
                 throw TransformError("the \(dataset.format.rawValue) reader is not available in this build yet; the raw version is kept and can be re-run")
             }
@@ -198,27 +200,15 @@ public struct Transformer: Sendable {
         }
         let width = d.header ? headerNames.count : nil
 
-        let outRel = Self.outputPath(input, dataset: d.name, extension: d.output == .parquet ? "parquet" : "jsonl")
-        let rejectsRel = String(outRel.dropLast(d.output == .parquet ? 8 : 6)) + ".rejects.jsonl"
-        let out = try AtomicFile(lakeRoot: lakeRoot, relative: outRel)
-        let rejects = try AtomicFile(lakeRoot: lakeRoot, relative: rejectsRel)
-        var committed = false
-        defer { if !committed { out.abandon(); rejects.abandon() } }
-        let fields = d.fields.map { ParquetField(name: $0.name, type: Self.parquetType($0.type), nullable: !$0.required) } + Self.lineage
-        let writer: ParquetWriter? = d.output == .parquet ? try ParquetWriter(fields: fields, options: options) { try out.write($0) } : nil
-        let lineagePrefix: [ParquetValue] = [
-            .string(Array(input.client.utf8)), .string(Array(input.source.utf8)), .string(Array(input.path.display.utf8)),
-            .int64(Int64(input.version)), .string(Array(input.sha256.utf8)),
-        ]
-        var rows: Int64 = 0
-        var rejected: Int64 = 0
+        let sink = try OutputSink(lakeRoot: lakeRoot, input: input, dataset: d, options: options)
+        defer { sink.abandonIfOpen() }
         while let record = try reader.next() {
             if record.fields.count == 1 && record.fields[0].isEmpty { continue }  // blank line
             var reasons: [String: String] = [:]
             if let m = record.malformed { reasons["_row"] = m }
             if let width, record.fields.count != width { reasons["_row"] = "row has \(record.fields.count) fields, the header has \(width)" }
             var values: [ParquetValue] = []
-            values.reserveCapacity(fields.count)
+            values.reserveCapacity(d.fields.count)
             if reasons.isEmpty {
                 for (i, f) in d.fields.enumerated() {
                     let c = columnOf[i]
@@ -237,43 +227,87 @@ public struct Transformer: Sendable {
                     }
                 }
             }
-            if !reasons.isEmpty {
-                rejected += 1
-                let rawValues = record.fields.map { String(decoding: $0, as: UTF8.self) }
-                let line: [String: Any] = ["row": record.line, "values": rawValues, "reasons": reasons]
-                var data = try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys, .withoutEscapingSlashes])
-                data.append(0x0A)
-                try data.withUnsafeBytes { try rejects.write($0) }
+            if reasons.isEmpty {
+                try sink.accept(values, line: record.line)
+            } else {
+                try sink.reject(line: record.line, values: record.fields.map { String(decoding: $0, as: UTF8.self) }, reasons: reasons)
+            }
+        }
+        try sink.finish(into: &result)
+    }
+
+    /// JSON Lines: one object per line, fields found by dotted paths. A line that is not a
+    /// JSON object (a truncated last line, say) is one reject.
+    private func transformJSONL(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
+        let fd = open("\(lakeRoot)/\(input.lakePath)", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw TransformError("cannot open \(input.lakePath): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let lines = LineReader(fd: fd)
+        let sink = try OutputSink(lakeRoot: lakeRoot, input: input, dataset: d, options: options)
+        defer { sink.abandonIfOpen() }
+        var number = 0
+        while let line = try lines.next() {
+            number += 1
+            if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(line), options: [.fragmentsAllowed])) as? [String: Any] else {
+                try sink.reject(line: number, values: String(decoding: line, as: UTF8.self),
+                                reasons: ["_row": "not a JSON object (invalid or truncated JSON)"])
                 continue
             }
-            values += lineagePrefix
-            values.append(.int64(Int64(record.line)))
-            values.append(.timestamp(input.ingestedAtMicros))
-            if let writer {
-                try writer.append(values)
-            } else {
-                try Self.jsonLine(values, fields: fields, into: out)
+            var values: [ParquetValue] = []
+            var reasons: [String: String] = [:]
+            for f in d.fields {
+                let found = Self.lookup(object, path: f.source ?? "")
+                do throws(ValueError) {
+                    if f.type == .timestamp, let n = found as? NSNumber, !Self.isBool(n) {
+                        // A JSON number in a timestamp field: seconds since the epoch.
+                        values.append(.timestamp(Int64((n.doubleValue * 1_000_000).rounded())))
+                    } else {
+                        values.append(try Self.value(Self.text(found), f, d))
+                    }
+                } catch {
+                    reasons[f.name] = error.description
+                }
             }
-            rows += 1
+            if reasons.isEmpty {
+                try sink.accept(values, line: number)
+            } else {
+                try sink.reject(line: number, values: object, reasons: reasons)
+            }
         }
-        try writer?.finish()
-        result.rowsWritten = rows
-        result.rowsRejected = rejected
-        let total = rows + rejected
-        if total > 0, Double(rejected) / Double(total) > d.maxRejectRatio {
-            throw TransformError("\(rejected) of \(total) rows rejected, more than max_reject_ratio \(d.maxRejectRatio); see the reasons by re-running after a fix")
+        try sink.finish(into: &result)
+    }
+
+    /// JSON `true`/`false` arrive as NSNumber with the char or bool type code.
+    static func isBool(_ n: NSNumber) -> Bool {
+        let kind = String(cString: n.objCType)
+        return kind == "c" || kind == "B"
+    }
+
+    /// The value at a dotted path (`customer.id`), nil when absent.
+    static func lookup(_ object: [String: Any], path: String) -> Any? {
+        var current: Any? = object
+        for key in path.split(separator: ".") {
+            guard let dict = current as? [String: Any] else { return nil }
+            current = dict[String(key)]
         }
-        try out.publish()
-        result.outputPath = outRel
-        if rejected > 0 {
-            try rejects.publish()
-            result.rejectsPath = rejectsRel
-        } else {
-            rejects.abandon()
-            unlink("\(lakeRoot)/\(rejectsRel)")
+        return current
+    }
+
+    /// A JSON value as the text the typed conversion reads (nil for null or absent).
+    static func text(_ v: Any?) -> String? {
+        switch v {
+        case nil, is NSNull: return nil
+        case let s as String: return s
+        case let n as NSNumber:
+            if isBool(n) { return n.boolValue ? "true" : "false" }
+            let kind = String(cString: n.objCType)
+            if kind == "d" || kind == "f" { return "\(n.doubleValue)" }
+            return n.stringValue
+        default:
+            guard let data = try? JSONSerialization.data(withJSONObject: v!, options: [.sortedKeys]) else { return nil }
+            return String(decoding: data, as: UTF8.self)
         }
-        committed = true
-        result.status = .ok
     }
 
     static func jsonLine(_ values: [ParquetValue], fields: [ParquetField], into out: AtomicFile) throws {
@@ -299,6 +333,123 @@ public struct Transformer: Sendable {
         var data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
         data.append(0x0A)
         try data.withUnsafeBytes { try out.write($0) }
+    }
+}
+
+/// Where a transform's rows go: the Parquet (or JSONL) output and the rejects file, both
+/// published only by `finish`, and only if the reject ratio allows.
+final class OutputSink {
+    let dataset: DatasetMapping
+    let fields: [ParquetField]
+    let outRel: String
+    let rejectsRel: String
+    private let out: AtomicFile
+    private let rejects: AtomicFile
+    private let writer: ParquetWriter?
+    private let lineagePrefix: [ParquetValue]
+    private let ingestedAt: Int64
+    private var rows: Int64 = 0
+    private var rejected: Int64 = 0
+    private var open = true
+
+    init(lakeRoot: String, input: TransformInput, dataset d: DatasetMapping, options: ParquetOptions) throws {
+        dataset = d
+        outRel = Transformer.outputPath(input, dataset: d.name, extension: d.output == .parquet ? "parquet" : "jsonl")
+        rejectsRel = String(outRel.dropLast(d.output == .parquet ? 8 : 6)) + ".rejects.jsonl"
+        out = try AtomicFile(lakeRoot: lakeRoot, relative: outRel)
+        do {
+            rejects = try AtomicFile(lakeRoot: lakeRoot, relative: rejectsRel)
+        } catch {
+            out.abandon()
+            throw error
+        }
+        fields = d.fields.map { ParquetField(name: $0.name, type: Transformer.parquetType($0.type), nullable: !$0.required) } + Transformer.lineage
+        let out = self.out
+        writer = d.output == .parquet ? try ParquetWriter(fields: fields, options: options) { try out.write($0) } : nil
+        lineagePrefix = [
+            .string(Array(input.client.utf8)), .string(Array(input.source.utf8)), .string(Array(input.path.display.utf8)),
+            .int64(Int64(input.version)), .string(Array(input.sha256.utf8)),
+        ]
+        ingestedAt = input.ingestedAtMicros
+    }
+
+    /// A good row: the mapped values, then the lineage columns.
+    func accept(_ values: [ParquetValue], line: Int) throws {
+        let row = values + lineagePrefix + [.int64(Int64(line)), .timestamp(ingestedAt)]
+        if let writer {
+            try writer.append(row)
+        } else {
+            try Transformer.jsonLine(row, fields: fields, into: out)
+        }
+        rows += 1
+    }
+
+    func reject(line: Int, values: Any, reasons: [String: String]) throws {
+        rejected += 1
+        let object: [String: Any] = ["row": line, "values": values, "reasons": reasons]
+        var data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        data.append(0x0A)
+        try data.withUnsafeBytes { try rejects.write($0) }
+    }
+
+    func finish(into result: inout TransformResult) throws {
+        try writer?.finish()
+        result.rowsWritten = rows
+        result.rowsRejected = rejected
+        let total = rows + rejected
+        if total > 0, Double(rejected) / Double(total) > dataset.maxRejectRatio {
+            throw Transformer.TransformError("\(rejected) of \(total) rows rejected, more than max_reject_ratio \(dataset.maxRejectRatio); fix the mapping or the file and run `sluice transform --failed`")
+        }
+        try out.publish()
+        result.outputPath = outRel
+        if rejected > 0 {
+            try rejects.publish()
+            result.rejectsPath = rejectsRel
+        } else {
+            rejects.abandon()
+            unlink(rejects.final)
+        }
+        open = false
+        result.status = .ok
+    }
+
+    func abandonIfOpen() {
+        guard open else { return }
+        open = false
+        out.abandon()
+        rejects.abandon()
+    }
+}
+
+/// Reads a file line by line (LF, a trailing CR is kept for the caller) in 1 MiB blocks.
+final class LineReader {
+    let fd: Int32
+    private var buffer: [UInt8] = []
+    private var start = 0
+    private var atEnd = false
+
+    init(fd: Int32) { self.fd = fd }
+
+    func next() throws -> ArraySlice<UInt8>? {
+        while true {
+            if let nl = buffer[start...].firstIndex(of: 0x0A) {
+                let line = buffer[start..<nl]
+                start = nl + 1
+                return line
+            }
+            if atEnd {
+                guard start < buffer.count else { return nil }
+                let line = buffer[start...]
+                start = buffer.count
+                return line
+            }
+            buffer.removeFirst(start)
+            start = 0
+            var chunk = [UInt8](repeating: 0, count: 1 << 20)
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
+            if n < 0 { throw SystemCallError(call: "read", errno: errno, path: "transform input") }
+            if n == 0 { atEnd = true } else { buffer += chunk[0..<n] }
+        }
     }
 }
 

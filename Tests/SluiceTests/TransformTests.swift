@@ -155,3 +155,42 @@ extension TransformTests {
         #expect(later.stdout.contains("1 transformed: 1 ok"), "\(later.stdout)")
     }
 }
+
+extension TransformTests {
+    @Test func jsonLinesWithEpochTimesNullsAndATruncatedLastLine() throws {
+        let dir = TempDir("transform")
+        dir.config()
+        dir.write("drop/events.jsonl", try Data(contentsOf: CSVReaderTests.fixtures.appendingPathComponent("initech/events.jsonl")))
+        dir.write("mappings/acme.toml", """
+            [datasets.events]
+            match = ["*.jsonl"]
+            format = "jsonl"
+            max_reject_ratio = 0.1
+            fields = [
+              { name = "occurred_at", source = "ts", type = "timestamp", required = true },
+              { name = "user", source = "user", type = "string", required = true },
+              { name = "event", source = "event", type = "string" },
+              { name = "value", source = "value", type = "float64" },
+            ]
+            """)
+        let (r, obj) = try SluiceBinary.json(["pull", "acme"], config: dir.sub("agent.conf"))
+        #expect(r.status == 0, "\(r.stderr)")
+        let t = try #require(((obj as! [String: Any])["transforms"] as! [[String: Any]]).first)
+        #expect(t["status"] as? String == "ok")
+        // Python's json module on the same fixture: 21 lines, 20 objects, 4 null values.
+        #expect(t["rows_written"] as? Int == 20 && t["rows_rejected"] as? Int == 1)
+        let parquet = dir.sub("lake/") + (t["output_path"] as! String)
+        let check = try Shell.run("/usr/bin/env", ["python3", "-c", """
+            import pyarrow.parquet as pq, duckdb
+            t = pq.read_table('\(parquet)')
+            assert str(t.schema.field('occurred_at').type) == 'timestamp[us, tz=UTC]', t.schema
+            assert t.column('value').null_count == 4, t.column('value').null_count
+            r = duckdb.connect().execute("SELECT min(occurred_at)::VARCHAR, count(*), max(_row_number) FROM read_parquet('\(parquet)')").fetchone()
+            print(r)
+            """])
+        #expect(check.status == 0, "\(check.stderr)")
+        #expect(check.stdout.contains("2026-10-03 04:01:00") && check.stdout.contains(", 20, 20)"), "\(check.stdout)")
+        let rejects = try String(contentsOfFile: dir.sub("lake/") + (t["rejects_path"] as! String), encoding: .utf8)
+        #expect(rejects.contains("\"row\":21") && rejects.contains("truncated"))
+    }
+}
