@@ -98,6 +98,8 @@ public struct Transformer: Sendable {
                 try transformCSV(input, dataset, options: options, result: &result)
             case .jsonl:
                 try transformJSONL(input, dataset, options: options, result: &result)
+            case .fixed:
+                try transformFixed(input, dataset, options: options, result: &result)
             default:
                 throw TransformError("the \(dataset.format.rawValue) reader is not available in this build yet; the raw version is kept and can be re-run")
             }
@@ -159,13 +161,7 @@ public struct Transformer: Sendable {
         let fd = open("\(lakeRoot)/\(input.lakePath)", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw TransformError("cannot open \(input.lakePath): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        let encoding: SourceEncoding = switch d.encoding {
-        case .utf8: .utf8
-        case .utf16: .utf16
-        case .latin1: .latin1
-        case .windows1252: .windows1252
-        }
-        let reader = CSVReader(delimiter: d.delimiter, quote: d.quote, encoding: encoding) { buffer in
+        let reader = CSVReader(delimiter: d.delimiter, quote: d.quote, encoding: Self.sourceEncoding(d.encoding)) { buffer in
             let n = Glibc.read(fd, buffer.baseAddress!, buffer.count)
             if n < 0 { throw TransformError("reading \(input.lakePath) failed: \(String(cString: strerror(errno)))") }
             return n
@@ -282,6 +278,64 @@ public struct Transformer: Sendable {
     static func isBool(_ n: NSNumber) -> Bool {
         let kind = String(cString: n.objCType)
         return kind == "c" || kind == "B"
+    }
+
+    static func sourceEncoding(_ e: TextEncoding) -> SourceEncoding {
+        switch e {
+        case .utf8: .utf8
+        case .utf16: .utf16
+        case .latin1: .latin1
+        case .windows1252: .windows1252
+        }
+    }
+
+    /// Fixed-width text: after `skip_rows` lines and any line starting with one of
+    /// `skip_prefixes`, each field is the characters [start, start + width) of the line, with
+    /// the padding spaces trimmed. A line too short for a field leaves that field absent.
+    private func transformFixed(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
+        let fd = open("\(lakeRoot)/\(input.lakePath)", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw TransformError("cannot open \(input.lakePath): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let lines = TextLineReader(encoding: Self.sourceEncoding(d.encoding)) { buffer in
+            let n = Glibc.read(fd, buffer.baseAddress!, buffer.count)
+            if n < 0 { throw TransformError("reading \(input.lakePath) failed: \(String(cString: strerror(errno)))") }
+            return n
+        }
+        let sink = try OutputSink(lakeRoot: lakeRoot, input: input, dataset: d, options: options)
+        defer { sink.abandonIfOpen() }
+        var number = 0
+        while let bytes = try lines.next() {
+            number += 1
+            if number <= d.skipRows || bytes.isEmpty { continue }
+            guard let line = String(validating: bytes, as: UTF8.self) else {
+                try sink.reject(line: number, values: String(decoding: bytes, as: UTF8.self), reasons: ["_row": "invalid UTF-8 (is the file's encoding \(d.encoding.rawValue)?)"])
+                continue
+            }
+            if d.skipPrefixes.contains(where: { line.hasPrefix($0) }) { continue }
+            let chars = Array(line.unicodeScalars)
+            var values: [ParquetValue] = []
+            var reasons: [String: String] = [:]
+            for f in d.fields {
+                let from = (f.start ?? 1) - 1
+                var raw: String?
+                if from < chars.count {
+                    var s = String.UnicodeScalarView()
+                    s.append(contentsOf: chars[from..<Swift.min(chars.count, from + (f.width ?? 0))])
+                    raw = String(s).trimmingCharacters(in: .whitespaces)
+                }
+                do throws(ValueError) {
+                    values.append(try Self.value(raw, f, d))
+                } catch {
+                    reasons[f.name] = error.description
+                }
+            }
+            if reasons.isEmpty {
+                try sink.accept(values, line: number)
+            } else {
+                try sink.reject(line: number, values: line, reasons: reasons)
+            }
+        }
+        try sink.finish(into: &result)
     }
 
     /// The value at a dotted path (`customer.id`), nil when absent.

@@ -247,3 +247,49 @@ final class Decoder {
         return rest
     }
 }
+
+/// Lines of a text file in any `SourceEncoding`, as UTF-8 (without the line end; a trailing
+/// CR is dropped), decoded block by block so that the file is never held whole.
+public final class TextLineReader {
+    private let source: (UnsafeMutableRawBufferPointer) throws -> Int
+    private let decoder: Decoder
+    private var pending: [UInt8] = []
+    private var start = 0
+    private var atEnd = false
+    private var raw: UnsafeMutableRawBufferPointer
+
+    public init(encoding: SourceEncoding, blockSize: Int = 1 << 20, read: @escaping (UnsafeMutableRawBufferPointer) throws -> Int) {
+        source = read
+        decoder = Decoder(encoding)
+        raw = UnsafeMutableRawBufferPointer.allocate(byteCount: blockSize, alignment: 16)
+    }
+
+    deinit { raw.deallocate() }
+
+    public func next() throws -> [UInt8]? {
+        while true {
+            if let nl = pending[start...].firstIndex(of: 0x0A) {
+                var line = Array(pending[start..<nl])
+                start = nl + 1
+                if line.last == 0x0D { line.removeLast() }
+                return line
+            }
+            if atEnd {
+                guard start < pending.count else { return nil }
+                var line = Array(pending[start...])
+                start = pending.count
+                if line.last == 0x0D { line.removeLast() }
+                return line
+            }
+            pending.removeFirst(start)
+            start = 0
+            let n = try source(raw)
+            if n == 0 {
+                atEnd = true
+                pending += decoder.finish()
+            } else {
+                pending += decoder.decode(UnsafeRawBufferPointer(rebasing: raw[0..<n]))
+            }
+        }
+    }
+}

@@ -194,3 +194,38 @@ extension TransformTests {
         #expect(rejects.contains("\"row\":21") && rejects.contains("truncated"))
     }
 }
+
+extension TransformTests {
+    @Test func fixedWidthSkipsHeaderAndTrailerAndTrimsPadding() throws {
+        let dir = TempDir("transform")
+        dir.config()
+        dir.write("drop/statement_202610.txt", try Data(contentsOf: CSVReaderTests.fixtures.appendingPathComponent("umbrella/statement_202610.txt")))
+        dir.write("mappings/acme.toml", """
+            [datasets.statement]
+            match = ["statement_*.txt"]
+            format = "fixed"
+            skip_prefixes = ["HDR", "TRL"]
+            encoding = "latin1"
+            fields = [
+              { name = "account", start = 1, width = 10, type = "string", required = true },
+              { name = "booked_on", start = 11, width = 8, type = "date", format = "%Y%m%d", required = true },
+              { name = "amount_cents", start = 19, width = 10, type = "int64", required = true },
+              { name = "description", start = 29, width = 20, type = "string" },
+            ]
+            """)
+        let (r, obj) = try SluiceBinary.json(["pull", "acme"], config: dir.sub("agent.conf"))
+        #expect(r.status == 0, "\(r.stderr)")
+        let t = try #require(((obj as! [String: Any])["transforms"] as! [[String: Any]]).first)
+        #expect(t["status"] as? String == "ok" && t["rows_written"] as? Int == 20 && t["rows_rejected"] as? Int == 0, "\(t)")
+        let parquet = dir.sub("lake/") + (t["output_path"] as! String)
+        // Python over the same fixture: 20 records, amounts summing to -286423 cents, first booking 2026-10-02.
+        let check = try Shell.run("/usr/bin/env", ["python3", "-c", """
+            import pyarrow.parquet as pq, duckdb
+            t = pq.read_table('\(parquet)')
+            assert t.column('description').to_pylist()[3] == 'WIRE TRANSFER', t.column('description').to_pylist()[3]
+            print(duckdb.connect().execute("SELECT sum(amount_cents), min(booked_on)::VARCHAR, min(_row_number) FROM read_parquet('\(parquet)')").fetchone())
+            """])
+        #expect(check.status == 0, "\(check.stderr)")
+        #expect(check.stdout.contains("(-286423, '2026-10-02', 2)"), "\(check.stdout)")
+    }
+}
