@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import SluiceLake
+import SluiceTransform
 import TOMLKit
 
 /// A field's target type in a mapping file.
@@ -47,10 +48,6 @@ public enum OutputFormat: String, Sendable {
     case parquet, jsonl
 }
 
-public enum TextEncoding: String, Sendable, CaseIterable {
-    case utf8 = "utf-8", utf16 = "utf-16", latin1, windows1252 = "windows-1252"
-}
-
 /// One output column of a dataset.
 public struct FieldMapping: Sendable {
     public var name: String
@@ -83,7 +80,7 @@ public struct DatasetMapping: Sendable {
     public var quote: UInt8
     public var header: Bool
     public var skipRows: Int
-    public var encoding: TextEncoding
+    public var encoding: SourceEncoding
     public var decimalSeparator: Character
     public var thousandsSeparator: Character?
     public var nullValues: [String]
@@ -169,8 +166,8 @@ extension TableReader {
             ratio = d
         }
         let encodingText = try string(t, "encoding", path, required: false) ?? "utf-8"
-        guard let encoding = TextEncoding(rawValue: encodingText.lowercased()) else {
-            throw fail("\(path).encoding", "expected one of \(TextEncoding.allCases.map(\.rawValue).joined(separator: ", ")), found \"\(encodingText)\"")
+        guard let encoding = SourceEncoding(rawValue: encodingText.lowercased()) else {
+            throw fail("\(path).encoding", "expected one of \(SourceEncoding.allCases.map(\.rawValue).joined(separator: ", ")), found \"\(encodingText)\"")
         }
         var skipRows = 0
         if let v = t["skip_rows"] {

@@ -62,7 +62,7 @@ public struct Transformer: Sendable {
     /// `processed/<client>/<dataset>/ingest_date=YYYY-MM-DD/<source>__<path>.v<N>.parquet`.
     public static func outputPath(_ input: TransformInput, dataset: String, extension ext: String) -> String {
         let day = input.ingestedAtMicros / 86_400_000_000
-        let date = Self.civil(day)
+        let date = Values.civil(day)
         var name = ""
         for b in Array(input.source.utf8) + [UInt8(ascii: "/")] + input.path.bytes {
             switch b {
@@ -74,19 +74,6 @@ public struct Transformer: Sendable {
             }
         }
         return "processed/\(input.client)/\(dataset)/ingest_date=\(date)/\(name).v\(input.version).\(ext)"
-    }
-
-    static func civil(_ days: Int64) -> String {
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let d = doy - (153 * mp + 2) / 5 + 1
-        let m = mp < 10 ? mp + 3 : mp - 9
-        let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
-        return String(format: "%04lld-%02lld-%02lld", y, m, d)
     }
 
     public func run(_ input: TransformInput, options: ParquetOptions = ParquetOptions()) -> TransformResult {
@@ -158,14 +145,8 @@ public struct Transformer: Sendable {
     }
 
     private func transformCSV(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
-        let fd = open("\(lakeRoot)/\(input.lakePath)", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw TransformError("cannot open \(input.lakePath): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        let reader = CSVReader(delimiter: d.delimiter, quote: d.quote, encoding: Self.sourceEncoding(d.encoding)) { buffer in
-            let n = Glibc.read(fd, buffer.baseAddress!, buffer.count)
-            if n < 0 { throw TransformError("reading \(input.lakePath) failed: \(String(cString: strerror(errno)))") }
-            return n
-        }
+        let file = try LakeFile(lakeRoot: lakeRoot, path: input.lakePath)
+        let reader = CSVReader(delimiter: d.delimiter, quote: d.quote, encoding: d.encoding, read: file.read)
         // skip_rows lines before the header.
         for _ in 0..<d.skipRows { _ = try reader.next() }
         var columnOf: [Int] = []
@@ -235,17 +216,15 @@ public struct Transformer: Sendable {
     /// JSON Lines: one object per line, fields found by dotted paths. A line that is not a
     /// JSON object (a truncated last line, say) is one reject.
     private func transformJSONL(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
-        let fd = open("\(lakeRoot)/\(input.lakePath)", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw TransformError("cannot open \(input.lakePath): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        let lines = LineReader(fd: fd)
+        let file = try LakeFile(lakeRoot: lakeRoot, path: input.lakePath)
+        let lines = TextLineReader(encoding: .utf8, read: file.read)
         let sink = try OutputSink(lakeRoot: lakeRoot, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
         var number = 0
         while let line = try lines.next() {
             number += 1
             if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
-            guard let object = (try? JSONSerialization.jsonObject(with: Data(line), options: [.fragmentsAllowed])) as? [String: Any] else {
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any] else {
                 try sink.reject(line: number, values: String(decoding: line, as: UTF8.self),
                                 reasons: ["_row": "not a JSON object (invalid or truncated JSON)"])
                 continue
@@ -280,27 +259,12 @@ public struct Transformer: Sendable {
         return kind == "c" || kind == "B"
     }
 
-    static func sourceEncoding(_ e: TextEncoding) -> SourceEncoding {
-        switch e {
-        case .utf8: .utf8
-        case .utf16: .utf16
-        case .latin1: .latin1
-        case .windows1252: .windows1252
-        }
-    }
-
     /// Fixed-width text: after `skip_rows` lines and any line starting with one of
     /// `skip_prefixes`, each field is the characters [start, start + width) of the line, with
     /// the padding spaces trimmed. A line too short for a field leaves that field absent.
     private func transformFixed(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
-        let fd = open("\(lakeRoot)/\(input.lakePath)", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw TransformError("cannot open \(input.lakePath): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        let lines = TextLineReader(encoding: Self.sourceEncoding(d.encoding)) { buffer in
-            let n = Glibc.read(fd, buffer.baseAddress!, buffer.count)
-            if n < 0 { throw TransformError("reading \(input.lakePath) failed: \(String(cString: strerror(errno)))") }
-            return n
-        }
+        let file = try LakeFile(lakeRoot: lakeRoot, path: input.lakePath)
+        let lines = TextLineReader(encoding: d.encoding, read: file.read)
         let sink = try OutputSink(lakeRoot: lakeRoot, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
         var number = 0
@@ -373,7 +337,7 @@ public struct Transformer: Sendable {
             case .int64(let i): object[f.name] = i
             case .float64(let d): object[f.name] = d
             case .bool(let b): object[f.name] = b
-            case .date(let d): object[f.name] = civil(Int64(d))
+            case .date(let d): object[f.name] = Values.civil(Int64(d))
             case .timestamp(let t): object[f.name] = t
             case .decimal(let d):
                 if case .decimal(_, let scale) = f.type {
@@ -475,35 +439,26 @@ final class OutputSink {
     }
 }
 
-/// Reads a file line by line (LF, a trailing CR is kept for the caller) in 1 MiB blocks.
-final class LineReader {
-    let fd: Int32
-    private var buffer: [UInt8] = []
-    private var start = 0
-    private var atEnd = false
+/// A stored version opened for a transform's reader.
+final class LakeFile {
+    let path: String
+    private let fd: Int32
 
-    init(fd: Int32) { self.fd = fd }
-
-    func next() throws -> ArraySlice<UInt8>? {
-        while true {
-            if let nl = buffer[start...].firstIndex(of: 0x0A) {
-                let line = buffer[start..<nl]
-                start = nl + 1
-                return line
-            }
-            if atEnd {
-                guard start < buffer.count else { return nil }
-                let line = buffer[start...]
-                start = buffer.count
-                return line
-            }
-            buffer.removeFirst(start)
-            start = 0
-            var chunk = [UInt8](repeating: 0, count: 1 << 20)
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
-            if n < 0 { throw SystemCallError(call: "read", errno: errno, path: "transform input") }
-            if n == 0 { atEnd = true } else { buffer += chunk[0..<n] }
+    init(lakeRoot: String, path: String) throws {
+        self.path = path
+        fd = open("\(lakeRoot)/\(path)", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw Transformer.TransformError("cannot open \(path): \(String(cString: strerror(errno))) — run `sluice audit`")
         }
+    }
+
+    deinit { close(fd) }
+
+    /// Fills `buffer`; 0 at the end.
+    func read(_ buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let n = Glibc.read(fd, buffer.baseAddress!, buffer.count)
+        if n < 0 { throw Transformer.TransformError("reading \(path) failed: \(String(cString: strerror(errno)))") }
+        return n
     }
 }
 

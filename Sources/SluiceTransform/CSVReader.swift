@@ -1,6 +1,7 @@
-/// The text encodings a client file may use; everything is read as UTF-8 after decoding.
-public enum SourceEncoding: Sendable {
-    case utf8, utf16, latin1, windows1252
+/// The text encodings a client file may use (the mapping's `encoding` values); everything is
+/// read as UTF-8 after decoding.
+public enum SourceEncoding: String, Sendable, CaseIterable {
+    case utf8 = "utf-8", utf16 = "utf-16", latin1, windows1252 = "windows-1252"
 }
 
 /// One record of a delimited file: its fields as UTF-8 bytes, the 1-based line it starts on,

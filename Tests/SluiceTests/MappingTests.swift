@@ -1,5 +1,6 @@
 import Foundation
 import SluiceAgent
+import SluiceTransform
 import Testing
 
 /// Mapping files: the keys of the issue, and `check-config` refusing bad ones with exit 2.

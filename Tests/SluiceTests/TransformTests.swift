@@ -85,11 +85,13 @@ struct TransformTests {
         #expect(leftovers.isEmpty)
     }
 
-    @Test func aMissingRequiredColumnFailsTheFileAndAnUnmatchedFileIsUnmapped() throws {
+    @Test func aMissingColumnOrEmptyFileFailsAHeaderOnlyFileIsEmptyAndAnUnmatchedFileIsUnmapped() throws {
         let dir = TempDir("transform")
         dir.config()
         dir.write("drop/orders_1.csv", "Id;Total\n1;2\n")
         dir.write("drop/other.csv", "x\n1\n")
+        dir.write("drop/orders_empty.csv", "")
+        dir.write("drop/orders_header.csv", "Order No;Date;Customer;Total;Status;Note\r\n")
         dir.write("mappings/acme.toml", Self.mapping)
         let agent = try loadAgent(dir)
         _ = try agent.pull(client: "acme", source: nil)
@@ -100,6 +102,10 @@ struct TransformTests {
                                          lakePath: v.lake_path, ingestedAtMicros: 0))
             if v.path == "other.csv" {
                 #expect(r.status == .unmapped)
+            } else if v.path == "orders_empty.csv" {
+                #expect(r.status == .failed && r.error?.contains("the file is empty") == true, "\(r.error ?? "")")
+            } else if v.path == "orders_header.csv" {
+                #expect(r.status == .ok && r.rowsWritten == 0 && r.rowsRejected == 0 && r.rejectsPath == nil, "\(r)")
             } else {
                 #expect(r.status == .failed)
                 #expect(r.error?.contains("missing required column \"Order No\"") == true, "\(r.error ?? "")")
@@ -107,7 +113,8 @@ struct TransformTests {
             }
         }
         let written = (try? FileManager.default.subpathsOfDirectory(atPath: dir.sub("lake/processed/acme/orders"))) ?? []
-        #expect(written.allSatisfy { !$0.hasSuffix(".parquet") }, "a failed transform publishes nothing")
+        #expect(written.allSatisfy { !$0.contains("orders_1.csv") && !$0.contains("orders_empty.csv") }, "a failed transform publishes nothing: \(written)")
+        #expect(written.contains { $0.hasSuffix("drop__orders_header.csv.v1.parquet") }, "a header-only file gives an empty Parquet file")
     }
 }
 
