@@ -5,6 +5,12 @@ let upcoming: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
+/// The transform's inner loops (CSV scanning, value parsing, Parquet encoding) touch class
+/// state per byte and per value; run-time exclusivity checks there cost more than the work.
+/// Release builds only; debug builds and tests keep the checks.
+let hotLoops: [SwiftSetting] = upcoming + [
+    .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
+]
 
 let package = Package(
     name: "sluice",
@@ -43,13 +49,18 @@ let package = Package(
             providers: [.apt(["libzstd-dev", "libsnappy-dev"])]
         ),
         .target(
+            name: "SluiceBuffers",
+            swiftSettings: hotLoops
+        ),
+        .target(
             name: "SluiceParquet",
-            dependencies: ["CCompression"],
-            swiftSettings: upcoming
+            dependencies: ["CCompression", "SluiceBuffers"],
+            swiftSettings: hotLoops
         ),
         .target(
             name: "SluiceTransform",
-            swiftSettings: upcoming
+            dependencies: ["SluiceBuffers"],
+            swiftSettings: hotLoops
         ),
         .target(
             name: "SluiceLake",
@@ -79,7 +90,7 @@ let package = Package(
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
-            swiftSettings: upcoming
+            swiftSettings: hotLoops
         ),
         .executableTarget(
             name: "sluice",

@@ -1,4 +1,5 @@
 import Foundation
+import SluiceParquet
 import Synchronization
 
 /// Runs `body(i)` for every `i` in `0..<count` on `threads` dedicated threads (never on
@@ -84,5 +85,82 @@ final class BackgroundJob: @unchecked Sendable {
         let failure = self.failure
         condition.unlock()
         if let failure { throw failure }
+    }
+}
+
+/// Encodes batches of rows into a Parquet file on a second thread while the caller parses the
+/// next batch, so that a transform's two halves (reading and typing values; encoding and
+/// compressing them) each get a core. Three batches circulate: one being filled, one queued,
+/// one being encoded; memory stays bounded by them and the writer's row group.
+final class EncodePipeline: @unchecked Sendable {
+    private let writer: ParquetWriter
+    private let condition = NSCondition()
+    private var queued: [ParquetRow] = []
+    private var spare: [ParquetRow]
+    private var closed = false
+    private var failure: (any Error)?
+    private var job: BackgroundJob?
+
+    init(writer: ParquetWriter, columns: Int, batchRows: Int) {
+        self.writer = writer
+        spare = (0..<8).map { _ in ParquetRow(columns: columns, capacity: batchRows) }
+        job = BackgroundJob { [self] in try encode() }
+    }
+
+    /// An empty batch to fill; waits while all are in use.
+    func take() -> ParquetRow {
+        condition.lock()
+        defer { condition.unlock() }
+        while spare.isEmpty { condition.wait() }
+        return spare.removeLast()
+    }
+
+    /// Queues a filled batch; throws the encoder's error once it has failed.
+    func submit(_ rows: ParquetRow) throws {
+        condition.lock()
+        defer { condition.unlock() }
+        if let failure {
+            rows.reset()
+            spare.append(rows)
+            throw failure
+        }
+        queued.append(rows)
+        condition.broadcast()
+    }
+
+    /// Waits for every queued batch to be encoded (or for the encoder to fail).
+    func finish() throws {
+        condition.lock()
+        closed = true
+        condition.broadcast()
+        condition.unlock()
+        try job?.wait()
+        condition.lock()
+        defer { condition.unlock() }
+        if let failure { throw failure }
+    }
+
+    private func encode() throws {
+        while true {
+            condition.lock()
+            while queued.isEmpty && !closed { condition.wait() }
+            guard !queued.isEmpty else {
+                condition.unlock()
+                return
+            }
+            let rows = queued.removeFirst()
+            let failed = failure != nil
+            condition.unlock()
+            var error: (any Error)?
+            if !failed {
+                do { try writer.append(rows) } catch let e { error = e }
+            }
+            rows.reset()
+            condition.lock()
+            if let error, failure == nil { failure = error }
+            spare.append(rows)
+            condition.broadcast()
+            condition.unlock()
+        }
     }
 }

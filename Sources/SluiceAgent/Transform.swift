@@ -179,35 +179,39 @@ public struct Transformer: Sendable {
 
         let sink = try OutputSink(lakeRoot: lakeRoot, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
-        while let record = try reader.next() {
-            if record.fields.count == 1 && record.fields[0].isEmpty { continue }  // blank line
+        let converters = d.fields.enumerated().map { FieldConverter(field: $1, dataset: d, column: $0) }
+        // `converters` keeps them alive (to the end of this scope, by the defer); calling
+        // through these costs no retain per value.
+        let unretained = converters.map { Unmanaged.passUnretained($0) }
+        defer { withExtendedLifetime(converters) {} }
+        while try reader.advance() {
+            let line = reader.recordLine
             var reasons: [String: String] = [:]
-            if let m = record.malformed { reasons["_row"] = m }
-            if let width, record.fields.count != width { reasons["_row"] = "row has \(record.fields.count) fields, the header has \(width)" }
-            var values: [ParquetValue] = []
-            values.reserveCapacity(d.fields.count)
-            if reasons.isEmpty {
-                for (i, f) in d.fields.enumerated() {
+            let blank = reader.withFields { fields in
+                if fields.count == 1 && fields[0].isEmpty { return true }
+                if let m = reader.malformed { reasons["_row"] = m }
+                if let width, fields.count != width { reasons["_row"] = "row has \(fields.count) fields, the header has \(width)" }
+                guard reasons.isEmpty else { return false }
+                let row = sink.row
+                row.clear()
+                for i in unretained.indices {
                     let c = columnOf[i]
-                    var raw: String?
-                    if c >= 0 && c < record.fields.count {
-                        guard let s = String(validating: record.fields[c], as: UTF8.self) else {
-                            reasons[f.name] = "invalid UTF-8 (is the file's encoding \(d.encoding.rawValue)?)"
-                            continue
-                        }
-                        raw = s
-                    }
                     do {
-                        values.append(try Self.value(raw, f, d))
+                        try unretained[i]._withUnsafeGuaranteedRef { converter in
+                            try converter.convert(c >= 0 && c < fields.count ? fields[c] : nil, into: row)
+                        }
                     } catch {
-                        reasons[f.name] = error.description
+                        reasons[d.fields[i].name] = (error as? ValueError)?.description ?? "\(error)"
                     }
                 }
+                return false
             }
+            if blank { continue }
             if reasons.isEmpty {
-                try sink.accept(values, line: record.line)
+                try sink.acceptRow(line: line)
             } else {
-                try sink.reject(line: record.line, values: record.fields.map { String(decoding: $0, as: UTF8.self) }, reasons: reasons)
+                let values = reader.withFields { f in (0..<f.count).map { String(decoding: f[$0], as: UTF8.self) } }
+                try sink.reject(line: line, values: values, reasons: reasons)
             }
         }
         try sink.finish(into: &result)
@@ -364,8 +368,14 @@ final class OutputSink {
     private let out: AtomicFile
     private let rejects: AtomicFile
     private let writer: ParquetWriter?
-    private let lineagePrefix: [ParquetValue]
+    private let client: UnsafeBufferPointer<UInt8>
+    private let source: UnsafeBufferPointer<UInt8>
+    private let sourcePath: UnsafeBufferPointer<UInt8>
+    private let sha256: UnsafeBufferPointer<UInt8>
+    private let version: Int64
     private let ingestedAt: Int64
+    /// Encodes batches on a second thread (Parquet output only).
+    private let pipeline: EncodePipeline?
     private var rows: Int64 = 0
     private var rejected: Int64 = 0
     private var open = true
@@ -383,23 +393,61 @@ final class OutputSink {
         }
         fields = d.fields.map { ParquetField(name: $0.name, type: Transformer.parquetType($0.type), nullable: !$0.required) } + Transformer.lineage
         let out = self.out
-        writer = d.output == .parquet ? try ParquetWriter(fields: fields, options: options) { try out.write($0) } : nil
-        lineagePrefix = [
-            .string(Array(input.client.utf8)), .string(Array(input.source.utf8)), .string(Array(input.path.display.utf8)),
-            .int64(Int64(input.version)), .string(Array(input.sha256.utf8)),
-        ]
+        let columns = fields.count
+        let writer = d.output == .parquet ? try ParquetWriter(fields: fields, options: options) { try out.write($0) } : nil
+        self.writer = writer
+        let pipeline = writer.map { EncodePipeline(writer: $0, columns: columns, batchRows: 4096) }
+        self.pipeline = pipeline
+        row = pipeline?.take() ?? ParquetRow(columns: columns)
+        client = Self.bytes(input.client)
+        source = Self.bytes(input.source)
+        sourcePath = Self.bytes(input.path.display)
+        sha256 = Self.bytes(input.sha256)
+        version = Int64(input.version)
         ingestedAt = input.ingestedAtMicros
     }
 
+    /// The row being built: a reader clears it, sets the mapped fields' columns (0..<fields)
+    /// and calls `acceptRow(line:)`. It is a different batch after each `acceptRow`.
+    private(set) var row: ParquetRow
+
     /// A good row: the mapped values, then the lineage columns.
     func accept(_ values: [ParquetValue], line: Int) throws {
-        let row = values + lineagePrefix + [.int64(Int64(line)), .timestamp(ingestedAt)]
-        if let writer {
-            try writer.append(row)
+        row.clear()
+        for (i, v) in values.enumerated() { row.set(i, v) }
+        try acceptRow(line: line)
+    }
+
+    /// Keeps `row`, whose mapped columns are set, adding the lineage columns.
+    func acceptRow(line: Int) throws {
+        let n = dataset.fields.count
+        row.set(n, bytes: client)
+        row.set(n + 1, bytes: source)
+        row.set(n + 2, bytes: sourcePath)
+        row.set(n + 3, int64: version)
+        row.set(n + 4, bytes: sha256)
+        row.set(n + 5, int64: Int64(line))
+        row.set(n + 6, timestamp: ingestedAt)
+        if writer == nil {
+            try Transformer.jsonLine(fields.indices.map { row.value($0, type: fields[$0].type) }, fields: fields, into: out)
+            row.clear()
         } else {
-            try Transformer.jsonLine(row, fields: fields, into: out)
+            row.commit()
+            if row.isFull { try flushRows() }
         }
         rows += 1
+    }
+
+    /// Hands the full batch to the encoder (and takes an empty one to fill).
+    private func flushRows() throws {
+        guard row.count > 0 else { return }
+        if let pipeline {
+            try pipeline.submit(row)
+            row = pipeline.take()
+        } else if let writer {
+            try writer.append(row)
+            row.reset()
+        }
     }
 
     func reject(line: Int, values: Any, reasons: [String: String]) throws {
@@ -411,6 +459,8 @@ final class OutputSink {
     }
 
     func finish(into result: inout TransformResult) throws {
+        try flushRows()
+        try pipeline?.finish()
         try writer?.finish()
         result.rowsWritten = rows
         result.rowsRejected = rejected
@@ -431,9 +481,21 @@ final class OutputSink {
         result.status = .ok
     }
 
+    deinit {
+        for b in [client, source, sourcePath, sha256] { b.deallocate() }
+    }
+
+    /// A lineage string's bytes, kept for the sink's life.
+    private static func bytes(_ s: String) -> UnsafeBufferPointer<UInt8> {
+        let b = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: s.utf8.count)
+        _ = b.initialize(from: s.utf8)
+        return UnsafeBufferPointer(b)
+    }
+
     func abandonIfOpen() {
         guard open else { return }
         open = false
+        try? pipeline?.finish()
         out.abandon()
         rejects.abandon()
     }

@@ -1,4 +1,8 @@
 import CCompression
+import SluiceBuffers
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One column of the row group being written: pages are encoded and compressed as they fill,
 /// and the chunk (dictionary page first, then the data pages) is handed over at the end of
@@ -8,17 +12,28 @@ final class ColumnChunkWriter {
     let physical: PhysicalType
     let options: ParquetOptions
 
+    /// How values are kept, by physical type.
+    enum Kind { case boolean, int32, int64, double, bytes, fixedBytes(Int) }
+    let kind: Kind
+    // Copies of what the per-value path reads, kept as plain stored values.
+    private let nullable: Bool
+    private let pageLimit: Int
+    private let dictionaryLimit: Int
+    /// Logical decimal (the unscaled value comes from the row's wide slot).
+    let isDecimal: Bool
+
     // The page being filled.
-    private var levels: [UInt8] = []
+    private var levels = RawBuffer<UInt8>(capacity: 4096)
     private var pageValues = 0
-    private var plain: [UInt8] = []
-    private var bools: [UInt32] = []
-    private var indices: [UInt32] = []
+    private var plain = RawBuffer<UInt8>(capacity: 4096)
+    private var bools = RawBuffer<UInt32>(capacity: 64)
+    private var indices = RawBuffer<UInt32>(capacity: 4096)
 
     // The chunk's dictionary; `dictionaryMode` ends for the rest of the chunk once it is too big.
     private var dictionaryMode: Bool
-    private var dictionary: [[UInt8]: UInt32] = [:]
-    private var dictionaryPlain: [UInt8] = []
+    private var fixedDictionary = FixedDictionary()
+    private var bytesDictionary = BytesDictionary()
+    private var dictionaryPlain = RawBuffer<UInt8>(capacity: 4096)
     private var dictionaryCount = 0
     private var fallBack = false
 
@@ -29,30 +44,45 @@ final class ColumnChunkWriter {
     private var nullCount: Int64 = 0
     private var usedDictionary = false
     private var usedPlain = false
-    private var min: Stat?
-    private var max: Stat?
+    // Statistics: integers (and bools, and FLBA decimals) compare as signed, doubles as
+    // doubles (NaN skipped), byte arrays as unsigned bytes.
+    private var hasStats = false
+    private var minInt: Int128 = 0
+    private var maxInt: Int128 = 0
+    private var minDouble = 0.0
+    private var maxDouble = 0.0
+    private var minBytes = RawBuffer<UInt8>(capacity: 64)
+    private var maxBytes = RawBuffer<UInt8>(capacity: 64)
     private var statsTooLong = false
-
-    enum Stat {
-        case int(Int64), double(Double), bool(Bool), bytes([UInt8]), wide(Int128)
-
-        static func < (a: Stat, b: Stat) -> Bool {
-            switch (a, b) {
-            case (.int(let x), .int(let y)): x < y
-            case (.double(let x), .double(let y)): x < y
-            case (.bool(let x), .bool(let y)): !x && y
-            case (.bytes(let x), .bytes(let y)): x.lexicographicallyPrecedes(y)
-            case (.wide(let x), .wide(let y)): x < y
-            default: false
-            }
-        }
-    }
 
     init(field: ParquetField, options: ParquetOptions) {
         self.field = field
         self.options = options
         physical = PhysicalType.of(field.type)
+        switch physical {
+        case .boolean: kind = .boolean
+        case .int32: kind = .int32
+        case .int64: kind = .int64
+        case .double: kind = .double
+        case .byteArray: kind = .bytes
+        case .fixed(let n): kind = .fixedBytes(n)
+        }
+        if case .decimal = field.type { isDecimal = true } else { isDecimal = false }
+        nullable = field.nullable
+        pageLimit = options.pageBytes
+        dictionaryLimit = options.dictionaryLimitBytes
         dictionaryMode = physical != .boolean
+    }
+
+    deinit {
+        levels.free()
+        plain.free()
+        bools.free()
+        indices.free()
+        dictionaryPlain.free()
+        minBytes.free()
+        maxBytes.free()
+        fixedDictionary.free()
     }
 
     /// Bytes held for the current row group (for the row-group size bound).
@@ -62,14 +92,16 @@ final class ColumnChunkWriter {
 
     private var pageBytes: Int { plain.count + indices.count * 4 + bools.count / 8 + levels.count / 8 }
 
-    func append(_ value: ParquetValue) throws {
-        if case .null = value {
-            guard field.nullable else { throw ParquetError("column \(field.name) is required but got a null") }
+    /// Appends this column's value of `row`.
+    @inline(__always)
+    func append(_ slot: ParquetRow.Slot, row: ParquetRow) throws {
+        if !slot.present {
+            guard nullable else { throw ParquetError("column \(field.name) is required but got a null") }
             levels.append(0)
             nullCount += 1
         } else {
-            if field.nullable { levels.append(1) }
-            try appendPresent(value)
+            if nullable { levels.append(1) }
+            try appendPresent(slot, row: row)
         }
         pageValues += 1
         numValues += 1
@@ -77,100 +109,177 @@ final class ColumnChunkWriter {
             fallBack = false
             try flushPage()
             dictionaryMode = false
-        } else if pageValues % 128 == 0, pageBytes >= options.pageBytes {
-            try flushPage()
-        }
-    }
-
-    private func mismatch(_ value: ParquetValue) -> ParquetError {
-        ParquetError("column \(field.name) (\(field.type)) cannot hold \(value)")
-    }
-
-    private func appendPresent(_ value: ParquetValue) throws {
-        let stat: Stat
-        var key: [UInt8] = []
-        switch (physical, value) {
-        case (.boolean, .bool(let b)):
-            bools.append(b ? 1 : 0)
-            note(.bool(b))
-            return
-        case (.int32, .date(let d)):
-            Encodings.appendLE(d, to: &key)
-            stat = .int(Int64(d))
-        case (.int32, .decimal(let d)):
-            guard let v = Int32(exactly: d) else { throw mismatch(value) }
-            Encodings.appendLE(v, to: &key)
-            stat = .int(Int64(v))
-        case (.int64, .int64(let v)), (.int64, .timestamp(let v)):
-            Encodings.appendLE(v, to: &key)
-            stat = .int(v)
-        case (.int64, .decimal(let d)):
-            guard let v = Int64(exactly: d) else { throw mismatch(value) }
-            Encodings.appendLE(v, to: &key)
-            stat = .int(v)
-        case (.double, .float64(let d)):
-            Encodings.appendLE(d.bitPattern, to: &key)
-            stat = .double(d)
-        case (.byteArray, .string(let bytes)):
-            key = bytes
-            stat = .bytes(bytes)
-        case (.fixed(let n), .decimal(let d)):
-            // Big-endian two's complement, n bytes.
-            for i in stride(from: n - 1, through: 0, by: -1) {
-                key.append(UInt8(truncatingIfNeeded: d >> (8 * i)))
+        } else if pageValues & 127 == 0 {
+            if dictionaryMode && numValues == Self.cardinalityProbe && dictionaryCount * 2 > numValues - nullCount {
+                // Mostly distinct values (ids, amounts, times): a dictionary would only cost
+                // hashing, so the chunk goes on in PLAIN, as it does when the dictionary is full.
+                try flushPage()
+                dictionaryMode = false
+            } else if pageBytes >= pageLimit {
+                try flushPage()
             }
-            stat = .wide(d)
-        default:
-            throw mismatch(value)
         }
-        if case .double(let d) = stat, d.isNaN {} else { note(stat) }
-        if dictionaryMode {
-            if let index = dictionary[key] {
+    }
+
+    /// After this many values of a chunk, a column whose values are more than half distinct
+    /// leaves dictionary encoding.
+    static let cardinalityProbe: Int64 = 16_384
+
+    @inline(__always)
+    private func appendPresent(_ slot: ParquetRow.Slot, row: ParquetRow) throws {
+        switch kind {
+        case .boolean:
+            bools.append(UInt32(slot.bits & 1))
+            noteInt(Int128(slot.bits & 1))
+        case .int32:
+            let v: Int32
+            if isDecimal {
+                guard let d = Int32(exactly: slot.wide) else { throw ParquetError("column \(field.name): \(slot.wide) does not fit its decimal precision") }
+                v = d
+            } else {
+                v = Int32(truncatingIfNeeded: Int64(bitPattern: slot.bits))
+            }
+            noteInt(Int128(v))
+            appendFixed(UInt64(UInt32(bitPattern: v)), width: 4)
+        case .int64:
+            let v: Int64
+            if isDecimal {
+                guard let d = Int64(exactly: slot.wide) else { throw ParquetError("column \(field.name): \(slot.wide) does not fit its decimal precision") }
+                v = d
+            } else {
+                v = Int64(bitPattern: slot.bits)
+            }
+            noteInt(Int128(v))
+            appendFixed(UInt64(bitPattern: v), width: 8)
+        case .double:
+            let d = Double(bitPattern: slot.bits)
+            if !d.isNaN { noteDouble(d) }
+            appendFixed(slot.bits, width: 8)
+        case .bytes:
+            let value = row.bytes(slot)
+            if dictionaryMode, let index = bytesDictionary.repeatOfLast(value, in: dictionaryPlain) {
+                // The same value as the last one (a lineage column, say): the dictionary and
+                // the statistics already have it.
                 indices.append(index)
             } else {
-                let index = UInt32(dictionaryCount)
-                dictionary[key] = index
-                dictionaryCount += 1
-                appendPlain(key, to: &dictionaryPlain)
-                indices.append(index)
-                // Too many distinct values: this page ends with the dictionary (once the value
-                // is counted, in append), then the chunk goes on in PLAIN.
-                if dictionaryPlain.count > options.dictionaryLimitBytes { fallBack = true }
+                noteBytes(value)
+                appendBytes(value, lengthPrefix: true)
             }
-        } else {
-            appendPlain(key, to: &plain)
+        case .fixedBytes(let n):
+            // Big-endian two's complement, n (≤ 16) bytes.
+            var be = slot.wide.bigEndian
+            noteInt(slot.wide)
+            try withUnsafeBytes(of: &be) { raw in
+                guard n <= 16 else { throw ParquetError("column \(field.name): decimal wider than 16 bytes") }
+                let tail = UnsafeBufferPointer(rebasing: raw.bindMemory(to: UInt8.self)[(16 - n)...])
+                appendBytes(tail, lengthPrefix: false)
+            }
         }
     }
 
-    private func appendPlain(_ key: [UInt8], to out: inout [UInt8]) {
-        if physical == .byteArray { Encodings.appendLE(UInt32(key.count), to: &out) }
-        out += key
+    @inline(__always)
+    private func appendFixed(_ bits: UInt64, width: Int) {
+        if dictionaryMode {
+            let (index, inserted) = fixedDictionary.index(of: bits)
+            indices.append(index)
+            if inserted {
+                dictionaryCount += 1
+                dictionaryPlain.appendLittleEndian(bits, width: width)
+                // Too many distinct values: this page ends with the dictionary (once the value
+                // is counted, in append), then the chunk goes on in PLAIN.
+                if dictionaryPlain.count > dictionaryLimit { fallBack = true }
+            }
+        } else {
+            plain.appendLittleEndian(bits, width: width)
+        }
     }
 
-    private func note(_ s: Stat) {
-        if case .bytes(let b) = s, b.count > 1024 {
+    private func appendBytes(_ value: UnsafeBufferPointer<UInt8>, lengthPrefix: Bool) {
+        if dictionaryMode {
+            let index = bytesDictionary.index(of: value, in: &dictionaryPlain, lengthPrefix: lengthPrefix)
+            indices.append(index)
+            if Int(index) == dictionaryCount {
+                dictionaryCount += 1
+                if dictionaryPlain.count > dictionaryLimit { fallBack = true }
+            }
+        } else {
+            if lengthPrefix { plain.appendLittleEndian(UInt64(value.count), width: 4) }
+            plain.append(contentsOf: value)
+        }
+    }
+
+    @inline(__always)
+    private func noteInt(_ v: Int128) {
+        if !hasStats {
+            hasStats = true
+            minInt = v
+            maxInt = v
+        } else if v < minInt {
+            minInt = v
+        } else if v > maxInt {
+            maxInt = v
+        }
+    }
+
+    @inline(__always)
+    private func noteDouble(_ v: Double) {
+        if !hasStats {
+            hasStats = true
+            minDouble = v
+            maxDouble = v
+        } else if v < minDouble {
+            minDouble = v
+        } else if v > maxDouble {
+            maxDouble = v
+        }
+    }
+
+    private func noteBytes(_ v: UnsafeBufferPointer<UInt8>) {
+        if statsTooLong { return }
+        if v.count > 1024 {
             statsTooLong = true
             return
         }
-        if min == nil || s < min! { min = s }
-        if max == nil || max! < s { max = s }
+        if !hasStats {
+            hasStats = true
+            minBytes.removeAll()
+            minBytes.append(contentsOf: v)
+            maxBytes.removeAll()
+            maxBytes.append(contentsOf: v)
+        } else if Self.compare(v, minBytes.buffer) < 0 {
+            minBytes.removeAll()
+            minBytes.append(contentsOf: v)
+        } else if Self.compare(v, maxBytes.buffer) > 0 {
+            maxBytes.removeAll()
+            maxBytes.append(contentsOf: v)
+        }
+    }
+
+    /// Unsigned lexicographic order, as Parquet orders UTF8 byte arrays.
+    static func compare(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> Int {
+        let n = Swift.min(a.count, b.count)
+        if n > 0 {
+            let c = memcmp(a.baseAddress!, b.baseAddress!, n)
+            if c != 0 { return Int(c) }
+        }
+        return a.count - b.count
     }
 
     private func flushPage() throws {
         guard pageValues > 0 else { return }
         var body: [UInt8] = []
-        if field.nullable { Encodings.definitionLevels(levels, to: &body) }
+        if field.nullable { Encodings.definitionLevels(levels.buffer, to: &body) }
         let encoding: Int32
         if physical == .boolean {
-            Encodings.packBits(bools, width: 1, count: bools.count, to: &body)
+            Encodings.packBits(bools.buffer, width: 1, count: bools.count, to: &body)
             encoding = 0
             usedPlain = true
         } else if !indices.isEmpty {
-            Encodings.dictionaryIndices(indices, bitWidth: Encodings.bitWidth(UInt32(Swift.max(dictionaryCount, 1) - 1)), to: &body)
+            Encodings.dictionaryIndices(indices.buffer, bitWidth: Encodings.bitWidth(UInt32(Swift.max(dictionaryCount, 1) - 1)), to: &body)
             encoding = 8  // RLE_DICTIONARY
             usedDictionary = true
         } else {
-            body += plain
+            body.append(contentsOf: plain.buffer)
             encoding = 0  // PLAIN
             usedPlain = true
         }
@@ -185,10 +294,10 @@ final class ColumnChunkWriter {
         }
         pages += page.bytes
         pagesUncompressed += page.uncompressed
-        levels.removeAll(keepingCapacity: true)
-        plain.removeAll(keepingCapacity: true)
-        bools.removeAll(keepingCapacity: true)
-        indices.removeAll(keepingCapacity: true)
+        levels.removeAll()
+        plain.removeAll()
+        bools.removeAll()
+        indices.removeAll()
         pageValues = 0
     }
 
@@ -205,7 +314,7 @@ final class ColumnChunkWriter {
         var dictionaryOffset: Int64?
         if usedDictionary {
             let count = Int32(dictionaryCount)
-            let page = try Self.page(type: 2, body: dictionaryPlain, options: options) { w in  // DICTIONARY_PAGE
+            let page = try Self.page(type: 2, body: dictionaryPlain.array, options: options) { w in  // DICTIONARY_PAGE
                 w.structure(7) { w in
                     w.i32(1, count)
                     w.i32(2, 2)  // PLAIN_DICTIONARY
@@ -224,7 +333,7 @@ final class ColumnChunkWriter {
             type: physical.type, encodings: encodings, path: field.name, codec: Self.codec(options.compression),
             numValues: numValues, totalUncompressed: uncompressed, totalCompressed: Int64(bytes.count),
             dataPageOffset: dataOffset, dictionaryPageOffset: dictionaryOffset, nullCount: nullCount,
-            min: statsTooLong ? nil : min.map(plainBytes), max: statsTooLong ? nil : max.map(plainBytes))
+            min: statsTooLong || !hasStats ? nil : statBytes(max: false), max: statsTooLong || !hasStats ? nil : statBytes(max: true))
         // A new chunk starts with a new dictionary.
         pages = []
         pagesUncompressed = 0
@@ -232,28 +341,29 @@ final class ColumnChunkWriter {
         nullCount = 0
         usedDictionary = false
         usedPlain = false
-        min = nil
-        max = nil
+        hasStats = false
         statsTooLong = false
-        dictionary = [:]
-        dictionaryPlain = []
+        fixedDictionary.free()
+        fixedDictionary = FixedDictionary()
+        bytesDictionary = BytesDictionary()
+        dictionaryPlain.removeAll()
         dictionaryCount = 0
         dictionaryMode = physical != .boolean
         return Chunk(bytes: bytes, meta: meta)
     }
 
     /// A statistic as Parquet stores min_value/max_value: the PLAIN value without a length.
-    private func plainBytes(_ s: Stat) -> [UInt8] {
+    private func statBytes(max: Bool) -> [UInt8] {
         var out: [UInt8] = []
-        switch (s, physical) {
-        case (.int(let v), .int32): Encodings.appendLE(Int32(truncatingIfNeeded: v), to: &out)
-        case (.int(let v), _): Encodings.appendLE(v, to: &out)
-        case (.double(let d), _): Encodings.appendLE(d.bitPattern, to: &out)
-        case (.bool(let b), _): out.append(b ? 1 : 0)
-        case (.bytes(let b), _): out = b
-        case (.wide(let d), .fixed(let n)):
+        switch kind {
+        case .boolean: out.append(max ? UInt8(maxInt) : UInt8(minInt))
+        case .int32: Encodings.appendLE(Int32(truncatingIfNeeded: max ? maxInt : minInt), to: &out)
+        case .int64: Encodings.appendLE(Int64(truncatingIfNeeded: max ? maxInt : minInt), to: &out)
+        case .double: Encodings.appendLE((max ? maxDouble : minDouble).bitPattern, to: &out)
+        case .bytes: out = max ? maxBytes.array : minBytes.array
+        case .fixedBytes(let n):
+            let d = max ? maxInt : minInt
             for i in stride(from: n - 1, through: 0, by: -1) { out.append(UInt8(truncatingIfNeeded: d >> (8 * i))) }
-        case (.wide, _): break
         }
         return out
     }

@@ -17,7 +17,7 @@ enum Encodings {
 
     /// Definition levels (0 = null, 1 = present) as RLE runs of the RLE/bit-packed hybrid,
     /// bit width 1, preceded by their byte length (data page v1).
-    static func definitionLevels(_ levels: [UInt8], to out: inout [UInt8]) {
+    static func definitionLevels(_ levels: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
         var body: [UInt8] = []
         var i = 0
         while i < levels.count {
@@ -34,33 +34,31 @@ enum Encodings {
 
     /// Dictionary indices: one byte of bit width, then one bit-packed run of the hybrid
     /// encoding (values LSB first, padded to a multiple of 8 values).
-    static func dictionaryIndices(_ indices: [UInt32], bitWidth: Int, to out: inout [UInt8]) {
+    static func dictionaryIndices(_ indices: UnsafeBufferPointer<UInt32>, bitWidth: Int, to out: inout [UInt8]) {
         out.append(UInt8(bitWidth))
         let groups = (indices.count + 7) / 8
         varint(UInt64(groups) << 1 | 1, to: &out)
         packBits(indices, width: bitWidth, count: groups * 8, to: &out)
     }
 
-    /// Packs `count` values (missing ones as 0) of `width` bits, least significant bit first.
-    static func packBits(_ values: [UInt32], width: Int, count: Int, to out: inout [UInt8]) {
+    /// Packs `count` values (missing ones as 0) of `width` (≤ 32) bits, least significant bit first.
+    static func packBits(_ values: UnsafeBufferPointer<UInt32>, width: Int, count: Int, to out: inout [UInt8]) {
+        let bytes = (count * width + 7) / 8
+        out.reserveCapacity(out.count + bytes)
         let start = out.count
-        out += [UInt8](repeating: 0, count: (count * width + 7) / 8)
-        out.withUnsafeMutableBufferPointer { buffer in
-            var bit = start * 8
-            for v in values {
-                var value = UInt64(v)
-                var remaining = width
-                while remaining > 0 {
-                    let byte = bit >> 3
-                    let offset = bit & 7
-                    let take = Swift.min(8 - offset, remaining)
-                    buffer[byte] |= UInt8(truncatingIfNeeded: (value & ((1 << take) - 1)) << offset)
-                    value >>= take
-                    remaining -= take
-                    bit += take
-                }
+        var acc: UInt64 = 0
+        var bits = 0
+        for v in values {
+            acc |= UInt64(v) << UInt64(bits)
+            bits += width
+            while bits >= 8 {
+                out.append(UInt8(truncatingIfNeeded: acc))
+                acc >>= 8
+                bits -= 8
             }
         }
+        if bits > 0 { out.append(UInt8(truncatingIfNeeded: acc)) }
+        while out.count < start + bytes { out.append(0) }
     }
 
     static func appendLE<T: FixedWidthInteger>(_ v: T, to out: inout [UInt8]) {

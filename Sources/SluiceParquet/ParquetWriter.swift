@@ -68,6 +68,9 @@ public final class ParquetWriter {
     let options: ParquetOptions
     private let sink: (UnsafeRawBufferPointer) throws -> Void
     private var columns: [ColumnChunkWriter]
+    /// The same writers, for the per-value path: `columns` keeps them alive, so calls through
+    /// these need no retain and release per value.
+    private var unretained: [Unmanaged<ColumnChunkWriter>] = []
     private var offset: Int64 = 0
     private var rowGroups: [RowGroupMeta] = []
     private var rowsInGroup: Int64 = 0
@@ -80,6 +83,7 @@ public final class ParquetWriter {
         self.options = options
         self.sink = sink
         columns = fields.map { ColumnChunkWriter(field: $0, options: options) }
+        unretained = columns.map { Unmanaged.passUnretained($0) }
         try emit(Array("PAR1".utf8))
     }
 
@@ -88,16 +92,48 @@ public final class ParquetWriter {
         offset += Int64(bytes.count)
     }
 
-    /// Appends one row; `values` follows `fields`.
+    private var scratch: ParquetRow?
+
+    /// Appends one row; `values` follows `fields`, and each case must suit its column's type.
     public func append(_ values: [ParquetValue]) throws {
         guard values.count == columns.count else {
             throw ParquetError("row has \(values.count) values for \(columns.count) columns")
         }
-        for (i, v) in values.enumerated() { try columns[i].append(v) }
-        rowsInGroup += 1
-        rowCount += 1
-        if rowsInGroup % 1024 == 0, columns.reduce(0, { $0 + $1.bufferedBytes }) >= options.rowGroupBytes {
-            try flushRowGroup()
+        let row = scratch ?? ParquetRow(columns: columns.count)
+        scratch = row
+        row.reset()
+        for (i, v) in values.enumerated() {
+            guard Self.fits(v, fields[i].type) else { throw ParquetError("column \(fields[i].name) (\(fields[i].type)) cannot hold \(v)") }
+            row.set(i, v)
+        }
+        row.commit()
+        try append(row)
+    }
+
+    static func fits(_ v: ParquetValue, _ t: ParquetColumnType) -> Bool {
+        switch (v, t) {
+        case (.null, _), (.string, .string), (.int64, .int64), (.float64, .float64), (.bool, .bool), (.date, .date),
+             (.timestamp, .timestampMicros), (.decimal, .decimal): true
+        default: false
+        }
+    }
+
+    /// Appends a batch's committed rows; the batch's setters must have suited the columns' types.
+    public func append(_ rows: ParquetRow) throws {
+        guard rows.columnCount == columns.count else {
+            throw ParquetError("row has \(rows.columnCount) values for \(columns.count) columns")
+        }
+        try unretained.withUnsafeBufferPointer { columns in
+            for r in 0..<rows.count {
+                for i in columns.indices {
+                    try columns[i]._withUnsafeGuaranteedRef { try $0.append(rows.slot(r, i), row: rows) }
+                }
+                rowsInGroup += 1
+                rowCount += 1
+                if rowsInGroup % 1024 == 0, self.columns.reduce(0, { $0 + $1.bufferedBytes }) >= options.rowGroupBytes {
+                    try flushRowGroup()
+                }
+            }
         }
     }
 

@@ -1,3 +1,5 @@
+import SluiceBuffers
+
 /// The text encodings a client file may use (the mapping's `encoding` values); everything is
 /// read as UTF-8 after decoding.
 public enum SourceEncoding: String, Sendable, CaseIterable {
@@ -12,19 +14,52 @@ public struct CSVRecord: Sendable {
     public var malformed: String?
 }
 
+/// The fields of the current record: views into the reader's input window, valid until the
+/// reader moves on.
+public struct CSVFields {
+    let base: UnsafePointer<UInt8>
+    /// Start and end offsets of each field, interleaved.
+    let bounds: UnsafeBufferPointer<Int>
+
+    public var count: Int { bounds.count / 2 }
+
+    @inline(__always)
+    public subscript(i: Int) -> UnsafeBufferPointer<UInt8> {
+        UnsafeBufferPointer(start: base + bounds[2 * i], count: bounds[2 * i + 1] - bounds[2 * i])
+    }
+}
+
 /// A streaming reader of delimited text (RFC 4180 quoting, any one-byte delimiter and quote,
-/// CRLF or LF). It holds one input block and the current record, never the whole file, so a
-/// field of any size and a file of any size are fine.
+/// CRLF or LF). It holds one window of input, never the whole file: the window is refilled
+/// block by block, and the unfinished record is moved to its front first (the window grows
+/// only for a record bigger than it), so a field of any size and a file of any size are fine.
+///
+/// Fields are views into the window: an unquoted field is never copied, and a quoted one is
+/// unescaped in place (`""` → `"`). `advance()` reads the next record and `withFields` shows
+/// it; `next()` returns a copy, for callers that want one.
 public final class CSVReader {
     private let source: (UnsafeMutableRawBufferPointer) throws -> Int
     private let delimiter: UInt8
     private let quote: UInt8
-    private let decoder: Decoder
-    private var block: [UInt8] = []
-    private var position = 0
-    private var atEnd = false
-    private var line = 1
+    private let decoder: Decoder?
+    private let blockSize: Int
+    /// Raw input for a decoder (non-UTF-8 files).
     private var raw: UnsafeMutableRawBufferPointer
+    private var window: UnsafeMutablePointer<UInt8>
+    private var capacity: Int
+    /// The first byte not yet consumed, and the end of valid bytes.
+    private var position = 0
+    private var end = 0
+    private var atEnd = false
+    private var started = false
+    private var skipLF = false
+    private var line = 1
+    /// Start and end offsets of the current record's fields, interleaved.
+    private var bounds = RawBuffer<Int>(capacity: 128)
+    /// The 1-based line the current record starts on.
+    public private(set) var recordLine = 0
+    /// Why the current record is malformed, if it is (the transform rejects such a record).
+    public private(set) var malformed: String?
 
     /// `read` fills a buffer and returns the byte count, 0 at the end.
     public init(delimiter: UInt8 = UInt8(ascii: ","), quote: UInt8 = UInt8(ascii: "\""), encoding: SourceEncoding = .utf8,
@@ -32,116 +67,250 @@ public final class CSVReader {
         self.source = read
         self.delimiter = delimiter
         self.quote = quote
-        decoder = Decoder(encoding)
-        raw = UnsafeMutableRawBufferPointer.allocate(byteCount: blockSize, alignment: 16)
+        self.blockSize = max(blockSize, 1)
+        decoder = encoding == .utf8 ? nil : Decoder(encoding)
+        raw = UnsafeMutableRawBufferPointer.allocate(byteCount: decoder == nil ? 1 : self.blockSize, alignment: 16)
+        capacity = max(2 * self.blockSize, 64)
+        window = .allocate(capacity: capacity)
     }
 
-    deinit { raw.deallocate() }
+    deinit {
+        raw.deallocate()
+        window.deallocate()
+        bounds.free()
+    }
 
-    /// Refills `block` with decoded UTF-8; false at the end of input.
-    private func refill() throws -> Bool {
-        while !atEnd {
-            let n = try source(raw)
-            if n == 0 {
-                atEnd = true
-                block = decoder.finish()
-                position = 0
-                return !block.isEmpty
-            }
-            block = decoder.decode(UnsafeRawBufferPointer(rebasing: raw[0..<n]))
-            position = 0
-            if !block.isEmpty { return true }
+    /// Moves the bytes from `keep` on to the window's front, then appends at least one more
+    /// byte of input. Returns how far the kept bytes moved (subtract it from every offset
+    /// into the window, even at the end), and false at the end of the input.
+    private func more(keeping keep: Int) throws -> (shift: Int, more: Bool) {
+        if atEnd { return (0, false) }
+        let shift = keep
+        if shift > 0 {
+            (window).update(from: window + shift, count: end - shift)
+            end -= shift
+            position -= shift
         }
-        return false
-    }
-
-    @inline(__always)
-    private func nextByte() throws -> UInt8? {
-        if position >= block.count {
-            guard try refill() else { return nil }
-        }
-        let b = block[position]
-        position += 1
-        return b
-    }
-
-    @inline(__always)
-    private func peekByte() throws -> UInt8? {
-        if position >= block.count {
-            guard try refill() else { return nil }
-        }
-        return block[position]
-    }
-
-    /// The next record, or nil at the end of the input.
-    public func next() throws -> CSVRecord? {
-        guard var b = try nextByte() else { return nil }
-        let startLine = line
-        var fields: [[UInt8]] = []
-        var field: [UInt8] = []
-        var malformed: String?
         while true {
-            if b == quote && field.isEmpty {
-                // A quoted field: up to the closing quote; "" is one quote.
-                let quoteLine = line
-                var closed = false
-                while let c = try nextByte() {
-                    if c == quote {
-                        if try peekByte() == quote {
-                            position += 1
-                            field.append(quote)
-                            continue
-                        }
-                        closed = true
-                        break
-                    }
-                    if c == 0x0A { line += 1 }
-                    field.append(c)
-                }
-                if !closed {
-                    malformed = "unbalanced quote: the quoted field that starts on line \(quoteLine) never ends"
-                    fields.append(field)
-                    return CSVRecord(fields: fields, line: startLine, malformed: malformed)
-                }
-                // After the closing quote only a delimiter or a line end may follow.
-                guard let after = try nextByte() else {
-                    fields.append(field)
-                    return CSVRecord(fields: fields, line: startLine, malformed: malformed)
-                }
-                if after != delimiter && after != 0x0A && after != 0x0D {
-                    malformed = malformed ?? "text after a closing quote on line \(line)"
-                    field.append(after)
-                    // Keep reading the rest of this field as plain text.
-                    while let c = try peekByte(), c != delimiter, c != 0x0A, c != 0x0D {
-                        field.append(c)
-                        position += 1
-                    }
-                    guard let end = try nextByte() else {
-                        fields.append(field)
-                        return CSVRecord(fields: fields, line: startLine, malformed: malformed)
-                    }
-                    b = end
-                } else {
-                    b = after
-                }
+            if capacity - end < blockSize {
+                let bigger = max(capacity * 2, end + blockSize)
+                let new = UnsafeMutablePointer<UInt8>.allocate(capacity: bigger)
+                new.update(from: window, count: end)
+                window.deallocate()
+                window = new
+                capacity = bigger
             }
-            if b == delimiter {
-                fields.append(field)
-                field = []
-            } else if b == 0x0A || b == 0x0D {
-                if b == 0x0D, try peekByte() == 0x0A { position += 1 }
-                line += 1
-                fields.append(field)
-                return CSVRecord(fields: fields, line: startLine, malformed: malformed)
+            var n: Int
+            if let decoder {
+                let got = try source(raw)
+                let decoded = got == 0 ? decoder.finish() : decoder.decode(UnsafeRawBufferPointer(rebasing: raw[0..<got]))
+                if got == 0 { atEnd = true }
+                if end + decoded.count > capacity {
+                    let bigger = end + decoded.count + blockSize
+                    let new = UnsafeMutablePointer<UInt8>.allocate(capacity: bigger)
+                    new.update(from: window, count: end)
+                    window.deallocate()
+                    window = new
+                    capacity = bigger
+                }
+                decoded.withUnsafeBufferPointer { (window + end).update(from: $0.baseAddress!, count: $0.count) }
+                n = decoded.count
             } else {
-                field.append(b)
+                n = try source(UnsafeMutableRawBufferPointer(start: window + end, count: min(blockSize, capacity - end)))
+                if n == 0 { atEnd = true }
+                if !started && n > 0 {
+                    // Gather 3 bytes to see (and drop) a UTF-8 byte-order mark.
+                    while end + n < 3 {
+                        let extra = try source(UnsafeMutableRawBufferPointer(start: window + end + n, count: capacity - end - n))
+                        if extra == 0 { break }
+                        n += extra
+                    }
+                }
             }
-            guard let n = try nextByte() else {
-                fields.append(field)
-                return CSVRecord(fields: fields, line: startLine, malformed: malformed)
+            if !started && (n > 0 || atEnd) {
+                started = true
+                if decoder == nil, end == 0, n >= 3, window[0] == 0xEF, window[1] == 0xBB, window[2] == 0xBF {
+                    window.update(from: window + 3, count: n - 3)
+                    n -= 3
+                }
             }
-            b = n
+            end += n
+            if n > 0 { return (shift, true) }
+            if atEnd { return (shift, false) }
         }
+    }
+
+    /// Reads the next record; false at the end of the input.
+    public func advance() throws -> Bool {
+        bounds.removeAll()
+        malformed = nil
+        if position >= end {
+            guard try more(keeping: position).more else { return false }
+        }
+        if skipLF {
+            skipLF = false
+            if window[position] == 0x0A {
+                position += 1
+                if position >= end {
+                    guard try more(keeping: position).more else { return false }
+                }
+            }
+        }
+        recordLine = line
+        var recordStart = position
+        var i = position
+        // The field being read: where it starts, and (for quoted fields) where its next
+        // unescaped byte goes.
+        var fieldStart = i
+        var w = i
+        var quoteLine = line
+        enum State { case fieldStart, unquoted, quoted, quoteSeen, afterQuote }
+        var state = State.fieldStart
+        while true {
+            if i >= end {
+                position = i
+                let (shift, gotMore) = try more(keeping: recordStart)
+                recordStart -= shift
+                i -= shift
+                fieldStart -= shift
+                w -= shift
+                for k in 0..<bounds.count { bounds[k] -= shift }
+                if gotMore { continue }
+                // The end of the input ends the record.
+                if state == .quoted {
+                    malformed = malformed ?? "unbalanced quote: the quoted field that starts on line \(quoteLine) never ends"
+                }
+                let fieldEnd = state == .unquoted || state == .fieldStart ? i : w
+                bounds.append(fieldStart)
+                bounds.append(fieldEnd)
+                position = i
+                return true
+            }
+            switch state {
+            case .fieldStart:
+                if window[i] == quote {
+                    i += 1
+                    fieldStart = i
+                    w = i
+                    quoteLine = line
+                    state = .quoted
+                } else {
+                    fieldStart = i
+                    state = .unquoted
+                }
+            case .unquoted:
+                // Locals, so that the scan runs in registers.
+                let p = window, e = end, d = delimiter
+                while i < e {
+                    let b = p[i]
+                    if b == d || b == 0x0A || b == 0x0D { break }
+                    i += 1
+                }
+                if i == end { continue }
+                bounds.append(fieldStart)
+                bounds.append(i)
+                if let done = try endOfField(at: &i) {
+                    position = i
+                    return done
+                }
+                state = .fieldStart
+            case .quoted:
+                let p = window, e = end, q = quote
+                var lines = 0
+                if w == i {
+                    // No escape so far: nothing to move.
+                    while i < e {
+                        let b = p[i]
+                        if b == q { break }
+                        if b == 0x0A { lines += 1 }
+                        i += 1
+                    }
+                    w = i
+                } else {
+                    while i < e {
+                        let b = p[i]
+                        if b == q { break }
+                        if b == 0x0A { lines += 1 }
+                        p[w] = b
+                        w += 1
+                        i += 1
+                    }
+                }
+                line += lines
+                if i < end {
+                    i += 1
+                    state = .quoteSeen
+                }
+            case .quoteSeen:
+                let b = window[i]
+                if b == quote {
+                    // "" inside quotes is one quote.
+                    window[w] = quote
+                    w += 1
+                    i += 1
+                    state = .quoted
+                } else if b == delimiter || b == 0x0A || b == 0x0D {
+                    bounds.append(fieldStart)
+                    bounds.append(w)
+                    if let done = try endOfField(at: &i) {
+                        position = i
+                        return done
+                    }
+                    state = .fieldStart
+                } else {
+                    // After the closing quote only a delimiter or a line end may follow; the
+                    // rest of the field is kept as plain text.
+                    malformed = malformed ?? "text after a closing quote on line \(line)"
+                    state = .afterQuote
+                }
+            case .afterQuote:
+                while i < end {
+                    let b = window[i]
+                    if b == delimiter || b == 0x0A || b == 0x0D { break }
+                    window[w] = b
+                    w += 1
+                    i += 1
+                }
+                if i == end { continue }
+                bounds.append(fieldStart)
+                bounds.append(w)
+                if let done = try endOfField(at: &i) {
+                    position = i
+                    return done
+                }
+                state = .fieldStart
+            }
+        }
+    }
+
+    /// At a delimiter or line end that closes a field: steps over it. True when it ended the
+    /// record, nil when another field follows.
+    @inline(__always)
+    private func endOfField(at i: inout Int) throws -> Bool? {
+        let b = window[i]
+        i += 1
+        if b == delimiter { return nil }
+        line += 1
+        if b == 0x0D {
+            if i < end {
+                if window[i] == 0x0A { i += 1 }
+            } else {
+                skipLF = true
+            }
+        }
+        return true
+    }
+
+    /// Shows the current record's fields (valid only inside `body`).
+    public func withFields<R>(_ body: (CSVFields) throws -> R) rethrows -> R {
+        try body(CSVFields(base: UnsafePointer(window), bounds: bounds.buffer))
+    }
+
+    /// The next record as a copy, or nil at the end of the input.
+    public func next() throws -> CSVRecord? {
+        guard try advance() else { return nil }
+        let fields = withFields { f in (0..<f.count).map { Array(f[$0]) } }
+        return CSVRecord(fields: fields, line: recordLine, malformed: malformed)
     }
 }
 

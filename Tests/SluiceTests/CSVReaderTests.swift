@@ -86,4 +86,23 @@ import Testing
         #expect(widths.contains { $0 < widths[0] }, "the ragged row is seen as short")
         #expect(customers.contains { Self.text($0).joined().contains("é") })
     }
+
+    /// Records must not depend on where blocks end: random text full of quotes, escaped
+    /// quotes, delimiters, CR, LF and a BOM reads the same through 1-, 2-, 3- and 5-byte blocks
+    /// as in one block, lines and malformed reasons included.
+    @Test func recordsDoNotDependOnBlockBoundaries() throws {
+        var rng = SystemRandomNumberGenerator()
+        let alphabet: [UInt8] = Array("ab,\"\"\r\n\n;é".utf8)
+        for round in 0..<200 {
+            var data: [UInt8] = round % 5 == 0 ? [0xEF, 0xBB, 0xBF] : []
+            for _ in 0..<Int.random(in: 0...120, using: &rng) { data.append(alphabet.randomElement(using: &rng)!) }
+            func key(_ rs: [CSVRecord]) -> [String] { rs.map { "\($0.line)|\($0.malformed ?? "-")|\(Self.text($0))" } }
+            for encoding in [SourceEncoding.utf8, .latin1] {
+                let whole = key(try Self.records(data, encoding: encoding, block: 1 << 16))
+                for block in [1, 2, 3, 5] {
+                    #expect(key(try Self.records(data, encoding: encoding, block: block)) == whole, "\(encoding), block \(block), input \(data)")
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,135 @@
+import SluiceBuffers
+
+/// A batch of rows, filled one row at a time, column by column, and reused from batch to batch,
+/// so that appending rows allocates nothing: numbers sit in fixed slots and strings in one
+/// byte arena. Set the current row's columns, then `commit()` it (or `clear()` it to drop
+/// it); `ParquetWriter.append(_:)` writes the committed rows, and `reset()` empties the batch.
+///
+/// The setter must suit the column's type (`int64` for int64 columns, `decimal` for decimal
+/// columns, and so on); the writer checks what it cannot trust.
+public final class ParquetRow: @unchecked Sendable {
+    struct Slot {
+        var present = false
+        /// int64, timestamp, date (sign-extended), bool (0/1) or a double's bit pattern.
+        var bits: UInt64 = 0
+        /// A decimal's unscaled value.
+        var wide: Int128 = 0
+        /// A string's bytes in `arena`.
+        var start = 0
+        var count = 0
+    }
+
+    public let columnCount: Int
+    /// How many rows the batch holds.
+    public let capacity: Int
+    let slots: UnsafeMutableBufferPointer<Slot>
+    var arena = RawBuffer<UInt8>(capacity: 4096)
+    /// Committed rows.
+    public private(set) var count = 0
+    /// Where the current row's slots start.
+    private var base = 0
+
+    public init(columns: Int, capacity: Int = 1) {
+        columnCount = columns
+        self.capacity = Swift.max(capacity, 1)
+        slots = .allocate(capacity: columns * self.capacity)
+        slots.initialize(repeating: Slot())
+    }
+
+    deinit {
+        slots.deallocate()
+        arena.free()
+    }
+
+    public var isFull: Bool { count == capacity }
+
+    /// The current row's columns back to null (its strings stay in the arena until `reset`).
+    public func clear() {
+        for i in base..<(base + columnCount) { slots[i].present = false }
+    }
+
+    /// Keeps the current row and starts the next one.
+    public func commit() {
+        precondition(count < capacity, "ParquetRow batch is full")
+        count += 1
+        base = count * columnCount
+        if count < capacity { clear() }
+    }
+
+    /// Empties the batch.
+    public func reset() {
+        count = 0
+        base = 0
+        arena.removeAll()
+        clear()
+    }
+
+    /// Slot of committed row `row`, column `column`.
+    @inline(__always)
+    func slot(_ row: Int, _ column: Int) -> Slot { slots[row * columnCount + column] }
+
+    public func setNull(_ column: Int) { slots[base + column].present = false }
+
+    @inline(__always)
+    func setBits(_ column: Int, _ bits: UInt64) {
+        slots[base + column].present = true
+        slots[base + column].bits = bits
+    }
+
+    public func set(_ column: Int, int64 v: Int64) { setBits(column, UInt64(bitPattern: v)) }
+    public func set(_ column: Int, timestamp v: Int64) { setBits(column, UInt64(bitPattern: v)) }
+    public func set(_ column: Int, date v: Int32) { setBits(column, UInt64(bitPattern: Int64(v))) }
+    public func set(_ column: Int, float64 v: Double) { setBits(column, v.bitPattern) }
+    public func set(_ column: Int, bool v: Bool) { setBits(column, v ? 1 : 0) }
+
+    public func set(_ column: Int, decimal v: Int128) {
+        slots[base + column].present = true
+        slots[base + column].wide = v
+    }
+
+    public func set(_ column: Int, bytes: UnsafeBufferPointer<UInt8>) {
+        slots[base + column].present = true
+        slots[base + column].start = arena.count
+        slots[base + column].count = bytes.count
+        arena.append(contentsOf: bytes)
+    }
+
+    public func set(_ column: Int, string: String) {
+        var s = string
+        s.withUTF8 { set(column, bytes: $0) }
+    }
+
+    /// A string column's bytes (valid until the row changes).
+    func bytes(_ slot: Slot) -> UnsafeBufferPointer<UInt8> {
+        UnsafeBufferPointer(start: arena.base + slot.start, count: slot.count)
+    }
+
+    /// Sets a column from a `ParquetValue`.
+    public func set(_ column: Int, _ value: ParquetValue) {
+        switch value {
+        case .null: setNull(column)
+        case .string(let b): b.withUnsafeBufferPointer { set(column, bytes: $0) }
+        case .int64(let v): set(column, int64: v)
+        case .float64(let v): set(column, float64: v)
+        case .bool(let v): set(column, bool: v)
+        case .date(let v): set(column, date: v)
+        case .timestamp(let v): set(column, timestamp: v)
+        case .decimal(let v): set(column, decimal: v)
+        }
+    }
+
+    /// A column's value of the current row back as a `ParquetValue` (for JSON Lines output).
+    public func value(_ column: Int, type: ParquetColumnType) -> ParquetValue {
+        let slot = slots[base + column]
+        guard slot.present else { return .null }
+        switch type {
+        case .string: return .string(Array(bytes(slot)))
+        case .int64: return .int64(Int64(bitPattern: slot.bits))
+        case .float64: return .float64(Double(bitPattern: slot.bits))
+        case .bool: return .bool(slot.bits != 0)
+        case .date: return .date(Int32(truncatingIfNeeded: Int64(bitPattern: slot.bits)))
+        case .timestampMicros: return .timestamp(Int64(bitPattern: slot.bits))
+        case .decimal: return .decimal(slot.wide)
+        }
+    }
+}
