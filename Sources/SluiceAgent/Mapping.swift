@@ -177,10 +177,8 @@ extension TableReader {
         let decimalSeparator = try character(t, "decimal_separator", path) ?? "."
         let thousands = try character(t, "thousands_separator", path)
         if thousands == decimalSeparator { throw fail("\(path).thousands_separator", "must differ from decimal_separator") }
-        let records = try string(t, "records", path, required: false)
-        if format == .json && records == nil {
-            throw fail(path, "missing required key 'records' (dotted path to the array of records; \"\" for a top-level array)")
-        }
+        // json: the dotted path to the array of records; "" (the default) is the top-level array.
+        let records = try string(t, "records", path, required: false) ?? (format == .json ? "" : nil)
         guard let fieldArray = t["fields"]?.array, !fieldArray.isEmpty else {
             throw fail(path, "missing required key 'fields' (an array of { name, source, type } tables)")
         }

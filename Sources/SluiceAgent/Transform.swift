@@ -85,10 +85,12 @@ public struct Transformer: Sendable {
                 try transformCSV(input, dataset, options: options, result: &result)
             case .jsonl:
                 try transformJSONL(input, dataset, options: options, result: &result)
+            case .json:
+                try transformJSON(input, dataset, options: options, result: &result)
+            case .xlsx:
+                try transformXLSX(input, dataset, options: options, result: &result)
             case .fixed:
                 try transformFixed(input, dataset, options: options, result: &result)
-            default:
-                throw TransformError("the \(dataset.format.rawValue) reader is not available in this build yet; the raw version is kept and can be re-run")
             }
         } catch let e as TransformError {
             result.error = e.message
@@ -154,26 +156,9 @@ public struct Transformer: Sendable {
         if d.header {
             guard let header = try reader.next() else { throw TransformError("the file is empty: no header row") }
             headerNames = header.fields.map { String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespaces) }
-            var missing: [String] = []
-            for f in d.fields {
-                let source = f.source ?? ""
-                if let i = headerNames.firstIndex(of: source) {
-                    columnOf.append(i)
-                } else if let n = Int(source), n >= 1 {
-                    columnOf.append(n - 1)
-                } else {
-                    if f.required { missing.append(source) }
-                    columnOf.append(-1)
-                }
-            }
-            if !missing.isEmpty {
-                throw TransformError("missing required column\(missing.count > 1 ? "s" : "") \(missing.map { "\"\($0)\"" }.joined(separator: ", ")) (the header has \(headerNames.joined(separator: ", ")))")
-            }
+            columnOf = try Self.columns(for: d, header: headerNames)
         } else {
-            for f in d.fields {
-                guard let n = Int(f.source ?? ""), n >= 1 else { throw TransformError("field \(f.name): without a header, source must be a 1-based column number") }
-                columnOf.append(n - 1)
-            }
+            columnOf = try Self.columns(for: d, header: nil)
         }
         let width = d.header ? headerNames.count : nil
 
@@ -217,6 +202,38 @@ public struct Transformer: Sendable {
         try sink.finish(into: &result)
     }
 
+    /// Each field's 0-based column: its `source` header name, or its 1-based column number.
+    /// A required field missing from the header fails the file, naming it; without a header,
+    /// every source must be a column number.
+    static func columns(for d: DatasetMapping, header: [String]?) throws -> [Int] {
+        guard let header else {
+            return try d.fields.map { f in
+                guard let n = Int(f.source ?? ""), n >= 1 else { throw TransformError("field \(f.name): without a header, source must be a 1-based column number") }
+                return n - 1
+            }
+        }
+        var columnOf: [Int] = []
+        var missing: [String] = []
+        for f in d.fields {
+            let source = f.source ?? ""
+            if let i = header.firstIndex(of: source) {
+                if let j = header[(i + 1)...].firstIndex(of: source) {
+                    throw TransformError("field \(f.name): the header has \"\(source)\" twice (columns \(i + 1) and \(j + 1)); map it by column number, source = \"\(i + 1)\" or \"\(j + 1)\"")
+                }
+                columnOf.append(i)
+            } else if let n = Int(source), n >= 1 {
+                columnOf.append(n - 1)
+            } else {
+                if f.required { missing.append(source) }
+                columnOf.append(-1)
+            }
+        }
+        if !missing.isEmpty {
+            throw TransformError("missing required column\(missing.count > 1 ? "s" : "") \(missing.map { "\"\($0)\"" }.joined(separator: ", ")) (the header has \(header.joined(separator: ", ")))")
+        }
+        return columnOf
+    }
+
     /// JSON Lines: one object per line, fields found by dotted paths. A line that is not a
     /// JSON object (a truncated last line, say) is one reject.
     private func transformJSONL(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
@@ -228,39 +245,94 @@ public struct Transformer: Sendable {
         while let line = try lines.next() {
             number += 1
             if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
-            guard let object = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any] else {
-                try sink.reject(line: number, values: String(decoding: line, as: UTF8.self),
-                                reasons: ["_row": "not a JSON object (invalid or truncated JSON)"])
+            let value: JSONValue
+            do {
+                value = try JSONValue.parse(line)
+            } catch {
+                try sink.reject(line: number, valuesJSON: JSONValue.string(String(decoding: line, as: UTF8.self)).jsonText,
+                                reasons: ["_row": "not a JSON object (\(error.description))"])
                 continue
             }
-            var values: [ParquetValue] = []
-            var reasons: [String: String] = [:]
-            for f in d.fields {
-                let found = Self.lookup(object, path: f.source ?? "")
-                do throws(ValueError) {
-                    if f.type == .timestamp, let n = found as? NSNumber, !Self.isBool(n) {
-                        // A JSON number in a timestamp field: seconds since the epoch.
-                        values.append(.timestamp(Int64((n.doubleValue * 1_000_000).rounded())))
-                    } else {
-                        values.append(try Self.value(Self.text(found), f, d))
-                    }
-                } catch {
-                    reasons[f.name] = error.description
-                }
-            }
-            if reasons.isEmpty {
-                try sink.accept(values, line: number)
-            } else {
-                try sink.reject(line: number, values: object, reasons: reasons)
-            }
+            try jsonRecord(value, number: number, d, sink)
         }
         try sink.finish(into: &result)
     }
 
-    /// JSON `true`/`false` arrive as NSNumber with the char or bool type code.
-    static func isBool(_ n: NSNumber) -> Bool {
-        let kind = String(cString: n.objCType)
-        return kind == "c" || kind == "B"
+    /// JSON: the records are the elements of the array at the dataset's `records` path ("" =
+    /// the top-level array), streamed one at a time; `_row_number` is the record's 1-based
+    /// index. A document of the wrong shape (no such path, not an array) or broken JSON fails
+    /// the file, naming what was found; the raw version is kept for a re-run.
+    private func transformJSON(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
+        let file = try LakeFile(lakeRoot: lakeRoot, path: input.lakePath)
+        let reader = JSONRecordReader(records: d.records ?? "", read: file.read)
+        let sink = try OutputSink(lakeRoot: lakeRoot, input: input, dataset: d, options: options)
+        defer { sink.abandonIfOpen() }
+        while true {
+            let record: (index: Int, line: Int, value: JSONValue)?
+            do {
+                record = try reader.next()
+            } catch {
+                throw TransformError("\(error.description); the raw version is kept — fix the mapping's records path or the file, then run `sluice transform --failed`")
+            }
+            guard let record else { break }
+            try jsonRecord(record.value, number: record.index, d, sink)
+        }
+        try sink.finish(into: &result)
+    }
+
+    /// One JSON record into a row (or a reject): each field's dotted path is looked up; a
+    /// string, number or bool is read as text, a nested object or array as its JSON text.
+    private func jsonRecord(_ value: JSONValue, number: Int, _ d: DatasetMapping, _ sink: OutputSink) throws {
+        guard case .object = value else {
+            try sink.reject(line: number, valuesJSON: value.jsonText, reasons: ["_row": "record \(number) is \(Self.kind(value)), not a JSON object"])
+            return
+        }
+        var reasons: [String: String] = [:]
+        let row = sink.row
+        row.clear()
+        for (i, f) in d.fields.enumerated() {
+            let found = value.lookup(f.source ?? "")
+            do throws(ValueError) {
+                if f.type == .timestamp, case .number(let n)? = found {
+                    // A JSON number in a timestamp field: seconds since the epoch.
+                    guard let seconds = Double(n), seconds.isFinite, abs(seconds) < 1e13 else {
+                        throw ValueError("\(n) is not a time in seconds since the epoch")
+                    }
+                    row.set(i, timestamp: Int64((seconds * 1_000_000).rounded()))
+                } else {
+                    row.set(i, try Self.value(Self.text(found), f, d))
+                }
+            } catch {
+                reasons[f.name] = error.description
+            }
+        }
+        if reasons.isEmpty {
+            try sink.acceptRow(line: number)
+        } else {
+            try sink.reject(line: number, valuesJSON: value.jsonText, reasons: reasons)
+        }
+    }
+
+    static func kind(_ v: JSONValue) -> String {
+        switch v {
+        case .null: "null"
+        case .bool: "a boolean"
+        case .number: "a number"
+        case .string: "a string"
+        case .array: "an array"
+        case .object: "an object"
+        }
+    }
+
+    /// A JSON value as the text the typed conversion reads (nil for null or absent).
+    static func text(_ v: JSONValue?) -> String? {
+        switch v {
+        case nil, .null?: nil
+        case .string(let s)?: s
+        case .number(let n)?: n
+        case .bool(let b)?: b ? "true" : "false"
+        case let other?: other.jsonText
+        }
     }
 
     /// Fixed-width text: after `skip_rows` lines and any line starting with one of
@@ -306,32 +378,6 @@ public struct Transformer: Sendable {
         try sink.finish(into: &result)
     }
 
-    /// The value at a dotted path (`customer.id`), nil when absent.
-    static func lookup(_ object: [String: Any], path: String) -> Any? {
-        var current: Any? = object
-        for key in path.split(separator: ".") {
-            guard let dict = current as? [String: Any] else { return nil }
-            current = dict[String(key)]
-        }
-        return current
-    }
-
-    /// A JSON value as the text the typed conversion reads (nil for null or absent).
-    static func text(_ v: Any?) -> String? {
-        switch v {
-        case nil, is NSNull: return nil
-        case let s as String: return s
-        case let n as NSNumber:
-            if isBool(n) { return n.boolValue ? "true" : "false" }
-            let kind = String(cString: n.objCType)
-            if kind == "d" || kind == "f" { return "\(n.doubleValue)" }
-            return n.stringValue
-        default:
-            guard let data = try? JSONSerialization.data(withJSONObject: v!, options: [.sortedKeys]) else { return nil }
-            return String(decoding: data, as: UTF8.self)
-        }
-    }
-
     static func jsonLine(_ values: [ParquetValue], fields: [ParquetField], into out: AtomicFile) throws {
         var object: [String: Any] = [:]
         for (f, v) in zip(fields, values) {
@@ -374,6 +420,9 @@ final class OutputSink {
     private let sha256: UnsafeBufferPointer<UInt8>
     private let version: Int64
     private let ingestedAt: Int64
+    /// The mapped fields' column count (the lineage columns follow).
+    private let mappedColumns: Int
+    private let jsonOutput: Bool
     /// Encodes batches on a second thread (Parquet output only).
     private let pipeline: EncodePipeline?
     private var rows: Int64 = 0
@@ -394,6 +443,8 @@ final class OutputSink {
         fields = d.fields.map { ParquetField(name: $0.name, type: Transformer.parquetType($0.type), nullable: !$0.required) } + Transformer.lineage
         let out = self.out
         let columns = fields.count
+        mappedColumns = d.fields.count
+        jsonOutput = d.output != .parquet
         let writer = d.output == .parquet ? try ParquetWriter(fields: fields, options: options) { try out.write($0) } : nil
         self.writer = writer
         let pipeline = writer.map { EncodePipeline(writer: $0, columns: columns, batchRows: 4096) }
@@ -420,7 +471,8 @@ final class OutputSink {
 
     /// Keeps `row`, whose mapped columns are set, adding the lineage columns.
     func acceptRow(line: Int) throws {
-        let n = dataset.fields.count
+        let row = self.row
+        let n = mappedColumns
         row.set(n, bytes: client)
         row.set(n + 1, bytes: source)
         row.set(n + 2, bytes: sourcePath)
@@ -428,14 +480,14 @@ final class OutputSink {
         row.set(n + 4, bytes: sha256)
         row.set(n + 5, int64: Int64(line))
         row.set(n + 6, timestamp: ingestedAt)
-        if writer == nil {
+        rows += 1
+        if jsonOutput {
             try Transformer.jsonLine(fields.indices.map { row.value($0, type: fields[$0].type) }, fields: fields, into: out)
             row.clear()
         } else {
             row.commit()
             if row.isFull { try flushRows() }
         }
-        rows += 1
     }
 
     /// Hands the full batch to the encoder (and takes an empty one to fill).
@@ -448,6 +500,14 @@ final class OutputSink {
             try writer.append(row)
             row.reset()
         }
+    }
+
+    /// A rejected row whose raw values are already JSON text.
+    func reject(line: Int, valuesJSON: String, reasons: [String: String]) throws {
+        rejected += 1
+        let reasonsText = try JSONSerialization.data(withJSONObject: reasons, options: [.sortedKeys, .withoutEscapingSlashes])
+        var text = "{\"reasons\":" + String(decoding: reasonsText, as: UTF8.self) + ",\"row\":\(line),\"values\":" + valuesJSON + "}\n"
+        try text.withUTF8 { try rejects.write(UnsafeRawBufferPointer($0)) }
     }
 
     func reject(line: Int, values: Any, reasons: [String: String]) throws {

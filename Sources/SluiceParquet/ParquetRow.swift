@@ -8,26 +8,27 @@ import SluiceBuffers
 /// The setter must suit the column's type (`int64` for int64 columns, `decimal` for decimal
 /// columns, and so on); the writer checks what it cannot trust.
 public final class ParquetRow: @unchecked Sendable {
+    @usableFromInline
     struct Slot {
-        var present = false
+        @usableFromInline var present = false
         /// int64, timestamp, date (sign-extended), bool (0/1) or a double's bit pattern.
-        var bits: UInt64 = 0
+        @usableFromInline var bits: UInt64 = 0
         /// A decimal's unscaled value.
-        var wide: Int128 = 0
+        @usableFromInline var wide: Int128 = 0
         /// A string's bytes in `arena`.
-        var start = 0
-        var count = 0
+        @usableFromInline var start = 0
+        @usableFromInline var count = 0
     }
 
     public let columnCount: Int
     /// How many rows the batch holds.
     public let capacity: Int
-    let slots: UnsafeMutableBufferPointer<Slot>
-    var arena = RawBuffer<UInt8>(capacity: 4096)
+    @usableFromInline let slots: UnsafeMutableBufferPointer<Slot>
+    @usableFromInline var arena = RawBuffer<UInt8>(capacity: 4096)
     /// Committed rows.
     public private(set) var count = 0
     /// Where the current row's slots start.
-    private var base = 0
+    @usableFromInline var base = 0
 
     public init(columns: Int, capacity: Int = 1) {
         columnCount = columns
@@ -44,6 +45,7 @@ public final class ParquetRow: @unchecked Sendable {
     public var isFull: Bool { count == capacity }
 
     /// The current row's columns back to null (its strings stay in the arena until `reset`).
+    @inlinable
     public func clear() {
         for i in base..<(base + columnCount) { slots[i].present = false }
     }
@@ -68,25 +70,28 @@ public final class ParquetRow: @unchecked Sendable {
     @inline(__always)
     func slot(_ row: Int, _ column: Int) -> Slot { slots[row * columnCount + column] }
 
+    @inlinable
     public func setNull(_ column: Int) { slots[base + column].present = false }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     func setBits(_ column: Int, _ bits: UInt64) {
         slots[base + column].present = true
         slots[base + column].bits = bits
     }
 
-    public func set(_ column: Int, int64 v: Int64) { setBits(column, UInt64(bitPattern: v)) }
-    public func set(_ column: Int, timestamp v: Int64) { setBits(column, UInt64(bitPattern: v)) }
-    public func set(_ column: Int, date v: Int32) { setBits(column, UInt64(bitPattern: Int64(v))) }
-    public func set(_ column: Int, float64 v: Double) { setBits(column, v.bitPattern) }
-    public func set(_ column: Int, bool v: Bool) { setBits(column, v ? 1 : 0) }
+    @inlinable public func set(_ column: Int, int64 v: Int64) { setBits(column, UInt64(bitPattern: v)) }
+    @inlinable public func set(_ column: Int, timestamp v: Int64) { setBits(column, UInt64(bitPattern: v)) }
+    @inlinable public func set(_ column: Int, date v: Int32) { setBits(column, UInt64(bitPattern: Int64(v))) }
+    @inlinable public func set(_ column: Int, float64 v: Double) { setBits(column, v.bitPattern) }
+    @inlinable public func set(_ column: Int, bool v: Bool) { setBits(column, v ? 1 : 0) }
 
+    @inlinable
     public func set(_ column: Int, decimal v: Int128) {
         slots[base + column].present = true
         slots[base + column].wide = v
     }
 
+    @inlinable
     public func set(_ column: Int, bytes: UnsafeBufferPointer<UInt8>) {
         slots[base + column].present = true
         slots[base + column].start = arena.count
