@@ -122,7 +122,7 @@ public enum FastValues {
                     i += 1
                 }
                 guard count > 0 else { return nil }
-                for _ in count..<6 { micros *= 10 }
+                if count < 6 { for _ in count..<6 { micros *= 10 } }
                 p.micros = micros
             }
         }

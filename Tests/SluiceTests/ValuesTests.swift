@@ -60,3 +60,73 @@ import Testing
         #expect(throws: ValueError.self) { try Values.timestamp("yesterday", format: nil, zone: utc) }
     }
 }
+
+/// The byte-level fast paths must agree with the `Values` functions, which define validity:
+/// same value for what both accept, and nil (so `Values` decides) for everything else.
+@Suite struct FastValuesTests {
+    static func bytes<R>(_ s: String, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
+        var t = s
+        return t.withUTF8(body)
+    }
+
+    /// Random short strings over the characters that matter to numbers and times.
+    static func samples(_ alphabet: String, count: Int, maxLength: Int) -> [String] {
+        var rng = SystemRandomNumberGenerator()
+        let chars = Array(alphabet)
+        return (0..<count).map { _ in String((0..<Int.random(in: 0...maxLength, using: &rng)).map { _ in chars.randomElement(using: &rng)! }) }
+    }
+
+    @Test func integersAndDecimalsAgreeWithValues() {
+        let inputs = Self.samples("0123456789-+. e", count: 20_000, maxLength: 22) + ["0", "-0", "+7", "007", "1.", ".5", "-.5", "+.", "", "9223372036854775807", "123456789012345678"]
+        for s in inputs {
+            let fast = Self.bytes(s) { FastValues.int64($0) }
+            if let fast { #expect((try? Values.int64(s)) == fast, "int64 \"\(s)\"") }
+            for (p, sc) in [(12, 2), (5, 0), (38, 10), (18, 18)] {
+                let fastD = Self.bytes(s) { FastValues.decimal($0, precision: p, scale: sc) }
+                let slow = try? Values.decimal(s, precision: p, scale: sc)
+                if let fastD { #expect(slow == fastD, "decimal(\(p),\(sc)) \"\(s)\"") }
+                // The fast path may only pass on a value the slow one refuses, never take one.
+                if slow == nil { #expect(fastD == nil, "decimal(\(p),\(sc)) \"\(s)\" refused by Values") }
+            }
+        }
+    }
+
+    @Test func isoTimesAgreeWithValues() throws {
+        let utc = TimeZone(identifier: "UTC")!
+        let inputs = Self.samples("0123456789-:T .Z+", count: 20_000, maxLength: 26) + [
+            "2026-10-01", "2026-10-01T13:13", "2026-10-01 13:13:59", "2026-10-01T13:13:59.123456789", "2026-10-01T13:13:59Z",
+            "2026-10-01T13:13:59.5+02:00", "2026-10-01T13:13-05:30", "2024-02-29T00:00", "2026-02-29", "2026-10-01T24:00", "2026-12-31T23:59:60",
+        ] + (0..<20_000).map { i in
+            // Templates of the accepted shapes with random digits: real and impossible dates and times.
+            let templates = ["dddd-dd-dd", "dddd-dd-ddTdd:dd", "dddd-dd-dd dd:dd:dd", "dddd-dd-ddTdd:dd:dd.ddddddd", "dddd-dd-ddTdd:dd:ddZ", "dddd-dd-ddTdd:dd:dd+dd:dd", "dddd-dd-ddTdd:dd-dd:dd"]
+            return String(templates[i % templates.count].map { $0 == "d" ? Character(String(Int.random(in: 0...9))) : $0 })
+        }
+        for s in inputs {
+            guard let p = Self.bytes(s, { FastValues.iso($0) }) else { continue }
+            let local = p.days * 86_400 + p.secondOfDay
+            let fast = (p.offsetSeconds.map { local - $0 } ?? local) * 1_000_000 + p.micros
+            #expect((try? Values.timestamp(s, format: nil, zone: utc)) == fast, "\"\(s)\"")
+            #expect((try? Values.date(s, format: nil)) == Int32(p.days), "\"\(s)\"")
+        }
+    }
+
+    /// The per-day offset cache gives what the zone database gives, every 15 minutes of
+    /// local time through 2025–2026, in zones with DST gaps and overlaps, half-hour shifts
+    /// (Lord Howe) and odd offsets (Kathmandu).
+    @Test func zoneConverterAgreesWithTheZoneDatabase() throws {
+        for id in ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu", "America/Santiago", "UTC"] {
+            let zone = try #require(TimeZone(identifier: id))
+            let converter = ZoneConverter(zone: zone)
+            let start = Int64(Values.days(year: 2025, month: 1, day: 1)) * 86_400
+            var local = start
+            var mismatches = 0
+            while local < start + 2 * 365 * 86_400 {
+                let first = Int64(zone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(local))))
+                let expected = local - Int64(zone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(local - first))))
+                if converter.utc(local: local) != expected { mismatches += 1 }
+                local += 900
+            }
+            #expect(mismatches == 0, "\(id): \(mismatches) local times converted differently")
+        }
+    }
+}
