@@ -19,6 +19,7 @@ run() { echo; echo "\$ sluice $*"; "$BIN" "$@" --config "$CONF"; }
 run check-config
 run pull acme
 run pull initech
+run pull hooli
 echo; echo "==> a client re-sends orders with a correction: a new version appears"
 printf '1003;"Correction";1,00;01.10.2026 12:00\r\n' >> example-run/drop/acme/orders_2026-10-01.csv
 run pull acme

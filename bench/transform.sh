@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Transform benchmark (release build): a generated CSV of about 130 MB (2.3 M rows of int64,
+# ISO timestamp, decimal(12,2), string with quoted commas, bool, int64) → ZSTD Parquet.
+#   Sluice:  `sluice pull` of the file from a drop folder (ingest: copy, SHA-256, fsync,
+#            commit; then the transform, fsync'd and committed).
+#   DuckDB:  SET threads=1; COPY (SELECT * FROM read_csv(…, columns={…})) TO … (FORMAT parquet,
+#            COMPRESSION zstd), in the same run, on the same file.
+# Each is run BENCH_RUNS times (default 3), alternating, and the best time is kept. Peak RSS
+# of Sluice is measured on the file and on one BENCH_BIG_FACTOR (default 4) times bigger, to
+# show that memory does not grow with the file.
+#   bash bench/transform.sh
+# Env: BENCH_DIR (default /var/tmp), BENCH_ROWS (default 2300000), BENCH_RUNS, BENCH_BIG_FACTOR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+swift build -c release --product sluice >/dev/null
+BIN="$(swift build -c release --show-bin-path)/sluice"
+W="$(mktemp -d "${BENCH_DIR:-/var/tmp}/sluice-transform-bench.XXXXXX")"
+trap 'rm -rf "$W"' EXIT
+ROWS="${BENCH_ROWS:-2300000}"
+RUNS="${BENCH_RUNS:-3}"
+BIG="${BENCH_BIG_FACTOR:-4}"
+
+echo "generating $ROWS rows in $W ..." >&2
+python3 - "$W/data.csv" "$ROWS" <<'PY'
+import random, sys, datetime
+out, rows = sys.argv[1], int(sys.argv[2])
+rnd = random.Random(42)
+words = ["alpha", "beta", "gamma", "delta", "Smith, John", "O'Neil", "Müller, Anna", "x", "widget", "blue, green"]
+base = datetime.datetime(2026, 1, 1)
+with open(out, "w", newline="") as f:
+    f.write("id,created_at,amount,name,active,qty\n")
+    buf = []
+    for i in range(rows):
+        ts = base + datetime.timedelta(seconds=rnd.randrange(0, 30000000))
+        w = rnd.choice(words)
+        name = f'"{w}"' if "," in w else w
+        buf.append(f"{i+1},{ts.strftime('%Y-%m-%dT%H:%M:%S')},{rnd.randrange(-10000000,100000000)/100:.2f},{name},{'true' if rnd.random()<0.5 else 'false'},{rnd.randrange(0,100000)}\n")
+        if len(buf) >= 10000:
+            f.write("".join(buf)); buf = []
+    f.write("".join(buf))
+PY
+MB=$(( $(stat -c %s "$W/data.csv") / 1000000 ))
+
+setup() { # $1 = dir, $2 = csv to drop in
+  rm -rf "$1"; mkdir -p "$1/drop" "$1/mappings"
+  ln "$2" "$1/drop/data.csv" 2>/dev/null || cp "$2" "$1/drop/data.csv"
+  cat > "$1/agent.conf" <<CONF
+[agent]
+state_dir = "state"
+lake_dir = "lake"
+mappings_dir = "mappings"
+[clients.bench.sources.drop]
+type = "folder"
+path = "drop"
+min_age = "0s"
+CONF
+  cat > "$1/mappings/bench.toml" <<'MAP'
+[datasets.data]
+match = ["*.csv"]
+format = "csv"
+fields = [
+  { name = "id", source = "id", type = "int64", required = true },
+  { name = "created_at", source = "created_at", type = "timestamp" },
+  { name = "amount", source = "amount", type = "decimal(12,2)" },
+  { name = "name", source = "name", type = "string" },
+  { name = "active", source = "active", type = "bool" },
+  { name = "qty", source = "qty", type = "int64" },
+]
+MAP
+}
+
+# Prints "seconds peak_rss_kib" for one sluice pull of $1.
+sluice_run() {
+  setup "$W/run" "$1"
+  python3 - "$BIN" "$W/run/agent.conf" <<'PY'
+import resource, subprocess, sys, time
+t0 = time.perf_counter()
+p = subprocess.run([sys.argv[1], "pull", "bench", "--config", sys.argv[2], "--log-level", "error"], stdout=subprocess.DEVNULL)
+t = time.perf_counter() - t0
+if p.returncode != 0: sys.exit(f"sluice pull failed with {p.returncode}")
+print(f"{t:.3f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}")
+PY
+}
+
+duck_run() {
+  python3 - "$1" "$W/duck.parquet" <<'PY'
+import duckdb, sys, time
+con = duckdb.connect()
+con.execute("SET threads=1")
+t0 = time.perf_counter()
+con.execute(f"""COPY (SELECT * FROM read_csv('{sys.argv[1]}', header=true, columns={{'id':'BIGINT','created_at':'TIMESTAMP',
+  'amount':'DECIMAL(12,2)','name':'VARCHAR','active':'BOOLEAN','qty':'BIGINT'}})) TO '{sys.argv[2]}' (FORMAT parquet, COMPRESSION zstd)""")
+print(f"{time.perf_counter() - t0:.3f}")
+PY
+}
+
+cat "$W/data.csv" > /dev/null  # warm the page cache for both tools
+s_best=999999; d_best=999999; rss=0
+for r in $(seq "$RUNS"); do
+  read -r s m < <(sluice_run "$W/data.csv")
+  d=$(duck_run "$W/data.csv")
+  echo "run $r: sluice ${s}s (RSS ${m} KiB), duckdb ${d}s" >&2
+  s_best=$(python3 -c "print(min($s_best, $s))"); d_best=$(python3 -c "print(min($d_best, $d))"); rss=$m
+done
+
+# The same rows, BIG times over, for the memory check.
+for _ in $(seq "$BIG"); do tail -n +2 "$W/data.csv"; done | { head -1 "$W/data.csv"; cat; } > "$W/big.csv"
+read -r big_s big_rss < <(sluice_run "$W/big.csv")
+BIG_MB=$(( $(stat -c %s "$W/big.csv") / 1000000 ))
+
+# The outputs agree: row count and sums, read by DuckDB.
+OUT=$(find "$W/run/lake/processed" -name '*.parquet' | head -1)
+python3 - "$OUT" "$W/duck.parquet" "$BIG" <<'PY'
+import duckdb, sys
+con = duckdb.connect()
+q = "SELECT count(*), sum(amount), sum(qty), sum(active::INT), epoch(min(created_at)), epoch(max(created_at)) FROM read_parquet('{}')"
+a = con.execute(q.format(sys.argv[1])).fetchone(); b = con.execute(q.format(sys.argv[2])).fetchone()
+big = int(sys.argv[3])
+ok = a[0] == b[0] * big and a[1] == b[1] * big and a[2] == b[2] * big and a[3] == b[3] * big and a[4:] == b[4:]
+print(f"outputs agree (x{big}): {ok}", file=sys.stderr)
+if not ok: sys.exit(f"outputs differ: {a} vs {b}")
+PY
+
+printf '\n%-44s %12s %12s %8s %s\n' "measure" "sluice" "duckdb" "ratio" "target"
+printf '%-44s %11.2fs %11.2fs %8.2f %s\n' "CSV ${MB} MB, ${ROWS} rows → ZSTD Parquet" "$s_best" "$d_best" \
+  "$(python3 -c "print($s_best / $d_best)")" "<= 1.0 x duckdb (sluice = ingest + transform)"
+printf '%-44s %9d MiB %12s %8s %s\n' "peak RSS, ${MB} MB file" "$((rss / 1024))" "" "" "<= 256 MiB"
+printf '%-44s %9d MiB %12s %8s %s\n' "peak RSS, ${BIG_MB} MB file (${big_s}s)" "$((big_rss / 1024))" "" "" "not growing with size"
