@@ -90,8 +90,9 @@ final class BackgroundJob: @unchecked Sendable {
 
 /// Encodes batches of rows into a Parquet file on a second thread while the caller parses the
 /// next batch, so that a transform's two halves (reading and typing values; encoding and
-/// compressing them) each get a core. Three batches circulate: one being filled, one queued,
-/// one being encoded; memory stays bounded by them and the writer's row group.
+/// compressing them) each get a core. Eight batches circulate (one being filled, some queued,
+/// one being encoded), so that neither side waits on the other's short stalls; memory stays
+/// bounded by them and the writer's row group.
 final class EncodePipeline: @unchecked Sendable {
     private let writer: ParquetWriter
     private let condition = NSCondition()

@@ -295,8 +295,9 @@ public struct Transformer: Sendable {
             do throws(ValueError) {
                 if f.type == .timestamp, case .number(let n)? = found {
                     // A JSON number in a timestamp field: seconds since the epoch.
-                    guard let seconds = Double(n), seconds.isFinite, abs(seconds) < 1e13 else {
-                        throw ValueError("\(n) is not a time in seconds since the epoch")
+                    // Up to 9999-12-31T23:59:59Z, so that the microseconds always fit.
+                    guard let seconds = Double(n), seconds.isFinite, abs(seconds) <= 253_402_300_799 else {
+                        throw ValueError("\(n) is not a time in seconds since the epoch (up to the year 9999)")
                     }
                     row.set(i, timestamp: Int64((seconds * 1_000_000).rounded()))
                 } else {
@@ -445,9 +446,19 @@ final class OutputSink {
         let columns = fields.count
         mappedColumns = d.fields.count
         jsonOutput = d.output != .parquet
-        let writer = d.output == .parquet ? try ParquetWriter(fields: fields, options: options) { try out.write($0) } : nil
+        let writer: ParquetWriter?
+        do {
+            writer = d.output == .parquet ? try ParquetWriter(fields: fields, options: options) { try out.write($0) } : nil
+        } catch {
+            out.abandon()
+            rejects.abandon()
+            throw error
+        }
         self.writer = writer
-        let pipeline = writer.map { EncodePipeline(writer: $0, columns: columns, batchRows: 4096) }
+        // Batches of at most 64 Ki values (4,096 rows of up to 16 columns), so that the
+        // pipeline's memory does not grow with the column count.
+        let batchRows = Swift.max(64, Swift.min(4096, 65_536 / Swift.max(columns, 1)))
+        let pipeline = writer.map { EncodePipeline(writer: $0, columns: columns, batchRows: batchRows) }
         self.pipeline = pipeline
         row = pipeline?.take() ?? ParquetRow(columns: columns)
         client = Self.bytes(input.client)
@@ -483,7 +494,7 @@ final class OutputSink {
         rows += 1
         if jsonOutput {
             try Transformer.jsonLine(fields.indices.map { row.value($0, type: fields[$0].type) }, fields: fields, into: out)
-            row.clear()
+            row.reset()
         } else {
             row.commit()
             if row.isFull { try flushRows() }

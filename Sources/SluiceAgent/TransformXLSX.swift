@@ -36,8 +36,12 @@ extension Transformer {
                 throw TransformError("the workbook lists sheet \"\(sheet.name)\" at \(sheet.entryPath), but the archive has no such part")
             }
             sheetFile = try SpooledEntry(directory: "\(lakeRoot)/processed")
+            let limit = Self.unzipLimit(entry)
+            var unzipped: UInt64 = 0
             do {
                 _ = try archive.extract(entry, bufferSize: 1 << 20, skipCRC32: false) { chunk in
+                    unzipped += UInt64(chunk.count)
+                    guard unzipped <= limit else { throw Self.bomb(sheet.entryPath, entry) }
                     try chunk.withUnsafeBytes { try sheetFile.write($0) }
                 }
             } catch let e as TransformError {
@@ -80,12 +84,7 @@ extension Transformer {
             row.clear()
             for (i, f) in d.fields.enumerated() {
                 let c = columnOf[i]
-                var text = c >= 0 && c < cells.count ? cells[c] : nil
-                if let t = text, Self.needsExcelPrecision(f.type, t), let v = Double(t) {
-                    // Excel keeps numbers as doubles and shows 15 significant digits; a
-                    // decimal field reads what Excel shows (970.93, not 970.9299999999999).
-                    text = String(format: "%.15g", v)
-                }
+                let text = c >= 0 && c < cells.count ? cells[c] : nil
                 var field = f
                 // A real Excel date is ISO text here, whatever `format` says for text dates.
                 if field.format != nil, let t = text, Self.isISO(t) { field.format = nil }
@@ -104,21 +103,32 @@ extension Transformer {
         try sink.finish(into: &result)
     }
 
-    static func needsExcelPrecision(_ type: FieldType, _ text: String) -> Bool {
-        guard case .decimal = type else { return false }
-        return text.utf8.count > 15 && text.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || $0 == 46 || $0 == 45 || $0 == 43 || $0 == 69 || $0 == 101 }
-    }
-
     static func isISO(_ s: String) -> Bool {
         var t = s
         return t.withUTF8 { FastValues.iso($0) != nil }
     }
 
+    /// How far an entry may unzip: XML compresses 5–20 times, rarely 100; a zip bomb, a
+    /// thousand times and more. Past this the file fails instead of filling the disk or memory.
+    static func unzipLimit(_ entry: Entry) -> UInt64 {
+        max(64 << 20, entry.compressedSize.multipliedReportingOverflow(by: 200).partialValue)
+    }
+
+    static func bomb(_ name: String, _ entry: Entry) -> TransformError {
+        TransformError("\(name) unzips to more than \(unzipLimit(entry) >> 20) MiB (200 times its compressed size): refused as a zip bomb")
+    }
+
     /// A whole (small) zip entry: the workbook, its relationships, styles and shared strings.
     static func unzip(_ archive: Archive, _ entry: Entry, name: String) throws -> [UInt8] {
         var out: [UInt8] = []
+        let limit = min(unzipLimit(entry), 1 << 30)
         do {
-            _ = try archive.extract(entry, bufferSize: 1 << 16, skipCRC32: false) { chunk in out.append(contentsOf: chunk) }
+            _ = try archive.extract(entry, bufferSize: 1 << 16, skipCRC32: false) { chunk in
+                guard UInt64(out.count + chunk.count) <= limit else { throw bomb(name, entry) }
+                out.append(contentsOf: chunk)
+            }
+        } catch let e as TransformError {
+            throw e
         } catch {
             throw TransformError("\(name) cannot be unzipped (\(error)): the .xlsx file is damaged")
         }

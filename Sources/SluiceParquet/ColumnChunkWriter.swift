@@ -359,7 +359,11 @@ final class ColumnChunkWriter {
         case .boolean: out.append(max ? UInt8(maxInt) : UInt8(minInt))
         case .int32: Encodings.appendLE(Int32(truncatingIfNeeded: max ? maxInt : minInt), to: &out)
         case .int64: Encodings.appendLE(Int64(truncatingIfNeeded: max ? maxInt : minInt), to: &out)
-        case .double: Encodings.appendLE((max ? maxDouble : minDouble).bitPattern, to: &out)
+        case .double:
+            // The format asks for -0.0 as a zero minimum and +0.0 as a zero maximum.
+            var d = max ? maxDouble : minDouble
+            if d == 0 { d = max ? 0.0 : -0.0 }
+            Encodings.appendLE(d.bitPattern, to: &out)
         case .bytes: out = max ? maxBytes.array : minBytes.array
         case .fixedBytes(let n):
             let d = max ? maxInt : minInt

@@ -31,7 +31,7 @@ struct FixedDictionary {
 
     @inline(__always)
     private func slot(_ key: UInt64, mask: Int) -> Int {
-        Int(truncatingIfNeeded: ((key ^ seed) &* 0x9E37_79B9_7F4A_7C15) >> 29) & mask
+        Int(truncatingIfNeeded: mix(key ^ seed)) & mask
     }
 
     /// The value's index, and whether it was added.
@@ -91,7 +91,7 @@ struct BytesDictionary {
         if last != .max && equal(Int(last), value, plain) { return last }
         let h = Self.hash(value, seed: seed)
         let mask = table.count - 1
-        var slot = Int(truncatingIfNeeded: h >> 29) & mask
+        var slot = Int(truncatingIfNeeded: h) & mask
         while true {
             let entry = table[slot]
             if entry == 0 { break }
@@ -133,7 +133,7 @@ struct BytesDictionary {
         table = [UInt32](repeating: 0, count: table.count * 2)
         let mask = table.count - 1
         for (i, h) in hashes.enumerated() {
-            var slot = Int(truncatingIfNeeded: h >> 29) & mask
+            var slot = Int(truncatingIfNeeded: h) & mask
             while table[slot] != 0 { slot = (slot + 1) & mask }
             table[slot] = UInt32(i + 1)
         }
@@ -158,9 +158,21 @@ struct BytesDictionary {
             shift += 8
             i += 1
         }
-        h = (h ^ tail) &* 0xC4CE_B9FE_1A85_EC53
-        return h ^ (h >> 29)
+        return mix(h ^ tail)
     }
+}
+
+/// MurmurHash3's 64-bit finalizer: every output bit depends on every input bit, so the low
+/// bits that pick a slot are as good as the high ones (whole-number doubles, which differ only
+/// in their high bits, spread out).
+@inline(__always)
+func mix(_ x: UInt64) -> UInt64 {
+    var h = x
+    h ^= h >> 33
+    h = h &* 0xFF51_AFD7_ED55_8CCD
+    h ^= h >> 33
+    h = h &* 0xC4CE_B9FE_1A85_EC53
+    return h ^ (h >> 33)
 }
 
 /// Seeds the dictionary hashes per process, so that a crafted client file cannot line its

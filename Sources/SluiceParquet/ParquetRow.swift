@@ -44,10 +44,14 @@ public final class ParquetRow: @unchecked Sendable {
 
     public var isFull: Bool { count == capacity }
 
-    /// The current row's columns back to null (its strings stay in the arena until `reset`).
+    /// Where the committed rows' strings end in the arena.
+    @usableFromInline var committedBytes = 0
+
+    /// The current row's columns back to null, and its strings dropped.
     @inlinable
     public func clear() {
         for i in base..<(base + columnCount) { slots[i].present = false }
+        arena.removeLast(arena.count - committedBytes)
     }
 
     /// Keeps the current row and starts the next one.
@@ -55,6 +59,7 @@ public final class ParquetRow: @unchecked Sendable {
         precondition(count < capacity, "ParquetRow batch is full")
         count += 1
         base = count * columnCount
+        committedBytes = arena.count
         if count < capacity { clear() }
     }
 
@@ -62,6 +67,7 @@ public final class ParquetRow: @unchecked Sendable {
     public func reset() {
         count = 0
         base = 0
+        committedBytes = 0
         arena.removeAll()
         clear()
     }

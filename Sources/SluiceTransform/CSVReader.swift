@@ -113,7 +113,9 @@ public final class CSVReader {
                     window = new
                     capacity = bigger
                 }
-                decoded.withUnsafeBufferPointer { (window + end).update(from: $0.baseAddress!, count: $0.count) }
+                if !decoded.isEmpty {
+                    decoded.withUnsafeBufferPointer { (window + end).update(from: $0.baseAddress!, count: $0.count) }
+                }
                 n = decoded.count
             } else {
                 n = try source(UnsafeMutableRawBufferPointer(start: window + end, count: min(blockSize, capacity - end)))
@@ -180,6 +182,7 @@ public final class CSVReader {
                 if state == .quoted {
                     malformed = malformed ?? "unbalanced quote: the quoted field that starts on line \(quoteLine) never ends"
                 }
+                if state == .fieldStart { fieldStart = i }  // "a," at the very end: an empty last field
                 let fieldEnd = state == .unquoted || state == .fieldStart ? i : w
                 bounds.append(fieldStart)
                 bounds.append(fieldEnd)

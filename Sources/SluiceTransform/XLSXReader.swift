@@ -1,3 +1,5 @@
+import Foundation
+
 /// A byte source: fills the buffer it is given and returns the byte count, 0 at the end (a
 /// source may return fewer bytes than the buffer holds; only 0 means the end).
 public typealias ByteSource = (UnsafeMutableRawBufferPointer) throws -> Int
@@ -462,9 +464,40 @@ public final class XLSXSheetReader {
         case .number:
             let raw = String(decoding: v, as: UTF8.self)
             let styles = workbook.dateStyles
-            guard style < styles.count, styles[style] != DateKind.none, let serial = Double(raw) else { return raw }
+            guard style < styles.count, styles[style] != DateKind.none, let serial = Double(raw) else { return XLSXNumber.text(raw) }
             return DateKind.text(serial: serial, dateOnly: styles[style] == DateKind.date, date1904: workbook.date1904, days: days) ?? raw
         }
+    }
+}
+
+// MARK: - Numbers
+
+/// Excel keeps numbers as doubles and shows at most 15 significant digits; a cell written as
+/// `970.9299999999999` is the 970.93 the client typed. Numbers with more digits than that are
+/// read as Excel shows them, in positional notation; others are kept as written.
+enum XLSXNumber {
+    static func text(_ raw: String) -> String {
+        var digits = 0
+        for b in raw.utf8 {
+            if b == UInt8(ascii: "e") || b == UInt8(ascii: "E") { break }
+            if b >= 48 && b <= 57 { digits += 1 }
+        }
+        guard digits > 15, let v = Double(raw), v.isFinite, v != 0 else { return raw }
+        // d.dddddddddddddde±x: the 15 significant digits and the exponent.
+        let parts = String(format: "%.14e", v.magnitude).split(separator: "e")
+        guard parts.count == 2, let exponent = Int(parts[1]) else { return raw }
+        var mantissa = parts[0].filter { $0 != "." }
+        while mantissa.count > 1 && mantissa.last == "0" { mantissa.removeLast() }
+        let point = exponent + 1
+        let body: String
+        if point <= 0 {
+            body = "0." + String(repeating: "0", count: -point) + mantissa
+        } else if point >= mantissa.count {
+            body = mantissa + String(repeating: "0", count: point - mantissa.count)
+        } else {
+            body = mantissa.prefix(point) + "." + mantissa.dropFirst(point)
+        }
+        return (v < 0 ? "-" : "") + body
     }
 }
 

@@ -39,6 +39,12 @@ import Testing
         #expect(try Self.records([]).isEmpty)
         let rs = try Self.records(Array("a,b,c\n1,2\n3,4,5".utf8))
         #expect(rs.map(Self.text) == [["a", "b", "c"], ["1", "2"], ["3", "4", "5"]])
+        // An empty last field at the very end of the input, after a plain or a quoted field.
+        for block in [1, 2, 64] {
+            #expect(try Self.records(Array("x,y,".utf8), block: block).map(Self.text) == [["x", "y", ""]])
+            #expect(try Self.records(Array("\"a\",".utf8), block: block).map(Self.text) == [["a", ""]])
+            #expect(try Self.records(Array("a,\n,".utf8), block: block).map(Self.text) == [["a", ""], ["", ""]])
+        }
     }
 
     @Test func anUnbalancedQuoteIsMalformedNotACrash() throws {

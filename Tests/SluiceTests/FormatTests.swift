@@ -104,10 +104,14 @@ struct FormatTests {
             match = ["*.json"]
             format = "json"
             max_reject_ratio = 0.5
-            fields = [{ name = "id", source = "id", type = "int64", required = true }]
+            fields = [
+              { name = "id", source = "id", type = "int64", required = true },
+              { name = "ts", source = "ts", type = "timestamp" },
+            ]
             """
         let dir = Self.lake(mapping, files: [
             "array.json": Data(#"[{"id": 1}, {"id": 2}, 7, {"id": 3}]"#.utf8),
+            "epoch.json": Data(#"[{"id": 1, "ts": 1700000000.5}, {"id": 2, "ts": 9300000000000}, {"id": 3, "ts": -1e308}]"#.utf8),
             "cut.json": Data(#"[{"id": 1}, {"id": 2}, {"id"#.utf8),
             "object.json": Data(#"{"items": [{"id": 1}]}"#.utf8),
         ])
@@ -117,6 +121,9 @@ struct FormatTests {
         #expect(array["status"] as? String == "ok" && array["rows_written"] as? Int == 3 && array["rows_rejected"] as? Int == 1)
         let cut = try #require(transforms["cut.json"])
         #expect(cut["status"] as? String == "failed" && (cut["error"] as? String ?? "").contains("end of input"), "\(cut)")
+        let epoch = try #require(transforms["epoch.json"])
+        #expect(epoch["status"] as? String == "failed" && epoch["rows_written"] as? Int == 1 && epoch["rows_rejected"] as? Int == 2,
+                "epoch seconds beyond the year 9999 are rejects, not a crash: \(epoch)")
         let object = try #require(transforms["object.json"])
         #expect((object["error"] as? String ?? "").contains(#"records = "items""#), "the error suggests the records path: \(object)")
     }
@@ -185,6 +192,30 @@ struct FormatTests {
         #expect((missing["error"] as? String ?? "").contains("Umsatz") && (missing["error"] as? String ?? "").contains("Sales"), "\(missing)")
         let history = try SluiceBinary.run(["history", "acme"], config: dir.sub("agent.conf"))
         #expect(history.stdout.split(separator: "\n").filter { $0.contains("sales_") }.count == 4, "every raw version is kept:\n\(history.stdout)")
+    }
+
+    /// A sheet that unzips to a thousand times its compressed size is refused before it fills
+    /// the disk; Python's zipfile writes it.
+    @Test func anXlsxZipBombIsRefused() throws {
+        let dir = Self.lake(Self.salesMapping, files: [:])
+        try FileManager.default.createDirectory(atPath: dir.sub("drop"), withIntermediateDirectories: true)
+        let made = try Shell.run("/usr/bin/env", ["python3", "-c", """
+            import zipfile, sys
+            src = zipfile.ZipFile(sys.argv[1])
+            with zipfile.ZipFile(sys.argv[2], 'w', zipfile.ZIP_DEFLATED) as z:
+                for name in src.namelist():
+                    data = src.read(name)
+                    if name == 'xl/worksheets/sheet2.xml':
+                        data = data.replace(b'<sheetData>', b'<sheetData>' + b' ' * (100 << 20))
+                    z.writestr(name, data)
+            """, CSVReaderTests.fixtures.appendingPathComponent("hooli/sales_2026-09.xlsx").path, dir.sub("drop/sales_bomb.xlsx")])
+        #expect(made.status == 0, "\(made.stderr)")
+        let (status, transforms) = try Self.pull(dir)
+        #expect(status == 1)
+        let t = try #require(transforms["sales_bomb.xlsx"])
+        #expect(t["status"] as? String == "failed" && (t["error"] as? String ?? "").contains("zip bomb"), "\(t)")
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir.sub("lake/processed")).filter { $0.hasPrefix(".%tmp") }
+        #expect(leftovers.isEmpty)
     }
 
     // MARK: CSV traps
