@@ -449,6 +449,15 @@ final class OutputSink {
         let writer: ParquetWriter?
         do {
             writer = d.output == .parquet ? try ParquetWriter(fields: fields, options: options) { try out.write($0) } : nil
+            if let writer {
+                let n = d.fields.count
+                let lineage: [ParquetValue] = [
+                    .string(Array(input.client.utf8)), .string(Array(input.source.utf8)), .string(Array(input.path.display.utf8)),
+                    .int64(Int64(input.version)), .string(Array(input.sha256.utf8)),
+                ]
+                for (i, v) in lineage.enumerated() { try writer.setConstant(n + i, v) }
+                try writer.setConstant(n + 6, .timestamp(input.ingestedAtMicros))
+            }
         } catch {
             out.abandon()
             rejects.abandon()
@@ -484,15 +493,16 @@ final class OutputSink {
     func acceptRow(line: Int) throws {
         let row = self.row
         let n = mappedColumns
-        row.set(n, bytes: client)
-        row.set(n + 1, bytes: source)
-        row.set(n + 2, bytes: sourcePath)
-        row.set(n + 3, int64: version)
-        row.set(n + 4, bytes: sha256)
         row.set(n + 5, int64: Int64(line))
-        row.set(n + 6, timestamp: ingestedAt)
         rows += 1
         if jsonOutput {
+            // (For Parquet, the writer adds the constant lineage columns itself.)
+            row.set(n, bytes: client)
+            row.set(n + 1, bytes: source)
+            row.set(n + 2, bytes: sourcePath)
+            row.set(n + 3, int64: version)
+            row.set(n + 4, bytes: sha256)
+            row.set(n + 6, timestamp: ingestedAt)
             try Transformer.jsonLine(fields.indices.map { row.value($0, type: fields[$0].type) }, fields: fields, into: out)
             row.reset()
         } else {

@@ -118,15 +118,34 @@ public final class ParquetWriter {
         }
     }
 
+    /// Values that every row has (a transform's lineage columns): `append` writes them for
+    /// each row itself, whatever the row holds in that column, so producers need not set them.
+    private var constants: ParquetRow?
+
+    /// Makes `column` hold `value` in every row appended from now on.
+    public func setConstant(_ column: Int, _ value: ParquetValue) throws {
+        guard column < fields.count, case let v = value, v != .null, Self.fits(v, fields[column].type) else {
+            throw ParquetError("column \(column) cannot hold the constant \(value)")
+        }
+        let c = constants ?? ParquetRow(columns: fields.count)
+        c.set(column, value)
+        constants = c
+    }
+
     /// Appends a batch's committed rows; the batch's setters must have suited the columns' types.
     public func append(_ rows: ParquetRow) throws {
         guard rows.columnCount == columns.count else {
             throw ParquetError("row has \(rows.columnCount) values for \(columns.count) columns")
         }
+        let constants = self.constants
         try unretained.withUnsafeBufferPointer { columns in
             for r in 0..<rows.count {
                 for i in columns.indices {
-                    try columns[i]._withUnsafeGuaranteedRef { try $0.append(rows.slot(r, i), row: rows) }
+                    if let constants, constants.slots[i].present {
+                        try columns[i]._withUnsafeGuaranteedRef { try $0.append(constants.slots[i], row: constants) }
+                    } else {
+                        try columns[i]._withUnsafeGuaranteedRef { try $0.append(rows.slot(r, i), row: rows) }
+                    }
                 }
                 rowsInGroup += 1
                 rowCount += 1
