@@ -83,6 +83,7 @@ public final class ParquetWriter {
         self.options = options
         self.sink = sink
         columns = fields.map { ColumnChunkWriter(field: $0, options: options) }
+        isConstant = Array(repeating: false, count: fields.count)
         unretained = columns.map { Unmanaged.passUnretained($0) }
         try emit(Array("PAR1".utf8))
     }
@@ -121,6 +122,9 @@ public final class ParquetWriter {
     /// Values that every row has (a transform's lineage columns): `append` writes them for
     /// each row itself, whatever the row holds in that column, so producers need not set them.
     private var constants: ParquetRow?
+    /// `constants`, kept alive by it, for the per-value path; and which columns are constant.
+    private var constantsRef: Unmanaged<ParquetRow>?
+    private var isConstant: [Bool] = []
 
     /// Makes `column` hold `value` in every row appended from now on.
     public func setConstant(_ column: Int, _ value: ParquetValue) throws {
@@ -130,6 +134,9 @@ public final class ParquetWriter {
         let c = constants ?? ParquetRow(columns: fields.count)
         c.set(column, value)
         constants = c
+        constantsRef = Unmanaged.passUnretained(c)
+        if isConstant.isEmpty { isConstant = Array(repeating: false, count: fields.count) }
+        isConstant[column] = true
     }
 
     /// Appends a batch's committed rows; the batch's setters must have suited the columns' types.
@@ -137,12 +144,15 @@ public final class ParquetWriter {
         guard rows.columnCount == columns.count else {
             throw ParquetError("row has \(rows.columnCount) values for \(columns.count) columns")
         }
-        let constants = self.constants
+        let constantRow = constantsRef ?? Unmanaged.passUnretained(rows)
         try unretained.withUnsafeBufferPointer { columns in
+            try isConstant.withUnsafeBufferPointer { isConstant in
             for r in 0..<rows.count {
                 for i in columns.indices {
-                    if let constants, constants.slots[i].present {
-                        try columns[i]._withUnsafeGuaranteedRef { try $0.append(constants.slots[i], row: constants) }
+                    if isConstant[i] {
+                        try columns[i]._withUnsafeGuaranteedRef { c in
+                            try constantRow._withUnsafeGuaranteedRef { k in try c.append(k.slots[i], row: k) }
+                        }
                     } else {
                         try columns[i]._withUnsafeGuaranteedRef { try $0.append(rows.slot(r, i), row: rows) }
                     }
@@ -152,6 +162,7 @@ public final class ParquetWriter {
                 if rowsInGroup % 1024 == 0, self.columns.reduce(0, { $0 + $1.bufferedBytes }) >= options.rowGroupBytes {
                     try flushRowGroup()
                 }
+            }
             }
         }
     }
