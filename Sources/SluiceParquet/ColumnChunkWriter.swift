@@ -209,28 +209,21 @@ final class ColumnChunkWriter {
     }
 
     @inline(__always)
-    private func noteInt(_ v: Int128) {
-        if !hasStats {
-            hasStats = true
-            minInt = v
-            maxInt = v
-        } else if v < minInt {
-            minInt = v
-        } else if v > maxInt {
-            maxInt = v
-        }
-    }
+    private func noteInt(_ v: Int128) { note(v, &minInt, &maxInt) }
 
     @inline(__always)
-    private func noteDouble(_ v: Double) {
+    private func noteDouble(_ v: Double) { note(v, &minDouble, &maxDouble) }
+
+    @inline(__always)
+    private func note<T: Comparable>(_ v: T, _ low: inout T, _ high: inout T) {
         if !hasStats {
             hasStats = true
-            minDouble = v
-            maxDouble = v
-        } else if v < minDouble {
-            minDouble = v
-        } else if v > maxDouble {
-            maxDouble = v
+            low = v
+            high = v
+        } else if v < low {
+            low = v
+        } else if v > high {
+            high = v
         }
     }
 

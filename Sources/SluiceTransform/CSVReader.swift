@@ -210,9 +210,7 @@ public final class CSVReader {
                     i += 1
                 }
                 if i == end { continue }
-                bounds.append(fieldStart)
-                bounds.append(i)
-                if let done = try endOfField(at: &i) {
+                if let done = try close(fieldStart, i, at: &i) {
                     position = i
                     return done
                 }
@@ -253,9 +251,7 @@ public final class CSVReader {
                     i += 1
                     state = .quoted
                 } else if b == delimiter || b == 0x0A || b == 0x0D {
-                    bounds.append(fieldStart)
-                    bounds.append(w)
-                    if let done = try endOfField(at: &i) {
+                    if let done = try close(fieldStart, w, at: &i) {
                         position = i
                         return done
                     }
@@ -275,9 +271,7 @@ public final class CSVReader {
                     i += 1
                 }
                 if i == end { continue }
-                bounds.append(fieldStart)
-                bounds.append(w)
-                if let done = try endOfField(at: &i) {
+                if let done = try close(fieldStart, w, at: &i) {
                     position = i
                     return done
                 }
@@ -286,8 +280,15 @@ public final class CSVReader {
         }
     }
 
-    /// At a delimiter or line end that closes a field: steps over it. True when it ended the
-    /// record, nil when another field follows.
+    /// Keeps the field [start, end) and steps over the delimiter or line end at `i` that closes
+    /// it. True when that ended the record, nil when another field follows.
+    @inline(__always)
+    private func close(_ start: Int, _ end: Int, at i: inout Int) throws -> Bool? {
+        bounds.append(start)
+        bounds.append(end)
+        return try endOfField(at: &i)
+    }
+
     @inline(__always)
     private func endOfField(at i: inout Int) throws -> Bool? {
         let b = window[i]
@@ -333,24 +334,6 @@ final class Decoder {
         0x90, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x9D, 0x017E, 0x0178,
     ]
 
-    static func appendUTF8(_ scalar: UInt32, to out: inout [UInt8]) {
-        switch scalar {
-        case 0..<0x80: out.append(UInt8(scalar))
-        case 0x80..<0x800:
-            out.append(UInt8(0xC0 | (scalar >> 6)))
-            out.append(UInt8(0x80 | (scalar & 0x3F)))
-        case 0x800..<0x10000:
-            out.append(UInt8(0xE0 | (scalar >> 12)))
-            out.append(UInt8(0x80 | ((scalar >> 6) & 0x3F)))
-            out.append(UInt8(0x80 | (scalar & 0x3F)))
-        default:
-            out.append(UInt8(0xF0 | (scalar >> 18)))
-            out.append(UInt8(0x80 | ((scalar >> 12) & 0x3F)))
-            out.append(UInt8(0x80 | ((scalar >> 6) & 0x3F)))
-            out.append(UInt8(0x80 | (scalar & 0x3F)))
-        }
-    }
-
     func decode(_ input: UnsafeRawBufferPointer) -> [UInt8] {
         var bytes = carry
         bytes += input
@@ -378,7 +361,7 @@ final class Decoder {
             for b in bytes {
                 if b < 0x80 { out.append(b); continue }
                 let scalar = encoding == .windows1252 && b < 0xA0 ? Self.cp1252[Int(b - 0x80)] : UInt32(b)
-                Self.appendUTF8(scalar, to: &out)
+                appendUTF8(scalar, to: &out)
             }
             return out
         case .utf16:
@@ -391,15 +374,15 @@ final class Decoder {
                     guard i + 3 < bytes.count else { break }
                     let low = bigEndian ? UInt32(bytes[i + 2]) << 8 | UInt32(bytes[i + 3]) : UInt32(bytes[i + 3]) << 8 | UInt32(bytes[i + 2])
                     if low >= 0xDC00 && low < 0xE000 {
-                        Self.appendUTF8(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00), to: &out)
+                        appendUTF8(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00), to: &out)
                         i += 4
                         continue
                     }
-                    Self.appendUTF8(0xFFFD, to: &out)
+                    appendUTF8(0xFFFD, to: &out)
                 } else if unit >= 0xDC00 && unit < 0xE000 {
-                    Self.appendUTF8(0xFFFD, to: &out)
+                    appendUTF8(0xFFFD, to: &out)
                 } else {
-                    Self.appendUTF8(unit, to: &out)
+                    appendUTF8(unit, to: &out)
                 }
                 i += 2
             }
@@ -414,7 +397,7 @@ final class Decoder {
         if rest.isEmpty { return [] }
         if encoding == .utf16 {
             var out: [UInt8] = []
-            Self.appendUTF8(0xFFFD, to: &out)  // a dangling half code unit
+            appendUTF8(0xFFFD, to: &out)  // a dangling half code unit
             return out
         }
         return rest
@@ -464,5 +447,31 @@ public final class TextLineReader {
                 pending += decoder.decode(UnsafeRawBufferPointer(rebasing: raw[0..<n]))
             }
         }
+    }
+}
+
+/// Appends `scalar` as UTF-8 (the decoders of every reader use it).
+func appendUTF8(_ scalar: UInt32, to out: inout [UInt8]) {
+    forEachUTF8Byte(of: scalar) { out.append($0) }
+}
+
+/// The UTF-8 bytes of `scalar`, one at a time.
+@inline(__always)
+func forEachUTF8Byte(of scalar: UInt32, _ emit: (UInt8) -> Void) {
+    switch scalar {
+    case 0..<0x80:
+        emit(UInt8(scalar))
+    case 0x80..<0x800:
+        emit(UInt8(0xC0 | (scalar >> 6)))
+        emit(UInt8(0x80 | (scalar & 0x3F)))
+    case 0x800..<0x10000:
+        emit(UInt8(0xE0 | (scalar >> 12)))
+        emit(UInt8(0x80 | ((scalar >> 6) & 0x3F)))
+        emit(UInt8(0x80 | (scalar & 0x3F)))
+    default:
+        emit(UInt8(0xF0 | (scalar >> 18)))
+        emit(UInt8(0x80 | ((scalar >> 12) & 0x3F)))
+        emit(UInt8(0x80 | ((scalar >> 6) & 0x3F)))
+        emit(UInt8(0x80 | (scalar & 0x3F)))
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import SluiceBuffers
 
 /// A byte source: fills the buffer it is given and returns the byte count, 0 at the end (a
 /// source may return fewer bytes than the buffer holds; only 0 means the end).
@@ -658,7 +659,7 @@ enum XLSXText {
             }
             if out.isEmpty { out.reserveCapacity(n) }
             out.append(contentsOf: b[copied..<i])
-            XMLPullParser.appendUTF8(unit, to: &out)
+            appendUTF8(unit, to: &out)
             i += length
             copied = i
         }
@@ -1189,25 +1190,6 @@ final class XMLPullParser {
         }
     }
 
-    static func appendUTF8(_ scalar: UInt32, to out: inout [UInt8]) {
-        switch scalar {
-        case 0..<0x80:
-            out.append(UInt8(scalar))
-        case 0x80..<0x800:
-            out.append(UInt8(0xC0 | (scalar >> 6)))
-            out.append(UInt8(0x80 | (scalar & 0x3F)))
-        case 0x800..<0x10000:
-            out.append(UInt8(0xE0 | (scalar >> 12)))
-            out.append(UInt8(0x80 | ((scalar >> 6) & 0x3F)))
-            out.append(UInt8(0x80 | (scalar & 0x3F)))
-        default:
-            out.append(UInt8(0xF0 | (scalar >> 18)))
-            out.append(UInt8(0x80 | ((scalar >> 12) & 0x3F)))
-            out.append(UInt8(0x80 | ((scalar >> 6) & 0x3F)))
-            out.append(UInt8(0x80 | (scalar & 0x3F)))
-        }
-    }
-
     // MARK: Comments, CDATA, DOCTYPE, processing instructions
 
     /// After "<!": a comment, a CDATA section or a DOCTYPE.
@@ -1305,59 +1287,39 @@ final class XMLPullParser {
 }
 
 /// A growable array of plain values owned by the tokenizer (names, attribute values, text,
-/// the open elements). A class held in `let`s, so the hot loops append without the dynamic
-/// exclusivity checks that an array in a class's `var` costs.
+/// the open elements): a `RawBuffer` in a class held in `let`s, so the hot loops append
+/// without the dynamic exclusivity checks that an array in a class's `var` costs.
 final class PlainStore<Element: BitwiseCopyable> {
-    private(set) var base: UnsafeMutablePointer<Element>
-    private(set) var count = 0
-    private var capacity: Int
+    private var storage: RawBuffer<Element>
 
-    init(capacity: Int = 256) {
-        self.capacity = max(capacity, 8)
-        base = .allocate(capacity: self.capacity)
-    }
+    init(capacity: Int = 256) { storage = RawBuffer(capacity: max(capacity, 8)) }
 
-    deinit { base.deallocate() }
+    deinit { storage.free() }
 
-    var isEmpty: Bool { count == 0 }
+    var count: Int { storage.count }
+
+    var base: UnsafeMutablePointer<Element> { storage.base }
+
+    var isEmpty: Bool { storage.isEmpty }
 
     /// The elements, valid until the next change.
-    var buffer: UnsafeBufferPointer<Element> { UnsafeBufferPointer(start: base, count: count) }
+    var buffer: UnsafeBufferPointer<Element> { storage.buffer }
 
-    func slice(_ r: Range<Int>) -> UnsafeBufferPointer<Element> { UnsafeBufferPointer(start: base + r.lowerBound, count: r.count) }
+    func slice(_ r: Range<Int>) -> UnsafeBufferPointer<Element> { UnsafeBufferPointer(start: storage.base + r.lowerBound, count: r.count) }
 
-    subscript(i: Int) -> Element { base[i] }
+    subscript(i: Int) -> Element { storage[i] }
 
-    var last: Element? { count > 0 ? base[count - 1] : nil }
+    var last: Element? { storage.count > 0 ? storage[storage.count - 1] : nil }
 
-    func removeAll() { count = 0 }
+    func removeAll() { storage.removeAll() }
 
-    func removeLast(_ n: Int = 1) { count -= n }
-
-    @inline(never)
-    private func grow(to needed: Int) {
-        var c = capacity
-        while c < needed { c *= 2 }
-        let b = UnsafeMutablePointer<Element>.allocate(capacity: c)
-        b.update(from: base, count: count)
-        base.deallocate()
-        base = b
-        capacity = c
-    }
+    func removeLast(_ n: Int = 1) { storage.removeLast(n) }
 
     @inline(__always)
-    func append(_ e: Element) {
-        if count == capacity { grow(to: count + 1) }
-        base[count] = e
-        count += 1
-    }
+    func append(_ e: Element) { storage.append(e) }
 
     @inline(__always)
-    func append(_ p: UnsafePointer<Element>, count n: Int) {
-        if count + n > capacity { grow(to: count + n) }
-        (base + count).update(from: p, count: n)
-        count += n
-    }
+    func append(_ p: UnsafePointer<Element>, count n: Int) { storage.append(contentsOf: UnsafeBufferPointer(start: p, count: n)) }
 }
 
 typealias ByteStore = PlainStore<UInt8>
@@ -1367,22 +1329,5 @@ extension PlainStore where Element == UInt8 {
 
     func string(_ r: Range<Int>) -> String { String(decoding: slice(r), as: UTF8.self) }
 
-    func appendScalar(_ scalar: UInt32) {
-        switch scalar {
-        case 0..<0x80:
-            append(UInt8(scalar))
-        case 0x80..<0x800:
-            append(UInt8(0xC0 | (scalar >> 6)))
-            append(UInt8(0x80 | (scalar & 0x3F)))
-        case 0x800..<0x10000:
-            append(UInt8(0xE0 | (scalar >> 12)))
-            append(UInt8(0x80 | ((scalar >> 6) & 0x3F)))
-            append(UInt8(0x80 | (scalar & 0x3F)))
-        default:
-            append(UInt8(0xF0 | (scalar >> 18)))
-            append(UInt8(0x80 | ((scalar >> 12) & 0x3F)))
-            append(UInt8(0x80 | ((scalar >> 6) & 0x3F)))
-            append(UInt8(0x80 | (scalar & 0x3F)))
-        }
-    }
+    func appendScalar(_ scalar: UInt32) { forEachUTF8Byte(of: scalar) { append($0) } }
 }

@@ -358,7 +358,7 @@ struct SFTPTests {
         server.serve("-rf.csv", "dash")
         server.serve("..%2e.csv", "dots")
         let weird = server.served + "/we\u{1}ird\nname.csv"
-        FileManager.default.createFile(atPath: weird, contents: Data("weird".utf8))
+        _ = FileManager.default.createFile(atPath: weird, contents: Data("weird".utf8))
         age(weird, seconds: 3600)
         let outside = TempDir("outside")
         outside.write("secret.csv", "outside")
