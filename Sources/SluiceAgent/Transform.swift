@@ -177,8 +177,9 @@ public struct Transformer: Sendable {
                 if let m = reader.malformed { reasons["_row"] = m }
                 if let width, fields.count != width { reasons["_row"] = "row has \(fields.count) fields, the header has \(width)" }
                 guard reasons.isEmpty else { return false }
+                // Every converter sets its column (a value or a null), so the row needs no
+                // clearing first; a rejected row's strings are dropped below.
                 let row = sink.row
-                row.clear()
                 for i in unretained.indices {
                     let c = columnOf[i]
                     do {
@@ -195,6 +196,7 @@ public struct Transformer: Sendable {
             if reasons.isEmpty {
                 try sink.acceptRow(line: line)
             } else {
+                sink.row.clear()
                 let values = reader.withFields { f in (0..<f.count).map { String(decoding: f[$0], as: UTF8.self) } }
                 try sink.reject(line: line, values: values, reasons: reasons)
             }

@@ -27,7 +27,8 @@ public final class ParquetRow: @unchecked Sendable {
     @usableFromInline var arena = RawBuffer<UInt8>(capacity: 4096)
     /// Committed rows.
     public private(set) var count = 0
-    /// Where the current row's slots start.
+    /// The current row's index. Slots are stored column by column (`column * capacity + row`),
+    /// so that the writer, which encodes a batch a column at a time, reads them in order.
     @usableFromInline var base = 0
 
     public init(columns: Int, capacity: Int = 1) {
@@ -50,7 +51,7 @@ public final class ParquetRow: @unchecked Sendable {
     /// The current row's columns back to null, and its strings dropped.
     @inlinable
     public func clear() {
-        for i in base..<(base + columnCount) { slots[i].present = false }
+        for c in 0..<columnCount { slots[c &* capacity &+ base].present = false }
         arena.removeLast(arena.count - committedBytes)
     }
 
@@ -58,7 +59,7 @@ public final class ParquetRow: @unchecked Sendable {
     public func commit() {
         precondition(count < capacity, "ParquetRow batch is full")
         count += 1
-        base = count * columnCount
+        base = count
         committedBytes = arena.count
         if count < capacity { clear() }
     }
@@ -74,15 +75,15 @@ public final class ParquetRow: @unchecked Sendable {
 
     /// Slot of committed row `row`, column `column`.
     @inline(__always)
-    func slot(_ row: Int, _ column: Int) -> Slot { slots[row * columnCount + column] }
+    func slot(_ row: Int, _ column: Int) -> Slot { slots[column &* capacity &+ row] }
 
     @inlinable
-    public func setNull(_ column: Int) { slots[base + column].present = false }
+    public func setNull(_ column: Int) { slots[column &* capacity &+ base].present = false }
 
     @inlinable @inline(__always)
     func setBits(_ column: Int, _ bits: UInt64) {
-        slots[base + column].present = true
-        slots[base + column].bits = bits
+        slots[column &* capacity &+ base].present = true
+        slots[column &* capacity &+ base].bits = bits
     }
 
     @inlinable public func set(_ column: Int, int64 v: Int64) { setBits(column, UInt64(bitPattern: v)) }
@@ -93,15 +94,15 @@ public final class ParquetRow: @unchecked Sendable {
 
     @inlinable
     public func set(_ column: Int, decimal v: Int128) {
-        slots[base + column].present = true
-        slots[base + column].wide = v
+        slots[column &* capacity &+ base].present = true
+        slots[column &* capacity &+ base].wide = v
     }
 
     @inlinable
     public func set(_ column: Int, bytes: UnsafeBufferPointer<UInt8>) {
-        slots[base + column].present = true
-        slots[base + column].start = arena.count
-        slots[base + column].count = bytes.count
+        slots[column &* capacity &+ base].present = true
+        slots[column &* capacity &+ base].start = arena.count
+        slots[column &* capacity &+ base].count = bytes.count
         arena.append(contentsOf: bytes)
     }
 
@@ -131,7 +132,7 @@ public final class ParquetRow: @unchecked Sendable {
 
     /// A column's value of the current row back as a `ParquetValue` (for JSON Lines output).
     public func value(_ column: Int, type: ParquetColumnType) -> ParquetValue {
-        let slot = slots[base + column]
+        let slot = slots[column &* capacity &+ base]
         guard slot.present else { return .null }
         switch type {
         case .string: return .string(Array(bytes(slot)))

@@ -145,25 +145,29 @@ public final class ParquetWriter {
             throw ParquetError("row has \(rows.columnCount) values for \(columns.count) columns")
         }
         let constantRow = constantsRef ?? Unmanaged.passUnretained(rows)
+        let count = rows.count
+        // Column by column: each column writer's state stays in cache for the whole batch.
         try unretained.withUnsafeBufferPointer { columns in
             try isConstant.withUnsafeBufferPointer { isConstant in
-            for r in 0..<rows.count {
                 for i in columns.indices {
-                    if isConstant[i] {
-                        try columns[i]._withUnsafeGuaranteedRef { c in
-                            try constantRow._withUnsafeGuaranteedRef { k in try c.append(k.slots[i], row: k) }
+                    try columns[i]._withUnsafeGuaranteedRef { c in
+                        if isConstant[i] {
+                            try constantRow._withUnsafeGuaranteedRef { k in
+                                let slot = k.slots[i]
+                                for _ in 0..<count { try c.append(slot, row: k) }
+                            }
+                        } else {
+                            for r in 0..<count { try c.append(rows.slot(r, i), row: rows) }
                         }
-                    } else {
-                        try columns[i]._withUnsafeGuaranteedRef { try $0.append(rows.slot(r, i), row: rows) }
                     }
                 }
-                rowsInGroup += 1
-                rowCount += 1
-                if rowsInGroup % 1024 == 0, self.columns.reduce(0, { $0 + $1.bufferedBytes }) >= options.rowGroupBytes {
-                    try flushRowGroup()
-                }
             }
-            }
+        }
+        rowsInGroup += Int64(count)
+        rowCount += Int64(count)
+        // The row group is closed between batches, once its columns hold the bound.
+        if columns.reduce(0, { $0 + $1.bufferedBytes }) >= options.rowGroupBytes {
+            try flushRowGroup()
         }
     }
 
