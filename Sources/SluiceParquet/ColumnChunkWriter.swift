@@ -36,6 +36,8 @@ final class ColumnChunkWriter {
     private var dictionaryPlain = RawBuffer<UInt8>(capacity: 4096)
     private var dictionaryCount = 0
     private var fallBack = false
+    /// The dictionary index of the value appended last, while in dictionary mode.
+    private var lastIndex: UInt32?
 
     // The chunk so far.
     private var pages: [UInt8] = []
@@ -121,6 +123,28 @@ final class ColumnChunkWriter {
         }
     }
 
+    /// Appends the same present value `times` times (a constant column): after the first, each
+    /// costs a dictionary index and a level, with no hashing and no statistics.
+    func appendRepeated(_ slot: ParquetRow.Slot, row: ParquetRow, times: Int) throws {
+        guard times > 0 else { return }
+        // The first goes the full way, which leaves this value's index in `lastIndex`.
+        try append(slot, row: row)
+        var left = times - 1
+        while left > 0 {
+            guard dictionaryMode, !fallBack, let index = lastIndex, slot.present else {
+                try append(slot, row: row)
+                left -= 1
+                continue
+            }
+            if nullable { levels.append(1) }
+            indices.append(index)
+            pageValues += 1
+            numValues += 1
+            left -= 1
+            if pageValues & 127 == 0, pageBytes >= pageLimit { try flushPage() }
+        }
+    }
+
     /// After this many values of a chunk, a column whose values are more than half distinct
     /// leaves dictionary encoding.
     static let cardinalityProbe: Int64 = 16_384
@@ -161,6 +185,7 @@ final class ColumnChunkWriter {
                 // The same value as the last one (a lineage column, say): the dictionary and
                 // the statistics already have it.
                 indices.append(index)
+                lastIndex = index
             } else {
                 noteBytes(value)
                 appendBytes(value, lengthPrefix: true)
@@ -181,6 +206,7 @@ final class ColumnChunkWriter {
     private func appendFixed(_ bits: UInt64, width: Int) {
         if dictionaryMode {
             let (index, inserted) = fixedDictionary.index(of: bits)
+            lastIndex = index
             indices.append(index)
             if inserted {
                 dictionaryCount += 1
@@ -197,6 +223,7 @@ final class ColumnChunkWriter {
     private func appendBytes(_ value: UnsafeBufferPointer<UInt8>, lengthPrefix: Bool) {
         if dictionaryMode {
             let index = bytesDictionary.index(of: value, in: &dictionaryPlain, lengthPrefix: lengthPrefix)
+            lastIndex = index
             indices.append(index)
             if Int(index) == dictionaryCount {
                 dictionaryCount += 1
@@ -301,6 +328,7 @@ final class ColumnChunkWriter {
 
     /// Ends the column chunk of this row group; `offset` is where its bytes will start.
     func finishChunk(at offset: Int64) throws -> Chunk {
+        lastIndex = nil
         try flushPage()
         var bytes: [UInt8] = []
         var uncompressed = pagesUncompressed

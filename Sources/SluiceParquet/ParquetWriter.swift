@@ -153,8 +153,7 @@ public final class ParquetWriter {
                     try columns[i]._withUnsafeGuaranteedRef { c in
                         if isConstant[i] {
                             try constantRow._withUnsafeGuaranteedRef { k in
-                                let slot = k.slots[i]
-                                for _ in 0..<count { try c.append(slot, row: k) }
+                                try c.appendRepeated(k.slots[i], row: k, times: count)
                             }
                         } else {
                             for r in 0..<count { try c.append(rows.slot(r, i), row: rows) }
