@@ -2,8 +2,10 @@ import SluiceBuffers
 
 /// A batch of rows, filled one row at a time, column by column, and reused from batch to batch,
 /// so that appending rows allocates nothing: numbers sit in fixed slots and strings in one
-/// byte arena. Set the current row's columns, then `commit()` it (or `clear()` it to drop
-/// it); `ParquetWriter.append(_:)` writes the committed rows, and `reset()` empties the batch.
+/// byte arena. Set every column of the current row (a value or `setNull`; or `clear()` it
+/// first, which nulls them all: a new row's slots still hold what an earlier batch left), then
+/// `commit()` it, or `clear()` it to drop it. `ParquetWriter.append(_:)` writes the committed
+/// rows, and `reset()` empties the batch. Columns the writer holds constant need not be set.
 ///
 /// The setter must suit the column's type (`int64` for int64 columns, `decimal` for decimal
 /// columns, and so on); the writer checks what it cannot trust.
@@ -55,13 +57,12 @@ public final class ParquetRow: @unchecked Sendable {
         arena.removeLast(arena.count - committedBytes)
     }
 
-    /// Keeps the current row and starts the next one.
+    /// Keeps the current row and starts the next one (not cleared: see the type's note).
     public func commit() {
         precondition(count < capacity, "ParquetRow batch is full")
         count += 1
         base = count
         committedBytes = arena.count
-        if count < capacity { clear() }
     }
 
     /// Empties the batch.
