@@ -25,7 +25,7 @@ final class FieldConverter {
         trueValues = field.trueValues.map { Array($0.lowercased().utf8) }
         falseValues = field.falseValues.map { Array($0.lowercased().utf8) }
         plainNumbers = dataset.decimalSeparator == "." && dataset.thousandsSeparator != "."
-        zone = field.type == .timestamp && field.format == nil ? ZoneConverter(zone: field.timezone) : nil
+        zone = field.type == .timestamp ? ZoneConverter(zone: field.timezone) : nil
     }
 
     static func invalidUTF8(_ d: DatasetMapping) -> ValueError {
@@ -70,10 +70,16 @@ final class FieldConverter {
                 }
             }
         case .timestamp:
-            if let zone, ascii, let p = FastValues.iso(b) {
+            guard let zone else { break }
+            if field.format == nil, ascii, let p = FastValues.iso(b) {
                 let local = p.days * 86_400 + p.secondOfDay
                 let utc = p.offsetSeconds.map { local - $0 } ?? zone.utc(local: local)
                 row.set(column, timestamp: utc * 1_000_000 + p.micros)
+                return
+            }
+            if field.format != nil {
+                // A `format`: parsed as `Values` does, with this field's cached zone offsets.
+                row.set(column, timestamp: try Values.timestamp(String(decoding: b, as: UTF8.self), format: field.format, zone: zone))
                 return
             }
         case .date:

@@ -417,14 +417,10 @@ final class OutputSink {
     private let out: AtomicFile
     private let rejects: AtomicFile
     private let writer: ParquetWriter?
-    private let client: UnsafeBufferPointer<UInt8>
-    private let source: UnsafeBufferPointer<UInt8>
-    private let sourcePath: UnsafeBufferPointer<UInt8>
-    private let sha256: UnsafeBufferPointer<UInt8>
-    private let version: Int64
-    private let ingestedAt: Int64
-    /// The mapped fields' column count (the lineage columns follow).
-    private let mappedColumns: Int
+    /// The lineage columns that are the same in every row (all but `_row_number`), by column.
+    private let constants: [(column: Int, value: ParquetValue)]
+    /// The `_row_number` lineage column, the one that is not constant.
+    private let rowNumberColumn: Int
     private let jsonOutput: Bool
     /// Encodes batches on a second thread (Parquet output only).
     private let pipeline: EncodePipeline?
@@ -446,20 +442,20 @@ final class OutputSink {
         fields = d.fields.map { ParquetField(name: $0.name, type: Transformer.parquetType($0.type), nullable: !$0.required) } + Transformer.lineage
         let out = self.out
         let columns = fields.count
-        mappedColumns = d.fields.count
+        rowNumberColumn = d.fields.count + 5
         jsonOutput = d.output != .parquet
+        let n = d.fields.count
+        let constants: [(column: Int, value: ParquetValue)] = [
+            (n, .string(Array(input.client.utf8))), (n + 1, .string(Array(input.source.utf8))),
+            (n + 2, .string(Array(input.path.display.utf8))), (n + 3, .int64(Int64(input.version))),
+            (n + 4, .string(Array(input.sha256.utf8))), (n + 6, .timestamp(input.ingestedAtMicros)),
+        ]
+        self.constants = constants
         let writer: ParquetWriter?
         do {
             writer = d.output == .parquet ? try ParquetWriter(fields: fields, options: options) { try out.write($0) } : nil
-            if let writer {
-                let n = d.fields.count
-                let lineage: [ParquetValue] = [
-                    .string(Array(input.client.utf8)), .string(Array(input.source.utf8)), .string(Array(input.path.display.utf8)),
-                    .int64(Int64(input.version)), .string(Array(input.sha256.utf8)),
-                ]
-                for (i, v) in lineage.enumerated() { try writer.setConstant(n + i, v) }
-                try writer.setConstant(n + 6, .timestamp(input.ingestedAtMicros))
-            }
+            // Parquet: the writer adds the constant lineage columns to every row itself.
+            for c in constants { try writer?.setConstant(c.column, c.value) }
         } catch {
             out.abandon()
             rejects.abandon()
@@ -472,12 +468,6 @@ final class OutputSink {
         let pipeline = writer.map { EncodePipeline(writer: $0, columns: columns, batchRows: batchRows) }
         self.pipeline = pipeline
         row = pipeline?.take() ?? ParquetRow(columns: columns)
-        client = Self.bytes(input.client)
-        source = Self.bytes(input.source)
-        sourcePath = Self.bytes(input.path.display)
-        sha256 = Self.bytes(input.sha256)
-        version = Int64(input.version)
-        ingestedAt = input.ingestedAtMicros
     }
 
     /// The row being built: a reader clears it, sets the mapped fields' columns (0..<fields)
@@ -494,17 +484,10 @@ final class OutputSink {
     /// Keeps `row`, whose mapped columns are set, adding the lineage columns.
     func acceptRow(line: Int) throws {
         let row = self.row
-        let n = mappedColumns
-        row.set(n + 5, int64: Int64(line))
+        row.set(rowNumberColumn, int64: Int64(line))
         rows += 1
         if jsonOutput {
-            // (For Parquet, the writer adds the constant lineage columns itself.)
-            row.set(n, bytes: client)
-            row.set(n + 1, bytes: source)
-            row.set(n + 2, bytes: sourcePath)
-            row.set(n + 3, int64: version)
-            row.set(n + 4, bytes: sha256)
-            row.set(n + 6, timestamp: ingestedAt)
+            for c in constants { row.set(c.column, c.value) }
             try Transformer.jsonLine(fields.indices.map { row.value($0, type: fields[$0].type) }, fields: fields, into: out)
             row.reset()
         } else {
@@ -533,12 +516,10 @@ final class OutputSink {
         try text.withUTF8 { try rejects.write(UnsafeRawBufferPointer($0)) }
     }
 
+    /// A rejected row whose raw values are Foundation JSON objects (strings, arrays, NSNull).
     func reject(line: Int, values: Any, reasons: [String: String]) throws {
-        rejected += 1
-        let object: [String: Any] = ["row": line, "values": values, "reasons": reasons]
-        var data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-        data.append(0x0A)
-        try data.withUnsafeBytes { try rejects.write($0) }
+        let json = try JSONSerialization.data(withJSONObject: values, options: [.sortedKeys, .withoutEscapingSlashes, .fragmentsAllowed])
+        try reject(line: line, valuesJSON: String(decoding: json, as: UTF8.self), reasons: reasons)
     }
 
     func finish(into result: inout TransformResult) throws {
@@ -562,17 +543,6 @@ final class OutputSink {
         }
         open = false
         result.status = .ok
-    }
-
-    deinit {
-        for b in [client, source, sourcePath, sha256] { b.deallocate() }
-    }
-
-    /// A lineage string's bytes, kept for the sink's life.
-    private static func bytes(_ s: String) -> UnsafeBufferPointer<UInt8> {
-        let b = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: s.utf8.count)
-        _ = b.initialize(from: s.utf8)
-        return UnsafeBufferPointer(b)
     }
 
     func abandonIfOpen() {

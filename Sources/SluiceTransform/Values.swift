@@ -220,16 +220,14 @@ public enum Values {
     /// hour a daylight-saving change skips it moves forward, and in the hour that repeats it is
     /// taken as the later one (standard time).
     public static func timestamp(_ s: String, format: String?, zone: TimeZone) throws(ValueError) -> Int64 {
+        try timestamp(s, format: format, zone: ZoneConverter(zone: zone))
+    }
+
+    /// The same, with a converter that caches the zone's offsets across calls.
+    public static func timestamp(_ s: String, format: String?, zone: ZoneConverter) throws(ValueError) -> Int64 {
         let p = try parts(s, format: format)
         let local = Int64(days(year: p.year, month: p.month, day: p.day)) * 86_400 + Int64(p.hour * 3600 + p.minute * 60 + p.second)
-        let utc: Int64
-        if let offset = p.offsetSeconds {
-            utc = local - Int64(offset)
-        } else {
-            let first = Int64(zone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(local))))
-            let second = Int64(zone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(local - first))))
-            utc = local - second
-        }
+        let utc = p.offsetSeconds.map { local - Int64($0) } ?? zone.utc(local: local)
         return utc * 1_000_000 + Int64(p.micros)
     }
 }
