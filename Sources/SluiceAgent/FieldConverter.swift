@@ -17,6 +17,14 @@ final class FieldConverter {
     private let plainNumbers: Bool
     private let zone: ZoneConverter?
 
+    /// The direct route for a field with no `trim` and no `map`: the type's byte-level parser
+    /// alone, whose accepted forms are all ASCII (so no separate UTF-8 check). A value it
+    /// does not take goes the general way.
+    private enum Direct { case string, int64, decimal(precision: Int, scale: Int), isoTimestamp, isoDate, none }
+    private let direct: Direct
+    /// The null markers are just "" (the default).
+    private let onlyEmptyIsNull: Bool
+
     init(field: FieldMapping, dataset: DatasetMapping, column: Int) {
         self.field = field
         self.dataset = dataset
@@ -26,6 +34,24 @@ final class FieldConverter {
         falseValues = field.falseValues.map { Array($0.lowercased().utf8) }
         plainNumbers = dataset.decimalSeparator == "." && dataset.thousandsSeparator != "."
         zone = field.type == .timestamp ? ZoneConverter(zone: field.timezone) : nil
+        onlyEmptyIsNull = dataset.nullValues == [""]
+        if field.trim || !field.map.isEmpty {
+            direct = .none
+        } else {
+            switch field.type {
+            case .string: direct = .string
+            case .int64: direct = .int64
+            case .decimal(let p, let s): direct = plainNumbers ? .decimal(precision: p, scale: s) : .none
+            case .timestamp: direct = field.format == nil ? .isoTimestamp : .none
+            case .date: direct = field.format == nil ? .isoDate : .none
+            case .bool, .float64: direct = .none
+            }
+        }
+    }
+
+    @inline(__always)
+    private func isNull(_ b: UnsafeBufferPointer<UInt8>) -> Bool {
+        onlyEmptyIsNull ? b.isEmpty : nullValues.contains(where: { Self.equal(b, $0) })
     }
 
     static func invalidUTF8(_ d: DatasetMapping) -> ValueError {
@@ -35,6 +61,41 @@ final class FieldConverter {
     /// Sets the field's column of `row` from `raw` (nil = the column is absent).
     func convert(_ raw: UnsafeBufferPointer<UInt8>?, into row: ParquetRow) throws(ValueError) {
         guard var b = raw else { return try slow(nil, into: row) }
+        if case .none = direct {} else {
+            if isNull(b) { return try slow(nil, into: row) }
+            switch direct {
+            case .string:
+                if FastValues.isASCII(b) || String(validating: b, as: UTF8.self) != nil {
+                    row.set(column, bytes: b)
+                    return
+                }
+                throw Self.invalidUTF8(dataset)
+            case .int64:
+                if let v = FastValues.int64(b) {
+                    row.set(column, int64: v)
+                    return
+                }
+            case .decimal(let p, let s):
+                if let v = FastValues.decimal(b, precision: p, scale: s) {
+                    row.set(column, decimal: v)
+                    return
+                }
+            case .isoTimestamp:
+                if let zone, let p = FastValues.iso(b) {
+                    let local = p.days * 86_400 + p.secondOfDay
+                    let utc = p.offsetSeconds.map { local - $0 } ?? zone.utc(local: local)
+                    row.set(column, timestamp: utc * 1_000_000 + p.micros)
+                    return
+                }
+            case .isoDate:
+                if let p = FastValues.iso(b) {
+                    row.set(column, date: Int32(truncatingIfNeeded: p.days))
+                    return
+                }
+            case .none:
+                break
+            }
+        }
         let ascii = FastValues.isASCII(b)
         if !ascii && String(validating: b, as: UTF8.self) == nil { throw Self.invalidUTF8(dataset) }
         if field.trim {
@@ -43,7 +104,7 @@ final class FieldConverter {
             b = Self.trimmed(b)
         }
         if !field.map.isEmpty { return try slow(b, into: row) }
-        if nullValues.contains(where: { Self.equal(b, $0) }) { return try slow(nil, into: row) }
+        if isNull(b) { return try slow(nil, into: row) }
         switch field.type {
         case .string:
             row.set(column, bytes: b)

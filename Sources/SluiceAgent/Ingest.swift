@@ -304,6 +304,7 @@ public final class Ingestor: Sendable {
             }
         } else {
             var first = true
+            var flushed: Int64 = 0
             while true {
                 let n: Int
                 do {
@@ -318,6 +319,12 @@ public final class Ingestor: Sendable {
                 } catch {
                     file.discard()
                     return .failed("writing to the lake failed: \(error)")
+                }
+                if file.size - flushed >= Self.writebackStep {
+                    // A big file's writeback starts while it is still being copied, so the
+                    // batch's sync has little left to wait for.
+                    file.startWriteback(offset: flushed, length: file.size - flushed)
+                    flushed = file.size
                 }
                 if first, let hook = hooks.afterFirstChunk {
                     first = false
@@ -337,8 +344,11 @@ public final class Ingestor: Sendable {
         return .staged(file.seal(startWriteback: writeback))
     }
 
+    /// How many bytes of a file being copied are written before their writeback is started.
+    static let writebackStep: Int64 = 16 << 20
+
     /// Follows a parallel fetch: hashes the file's contiguous prefix as the ranges land (one
-    /// pass, on this thread, off the transfer threads) and starts writeback every 32 MiB so
+    /// pass, on this thread, off the transfer threads) and starts writeback every 16 MiB so
     /// that the batch's sync has little left to do. Returns why it failed, if it did.
     private static func absorbParallel(_ fetch: any ParallelFetch, into file: inout StagedFile, candidate c: Candidate,
                                        buffer: IOBuffer, hooks: IngestHooks) -> String? {
@@ -359,7 +369,7 @@ public final class Ingestor: Sendable {
                 return "reading back the staged copy failed: \(error)"
             }
             hashed = step.prefix
-            if hashed - flushed >= 32 << 20 || (step.done && hashed > flushed) {
+            if hashed - flushed >= writebackStep || (step.done && hashed > flushed) {
                 file.startWriteback(offset: flushed, length: hashed - flushed)
                 flushed = hashed
             }

@@ -58,6 +58,15 @@ public struct RawBuffer<Element: BitwiseCopyable> {
         _count += v.count
     }
 
+    /// Appends `n` copies of `v`.
+    @inlinable
+    public mutating func append(repeating v: Element, count n: Int) {
+        guard n > 0 else { return }
+        if _count + n > _capacity { reserve(_count + n) }
+        (_base + _count).initialize(repeating: v, count: n)
+        _count += n
+    }
+
     @inlinable
     public mutating func removeAll() { _count = 0 }
 

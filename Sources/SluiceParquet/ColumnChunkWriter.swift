@@ -136,12 +136,14 @@ final class ColumnChunkWriter {
                 left -= 1
                 continue
             }
-            if nullable { levels.append(1) }
-            indices.append(index)
-            pageValues += 1
-            numValues += 1
-            left -= 1
-            if pageValues & 127 == 0, pageBytes >= pageLimit { try flushPage() }
+            // As many as fit the page in one go.
+            let n = Swift.min(left, Swift.max(128, (pageLimit - pageBytes) / 4))
+            if nullable { levels.append(repeating: 1, count: n) }
+            indices.append(repeating: index, count: n)
+            pageValues += n
+            numValues += Int64(n)
+            left -= n
+            if pageBytes >= pageLimit { try flushPage() }
         }
     }
 

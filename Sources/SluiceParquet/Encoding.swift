@@ -32,10 +32,18 @@ enum Encodings {
         out += body
     }
 
-    /// Dictionary indices: one byte of bit width, then one bit-packed run of the hybrid
-    /// encoding (values LSB first, padded to a multiple of 8 values).
+    /// Dictionary indices: one byte of bit width, then one run of the hybrid encoding: an RLE
+    /// run when every index is the same, else a bit-packed run (values LSB first, padded to a
+    /// multiple of 8 values).
     static func dictionaryIndices(_ indices: UnsafeBufferPointer<UInt32>, bitWidth: Int, to out: inout [UInt8]) {
         out.append(UInt8(bitWidth))
+        if let first = indices.first, !indices.contains(where: { $0 != first }) {
+            // One value throughout (a constant column): a single RLE run, the count and
+            // then the value in ⌈width / 8⌉ bytes.
+            varint(UInt64(indices.count) << 1, to: &out)
+            for k in 0..<(bitWidth + 7) / 8 { out.append(UInt8(truncatingIfNeeded: first >> UInt32(8 * k))) }
+            return
+        }
         let groups = (indices.count + 7) / 8
         varint(UInt64(groups) << 1 | 1, to: &out)
         packBits(indices, width: bitWidth, count: groups * 8, to: &out)

@@ -204,6 +204,19 @@ public final class CSVReader {
             case .unquoted:
                 // Locals, so that the scan runs in registers.
                 let p = window, e = end, d = delimiter
+                // Eight bytes at a time while eight are there: the lowest byte that is the
+                // delimiter, LF or CR ends the field.
+                let ones: UInt64 = 0x0101_0101_0101_0101
+                let dd = UInt64(d) &* ones, lf = 0x0A &* ones, cr = 0x0D &* ones
+                while i + 8 <= e {
+                    let word = UInt64(littleEndian: UnsafeRawPointer(p + i).loadUnaligned(as: UInt64.self))
+                    let hits = Self.zeroBytes(word ^ dd) | Self.zeroBytes(word ^ lf) | Self.zeroBytes(word ^ cr)
+                    if hits != 0 {
+                        i += hits.trailingZeroBitCount >> 3
+                        break
+                    }
+                    i += 8
+                }
                 while i < e {
                     let b = p[i]
                     if b == d || b == 0x0A || b == 0x0D { break }
@@ -278,6 +291,13 @@ public final class CSVReader {
                 state = .fieldStart
             }
         }
+    }
+
+    /// The high bit of each zero byte of `x` set; a byte above a zero byte may be flagged
+    /// too, so only the lowest flag is exact.
+    @inline(__always)
+    private static func zeroBytes(_ x: UInt64) -> UInt64 {
+        (x &- 0x0101_0101_0101_0101) & ~x & 0x8080_8080_8080_8080
     }
 
     /// Keeps the field [start, end) and steps over the delimiter or line end at `i` that closes
