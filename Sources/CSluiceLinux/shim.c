@@ -31,6 +31,7 @@ const int CSluiceLinux_O_DIRECTORY = O_DIRECTORY;
 const int CSluiceLinux_O_CLOEXEC = O_CLOEXEC;
 const int CSluiceLinux_O_NOATIME = O_NOATIME;
 const int CSluiceLinux_O_PATH = O_PATH;
+const int CSluiceLinux_O_TMPFILE = O_TMPFILE;
 
 int CSluiceLinux_startWriteback(int fd) {
     return sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);

@@ -118,7 +118,7 @@ public struct Agent: Sendable {
             throw AgentError(.runtime, "\(error)")
         }
         if let mapping = mappings[id] {
-            report.transforms = try runTransforms(mapping, manifest: manifest, dataset: nil, selection: .pending)
+            report.transforms = try runTransforms(mapping, manifest: manifest, lake: lake, dataset: nil, selection: .pending)
         }
         return report
     }
@@ -132,11 +132,11 @@ public struct Agent: Sendable {
         if let dataset, !mapping.datasets.contains(where: { $0.name == dataset }) {
             throw AgentError(.usage, "\(mapping.file) has no dataset '\(dataset)' (datasets: \(mapping.datasets.map(\.name).joined(separator: ", ")))")
         }
-        return try runTransforms(mapping, manifest: try openManifest(), dataset: dataset, selection: selection)
+        return try runTransforms(mapping, manifest: try openManifest(), lake: try openLake(), dataset: dataset, selection: selection)
     }
 
-    func runTransforms(_ mapping: ClientMapping, manifest: Manifest, dataset: String?, selection: Manifest.TransformSelection) throws(AgentError) -> [TransformReport] {
-        let transformer = Transformer(lakeRoot: config.lakeDir, mapping: mapping)
+    func runTransforms(_ mapping: ClientMapping, manifest: Manifest, lake: Lake, dataset: String?, selection: Manifest.TransformSelection) throws(AgentError) -> [TransformReport] {
+        let transformer = Transformer(lake: lake, mapping: mapping)
         var reports: [TransformReport] = []
         do {
             for c in try manifest.transformCandidates(client: mapping.client, selection: selection) {

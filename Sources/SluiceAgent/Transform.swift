@@ -44,11 +44,13 @@ public struct TransformResult: Sendable, Equatable {
 /// Turns one stored version into typed Parquet (or JSONL) under `processed/`, with lineage
 /// columns, and its rejected rows into a sibling `.rejects.jsonl`.
 public struct Transformer: Sendable {
-    public let lakeRoot: String
+    /// The lake, whose staging journal covers the temp files of outputs being written.
+    public let lake: Lake
     public let mapping: ClientMapping
+    var lakeRoot: String { lake.root }
 
-    public init(lakeRoot: String, mapping: ClientMapping) {
-        self.lakeRoot = lakeRoot
+    public init(lake: Lake, mapping: ClientMapping) {
+        self.lake = lake
         self.mapping = mapping
     }
 
@@ -162,7 +164,7 @@ public struct Transformer: Sendable {
         }
         let width = d.header ? headerNames.count : nil
 
-        let sink = try OutputSink(lakeRoot: lakeRoot, input: input, dataset: d, options: options)
+        let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
         let converters = d.fields.enumerated().map { FieldConverter(field: $1, dataset: d, column: $0) }
         // `converters` keeps them alive (to the end of this scope, by the defer); calling
@@ -241,7 +243,7 @@ public struct Transformer: Sendable {
     private func transformJSONL(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
         let file = try LakeFile(lakeRoot: lakeRoot, path: input.lakePath)
         let lines = TextLineReader(encoding: .utf8, read: file.read)
-        let sink = try OutputSink(lakeRoot: lakeRoot, input: input, dataset: d, options: options)
+        let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
         var number = 0
         while let line = try lines.next() {
@@ -267,7 +269,7 @@ public struct Transformer: Sendable {
     private func transformJSON(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
         let file = try LakeFile(lakeRoot: lakeRoot, path: input.lakePath)
         let reader = JSONRecordReader(records: d.records ?? "", read: file.read)
-        let sink = try OutputSink(lakeRoot: lakeRoot, input: input, dataset: d, options: options)
+        let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
         while true {
             let record: (index: Int, line: Int, value: JSONValue)?
@@ -344,7 +346,7 @@ public struct Transformer: Sendable {
     private func transformFixed(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
         let file = try LakeFile(lakeRoot: lakeRoot, path: input.lakePath)
         let lines = TextLineReader(encoding: d.encoding, read: file.read)
-        let sink = try OutputSink(lakeRoot: lakeRoot, input: input, dataset: d, options: options)
+        let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
         var number = 0
         while let bytes = try lines.next() {
@@ -428,13 +430,13 @@ final class OutputSink {
     private var rejected: Int64 = 0
     private var open = true
 
-    init(lakeRoot: String, input: TransformInput, dataset d: DatasetMapping, options: ParquetOptions) throws {
+    init(lake: Lake, input: TransformInput, dataset d: DatasetMapping, options: ParquetOptions) throws {
         dataset = d
         outRel = Transformer.outputPath(input, dataset: d.name, extension: d.output == .parquet ? "parquet" : "jsonl")
         rejectsRel = String(outRel.dropLast(d.output == .parquet ? 8 : 6)) + ".rejects.jsonl"
-        out = try AtomicFile(lakeRoot: lakeRoot, relative: outRel)
+        out = try AtomicFile(lake: lake, relative: outRel)
         do {
-            rejects = try AtomicFile(lakeRoot: lakeRoot, relative: rejectsRel)
+            rejects = try AtomicFile(lake: lake, relative: rejectsRel)
         } catch {
             out.abandon()
             throw error
@@ -578,17 +580,17 @@ final class LakeFile {
 }
 
 /// A file under `processed/` written to a temp file in its folder, fsync'd, then renamed over
-/// any earlier output (re-runs replace outputs atomically), and the folder fsync'd.
+/// any earlier output (re-runs replace outputs atomically), and the folder fsync'd. The temp
+/// file is one of the lake's journaled staging files, so a crash mid-transform leaves nothing
+/// that the next start does not remove.
 final class AtomicFile {
     let final: String
     let temp: String
     private var fd: Int32
 
-    init(lakeRoot: String, relative: String) throws {
-        final = "\(lakeRoot)/\(relative)"
-        let dir = (final as NSString).deletingLastPathComponent
-        try makeDirectories(dir)
-        temp = "\(dir)/.%tmp-transform-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    init(lake: Lake, relative: String) throws {
+        final = "\(lake.root)/\(relative)"
+        temp = try lake.tempPath(inFolder: (relative as NSString).deletingLastPathComponent)
         fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o440)
         guard fd >= 0 else { throw SystemCallError(call: "open", errno: errno, path: temp) }
     }

@@ -1,3 +1,4 @@
+import CSluiceLinux
 import Foundation
 import SluiceLake
 import SluiceParquet
@@ -35,7 +36,7 @@ extension Transformer {
             guard let entry = archive[sheet.entryPath] else {
                 throw TransformError("the workbook lists sheet \"\(sheet.name)\" at \(sheet.entryPath), but the archive has no such part")
             }
-            sheetFile = try SpooledEntry(directory: "\(lakeRoot)/processed")
+            sheetFile = try SpooledEntry(lake: lake, folder: "processed")
             let limit = Self.unzipLimit(entry)
             var unzipped: UInt64 = 0
             do {
@@ -76,7 +77,7 @@ extension Transformer {
             columnOf = try Self.columns(for: d, header: nil)
         }
 
-        let sink = try OutputSink(lakeRoot: lakeRoot, input: input, dataset: d, options: options)
+        let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
         while let (number, cells) = try nextRow() {
             var reasons: [String: String] = [:]
@@ -155,17 +156,23 @@ final class MemorySource {
     }
 }
 
-/// A temp file with no name (unlinked as soon as it is created, so nothing is ever left
-/// behind): written once, then read back from the start.
+/// A temp file with no name (`O_TMPFILE`, so nothing is ever left behind, even by a crash):
+/// written once, then read back from the start. On a file system without `O_TMPFILE` it is
+/// a journaled lake temp file, unlinked as soon as it is created.
 final class SpooledEntry {
     private let fd: Int32
 
-    init(directory: String) throws {
+    init(lake: Lake, folder: String) throws {
+        let directory = "\(lake.root)/\(folder)"
         try makeDirectories(directory)
-        let path = "\(directory)/.%tmp-xlsx-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SystemCallError(call: "open", errno: errno, path: path) }
-        unlink(path)
+        var fd = open(directory, CSluiceLinux_O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600)
+        if fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL) {
+            let path = try lake.tempPath(inFolder: folder)
+            fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            if fd >= 0 { unlink(path) }
+        }
+        guard fd >= 0 else { throw SystemCallError(call: "open", errno: errno, path: directory) }
+        self.fd = fd
     }
 
     deinit { close(fd) }

@@ -212,6 +212,15 @@ public final class Lake: Sendable {
         return StagedFile(fd: fd, path: path)
     }
 
+    /// A fresh temp file name in `folder` (relative to the root), for a caller that creates
+    /// the file itself (with `O_EXCL`): like `stage`'s files, it is journaled, so a crash
+    /// leaves nothing behind that the next start does not remove. Prepares the folder.
+    public func tempPath(inFolder folder: String) throws(SystemCallError) -> String {
+        try prepare(folder: folder)
+        let n = counter.add(1, ordering: .relaxed).newValue
+        return "\(root)/\(folder)/\(Self.tempPrefix)\(owner)-\(n)"
+    }
+
     /// Makes sure each folder exists durably and is in this process's journal before the first
     /// temp file is created in it. Cheap for folders already prepared.
     public func prepare(folders: some Sequence<String>) throws(SystemCallError) {

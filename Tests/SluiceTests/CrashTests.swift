@@ -59,4 +59,71 @@ import Glibc
         let interrupted = try Shell.run("/usr/bin/sqlite3", [dir.sub("state/manifest.sqlite"), "SELECT count(*) FROM run WHERE status = 'running'"])
         #expect(interrupted.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "0")
     }
+
+    /// SIGKILLs a real `sluice pull` while it writes a transform's Parquet: the half-written
+    /// output's temp file is removed by the next start, which transforms the version once
+    /// (it is not ingested again), and pyarrow and DuckDB read every row.
+    @Test(.enabled(if: ParquetTests.readersAvailable, "needs pyarrow and duckdb"))
+    func sigkillMidTransformLeavesNoTempFileAndTransformsOnce() throws {
+        let dir = TempDir("crash-transform")
+        dir.config()
+        dir.write("mappings/acme.toml", """
+            [datasets.big]
+            match = ["*.csv"]
+            format = "csv"
+            fields = [
+              { name = "id", source = "id", type = "int64", required = true },
+              { name = "amount", source = "amount", type = "decimal(12,2)" },
+              { name = "text", source = "text", type = "string" },
+            ]
+            """)
+        let rows = 600_000
+        var csv = "id,amount,text\n"
+        csv.reserveCapacity(rows * 40)
+        for i in 1...rows { csv += "\(i),\(i % 9_999).\(i % 90 + 10),\"row \(i), of \(rows)\"\n" }
+        dir.write("drop/big.csv", csv)
+        let conf = dir.sub("agent.conf")
+        let processed = dir.sub("lake/processed")
+        func temps() -> [String] {
+            (FileManager.default.enumerator(atPath: processed)?.allObjects as? [String] ?? [])
+                .filter { ($0 as NSString).lastPathComponent.hasPrefix(".%tmp-") }
+        }
+
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: SluiceBinary.path)
+        p.arguments = ["pull", "acme", "--config", conf, "--log-level", "error"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        var caught = false
+        for _ in 0..<60_000 where p.isRunning {
+            if !temps().isEmpty {
+                kill(p.processIdentifier, SIGKILL)
+                caught = true
+                break
+            }
+            usleep(1000)
+        }
+        p.waitUntilExit()
+        try #require(caught, "the pull ended before its transform output could be caught being written")
+        #expect(!temps().isEmpty, "the killed transform left its temp file")
+
+        let (again, obj) = try SluiceBinary.json(["pull", "acme"], config: conf)
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(temps().isEmpty, "the next start removes the dead run's temp files: \(temps())")
+        let o = try #require(obj as? [String: Any])
+        #expect(o["new"] as? Int == 0 && o["unchanged"] as? Int == 1, "the version was committed before the kill: \(o)")
+        let t = try #require((o["transforms"] as? [[String: Any]])?.first, "\(o)")
+        #expect(t["status"] as? String == "ok" && t["rows_written"] as? Int == rows, "\(t)")
+        let output = try #require(t["output_path"] as? String)
+        let read = try FormatTests.check(dir.sub("lake/") + output, """
+            d = duck("SELECT count(*), count(DISTINCT id) FROM $P")
+            print(json.dumps({"rows": t.num_rows, "duck": [int(x) for x in d]}))
+            """)
+        #expect(read["rows"] as? Int == rows && read["duck"] as? [Int] == [rows, rows], "\(read)")
+        let versions = try Shell.run("/usr/bin/sqlite3", [dir.sub("state/manifest.sqlite"), "SELECT count(*) FROM versions"])
+        #expect(versions.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "1")
+        let (audit, _) = try SluiceBinary.json(["audit"], config: conf)
+        #expect(audit.status == 0, "\(audit.stdout)")
+    }
 }

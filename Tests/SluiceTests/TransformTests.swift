@@ -39,7 +39,7 @@ struct TransformTests {
         let mapping = try #require(try agent.mappings()["acme"])
         let input = TransformInput(client: "acme", source: v.source, path: RelativePath(v.path), version: v.version, sha256: v.sha256,
                                    lakePath: v.lake_path, ingestedAtMicros: 1_790_000_000_000_000)
-        let result = Transformer(lakeRoot: agent.config.lakeDir, mapping: mapping).run(input)
+        let result = Transformer(lake: try agent.openLake(), mapping: mapping).run(input)
         #expect(result.status == .ok, "\(result.error ?? "")")
         #expect(result.rowsWritten == 38 && result.rowsRejected == 2)
         let out = try #require(result.outputPath)
@@ -79,7 +79,7 @@ struct TransformTests {
         #expect(o["duck"] as? [String] == ["38", "37", "21967.41", "2", "1"])
 
         // A re-run replaces the output atomically and gives the same result.
-        let again = Transformer(lakeRoot: agent.config.lakeDir, mapping: mapping).run(input)
+        let again = Transformer(lake: try agent.openLake(), mapping: mapping).run(input)
         #expect(again == result)
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: (parquet as NSString).deletingLastPathComponent).filter { $0.hasPrefix(".%tmp") }
         #expect(leftovers.isEmpty)
@@ -96,7 +96,7 @@ struct TransformTests {
         let agent = try loadAgent(dir)
         _ = try agent.pull(client: "acme", source: nil)
         let mapping = try #require(try agent.mappings()["acme"])
-        let t = Transformer(lakeRoot: agent.config.lakeDir, mapping: mapping)
+        let t = Transformer(lake: try agent.openLake(), mapping: mapping)
         for v in try agent.history(client: "acme", path: nil) {
             let r = t.run(TransformInput(client: "acme", source: v.source, path: RelativePath(v.path), version: v.version, sha256: v.sha256,
                                          lakePath: v.lake_path, ingestedAtMicros: 0))

@@ -28,5 +28,6 @@ extern const int CSluiceLinux_O_DIRECTORY;
 extern const int CSluiceLinux_O_CLOEXEC;
 extern const int CSluiceLinux_O_NOATIME;
 extern const int CSluiceLinux_O_PATH;
+extern const int CSluiceLinux_O_TMPFILE;
 
 #endif
