@@ -109,16 +109,25 @@ public struct Agent: Sendable {
         let mappings = transform ? try mappings() : [:]
         let manifest = try openManifest()
         let lake = try openLake()
+        // New versions are transformed as their batch is committed, the rest (and any the
+        // early transform declined or could not finish) after the pass.
+        let early = mappings[id].map { EarlyTransforms(transformer: Transformer(lake: lake, mapping: $0), manifest: manifest, logger: logger) }
         let ingestor = Ingestor(lake: lake, manifest: manifest, stateDir: config.stateDir, logger: logger,
-                                syncMethod: config.syncMethod, hooks: hooks)
+                                syncMethod: config.syncMethod, hooks: hooks, early: early)
         var report: PullReport
         do {
             report = try ingestor.pull(client: id, sources: sources, trigger: "pull", onlySource: source)
         } catch {
+            _ = try? early?.finish()
             throw AgentError(.runtime, "\(error)")
         }
-        if let mapping = mappings[id] {
-            report.transforms = try runTransforms(mapping, manifest: manifest, lake: lake, dataset: nil, selection: .pending)
+        if let mapping = mappings[id], let early {
+            do {
+                report.transforms = try early.finish()
+            } catch {
+                throw AgentError(.runtime, error.description)
+            }
+            report.transforms += try runTransforms(mapping, manifest: manifest, lake: lake, dataset: nil, selection: .pending)
         }
         return report
     }
@@ -140,21 +149,9 @@ public struct Agent: Sendable {
         var reports: [TransformReport] = []
         do {
             for c in try manifest.transformCandidates(client: mapping.client, selection: selection) {
-                let ingested = (try? Values.timestamp(c.ingestedAt, format: nil, zone: TimeZone(identifier: "UTC")!)) ?? 0
-                let input = TransformInput(client: mapping.client, source: c.source, path: RelativePath(bytes: c.pathBytes), version: c.version,
-                                           sha256: c.sha256, lakePath: c.lakePath, ingestedAtMicros: ingested)
+                let input = TransformInput(client: mapping.client, candidate: c)
                 if let dataset, transformer.dataset(for: input)?.name != dataset { continue }
-                let r = transformer.run(input)
-                try manifest.recordTransform(versionID: c.versionID, dataset: r.dataset, mappingSHA256: mapping.sha256, status: r.status.rawValue,
-                                             rowsWritten: r.rowsWritten, rowsRejected: r.rowsRejected, outputPath: r.outputPath,
-                                             rejectsPath: r.rejectsPath, error: r.error)
-                if r.status == .failed {
-                    logger.warning("Transform failed", metadata: ["client.id": "\(mapping.client)", "file.path": "\(input.path.display)",
-                                                                 "dataset": "\(r.dataset ?? "")", "error": "\(r.error ?? "")"])
-                }
-                reports.append(TransformReport(source: c.source, path: input.path.display, version: c.version, dataset: r.dataset, status: r.status.rawValue,
-                                               rowsWritten: r.rowsWritten, rowsRejected: r.rowsRejected, outputPath: r.outputPath,
-                                               rejectsPath: r.rejectsPath, error: r.error))
+                reports.append(try transformer.record(transformer.run(input), of: input, versionID: c.versionID, in: manifest, logger: logger))
             }
         } catch {
             throw AgentError(.runtime, error.description)

@@ -64,6 +64,31 @@ public struct IngestHooks: Sendable {
     }
 }
 
+/// A new version whose copy is staged (written and hashed, not yet durable or committed), as
+/// the ingest pipeline offers it to an `EarlyConsumer`.
+public struct StagedVersion: Sendable {
+    public var client: String
+    public var source: String
+    public var path: RelativePath
+    public var version: Int
+    public var sha256: String
+    /// Where it will be published, relative to the lake root.
+    public var lakePath: String
+    /// The `ingested_at` its manifest row will have.
+    public var ingestedAt: String
+    /// The staged temp file. It is there only until the batch is published: open it at once.
+    public var stagedPath: String
+}
+
+/// Work that starts on a new version as soon as its copy is staged, while its batch is made
+/// durable and committed (the transform), so the two overlap.
+public protocol EarlyConsumer: Sendable {
+    /// Called on the copying thread, before the batch is synced. Returns nil to decline, or
+    /// what the pipeline calls once the batch has settled: with the version's id when it
+    /// was committed, nil when it was not (the consumer must then publish nothing for it).
+    func staged(_ version: StagedVersion) -> (@Sendable (Int64?) -> Void)?
+}
+
 /// The one ingest pipeline every source goes through:
 /// list → stable? → new content? → temp file beside its lake path, SHA-256 while copying →
 /// sync the batch → no-clobber rename → fsync folders → one manifest transaction per batch →
@@ -79,13 +104,17 @@ public final class Ingestor: Sendable {
     public let batchSize: Int
     public let hooks: IngestHooks
     public let syncMethod: SyncMethod
+    /// Gets each new version while its batch is being committed (the early transform).
+    public let early: (any EarlyConsumer)?
     /// Threads that rename staged files into place (same-folder renames contend on the folder).
     let publishThreads = 2
     static let copyBufferSize = 2 << 20
 
     public init(lake: Lake, manifest: Manifest, stateDir: String, logger: Logger,
-                workers: Int? = nil, batchSize: Int = 512, syncMethod: SyncMethod = .syncfs, hooks: IngestHooks = IngestHooks()) {
+                workers: Int? = nil, batchSize: Int = 512, syncMethod: SyncMethod = .syncfs, hooks: IngestHooks = IngestHooks(),
+                early: (any EarlyConsumer)? = nil) {
         self.syncMethod = syncMethod
+        self.early = early
         self.lake = lake
         self.manifest = manifest
         self.stateDir = stateDir
@@ -186,9 +215,29 @@ public final class Ingestor: Sendable {
         while failure == nil, let chunk = queue.take(batchSize) {
             let written = copy(chunk, client: client, source: source.name, pass: pass, known: known)
             let slot = results.reserve()
-            jobs.append(BackgroundJob { [self] in
+            let at = Timestamp.now()
+            // Version numbers follow the manifest as it was at the start of the pass.
+            let targets: [(version: Int, lakePath: String)?] = written.enumerated().map { i, result in
+                guard case .staged = result else { return nil }
+                let version = (known[chunk[i].path.bytes]?.version ?? 0) + 1
+                return (version, LakeNames.rawPath(client: client, source: source.name, path: chunk[i].path, version: version))
+            }
+            var settle: [Int: @Sendable (Int64?) -> Void] = [:]
+            if let early {
+                for (i, result) in written.enumerated() {
+                    guard case .staged(let sealed) = result, let target = targets[i] else { continue }
+                    settle[i] = early.staged(StagedVersion(client: client, source: source.name, path: chunk[i].path, version: target.version,
+                                                           sha256: sealed.sha256, lakePath: target.lakePath, ingestedAt: at, stagedPath: sealed.path))
+                }
+            }
+            jobs.append(BackgroundJob { [self, settle] in
+                var committed: [Int: Int64] = [:]
+                defer { for (i, done) in settle { done(committed[i]) } }
                 let staged = syncAll(written)
-                results.set(slot, try commitBatch(client: client, source: source, pass: pass, chunk: chunk, staged: staged, runID: runID, known: known))
+                let batch = try commitBatch(client: client, source: source, pass: pass, chunk: chunk, staged: staged, targets: targets,
+                                            at: at, runID: runID, known: known)
+                committed = batch.versionIDs
+                results.set(slot, batch)
             })
             // Bound the work in flight behind the copier.
             if jobs.count >= 3 {
@@ -386,12 +435,15 @@ public final class Ingestor: Sendable {
         var counts: RunCounts
         var files: [FileReport]
         var afterIngestFailures: Int
+        /// The id of each new version committed, by its index in the batch.
+        var versionIDs: [Int: Int64]
     }
 
     /// Publishes a synced batch, fsyncs the folders, commits one transaction, then runs the
     /// after-ingest actions. If the commit fails, the files it published are taken back.
     private func commitBatch(client: String, source: any Source, pass: any SourcePass, chunk: [Candidate], staged: [Staged],
-                             runID: Int64, known: [[UInt8]: KnownFile]) throws -> BatchResult {
+                             targets: [(version: Int, lakePath: String)?], at: String, runID: Int64,
+                             known: [[UInt8]: KnownFile]) throws -> BatchResult {
         var entries: [ManifestEntry] = []
         var entryIndex: [Int] = []           // chunk index of each entry
         var published: [String] = []          // lake paths we created in this batch
@@ -401,14 +453,7 @@ public final class Ingestor: Sendable {
         var versions: [Int: (version: Int, lakePath: String, sha: String, size: Int64)] = [:]
         let publishStart = nowNanoseconds()
 
-        // Version numbers follow the manifest as it was at the start of the pass; the renames
-        // run on a few threads (each is independent; the folder locks order them).
-        let targets: [(version: Int, lakePath: String)?] = staged.enumerated().map { i, result in
-            guard case .staged = result else { return nil }
-            let c = chunk[i]
-            let version = (known[c.path.bytes]?.version ?? 0) + 1
-            return (version, LakeNames.rawPath(client: client, source: source.name, path: c.path, version: version))
-        }
+        // The renames run on a few threads (each is independent; the folder locks order them).
         let publishing = SlotArray<Result<Bool, any Error>>(count: staged.count)
         parallelFor(count: staged.count, threads: publishThreads, setup: {}) { [self] i, _ in
             guard case .staged(let sealed) = staged[i], let target = targets[i] else { return }
@@ -467,7 +512,7 @@ public final class Ingestor: Sendable {
             let t0 = nowNanoseconds()
             try lake.syncDirectories(folders)
             let t1 = nowNanoseconds()
-            ids = try manifest.commit(entries, runID: runID, counts: counts)
+            ids = try manifest.commit(entries, runID: runID, counts: counts, at: at)
             logger.debug("Batch committed", metadata: [
                 "batch.files": "\(entries.count)", "dirsync.ms": "\((t1 - t0) / 1_000_000)", "commit.ms": "\((nowNanoseconds() - t1) / 1_000_000)",
                 "publish.ms": "\((t0 - publishStart) / 1_000_000)",
@@ -497,7 +542,9 @@ public final class Ingestor: Sendable {
             }
         }
         let files = chunk.indices.compactMap { reports[$0] }
-        return BatchResult(counts: counts, files: files, afterIngestFailures: afterIngestFailures)
+        var versionIDs: [Int: Int64] = [:]
+        for (n, i) in entryIndex.enumerated() where versions[i] != nil { versionIDs[i] = ids[n] }
+        return BatchResult(counts: counts, files: files, afterIngestFailures: afterIngestFailures, versionIDs: versionIDs)
     }
 
     /// Publishes a staged file. Returns true when this call created the lake file, false when

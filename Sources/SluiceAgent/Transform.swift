@@ -1,5 +1,6 @@
 import Foundation
 import SluiceLake
+import SluiceManifest
 import SluiceParquet
 import SluiceTransform
 #if canImport(Glibc)
@@ -17,8 +18,15 @@ public struct TransformInput: Sendable {
     public var lakePath: String
     /// Microseconds since the epoch (UTC) of the ingest.
     public var ingestedAtMicros: Int64
+    /// Where to read the bytes instead of `lakePath` (an early transform reads the staged copy
+    /// through its descriptor, as `/proc/self/fd/N`).
+    public var readPath: String?
+    /// Called just before the outputs are published; throwing abandons them (an early
+    /// transform waits here for its version's commit).
+    public var beforePublish: (@Sendable () throws -> Void)?
 
-    public init(client: String, source: String, path: RelativePath, version: Int, sha256: String, lakePath: String, ingestedAtMicros: Int64) {
+    public init(client: String, source: String, path: RelativePath, version: Int, sha256: String, lakePath: String, ingestedAtMicros: Int64,
+                readPath: String? = nil, beforePublish: (@Sendable () throws -> Void)? = nil) {
         self.client = client
         self.source = source
         self.path = path
@@ -26,6 +34,19 @@ public struct TransformInput: Sendable {
         self.sha256 = sha256
         self.lakePath = lakePath
         self.ingestedAtMicros = ingestedAtMicros
+        self.readPath = readPath
+        self.beforePublish = beforePublish
+    }
+
+    /// The input of a stored version as the manifest lists it.
+    public init(client: String, candidate c: Manifest.TransformCandidate) {
+        self.init(client: client, source: c.source, path: RelativePath(bytes: c.pathBytes), version: c.version, sha256: c.sha256,
+                  lakePath: c.lakePath, ingestedAtMicros: Self.micros(c.ingestedAt))
+    }
+
+    /// Microseconds since the epoch of a manifest timestamp.
+    public static func micros(_ timestamp: String) -> Int64 {
+        (try? Values.timestamp(timestamp, format: nil, zone: TimeZone(identifier: "UTC")!)) ?? 0
     }
 }
 
@@ -149,7 +170,7 @@ public struct Transformer: Sendable {
     }
 
     private func transformCSV(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
-        let file = try LakeFile(lakeRoot: lakeRoot, path: input.lakePath)
+        let file = try LakeFile(lakeRoot: lakeRoot, input: input)
         let reader = CSVReader(delimiter: d.delimiter, quote: d.quote, encoding: d.encoding, read: file.read)
         // skip_rows lines before the header.
         for _ in 0..<d.skipRows { _ = try reader.next() }
@@ -241,7 +262,7 @@ public struct Transformer: Sendable {
     /// JSON Lines: one object per line, fields found by dotted paths. A line that is not a
     /// JSON object (a truncated last line, say) is one reject.
     private func transformJSONL(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
-        let file = try LakeFile(lakeRoot: lakeRoot, path: input.lakePath)
+        let file = try LakeFile(lakeRoot: lakeRoot, input: input)
         let lines = TextLineReader(encoding: .utf8, read: file.read)
         let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
@@ -267,7 +288,7 @@ public struct Transformer: Sendable {
     /// index. A document of the wrong shape (no such path, not an array) or broken JSON fails
     /// the file, naming what was found; the raw version is kept for a re-run.
     private func transformJSON(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
-        let file = try LakeFile(lakeRoot: lakeRoot, path: input.lakePath)
+        let file = try LakeFile(lakeRoot: lakeRoot, input: input)
         let reader = JSONRecordReader(records: d.records ?? "", read: file.read)
         let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
@@ -344,7 +365,7 @@ public struct Transformer: Sendable {
     /// `skip_prefixes`, each field is the characters [start, start + width) of the line, with
     /// the padding spaces trimmed. A line too short for a field leaves that field absent.
     private func transformFixed(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
-        let file = try LakeFile(lakeRoot: lakeRoot, path: input.lakePath)
+        let file = try LakeFile(lakeRoot: lakeRoot, input: input)
         let lines = TextLineReader(encoding: d.encoding, read: file.read)
         let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
@@ -429,9 +450,11 @@ final class OutputSink {
     private var rows: Int64 = 0
     private var rejected: Int64 = 0
     private var open = true
+    private let beforePublish: (@Sendable () throws -> Void)?
 
     init(lake: Lake, input: TransformInput, dataset d: DatasetMapping, options: ParquetOptions) throws {
         dataset = d
+        beforePublish = input.beforePublish
         outRel = Transformer.outputPath(input, dataset: d.name, extension: d.output == .parquet ? "parquet" : "jsonl")
         rejectsRel = String(outRel.dropLast(d.output == .parquet ? 8 : 6)) + ".rejects.jsonl"
         out = try AtomicFile(lake: lake, relative: outRel)
@@ -534,6 +557,7 @@ final class OutputSink {
         if total > 0, Double(rejected) / Double(total) > dataset.maxRejectRatio {
             throw Transformer.TransformError("\(rejected) of \(total) rows rejected, more than max_reject_ratio \(dataset.maxRejectRatio); fix the mapping or the file and run `sluice transform --failed`")
         }
+        try beforePublish?()
         try out.publish()
         result.outputPath = outRel
         if rejected > 0 {
@@ -561,9 +585,9 @@ final class LakeFile {
     let path: String
     private let fd: Int32
 
-    init(lakeRoot: String, path: String) throws {
-        self.path = path
-        fd = open("\(lakeRoot)/\(path)", O_RDONLY | O_CLOEXEC)
+    init(lakeRoot: String, input: TransformInput) throws {
+        path = input.lakePath
+        fd = open(input.readPath ?? "\(lakeRoot)/\(path)", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             throw Transformer.TransformError("cannot open \(path): \(String(cString: strerror(errno))) — run `sluice audit`")
         }

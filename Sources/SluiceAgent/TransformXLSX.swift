@@ -16,7 +16,7 @@ extension Transformer {
     /// whole; the workbook's shared strings are kept in memory. A corrupt or non-zip file
     /// fails with the reason.
     func transformXLSX(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
-        let path = "\(lakeRoot)/\(input.lakePath)"
+        let path = input.readPath ?? "\(lakeRoot)/\(input.lakePath)"
         let archive: Archive
         do {
             archive = try Archive(url: URL(fileURLWithPath: path), accessMode: .read)

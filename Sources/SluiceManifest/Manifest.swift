@@ -210,9 +210,10 @@ public final class Manifest: Sendable {
     }
 
     /// Commits a batch in one transaction and adds `counts` to the run. Returns, for each entry,
-    /// the version id it recorded or refers to.
-    public func commit(_ entries: [ManifestEntry], runID: Int64, counts: RunCounts) throws(ManifestError) -> [Int64] {
-        let now = Timestamp.now()
+    /// the version id it recorded or refers to. `at` (default: now) is the new versions'
+    /// `ingested_at`.
+    public func commit(_ entries: [ManifestEntry], runID: Int64, counts: RunCounts, at: String? = nil) throws(ManifestError) -> [Int64] {
+        let now = at ?? Timestamp.now()
         return try write("committing \(entries.count) entries") { db in
             var ids: [Int64] = []
             ids.reserveCapacity(entries.count)

@@ -11,6 +11,8 @@ final class ColumnChunkWriter {
     let field: ParquetField
     let physical: PhysicalType
     let options: ParquetOptions
+    /// Shared by the file's columns, which the writer encodes one at a time.
+    private let compressor: PageCompressor
 
     /// How values are kept, by physical type.
     enum Kind { case boolean, int32, int64, double, bytes, fixedBytes(Int) }
@@ -57,9 +59,10 @@ final class ColumnChunkWriter {
     private var maxBytes = RawBuffer<UInt8>(capacity: 64)
     private var statsTooLong = false
 
-    init(field: ParquetField, options: ParquetOptions) {
+    init(field: ParquetField, options: ParquetOptions, compressor: PageCompressor) {
         self.field = field
         self.options = options
+        self.compressor = compressor
         physical = PhysicalType.of(field.type)
         switch physical {
         case .boolean: kind = .boolean
@@ -290,6 +293,7 @@ final class ColumnChunkWriter {
     private func flushPage() throws {
         guard pageValues > 0 else { return }
         var body: [UInt8] = []
+        body.reserveCapacity(pageBytes + 64)
         if field.nullable { Encodings.definitionLevels(levels.buffer, to: &body) }
         let encoding: Int32
         if physical == .boolean {
@@ -306,7 +310,7 @@ final class ColumnChunkWriter {
             usedPlain = true
         }
         let valueCount = Int32(pageValues)
-        let page = try Self.page(type: 0, body: body, options: options) { w in  // DATA_PAGE
+        pagesUncompressed += try compressor.page(type: 0, body: body, to: &pages) { w in  // DATA_PAGE
             w.structure(5) { w in
                 w.i32(1, valueCount)
                 w.i32(2, encoding)
@@ -314,8 +318,6 @@ final class ColumnChunkWriter {
                 w.i32(4, 3)  // RLE
             }
         }
-        pages += page.bytes
-        pagesUncompressed += page.uncompressed
         levels.removeAll()
         plain.removeAll()
         bools.removeAll()
@@ -337,14 +339,12 @@ final class ColumnChunkWriter {
         var dictionaryOffset: Int64?
         if usedDictionary {
             let count = Int32(dictionaryCount)
-            let page = try Self.page(type: 2, body: dictionaryPlain.array, options: options) { w in  // DICTIONARY_PAGE
+            uncompressed += try compressor.page(type: 2, body: dictionaryPlain.array, to: &bytes) { w in  // DICTIONARY_PAGE
                 w.structure(7) { w in
                     w.i32(1, count)
                     w.i32(2, 2)  // PLAIN_DICTIONARY
                 }
             }
-            bytes = page.bytes
-            uncompressed += page.uncompressed
             dictionaryOffset = offset
         }
         let dataOffset = offset + Int64(bytes.count)
@@ -395,19 +395,6 @@ final class ColumnChunkWriter {
         return out
     }
 
-    /// A page: its header (type, sizes, and what `header` adds) and its compressed body.
-    static func page(type: Int32, body: [UInt8], options: ParquetOptions, header: (inout CompactWriter) -> Void) throws -> (bytes: [UInt8], uncompressed: Int64) {
-        let compressed = try compress(body, options)
-        var h = CompactWriter()
-        h.beginStruct()
-        h.i32(1, type)
-        h.i32(2, Int32(body.count))
-        h.i32(3, Int32(compressed.count))
-        header(&h)
-        h.endStruct()
-        return (h.bytes + compressed, Int64(h.bytes.count + body.count))
-    }
-
     static func codec(_ c: ParquetCompression) -> Int32 {
         switch c {
         case .none: 0
@@ -415,32 +402,61 @@ final class ColumnChunkWriter {
         case .zstd: 6
         }
     }
+}
 
-    static func compress(_ body: [UInt8], _ options: ParquetOptions) throws -> [UInt8] {
+/// Compresses a file's pages with one reusable zstd context and output buffer (a new context
+/// per page would cost an allocation and a clear of its tables every time).
+final class PageCompressor {
+    let options: ParquetOptions
+    private let zstd: OpaquePointer?
+    private var scratch = RawBuffer<UInt8>(capacity: 1 << 16)
+
+    init(options: ParquetOptions) {
+        self.options = options
+        zstd = options.compression == .zstd ? ZSTD_createCCtx() : nil
+    }
+
+    deinit {
+        if let zstd { ZSTD_freeCCtx(zstd) }
+        scratch.free()
+    }
+
+    /// Appends a page to `out`: its header (type, sizes, and what `header` adds), then its
+    /// compressed body. Returns the page's uncompressed size (header included).
+    func page(type: Int32, body: [UInt8], to out: inout [UInt8], header: (inout CompactWriter) -> Void) throws -> Int64 {
+        try body.withUnsafeBytes { body in
+            let compressed = try compress(body)
+            var h = CompactWriter()
+            h.beginStruct()
+            h.i32(1, type)
+            h.i32(2, Int32(body.count))
+            h.i32(3, Int32(compressed.count))
+            header(&h)
+            h.endStruct()
+            out += h.bytes
+            out.append(contentsOf: compressed)
+            return Int64(h.bytes.count + body.count)
+        }
+    }
+
+    /// The compressed bytes, valid until the next call.
+    private func compress(_ body: UnsafeRawBufferPointer) throws -> UnsafeRawBufferPointer {
         switch options.compression {
         case .none:
             return body
         case .zstd:
             let bound = ZSTD_compressBound(body.count)
-            var out = [UInt8](repeating: 0, count: bound)
-            let n = out.withUnsafeMutableBytes { dst in
-                body.withUnsafeBytes { src in ZSTD_compress(dst.baseAddress, bound, src.baseAddress, body.count, options.zstdLevel) }
-            }
+            scratch.reserve(bound)
+            let n = ZSTD_compressCCtx(zstd, scratch.base, bound, body.baseAddress, body.count, options.zstdLevel)
             if ZSTD_isError(n) != 0 { throw ParquetError("zstd: \(String(cString: ZSTD_getErrorName(n)))") }
-            out.removeSubrange(n...)
-            return out
+            return UnsafeRawBufferPointer(start: scratch.base, count: n)
         case .snappy:
             var length = snappy_max_compressed_length(body.count)
-            var out = [UInt8](repeating: 0, count: length)
-            let status = out.withUnsafeMutableBytes { dst in
-                body.withUnsafeBytes { src in
-                    snappy_compress(src.baseAddress?.assumingMemoryBound(to: CChar.self), body.count,
-                                    dst.baseAddress!.assumingMemoryBound(to: CChar.self), &length)
-                }
-            }
+            scratch.reserve(length)
+            let status = snappy_compress(body.baseAddress?.assumingMemoryBound(to: CChar.self), body.count,
+                                         UnsafeMutableRawPointer(scratch.base).assumingMemoryBound(to: CChar.self), &length)
             if status != SNAPPY_OK { throw ParquetError("snappy failed with status \(status)") }
-            out.removeSubrange(length...)
-            return out
+            return UnsafeRawBufferPointer(start: scratch.base, count: length)
         }
     }
 }

@@ -82,7 +82,8 @@ public final class ParquetWriter {
         self.fields = fields
         self.options = options
         self.sink = sink
-        columns = fields.map { ColumnChunkWriter(field: $0, options: options) }
+        let compressor = PageCompressor(options: options)
+        columns = fields.map { ColumnChunkWriter(field: $0, options: options, compressor: compressor) }
         isConstant = Array(repeating: false, count: fields.count)
         unretained = columns.map { Unmanaged.passUnretained($0) }
         try emit(Array("PAR1".utf8))

@@ -112,7 +112,9 @@ import Glibc
         #expect(again.status == 0, "\(again.stderr)")
         #expect(temps().isEmpty, "the next start removes the dead run's temp files: \(temps())")
         let o = try #require(obj as? [String: Any])
-        #expect(o["new"] as? Int == 0 && o["unchanged"] as? Int == 1, "the version was committed before the kill: \(o)")
+        // Killed before or after its version's commit (the transform overlaps it): either way
+        // the file ends up stored once.
+        #expect((o["new"] as? Int ?? 0) + (o["unchanged"] as? Int ?? 0) == 1, "\(o)")
         let t = try #require((o["transforms"] as? [[String: Any]])?.first, "\(o)")
         #expect(t["status"] as? String == "ok" && t["rows_written"] as? Int == rows, "\(t)")
         let output = try #require(t["output_path"] as? String)
