@@ -1,3 +1,4 @@
+import CSluiceLinux
 import Foundation
 import SluiceLake
 import SluiceManifest
@@ -611,6 +612,8 @@ final class AtomicFile {
     let final: String
     let temp: String
     private var fd: Int32
+    private var written: Int64 = 0
+    private var flushed: Int64 = 0
 
     init(lake: Lake, relative: String) throws {
         final = "\(lake.root)/\(relative)"
@@ -621,6 +624,12 @@ final class AtomicFile {
 
     func write(_ bytes: UnsafeRawBufferPointer) throws {
         try writeAll(fd, bytes, path: temp)
+        written += Int64(bytes.count)
+        if written - flushed >= 8 << 20 {
+            // Writeback starts as the file grows, so the fsync at the end has little left.
+            _ = CSluiceLinux_startWritebackRange(fd, off_t(flushed), off_t(written - flushed))
+            flushed = written
+        }
     }
 
     func publish() throws {

@@ -44,8 +44,11 @@ public enum ParquetCompression: String, Sendable, CaseIterable {
 public struct ParquetOptions: Sendable {
     public var compression: ParquetCompression = .zstd
     public var zstdLevel: Int32 = 3
-    /// A row group is closed once its columns hold about this many bytes (uncompressed).
+    /// A row group is closed once its columns hold about this many bytes (uncompressed), or
+    /// this many rows (pyarrow's default): whichever comes first. Closed row groups are
+    /// written out, so the file is written (and its writeback started) as it goes.
     public var rowGroupBytes = 128 << 20
+    public var rowGroupRows: Int64 = 1 << 20
     /// A data page is closed at about this many bytes (uncompressed).
     public var pageBytes = 1 << 20
     /// A column's dictionary may grow to this many bytes; beyond it the column chunk falls
@@ -166,7 +169,7 @@ public final class ParquetWriter {
         rowsInGroup += Int64(count)
         rowCount += Int64(count)
         // The row group is closed between batches, once its columns hold the bound.
-        if columns.reduce(0, { $0 + $1.bufferedBytes }) >= options.rowGroupBytes {
+        if rowsInGroup >= options.rowGroupRows || columns.reduce(0, { $0 + $1.bufferedBytes }) >= options.rowGroupBytes {
             try flushRowGroup()
         }
     }
