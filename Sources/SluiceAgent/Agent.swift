@@ -144,14 +144,19 @@ public struct Agent: Sendable {
         return try runTransforms(mapping, manifest: try openManifest(), lake: try openLake(), dataset: dataset, selection: selection)
     }
 
-    func runTransforms(_ mapping: ClientMapping, manifest: Manifest, lake: Lake, dataset: String?, selection: Manifest.TransformSelection) throws(AgentError) -> [TransformReport] {
+    func runTransforms(_ mapping: ClientMapping, manifest: Manifest, lake: Lake, dataset: String?, selection: Manifest.TransformSelection,
+                       shouldStop: () -> Bool = { false }, each: (TransformReport, Duration) -> Void = { _, _ in }) throws(AgentError) -> [TransformReport] {
         let transformer = Transformer(lake: lake, mapping: mapping)
         var reports: [TransformReport] = []
         do {
             for c in try manifest.transformCandidates(client: mapping.client, selection: selection) {
                 let input = TransformInput(client: mapping.client, candidate: c)
                 if let dataset, transformer.dataset(for: input)?.name != dataset { continue }
-                reports.append(try transformer.record(transformer.run(input), of: input, versionID: c.versionID, in: manifest, logger: logger))
+                if shouldStop() { break }
+                let t0 = ContinuousClock.now
+                let report = try transformer.record(transformer.run(input), of: input, versionID: c.versionID, in: manifest, logger: logger)
+                each(report, ContinuousClock.now - t0)
+                reports.append(report)
             }
         } catch {
             throw AgentError(.runtime, error.description)
@@ -169,6 +174,27 @@ public struct Agent: Sendable {
         } catch {
             throw AgentError(.runtime, error.description)
         }
+    }
+
+    /// `sluice status`: every source of one client (or of all), from the manifest.
+    public func status(client id: String?) throws(AgentError) -> [Manifest.SourceSummary] {
+        var clients = config.clients
+        if let id { clients = [try requireClient(id)] }
+        guard FileManager.default.fileExists(atPath: config.manifestPath) else {
+            return clients.flatMap { c in c.sources.map { Manifest.SourceSummary(client: c.id, source: $0.name) } }
+        }
+        let manifest = try openManifest()
+        var out: [Manifest.SourceSummary] = []
+        for c in clients {
+            for s in c.sources {
+                do {
+                    out.append(try manifest.sourceSummary(client: c.id, source: s.name))
+                } catch {
+                    throw AgentError(.runtime, error.description)
+                }
+            }
+        }
+        return out
     }
 
     /// `sluice audit`.

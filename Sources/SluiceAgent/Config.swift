@@ -49,6 +49,8 @@ public struct FolderSourceConfig: Sendable {
     public var recursive: Bool
     public var minAgeNanoseconds: Int64
     public var afterIngest: AfterIngest
+    /// `sluice run` rescans the whole folder this often, as a safety net behind inotify.
+    public var rescanIntervalNanoseconds: Int64 = 300_000_000_000
 }
 
 public struct SFTPSourceConfig: Sendable {
@@ -98,6 +100,17 @@ public struct AgentConfig: Sendable {
     public var syncMethod: SyncMethod
     /// Clients in the order of their ids.
     public var clients: [ClientConfig]
+    /// `sluice run`: SFTP polls that may run at once, over all sources.
+    public var maxTransfers = 4
+    /// `sluice run`: transforms that may run at once.
+    public var transformWorkers = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    /// `sluice run`: how long in-flight work may take to finish after SIGTERM.
+    public var shutdownTimeoutNanoseconds: Int64 = 30_000_000_000
+    /// `sluice run`: "host:port" of the health, metrics and status endpoints; "" for none.
+    public var httpListen = "127.0.0.1:9464"
+    /// The log level when no `--log-level` is given: trace, debug, info, notice, warning,
+    /// error or critical.
+    public var logLevel = "info"
 
     public var manifestPath: String { "\(stateDir)/manifest.sqlite" }
 
@@ -276,7 +289,10 @@ struct TableReader {
         guard let agent = try table(root, "agent", "") else {
             throw fail("agent", "missing required table [agent] with state_dir and lake_dir")
         }
-        try checkKeys(agent, path: "agent", allowed: ["state_dir", "lake_dir", "mappings_dir", "sync_method"])
+        try checkKeys(agent, path: "agent", allowed: [
+            "state_dir", "lake_dir", "mappings_dir", "sync_method", "max_transfers", "transform_workers", "shutdown_timeout",
+            "http_listen", "log_level",
+        ])
         let stateDir = resolve(try string(agent, "state_dir", "agent", required: true)!)
         let lakeDir = resolve(try string(agent, "lake_dir", "agent", required: true)!)
         let mappingsDir = resolve(try string(agent, "mappings_dir", "agent", required: false) ?? "mappings")
@@ -296,7 +312,37 @@ struct TableReader {
                 clients.append(try client(c, id: id, path: path, stateDir: stateDir))
             }
         }
-        return AgentConfig(file: file, stateDir: stateDir, lakeDir: lakeDir, mappingsDir: mappingsDir, syncMethod: syncMethod, clients: clients)
+        var config = AgentConfig(file: file, stateDir: stateDir, lakeDir: lakeDir, mappingsDir: mappingsDir, syncMethod: syncMethod, clients: clients)
+        config.maxTransfers = try integer(agent, "max_transfers", "agent", range: 1...256) ?? config.maxTransfers
+        config.transformWorkers = try integer(agent, "transform_workers", "agent", range: 1...256) ?? config.transformWorkers
+        if let timeout = try duration(agent, "shutdown_timeout", "agent") {
+            guard timeout > 0 else { throw fail("agent.shutdown_timeout", "must be longer than 0") }
+            config.shutdownTimeoutNanoseconds = timeout
+        }
+        if let listen = try string(agent, "http_listen", "agent", required: false) {
+            guard listen.isEmpty || Self.hostPort(listen) != nil else {
+                throw fail("agent.http_listen", "expected \"host:port\" such as \"127.0.0.1:9464\" (or \"\" for no HTTP), found \"\(listen)\"")
+            }
+            config.httpListen = listen
+        }
+        if let level = try string(agent, "log_level", "agent", required: false) {
+            guard Self.logLevels.contains(level) else {
+                throw fail("agent.log_level", "expected one of \(Self.logLevels.joined(separator: ", ")), found \"\(level)\"")
+            }
+            config.logLevel = level
+        }
+        return config
+    }
+
+    static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+
+    /// "host:port" or "[v6]:port" split, with a port in 1...65535.
+    static func hostPort(_ s: String) -> (host: String, port: Int)? {
+        guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), (1...65535).contains(port) else { return nil }
+        var host = String(s[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty, !host.contains(where: { $0.isWhitespace }) else { return nil }
+        return (host, port)
     }
 
     func client(_ t: TOMLTable, id: String, path: String, stateDir: String) throws(ConfigError) -> ClientConfig {
@@ -335,12 +381,16 @@ struct TableReader {
         guard let type = try string(t, "type", path, required: true) else { fatalError() }
         switch type {
         case "folder":
-            try checkKeys(t, path: path, allowed: ["type", "path", "include", "exclude", "recursive", "min_age", "after_ingest"])
+            try checkKeys(t, path: path, allowed: ["type", "path", "include", "exclude", "recursive", "min_age", "after_ingest", "rescan_interval"])
             let root = resolve(try string(t, "path", path, required: true)!)
             let common = try commonKeys(t, path)
-            let folder = FolderSourceConfig(
+            var folder = FolderSourceConfig(
                 path: root, filter: common.filter,
                 recursive: common.recursive, minAgeNanoseconds: common.minAge, afterIngest: common.afterIngest)
+            if let rescan = try duration(t, "rescan_interval", path) {
+                guard rescan > 0 else { throw fail("\(path).rescan_interval", "must be longer than 0") }
+                folder.rescanIntervalNanoseconds = rescan
+            }
             return SourceConfig(name: name, kind: .folder(folder))
         case "sftp":
             try checkKeys(t, path: path, allowed: [

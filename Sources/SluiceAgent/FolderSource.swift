@@ -14,14 +14,18 @@ public struct FolderSource: Source {
     public let client: String
     public let name: String
     public let config: FolderSourceConfig
+    /// Lists only these paths instead of the whole tree (the daemon's passes for the files
+    /// inotify reported); they are taken as they are, with no `min_age` wait.
+    public let only: [RelativePath]?
 
-    public init(client: String, name: String, config: FolderSourceConfig) {
+    public init(client: String, name: String, config: FolderSourceConfig, only: [RelativePath]? = nil) {
         self.client = client
         self.name = name
         self.config = config
+        self.only = only
     }
 
-    public var minAgeNanoseconds: Int64 { config.minAgeNanoseconds }
+    public var minAgeNanoseconds: Int64 { only == nil ? config.minAgeNanoseconds : 0 }
     public var afterIngest: AfterIngest { config.afterIngest }
 
     public func beginPass() throws(SourceError) -> any SourcePass {
@@ -33,17 +37,19 @@ public struct FolderSource: Source {
                 : "cannot be opened: \(String(cString: strerror(err))) — check its owner and mode"
             throw SourceError("drop folder \(config.path) \(reason)")
         }
-        return FolderPass(rootFD: fd, config: config)
+        return FolderPass(rootFD: fd, config: config, only: only)
     }
 }
 
 final class FolderPass: SourcePass {
     let rootFD: Int32
     let config: FolderSourceConfig
+    let only: [RelativePath]?
 
-    init(rootFD: Int32, config: FolderSourceConfig) {
+    init(rootFD: Int32, config: FolderSourceConfig, only: [RelativePath]? = nil) {
         self.rootFD = rootFD
         self.config = config
+        self.only = only
     }
 
     func end() { closeQuietly(rootFD) }
@@ -64,7 +70,61 @@ final class FolderPass: SourcePass {
     }
 
     func list(issue: (ListingIssue) -> Void, candidate: (Candidate) -> Void) throws(SourceError) {
-        walk(dirFD: dup(rootFD), prefix: RelativePath(bytes: []), out: candidate, issue: issue)
+        guard let only else {
+            walk(dirFD: dup(rootFD), prefix: RelativePath(bytes: []), out: candidate, issue: issue)
+            return
+        }
+        for path in only {
+            let parts = path.components
+            guard let name = parts.last, !name.isEmpty else { continue }
+            let parent = RelativePath(bytes: Array(path.bytes.dropLast(name.count + (parts.count > 1 ? 1 : 0))))
+            let dirFD = parent.bytes.isEmpty ? dup(rootFD) : openBeneath(parent, flags: O_RDONLY | O_DIRECTORY).fd
+            guard dirFD >= 0 else { continue }  // its folder is gone
+            defer { closeQuietly(dirFD) }
+            _ = examine(dirFD: dirFD, name: Array(name), path: path, out: candidate, issue: issue)
+        }
+    }
+
+    /// Lists one entry of a folder: a file (or a symlink to one inside the root) becomes a
+    /// candidate; true for a folder to descend into.
+    private func examine(dirFD: Int32, name: [UInt8], path rel: RelativePath, out: (Candidate) -> Void, issue: (ListingIssue) -> Void) -> Bool {
+        var st = stat()
+        let rc = withCString(name) { fstatat(dirFD, $0, &st, AT_SYMLINK_NOFOLLOW) }
+        if rc != 0 {
+            if errno != ENOENT {
+                issue(ListingIssue(path: rel, kind: .failed, message: "cannot stat: \(errorText(errno))"))
+            }
+            return false
+        }
+        switch st.st_mode & S_IFMT {
+        case S_IFDIR:
+            return config.recursive && config.filter.descends(into: rel.bytes)
+        case S_IFREG:
+            if config.filter.accepts(file: rel.bytes) {
+                out(Candidate(path: rel, size: Int64(st.st_size), mtimeNs: Self.mtime(st)))
+            }
+        case S_IFLNK:
+            guard config.filter.accepts(file: rel.bytes) else { return false }
+            let (fd, err) = openBeneath(rel, flags: CSluiceLinux_O_PATH)
+            if fd < 0 {
+                let why = err == EXDEV || err == ELOOP
+                    ? "symlink points outside the source root; not followed"
+                    : "dangling or unreadable symlink: \(errorText(err))"
+                issue(ListingIssue(path: rel, kind: .skipped, message: why))
+                return false
+            }
+            var tst = stat()
+            fstat(fd, &tst)
+            closeQuietly(fd)
+            if (tst.st_mode & S_IFMT) == S_IFREG {
+                out(Candidate(path: rel, size: Int64(tst.st_size), mtimeNs: Self.mtime(tst)))
+            } else {
+                issue(ListingIssue(path: rel, kind: .skipped, message: "symlink to a folder or special file; not followed"))
+            }
+        default:
+            break  // FIFOs, sockets, devices: never ingested
+        }
+        return false
     }
 
     private func walk(dirFD: Int32, prefix: RelativePath, out: (Candidate) -> Void, issue: (ListingIssue) -> Void) {
@@ -88,43 +148,8 @@ final class FolderPass: SourcePass {
             }
             if name == [0x2E] || name == [0x2E, 0x2E] { continue }
             let rel = prefix.appending(name)
-            var st = stat()
-            let rc = withCString(name) { fstatat(dirfd(dir), $0, &st, AT_SYMLINK_NOFOLLOW) }
-            if rc != 0 {
-                if errno != ENOENT {
-                    issue(ListingIssue(path: rel, kind: .failed, message: "cannot stat: \(errorText(errno))"))
-                }
-                continue
-            }
-            switch st.st_mode & S_IFMT {
-            case S_IFDIR:
-                if config.recursive && config.filter.descends(into: rel.bytes) {
-                    subdirs.append((name, rel))
-                }
-            case S_IFREG:
-                if config.filter.accepts(file: rel.bytes) {
-                    out(Candidate(path: rel, size: Int64(st.st_size), mtimeNs: Self.mtime(st)))
-                }
-            case S_IFLNK:
-                guard config.filter.accepts(file: rel.bytes) else { continue }
-                let (fd, err) = openBeneath(rel, flags: CSluiceLinux_O_PATH)
-                if fd < 0 {
-                    let why = err == EXDEV || err == ELOOP
-                        ? "symlink points outside the source root; not followed"
-                        : "dangling or unreadable symlink: \(errorText(err))"
-                    issue(ListingIssue(path: rel, kind: .skipped, message: why))
-                    continue
-                }
-                var tst = stat()
-                fstat(fd, &tst)
-                closeQuietly(fd)
-                if (tst.st_mode & S_IFMT) == S_IFREG {
-                    out(Candidate(path: rel, size: Int64(tst.st_size), mtimeNs: Self.mtime(tst)))
-                } else {
-                    issue(ListingIssue(path: rel, kind: .skipped, message: "symlink to a folder or special file; not followed"))
-                }
-            default:
-                continue  // FIFOs, sockets, devices: never ingested
+            if examine(dirFD: dirfd(dir), name: name, path: rel, out: out, issue: issue) {
+                subdirs.append((name, rel))
             }
         }
         for sub in subdirs {

@@ -106,15 +106,19 @@ public final class Ingestor: Sendable {
     public let syncMethod: SyncMethod
     /// Gets each new version while its batch is being committed (the early transform).
     public let early: (any EarlyConsumer)?
+    /// Polled between batches and between the chunks of a file: true stops the pass early
+    /// (a graceful shutdown). Files being copied are dropped; committed batches stay.
+    public let stopRequested: (@Sendable () -> Bool)?
     /// Threads that rename staged files into place (same-folder renames contend on the folder).
     let publishThreads = 2
     static let copyBufferSize = 2 << 20
 
     public init(lake: Lake, manifest: Manifest, stateDir: String, logger: Logger,
                 workers: Int? = nil, batchSize: Int = 512, syncMethod: SyncMethod = .syncfs, hooks: IngestHooks = IngestHooks(),
-                early: (any EarlyConsumer)? = nil) {
+                early: (any EarlyConsumer)? = nil, stopRequested: (@Sendable () -> Bool)? = nil) {
         self.syncMethod = syncMethod
         self.early = early
+        self.stopRequested = stopRequested
         self.lake = lake
         self.manifest = manifest
         self.stateDir = stateDir
@@ -194,7 +198,7 @@ public final class Ingestor: Sendable {
                 if age < minAge {
                     listing.counts.skipped += 1
                     listing.files.append(FileReport(source: sourceName, path: c.path.display, status: .skipped,
-                                                    error: "not stable yet: modified \(age / 1_000_000) ms ago, min_age is \(minAge / 1_000_000) ms"))
+                                                    error: "\(Self.notStableYet): modified \(age / 1_000_000) ms ago, min_age is \(minAge / 1_000_000) ms"))
                     return
                 }
                 queue.push(c)
@@ -212,7 +216,7 @@ public final class Ingestor: Sendable {
         let results = ResultList()
         var jobs: [BackgroundJob] = []
         var failure: (any Error)?
-        while failure == nil, let chunk = queue.take(batchSize) {
+        while failure == nil, stopRequested?() != true, let chunk = queue.take(batchSize) {
             let written = copy(chunk, client: client, source: source.name, pass: pass, known: known)
             let slot = results.reserve()
             let at = Timestamp.now()
@@ -289,8 +293,10 @@ public final class Ingestor: Sendable {
             unprepared = "cannot prepare the lake folder: \(error)"
         }
         if let unprepared { return chunk.map { _ in .failed(unprepared) } }
+        let stopRequested = self.stopRequested
         parallelFor(count: chunk.count, threads: workers, setup: { IOBuffer(size: Self.copyBufferSize) }) { i, buffer in
-            results.set(i, Self.stageOne(chunk[i], into: folders[i], latestSHA: latestSHA[i], pass: pass, lake: lake, buffer: buffer, hooks: hooks, writeback: writeback))
+            results.set(i, Self.stageOne(chunk[i], into: folders[i], latestSHA: latestSHA[i], pass: pass, lake: lake, buffer: buffer, hooks: hooks,
+                                         writeback: writeback, stopRequested: stopRequested))
         }
         logger.debug("Batch copied", metadata: ["batch.files": "\(chunk.count)", "copy.ms": "\((nowNanoseconds() - t0) / 1_000_000)"])
         return results.values.map { $0! }
@@ -332,7 +338,9 @@ public final class Ingestor: Sendable {
         return synced.values.map { $0! }
     }
 
-    private static func stageOne(_ c: Candidate, into folder: String, latestSHA: String?, pass: any SourcePass, lake: Lake, buffer: IOBuffer, hooks: IngestHooks, writeback: Bool) -> Staged {
+    private static func stageOne(_ c: Candidate, into folder: String, latestSHA: String?, pass: any SourcePass, lake: Lake, buffer: IOBuffer, hooks: IngestHooks,
+                                 writeback: Bool, stopRequested: (@Sendable () -> Bool)?) -> Staged {
+        if stopRequested?() == true { return .skipped("not copied: the agent is shutting down") }
         let stream: any ByteStream
         do {
             stream = try pass.open(c)
@@ -363,6 +371,10 @@ public final class Ingestor: Sendable {
                     return .failed(error.message)
                 }
                 if n == 0 { break }
+                if stopRequested?() == true {
+                    file.discard()
+                    return .skipped("copy abandoned: the agent is shutting down")
+                }
                 do {
                     try file.write(UnsafeRawBufferPointer(rebasing: buffer.raw[0..<n]))
                 } catch {
@@ -392,6 +404,9 @@ public final class Ingestor: Sendable {
         }
         return .staged(file.seal(startWriteback: writeback))
     }
+
+    /// How a file too fresh for `min_age` is reported (the daemon looks for it).
+    public static let notStableYet = "not stable yet"
 
     /// How many bytes of a file being copied are written before their writeback is started.
     static let writebackStep: Int64 = 16 << 20

@@ -175,6 +175,13 @@ public final class Manifest: Sendable {
     }
 
     /// Records the end of a pass.
+    /// Throws unless the manifest takes writes now (an empty write transaction).
+    public func checkWritable() throws(ManifestError) {
+        try write("checking that the manifest is writable") { db in
+            try db.execute(sql: "CREATE TABLE IF NOT EXISTS writable_check (x); DROP TABLE IF EXISTS writable_check")
+        }
+    }
+
     public func finishRun(id: Int64, status: String, error: String?) throws(ManifestError) {
         try write("finishing a run") { db in
             try db.execute(sql: "UPDATE run SET finished_at = ?, status = ?, error = ? WHERE id = ?",
@@ -285,6 +292,85 @@ public final class Manifest: Sendable {
             return try VersionRecord.fetchAll(db, sql: """
                 SELECT * FROM versions WHERE client = ? ORDER BY ingested_at DESC, version_id DESC
                 """, arguments: [client])
+        }
+    }
+
+    /// What the manifest knows of one source: its last run, last success, last error, what
+    /// it holds, and its versions whose latest transform failed (`sluice status`).
+    public struct SourceSummary: Sendable, Encodable {
+        public var client: String
+        public var source: String
+        public var lastRunAt: String?
+        public var lastRunStatus: String?
+        public var lastRunTrigger: String?
+        public var lastSuccess: String?
+        public var lastError: String?
+        public var lastErrorAt: String?
+        public var files = 0
+        public var versions = 0
+        public var bytes: Int64 = 0
+        public var failedTransforms = 0
+
+        public init(client: String, source: String) {
+            self.client = client
+            self.source = source
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case client, source, lastRunAt = "last_run_at", lastRunStatus = "last_run_status", lastRunTrigger = "last_run_trigger"
+            case lastSuccess = "last_success", lastError = "last_error", lastErrorAt = "last_error_at", files, versions, bytes
+            case failedTransforms = "failed_transforms"
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(client, forKey: .client)
+            try c.encode(source, forKey: .source)
+            try c.encode(lastRunAt, forKey: .lastRunAt)
+            try c.encode(lastRunStatus, forKey: .lastRunStatus)
+            try c.encode(lastRunTrigger, forKey: .lastRunTrigger)
+            try c.encode(lastSuccess, forKey: .lastSuccess)
+            try c.encode(lastError, forKey: .lastError)
+            try c.encode(lastErrorAt, forKey: .lastErrorAt)
+            try c.encode(files, forKey: .files)
+            try c.encode(versions, forKey: .versions)
+            try c.encode(bytes, forKey: .bytes)
+            try c.encode(failedTransforms, forKey: .failedTransforms)
+        }
+    }
+
+    public func sourceSummary(client: String, source: String) throws(ManifestError) -> SourceSummary {
+        try read("reading the status of \(client)/\(source)") { db in
+            var s = SourceSummary(client: client, source: source)
+            // A run of this source, or a `pull` of all the client's sources.
+            let mine = "client = ? AND (source = ? OR source IS NULL)"
+            if let r = try Row.fetchOne(db, sql: "SELECT started_at, status, trigger FROM run WHERE \(mine) ORDER BY id DESC LIMIT 1",
+                                        arguments: [client, source]) {
+                s.lastRunAt = r[0]
+                s.lastRunStatus = r[1]
+                s.lastRunTrigger = r[2]
+            }
+            s.lastSuccess = try String.fetchOne(db, sql: "SELECT finished_at FROM run WHERE \(mine) AND status = 'ok' ORDER BY id DESC LIMIT 1",
+                                                arguments: [client, source])
+            if let r = try Row.fetchOne(db, sql: "SELECT error, started_at FROM run WHERE \(mine) AND error IS NOT NULL ORDER BY id DESC LIMIT 1",
+                                        arguments: [client, source]) {
+                s.lastError = r[0]
+                s.lastErrorAt = r[1]
+            }
+            if let r = try Row.fetchOne(db, sql: """
+                SELECT count(DISTINCT f.id), count(v.id), coalesce(sum(v.size), 0) FROM file f JOIN version v ON v.file_id = f.id
+                WHERE f.client = ? AND f.source = ?
+                """, arguments: [client, source]) {
+                s.files = r[0]
+                s.versions = r[1]
+                s.bytes = r[2]
+            }
+            s.failedTransforms = try Int.fetchOne(db, sql: """
+                SELECT count(*) FROM version v JOIN file f ON f.id = v.file_id
+                WHERE f.client = ? AND f.source = ?
+                  AND (SELECT t.status FROM transform t WHERE t.version_id = v.id ORDER BY t.id DESC LIMIT 1) = 'failed'
+                """, arguments: [client, source]) ?? 0
+            return s
         }
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SluiceAgent
+import SluiceDaemon
 import SluiceManifest
 
 struct Pull: ParsableCommand {
@@ -236,5 +237,49 @@ struct Transform: ParsableCommand {
             print("\(client): \(reports.count) transformed: \(ok) ok, \(reports.filter { $0.status == "failed" }.count) failed, \(reports.filter { $0.status == "unmapped" }.count) unmapped")
         }
         if reports.contains(where: { $0.status == "failed" }) { throw ExitCode(1) }
+    }
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the agent as a service: scheduled SFTP polls, watched drop folders, transforms, HTTP health and metrics.",
+        discussion: """
+            Runs until SIGTERM or SIGINT, then lets in-flight files finish within [agent] shutdown_timeout. SIGHUP reloads \
+            agent.conf and the mapping files (a broken config is logged and the old one kept). Under systemd it speaks the \
+            sd_notify protocol (Type=notify, WatchdogSec). Exit codes: 0 stopped by a signal; 1 a runtime failure (the lake or \
+            the manifest cannot be opened, the HTTP port is taken); 2 usage or config error.
+            """)
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let agent = try global.loadAgent()
+        let code = await DaemonMain.run(configPath: agent.config.file, logger: agent.logger)
+        if code != 0 { throw ExitCode(code) }
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show each source's last run, last success, last error, what it holds and its failed transforms.",
+        discussion: "Read from the manifest, whether `sluice run` is running or not. Exit codes: 0 shown; 1 the manifest cannot be read; 2 usage or config error.")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Only this client.") var client: String?
+    @Flag(help: "Print a JSON array.") var json = false
+
+    func run() throws {
+        let agent = try global.loadAgent()
+        let rows = try SluiceAgentCLI.run { () throws(AgentError) in try agent.status(client: client) }
+        if json {
+            try printJSON(rows)
+            return
+        }
+        for r in rows {
+            print("\(r.client)/\(r.source): last run \(r.lastRunAt ?? "never") (\(r.lastRunStatus ?? "-"), \(r.lastRunTrigger ?? "-")), "
+                + "last success \(r.lastSuccess ?? "never"); \(r.files) files, \(r.versions) versions, \(r.bytes) bytes; "
+                + "\(r.failedTransforms) failed transforms")
+            if let e = r.lastError { print("  last error (\(r.lastErrorAt ?? "")): \(e)") }
+        }
     }
 }

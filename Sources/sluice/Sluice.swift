@@ -2,9 +2,10 @@ import ArgumentParser
 import Foundation
 import Logging
 import SluiceAgent
+import SluiceDaemon
 
 @main
-struct Sluice: ParsableCommand {
+struct Sluice: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "Collect client files, keep every version in a data lake, record them in a SQLite manifest.",
@@ -13,7 +14,7 @@ struct Sluice: ParsableCommand {
             The config is read from --config, else $SLUICE_CONFIG, else /etc/sluice/agent.conf.
             """,
         version: SluiceVersion.string,
-        subcommands: [Pull.self, History.self, Audit.self, CheckConfig.self, Trust.self, Transform.self]
+        subcommands: [Run.self, Pull.self, Status.self, History.self, Audit.self, CheckConfig.self, Trust.self, Transform.self]
     )
 }
 
@@ -26,22 +27,27 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Config file (default: $SLUICE_CONFIG, else /etc/sluice/agent.conf).", valueName: "path"))
     var config: String?
 
-    @Option(name: .long, help: "Log level on stderr: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: Logger.Level = .info
+    @Option(name: .long, help: "Log level on stderr: trace, debug, info, notice, warning, error, critical (default: [agent] log_level, else info).")
+    var logLevel: Logger.Level?
 
-    func makeLogger() -> Logger {
-        let level = logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+    func makeLogger(configured: String? = nil) -> Logger {
+        let level = logLevel ?? configured.flatMap(Logger.Level.init(rawValue:)) ?? .info
+        LoggingSystem.bootstrap { label in SluiceLogHandler(label: label, level: level) }
         return Logger(label: "sluice")
     }
 
+    /// Reads the config, then sets up logging at its `log_level` unless `--log-level` is given.
     func loadAgent() throws -> Agent {
-        let logger = makeLogger()
-        return try SluiceAgentCLI.run { () throws(AgentError) in try Agent.load(configPath: config, logger: logger) }
+        let path = AgentConfig.resolvePath(explicit: config)
+        let loaded: AgentConfig
+        do {
+            loaded = try AgentConfig.load(path: path)
+        } catch {
+            _ = makeLogger()
+            FileHandle.standardError.write(Data("sluice: error: \(error.description)\n".utf8))
+            throw ExitCode(2)
+        }
+        return Agent(config: loaded, logger: makeLogger(configured: loaded.logLevel))
     }
 }
 

@@ -1,0 +1,448 @@
+import Foundation
+import Logging
+import Metrics
+import SluiceLake
+import SluiceManifest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A client's source, as the daemon names it.
+public struct SourceKey: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var client: String
+    public var source: String
+    public var description: String { "\(client)/\(source)" }
+    public static func < (a: SourceKey, b: SourceKey) -> Bool { (a.client, a.source) < (b.client, b.source) }
+}
+
+/// What `/status` shows for one source.
+public struct SourceStatus: Sendable, Encodable {
+    public var client: String
+    public var source: String
+    public var type: String
+    /// idle, polling, scanning, ingesting, backoff or stopped.
+    public var state = "idle"
+    public var lastPoll: String?
+    public var lastSuccess: String?
+    public var lastError: String?
+    public var nextPoll: String?
+    public var consecutiveFailures = 0
+    public var filesNew = 0
+    public var filesUnchanged = 0
+    public var filesFailed = 0
+    public var bytesNew: Int64 = 0
+    /// Files seen by inotify and not yet ingested (drop folders), or 0.
+    public var queueDepth = 0
+
+    enum CodingKeys: String, CodingKey {
+        case client, source, type, state, lastPoll = "last_poll", lastSuccess = "last_success", lastError = "last_error"
+        case nextPoll = "next_poll", consecutiveFailures = "consecutive_failures", filesNew = "files_new"
+        case filesUnchanged = "files_unchanged", filesFailed = "files_failed", bytesNew = "bytes_new", queueDepth = "queue_depth"
+    }
+}
+
+/// A flag and a wake-up: loops sleep on it, `stop()` ends their sleep at once.
+final class Waker: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var stopped = false
+    private var signalled = false
+
+    var isStopped: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return stopped
+    }
+
+    func stop() {
+        condition.lock()
+        stopped = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func wake() {
+        condition.lock()
+        signalled = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Sleeps up to `nanoseconds`, less if woken or stopped. True unless stopped.
+    @discardableResult
+    func sleep(nanoseconds: Int64) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        let until = Date(timeIntervalSinceNow: Double(max(0, nanoseconds)) / 1e9)
+        while !stopped && !signalled {
+            if !condition.wait(until: until) { break }
+        }
+        signalled = false
+        return !stopped
+    }
+}
+
+/// A counting semaphore whose waits give up when the waiter is stopped.
+final class Slots: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var free: Int
+
+    init(_ count: Int) { free = count }
+
+    /// Takes a slot; false (nothing taken) when `waker` stops first.
+    func acquire(unless waker: Waker) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        while free == 0 {
+            if waker.isStopped { return false }
+            _ = condition.wait(until: Date(timeIntervalSinceNow: 0.2))
+        }
+        if waker.isStopped { return false }
+        free -= 1
+        return true
+    }
+
+    func release() {
+        condition.lock()
+        free += 1
+        condition.signal()
+        condition.unlock()
+    }
+}
+
+/// A loop on a thread of its own: ingest work blocks (file I/O, libssh2, SQLite), so it never
+/// runs on Swift's cooperative threads.
+final class LoopThread: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var finished = false
+
+    init(name: String, _ body: @escaping @Sendable () -> Void) {
+        let thread = Thread { [self] in
+            body()
+            condition.lock()
+            finished = true
+            condition.broadcast()
+            condition.unlock()
+        }
+        thread.name = name
+        thread.stackSize = 4 << 20
+        thread.start()
+    }
+
+    var isFinished: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return finished
+    }
+
+    /// Waits for the loop to end, up to `deadline`; true if it ended.
+    func join(until deadline: Date) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        while !finished {
+            if !condition.wait(until: deadline) { return finished }
+        }
+        return true
+    }
+}
+
+/// The long-running agent (`sluice run`): one runner per source (SFTP polls on a schedule,
+/// drop folders watched with inotify), a pool of transform workers, and the status and
+/// metrics they report. Every pass goes through the same `Ingestor` as `sluice pull`.
+public final class Daemon: @unchecked Sendable {
+    public let logger: Logger
+    let manifest: Manifest
+    let lake: Lake
+    public let started = Date()
+
+    private let lock = NSLock()
+    private var agent: Agent
+    private var mappings: [String: ClientMapping]
+    private var runners: [SourceKey: any SourceRunner] = [:]
+    private var statuses: [SourceKey: SourceStatus] = [:]
+    private var firstCycleStarted = false
+    private var stopping = false
+    /// Passes that stop early once shutdown begins.
+    let shutdown = Waker()
+    private(set) var transfers: Slots
+    private(set) var transforms: TransformPool!
+
+    public var config: AgentConfig { lock.withLock { agent.config } }
+
+    /// Opens the manifest and lake of `agent`'s config (cleaning up after a crash) and loads
+    /// the mappings. Nothing runs until `start()`.
+    public init(agent: Agent) throws(AgentError) {
+        self.agent = agent
+        logger = agent.logger
+        manifest = try agent.openManifest()
+        lake = try agent.openLake()
+        mappings = try agent.mappings()
+        transfers = Slots(agent.config.maxTransfers)
+        transforms = TransformPool(daemon: self, workers: agent.config.transformWorkers)
+    }
+
+    /// Starts every source's runner, and transforms whatever is pending from before.
+    public func start() {
+        lock.withLock {
+            for client in agent.config.clients {
+                for source in client.sources { startRunner(client: client.id, source: source) }
+            }
+        }
+        for id in mappingsSnapshot().keys.sorted() { transforms.enqueue(client: id) }
+    }
+
+    private func startRunner(client: String, source: SourceConfig) {
+        let key = SourceKey(client: client, source: source.name)
+        var status = statuses[key] ?? SourceStatus(client: client, source: source.name, type: "")
+        let runner: any SourceRunner
+        switch source.kind {
+        case .folder(let f):
+            status.type = "folder"
+            runner = FolderWatcher(daemon: self, key: key, config: f)
+        case .sftp(let s):
+            status.type = "sftp"
+            runner = SFTPPoller(daemon: self, key: key, config: s)
+        }
+        status.state = "idle"
+        statuses[key] = status
+        runners[key] = runner
+        runner.start()
+    }
+
+    func mappingsSnapshot() -> [String: ClientMapping] { lock.withLock { mappings } }
+    func agentSnapshot() -> Agent { lock.withLock { agent } }
+
+    /// Applies a new config and its mappings (SIGHUP): sources that were removed or changed
+    /// stop (their pass in flight finishes), new and changed ones start. `agent.*` keys other
+    /// than the limits need a restart, which is logged.
+    public func reload(_ new: Agent) throws(AgentError) {
+        let newMappings = try new.mappings()
+        let old = agentSnapshot()
+        for (key, changed) in [("state_dir", old.config.stateDir != new.config.stateDir), ("lake_dir", old.config.lakeDir != new.config.lakeDir),
+                               ("http_listen", old.config.httpListen != new.config.httpListen)] where changed {
+            logger.warning("Config change needs a restart; the old value stays in use until then", metadata: ["key": "agent.\(key)"])
+        }
+        var stopped: [any SourceRunner] = []
+        lock.withLock {
+            var keep = new.config
+            keep.stateDir = old.config.stateDir
+            keep.lakeDir = old.config.lakeDir
+            keep.httpListen = old.config.httpListen
+            agent = Agent(config: keep, logger: logger)
+            mappings = newMappings
+            transfers = Slots(keep.maxTransfers)
+            var wanted: [SourceKey: (String, SourceConfig)] = [:]
+            for c in keep.clients { for s in c.sources { wanted[SourceKey(client: c.id, source: s.name)] = (c.id, s) } }
+            for (key, runner) in runners {
+                guard let (_, s) = wanted[key], runner.sameConfig(as: s) else {
+                    runner.stop()
+                    stopped.append(runner)
+                    runners[key] = nil
+                    statuses[key] = nil
+                    continue
+                }
+                wanted[key] = nil
+            }
+            for (_, (client, s)) in wanted.sorted(by: { $0.key < $1.key }) {
+                startRunner(client: client, source: s)
+            }
+        }
+        transforms.resize(workers: new.config.transformWorkers)
+        for id in newMappings.keys.sorted() { transforms.enqueue(client: id) }
+        logger.notice("Config reloaded", metadata: ["sources": "\(lock.withLock { runners.count })", "config": "\(new.config.file)"])
+        _ = stopped  // they end on their own; the source lock keeps a replacement from overlapping
+    }
+
+    /// Graceful shutdown: stops scheduling and lets the passes in flight finish until
+    /// `timeout`, after which they are told to stop early (a file being copied is dropped;
+    /// nothing partial is ever committed). Returns true if everything ended in time.
+    public func stop(timeout: Duration) -> Bool {
+        let all: [any SourceRunner] = lock.withLock {
+            stopping = true
+            return Array(runners.values)
+        }
+        for r in all { r.stop() }
+        transforms.stop()
+        let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
+        let deadline = Date(timeIntervalSinceNow: seconds)
+        var clean = true
+        for r in all where !r.join(until: deadline) { clean = false }
+        if !transforms.join(until: deadline) { clean = false }
+        if !clean {
+            // Out of time: in-flight copies give up at their next chunk.
+            shutdown.stop()
+            let grace = Date(timeIntervalSinceNow: 5)
+            for r in all { _ = r.join(until: grace) }
+            _ = transforms.join(until: grace)
+        }
+        return clean
+    }
+
+    // MARK: Passes
+
+    /// Runs one pass of one source through the ingest pipeline (the code `pull` runs) and
+    /// records what it did in the status and metrics. Transforms are queued after it.
+    func ingest(_ key: SourceKey, source: any Source, trigger: String) -> PullReport? {
+        let agent = agentSnapshot()
+        let ingestor = Ingestor(lake: lake, manifest: manifest, stateDir: agent.config.stateDir, logger: logger,
+                                syncMethod: agent.config.syncMethod, stopRequested: { [shutdown] in shutdown.isStopped })
+        let t0 = ContinuousClock.now
+        let dims = [("client", key.client), ("source", key.source)]
+        update(key) {
+            $0.lastPoll = Timestamp.now()
+        }
+        let report: PullReport
+        do {
+            report = try ingestor.pull(client: key.client, sources: [source], trigger: trigger, onlySource: key.source)
+        } catch {
+            logger.error("Ingest pass failed", metadata: ["client": "\(key.client)", "source": "\(key.source)", "error": "\(error)"])
+            Counter(label: "sluice_ingest_failures_total", dimensions: dims).increment()
+            update(key) {
+                $0.lastError = "\(error)"
+                $0.consecutiveFailures += 1
+            }
+            return nil
+        }
+        let elapsed = ContinuousClock.now - t0
+        Metrics.Timer(label: "sluice_transfer_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds).recordNanoseconds(elapsed.nanoseconds)
+        if report.counts.new > 0 {
+            Counter(label: "sluice_files_ingested_total", dimensions: dims).increment(by: report.counts.new)
+            Counter(label: "sluice_bytes_ingested_total", dimensions: dims).increment(by: Int(report.counts.bytes))
+        }
+        let failures = report.counts.failed + report.sourceErrors.count + report.afterIngestFailures
+        if failures > 0 { Counter(label: "sluice_ingest_failures_total", dimensions: dims).increment(by: failures) }
+        let error = report.sourceErrors.first?.message
+            ?? report.files.first { $0.status == .failed || ($0.error != nil && $0.status != .skipped) }.map { "\($0.path): \($0.error ?? "failed")" }
+        update(key) {
+            $0.filesNew += report.counts.new
+            $0.filesUnchanged += report.counts.unchanged
+            $0.filesFailed += report.counts.failed
+            $0.bytesNew += report.counts.bytes
+            if report.sourceErrors.isEmpty {
+                $0.lastSuccess = Timestamp.now()
+                $0.consecutiveFailures = 0
+            } else {
+                $0.consecutiveFailures += 1
+            }
+            if let error { $0.lastError = error }
+        }
+        if report.sourceErrors.isEmpty {
+            Gauge(label: "sluice_source_last_success_timestamp_seconds", dimensions: dims).record(Date().timeIntervalSince1970)
+        }
+        if report.counts.new > 0 { transforms.enqueue(client: key.client) }
+        return report
+    }
+
+    func update(_ key: SourceKey, _ body: (inout SourceStatus) -> Void) {
+        lock.withLock {
+            guard var s = statuses[key] else { return }
+            body(&s)
+            statuses[key] = s
+        }
+    }
+
+    /// A runner has begun its first scan or poll.
+    func cycleStarted() { lock.withLock { firstCycleStarted = true } }
+
+    // MARK: Health
+
+    /// Every runner's loop is running (none has ended while the daemon runs).
+    public var isAlive: Bool {
+        lock.withLock { stopping || runners.values.allSatisfy { !$0.hasEnded } } && transforms.isAlive
+    }
+
+    /// The first scan or poll has started (or there is no source) and the manifest takes writes.
+    public var isReady: Bool {
+        let started = lock.withLock { firstCycleStarted || runners.isEmpty }
+        return started && (try? manifest.checkWritable()) != nil
+    }
+
+    public var statusSnapshot: [SourceStatus] {
+        lock.withLock { statuses.keys.sorted().map { statuses[$0]! } }
+    }
+
+    public var transformQueueDepth: Int { transforms.depth }
+
+    /// A one-line summary for systemd's STATUS=.
+    public var summary: String {
+        let all = statusSnapshot
+        let new = all.reduce(0) { $0 + $1.filesNew }
+        let failing = all.filter { $0.consecutiveFailures > 0 }.count
+        return "\(all.count) sources, \(new) files ingested since start, \(failing) failing, \(transformQueueDepth) transforms queued"
+    }
+}
+
+/// One source's loop.
+protocol SourceRunner: AnyObject, Sendable {
+    func start()
+    /// Stops scheduling; a pass in flight finishes.
+    func stop()
+    func join(until: Date) -> Bool
+    /// The loop ended (after `stop`, or because it crashed out).
+    var hasEnded: Bool { get }
+    /// Whether `source` is the config this runner runs with (a reload keeps it then).
+    func sameConfig(as source: SourceConfig) -> Bool
+}
+
+/// Polls an SFTP source every `poll_interval` (the first poll at start, spread by a little
+/// jitter), backing off exponentially after failures up to 8 × the interval. At most
+/// `max_transfers` polls run at once over all sources; a poll never overlaps itself.
+final class SFTPPoller: SourceRunner, @unchecked Sendable {
+    unowned let daemon: Daemon
+    let key: SourceKey
+    let config: SFTPSourceConfig
+    private let waker = Waker()
+    private var loop: LoopThread?
+
+    init(daemon: Daemon, key: SourceKey, config: SFTPSourceConfig) {
+        self.daemon = daemon
+        self.key = key
+        self.config = config
+    }
+
+    func sameConfig(as source: SourceConfig) -> Bool {
+        guard case .sftp(let s) = source.kind else { return false }
+        return "\(s)" == "\(config)"
+    }
+
+    func start() { loop = LoopThread(name: "poll \(key)") { [self] in run() } }
+    func stop() { waker.stop() }
+    func join(until deadline: Date) -> Bool { loop?.join(until: deadline) ?? true }
+    var hasEnded: Bool { loop?.isFinished ?? false }
+
+    /// The wait before the next poll: the interval after a success, doubling per failure up
+    /// to 8 × the interval, each with ±10 % jitter so that sources drift apart.
+    static func delay(interval: Int64, failures: Int) -> Int64 {
+        let base = failures == 0 ? interval : min(interval * 8, interval << min(failures, 3))
+        return base + Int64.random(in: -(base / 10)...(base / 10))
+    }
+
+    private func run() {
+        let interval = config.pollIntervalNanoseconds
+        // The first poll at start, spread over up to a tenth of the interval (at most 2 s).
+        var wait = Int64.random(in: 0...min(interval / 10, 2_000_000_000))
+        var failures = 0
+        while waker.sleep(nanoseconds: wait) {
+            let slots = daemon.transfers
+            daemon.update(key) { $0.state = "waiting" }
+            guard slots.acquire(unless: waker) else { break }
+            daemon.update(key) { $0.state = "polling" }
+            daemon.cycleStarted()
+            let source = SFTPSource(client: key.client, name: key.source, config: config, logger: daemon.logger)
+            let report = daemon.ingest(key, source: source, trigger: "schedule")
+            slots.release()
+            if let report, report.sourceErrors.isEmpty { failures = 0 } else { failures += 1 }
+            wait = Self.delay(interval: interval, failures: failures)
+            let next = Timestamp.iso8601(nanoseconds: Int64(Date().timeIntervalSince1970 * 1e9) + wait)
+            daemon.update(key) {
+                $0.state = failures > 0 ? "backoff" : "idle"
+                $0.nextPoll = next
+            }
+            if failures > 0 {
+                daemon.logger.warning("SFTP poll failed; backing off", metadata: [
+                    "client": "\(key.client)", "source": "\(key.source)", "failures": "\(failures)", "retry_in_s": "\(wait / 1_000_000_000)",
+                ])
+            }
+        }
+        daemon.update(key) { $0.state = "stopped" }
+    }
+}

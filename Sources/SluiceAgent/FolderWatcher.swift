@@ -1,0 +1,231 @@
+import Foundation
+import Logging
+import SluiceLake
+import SluiceManifest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Watches a drop folder with inotify and ingests what arrives.
+///
+/// - A file renamed in (`IN_MOVED_TO`) is complete: it is ingested at once.
+/// - A file written in place (`IN_CLOSE_WRITE`, or `IN_CREATE` for a `link()`ed upload) is
+///   ingested once it has been quiet for `min_age`.
+/// - A new subfolder is watched first and then scanned, so files put in it before the watch
+///   existed are not missed. An `IN_Q_OVERFLOW` re-watches and rescans everything.
+/// - The whole folder is scanned at start and every `rescan_interval`, as a safety net.
+///
+/// Two threads: one drains inotify (so the kernel queue rarely overflows, even while a pass
+/// runs), one runs the passes, each through the same ingest pipeline as `sluice pull`.
+final class FolderWatcher: SourceRunner, @unchecked Sendable {
+    unowned let daemon: Daemon
+    let key: SourceKey
+    let config: FolderSourceConfig
+    private let waker = Waker()
+    private var reader: LoopThread?
+    private var processor: LoopThread?
+
+    private let lock = NSLock()
+    /// Complete files to ingest now, in arrival order.
+    private var ready: [RelativePath] = []
+    private var readySet = Set<RelativePath>()
+    /// Files written in place, and when to look at them again (ns since the epoch).
+    private var pending: [RelativePath: Int64] = [:]
+    private var scanRequested = true
+
+    init(daemon: Daemon, key: SourceKey, config: FolderSourceConfig) {
+        self.daemon = daemon
+        self.key = key
+        self.config = config
+    }
+
+    func sameConfig(as source: SourceConfig) -> Bool {
+        guard case .folder(let f) = source.kind else { return false }
+        return "\(f)" == "\(config)"
+    }
+
+    func start() {
+        processor = LoopThread(name: "ingest \(key)") { [self] in process() }
+        reader = LoopThread(name: "inotify \(key)") { [self] in watch() }
+    }
+
+    func stop() { waker.stop() }
+
+    func join(until deadline: Date) -> Bool {
+        let a = reader?.join(until: deadline) ?? true
+        let b = processor?.join(until: deadline) ?? true
+        return a && b
+    }
+
+    var hasEnded: Bool { (reader?.isFinished ?? false) || (processor?.isFinished ?? false) }
+
+    private var queueDepth: Int { lock.withLock { ready.count + pending.count } }
+
+    // MARK: inotify
+
+    private func watch() {
+        let inotify: Inotify
+        do {
+            inotify = try Inotify()
+        } catch {
+            daemon.logger.error("Cannot watch the drop folder; it is only rescanned every rescan_interval",
+                                metadata: ["client": "\(key.client)", "source": "\(key.source)", "error": "\(error)"])
+            daemon.update(key) { $0.lastError = "\(error)" }
+            return
+        }
+        watchTree(inotify)
+        while !waker.isStopped {
+            let events = inotify.read(timeoutMs: 250)
+            guard !events.isEmpty else { continue }
+            var changed = false
+            let now = Self.nowNs()
+            for e in events {
+                if e.mask.contains(.overflow) {
+                    daemon.logger.warning("inotify queue overflowed; rescanning the folder", metadata: ["client": "\(key.client)", "source": "\(key.source)"])
+                    inotify.unwatchAll()
+                    watchTree(inotify)
+                    lock.withLock { scanRequested = true }
+                    changed = true
+                    continue
+                }
+                if e.mask.contains(.ignored) {
+                    inotify.forget(e.watch)
+                    continue
+                }
+                guard let folder = inotify.folders[e.watch], !e.name.isEmpty else {
+                    if e.mask.contains(.deleteSelf) || e.mask.contains(.moveSelf), inotify.folders[e.watch] == [] {
+                        daemon.update(key) { $0.lastError = "the drop folder \(config.path) was removed or moved" }
+                    }
+                    continue
+                }
+                let path = RelativePath(bytes: folder.isEmpty ? e.name : folder + [UInt8(ascii: "/")] + e.name)
+                if e.mask.contains(.isDirectory) {
+                    guard config.recursive, e.mask.contains(.create) || e.mask.contains(.movedTo),
+                          config.filter.descends(into: path.bytes) else { continue }
+                    // Watch first, then scan: nothing put in it can be missed.
+                    watchTree(inotify, from: path)
+                    lock.withLock { scanRequested = true }
+                    changed = true
+                    continue
+                }
+                guard config.filter.accepts(file: path.bytes) else { continue }
+                lock.withLock {
+                    if e.mask.contains(.movedTo) {
+                        pending[path] = nil
+                        if readySet.insert(path).inserted { ready.append(path) }
+                    } else if !readySet.contains(path) {
+                        pending[path] = now + config.minAgeNanoseconds
+                    }
+                }
+                changed = true
+            }
+            if changed { waker.wake() }
+        }
+    }
+
+    /// Adds a watch for `from` (relative; [] = the root) and every folder below it.
+    private func watchTree(_ inotify: Inotify, from: RelativePath = RelativePath(bytes: [])) {
+        var stack = [from]
+        while let rel = stack.popLast() {
+            let absolute = rel.bytes.isEmpty ? config.path : config.path + "/" + rel.display
+            if let problem = inotify.watch(absolute: absolute, relative: rel.bytes) {
+                daemon.logger.error("Cannot watch a folder", metadata: ["client": "\(key.client)", "source": "\(key.source)", "error": "\(problem)"])
+                continue
+            }
+            guard config.recursive else { continue }
+            for name in Lake.listDirectory(absolute) {
+                let child = rel.bytes.isEmpty ? RelativePath(name) : rel.appending(Array(name.utf8))
+                var st = stat()
+                guard lstat(absolute + "/" + name, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR,
+                      config.filter.descends(into: child.bytes) else { continue }
+                stack.append(child)
+            }
+        }
+    }
+
+    // MARK: Passes
+
+    private func process() {
+        var nextRescan = Self.nowNs()
+        while !waker.isStopped {
+            let now = Self.nowNs()
+            let scan = lock.withLock { () -> Bool in
+                let s = scanRequested || now >= nextRescan
+                scanRequested = false
+                return s
+            }
+            if scan {
+                nextRescan = now + config.rescanIntervalNanoseconds
+                daemon.update(key) { $0.state = "scanning" }
+                daemon.cycleStarted()
+                rescan()
+            }
+            let batch = takeReady(now: Self.nowNs())
+            if !batch.isEmpty {
+                daemon.update(key) {
+                    $0.state = "ingesting"
+                    $0.queueDepth = self.queueDepth + batch.count
+                }
+                let source = FolderSource(client: key.client, name: key.source, config: config, only: batch)
+                _ = daemon.ingest(key, source: source, trigger: "watch")
+            }
+            let depth = queueDepth
+            daemon.update(key) {
+                $0.state = "idle"
+                $0.queueDepth = depth
+            }
+            // Sleep until the next file is due, the next rescan, or an event.
+            let wake = lock.withLock { () -> Int64 in
+                if !ready.isEmpty || scanRequested { return 0 }
+                return min(pending.values.min() ?? .max, nextRescan)
+            }
+            if wake > Self.nowNs() { waker.sleep(nanoseconds: min(wake - Self.nowNs(), 1_000_000_000)) }
+        }
+        daemon.update(key) { $0.state = "stopped" }
+    }
+
+    /// The files to ingest now: the complete ones, and those written in place that have been
+    /// quiet for `min_age` (one still changing is looked at again when it could be ready).
+    private func takeReady(now: Int64) -> [RelativePath] {
+        let (complete, due) = lock.withLock { () -> ([RelativePath], [RelativePath]) in
+            let c = ready
+            ready.removeAll()
+            readySet.removeAll()
+            let d = pending.filter { $0.value <= now }.map(\.key)
+            for p in d { pending[p] = nil }
+            return (c, d)
+        }
+        var out = complete
+        for path in due {
+            var st = stat()
+            guard lstat(config.path + "/" + path.display, &st) == 0 else { continue }  // gone
+            let quietSince = FolderPass.mtime(st)
+            if now - quietSince >= config.minAgeNanoseconds {
+                out.append(path)
+            } else {
+                lock.withLock { pending[path] = quietSince + config.minAgeNanoseconds }
+            }
+        }
+        return out
+    }
+
+    /// A full pass over the folder (at start, after an overflow or a new subfolder, and every
+    /// `rescan_interval`); files too fresh to take are looked at again when they could be.
+    private func rescan() {
+        let source = FolderSource(client: key.client, name: key.source, config: config)
+        guard let report = daemon.ingest(key, source: source, trigger: "scan") else { return }
+        let now = Self.nowNs()
+        lock.withLock {
+            for f in report.files where f.status == .skipped && (f.error ?? "").hasPrefix(Ingestor.notStableYet) {
+                let path = RelativePath(f.path)
+                if !readySet.contains(path) { pending[path] = now + config.minAgeNanoseconds }
+            }
+        }
+    }
+
+    static func nowNs() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+    }
+}

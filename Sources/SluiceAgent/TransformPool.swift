@@ -1,0 +1,124 @@
+import Foundation
+import Logging
+import Metrics
+import SluiceManifest
+
+/// The daemon's transform workers (`[agent] transform_workers`): after a pass commits new
+/// versions, their client is queued, and a worker transforms every version of it still
+/// pending. One client is transformed by one worker at a time (a client queued again while
+/// it runs goes round once more), so no version is ever transformed twice at once. A failed
+/// transform is recorded and never stops ingestion.
+final class TransformPool: @unchecked Sendable {
+    unowned let daemon: Daemon
+    private let condition = NSCondition()
+    private var queue: [String] = []
+    private var running = Set<String>()
+    private var again = Set<String>()
+    private var stopped = false
+    private var wanted: Int
+    private var threads: [LoopThread] = []
+
+    init(daemon: Daemon, workers: Int) {
+        self.daemon = daemon
+        wanted = workers
+        for i in 0..<workers { threads.append(LoopThread(name: "transform \(i)") { [self] in work(index: i) }) }
+    }
+
+    func enqueue(client: String) {
+        condition.lock()
+        defer { condition.unlock() }
+        if running.contains(client) {
+            again.insert(client)
+        } else if !queue.contains(client) {
+            queue.append(client)
+            condition.signal()
+        }
+        Gauge(label: "sluice_transform_queue_depth").record(queue.count)
+    }
+
+    var depth: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return queue.count
+    }
+
+    /// More workers start at once; extra ones end after their current job.
+    func resize(workers: Int) {
+        condition.lock()
+        defer { condition.unlock() }
+        let have = threads.count
+        wanted = workers
+        if workers > have {
+            for i in have..<workers { threads.append(LoopThread(name: "transform \(i)") { [self] in work(index: i) }) }
+        }
+        condition.broadcast()
+    }
+
+    func stop() {
+        condition.lock()
+        stopped = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func join(until deadline: Date) -> Bool {
+        let all = condition.withLock { threads }
+        return all.allSatisfy { $0.join(until: deadline) }
+    }
+
+    var isAlive: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return stopped || threads.prefix(wanted).allSatisfy { !$0.isFinished }
+    }
+
+    private func work(index: Int) {
+        while true {
+            condition.lock()
+            while !stopped && index < wanted && queue.isEmpty { condition.wait() }
+            if stopped || index >= wanted {
+                condition.unlock()
+                return
+            }
+            let client = queue.removeFirst()
+            running.insert(client)
+            Gauge(label: "sluice_transform_queue_depth").record(queue.count)
+            condition.unlock()
+
+            transform(client: client)
+
+            condition.lock()
+            running.remove(client)
+            if again.remove(client) != nil, !queue.contains(client) { queue.append(client) }
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+
+    private func isStopped() -> Bool { condition.withLock { stopped } }
+
+    private func transform(client: String) {
+        guard let mapping = daemon.mappingsSnapshot()[client] else { return }
+        let agent = daemon.agentSnapshot()
+        do {
+            _ = try agent.runTransforms(mapping, manifest: daemon.manifest, lake: daemon.lake, dataset: nil, selection: .pending,
+                                        shouldStop: { [self] in isStopped() }) { report, elapsed in
+                let dims = [("client", client), ("dataset", report.dataset ?? "")]
+                Metrics.Timer(label: "sluice_transform_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds)
+                    .recordNanoseconds(elapsed.nanoseconds)
+                Counter(label: "sluice_rows_written_total", dimensions: dims).increment(by: Int(report.rowsWritten))
+                Counter(label: "sluice_rows_rejected_total", dimensions: dims).increment(by: Int(report.rowsRejected))
+                Counter(label: "sluice_transforms_total", dimensions: dims + [("status", report.status)]).increment()
+            }
+        } catch {
+            daemon.logger.error("Transforms failed", metadata: ["client": "\(client)", "error": "\(error)"])
+        }
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let c = components
+        return c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000
+    }
+}
