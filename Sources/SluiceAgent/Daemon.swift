@@ -161,7 +161,9 @@ public final class Daemon: @unchecked Sendable {
     private var statuses: [SourceKey: SourceStatus] = [:]
     private var firstCycleStarted = false
     private var stopping = false
-    /// Passes that stop early once shutdown begins.
+    /// Set when shutdown begins: passes take no new batch or file.
+    let draining = Waker()
+    /// Set when shutdown_timeout is up: copies in flight are dropped.
     let shutdown = Waker()
     private(set) var transfers: Slots
     private(set) var transforms: TransformPool!
@@ -252,15 +254,16 @@ public final class Daemon: @unchecked Sendable {
         _ = stopped  // they end on their own; the source lock keeps a replacement from overlapping
     }
 
-    /// Graceful shutdown: stops scheduling and lets the passes in flight finish until
-    /// `timeout`, after which they are told to stop early (a file being copied is dropped;
-    /// nothing partial is ever committed). Returns true if everything ended in time.
+    /// Graceful shutdown: stops scheduling, lets the files being copied finish and commit
+    /// (a pass takes no new batch or file), and at `timeout` drops the copies still in flight
+    /// (nothing partial is ever committed). Returns true if everything ended in time.
     public func stop(timeout: Duration) -> Bool {
         let all: [any SourceRunner] = lock.withLock {
             stopping = true
             return Array(runners.values)
         }
         for r in all { r.stop() }
+        draining.stop()
         transforms.stop()
         let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
         let deadline = Date(timeIntervalSinceNow: seconds)
@@ -284,7 +287,8 @@ public final class Daemon: @unchecked Sendable {
     func ingest(_ key: SourceKey, source: any Source, trigger: String) -> PullReport? {
         let agent = agentSnapshot()
         let ingestor = Ingestor(lake: lake, manifest: manifest, stateDir: agent.config.stateDir, logger: logger,
-                                syncMethod: agent.config.syncMethod, stopRequested: { [shutdown] in shutdown.isStopped })
+                                syncMethod: agent.config.syncMethod, stopRequested: { [draining] in draining.isStopped },
+                                abortRequested: { [shutdown] in shutdown.isStopped })
         let t0 = ContinuousClock.now
         let dims = [("client", key.client), ("source", key.source)]
         update(key) {

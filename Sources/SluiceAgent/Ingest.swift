@@ -106,19 +106,22 @@ public final class Ingestor: Sendable {
     public let syncMethod: SyncMethod
     /// Gets each new version while its batch is being committed (the early transform).
     public let early: (any EarlyConsumer)?
-    /// Polled between batches and between the chunks of a file: true stops the pass early
-    /// (a graceful shutdown). Files being copied are dropped; committed batches stay.
+    /// A graceful shutdown: polled between batches and before each file, true stops the pass
+    /// early (files already being copied finish, committed batches stay).
     public let stopRequested: (@Sendable () -> Bool)?
+    /// The shutdown's time is up: polled between the chunks of a file, true drops the copy.
+    public let abortRequested: (@Sendable () -> Bool)?
     /// Threads that rename staged files into place (same-folder renames contend on the folder).
     let publishThreads = 2
     static let copyBufferSize = 2 << 20
 
     public init(lake: Lake, manifest: Manifest, stateDir: String, logger: Logger,
                 workers: Int? = nil, batchSize: Int = 512, syncMethod: SyncMethod = .syncfs, hooks: IngestHooks = IngestHooks(),
-                early: (any EarlyConsumer)? = nil, stopRequested: (@Sendable () -> Bool)? = nil) {
+                early: (any EarlyConsumer)? = nil, stopRequested: (@Sendable () -> Bool)? = nil, abortRequested: (@Sendable () -> Bool)? = nil) {
         self.syncMethod = syncMethod
         self.early = early
         self.stopRequested = stopRequested
+        self.abortRequested = abortRequested
         self.lake = lake
         self.manifest = manifest
         self.stateDir = stateDir
@@ -294,9 +297,10 @@ public final class Ingestor: Sendable {
         }
         if let unprepared { return chunk.map { _ in .failed(unprepared) } }
         let stopRequested = self.stopRequested
+        let abortRequested = self.abortRequested
         parallelFor(count: chunk.count, threads: workers, setup: { IOBuffer(size: Self.copyBufferSize) }) { i, buffer in
             results.set(i, Self.stageOne(chunk[i], into: folders[i], latestSHA: latestSHA[i], pass: pass, lake: lake, buffer: buffer, hooks: hooks,
-                                         writeback: writeback, stopRequested: stopRequested))
+                                         writeback: writeback, stopRequested: stopRequested, abortRequested: abortRequested))
         }
         logger.debug("Batch copied", metadata: ["batch.files": "\(chunk.count)", "copy.ms": "\((nowNanoseconds() - t0) / 1_000_000)"])
         return results.values.map { $0! }
@@ -339,7 +343,7 @@ public final class Ingestor: Sendable {
     }
 
     private static func stageOne(_ c: Candidate, into folder: String, latestSHA: String?, pass: any SourcePass, lake: Lake, buffer: IOBuffer, hooks: IngestHooks,
-                                 writeback: Bool, stopRequested: (@Sendable () -> Bool)?) -> Staged {
+                                 writeback: Bool, stopRequested: (@Sendable () -> Bool)?, abortRequested: (@Sendable () -> Bool)?) -> Staged {
         if stopRequested?() == true { return .skipped("not copied: the agent is shutting down") }
         let stream: any ByteStream
         do {
@@ -371,7 +375,7 @@ public final class Ingestor: Sendable {
                     return .failed(error.message)
                 }
                 if n == 0 { break }
-                if stopRequested?() == true {
+                if abortRequested?() == true {
                     file.discard()
                     return .skipped("copy abandoned: the agent is shutting down")
                 }

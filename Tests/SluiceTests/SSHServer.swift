@@ -31,6 +31,7 @@ final class SSHServer: @unchecked Sendable {
     /// reaper can block in wait4() on a long-lived child and stall every other Process.
     private var pid: pid_t = 0
     private var pamService: String?
+    private var extraConfig = ""
 
     /// Starts a server; `hostKey` reuses another server's key folder entry (same identity).
     init(login: Login = .publicKey, port: Int? = nil, hostKeyFrom other: SSHServer? = nil, extraConfig: String = "") throws {
@@ -49,6 +50,13 @@ final class SSHServer: @unchecked Sendable {
         }
         try Self.keygen(clientKey)
         try FileManager.default.copyItem(atPath: clientKey + ".pub", toPath: dir.sub("authorized_keys"))
+        self.extraConfig = extraConfig
+        try start(extraConfig: extraConfig)
+    }
+
+    /// Starts the same server again (same port, keys and files) after `stop()`.
+    func restart() throws {
+        stop()
         try start(extraConfig: extraConfig)
     }
 

@@ -1,0 +1,193 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real `sluice run` process, spawned with posix_spawn (and reaped here), its stderr in
+/// `<dir>/run.log`, its HTTP endpoints on a free loopback port.
+final class DaemonProcess: @unchecked Sendable {
+    let dir: TempDir
+    let port: Int
+    private(set) var pid: pid_t = 0
+    private(set) var exitStatus: Int32?
+
+    /// Starts `sluice run` for `<dir>/agent.conf`, which must have `http_listen = "127.0.0.1:<port>"`
+    /// from `DaemonProcess.agentTable(port:)`.
+    init(dir: TempDir, port: Int, environment extra: [String: String] = [:]) throws {
+        self.dir = dir
+        self.port = port
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, dir.sub("run.out"), O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, dir.sub("run.log"), O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        let words = [SluiceBinary.path, "run", "--config", dir.sub("agent.conf")]
+        let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var env = ProcessInfo.processInfo.environment
+        env["JOURNAL_STREAM"] = nil
+        env["NOTIFY_SOCKET"] = nil
+        for (k, v) in extra { env[k] = v }
+        let envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { envp.forEach { free($0) } }
+        let rc = posix_spawn(&pid, words[0], &actions, nil, argv, envp)
+        guard rc == 0 else { throw TestFailure("cannot start sluice run: \(String(cString: strerror(rc)))") }
+    }
+
+    deinit {
+        if pid > 0 && exitStatus == nil {
+            kill(pid, SIGKILL)
+            _ = waitForExit(seconds: 10)
+        }
+    }
+
+    static func agentTable(port: Int, extra: String = "") -> String {
+        """
+        [agent]
+        state_dir = "state"
+        lake_dir = "lake"
+        http_listen = "127.0.0.1:\(port)"
+        shutdown_timeout = "20s"
+        \(extra)
+
+        """
+    }
+
+    var log: String { (try? String(contentsOfFile: dir.sub("run.log"), encoding: .utf8)) ?? "" }
+
+    func signal(_ sig: Int32) { kill(pid, sig) }
+
+    /// The exit code (or 128 + signal), nil if still running after `seconds`.
+    func waitForExit(seconds: Double) -> Int32? {
+        if let exitStatus { return exitStatus }
+        let deadline = Date(timeIntervalSinceNow: seconds)
+        while Date() < deadline {
+            var status: Int32 = 0
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid {
+                let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+                exitStatus = code
+                return code
+            }
+            usleep(20_000)
+        }
+        return nil
+    }
+
+    /// GET a path on the daemon's HTTP port: status code and body (nil if no answer).
+    func get(_ path: String) -> (status: Int, body: String)? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var tv = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = UInt16(port).bigEndian
+        let connected = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+        guard connected else { return nil }
+        let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
+        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else { return nil }
+        var response: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            response += buffer[0..<n]
+        }
+        let text = String(decoding: response, as: UTF8.self)
+        guard let line = text.split(separator: "\r\n").first, line.split(separator: " ").count >= 2,
+              let code = Int(line.split(separator: " ")[1]) else { return nil }
+        var body = text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+        if text.lowercased().contains("transfer-encoding: chunked") { body = Self.dechunk(body) }
+        return (code, body)
+    }
+
+    private static func dechunk(_ s: String) -> String {
+        var out = ""
+        var rest = Substring(s)
+        while let nl = rest.range(of: "\r\n") {
+            guard let size = Int(rest[..<nl.lowerBound], radix: 16), size > 0 else { break }
+            let start = nl.upperBound
+            let bytes = Array(rest[start...].utf8)
+            guard bytes.count >= size else { break }
+            out += String(decoding: bytes[0..<size], as: UTF8.self)
+            rest = Substring(String(decoding: bytes[size...], as: UTF8.self)).dropFirst(2)
+        }
+        return out
+    }
+
+    /// Waits for `/readyz` to answer 200.
+    func waitReady(seconds: Double = 30) throws {
+        let deadline = Date(timeIntervalSinceNow: seconds)
+        while Date() < deadline {
+            if get("/readyz")?.status == 200 { return }
+            if let code = waitForExit(seconds: 0.05) { throw TestFailure("sluice run exited with \(code): \(log)") }
+        }
+        throw TestFailure("sluice run was not ready within \(seconds) s: \(log)")
+    }
+
+    /// The daemon's `/status` as JSON.
+    func status() -> [String: Any] {
+        guard let r = get("/status"), r.status == 200 else { return [:] }
+        return (try? JSONSerialization.jsonObject(with: Data(r.body.utf8))) as? [String: Any] ?? [:]
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds or `seconds` pass.
+func eventually(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date(timeIntervalSinceNow: seconds)
+    while Date() < deadline {
+        if try condition() { return true }
+        usleep(20_000)
+    }
+    return try condition()
+}
+
+/// How many versions the manifest holds (0 before it exists).
+func versionCount(_ dir: TempDir, client: String? = nil) -> Int {
+    let sql = "SELECT count(*) FROM versions" + (client.map { " WHERE client = '\($0)'" } ?? "")
+    guard FileManager.default.fileExists(atPath: dir.sub("state/manifest.sqlite")),
+          let r = try? Shell.run("/usr/bin/sqlite3", ["-cmd", ".timeout 5000", dir.sub("state/manifest.sqlite"), sql]) else { return 0 }
+    return Int(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+}
+
+/// A datagram socket standing in for systemd's `$NOTIFY_SOCKET`.
+final class NotifySocket: @unchecked Sendable {
+    let path: String
+    private let fd: Int32
+
+    init(dir: TempDir) throws {
+        path = dir.sub("notify.sock")
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { throw TestFailure("socket path too long: \(path)") }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
+        let ok = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
+        }
+        guard ok else { throw TestFailure("cannot bind \(path): \(String(cString: strerror(errno)))") }
+        var tv = timeval(tv_sec: 0, tv_usec: 100_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { close(fd) }
+
+    /// Every datagram received so far (waits up to 100 ms for more).
+    func drain() -> [String] {
+        var out: [String] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            out.append(String(decoding: buffer[0..<n], as: UTF8.self))
+        }
+        return out
+    }
+}
