@@ -293,7 +293,7 @@ extension Agent {
             }
             do {
                 try file.trust(host: c.host, port: c.port, key: key, replacing: replacing)
-                logger.notice("Host key trusted", metadata: ["client.id": "\(id)", "source.name": "\(name)", "host": "\(endpoint)", "fingerprint": "\(key.fingerprint)", "replaced": "\(replacing)"])
+                logger.notice("Host key trusted", metadata: ["client": "\(id)", "source": "\(name)", "host": "\(endpoint)", "fingerprint": "\(key.fingerprint)", "replaced": "\(replacing)"])
                 say("  \(replacing ? "replaced in" : "added to") \(c.knownHosts)")
             } catch {
                 say("  \(error.message)")

@@ -13,8 +13,8 @@ extension Transformer {
                                      rowsWritten: r.rowsWritten, rowsRejected: r.rowsRejected, outputPath: r.outputPath,
                                      rejectsPath: r.rejectsPath, error: r.error)
         if r.status == .failed {
-            logger.warning("Transform failed", metadata: ["client.id": "\(mapping.client)", "file.path": "\(input.path.display)",
-                                                         "dataset": "\(r.dataset ?? "")", "error": "\(r.error ?? "")"])
+            logger.warning("Transform failed", metadata: ["client": "\(mapping.client)", "source": "\(input.source)", "path": "\(input.path.display)",
+                                                         "version": "\(input.version)", "dataset": "\(r.dataset ?? "")", "error": "\(r.error ?? "")"])
         }
         return TransformReport(source: input.source, path: input.path.display, version: input.version, dataset: r.dataset, status: r.status.rawValue,
                                rowsWritten: r.rowsWritten, rowsRejected: r.rowsRejected, outputPath: r.outputPath,

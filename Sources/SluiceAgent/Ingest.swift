@@ -141,7 +141,7 @@ public final class Ingestor: Sendable {
             do {
                 try ingest(client: client, source: source, runID: runID, report: &report)
             } catch let e as SourceError {
-                logger.error("Source failed", metadata: ["client.id": "\(client)", "source.name": "\(source.name)", "error": "\(e.message)"])
+                logger.error("Source failed", metadata: ["client": "\(client)", "source": "\(source.name)", "error": "\(e.message)"])
                 report.sourceErrors.append((source.name, e.message))
             } catch let e as ManifestError {
                 report.sourceErrors.append((source.name, e.message))
@@ -207,7 +207,7 @@ public final class Ingestor: Sendable {
                 queue.push(c)
             })
             logger.debug("Source listed", metadata: [
-                "source.name": "\(sourceName)", "files": "\(seen)", "known": "\(known.count)",
+                "source": "\(sourceName)", "files": "\(seen)", "known": "\(known.count)",
                 "list.ms": "\((nowNanoseconds() - start) / 1_000_000)",
             ])
         }
@@ -490,7 +490,7 @@ public final class Ingestor: Sendable {
             case .failed(let why):
                 counts.failed += 1
                 reports[i] = with(base) { $0.error = why }
-                logger.warning("File failed", metadata: ["client.id": "\(client)", "source.name": "\(source.name)", "file.path": "\(c.path.display)", "error": "\(why)"])
+                logger.warning("File failed", metadata: ["client": "\(client)", "source": "\(source.name)", "path": "\(c.path.display)", "error": "\(why)"])
             case .sameAsLatest(let size):
                 let k = known[c.path.bytes]!
                 entries.append(.sighting(versionID: k.versionID, size: size, mtimeNs: c.mtimeNs))
@@ -547,8 +547,8 @@ public final class Ingestor: Sendable {
             for (n, i) in entryIndex.enumerated() {
                 guard let v = versions[i] else { continue }
                 logger.trace("Version committed", metadata: [
-                    "client.id": "\(client)", "source.name": "\(source.name)", "file.path": "\(chunk[i].path.display)",
-                    "file.version": "\(v.version)", "file.sha256": "\(v.sha)", "version.id": "\(ids[n])",
+                    "client": "\(client)", "source": "\(source.name)", "path": "\(chunk[i].path.display)",
+                    "version": "\(v.version)", "sha256": "\(v.sha)", "version_id": "\(ids[n])",
                 ])
             }
         }
@@ -582,11 +582,11 @@ public final class Ingestor: Sendable {
                 let existing = try FileDigest.sha256(path: "\(lake.root)/\(lakePath)", buffer: buffer.raw)
                 if existing.sha256 == sha256 {
                     unlink(tmp)
-                    logger.notice("Adopted an unrecorded lake file left by an interrupted run", metadata: ["lake.path": "\(lakePath)"])
+                    logger.notice("Adopted an unrecorded lake file left by an interrupted run", metadata: ["lake_path": "\(lakePath)"])
                     return false
                 }
                 let moved = try lake.quarantine(lakePath: lakePath)
-                logger.warning("Moved an unrecorded lake file with other content out of the way", metadata: ["lake.path": "\(lakePath)", "quarantine.path": "\(moved)"])
+                logger.warning("Moved an unrecorded lake file with other content out of the way", metadata: ["lake_path": "\(lakePath)", "quarantine_path": "\(moved)"])
             }
         }
         throw SourceError("lake path \(lakePath) stays taken")
@@ -599,7 +599,7 @@ public final class Ingestor: Sendable {
             return nil
         } catch {
             logger.warning("After-ingest action failed", metadata: [
-                "client.id": "\(client)", "source.name": "\(source.name)", "file.path": "\(candidate.path.display)", "error": "\(error.message)",
+                "client": "\(client)", "source": "\(source.name)", "path": "\(candidate.path.display)", "error": "\(error.message)",
             ])
             return error.message
         }

@@ -204,7 +204,7 @@ final class SessionPool: @unchecked Sendable {
             if !loggedWarnings {
                 loggedWarnings = true
                 for w in warnings {
-                    source.logger.warning("\(w)", metadata: ["client.id": "\(source.client)", "source.name": "\(source.name)"])
+                    source.logger.warning("\(w)", metadata: ["client": "\(source.client)", "source": "\(source.name)"])
                 }
             }
         } catch {

@@ -129,8 +129,10 @@ import Glibc
         let dir = TempDir("daemon-reload")
         let port = try SSHServer.freePort()
         Self.folderConfig(dir, port: port)
-        let d = try DaemonProcess(dir: dir, port: port)
+        // As under systemd: journald levels, no timestamps.
+        let d = try DaemonProcess(dir: dir, port: port, environment: ["JOURNAL_STREAM": "8:12345"])
         try d.waitReady()
+        #expect(d.log.hasPrefix("<5>notice Sluice is running"), "\(d.log)")
         Self.folderConfig(dir, port: port, clients: ["acme", "globex"])
         d.signal(SIGHUP)
         #expect(eventually(10) { (d.status()["sources"] as? [Any])?.count == 2 }, "\(d.status())")
@@ -140,7 +142,7 @@ import Glibc
 
         dir.write("agent.conf", DaemonProcess.agentTable(port: port) + "[clients.acme.sources.drop]\ntype = \"ftp\"\n")
         d.signal(SIGHUP)
-        #expect(eventually(10) { d.log.contains("Reload failed") }, "\(d.log)")
+        #expect(eventually(10) { d.log.contains("<3>error Reload failed") }, "\(d.log)")
         #expect(d.log.contains("agent.conf") && d.log.contains("clients.acme.sources.drop.type"), "the error names the file and key: \(d.log)")
         #expect(d.waitForExit(seconds: 0.5) == nil, "still running")
         dir.write("staging/a.csv", "y\n")
