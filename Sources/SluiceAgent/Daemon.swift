@@ -166,7 +166,20 @@ public final class Daemon: @unchecked Sendable {
     /// Set when shutdown_timeout is up: copies in flight are dropped.
     let shutdown = Waker()
     private(set) var transfers: Slots
+    /// One poll at a time per SFTP server ("host:port"), so that the sessions to a server
+    /// stay within the polling source's max_connections even when several sources share it.
+    private var servers: [String: Slots] = [:]
     private(set) var transforms: TransformPool!
+
+    func serverSlot(host: String, port: Int) -> Slots {
+        lock.withLock {
+            let key = "\(host.lowercased()):\(port)"
+            if let s = servers[key] { return s }
+            let s = Slots(1)
+            servers[key] = s
+            return s
+        }
+    }
 
     public var config: AgentConfig { lock.withLock { agent.config } }
 
@@ -223,7 +236,6 @@ public final class Daemon: @unchecked Sendable {
                                ("http_listen", old.config.httpListen != new.config.httpListen)] where changed {
             logger.warning("Config change needs a restart; the old value stays in use until then", metadata: ["key": "agent.\(key)"])
         }
-        var stopped: [any SourceRunner] = []
         lock.withLock {
             var keep = new.config
             keep.stateDir = old.config.stateDir
@@ -236,8 +248,9 @@ public final class Daemon: @unchecked Sendable {
             for c in keep.clients { for s in c.sources { wanted[SourceKey(client: c.id, source: s.name)] = (c.id, s) } }
             for (key, runner) in runners {
                 guard let (_, s) = wanted[key], runner.sameConfig(as: s) else {
+                    // Its pass in flight finishes; the source lock keeps a replacement from
+                    // overlapping it.
                     runner.stop()
-                    stopped.append(runner)
                     runners[key] = nil
                     statuses[key] = nil
                     continue
@@ -251,7 +264,6 @@ public final class Daemon: @unchecked Sendable {
         transforms.resize(workers: new.config.transformWorkers)
         for id in newMappings.keys.sorted() { transforms.enqueue(client: id) }
         logger.notice("Config reloaded", metadata: ["sources": "\(lock.withLock { runners.count })", "config": "\(new.config.file)"])
-        _ = stopped  // they end on their own; the source lock keeps a replacement from overlapping
     }
 
     /// Graceful shutdown: stops scheduling, lets the files being copied finish and commit
@@ -389,7 +401,8 @@ protocol SourceRunner: AnyObject, Sendable {
 
 /// Polls an SFTP source every `poll_interval` (the first poll at start, spread by a little
 /// jitter), backing off exponentially after failures up to 8 × the interval. At most
-/// `max_transfers` polls run at once over all sources; a poll never overlaps itself.
+/// `max_transfers` polls run at once over all sources, one at a time per server (each with up
+/// to its `max_connections` sessions); a poll never overlaps itself.
 final class SFTPPoller: SourceRunner, @unchecked Sendable {
     unowned let daemon: Daemon
     let key: SourceKey
@@ -427,12 +440,18 @@ final class SFTPPoller: SourceRunner, @unchecked Sendable {
         var failures = 0
         while waker.sleep(nanoseconds: wait) {
             let slots = daemon.transfers
+            let server = daemon.serverSlot(host: config.host, port: config.port)
             daemon.update(key) { $0.state = "waiting" }
             guard slots.acquire(unless: waker) else { break }
+            guard server.acquire(unless: waker) else {
+                slots.release()
+                break
+            }
             daemon.update(key) { $0.state = "polling" }
             daemon.cycleStarted()
             let source = SFTPSource(client: key.client, name: key.source, config: config, logger: daemon.logger)
             let report = daemon.ingest(key, source: source, trigger: "schedule")
+            server.release()
             slots.release()
             if let report, report.sourceErrors.isEmpty { failures = 0 } else { failures += 1 }
             wait = Self.delay(interval: interval, failures: failures)

@@ -75,6 +75,14 @@ final class FolderWatcher: SourceRunner, @unchecked Sendable {
         }
         watchTree(inotify)
         while !waker.isStopped {
+            if inotify.folders.isEmpty {
+                // The folder is missing (or was removed): watch it again once it is back.
+                watchTree(inotify)
+                if !inotify.folders.isEmpty {
+                    lock.withLock { scanRequested = true }
+                    waker.wake()
+                }
+            }
             let events = inotify.read(timeoutMs: 250)
             guard !events.isEmpty else { continue }
             var changed = false
@@ -128,6 +136,7 @@ final class FolderWatcher: SourceRunner, @unchecked Sendable {
         var stack = [from]
         while let rel = stack.popLast() {
             let absolute = rel.bytes.isEmpty ? config.path : config.path + "/" + rel.display
+            guard access(absolute, F_OK) == 0 else { continue }
             if let problem = inotify.watch(absolute: absolute, relative: rel.bytes) {
                 daemon.logger.error("Cannot watch a folder", metadata: ["client": "\(key.client)", "source": "\(key.source)", "error": "\(problem)"])
                 continue

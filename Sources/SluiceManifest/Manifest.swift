@@ -175,10 +175,13 @@ public final class Manifest: Sendable {
     }
 
     /// Records the end of a pass.
-    /// Throws unless the manifest takes writes now (an empty write transaction).
+    /// Throws unless the manifest takes writes now: takes the write lock (`BEGIN IMMEDIATE`)
+    /// and rolls back, changing nothing.
     public func checkWritable() throws(ManifestError) {
-        try write("checking that the manifest is writable") { db in
-            try db.execute(sql: "CREATE TABLE IF NOT EXISTS writable_check (x); DROP TABLE IF EXISTS writable_check")
+        do {
+            try pool.writeWithoutTransaction { db in try db.execute(sql: "BEGIN IMMEDIATE; ROLLBACK") }
+        } catch {
+            throw ManifestError("manifest \(path) does not take writes: \(error)")
         }
     }
 

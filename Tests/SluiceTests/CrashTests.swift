@@ -6,6 +6,17 @@ import Glibc
 #endif
 
 @Suite struct CrashTests {
+    /// Starts a real `sluice pull acme` in the background, its output discarded.
+    static func startPull(_ conf: String) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: SluiceBinary.path)
+        p.arguments = ["pull", "acme", "--config", conf, "--log-level", "error"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
     /// SIGKILLs a real `sluice pull` of thousands of files at several moments, then checks that
     /// a normal pull leaves a clean audit and every file stored exactly once with its hash.
     @Test func sigkillAtAnyMomentLosesNothingAndDuplicatesNothing() throws {
@@ -21,12 +32,7 @@ import Glibc
         let conf = dir.sub("agent.conf")
         var killedMidRun = 0
         for delayMs in [5, 40, 120, 250, 400, 700] {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: SluiceBinary.path)
-            p.arguments = ["pull", "acme", "--config", conf, "--log-level", "error"]
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
+            let p = try Self.startPull(conf)
             usleep(useconds_t(delayMs * 1000))
             if p.isRunning {
                 kill(p.processIdentifier, SIGKILL)
@@ -89,12 +95,7 @@ import Glibc
                 .filter { ($0 as NSString).lastPathComponent.hasPrefix(".%tmp-") }
         }
 
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: SluiceBinary.path)
-        p.arguments = ["pull", "acme", "--config", conf, "--log-level", "error"]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
+        let p = try Self.startPull(conf)
         var caught = false
         for _ in 0..<60_000 where p.isRunning {
             if !temps().isEmpty {

@@ -22,6 +22,13 @@ import Glibc
         dir.write("agent.conf", text)
     }
 
+    /// Writes `text` outside the drop folders, then renames it to `relative`: a complete file
+    /// arriving at once, as a well-behaved client delivers.
+    static func renameIn(_ dir: TempDir, _ relative: String, _ text: String) {
+        let staged = dir.write("staging/\((relative as NSString).lastPathComponent)", text)
+        #expect(rename(staged, dir.sub(relative)) == 0, "rename into \(relative)")
+    }
+
     /// open, write, close: no temp file and no rename, as a client writing into the folder does.
     static func writeInPlace(_ path: String, _ text: String) {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
@@ -50,8 +57,7 @@ import Glibc
         #expect(eventually(10) { versionCount(dir) == 1 }, "the start-up scan takes what arrived while the agent was down")
 
         // Renamed in: complete, so no min_age wait.
-        dir.write("staging/r.csv", "id\n2\n")
-        #expect(rename(dir.sub("staging/r.csv"), dir.sub("drop-acme/renamed.csv")) == 0)
+        Self.renameIn(dir, "drop-acme/renamed.csv", "id\n2\n")
         // Written in place: taken once quiet for min_age (1 s).
         Self.writeInPlace(dir.sub("drop-acme/inplace.csv"), "id\n3\n")
         // A new subfolder, filled at once (written in place too).
@@ -129,25 +135,48 @@ import Glibc
         let dir = TempDir("daemon-reload")
         let port = try SSHServer.freePort()
         Self.folderConfig(dir, port: port)
-        // As under systemd: journald levels, no timestamps.
-        let d = try DaemonProcess(dir: dir, port: port, environment: ["JOURNAL_STREAM": "8:12345"])
+        // As under systemd: journald levels, no timestamps, and a notify socket.
+        let notify = try NotifySocket(dir: dir)
+        let d = try DaemonProcess(dir: dir, port: port, environment: ["JOURNAL_STREAM": "8:12345", "NOTIFY_SOCKET": notify.path])
         try d.waitReady()
         #expect(d.log.hasPrefix("<5>notice Sluice is running"), "\(d.log)")
         Self.folderConfig(dir, port: port, clients: ["acme", "globex"])
         d.signal(SIGHUP)
         #expect(eventually(10) { (d.status()["sources"] as? [Any])?.count == 2 }, "\(d.status())")
-        dir.write("staging/g.csv", "x\n")
-        rename(dir.sub("staging/g.csv"), dir.sub("drop-globex/g.csv"))
+        Self.renameIn(dir, "drop-globex/g.csv", "x\n")
         #expect(eventually(10) { versionCount(dir, client: "globex") == 1 }, "\(d.log)")
+        let reloadMessages = notify.drain()
+        let reloading = reloadMessages.firstIndex { $0.hasPrefix("RELOADING=1") }
+        #expect(reloading != nil && reloadMessages[(reloading ?? 0)...].contains { $0.hasPrefix("READY=1") },
+                "RELOADING=1, then READY=1: \(reloadMessages)")
 
         dir.write("agent.conf", DaemonProcess.agentTable(port: port) + "[clients.acme.sources.drop]\ntype = \"ftp\"\n")
         d.signal(SIGHUP)
         #expect(eventually(10) { d.log.contains("<3>error Reload failed") }, "\(d.log)")
         #expect(d.log.contains("agent.conf") && d.log.contains("clients.acme.sources.drop.type"), "the error names the file and key: \(d.log)")
         #expect(d.waitForExit(seconds: 0.5) == nil, "still running")
-        dir.write("staging/a.csv", "y\n")
-        rename(dir.sub("staging/a.csv"), dir.sub("drop-globex/a.csv"))
+        Self.renameIn(dir, "drop-globex/a.csv", "y\n")
         #expect(eventually(10) { versionCount(dir, client: "globex") == 2 }, "the old config is still in use")
+        d.signal(SIGTERM)
+        #expect(d.waitForExit(seconds: 30) == 0)
+    }
+
+    /// A drop folder that is missing at start is reported in /status, and watched as soon as it
+    /// appears (not only at the next rescan).
+    @Test func aDropFolderCreatedAfterStartIsWatched() throws {
+        let dir = TempDir("daemon-late")
+        let port = try SSHServer.freePort()
+        Self.folderConfig(dir, port: port)
+        try FileManager.default.removeItem(atPath: dir.sub("drop-acme"))
+        let d = try DaemonProcess(dir: dir, port: port)
+        try d.waitReady()
+        #expect(eventually(10) {
+            ((d.status()["sources"] as? [[String: Any]])?.first?["last_error"] as? String ?? "").contains("does not exist")
+        }, "\(d.status())")
+        try FileManager.default.createDirectory(atPath: dir.sub("drop-acme"), withIntermediateDirectories: true)
+        usleep(600_000)  // the watch is retried every 250 ms
+        Self.renameIn(dir, "drop-acme/late.csv", "1\n")
+        #expect(eventually(10) { versionCount(dir) == 1 }, "\(d.log)")
         d.signal(SIGTERM)
         #expect(d.waitForExit(seconds: 30) == 0)
     }

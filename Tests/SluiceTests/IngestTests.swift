@@ -24,9 +24,8 @@ import Glibc
         let stored = dir.sub("lake/raw/acme/drop/in/orders.v1.csv")
         #expect(try Data(contentsOf: URL(fileURLWithPath: stored)) == Data("id;amount\n1;42,17\n".utf8))
         #expect(try sha256(ofFile: stored) == orders.sha256)
-        var st = stat()
-        stat(stored, &st)
-        #expect(st.st_mode & 0o777 == 0o440)
+        let mode = (try FileManager.default.attributesOfItem(atPath: stored)[.posixPermissions] as? NSNumber)?.intValue
+        #expect(mode.map { $0 & 0o777 } == 0o440)
         #expect(FileManager.default.fileExists(atPath: dir.sub("lake/raw/acme/drop/empty.v1.csv")))
 
         let second = try agent.pull(client: "acme", source: nil)
