@@ -50,7 +50,10 @@ public enum DaemonMain {
         do {
             try await group.run()
         } catch {
-            logger.critical("The service stopped with an error", metadata: ["error": "\(error)"])
+            let text = "\(error)"
+            let hint = text.contains("bind") || text.contains("Address already in use")
+                ? " — agent.http_listen \(listen) cannot be listened on: choose a free address, or \"\" to turn HTTP off" : ""
+            logger.critical("The service stopped with an error\(hint)", metadata: ["error": "\(text)"])
             return 1
         }
         return agentService.exitCode
