@@ -1,9 +1,11 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+/// MemberImportVisibility is left off: with Foundation and Glibc both in a build, a clean build
+/// may attribute C structs such as `stat` and `timespec` to CoreFoundation's module in one
+/// compile job and to Glibc's in another, and the feature then fails the build at random.
 let upcoming: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
-    .enableUpcomingFeature("MemberImportVisibility"),
 ]
 /// The transform's inner loops (CSV scanning, value parsing, Parquet encoding) touch class
 /// state per byte and per value; run-time exclusivity checks there cost more than the work.
@@ -79,6 +81,7 @@ let package = Package(
             name: "SluiceManifest",
             dependencies: [
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: upcoming
         ),

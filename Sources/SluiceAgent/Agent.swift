@@ -197,6 +197,60 @@ public struct Agent: Sendable {
         return out
     }
 
+    /// `sluice token create`: a new upload token for a client (and one of its sources). The
+    /// token is returned once; the manifest keeps only its SHA-256.
+    public func createToken(client id: String, source: String?, expires: String?, note: String?) throws(AgentError) -> (token: String, record: TokenRecord) {
+        let client = try requireClient(id)
+        if let source, !client.sources.contains(where: { $0.name == source }) {
+            throw AgentError(.usage, "client '\(id)' has no source '\(source)' (sources: \(client.sources.map(\.name).joined(separator: ", ")))")
+        }
+        var expiresAt: String?
+        if let expires {
+            guard let ns = DurationText.parseNanoseconds(expires), ns > 0 else {
+                throw AgentError(.usage, "--expires \"\(expires)\": expected a duration such as \"90d\", \"12h\" or \"30m\"")
+            }
+            expiresAt = Timestamp.iso8601(nanoseconds: Int64(Date().timeIntervalSince1970 * 1e9) + ns)
+        }
+        let token = UploadToken.generate()
+        let manifest = try openManifest()
+        do throws(ManifestError) {
+            let tokenID = try manifest.createToken(client: id, source: source, sha256: UploadToken.sha256(token), expiresAt: expiresAt, note: note)
+            guard let record = try manifest.tokens(client: id).first(where: { $0.id == tokenID }) else {
+                throw ManifestError("token \(tokenID) vanished after it was created")
+            }
+            logger.notice("Upload token created", metadata: ["client": "\(id)", "source": "\(source ?? "*")", "token_id": "\(tokenID)"])
+            return (token, record)
+        } catch {
+            throw AgentError(.runtime, error.description)
+        }
+    }
+
+    /// `sluice token list`.
+    public func tokens(client id: String?) throws(AgentError) -> [TokenRecord] {
+        if let id { _ = try requireClient(id) }
+        guard FileManager.default.fileExists(atPath: config.manifestPath) else { return [] }
+        let manifest = try openManifest()
+        do {
+            return try manifest.tokens(client: id)
+        } catch {
+            throw AgentError(.runtime, error.description)
+        }
+    }
+
+    /// `sluice token revoke`.
+    public func revokeToken(id: Int64) throws(AgentError) -> TokenRecord {
+        let record: TokenRecord?
+        let manifest = try openManifest()
+        do {
+            record = try manifest.revokeToken(id: id)
+        } catch {
+            throw AgentError(.runtime, error.description)
+        }
+        guard let record else { throw AgentError(.usage, "there is no token \(id) (see `sluice token list`)") }
+        logger.notice("Upload token revoked", metadata: ["client": "\(record.client)", "token_id": "\(id)"])
+        return record
+    }
+
     /// `sluice audit`.
     public func audit(client id: String?, quick: Bool) throws(AgentError) -> AuditReport {
         if let id { _ = try requireClient(id) }

@@ -131,7 +131,7 @@ public final class Manifest: Sendable {
         }
     }
 
-    private func write<T>(_ what: String, _ body: (Database) throws -> T) throws(ManifestError) -> T {
+    func write<T>(_ what: String, _ body: (Database) throws -> T) throws(ManifestError) -> T {
         do {
             return try pool.write(body)
         } catch let e as ManifestError {
@@ -141,7 +141,7 @@ public final class Manifest: Sendable {
         }
     }
 
-    private func read<T>(_ what: String, _ body: (Database) throws -> T) throws(ManifestError) -> T {
+    func read<T>(_ what: String, _ body: (Database) throws -> T) throws(ManifestError) -> T {
         do {
             return try pool.read(body)
         } catch {

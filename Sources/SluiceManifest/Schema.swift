@@ -84,6 +84,23 @@ enum Schema {
                 CREATE INDEX transform_version ON transform(version_id, id);
                 """)
         }
+        migrator.registerMigration("v3-token") { db in
+            // Upload API tokens: only each token's SHA-256 is kept.
+            try db.execute(sql: """
+                CREATE TABLE token (
+                    id INTEGER PRIMARY KEY,
+                    client TEXT NOT NULL,
+                    source TEXT,
+                    sha256 TEXT NOT NULL UNIQUE,
+                    created_at TEXT NOT NULL,
+                    expires_at TEXT,
+                    revoked_at TEXT,
+                    last_used_at TEXT,
+                    note TEXT
+                );
+                CREATE INDEX token_client ON token(client, id);
+                """)
+        }
         return migrator
     }
 }

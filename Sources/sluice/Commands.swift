@@ -283,3 +283,69 @@ struct Status: ParsableCommand {
         }
     }
 }
+
+struct Token: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Manage the upload API's tokens.",
+        discussion: "Only each token's SHA-256 is stored, in the manifest; a token is shown once, when it is created.",
+        subcommands: [Create.self, List.self, Revoke.self])
+
+    struct Create: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a token for a client (and one of its sources) and print it once.",
+            discussion: "The token (slc_ and 43 characters, 256 random bits) goes to stdout; give it to the client over a safe channel. Exit codes: 0 created; 1 the manifest cannot be written; 2 usage or config error (unknown client or source, bad --expires).")
+
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Client id from agent.conf.") var client: String
+        @Option(help: "Only this source of the client (default: any).") var source: String?
+        @Option(help: ArgumentHelp("Expire after this long, such as 90d or 12h (default: never).", valueName: "duration")) var expires: String?
+        @Option(help: "A note for the list, such as who has the token.") var note: String?
+
+        func run() throws {
+            let agent = try global.loadAgent()
+            let (token, record) = try SluiceAgentCLI.run { () throws(AgentError) in
+                try agent.createToken(client: client, source: source, expires: expires, note: note)
+            }
+            print(token)
+            FileHandle.standardError.write(Data("token \(record.id) for \(record.client)\(record.source.map { "/\($0)" } ?? ""), expires \(record.expires_at ?? "never"); it is not shown again\n".utf8))
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List tokens: id, client, source, created, expires, revoked, last used, note (never the token).",
+            discussion: "Exit codes: 0 listed; 1 the manifest cannot be read; 2 usage or config error.")
+
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Only this client.") var client: String?
+        @Flag(help: "Print a JSON array.") var json = false
+
+        func run() throws {
+            let agent = try global.loadAgent()
+            let rows = try SluiceAgentCLI.run { () throws(AgentError) in try agent.tokens(client: client) }
+            if json {
+                try printJSON(rows)
+                return
+            }
+            for t in rows {
+                let state = t.revoked_at.map { "revoked \($0)" } ?? "expires \(t.expires_at ?? "never")"
+                print("\(t.id)  \(t.client)/\(t.source ?? "*")  created \(t.created_at)  \(state)  last used \(t.last_used_at ?? "never")\(t.note.map { "  \($0)" } ?? "")")
+            }
+        }
+    }
+
+    struct Revoke: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Revoke a token; it is refused from then on.",
+            discussion: "Exit codes: 0 revoked (or already revoked); 1 the manifest cannot be written; 2 no such token.")
+
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "The token's id from `sluice token list`.") var id: Int64
+
+        func run() throws {
+            let agent = try global.loadAgent()
+            let t = try SluiceAgentCLI.run { () throws(AgentError) in try agent.revokeToken(id: id) }
+            print("token \(t.id) (\(t.client)/\(t.source ?? "*")) revoked \(t.revoked_at ?? "")")
+        }
+    }
+}

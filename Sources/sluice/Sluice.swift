@@ -14,7 +14,7 @@ struct Sluice: AsyncParsableCommand {
             The config is read from --config, else $SLUICE_CONFIG, else /etc/sluice/agent.conf.
             """,
         version: SluiceVersion.string,
-        subcommands: [Run.self, Pull.self, Status.self, History.self, Audit.self, CheckConfig.self, Trust.self, Transform.self]
+        subcommands: [Run.self, Pull.self, Status.self, History.self, Audit.self, CheckConfig.self, Trust.self, Transform.self, Token.self]
     )
 }
 

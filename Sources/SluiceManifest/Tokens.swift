@@ -1,0 +1,107 @@
+import Crypto
+import Foundation
+import GRDB
+
+/// An upload API token as the manifest keeps it: never the token itself, only its SHA-256.
+public struct TokenRecord: Codable, Sendable, FetchableRecord, Equatable {
+    public var id: Int64
+    public var client: String
+    /// nil: any source of the client.
+    public var source: String?
+    public var created_at: String
+    public var expires_at: String?
+    public var revoked_at: String?
+    public var last_used_at: String?
+    public var note: String?
+
+    public func encode(to encoder: any Encoder) throws {
+        enum K: String, CodingKey { case id, client, source, created_at, expires_at, revoked_at, last_used_at, note }
+        var c = encoder.container(keyedBy: K.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(client, forKey: .client)
+        try c.encode(source, forKey: .source)
+        try c.encode(created_at, forKey: .created_at)
+        try c.encode(expires_at, forKey: .expires_at)
+        try c.encode(revoked_at, forKey: .revoked_at)
+        try c.encode(last_used_at, forKey: .last_used_at)
+        try c.encode(note, forKey: .note)
+    }
+}
+
+/// Making and checking upload tokens: `slc_` and 43 characters of base64url, 256 random bits.
+public enum UploadToken {
+    public static let prefix = "slc_"
+
+    /// A new random token (from the system's CSPRNG).
+    public static func generate() -> String {
+        var rng = SystemRandomNumberGenerator()
+        let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let b64 = Data(bytes).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        return prefix + b64
+    }
+
+    public static func sha256(_ token: String) -> String {
+        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Equal strings, in time that depends only on their lengths.
+    public static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        guard x.count == y.count else { return false }
+        var diff: UInt8 = 0
+        for i in 0..<x.count { diff |= x[i] ^ y[i] }
+        return diff == 0
+    }
+}
+
+extension Manifest {
+    /// Records a new token by its SHA-256; returns its id.
+    public func createToken(client: String, source: String?, sha256: String, expiresAt: String?, note: String?) throws(ManifestError) -> Int64 {
+        try write("creating a token") { db in
+            try db.execute(sql: """
+                INSERT INTO token (client, source, sha256, created_at, expires_at, note) VALUES (?, ?, ?, ?, ?, ?)
+                """, arguments: [client, source, sha256, Timestamp.now(), expiresAt, note])
+            return db.lastInsertedRowID
+        }
+    }
+
+    public func tokens(client: String?) throws(ManifestError) -> [TokenRecord] {
+        try read("listing tokens") { db in
+            let columns = "id, client, source, created_at, expires_at, revoked_at, last_used_at, note"
+            if let client {
+                return try TokenRecord.fetchAll(db, sql: "SELECT \(columns) FROM token WHERE client = ? ORDER BY id", arguments: [client])
+            }
+            return try TokenRecord.fetchAll(db, sql: "SELECT \(columns) FROM token ORDER BY id")
+        }
+    }
+
+    /// Revokes token `id` (at once: every check reads the manifest). Returns the token, or
+    /// nil when there is no such token; revoking twice keeps the first time.
+    public func revokeToken(id: Int64) throws(ManifestError) -> TokenRecord? {
+        try write("revoking token \(id)") { db in
+            try db.execute(sql: "UPDATE token SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?", arguments: [Timestamp.now(), id])
+            return try TokenRecord.fetchOne(db, sql: """
+                SELECT id, client, source, created_at, expires_at, revoked_at, last_used_at, note FROM token WHERE id = ?
+                """, arguments: [id])
+        }
+    }
+
+    /// The live token that `presented` is (not revoked, not expired), with its last use
+    /// recorded; nil otherwise. Looked up by SHA-256, then compared in constant time.
+    public func authenticate(token presented: String, now: String = Timestamp.now()) throws(ManifestError) -> TokenRecord? {
+        let digest = UploadToken.sha256(presented)
+        return try write("checking a token") { db in
+            guard let row = try Row.fetchOne(db, sql: """
+                SELECT id, client, source, created_at, expires_at, revoked_at, last_used_at, note, sha256 FROM token WHERE sha256 = ?
+                """, arguments: [digest]) else { return nil }
+            let stored: String = row["sha256"]
+            guard UploadToken.constantTimeEqual(stored, digest) else { return nil }
+            let token = try TokenRecord(row: row)
+            if token.revoked_at != nil { return nil }
+            if let expires = token.expires_at, expires <= now { return nil }
+            try db.execute(sql: "UPDATE token SET last_used_at = ? WHERE id = ?", arguments: [now, token.id])
+            return token
+        }
+    }
+}
