@@ -69,6 +69,8 @@ import Glibc
                                                 "SELECT count(*) FROM transform WHERE status = 'ok'"]).stdout.hasPrefix("8")) ?? false
         }, "every version is transformed by the workers")
 
+        // A transform's metrics are recorded just after its row: wait for them too.
+        #expect(eventually(10) { d.get("/metrics")?.body.contains("sluice_transform_duration_seconds_count{client=\"acme\",dataset=\"orders\"} 8") ?? false })
         let metrics = try #require(d.get("/metrics"))
         #expect(metrics.status == 200)
         #expect(metrics.body.contains("sluice_files_ingested_total{client=\"acme\",source=\"drop\"} 8"), "\(metrics.body)")
