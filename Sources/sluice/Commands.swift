@@ -265,21 +265,16 @@ struct Status: ParsableCommand {
         discussion: "Read from the manifest, whether `sluice run` is running or not. Exit codes: 0 shown; 1 the manifest cannot be read; 2 usage or config error.")
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "Only this client.") var client: String?
-    @Flag(help: "Print a JSON array.") var json = false
+    @OptionGroup var listing: ListingOptions
 
     func run() throws {
         let agent = try global.loadAgent()
-        let rows = try SluiceAgentCLI.run { () throws(AgentError) in try agent.status(client: client) }
-        if json {
-            try printJSON(rows)
-            return
-        }
-        for r in rows {
-            print("\(r.client)/\(r.source): last run \(r.lastRunAt ?? "never") (\(r.lastRunStatus ?? "-"), \(r.lastRunTrigger ?? "-")), "
+        let rows = try SluiceAgentCLI.run { () throws(AgentError) in try agent.status(client: listing.client) }
+        try listing.show(rows) { r in
+            ["\(r.client)/\(r.source): last run \(r.lastRunAt ?? "never") (\(r.lastRunStatus ?? "-"), \(r.lastRunTrigger ?? "-")), "
                 + "last success \(r.lastSuccess ?? "never"); \(r.files) files, \(r.versions) versions, \(r.bytes) bytes; "
-                + "\(r.failedTransforms) failed transforms")
-            if let e = r.lastError { print("  last error (\(r.lastErrorAt ?? "")): \(e)") }
+                + "\(r.failedTransforms) failed transforms"]
+                + (r.lastError.map { ["  last error (\(r.lastErrorAt ?? "")): \($0)"] } ?? [])
         }
     }
 }
@@ -317,19 +312,14 @@ struct Token: ParsableCommand {
             discussion: "Exit codes: 0 listed; 1 the manifest cannot be read; 2 usage or config error.")
 
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Only this client.") var client: String?
-        @Flag(help: "Print a JSON array.") var json = false
+        @OptionGroup var listing: ListingOptions
 
         func run() throws {
             let agent = try global.loadAgent()
-            let rows = try SluiceAgentCLI.run { () throws(AgentError) in try agent.tokens(client: client) }
-            if json {
-                try printJSON(rows)
-                return
-            }
-            for t in rows {
+            let rows = try SluiceAgentCLI.run { () throws(AgentError) in try agent.tokens(client: listing.client) }
+            try listing.show(rows) { t in
                 let state = t.revoked_at.map { "revoked \($0)" } ?? "expires \(t.expires_at ?? "never")"
-                print("\(t.id)  \(t.client)/\(t.source ?? "*")  created \(t.created_at)  \(state)  last used \(t.last_used_at ?? "never")\(t.note.map { "  \($0)" } ?? "")")
+                return ["\(t.id)  \(t.client)/\(t.source ?? "*")  created \(t.created_at)  \(state)  last used \(t.last_used_at ?? "never")\(t.note.map { "  \($0)" } ?? "")"]
             }
         }
     }
@@ -347,5 +337,20 @@ struct Token: ParsableCommand {
             let t = try SluiceAgentCLI.run { () throws(AgentError) in try agent.revokeToken(id: id) }
             print("token \(t.id) (\(t.client)/\(t.source ?? "*")) revoked \(t.revoked_at ?? "")")
         }
+    }
+}
+
+/// The client filter and `--json` of the commands that list rows (`status`, `token list`).
+struct ListingOptions: ParsableArguments {
+    @Argument(help: "Only this client.") var client: String?
+    @Flag(help: "Print a JSON array.") var json = false
+
+    /// Prints `rows` as one JSON array, or each as the lines `describe` gives.
+    func show<T: Encodable>(_ rows: [T], _ describe: (T) -> [String]) throws {
+        if json {
+            try printJSON(rows)
+            return
+        }
+        for r in rows { describe(r).forEach { print($0) } }
     }
 }
