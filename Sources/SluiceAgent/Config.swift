@@ -108,6 +108,8 @@ public struct AgentConfig: Sendable {
     public var shutdownTimeoutNanoseconds: Int64 = 30_000_000_000
     /// `sluice run`: "host:port" of the health, metrics and status endpoints; "" for none.
     public var httpListen = "127.0.0.1:9464"
+    /// `httpListen` split into host and port; nil when HTTP is off.
+    public var httpListenAddress: (host: String, port: Int)? { TableReader.hostPort(httpListen) }
     /// The log level when no `--log-level` is given: trace, debug, info, notice, warning,
     /// error or critical.
     public var logLevel = "info"

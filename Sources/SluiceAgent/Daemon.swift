@@ -109,42 +109,6 @@ final class Slots: @unchecked Sendable {
     }
 }
 
-/// A loop on a thread of its own: ingest work blocks (file I/O, libssh2, SQLite), so it never
-/// runs on Swift's cooperative threads.
-final class LoopThread: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var finished = false
-
-    init(name: String, _ body: @escaping @Sendable () -> Void) {
-        let thread = Thread { [self] in
-            body()
-            condition.lock()
-            finished = true
-            condition.broadcast()
-            condition.unlock()
-        }
-        thread.name = name
-        thread.stackSize = 4 << 20
-        thread.start()
-    }
-
-    var isFinished: Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        return finished
-    }
-
-    /// Waits for the loop to end, up to `deadline`; true if it ended.
-    func join(until deadline: Date) -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        while !finished {
-            if !condition.wait(until: deadline) { return finished }
-        }
-        return true
-    }
-}
-
 /// The long-running agent (`sluice run`): one runner per source (SFTP polls on a schedule,
 /// drop folders watched with inotify), a pool of transform workers, and the status and
 /// metrics they report. Every pass goes through the same `Ingestor` as `sluice pull`.
@@ -408,7 +372,7 @@ final class SFTPPoller: SourceRunner, @unchecked Sendable {
     let key: SourceKey
     let config: SFTPSourceConfig
     private let waker = Waker()
-    private var loop: LoopThread?
+    private var loop: BackgroundJob?
 
     init(daemon: Daemon, key: SourceKey, config: SFTPSourceConfig) {
         self.daemon = daemon
@@ -421,9 +385,9 @@ final class SFTPPoller: SourceRunner, @unchecked Sendable {
         return "\(s)" == "\(config)"
     }
 
-    func start() { loop = LoopThread(name: "poll \(key)") { [self] in run() } }
+    func start() { loop = BackgroundJob(name: "poll \(key)") { [self] in run() } }
     func stop() { waker.stop() }
-    func join(until deadline: Date) -> Bool { loop?.join(until: deadline) ?? true }
+    func join(until deadline: Date) -> Bool { loop?.wait(until: deadline) ?? true }
     var hasEnded: Bool { loop?.isFinished ?? false }
 
     /// The wait before the next poll: the interval after a success, doubling per failure up

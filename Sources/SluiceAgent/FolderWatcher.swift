@@ -22,8 +22,8 @@ final class FolderWatcher: SourceRunner, @unchecked Sendable {
     let key: SourceKey
     let config: FolderSourceConfig
     private let waker = Waker()
-    private var reader: LoopThread?
-    private var processor: LoopThread?
+    private var reader: BackgroundJob?
+    private var processor: BackgroundJob?
 
     private let lock = NSLock()
     /// Complete files to ingest now, in arrival order.
@@ -45,15 +45,15 @@ final class FolderWatcher: SourceRunner, @unchecked Sendable {
     }
 
     func start() {
-        processor = LoopThread(name: "ingest \(key)") { [self] in process() }
-        reader = LoopThread(name: "inotify \(key)") { [self] in watch() }
+        processor = BackgroundJob(name: "ingest \(key)") { [self] in process() }
+        reader = BackgroundJob(name: "inotify \(key)") { [self] in watch() }
     }
 
     func stop() { waker.stop() }
 
     func join(until deadline: Date) -> Bool {
-        let a = reader?.join(until: deadline) ?? true
-        let b = processor?.join(until: deadline) ?? true
+        let a = reader?.wait(until: deadline) ?? true
+        let b = processor?.wait(until: deadline) ?? true
         return a && b
     }
 
@@ -86,7 +86,7 @@ final class FolderWatcher: SourceRunner, @unchecked Sendable {
             let events = inotify.read(timeoutMs: 250)
             guard !events.isEmpty else { continue }
             var changed = false
-            let now = Self.nowNs()
+            let now = nowNanoseconds()
             for e in events {
                 if e.mask.contains(.overflow) {
                     daemon.logger.warning("inotify queue overflowed; rescanning the folder", metadata: ["client": "\(key.client)", "source": "\(key.source)"])
@@ -155,9 +155,9 @@ final class FolderWatcher: SourceRunner, @unchecked Sendable {
     // MARK: Passes
 
     private func process() {
-        var nextRescan = Self.nowNs()
+        var nextRescan = nowNanoseconds()
         while !waker.isStopped {
-            let now = Self.nowNs()
+            let now = nowNanoseconds()
             let scan = lock.withLock { () -> Bool in
                 let s = scanRequested || now >= nextRescan
                 scanRequested = false
@@ -169,7 +169,7 @@ final class FolderWatcher: SourceRunner, @unchecked Sendable {
                 daemon.cycleStarted()
                 rescan()
             }
-            let batch = takeReady(now: Self.nowNs())
+            let batch = takeReady(now: nowNanoseconds())
             if !batch.isEmpty {
                 daemon.update(key) {
                     $0.state = "ingesting"
@@ -188,7 +188,7 @@ final class FolderWatcher: SourceRunner, @unchecked Sendable {
                 if !ready.isEmpty || scanRequested { return 0 }
                 return min(pending.values.min() ?? .max, nextRescan)
             }
-            if wake > Self.nowNs() { waker.sleep(nanoseconds: min(wake - Self.nowNs(), 1_000_000_000)) }
+            if wake > nowNanoseconds() { waker.sleep(nanoseconds: min(wake - nowNanoseconds(), 1_000_000_000)) }
         }
         daemon.update(key) { $0.state = "stopped" }
     }
@@ -223,7 +223,7 @@ final class FolderWatcher: SourceRunner, @unchecked Sendable {
     private func rescan() {
         let source = FolderSource(client: key.client, name: key.source, config: config)
         guard let report = daemon.ingest(key, source: source, trigger: "scan") else { return }
-        let now = Self.nowNs()
+        let now = nowNanoseconds()
         lock.withLock {
             for f in report.files where f.status == .skipped && (f.error ?? "").hasPrefix(Ingestor.notStableYet) {
                 let path = RelativePath(f.path)
@@ -232,9 +232,4 @@ final class FolderWatcher: SourceRunner, @unchecked Sendable {
         }
     }
 
-    static func nowNs() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
-    }
 }

@@ -58,14 +58,15 @@ final class IOBuffer: @unchecked Sendable {
     deinit { raw.deallocate() }
 }
 
-/// Runs a throwing closure on a dedicated thread. `wait()` blocks until it has ended and
-/// rethrows its error; any number of threads may wait, any number of times.
+/// Runs a throwing closure on a dedicated thread (ingest work blocks, so it never runs on
+/// Swift's cooperative threads). `wait()` blocks until it has ended and rethrows its error;
+/// any number of threads may wait, any number of times.
 final class BackgroundJob: @unchecked Sendable {
     private let condition = NSCondition()
     private var finished = false
     private var failure: (any Error)?
 
-    init(_ body: @escaping @Sendable () throws -> Void) {
+    init(name: String? = nil, _ body: @escaping @Sendable () throws -> Void) {
         let t = Thread { [self] in
             var error: (any Error)?
             do { try body() } catch let e { error = e }
@@ -75,6 +76,7 @@ final class BackgroundJob: @unchecked Sendable {
             condition.broadcast()
             condition.unlock()
         }
+        if let name { t.name = name }
         t.stackSize = 4 << 20
         t.start()
     }
@@ -85,6 +87,18 @@ final class BackgroundJob: @unchecked Sendable {
         let failure = self.failure
         condition.unlock()
         if let failure { throw failure }
+    }
+
+    var isFinished: Bool { condition.withLock { finished } }
+
+    /// Waits for the end up to `deadline`; true if it ended.
+    func wait(until deadline: Date) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        while !finished {
+            if !condition.wait(until: deadline) { return finished }
+        }
+        return true
     }
 }
 

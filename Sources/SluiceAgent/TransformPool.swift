@@ -16,12 +16,12 @@ final class TransformPool: @unchecked Sendable {
     private var again = Set<String>()
     private var stopped = false
     private var wanted: Int
-    private var threads: [LoopThread] = []
+    private var threads: [BackgroundJob] = []
 
     init(daemon: Daemon, workers: Int) {
         self.daemon = daemon
         wanted = workers
-        for i in 0..<workers { threads.append(LoopThread(name: "transform \(i)") { [self] in work(index: i) }) }
+        for i in 0..<workers { threads.append(BackgroundJob(name: "transform \(i)") { [self] in work(index: i) }) }
     }
 
     func enqueue(client: String) {
@@ -49,7 +49,7 @@ final class TransformPool: @unchecked Sendable {
         let have = threads.count
         wanted = workers
         if workers > have {
-            for i in have..<workers { threads.append(LoopThread(name: "transform \(i)") { [self] in work(index: i) }) }
+            for i in have..<workers { threads.append(BackgroundJob(name: "transform \(i)") { [self] in work(index: i) }) }
         }
         condition.broadcast()
     }
@@ -63,7 +63,7 @@ final class TransformPool: @unchecked Sendable {
 
     func join(until deadline: Date) -> Bool {
         let all = condition.withLock { threads }
-        return all.allSatisfy { $0.join(until: deadline) }
+        return all.allSatisfy { $0.wait(until: deadline) }
     }
 
     var isAlive: Bool {

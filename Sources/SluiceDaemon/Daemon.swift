@@ -36,11 +36,7 @@ public enum DaemonMain {
         let agentService = AgentService(daemon: daemon, configPath: agent.config.file, notifier: notifier)
         var services: [any Service] = [agentService, ReloadService(daemon: daemon, configPath: agent.config.file, notifier: notifier)]
         let listen = agent.config.httpListen
-        if !listen.isEmpty {
-            guard let (host, port) = HTTPEndpoints.hostPort(listen) else {
-                logger.critical("agent.http_listen \"\(listen)\" is not host:port")
-                return 2
-            }
+        if let (host, port) = agent.config.httpListenAddress {
             services.append(HTTPEndpoints.application(daemon: daemon, registry: registry, host: host, port: port, logger: logger))
         }
         let group = ServiceGroup(configuration: .init(
@@ -182,13 +178,6 @@ final class SystemdNotifier: Sendable {
 
 /// `/healthz`, `/readyz`, `/metrics` and `/status`.
 enum HTTPEndpoints {
-    static func hostPort(_ s: String) -> (String, Int)? {
-        guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]) else { return nil }
-        var host = String(s[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return (host, port)
-    }
-
     static func application(daemon: Daemon, registry: PrometheusCollectorRegistry, host: String, port: Int, logger: Logger) -> some Service {
         let router = Router()
         router.get("/healthz") { _, _ -> Response in
