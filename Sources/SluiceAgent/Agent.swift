@@ -93,10 +93,14 @@ public struct Agent: Sendable {
         if let only, chosen.isEmpty {
             throw AgentError(.usage, "client '\(client.id)' has no source '\(only)' (configured: \(client.sources.map(\.name).joined(separator: ", ")))")
         }
-        return chosen.map { s -> any Source in
+        if let only, let s = chosen.first, case .http = s.kind {
+            throw AgentError(.usage, "source '\(only)' of client '\(client.id)' is an upload source (type http): its files arrive through the upload API of `sluice run`, there is nothing to pull")
+        }
+        return chosen.compactMap { s -> (any Source)? in
             switch s.kind {
             case .folder(let f): FolderSource(client: client.id, name: s.name, config: f)
             case .sftp(let f): SFTPSource(client: client.id, name: s.name, config: f, logger: logger)
+            case .http: nil  // uploads arrive through the API
             }
         }
     }

@@ -74,10 +74,35 @@ public struct SFTPSourceConfig: Sendable {
     public var pollIntervalNanoseconds: Int64
 }
 
+/// A source that clients push to through the upload API (`type = "http"`): only which paths
+/// it takes. An upload outside `include`/`exclude` is refused with 422.
+public struct HTTPSourceConfig: Sendable {
+    public var filter: PathFilter
+}
+
+/// `[api]`: the public upload listener, separate from the internal `http_listen`.
+public struct APIConfig: Sendable {
+    /// "host:port", or "" (the default) for no upload API.
+    public var listen = ""
+    /// PEM certificate chain and private key; required unless `listen` is on loopback.
+    public var tlsCert: String?
+    public var tlsKey: String?
+    public var maxUploadSize: Int64 = 20 << 30
+    public var maxConcurrentUploads = 16
+    /// `listen` split into host and port; nil when the API is off.
+    public var listenAddress: (host: String, port: Int)? { TableReader.hostPort(listen) }
+
+    /// Whether `host` only reaches this machine (127.0.0.0/8, ::1 or localhost).
+    public static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+}
+
 public struct SourceConfig: Sendable {
     public enum Kind: Sendable {
         case folder(FolderSourceConfig)
         case sftp(SFTPSourceConfig)
+        case http(HTTPSourceConfig)
     }
     public var name: String
     public var kind: Kind
@@ -113,6 +138,8 @@ public struct AgentConfig: Sendable {
     /// The log level when no `--log-level` is given: trace, debug, info, notice, warning,
     /// error or critical.
     public var logLevel = "info"
+    /// `[api]`: the upload API's listener and limits.
+    public var api = APIConfig()
 
     public var manifestPath: String { "\(stateDir)/manifest.sqlite" }
 
@@ -287,7 +314,7 @@ struct TableReader {
     }
 
     func agentConfig(_ root: TOMLTable) throws(ConfigError) -> AgentConfig {
-        try checkKeys(root, path: "", allowed: ["agent", "clients"])
+        try checkKeys(root, path: "", allowed: ["agent", "api", "clients"])
         guard let agent = try table(root, "agent", "") else {
             throw fail("agent", "missing required table [agent] with state_dir and lake_dir")
         }
@@ -333,7 +360,45 @@ struct TableReader {
             }
             config.logLevel = level
         }
+        if let api = try table(root, "api", "") {
+            config.api = try apiConfig(api)
+        }
         return config
+    }
+
+    func apiConfig(_ t: TOMLTable) throws(ConfigError) -> APIConfig {
+        try checkKeys(t, path: "api", allowed: ["listen", "tls_cert", "tls_key", "max_upload_size", "max_concurrent_uploads"])
+        var api = APIConfig()
+        api.listen = try string(t, "listen", "api", required: false) ?? ""
+        guard api.listen.isEmpty || api.listenAddress != nil else {
+            throw fail("api.listen", "expected \"host:port\" such as \"0.0.0.0:8443\" (or \"\" for no upload API), found \"\(api.listen)\"")
+        }
+        api.tlsCert = try string(t, "tls_cert", "api", required: false).map(resolve)
+        api.tlsKey = try string(t, "tls_key", "api", required: false).map(resolve)
+        if (api.tlsCert == nil) != (api.tlsKey == nil) {
+            throw fail(api.tlsCert == nil ? "api.tls_cert" : "api.tls_key", "tls_cert and tls_key go together: give both PEM files, or neither")
+        }
+        if let (host, _) = api.listenAddress, api.tlsCert == nil, !APIConfig.isLoopback(host) {
+            throw fail("api.tls_cert", "the upload API listens on \(host), beyond loopback: give tls_cert and tls_key, "
+                + "or listen on 127.0.0.1 behind a TLS reverse proxy such as nginx (see README)")
+        }
+        if let size = try byteSize(t, "max_upload_size", "api") {
+            guard size > 0 else { throw fail("api.max_upload_size", "must be larger than 0") }
+            api.maxUploadSize = size
+        }
+        api.maxConcurrentUploads = try integer(t, "max_concurrent_uploads", "api", range: 1...1024) ?? api.maxConcurrentUploads
+        return api
+    }
+
+    /// A size: an integer number of bytes, or a string such as "512MiB", "20GiB" or "10GB".
+    func byteSize(_ t: TOMLTable, _ key: String, _ path: String) throws(ConfigError) -> Int64? {
+        guard let v = t[key] else { return nil }
+        if let i = v.int { return Int64(i) }
+        guard let s = v.string else { throw fail("\(path).\(key)", "expected a size such as \"20GiB\", found \(typeName(v))") }
+        guard let n = ByteSizeText.parse(s) else {
+            throw fail("\(path).\(key)", "expected a size such as \"512MiB\" or \"20GiB\" (units B, KiB, MiB, GiB, TiB, KB, MB, GB, TB), found \"\(s)\"")
+        }
+        return n
     }
 
     static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
@@ -436,8 +501,13 @@ struct TableReader {
                 minAgeNanoseconds: common.minAge, afterIngest: common.afterIngest, maxConnections: maxConnections,
                 connectTimeoutNanoseconds: connectTimeout, ioTimeoutNanoseconds: ioTimeout, pollIntervalNanoseconds: poll)
             return SourceConfig(name: name, kind: .sftp(sftp))
+        case "http":
+            try checkKeys(t, path: path, allowed: ["type", "include", "exclude"])
+            let include = try globs(try stringArray(t, "include", path) ?? ["**/*"], key: "\(path).include")
+            let exclude = try globs(try stringArray(t, "exclude", path) ?? Self.defaultExclude, key: "\(path).exclude")
+            return SourceConfig(name: name, kind: .http(HTTPSourceConfig(filter: PathFilter(include: include, exclude: exclude))))
         default:
-            throw fail("\(path).type", "unknown source type \"\(type)\" (this version supports: folder, sftp)")
+            throw fail("\(path).type", "unknown source type \"\(type)\" (this version supports: folder, sftp, http)")
         }
     }
 
@@ -482,6 +552,39 @@ struct TableReader {
             }
             throw fail("\(path).after_ingest", "expected keep, delete or move:<folder>, found \"\(raw)\"")
         }
+    }
+}
+
+public enum ByteSizeText {
+    /// Parses `1048576`, `512MiB`, `20GiB`, `10GB` (binary and decimal units) into bytes.
+    public static func parse(_ s: String) -> Int64? {
+        let trimmed = s.trimmingCharacters(in: .whitespaces)
+        let digits = trimmed.prefix { $0.isASCII && $0.isNumber }
+        let unit = trimmed.dropFirst(digits.count).trimmingCharacters(in: .whitespaces)
+        guard !digits.isEmpty, digits.count <= 15, let n = Int64(digits) else { return nil }
+        let scale: Int64
+        switch unit.lowercased() {
+        case "", "b": scale = 1
+        case "kib", "k": scale = 1 << 10
+        case "mib", "m": scale = 1 << 20
+        case "gib", "g": scale = 1 << 30
+        case "tib", "t": scale = 1 << 40
+        case "kb": scale = 1_000
+        case "mb": scale = 1_000_000
+        case "gb": scale = 1_000_000_000
+        case "tb": scale = 1_000_000_000_000
+        default: return nil
+        }
+        let (product, overflow) = n.multipliedReportingOverflow(by: scale)
+        return overflow ? nil : product
+    }
+
+    /// `20 GiB`, `512 MiB`, `900 B`: the largest binary unit that divides evenly.
+    public static func format(_ n: Int64) -> String {
+        for (shift, name) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] where n >= (1 << shift) && n % (1 << shift) == 0 {
+            return "\(n >> shift) \(name)"
+        }
+        return "\(n) B"
     }
 }
 

@@ -114,8 +114,8 @@ final class Slots: @unchecked Sendable {
 /// metrics they report. Every pass goes through the same `Ingestor` as `sluice pull`.
 public final class Daemon: @unchecked Sendable {
     public let logger: Logger
-    let manifest: Manifest
-    let lake: Lake
+    public let manifest: Manifest
+    public let lake: Lake
     public let started = Date()
 
     private let lock = NSLock()
@@ -134,6 +134,8 @@ public final class Daemon: @unchecked Sendable {
     /// stay within the polling source's max_connections even when several sources share it.
     private var servers: [String: Slots] = [:]
     private(set) var transforms: TransformPool!
+    /// Uploads to one path wait for each other.
+    let uploadLocks = PathLocks()
 
     func serverSlot(host: String, port: Int) -> Slots {
         lock.withLock {
@@ -180,6 +182,9 @@ public final class Daemon: @unchecked Sendable {
         case .sftp(let s):
             status.type = "sftp"
             runner = SFTPPoller(daemon: self, key: key, config: s)
+        case .http(let h):
+            status.type = "http"
+            runner = UploadEndpoint(config: h)
         }
         status.state = "idle"
         statuses[key] = status
@@ -200,11 +205,15 @@ public final class Daemon: @unchecked Sendable {
                                ("http_listen", old.config.httpListen != new.config.httpListen)] where changed {
             logger.warning("Config change needs a restart; the old value stays in use until then", metadata: ["key": "agent.\(key)"])
         }
+        if "\(old.config.api)" != "\(new.config.api)" {
+            logger.warning("Config change needs a restart; the old value stays in use until then", metadata: ["key": "api"])
+        }
         lock.withLock {
             var keep = new.config
             keep.stateDir = old.config.stateDir
             keep.lakeDir = old.config.lakeDir
             keep.httpListen = old.config.httpListen
+            keep.api = old.config.api
             agent = Agent(config: keep, logger: logger)
             mappings = newMappings
             transfers = Slots(keep.maxTransfers)
@@ -260,11 +269,17 @@ public final class Daemon: @unchecked Sendable {
 
     /// Runs one pass of one source through the ingest pipeline (the code `pull` runs) and
     /// records what it did in the status and metrics. Transforms are queued after it.
-    func ingest(_ key: SourceKey, source: any Source, trigger: String) -> PullReport? {
+    /// An upload passes `stoppable: false` (a graceful shutdown lets it finish) and its own
+    /// `abandon` (its shutdown_timeout).
+    func ingest(_ key: SourceKey, source: any Source, trigger: String, stoppable: Bool = true,
+                abandon: (@Sendable () -> Bool)? = nil) -> PullReport? {
         let agent = agentSnapshot()
+        let (draining, shutdown) = (self.draining, self.shutdown)
+        var stopRequested: (@Sendable () -> Bool)?
+        if stoppable { stopRequested = { draining.isStopped } }
+        let abortRequested: @Sendable () -> Bool = abandon ?? { shutdown.isStopped }
         let ingestor = Ingestor(lake: lake, manifest: manifest, stateDir: agent.config.stateDir, logger: logger,
-                                syncMethod: agent.config.syncMethod, stopRequested: { [draining] in draining.isStopped },
-                                abortRequested: { [shutdown] in shutdown.isStopped })
+                                syncMethod: agent.config.syncMethod, stopRequested: stopRequested, abortRequested: abortRequested)
         let t0 = ContinuousClock.now
         let dims = [("client", key.client), ("source", key.source)]
         update(key) {

@@ -168,16 +168,18 @@ public final class Ingestor: Sendable {
     }
 
     private func ingest(client: String, source: any Source, runID: Int64, report: inout PullReport) throws {
-        let lock: SourceLock
-        do {
-            lock = try SourceLock(stateDir: stateDir, client: client, source: source.name)
-        } catch {
-            throw SourceError("cannot take the source lock: \(error)")
+        var lock: SourceLock?
+        if source.exclusivePasses {
+            do {
+                lock = try SourceLock(stateDir: stateDir, client: client, source: source.name)
+            } catch {
+                throw SourceError("cannot take the source lock: \(error)")
+            }
         }
         defer { withExtendedLifetime(lock) {} }
         let pass = try source.beginPass()
         defer { pass.end() }
-        let known = try manifest.knownFiles(client: client, source: source.name)
+        let known = try manifest.knownFiles(client: client, source: source.name, paths: source.knownScope?.map(\.bytes))
 
         // The listing runs on its own thread and feeds the copier batch by batch, so that
         // copying starts with the first batch instead of after the whole listing.
@@ -402,6 +404,11 @@ public final class Ingestor: Sendable {
             file.discard()
             return .skipped(why)
         }
+        if let expected = c.expectedSHA256, file.currentDigest != expected {
+            let received = file.currentDigest
+            file.discard()
+            return .failed("\(checksumMismatch): the content's SHA-256 is \(received), the sender said \(expected); nothing was kept")
+        }
         if let latestSHA, file.currentDigest == latestSHA {
             file.discard()
             return .sameAsLatest(size: size)
@@ -411,6 +418,8 @@ public final class Ingestor: Sendable {
 
     /// How a file too fresh for `min_age` is reported (the daemon looks for it).
     public static let notStableYet = "not stable yet"
+    /// How a copy whose SHA-256 is not the one its sender declared is reported.
+    public static let checksumMismatch = "checksum mismatch"
 
     /// How many bytes of a file being copied are written before their writeback is started.
     static let writebackStep: Int64 = 16 << 20

@@ -6,11 +6,15 @@ public struct Candidate: Sendable {
     public var size: Int64
     /// Modification time in nanoseconds since the Unix epoch.
     public var mtimeNs: Int64
+    /// The SHA-256 (lowercase hex) the sender says the content has: a copy whose digest
+    /// differs is refused and nothing is kept.
+    public var expectedSHA256: String?
 
-    public init(path: RelativePath, size: Int64, mtimeNs: Int64) {
+    public init(path: RelativePath, size: Int64, mtimeNs: Int64, expectedSHA256: String? = nil) {
         self.path = path
         self.size = size
         self.mtimeNs = mtimeNs
+        self.expectedSHA256 = expectedSHA256
     }
 }
 
@@ -68,6 +72,17 @@ public protocol Source: Sendable {
     var afterIngest: AfterIngest { get }
     /// Starts one pass: connects or opens the root.
     func beginPass() throws(SourceError) -> any SourcePass
+    /// The only paths a pass can offer, when known in advance (the manifest then reads just
+    /// their records); nil for a listing of the whole source.
+    var knownScope: [RelativePath]? { get }
+    /// Whether passes over this source must not overlap (a lock per source, across
+    /// processes). An upload pass offers one path and is ordered per path by its caller.
+    var exclusivePasses: Bool { get }
+}
+
+extension Source {
+    public var knownScope: [RelativePath]? { nil }
+    public var exclusivePasses: Bool { true }
 }
 
 /// One pass over a source. `open` may be called from several threads at once.

@@ -39,12 +39,25 @@ public enum DaemonMain {
         if let (host, port) = agent.config.httpListenAddress {
             services.append(HTTPEndpoints.application(daemon: daemon, registry: registry, host: host, port: port, logger: logger))
         }
+        do {
+            // Last, so that its graceful shutdown comes first: uploads stop being taken while
+            // the agent still runs, and the running ones finish before it stops.
+            if let (api, _) = try UploadAPIService.make(daemon: daemon, config: agent.config, logger: logger) {
+                services.append(api)
+            }
+        } catch {
+            logger.critical("Cannot start: \(error.message)")
+            return error.exitCode
+        }
         let group = ServiceGroup(configuration: .init(
             services: services.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup) },
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         do {
             try await group.run()
+        } catch let e as ListenError {
+            logger.critical("The service stopped with an error — \(e.key) \(e.address) cannot be listened on: \(e.reason); choose a free address, or \"\" to turn it off")
+            return 1
         } catch {
             let text = "\(error)"
             let hint = text.contains("bind") || text.contains("Address already in use")

@@ -195,9 +195,10 @@ public final class Manifest: Sendable {
     // MARK: ingest
 
     /// Everything the manifest knows of one source, keyed by the raw path bytes.
-    public func knownFiles(client: String, source: String) throws(ManifestError) -> [[UInt8]: KnownFile] {
+    /// `paths`, when given, narrows the read to those files (an upload's one path).
+    public func knownFiles(client: String, source: String, paths: [[UInt8]]? = nil) throws(ManifestError) -> [[UInt8]: KnownFile] {
         try read("reading known files") { db in
-            let rows = try Row.fetchCursor(db, sql: """
+            let select = """
                 SELECT f.id AS file_id, f.path_bytes, v.id AS version_id, v.version, v.sha256, v.lake_path,
                        COALESCE(s.size, v.size) AS last_size,
                        COALESCE(s.source_mtime_ns, v.source_mtime_ns) AS last_mtime
@@ -206,14 +207,21 @@ public final class Manifest: Sendable {
                      AND v.version = (SELECT MAX(version) FROM version WHERE file_id = f.id)
                 LEFT JOIN sighting s ON s.id = (SELECT MAX(id) FROM sighting WHERE version_id = v.id)
                 WHERE f.client = ? AND f.source = ?
-                """, arguments: [client, source])
+                """
+            var queries: [(String, StatementArguments)] = [(select, [client, source])]
+            if let paths {
+                queries = paths.map { (select + " AND f.path_bytes = ?", [client, source, Data($0)] as StatementArguments) }
+            }
             var result: [[UInt8]: KnownFile] = [:]
-            while let row = try rows.next() {
-                let bytes = [UInt8](row["path_bytes"] as Data)
-                result[bytes] = KnownFile(
-                    fileID: row["file_id"], versionID: row["version_id"], version: row["version"],
-                    sha256: row["sha256"], lakePath: row["lake_path"],
-                    lastSize: row["last_size"], lastMtimeNs: row["last_mtime"])
+            for (sql, arguments) in queries {
+                let rows = try Row.fetchCursor(db, sql: sql, arguments: arguments)
+                while let row = try rows.next() {
+                    let bytes = [UInt8](row["path_bytes"] as Data)
+                    result[bytes] = KnownFile(
+                        fileID: row["file_id"], versionID: row["version_id"], version: row["version"],
+                        sha256: row["sha256"], lakePath: row["lake_path"],
+                        lastSize: row["last_size"], lastMtimeNs: row["last_mtime"])
+                }
             }
             return result
         }
@@ -290,7 +298,7 @@ public final class Manifest: Sendable {
                 return try VersionRecord.fetchAll(db, sql: """
                     SELECT * FROM versions WHERE client = ? AND (path = ? OR substr(path, 1, ?) = ?)
                     ORDER BY ingested_at DESC, version_id DESC
-                    """, arguments: [client, path, folder.utf8.count, folder])
+                    """, arguments: [client, path, folder.unicodeScalars.count, folder])  // substr counts characters, not bytes
             }
             return try VersionRecord.fetchAll(db, sql: """
                 SELECT * FROM versions WHERE client = ? ORDER BY ingested_at DESC, version_id DESC

@@ -101,6 +101,30 @@ enum Schema {
                 CREATE INDEX token_client ON token(client, id);
                 """)
         }
+        migrator.registerMigration("v4-upload") { db in
+            // Every upload through the API once its sender is known: who, from where, what
+            // arrived and what became of it.
+            try db.execute(sql: """
+                CREATE TABLE upload (
+                    id INTEGER PRIMARY KEY,
+                    token_id INTEGER REFERENCES token(id),
+                    client TEXT NOT NULL,
+                    source TEXT NOT NULL,
+                    path TEXT NOT NULL,
+                    remote_addr TEXT,
+                    size INTEGER NOT NULL DEFAULT 0,
+                    sha256 TEXT,
+                    status TEXT NOT NULL,
+                    http_status INTEGER NOT NULL,
+                    version INTEGER,
+                    lake_path TEXT,
+                    error TEXT,
+                    started_at TEXT NOT NULL,
+                    finished_at TEXT NOT NULL
+                );
+                CREATE INDEX upload_client ON upload(client, id);
+                """)
+        }
         return migrator
     }
 }

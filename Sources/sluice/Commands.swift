@@ -132,6 +132,12 @@ struct CheckConfig: ParsableCommand {
         print("  state_dir    \(c.stateDir)")
         print("  lake_dir     \(c.lakeDir)")
         print("  mappings_dir \(c.mappingsDir)\(FileManager.default.fileExists(atPath: c.mappingsDir) ? "" : " (absent: no client has a mapping yet)")")
+        if c.api.listen.isEmpty {
+            print("  api          off (no [api] listen)")
+        } else {
+            print("  api          \(c.api.listen) \(c.api.tlsCert.map { "TLS \($0)" } ?? "plain HTTP (loopback)"), max_upload_size \(ByteSizeText.format(c.api.maxUploadSize)), "
+                + "max_concurrent_uploads \(c.api.maxConcurrentUploads)")
+        }
         for (client, m) in mappings.sorted(by: { $0.key < $1.key }) {
             print("  mapping \(client): \(m.file), datasets \(m.datasets.map { "\($0.name) (\($0.format.rawValue), \($0.fields.count) fields)" }.joined(separator: ", "))")
         }
@@ -145,6 +151,8 @@ struct CheckConfig: ParsableCommand {
                     let auth = [f.identityFile.map { "key \($0)" }, f.passwordFile.map { "password from \($0)" }].compactMap { $0 }.joined(separator: " + ")
                     print("    source \(s.name): sftp \(f.user)@\(f.host):\(f.port) \(f.remoteDir), \(auth), known_hosts \(f.knownHosts), "
                         + "max_connections \(f.maxConnections), min_age \(f.minAgeNanoseconds / 1_000_000) ms, after_ingest \(f.afterIngest)")
+                case .http(let h):
+                    print("    source \(s.name): http uploads, include \(h.filter.include.map(\.pattern)), exclude \(h.filter.exclude.map(\.pattern))")
                 }
             }
         }
