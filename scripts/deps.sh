@@ -1,5 +1,5 @@
 # Sourced by examples/demo.sh, scripts/test.sh and .ci/run: Debian packages the build and tests need.
-SLUICE_APT_PACKAGES=(libsqlite3-dev sqlite3 openssl util-linux procps libssh2-1-dev pkg-config openssh-server openssh-client libzstd-dev libsnappy-dev systemd)
+SLUICE_APT_PACKAGES=(libsqlite3-dev sqlite3 openssl curl util-linux procps libssh2-1-dev pkg-config openssh-server openssh-client libzstd-dev libsnappy-dev systemd)
 # Python packages the tests use to read every Parquet file Sluice writes.
 SLUICE_PIP_PACKAGES=(pyarrow duckdb)
 

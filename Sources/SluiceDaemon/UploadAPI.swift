@@ -50,6 +50,7 @@ enum Principal: Sendable {
 final class UploadGate: @unchecked Sendable {
     private let lock = NSLock()
     private var active: [Int: any Channel] = [:]
+    private var bodies: [Int: UploadBody] = [:]
     private var nextID = 0
     private var draining = false
     private var abandoned = false
@@ -73,7 +74,15 @@ final class UploadGate: @unchecked Sendable {
         }
     }
 
-    func leave(_ id: Int) { _ = lock.withLock { active.removeValue(forKey: id) } }
+    /// The body an admitted upload is reading, so that the shutdown can give it up.
+    func attach(_ id: Int, body: UploadBody) { lock.withLock { bodies[id] = body } }
+
+    func leave(_ id: Int) {
+        lock.withLock {
+            active[id] = nil
+            bodies[id] = nil
+        }
+    }
 
     var isDraining: Bool { lock.withLock { draining } }
     var isAbandoned: Bool { lock.withLock { abandoned } }
@@ -89,11 +98,12 @@ final class UploadGate: @unchecked Sendable {
         logger.notice("Letting running uploads finish", metadata: ["uploads": "\(running)", "timeout_s": "\(timeout.components.seconds)"])
         let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
         DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { [self] in
-            let channels: [any Channel] = lock.withLock {
+            let (channels, running): ([any Channel], [UploadBody]) = lock.withLock {
                 abandoned = true
-                return Array(active.values)
+                return (Array(active.values), Array(bodies.values))
             }
             guard !channels.isEmpty else { return }
+            for body in running { body.fail(.abandoned) }
             logger.warning("Uploads still running at shutdown_timeout were abandoned; nothing partial was kept", metadata: ["uploads": "\(channels.count)"])
             // A sender that has stalled is woken by its connection closing.
             DispatchQueue.global().asyncAfter(deadline: .now() + 2) {
@@ -241,6 +251,7 @@ struct UploadAPI: Sendable {
             channel.writeAndFlush(HTTPResponsePart.head(HTTPResponse(status: .continue)), promise: nil)
         }
         let body = UploadBody(declaredLength: declaredLength)
+        gate.attach(slot, body: body)
         let upload = UploadRequest(client: client, source: name, path: path, expectedSHA256: expected, tokenID: principal.tokenID,
                                    remoteAddress: remote, body: body)
         let (agent, gate) = (self.daemon, self.gate)
