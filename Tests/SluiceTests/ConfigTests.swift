@@ -223,4 +223,37 @@ import Testing
         #expect(AgentConfig.resolvePath(explicit: "/y.conf", environment: ["SLUICE_CONFIG": "/x.conf"]) == "/y.conf")
         #expect(AgentConfig.resolvePath(explicit: nil, environment: [:]) == "/etc/sluice/agent.conf")
     }
+
+    /// `[api]` and `type = "http"`: defaults, sizes, and TLS required beyond loopback.
+    @Test func uploadAPIKeys() throws {
+        let base = "[agent]\nstate_dir = \"s\"\nlake_dir = \"l\"\n[clients.acme.sources.portal]\ntype = \"http\"\n"
+        let off = try parse(base)
+        #expect(off.api.listen.isEmpty && off.api.listenAddress == nil && off.api.maxUploadSize == 20 << 30 && off.api.maxConcurrentUploads == 16)
+        guard case .http(let h) = off.clients[0].sources[0].kind else {
+            Issue.record("an http source")
+            return
+        }
+        #expect(h.filter.accepts(file: Array("in/a.csv".utf8)) && !h.filter.accepts(file: Array(".hidden".utf8)))
+        let on = try parse(base + "[api]\nlisten = \"127.0.0.1:8443\"\nmax_upload_size = \"512MiB\"\nmax_concurrent_uploads = 4\n")
+        #expect(on.api.listenAddress?.port == 8443 && on.api.maxUploadSize == 512 << 20 && on.api.maxConcurrentUploads == 4 && on.api.tlsCert == nil)
+        let tls = try parse(base + "[api]\nlisten = \"0.0.0.0:8443\"\ntls_cert = \"tls/c.pem\"\ntls_key = \"/k.pem\"\nmax_upload_size = 1000\n")
+        #expect(tls.api.tlsCert == "/etc/sluice/tls/c.pem" && tls.api.tlsKey == "/k.pem" && tls.api.maxUploadSize == 1000)
+        #expect(ByteSizeText.parse("20GiB") == 20 << 30 && ByteSizeText.parse("10GB") == 10_000_000_000 && ByteSizeText.parse("1.5GiB") == nil)
+        #expect(ByteSizeText.format(20 << 30) == "20 GiB" && ByteSizeText.format(1000) == "1000 B")
+
+        for (text, key, words) in [
+            ("[api]\nlisten = \"0.0.0.0:8443\"\n", "api.tls_cert", "beyond loopback"),
+            ("[api]\nlisten = \"127.0.0.1:8443\"\ntls_cert = \"c.pem\"\n", "api.tls_key", "go together"),
+            ("[api]\nlisten = \"8443\"\n", "api.listen", "host:port"),
+            ("[api]\nmax_upload_size = \"lots\"\n", "api.max_upload_size", "20GiB"),
+            ("[api]\nmax_concurrent_uploads = 0\n", "api.max_concurrent_uploads", "out of range"),
+            ("[api]\nport = 1\n", "api.port", "unknown"),
+            ("[clients.acme.sources.portal.x]\n", "clients.acme.sources.portal.x", "unknown key"),
+        ] {
+            let e = error(base + text)
+            #expect(e?.keyPath == key && e?.message.contains(words) == true, "\(text): \(String(describing: e))")
+        }
+        let badKey = error(base.replacingOccurrences(of: "type = \"http\"\n", with: "type = \"http\"\nmin_age = \"1s\"\n"))
+        #expect(badKey?.keyPath == "clients.acme.sources.portal.min_age", "http sources take include and exclude only")
+    }
 }
