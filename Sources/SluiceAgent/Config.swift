@@ -140,6 +140,9 @@ public struct AgentConfig: Sendable {
     public var logLevel = "info"
     /// `[api]`: the upload API's listener and limits.
     public var api = APIConfig()
+    /// A file whose first line is the console's admin token: required to use the console when
+    /// `http_listen` is not on loopback.
+    public var adminTokenFile: String?
 
     public var manifestPath: String { "\(stateDir)/manifest.sqlite" }
 
@@ -320,7 +323,7 @@ struct TableReader {
         }
         try checkKeys(agent, path: "agent", allowed: [
             "state_dir", "lake_dir", "mappings_dir", "sync_method", "max_transfers", "transform_workers", "shutdown_timeout",
-            "http_listen", "log_level",
+            "http_listen", "log_level", "admin_token_file",
         ])
         let stateDir = resolve(try string(agent, "state_dir", "agent", required: true)!)
         let lakeDir = resolve(try string(agent, "lake_dir", "agent", required: true)!)
@@ -360,6 +363,7 @@ struct TableReader {
             }
             config.logLevel = level
         }
+        config.adminTokenFile = try string(agent, "admin_token_file", "agent", required: false).map(resolve)
         if let api = try table(root, "api", "") {
             config.api = try apiConfig(api)
         }

@@ -193,7 +193,7 @@ public final class Daemon: @unchecked Sendable {
     }
 
     func mappingsSnapshot() -> [String: ClientMapping] { lock.withLock { mappings } }
-    func agentSnapshot() -> Agent { lock.withLock { agent } }
+    public func agentSnapshot() -> Agent { lock.withLock { agent } }
 
     /// Applies a new config and its mappings (SIGHUP): sources that were removed or changed
     /// stop (their pass in flight finishes), new and changed ones start. `agent.*` keys other
@@ -327,6 +327,21 @@ public final class Daemon: @unchecked Sendable {
         return report
     }
 
+    /// Re-runs the transform of one version whose latest transform failed (after a mapping
+    /// fix), with the mappings as they are now, while no worker transforms its client.
+    public func rerunFailedTransform(client: String, versionID: Int64) throws(AgentError) -> TransformReport? {
+        guard let mapping = try agentSnapshot().mappings()[client] else {
+            throw AgentError(.usage, "client '\(client)' has no mapping file: create \(config.mappingsDir)/\(client).toml")
+        }
+        lock.withLock { mappings[client] = mapping }
+        let result: Result<[TransformReport], AgentError> = transforms.exclusive(client: client) {
+            Result { () throws(AgentError) in
+                try agentSnapshot().runTransforms(mapping, manifest: manifest, lake: lake, dataset: nil, selection: .failedVersion(versionID))
+            }
+        }
+        return try result.get().first
+    }
+
     func update(_ key: SourceKey, _ body: (inout SourceStatus) -> Void) {
         lock.withLock {
             guard var s = statuses[key] else { return }
@@ -347,7 +362,8 @@ public final class Daemon: @unchecked Sendable {
 
     /// The first scan or poll has started (or there is no source) and the manifest takes writes.
     public var isReady: Bool {
-        let started = lock.withLock { firstCycleStarted || runners.isEmpty }
+        // Upload sources have no cycle: they are ready as soon as they exist.
+        let started = lock.withLock { firstCycleStarted || runners.values.allSatisfy { $0 is UploadEndpoint } }
         return started && (try? manifest.checkWritable()) != nil
     }
 

@@ -556,6 +556,13 @@ final class OutputSink {
         result.rowsRejected = rejected
         let total = rows + rejected
         if total > 0, Double(rejected) / Double(total) > dataset.maxRejectRatio {
+            // The output is not published, but the rejected rows are kept: they say what to fix
+            // (the console shows the first ones). A re-run replaces them.
+            do {
+                try beforePublish?()
+                try rejects.publish()
+                result.rejectsPath = rejectsRel
+            } catch {}
             throw Transformer.TransformError("\(rejected) of \(total) rows rejected, more than max_reject_ratio \(dataset.maxRejectRatio); fix the mapping or the file and run `sluice transform --failed`")
         }
         try beforePublish?()

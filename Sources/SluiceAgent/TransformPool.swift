@@ -75,12 +75,13 @@ final class TransformPool: @unchecked Sendable {
     private func work(index: Int) {
         while true {
             condition.lock()
-            while !stopped && index < wanted && queue.isEmpty { condition.wait() }
+            // A client being transformed elsewhere (a console re-run) waits in the queue.
+            while !stopped && index < wanted && !queue.contains(where: { !running.contains($0) }) { condition.wait() }
             if stopped || index >= wanted {
                 condition.unlock()
                 return
             }
-            let client = queue.removeFirst()
+            let client = queue.remove(at: queue.firstIndex { !running.contains($0) }!)
             running.insert(client)
             Gauge(label: "sluice_transform_queue_depth").record(queue.count)
             condition.unlock()
@@ -96,6 +97,22 @@ final class TransformPool: @unchecked Sendable {
     }
 
     private func isStopped() -> Bool { condition.withLock { stopped } }
+
+    /// Runs `body` while no worker transforms `client` (and none starts to), as a worker would.
+    func exclusive<T>(client: String, _ body: () -> T) -> T {
+        condition.lock()
+        while running.contains(client) { condition.wait() }
+        running.insert(client)
+        condition.unlock()
+        defer {
+            condition.lock()
+            running.remove(client)
+            if again.remove(client) != nil, !queue.contains(client) { queue.append(client) }
+            condition.broadcast()
+            condition.unlock()
+        }
+        return body()
+    }
 
     private func transform(client: String) {
         guard let mapping = daemon.mappingsSnapshot()[client] else { return }

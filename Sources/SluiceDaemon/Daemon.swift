@@ -35,14 +35,13 @@ public enum DaemonMain {
         let notifier = SystemdNotifier()
         let agentService = AgentService(daemon: daemon, configPath: agent.config.file, notifier: notifier)
         var services: [any Service] = [agentService, ReloadService(daemon: daemon, configPath: agent.config.file, notifier: notifier)]
-        let listen = agent.config.httpListen
-        if let (host, port) = agent.config.httpListenAddress {
-            services.append(HTTPEndpoints.application(daemon: daemon, registry: registry, host: host, port: port, logger: logger))
-        }
         do {
-            // Last, so that its graceful shutdown comes first: uploads stop being taken while
-            // the agent still runs, and the running ones finish before it stops.
-            if let (api, _) = try UploadAPIService.make(daemon: daemon, config: agent.config, logger: logger) {
+            // The listeners last, so that their graceful shutdown comes first: uploads stop
+            // being taken while the agent still runs, and the running ones finish before it stops.
+            if let endpoints = try HTTPEndpoints.listener(daemon: daemon, registry: registry, config: agent.config, logger: logger) {
+                services.append(endpoints)
+            }
+            if let api = try ListenerService.uploadAPI(daemon: daemon, config: agent.config, logger: logger) {
                 services.append(api)
             }
         } catch {
@@ -59,10 +58,7 @@ public enum DaemonMain {
             logger.critical("The service stopped with an error — \(e.key) \(e.address) cannot be listened on: \(e.reason); choose a free address, or \"\" to turn it off")
             return 1
         } catch {
-            let text = "\(error)"
-            let hint = text.contains("bind") || text.contains("Address already in use")
-                ? " — agent.http_listen \(listen) cannot be listened on: choose a free address, or \"\" to turn HTTP off" : ""
-            logger.critical("The service stopped with an error\(hint)", metadata: ["error": "\(text)"])
+            logger.critical("The service stopped with an error", metadata: ["error": "\(error)"])
             return 1
         }
         return agentService.exitCode
@@ -189,10 +185,12 @@ final class SystemdNotifier: Sendable {
     }
 }
 
-/// `/healthz`, `/readyz`, `/metrics` and `/status`.
+/// The internal listener (`http_listen`): `/healthz`, `/readyz`, `/metrics`, `/status`, and
+/// the web console.
 enum HTTPEndpoints {
-    static func application(daemon: Daemon, registry: PrometheusCollectorRegistry, host: String, port: Int, logger: Logger) -> some Service {
-        let router = Router()
+    static func listener(daemon: Daemon, registry: PrometheusCollectorRegistry, config: AgentConfig, logger: Logger) throws(AgentError) -> ListenerService? {
+        guard let (host, port) = config.httpListenAddress else { return nil }
+        let router = Router(context: APIContext.self)
         router.get("/healthz") { _, _ -> Response in
             daemon.isAlive ? text(.ok, "ok\n") : text(.serviceUnavailable, "a service loop has stopped\n")
         }
@@ -213,9 +211,14 @@ enum HTTPEndpoints {
             let data = (try? encoder.encode(body)) ?? Data("{}".utf8)
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
         }
-        var httpLogger = logger
-        httpLogger.logLevel = max(logger.logLevel, .warning)
-        return Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "sluice"), logger: httpLogger)
+        let gate = UploadGate(limit: config.api.maxConcurrentUploads)
+        let console = Console(daemon: daemon, access: try ConsoleAccess(listenHost: host, adminTokenFile: config.adminTokenFile),
+                              uploads: UploadAPI(daemon: daemon, gate: gate, maxUploadSize: config.api.maxUploadSize, logger: logger))
+        console.addRoutes(to: router)
+        let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "sluice"),
+                              logger: ListenerService.quiet(logger))
+        return ListenerService(application: app, key: "agent.http_listen", listen: config.httpListen, gate: gate,
+                               timeout: .nanoseconds(config.shutdownTimeoutNanoseconds), logger: logger)
     }
 
     static func text(_ status: HTTPResponse.Status, _ s: String) -> Response {

@@ -542,53 +542,16 @@ extension Response {
     }
 }
 
-/// The public upload listener (`[api] listen`), with TLS when configured, as a service whose
-/// graceful shutdown refuses new uploads (503) and lets running ones finish within
-/// `shutdown_timeout`.
-struct UploadAPIService: Service {
+/// A Hummingbird listener as a service, named by its config key: a listener that cannot be
+/// opened says which key to change; a graceful shutdown refuses new uploads (503) and lets the
+/// running ones finish within `shutdown_timeout`.
+struct ListenerService: Service {
     let application: any Service
+    let key: String
     let listen: String
     let gate: UploadGate
     let timeout: Duration
     let logger: Logger
-
-    static func make(daemon: Daemon, config: AgentConfig, logger: Logger) throws(AgentError) -> (UploadAPIService, UploadAPI)? {
-        guard let (host, port) = config.api.listenAddress else { return nil }
-        let gate = UploadGate(limit: config.api.maxConcurrentUploads)
-        let api = UploadAPI(daemon: daemon, gate: gate, maxUploadSize: config.api.maxUploadSize, logger: logger)
-        let router = Router(context: APIContext.self)
-        api.addRoutes(to: router, channel: { $0.channel }, authenticate: { request, _ in await api.bearer(request) })
-        var server: HTTPServerBuilder = .http1(configuration: .init(idleTimeout: .seconds(120)))
-        if let cert = config.api.tlsCert, let key = config.api.tlsKey {
-            let tls: TLSConfiguration
-            do {
-                let chain = try NIOSSLCertificate.fromPEMFile(cert).map { NIOSSLCertificateSource.certificate($0) }
-                guard !chain.isEmpty else { throw AgentError(.config, "api.tls_cert \(cert): no certificate in the file") }
-                let privateKey: NIOSSLPrivateKey
-                do {
-                    privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
-                } catch {
-                    throw AgentError(.config, "api.tls_key \(key): cannot read a PEM private key (\(error)); check the file and that the sluice user may read it")
-                }
-                tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(privateKey))
-            } catch let e as AgentError {
-                throw e
-            } catch {
-                throw AgentError(.config, "api.tls_cert \(cert): cannot read a PEM certificate chain (\(error)); check the file and that the sluice user may read it")
-            }
-            do {
-                server = try .tls(.http1(configuration: .init(idleTimeout: .seconds(120))), tlsConfiguration: tls)
-            } catch {
-                throw AgentError(.config, "api.tls_cert/api.tls_key: the TLS setup failed: \(error)")
-            }
-        }
-        var httpLogger = logger
-        httpLogger.logLevel = max(logger.logLevel, .warning)
-        let app = Application(router: router, server: server, configuration: .init(address: .hostname(host, port: port), serverName: "sluice"),
-                              logger: httpLogger)
-        let service = UploadAPIService(application: app, listen: config.api.listen, gate: gate, timeout: .nanoseconds(config.shutdownTimeoutNanoseconds), logger: logger)
-        return (service, api)
-    }
 
     func run() async throws {
         do {
@@ -599,9 +562,55 @@ struct UploadAPIService: Service {
             }
         } catch {
             let text = "\(error)"
-            if text.contains("bind") || text.contains("Address already in use") { throw ListenError(key: "api.listen", address: listen, reason: text) }
+            if text.contains("bind") || text.contains("Address already in use") { throw ListenError(key: key, address: listen, reason: text) }
             throw error
         }
+    }
+
+    /// The public upload listener (`[api] listen`), with TLS when configured; nil when off.
+    static func uploadAPI(daemon: Daemon, config: AgentConfig, logger: Logger) throws(AgentError) -> ListenerService? {
+        guard let (host, port) = config.api.listenAddress else { return nil }
+        let gate = UploadGate(limit: config.api.maxConcurrentUploads)
+        let api = UploadAPI(daemon: daemon, gate: gate, maxUploadSize: config.api.maxUploadSize, logger: logger)
+        let router = Router(context: APIContext.self)
+        api.addRoutes(to: router, channel: { $0.channel }, authenticate: { request, _ in await api.bearer(request) })
+        var server: HTTPServerBuilder = .http1(configuration: .init(idleTimeout: .seconds(120)))
+        if let cert = config.api.tlsCert, let key = config.api.tlsKey {
+            let tls = try tlsConfiguration(cert: cert, key: key)
+            do {
+                server = try .tls(.http1(configuration: .init(idleTimeout: .seconds(120))), tlsConfiguration: tls)
+            } catch {
+                throw AgentError(.config, "api.tls_cert/api.tls_key: the TLS setup failed: \(error)")
+            }
+        }
+        let app = Application(router: router, server: server, configuration: .init(address: .hostname(host, port: port), serverName: "sluice"),
+                              logger: quiet(logger))
+        return ListenerService(application: app, key: "api.listen", listen: config.api.listen, gate: gate,
+                               timeout: .nanoseconds(config.shutdownTimeoutNanoseconds), logger: logger)
+    }
+
+    static func tlsConfiguration(cert: String, key: String) throws(AgentError) -> TLSConfiguration {
+        let chain: [NIOSSLCertificateSource]
+        do {
+            chain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) }
+        } catch {
+            throw AgentError(.config, "api.tls_cert \(cert): cannot read a PEM certificate chain (\(error)); check the file and that the sluice user may read it")
+        }
+        guard !chain.isEmpty else { throw AgentError(.config, "api.tls_cert \(cert): no certificate in the file") }
+        let privateKey: NIOSSLPrivateKey
+        do {
+            privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
+        } catch {
+            throw AgentError(.config, "api.tls_key \(key): cannot read a PEM private key (\(error)); check the file and that the sluice user may read it")
+        }
+        return TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(privateKey))
+    }
+
+    /// Hummingbird's own log lines at warning and above only.
+    static func quiet(_ logger: Logger) -> Logger {
+        var l = logger
+        l.logLevel = max(logger.logLevel, .warning)
+        return l
     }
 }
 

@@ -406,6 +406,8 @@ public final class Manifest: Sendable {
         case failed
         /// Every version.
         case all
+        /// One version, if its latest transform failed (the console's Re-run).
+        case failedVersion(Int64)
     }
 
     /// A version to transform, with what the transform needs to know of it.
@@ -425,6 +427,8 @@ public final class Manifest: Sendable {
             case .pending: "AND NOT EXISTS (SELECT 1 FROM transform t WHERE t.version_id = v.id)"
             case .failed: "AND (SELECT t.status FROM transform t WHERE t.version_id = v.id ORDER BY t.id DESC LIMIT 1) = 'failed'"
             case .all: ""
+            case .failedVersion(let id):
+                "AND v.id = \(id) AND (SELECT t.status FROM transform t WHERE t.version_id = v.id ORDER BY t.id DESC LIMIT 1) = 'failed'"
             }
             let rows = try Row.fetchCursor(db, sql: """
                 SELECT v.id, f.source, f.path_bytes, v.version, v.sha256, v.lake_path, v.ingested_at

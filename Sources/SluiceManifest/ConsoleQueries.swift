@@ -1,0 +1,126 @@
+import Foundation
+import GRDB
+
+/// What the web console reads: everything from the manifest, read-only.
+extension Manifest {
+    /// Files and bytes ingested per client and UTC day since `since` (an ISO date).
+    public struct DailyIngest: Sendable, Equatable {
+        public var client: String
+        public var day: String
+        public var files: Int
+        public var bytes: Int64
+    }
+
+    public func dailyIngest(since day: String) throws(ManifestError) -> [DailyIngest] {
+        try read("reading daily totals") { db in
+            try Row.fetchAll(db, sql: """
+                SELECT f.client, substr(v.ingested_at, 1, 10) AS day, count(*) AS files, sum(v.size) AS bytes
+                FROM version v JOIN file f ON f.id = v.file_id
+                WHERE v.ingested_at >= ? GROUP BY f.client, day ORDER BY f.client, day
+                """, arguments: [day]).map { DailyIngest(client: $0["client"], day: $0["day"], files: $0["files"], bytes: $0["bytes"]) }
+        }
+    }
+
+    /// Files and bytes each source of `client` took since `since`, by source.
+    public func ingestedSince(_ since: String, client: String) throws(ManifestError) -> [String: (files: Int, bytes: Int64)] {
+        try read("reading today's totals") { db in
+            var out: [String: (files: Int, bytes: Int64)] = [:]
+            for row in try Row.fetchAll(db, sql: """
+                SELECT f.source, count(*) AS files, sum(v.size) AS bytes FROM version v JOIN file f ON f.id = v.file_id
+                WHERE f.client = ? AND v.ingested_at >= ? GROUP BY f.source
+                """, arguments: [client, since]) {
+                out[row["source"]] = (row["files"], row["bytes"])
+            }
+            return out
+        }
+    }
+
+    /// A version as the console lists it.
+    public struct VersionRow: Sendable {
+        public var id: Int64
+        public var source: String
+        public var path: String
+        public var version: Int
+        public var size: Int64
+        public var sha256: String
+        public var lakePath: String
+        public var ingestedAt: String
+    }
+
+    public func recentVersions(client: String, limit: Int) throws(ManifestError) -> [VersionRow] {
+        try read("reading recent versions") { db in
+            try Row.fetchAll(db, sql: """
+                SELECT version_id, source, path, version, size, sha256, lake_path, ingested_at FROM versions
+                WHERE client = ? ORDER BY version_id DESC LIMIT ?
+                """, arguments: [client, limit]).map(Self.versionRow)
+        }
+    }
+
+    public func versionRow(id: Int64) throws(ManifestError) -> (client: String, row: VersionRow)? {
+        try read("looking up a version") { db in
+            try Row.fetchOne(db, sql: """
+                SELECT client, version_id, source, path, version, size, sha256, lake_path, ingested_at FROM versions WHERE version_id = ?
+                """, arguments: [id]).map { ($0["client"], Self.versionRow($0)) }
+        }
+    }
+
+    static func versionRow(_ r: Row) -> VersionRow {
+        VersionRow(id: r["version_id"], source: r["source"], path: r["path"], version: r["version"], size: r["size"],
+                   sha256: r["sha256"], lakePath: r["lake_path"], ingestedAt: r["ingested_at"])
+    }
+
+    /// A transform row with the version it is of.
+    public struct TransformRow: Sendable {
+        public var id: Int64
+        public var versionID: Int64
+        public var client: String
+        public var source: String
+        public var path: String
+        public var version: Int
+        public var dataset: String?
+        public var status: String
+        public var rowsWritten: Int64
+        public var rowsRejected: Int64
+        public var outputPath: String?
+        public var rejectsPath: String?
+        public var error: String?
+        public var transformedAt: String
+        /// Whether this is the version's latest transform (a failed one can be re-run).
+        public var isLatest: Bool
+    }
+
+    static let transformSelect = """
+        SELECT t.id, t.version_id, f.client, f.source, f.path, v.version, t.dataset, t.status, t.rows_written, t.rows_rejected,
+               t.output_path, t.rejects_path, t.error, t.transformed_at,
+               t.id = (SELECT max(id) FROM transform WHERE version_id = t.version_id) AS is_latest
+        FROM transform t JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id
+        """
+
+    static func transformRow(_ r: Row) -> TransformRow {
+        TransformRow(id: r["id"], versionID: r["version_id"], client: r["client"], source: r["source"], path: r["path"], version: r["version"],
+                     dataset: r["dataset"], status: r["status"], rowsWritten: r["rows_written"], rowsRejected: r["rows_rejected"],
+                     outputPath: r["output_path"], rejectsPath: r["rejects_path"], error: r["error"], transformedAt: r["transformed_at"],
+                     isLatest: r["is_latest"])
+    }
+
+    public func recentTransforms(client: String, limit: Int) throws(ManifestError) -> [TransformRow] {
+        try read("reading recent transforms") { db in
+            try Row.fetchAll(db, sql: Self.transformSelect + " WHERE f.client = ? ORDER BY t.id DESC LIMIT ?",
+                             arguments: [client, limit]).map(Self.transformRow)
+        }
+    }
+
+    public func transformRow(id: Int64) throws(ManifestError) -> TransformRow? {
+        try read("looking up a transform") { db in
+            try Row.fetchOne(db, sql: Self.transformSelect + " WHERE t.id = ?", arguments: [id]).map(Self.transformRow)
+        }
+    }
+
+    /// The latest transform of a version.
+    public func latestTransform(versionID: Int64) throws(ManifestError) -> TransformRow? {
+        try read("looking up a transform") { db in
+            try Row.fetchOne(db, sql: Self.transformSelect + " WHERE t.version_id = ? ORDER BY t.id DESC LIMIT 1",
+                             arguments: [versionID]).map(Self.transformRow)
+        }
+    }
+}
