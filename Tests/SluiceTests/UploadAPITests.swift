@@ -245,6 +245,8 @@ final class RawUpload {
 
         // The transform stage runs on uploaded versions.
         #expect(eventually(20) { (try? s.sql("SELECT count(*) FROM transform WHERE status = 'ok'")) == "2" }, "\(s.daemon.log)")
+        let outputs = try s.sql("SELECT output_path FROM transform WHERE status = 'ok' ORDER BY id").split(separator: "\n")
+        #expect(outputs.map { parquetRowCount(s.dir.sub("lake/\($0)")) } == [2, 3], "pyarrow and DuckDB read the uploads' Parquet")
         s.daemon.signal(SIGTERM)
         #expect(s.daemon.waitForExit(seconds: 30) == 0)
     }
