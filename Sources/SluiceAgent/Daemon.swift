@@ -271,15 +271,17 @@ public final class Daemon: @unchecked Sendable {
     /// records what it did in the status and metrics. Transforms are queued after it.
     /// An upload passes `stoppable: false` (a graceful shutdown lets it finish) and its own
     /// `abandon` (its shutdown_timeout).
+    /// `syncMethod` overrides the config's (an upload, one file, fsyncs just that file rather
+    /// than syncing the lake's whole file system).
     func ingest(_ key: SourceKey, source: any Source, trigger: String, stoppable: Bool = true,
-                abandon: (@Sendable () -> Bool)? = nil) -> PullReport? {
+                abandon: (@Sendable () -> Bool)? = nil, syncMethod: SyncMethod? = nil) -> PullReport? {
         let agent = agentSnapshot()
         let (draining, shutdown) = (self.draining, self.shutdown)
         var stopRequested: (@Sendable () -> Bool)?
         if stoppable { stopRequested = { draining.isStopped } }
         let abortRequested: @Sendable () -> Bool = abandon ?? { shutdown.isStopped }
         let ingestor = Ingestor(lake: lake, manifest: manifest, stateDir: agent.config.stateDir, logger: logger,
-                                syncMethod: agent.config.syncMethod, stopRequested: stopRequested, abortRequested: abortRequested)
+                                syncMethod: syncMethod ?? agent.config.syncMethod, stopRequested: stopRequested, abortRequested: abortRequested)
         let t0 = ContinuousClock.now
         let dims = [("client", key.client), ("source", key.source)]
         update(key) {

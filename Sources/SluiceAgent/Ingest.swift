@@ -267,7 +267,7 @@ public final class Ingestor: Sendable {
             report.afterIngestFailures += result.afterIngestFailures
         }
         report.counts += listing.counts
-        _ = try manifest.commit([], runID: runID, counts: listing.counts)
+        if listing.counts != RunCounts() { _ = try manifest.commit([], runID: runID, counts: listing.counts) }
         if let failure { throw failure }
         if source.afterIngest != .keep {
             // Already committed in an earlier pass whose after-ingest step did not run.

@@ -300,7 +300,7 @@ extension Daemon {
                                   mtimeNs: Int64(Date().timeIntervalSince1970 * 1e9), expectedSHA256: request.expectedSHA256)
         let source = UploadSource(name: request.source, candidate: candidate, body: request.body)
         let report = uploadLocks.withLock("\(key)/\(request.path.display)") {
-            ingest(key, source: source, trigger: "upload", stoppable: false, abandon: abandon)
+            ingest(key, source: source, trigger: "upload", stoppable: false, abandon: abandon, syncMethod: .fsync)
         }
         let outcome = Self.outcome(of: report, path: request.path, body: request.body)
         var record = UploadRecord(tokenID: request.tokenID, client: request.client, source: request.source, path: request.path.display,

@@ -65,6 +65,19 @@ public enum DaemonMain {
     }
 }
 
+extension DaemonMain {
+    /// Reads the files the listeners need at start: the upload API's TLS certificate and key,
+    /// and the console's admin token (`check-config` runs this too).
+    public static func checkListenerFiles(_ config: AgentConfig) throws(AgentError) {
+        if let cert = config.api.tlsCert, let key = config.api.tlsKey, config.api.listenAddress != nil {
+            _ = try ListenerService.tlsConfiguration(cert: cert, key: key)
+        }
+        if let host = config.httpListenAddress?.host {
+            _ = try ConsoleAccess(listenHost: host, adminTokenFile: config.adminTokenFile)
+        }
+    }
+}
+
 /// Runs the agent's loops until the graceful shutdown, and talks to systemd.
 final class AgentService: Service, @unchecked Sendable {
     let daemon: Daemon

@@ -155,6 +155,12 @@ struct UploadAPI: Sendable {
 
     enum Refusal: Error {
         case status(HTTPResponse.Status, String)
+
+        var response: Response {
+            switch self {
+            case .status(let status, let message): UploadAPI.error(status, message)
+            }
+        }
     }
 
     /// Which client and source a request is for: its `client` and `source` query parameters,
@@ -209,8 +215,7 @@ struct UploadAPI: Sendable {
         do {
             (client, sources) = try target(request, principal: principal)
         } catch {
-            guard case .status(let status, let message) = error else { return Self.error(.internalServerError, "\(error)") }
-            return Self.error(status, message)
+            return error.response
         }
         guard sources.count == 1, let (name, config) = sources.first else {
             return Self.error(.unprocessableContent, "client '\(client)' has several upload sources (\(sources.keys.sorted().joined(separator: ", "))): name one with ?source=NAME")
@@ -314,8 +319,7 @@ struct UploadAPI: Sendable {
         do {
             (client, sources) = try target(request, principal: principal)
         } catch {
-            guard case .status(let status, let message) = error else { return Self.error(.internalServerError, "\(error)") }
-            return Self.error(status, message)
+            return error.response
         }
         let prefix = request.uri.queryParameters["prefix"].map(String.init) ?? ""
         let manifest = daemon.manifest
@@ -359,8 +363,7 @@ struct UploadAPI: Sendable {
         do {
             (client, sources) = try target(request, principal: principal)
         } catch {
-            guard case .status(let status, let message) = error else { return Self.error(.internalServerError, "\(error)") }
-            return Self.error(status, message)
+            return error.response
         }
         guard case .success(let path) = Self.uploadPath(String(request.uri.path.dropFirst(Self.prefix.count + 1))) else {
             return Self.error(.unprocessableContent, "not a valid file path")

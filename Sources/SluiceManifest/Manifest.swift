@@ -163,6 +163,12 @@ public final class Manifest: Sendable {
 
     /// Marks runs of `client` still `running` whose process is gone as `interrupted`.
     public func markInterruptedRuns(client: String) throws(ManifestError) {
+        // Usually nothing is left over: look before taking the write lock.
+        let others = try read("looking for interrupted runs") { db in
+            try Int.fetchOne(db, sql: "SELECT count(*) FROM run WHERE client = ? AND status = 'running' AND pid <> ?",
+                             arguments: [client, Int(getpid())]) ?? 0
+        }
+        guard others > 0 else { return }
         try write("marking interrupted runs") { db in
             let rows = try Row.fetchAll(db, sql: "SELECT id, pid FROM run WHERE client = ? AND status = 'running'", arguments: [client])
             for row in rows {

@@ -32,6 +32,38 @@ public enum Timestamp {
         }
     }
 
+    /// Parses the form `iso8601(nanoseconds:)` writes (fraction optional) back into
+    /// nanoseconds since the epoch; nil for anything else.
+    public static func nanoseconds(_ text: String) -> Int64? {
+        let b = Array(text.utf8)
+        guard b.count >= 20, b.last == UInt8(ascii: "Z") else { return nil }
+        func num(_ from: Int, _ count: Int) -> Int? {
+            var v = 0
+            for i in from..<(from + count) {
+                guard b[i] >= 48 && b[i] <= 57 else { return nil }
+                v = v * 10 + Int(b[i] - 48)
+            }
+            return v
+        }
+        guard let y = num(0, 4), let mo = num(5, 2), let d = num(8, 2), let h = num(11, 2), let mi = num(14, 2), let s = num(17, 2) else { return nil }
+        var t = tm()
+        t.tm_year = Int32(y - 1900)
+        t.tm_mon = Int32(mo - 1)
+        t.tm_mday = Int32(d)
+        t.tm_hour = Int32(h)
+        t.tm_min = Int32(mi)
+        t.tm_sec = Int32(s)
+        let (whole, overflow) = Int64(timegm(&t)).multipliedReportingOverflow(by: 1_000_000_000)
+        guard !overflow else { return nil }  // beyond 2262
+        var ns = whole
+        if b.count > 21, b.count <= 30, b[19] == UInt8(ascii: "."), let frac = num(20, b.count - 21) {
+            ns += Int64(frac) * Int64(pow10(9 - (b.count - 21)))
+        }
+        return ns
+    }
+
+    private static func pow10(_ n: Int) -> Int { n <= 0 ? 1 : (0..<n).reduce(1) { r, _ in r * 10 } }
+
     /// Now, formatted.
     public static func now() -> String {
         var ts = timespec()

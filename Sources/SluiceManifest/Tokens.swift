@@ -89,19 +89,28 @@ extension Manifest {
 
     /// The live token that `presented` is (not revoked, not expired), with its last use
     /// recorded; nil otherwise. Looked up by SHA-256, then compared in constant time.
+    /// The last use is written at most once a minute per token, so that a burst of uploads
+    /// does not queue a write per request behind the manifest's one writer.
     public func authenticate(token presented: String, now: String = Timestamp.now()) throws(ManifestError) -> TokenRecord? {
         let digest = UploadToken.sha256(presented)
-        return try write("checking a token") { db in
+        let found = try read("checking a token") { db -> TokenRecord? in
             guard let row = try Row.fetchOne(db, sql: """
                 SELECT id, client, source, created_at, expires_at, revoked_at, last_used_at, note, sha256 FROM token WHERE sha256 = ?
                 """, arguments: [digest]) else { return nil }
             let stored: String = row["sha256"]
             guard UploadToken.constantTimeEqual(stored, digest) else { return nil }
-            let token = try TokenRecord(row: row)
-            if token.revoked_at != nil { return nil }
-            if let expires = token.expires_at, expires <= now { return nil }
-            try db.execute(sql: "UPDATE token SET last_used_at = ? WHERE id = ?", arguments: [now, token.id])
-            return token
+            return try TokenRecord(row: row)
         }
+        guard let token = found, token.revoked_at == nil else { return nil }
+        if let expires = token.expires_at, expires <= now { return nil }
+        let staleBefore = Timestamp.nanoseconds(now).map { Timestamp.iso8601(nanoseconds: $0 - 60_000_000_000) }
+        if let last = token.last_used_at, let staleBefore, last >= staleBefore {
+            // Recorded less than a minute ago.
+        } else {
+            try write("recording a token's use") { db in
+                try db.execute(sql: "UPDATE token SET last_used_at = ? WHERE id = ?", arguments: [now, token.id])
+            }
+        }
+        return token
     }
 }

@@ -120,7 +120,7 @@ struct CheckConfig: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-config",
         abstract: "Validate the config file.",
-        discussion: "Validates agent.conf and every mapping file in mappings_dir. Exit codes: 0 valid; 2 the config or a mapping cannot be used (the message names the file, key and line).")
+        discussion: "Validates agent.conf, every mapping file in mappings_dir, the upload API's TLS certificate and key, and the console's admin_token_file. Exit codes: 0 valid; 2 the config, a mapping or one of those files cannot be used (the message names the file, key and line).")
 
     @OptionGroup var global: GlobalOptions
 
@@ -128,6 +128,7 @@ struct CheckConfig: ParsableCommand {
         let agent = try global.loadAgent()
         let c = agent.config
         let mappings = try SluiceAgentCLI.run { () throws(AgentError) in try agent.mappings() }
+        try SluiceAgentCLI.run { () throws(AgentError) in try DaemonMain.checkListenerFiles(c) }
         print("\(c.file): OK")
         print("  state_dir    \(c.stateDir)")
         print("  lake_dir     \(c.lakeDir)")

@@ -42,17 +42,8 @@ final class RawUpload {
     let fd: Int32
 
     init(port: Int, path: String, token: String, contentLength: Int64) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = UInt16(port).bigEndian
-        let ok = withUnsafePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
-        guard ok else { throw TestFailure("cannot connect to 127.0.0.1:\(port)") }
-        var tv = timeval(tv_sec: 30, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        guard let fd = connectLoopback(port: port, receiveTimeout: 30) else { throw TestFailure("cannot connect to 127.0.0.1:\(port)") }
+        self.fd = fd
         send(Array("PUT /api/v1/files/\(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\nContent-Length: \(contentLength)\r\n\r\n".utf8))
     }
 
