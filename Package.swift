@@ -112,6 +112,7 @@ let package = Package(
                 "SluiceAgent",
                 "SluiceLake",
                 "SluiceManifest",
+                .product(name: "Crypto", package: "swift-crypto"),
                 "CSluiceLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -366,6 +366,7 @@ public final class Ingestor: Sendable {
                 return .failed(failure)
             }
         } else {
+            let hashedByStream = stream is any SelfHashingStream
             var first = true
             var flushed: Int64 = 0
             while true {
@@ -382,7 +383,8 @@ public final class Ingestor: Sendable {
                     return .skipped("copy abandoned: the agent is shutting down")
                 }
                 do {
-                    try file.write(UnsafeRawBufferPointer(rebasing: buffer.raw[0..<n]))
+                    let bytes = UnsafeRawBufferPointer(rebasing: buffer.raw[0..<n])
+                    if hashedByStream { try file.writeHashedByCaller(bytes) } else { try file.write(bytes) }
                 } catch {
                     file.discard()
                     return .failed("writing to the lake failed: \(error)")
@@ -404,15 +406,17 @@ public final class Ingestor: Sendable {
             file.discard()
             return .skipped(why)
         }
-        if let expected = c.expectedSHA256, file.currentDigest != expected {
-            let received = file.currentDigest
+        let selfHashed = (stream as? any SelfHashingStream)?.sha256OfBytesRead
+        let digest = selfHashed ?? file.currentDigest
+        if let expected = c.expectedSHA256, digest != expected {
             file.discard()
-            return .failed("\(checksumMismatch): the content's SHA-256 is \(received), the sender said \(expected); nothing was kept")
+            return .failed("\(checksumMismatch): the content's SHA-256 is \(digest), the sender said \(expected); nothing was kept")
         }
-        if let latestSHA, file.currentDigest == latestSHA {
+        if let latestSHA, digest == latestSHA {
             file.discard()
             return .sameAsLatest(size: size)
         }
+        if let selfHashed { return .staged(file.seal(startWriteback: writeback, sha256: selfHashed)) }
         return .staged(file.seal(startWriteback: writeback))
     }
 

@@ -44,6 +44,13 @@ public protocol ByteStream: AnyObject {
     func close()
 }
 
+/// A stream that hashes its bytes itself as they arrive, on another thread than the reader's
+/// (an upload's body, on the network thread), so the copy only writes.
+public protocol SelfHashingStream: ByteStream {
+    /// The SHA-256 (lowercase hex) of every byte `read(into:)` returned, after the last read.
+    var sha256OfBytesRead: String { get }
+}
+
 /// A stream that can fetch a large file as several ranges at once (several connections).
 public protocol RangeFetching: ByteStream {
     /// Starts fetching the whole file into `fd` with positioned writes from threads of its

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Logging
 import SluiceLake
@@ -9,6 +10,8 @@ import Glibc
 /// A piece of a request body, as the HTTP server hands it over (a NIO `ByteBuffer`).
 public protocol UploadChunk: Sendable {
     var byteCount: Int { get }
+    /// Feeds the chunk's bytes to `hasher`.
+    func hash(into hasher: inout SHA256)
     /// Copies `destination.count` bytes starting at `offset` into `destination`.
     func copyBytes(from offset: Int, into destination: UnsafeMutableRawBufferPointer)
 }
@@ -17,7 +20,10 @@ public protocol UploadChunk: Sendable {
 /// pipeline (blocking, on a thread of its own): a bounded queue of chunks, so a body of any
 /// size passes through a few MiB of memory, and a slow disk slows the sender (TCP
 /// backpressure) instead of filling memory.
-public final class UploadBody: ByteStream, @unchecked Sendable {
+///
+/// The sender's side hashes each chunk as it queues it (SHA-256, in arrival order), so that
+/// hashing and writing run on two threads; the writer only writes.
+public final class UploadBody: SelfHashingStream, @unchecked Sendable {
     public enum Failure: Sendable, Equatable {
         /// More than `max_upload_size`.
         case tooLarge
@@ -40,6 +46,8 @@ public final class UploadBody: ByteStream, @unchecked Sendable {
     public let declaredLength: Int64?
     /// Bytes handed over so far.
     public private(set) var received: Int64 = 0
+    /// Every byte queued, in order (only the sender's side touches it).
+    private var hasher = SHA256()
 
     /// Bytes held before the sender waits.
     let capacity: Int
@@ -70,6 +78,7 @@ public final class UploadBody: ByteStream, @unchecked Sendable {
 
     private func enqueue(_ chunk: any UploadChunk) -> Enqueued {
         let n = chunk.byteCount
+        chunk.hash(into: &hasher)
         condition.lock()
         defer { condition.unlock() }
         if consumerClosed || failure != nil { return .refused }
@@ -157,6 +166,11 @@ public final class UploadBody: ByteStream, @unchecked Sendable {
         condition.unlock()
         wake?.resume()
         return n
+    }
+
+    /// After the reader's last read: the body ended (`finish`), so every byte queued was read.
+    public var sha256OfBytesRead: String {
+        condition.withLock { hasher.finalize().map { String(format: "%02x", $0) }.joined() }
     }
 
     public func changedWhileReading(bytesRead: Int64) -> String? {

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -27,6 +28,9 @@ struct APIContext: RequestContext {
 
 extension ByteBuffer: UploadChunk {
     public var byteCount: Int { readableBytes }
+    public func hash(into hasher: inout SHA256) {
+        withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+    }
     public func copyBytes(from offset: Int, into destination: UnsafeMutableRawBufferPointer) {
         withUnsafeReadableBytes { source in
             destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<(offset + destination.count)]))

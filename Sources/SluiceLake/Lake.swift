@@ -353,6 +353,14 @@ public struct StagedFile: ~Copyable {
         size += Int64(bytes.count)
     }
 
+    /// Appends bytes that the caller hashes itself, as they arrive (an upload's body is hashed
+    /// on the network thread while this thread writes). Seal such a file with
+    /// `seal(startWriteback:sha256:)`, giving the digest of exactly these bytes.
+    public mutating func writeHashedByCaller(_ bytes: UnsafeRawBufferPointer) throws(SystemCallError) {
+        try writeAll(fd, bytes, path: path)
+        size += Int64(bytes.count)
+    }
+
     /// The descriptor, for a source that writes ranges itself (`pwrite`, several threads);
     /// those bytes are taken into the hash with `absorbWritten(upTo:buffer:)`.
     public var descriptor: Int32 { fd }
@@ -384,6 +392,12 @@ public struct StagedFile: ~Copyable {
     public consuming func seal(startWriteback: Bool) -> SealedFile {
         if startWriteback { _ = CSluiceLinux_startWriteback(fd) }
         return SealedFile(fd: fd, path: path, sha256: hexString(hasher.finalize()), size: size)
+    }
+
+    /// Ends a file written with `writeHashedByCaller`, whose bytes hash to `sha256`.
+    public consuming func seal(startWriteback: Bool, sha256: String) -> SealedFile {
+        if startWriteback { _ = CSluiceLinux_startWriteback(fd) }
+        return SealedFile(fd: fd, path: path, sha256: sha256, size: size)
     }
 
     /// Closes and removes the file.
