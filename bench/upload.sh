@@ -77,13 +77,20 @@ put_big() {  # $1 base URL, $2 path, extra curl args...
   local base=$1 path=$2; shift 2
   curl -sS --fail --cacert "$W/tls/cert.pem" -o /dev/null -w '%{time_total}' -T "$W/big.bin" "$@" "$base/api/v1/files/$path"
 }
+# Each upload starts from the same state: no dirty data left by the previous one (sync; as
+# root the page cache is dropped too), and every stored file is kept (deleting nginx's files
+# before their writeback would spare it the disk writes that Sluice's fsync pays for).
+settle() { sync; [ "$(id -u)" -ne 0 ] || echo 1 > /proc/sys/vm/drop_caches; }
 echo "== 1 GiB-class upload: $MB MiB, curl -T over loopback TLS (best of $REPEAT, alternating)"
 best_s=999999; best_n=999999
 for r in $(seq 1 "$REPEAT"); do
+  settle
   s=$(put_big "https://127.0.0.1:$APORT" "big$r.bin" -H "Authorization: Bearer $TOKEN")
-  rm -f "$W/nginx/root/api/v1/files/"big*.bin
+  settle
   n=$(put_big "https://127.0.0.1:$NPORT" "big$r.bin")
-  echo "  run $r: sluice $(secs "$s") s, nginx $(secs "$n") s"
+  settle
+  d0=$(date +%s.%N); dd if="$W/big.bin" of="$W/dd$r.bin" bs=4M conv=fsync status=none; d1=$(date +%s.%N)
+  echo "  run $r: sluice $(secs "$s") s, nginx $(secs "$n") s; disk floor (dd conv=fsync of the same file, no network, no hash) $(python3 -c "print(f'{$d1 - $d0:.3f}')") s"
   best_s=$(python3 -c "print(min($best_s, $s))"); best_n=$(python3 -c "print(min($best_n, $n))")
 done
 python3 - "$best_s" "$best_n" "$MB" <<'PY'
@@ -101,13 +108,15 @@ small_run() {  # $1 base URL, $2 prefix, extra curl args...
   done
   local t0 t1
   t0=$(date +%s.%N)
-  curl -sS --fail --parallel --parallel-max 8 --cacert "$W/tls/cert.pem" "$@" -K "$cfg"
+  curl -sS --no-progress-meter --fail --parallel --parallel-max 8 --cacert "$W/tls/cert.pem" "$@" -K "$cfg"
   t1=$(date +%s.%N)
   python3 -c "print(f'{float($t1) - float($t0):.3f}')"
 }
 echo "== $SMALL uploads of $SMALL_SIZE bytes from 8 concurrent clients over loopback TLS"
 for r in $(seq 1 "$REPEAT"); do
+  settle
   s=$(small_run "https://127.0.0.1:$APORT" "s$r" -H "Authorization: Bearer $TOKEN")
+  settle
   n=$(small_run "https://127.0.0.1:$NPORT" "s$r")
   python3 -c "s, n, k = $s, $n, $SMALL; print(f'  run $r: sluice {k / s:.0f} uploads/s ({s:.2f} s), nginx {k / n:.0f} uploads/s ({n:.2f} s); ratio {n / s:.2f}')"
 done
