@@ -251,12 +251,14 @@ struct Transform: ParsableCommand {
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the agent as a service: scheduled SFTP polls, watched drop folders, transforms, HTTP health and metrics.",
+        abstract: "Run the agent as a service: scheduled SFTP polls, watched drop folders, the upload API, transforms, the web console, health and metrics.",
         discussion: """
-            Runs until SIGTERM or SIGINT, then lets in-flight files finish within [agent] shutdown_timeout. SIGHUP reloads \
-            agent.conf and the mapping files (a broken config is logged and the old one kept). Under systemd it speaks the \
-            sd_notify protocol (Type=notify, WatchdogSec). Exit codes: 0 stopped by a signal; 1 a runtime failure (the lake or \
-            the manifest cannot be opened, the HTTP port is taken); 2 usage or config error.
+            Runs until SIGTERM or SIGINT, then lets in-flight files and uploads finish within [agent] shutdown_timeout. SIGHUP \
+            reloads agent.conf and the mapping files (a broken config is logged and the old one kept). Under systemd it speaks \
+            the sd_notify protocol (Type=notify, WatchdogSec). The upload API listens on [api] listen; the console, /healthz, \
+            /readyz, /metrics and /status on [agent] http_listen. Exit codes: 0 stopped by a signal; 1 a runtime failure (the \
+            lake or the manifest cannot be opened, http_listen or [api] listen is taken); 2 usage or config error (including \
+            unreadable TLS files or admin_token_file).
             """)
 
     @OptionGroup var global: GlobalOptions
