@@ -31,6 +31,26 @@ public final class UploadBody: SelfHashingStream, @unchecked Sendable {
         case disconnected(String)
         /// The upload was given up (the daemon's shutdown_timeout).
         case abandoned
+
+        /// The answer's status (499: the sender is gone, as nginx records it).
+        public var httpStatus: Int {
+            switch self {
+            case .tooLarge: 413
+            case .disconnected: 499
+            case .abandoned: 503
+            }
+        }
+
+        /// What the `upload` row says.
+        public var recordStatus: String { self == .tooLarge ? "rejected" : "aborted" }
+
+        public var message: String {
+            switch self {
+            case .tooLarge: "the upload is larger than api.max_upload_size"
+            case .disconnected(let why): "the sender disconnected before the body was complete (\(why))"
+            case .abandoned: "the upload was abandoned at shutdown_timeout"
+            }
+        }
     }
 
     private let condition = NSCondition()
@@ -139,7 +159,7 @@ public final class UploadBody: SelfHashingStream, @unchecked Sendable {
         }
         if let failure {
             condition.unlock()
-            throw SourceError(Self.describe(failure))
+            throw SourceError(failure.message)
         }
         var n = 0
         while n < buffer.count && head < chunks.count {
@@ -191,13 +211,6 @@ public final class UploadBody: SelfHashingStream, @unchecked Sendable {
         waiting?.resume()
     }
 
-    static func describe(_ f: Failure) -> String {
-        switch f {
-        case .tooLarge: "the upload is larger than api.max_upload_size"
-        case .disconnected(let why): "the sender disconnected before the body was complete (\(why))"
-        case .abandoned: "the upload was abandoned at shutdown_timeout"
-        }
-    }
 }
 
 /// One upload as a source: a pass that offers exactly one file, the request body.
@@ -331,8 +344,7 @@ extension Daemon {
         case .checksumMismatch(let why):
             (record.status, record.http_status, record.error) = ("rejected", 400, why)
         case .bodyFailed(let f):
-            (record.status, record.http_status, record.error) = (f == .tooLarge ? "rejected" : "aborted", f == .tooLarge ? 413 : 499, UploadBody.describe(f))
-            if case .abandoned = f { record.http_status = 503 }
+            (record.status, record.http_status, record.error) = (f.recordStatus, f.httpStatus, f.message)
         case .unavailable(let why):
             (record.status, record.http_status, record.error) = ("aborted", 503, why)
         case .failed(let why):
@@ -378,9 +390,7 @@ extension Daemon {
             return .unavailable(file.error ?? "the agent is shutting down")
         case .failed:
             let why = file.error ?? "failed"
-            if why.hasPrefix(Ingestor.checksumMismatch) { return .checksumMismatch(why) }
-            if let changed = body.changedWhileReading(bytesRead: body.received) { return .bodyFailed(.disconnected(changed)) }
-            return .failed(why)
+            return why.hasPrefix(Ingestor.checksumMismatch) ? .checksumMismatch(why) : .failed(why)
         }
     }
 }

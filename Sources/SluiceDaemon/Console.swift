@@ -18,6 +18,8 @@ struct ConsoleAccess: Sendable {
     let open: Bool
     /// The admin token (first line of admin_token_file), when one is configured.
     let adminToken: String?
+    /// The session cookie's value: derived from the admin token, so it ends when the token changes.
+    let sessionValue: String?
 
     static let sessionCookie = "sluice_admin"
     static let csrfCookie = "sluice_csrf"
@@ -26,6 +28,7 @@ struct ConsoleAccess: Sendable {
         open = APIConfig.isLoopback(listenHost)
         guard let adminTokenFile else {
             adminToken = nil
+            sessionValue = nil
             return
         }
         guard let text = try? String(contentsOfFile: adminTokenFile, encoding: .utf8),
@@ -34,14 +37,14 @@ struct ConsoleAccess: Sendable {
                 + "(make one with: head -c 32 /dev/urandom | base64 > \(adminTokenFile); chmod 600 it)")
         }
         adminToken = first
+        sessionValue = HMAC<SHA256>.authenticationCode(for: Data("sluice-console-session".utf8), using: SymmetricKey(data: Data(first.utf8)))
+            .map { String(format: "%02x", $0) }.joined()
     }
 
-    /// The session cookie's value: derived from the admin token, so it ends when the token changes.
-    var sessionValue: String? {
-        adminToken.map { token in
-            HMAC<SHA256>.authenticationCode(for: Data("sluice-console-session".utf8), using: SymmetricKey(data: Data(token.utf8)))
-                .map { String(format: "%02x", $0) }.joined()
-        }
+    /// Whether the request comes from an operator (logged in, or the console is open).
+    func allows(_ request: Request) -> Bool {
+        if case .allowed = check(request) { return true }
+        return false
     }
 
     enum Verdict {
@@ -109,7 +112,7 @@ struct Console: Sendable {
         router.get("/audit") { request, _ in await page(request) { _ in try auditPage() } }
         router.get("/upload") { request, _ in await page(request) { csrf in try uploadPage(csrf: csrf) } }
         router.get("/versions/:id/download") { request, context in
-            guard case .allowed = access.check(request) else { return refused(request) }
+            guard access.allows(request) else { return refused(request) }
             let id = context.parameters.get("id").flatMap { Int64($0) } ?? -1
             return await download(id, context: context)
         }
@@ -150,7 +153,7 @@ struct Console: Sendable {
 
     /// A page: checks access, renders off the event loop, sets the CSRF cookie when missing.
     func page(_ request: Request, _ render: @escaping @Sendable (_ csrf: String) throws -> String) async -> Response {
-        guard case .allowed = access.check(request) else { return refused(request) }
+        guard access.allows(request) else { return refused(request) }
         let csrf = ConsolePages.csrfPlaceholder  // filled in by withCSRFCookie
         do {
             let html = try await NIOThreadPool.singleton.runIfActive { try render(csrf) }
@@ -164,7 +167,7 @@ struct Console: Sendable {
 
     /// A form POST: access (unless logging in), the CSRF token, then `handle` off the event loop.
     func post(_ request: Request, requireOperator: Bool = true, _ handle: @escaping @Sendable ([String: String]) throws -> Response) async -> Response {
-        if requireOperator, case .allowed = access.check(request) {} else if requireOperator { return refused(request) }
+        if requireOperator && !access.allows(request) { return refused(request) }
         var request = request
         guard let body = try? await request.collectBody(upTo: 64 << 10) else {
             return ConsolePages.html(.contentTooLarge, ConsolePages.message(title: "Form too large", text: "A console form is at most 64 KiB."))
@@ -227,12 +230,14 @@ struct Console: Sendable {
         let today = String(Timestamp.now().prefix(10))
         let since = Self.day(daysAgo: 29)
         var rows: [ConsolePages.SourceRow] = []
+        var live: [String: SourceStatus] = [:]
+        for s in daemon.statusSnapshot { live["\(s.client)/\(s.source)"] = s }
         for c in config.clients {
             let todays = try manifest.ingestedSince(today, client: c.id)
             for s in c.sources {
                 let summary = try manifest.sourceSummary(client: c.id, source: s.name)
-                let live = daemon.statusSnapshot.first { $0.client == c.id && $0.source == s.name }
-                rows.append(.init(client: c.id, source: s.name, type: live?.type ?? "", state: live?.state ?? "", summary: summary,
+                let status = live["\(c.id)/\(s.name)"]
+                rows.append(.init(client: c.id, source: s.name, type: status?.type ?? "", state: status?.state ?? "", summary: summary,
                                   filesToday: todays[s.name]?.files ?? 0, bytesToday: todays[s.name]?.bytes ?? 0))
             }
         }

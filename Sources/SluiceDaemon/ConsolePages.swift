@@ -72,29 +72,19 @@ enum ConsolePages {
 
     // MARK: Formatting
 
-    static func parse(_ iso: String) -> Date? {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let d = f.date(from: iso) { return d }
-        f.formatOptions = [.withInternetDateTime]
-        return f.date(from: iso)
-    }
-
     /// A time in UTC, plus the host's local time when the host is not on UTC; the page's
     /// script adds the browser's local time.
     static func time(_ iso: String?) -> String {
-        guard let iso, let date = parse(iso) else { return "<span class=\"muted\">—</span>" }
-        func format(_ zone: TimeZone, _ pattern: String) -> String {
+        guard let iso, let ns = Timestamp.nanoseconds(iso) else { return "<span class=\"muted\">—</span>" }
+        // The manifest's own form, "2026-11-25T10:13:25.123456Z", read as UTC text.
+        var text = "\(esc(String(iso.prefix(10)) + " " + String(iso.dropFirst(11).prefix(8)))) UTC"
+        let date = Date(timeIntervalSince1970: Double(ns) / 1e9)
+        if TimeZone.current.secondsFromGMT(for: date) != 0 {
             let f = DateFormatter()
             f.locale = Locale(identifier: "en_US_POSIX")
-            f.dateFormat = pattern
-            f.timeZone = zone
-            return f.string(from: date)
-        }
-        let utc = TimeZone(identifier: "UTC")!
-        var text = "\(esc(format(utc, "yyyy-MM-dd HH:mm:ss"))) UTC"
-        if TimeZone.current.secondsFromGMT(for: date) != 0 {
-            text += "<span class=\"muted small\"> · \(esc(format(.current, "HH:mm:ss zzz"))) host</span>"
+            f.dateFormat = "HH:mm:ss zzz"
+            f.timeZone = .current
+            text += "<span class=\"muted small\"> · \(esc(f.string(from: date))) host</span>"
         }
         return "<time datetime=\"\(esc(iso))\">\(text)</time>"
     }
@@ -177,8 +167,8 @@ enum ConsolePages {
     static func chart(_ days: [Manifest.DailyIngest], since: String) -> String {
         var byDay: [String: Manifest.DailyIngest] = [:]
         for d in days { byDay[d.day] = d }
-        let start = parse("\(since)T00:00:00Z") ?? Date()
-        let labels = (0..<30).map { i -> String in String(Timestamp.iso8601(nanoseconds: Int64((start.timeIntervalSince1970 + Double(i) * 86_400) * 1e9)).prefix(10)) }
+        let start = Timestamp.nanoseconds("\(since)T00:00:00Z") ?? 0
+        let labels = (0..<30).map { i in String(Timestamp.iso8601(nanoseconds: start + Int64(i) * 86_400_000_000_000).prefix(10)) }
         let maxFiles = max(1, labels.map { byDay[$0]?.files ?? 0 }.max() ?? 1)
         let maxBytes = max(1, labels.map { byDay[$0]?.bytes ?? 0 }.max() ?? 1)
         let (w, h, top) = (300.0, 70.0, 6.0)

@@ -226,7 +226,7 @@ enum HTTPEndpoints {
         }
         let gate = UploadGate(limit: config.api.maxConcurrentUploads)
         let console = Console(daemon: daemon, access: try ConsoleAccess(listenHost: host, adminTokenFile: config.adminTokenFile),
-                              uploads: UploadAPI(daemon: daemon, gate: gate, maxUploadSize: config.api.maxUploadSize, logger: logger))
+                              uploads: UploadAPI(daemon: daemon, gate: gate, maxUploadSize: config.api.maxUploadSize))
         console.addRoutes(to: router)
         let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "sluice"),
                               logger: ListenerService.quiet(logger))

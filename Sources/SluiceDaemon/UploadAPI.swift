@@ -53,8 +53,8 @@ enum Principal: Sendable {
 /// it has begun; the running ones are given up at `shutdown_timeout`).
 final class UploadGate: @unchecked Sendable {
     private let lock = NSLock()
-    private var active: [Int: any Channel] = [:]
-    private var bodies: [Int: UploadBody] = [:]
+    /// Each running upload's connection, and its body once it is reading one.
+    private var active: [Int: (channel: any Channel, body: UploadBody?)] = [:]
     private var nextID = 0
     private var draining = false
     private var abandoned = false
@@ -73,24 +73,17 @@ final class UploadGate: @unchecked Sendable {
             if draining { return .shuttingDown }
             if active.count >= limit { return .busy }
             nextID += 1
-            active[nextID] = channel
+            active[nextID] = (channel, nil)
             return .admitted(nextID)
         }
     }
 
     /// The body an admitted upload is reading, so that the shutdown can give it up.
-    func attach(_ id: Int, body: UploadBody) { lock.withLock { bodies[id] = body } }
+    func attach(_ id: Int, body: UploadBody) { lock.withLock { active[id]?.body = body } }
 
-    func leave(_ id: Int) {
-        lock.withLock {
-            active[id] = nil
-            bodies[id] = nil
-        }
-    }
+    func leave(_ id: Int) { _ = lock.withLock { active.removeValue(forKey: id) } }
 
-    var isDraining: Bool { lock.withLock { draining } }
     var isAbandoned: Bool { lock.withLock { abandoned } }
-    var inFlight: Int { lock.withLock { active.count } }
 
     /// Refuses new uploads from now on, and gives up the running ones after `timeout`.
     func beginDraining(timeout: Duration, logger: Logger) {
@@ -102,13 +95,14 @@ final class UploadGate: @unchecked Sendable {
         logger.notice("Letting running uploads finish", metadata: ["uploads": "\(running)", "timeout_s": "\(timeout.components.seconds)"])
         let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
         DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { [self] in
-            let (channels, running): ([any Channel], [UploadBody]) = lock.withLock {
+            let running = lock.withLock {
                 abandoned = true
-                return (Array(active.values), Array(bodies.values))
+                return Array(active.values)
             }
-            guard !channels.isEmpty else { return }
-            for body in running { body.fail(.abandoned) }
-            logger.warning("Uploads still running at shutdown_timeout were abandoned; nothing partial was kept", metadata: ["uploads": "\(channels.count)"])
+            guard !running.isEmpty else { return }
+            for upload in running { upload.body?.fail(.abandoned) }
+            let channels = running.map(\.channel)
+            logger.warning("Uploads still running at shutdown_timeout were abandoned; nothing partial was kept", metadata: ["uploads": "\(running.count)"])
             // A sender that has stalled is woken by its connection closing.
             DispatchQueue.global().asyncAfter(deadline: .now() + 2) {
                 for c in channels { c.close(promise: nil) }
@@ -123,7 +117,6 @@ struct UploadAPI: Sendable {
     let daemon: Daemon
     let gate: UploadGate
     let maxUploadSize: Int64
-    let logger: Logger
 
     static let prefix = "/api/v1/files"
 
@@ -285,10 +278,9 @@ struct UploadAPI: Sendable {
             return Self.json(.ok, StoredJSON(client: client, source: name, file: f))
         case .checksumMismatch(let why):
             return Self.error(.badRequest, why)
-        case .bodyFailed(.tooLarge):
-            return Self.error(.contentTooLarge, "the body is larger than api.max_upload_size (\(ByteSizeText.format(maxUploadSize)))").closingConnection(channel)
         case .bodyFailed(let f):
-            return Self.error(f == .abandoned ? .serviceUnavailable : .badRequest, "\(f)").closingConnection(channel)
+            // The rest of the body is not read: close the connection after the answer.
+            return Self.error(HTTPResponse.Status(code: f.httpStatus), f == .tooLarge ? "\(f.message) (\(ByteSizeText.format(maxUploadSize)))" : f.message).closingConnection(channel)
         case .unavailable(let why):
             return Self.error(.serviceUnavailable, why).with(retryAfter: 5)
         case .failed(let why):
@@ -578,7 +570,7 @@ struct ListenerService: Service {
     static func uploadAPI(daemon: Daemon, config: AgentConfig, logger: Logger) throws(AgentError) -> ListenerService? {
         guard let (host, port) = config.api.listenAddress else { return nil }
         let gate = UploadGate(limit: config.api.maxConcurrentUploads)
-        let api = UploadAPI(daemon: daemon, gate: gate, maxUploadSize: config.api.maxUploadSize, logger: logger)
+        let api = UploadAPI(daemon: daemon, gate: gate, maxUploadSize: config.api.maxUploadSize)
         let router = Router(context: APIContext.self)
         api.addRoutes(to: router, channel: { $0.channel }, authenticate: { request, _ in await api.bearer(request) })
         var server: HTTPServerBuilder = .http1(configuration: .init(idleTimeout: .seconds(120)))

@@ -58,13 +58,6 @@ extension Manifest {
         }
     }
 
-    /// A client's uploads, newest first.
-    public func uploads(client: String, limit: Int = 100) throws(ManifestError) -> [UploadRecord] {
-        try read("listing uploads") { db in
-            try UploadRecord.fetchAll(db, sql: "SELECT * FROM upload WHERE client = ? ORDER BY id DESC LIMIT ?", arguments: [client, limit])
-        }
-    }
-
     /// Every version of a client's files in `sources` whose path starts with `prefix`, by
     /// source, path and version.
     public func versions(client: String, sources: [String], prefix: String) throws(ManifestError) -> [VersionRecord] {

@@ -256,4 +256,39 @@ import Testing
         let badKey = error(base.replacingOccurrences(of: "type = \"http\"\n", with: "type = \"http\"\nmin_age = \"1s\"\n"))
         #expect(badKey?.keyPath == "clients.acme.sources.portal.min_age", "http sources take include and exclude only")
     }
+
+    /// Files the listeners read at start: an unreadable TLS certificate or key, or a short admin
+    /// token, fail check-config (and `sluice run`) with exit 2 naming the key; `pull --source`
+    /// of an upload source says there is nothing to pull.
+    @Test func listenerFilesAndUploadSourcesAreChecked() throws {
+        let dir = TempDir("apiconf")
+        let base = "[agent]\nstate_dir = \"state\"\nlake_dir = \"lake\"\nhttp_listen = \"0.0.0.0:9464\"\nADMIN\n[api]\nlisten = \"0.0.0.0:8443\"\n"
+            + "tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n[clients.acme.sources.portal]\ntype = \"http\"\n"
+        let conf = dir.write("agent.conf", base.replacingOccurrences(of: "ADMIN", with: ""))
+        let noCert = try SluiceBinary.run(["check-config"], config: conf)
+        #expect(noCert.status == 2 && noCert.stderr.contains("api.tls_cert") && noCert.stderr.contains("cert.pem"), "\(noCert.stderr)")
+        let run = try SluiceBinary.run(["run"], config: conf)
+        #expect(run.status == 2 && run.stderr.contains("api.tls_cert"), "\(run.stderr)")
+
+        let made = try Shell.run("/usr/bin/openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                                                      "-subj", "/CN=localhost", "-keyout", dir.sub("key.pem"), "-out", dir.sub("cert.pem")])
+        #expect(made.status == 0)
+        dir.write("key.pem", "not a key\n")
+        let badKey = try SluiceBinary.run(["check-config"], config: conf)
+        #expect(badKey.status == 2 && badKey.stderr.contains("api.tls_key"), "\(badKey.stderr)")
+
+        _ = try Shell.run("/usr/bin/openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                                               "-subj", "/CN=localhost", "-keyout", dir.sub("key.pem"), "-out", dir.sub("cert.pem")])
+        dir.write("admin.token", "short\n")
+        dir.write("agent.conf", base.replacingOccurrences(of: "ADMIN", with: "admin_token_file = \"admin.token\""))
+        let shortToken = try SluiceBinary.run(["check-config"], config: conf)
+        #expect(shortToken.status == 2 && shortToken.stderr.contains("agent.admin_token_file") && !shortToken.stderr.contains("short\n"), "\(shortToken.stderr)")
+        dir.write("admin.token", "a-long-enough-admin-token-0123456789\n")
+        let ok = try SluiceBinary.run(["check-config"], config: conf)
+        #expect(ok.status == 0 && ok.stdout.contains("source portal: http uploads") && ok.stdout.contains("TLS"), "\(ok.stderr)")
+        #expect(!ok.stdout.contains("a-long-enough-admin-token"), "the admin token is never printed")
+
+        let pull = try SluiceBinary.run(["pull", "acme", "--source", "portal"], config: conf)
+        #expect(pull.status == 2 && pull.stderr.contains("upload source"), "\(pull.stderr)")
+    }
 }

@@ -267,6 +267,12 @@ final class RawUpload {
         #expect(streamed.stdout == "413", "chunked, no Content-Length: \(streamed.stdout) \(streamed.stderr)")
         #expect(try s.sql("SELECT count(*) FROM versions WHERE path LIKE '%.bin'") == "0")
 
+        #expect(try acme.get("/api/v1/files/s.csv?version=abc").status == 400)
+        #expect(try acme.get("/api/v1/files/s.csv?version=0").status == 400)
+        #expect(try acme.get("/api/v1/files/a/../s.csv").status == 422)
+        #expect(try acme.put("/api/v1/files/s.csv", file: small, headers: ["X-Content-SHA256: xyz"]).status == 400, "a malformed checksum header")
+        #expect(try acme.put("/api/v1/files/s.csv", file: small, headers: ["Content-Digest: sha-256=:bm90MzJieXRlcw==:"]).status == 400)
+
         // One upload held open takes the only slot.
         let held = try RawUpload(port: s.apiPort, path: "held.bin", token: tokens[0], contentLength: 1000)
         held.send(Array(repeating: 1, count: 10))
