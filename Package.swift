@@ -35,6 +35,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         .target(
@@ -90,9 +91,21 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .target(
+            name: "SluiceS3",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: upcoming
+        ),
+        .target(
             name: "SluiceAgent",
             dependencies: [
                 "SluiceLake",
+                "SluiceS3",
                 "SluiceManifest",
                 "SluiceSFTP",
                 "SluiceParquet",
@@ -103,6 +116,7 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: hotLoops
         ),
@@ -149,9 +163,11 @@ let package = Package(
                 "SluiceLake",
                 "SluiceManifest",
                 "SluiceSFTP",
+                "SluiceS3",
                 "SluiceParquet",
                 "SluiceTransform",
                 "CSluiceLinux",
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: upcoming
         ),

@@ -100,7 +100,23 @@ public struct Agent: Sendable {
             switch s.kind {
             case .folder(let f): FolderSource(client: client.id, name: s.name, config: f)
             case .sftp(let f): SFTPSource(client: client.id, name: s.name, config: f, logger: logger)
+            case .s3(let f): S3Source(client: client.id, name: s.name, config: f, logger: logger)
             case .http: nil  // uploads arrive through the API
+            }
+        }
+    }
+
+    /// Reads every s3 source's credentials (without contacting the store), so that a missing
+    /// file, profile or key shows in `check-config`.
+    public func checkSourceSecrets() throws(AgentError) {
+        for client in config.clients {
+            for s in client.sources {
+                guard case .s3(let c) = s.kind else { continue }
+                do {
+                    _ = try S3CredentialsFile.load(config: c, key: "clients.\(client.id).sources.\(s.name)")
+                } catch {
+                    throw AgentError(.config, error.message)
+                }
             }
         }
     }

@@ -80,6 +80,26 @@ public struct HTTPSourceConfig: Sendable {
     public var filter: PathFilter
 }
 
+/// An S3-compatible bucket (`type = "s3"`), listed under `prefix` recursively.
+public struct S3SourceConfig: Sendable {
+    /// `https://s3.eu-central-1.amazonaws.com`, `http://127.0.0.1:9000`, …
+    public var endpoint: URL
+    public var region: String
+    public var bucket: String
+    /// Paths are relative to it; "" lists the whole bucket.
+    public var prefix: String
+    public var pathStyle: Bool
+    /// Absolute path of an INI file like ~/.aws/credentials; nil: AWS_* environment variables.
+    public var credentialsFile: String?
+    public var profile: String
+    public var filter: PathFilter
+    public var minAgeNanoseconds: Int64
+    /// `move:<prefix>` copies to that prefix (below `prefix`), then deletes.
+    public var afterIngest: AfterIngest
+    public var maxConnections: Int
+    public var pollIntervalNanoseconds: Int64
+}
+
 /// `[api]`: the public upload listener, separate from the internal `http_listen`.
 public struct APIConfig: Sendable {
     /// "host:port", or "" (the default) for no upload API.
@@ -103,6 +123,7 @@ public struct SourceConfig: Sendable {
         case folder(FolderSourceConfig)
         case sftp(SFTPSourceConfig)
         case http(HTTPSourceConfig)
+        case s3(S3SourceConfig)
     }
     public var name: String
     public var kind: Kind
@@ -510,9 +531,52 @@ struct TableReader {
             let include = try globs(try stringArray(t, "include", path) ?? ["**/*"], key: "\(path).include")
             let exclude = try globs(try stringArray(t, "exclude", path) ?? Self.defaultExclude, key: "\(path).exclude")
             return SourceConfig(name: name, kind: .http(HTTPSourceConfig(filter: PathFilter(include: include, exclude: exclude))))
+        case "s3":
+            return SourceConfig(name: name, kind: .s3(try s3Source(t, path: path)))
         default:
-            throw fail("\(path).type", "unknown source type \"\(type)\" (this version supports: folder, sftp, http)")
+            throw fail("\(path).type", "unknown source type \"\(type)\" (this version supports: folder, sftp, http, s3)")
         }
+    }
+
+    func s3Source(_ t: TOMLTable, path: String) throws(ConfigError) -> S3SourceConfig {
+        try checkKeys(t, path: path, allowed: [
+            "type", "endpoint", "region", "bucket", "prefix", "path_style", "credentials_file", "profile",
+            "include", "exclude", "min_age", "after_ingest", "max_connections", "poll_interval",
+        ])
+        let endpointText = try string(t, "endpoint", path, required: true)!
+        guard let endpoint = URL(string: endpointText), let scheme = endpoint.scheme, ["http", "https"].contains(scheme),
+              let host = endpoint.host, !host.isEmpty, endpoint.query == nil, endpoint.user == nil else {
+            throw fail("\(path).endpoint", "expected an http(s) URL such as \"https://s3.eu-central-1.amazonaws.com\", found \"\(endpointText)\"")
+        }
+        let region = try string(t, "region", path, required: true)!
+        guard !region.isEmpty, region.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }) else {
+            throw fail("\(path).region", "expected a region such as \"eu-central-1\", found \"\(region)\"")
+        }
+        let bucket = try string(t, "bucket", path, required: true)!
+        guard (1...255).contains(bucket.count), bucket.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-._".contains($0)) }) else {
+            throw fail("\(path).bucket", "expected a bucket name (letters, digits, '-', '.', '_'), found \"\(bucket)\"")
+        }
+        let prefix = try string(t, "prefix", path, required: false) ?? ""
+        guard !prefix.hasPrefix("/"), !prefix.utf8.contains(0) else {
+            throw fail("\(path).prefix", "a key prefix has no leading '/': write \"\(prefix.drop { $0 == "/" })\"")
+        }
+        let pathStyle = try bool(t, "path_style", path) ?? false
+        if !pathStyle && bucket.contains(".") && scheme == "https" {
+            throw fail("\(path).path_style", "bucket \"\(bucket)\" has dots, which break TLS with virtual-hosted addressing: set path_style = true")
+        }
+        let credentials = try string(t, "credentials_file", path, required: false).map(resolve)
+        let profile = try string(t, "profile", path, required: false) ?? "default"
+        guard !profile.isEmpty, !profile.contains(where: { $0 == "]" || $0 == "[" || $0.isNewline }) else {
+            throw fail("\(path).profile", "expected a profile name such as \"default\"")
+        }
+        // Keys are listed recursively: `recursive` is not among the allowed keys.
+        let common = try commonKeys(t, path)
+        let maxConnections = try integer(t, "max_connections", path, range: 1...64) ?? 4
+        let poll = try duration(t, "poll_interval", path) ?? 300_000_000_000
+        guard poll > 0 else { throw fail("\(path).poll_interval", "must be longer than 0") }
+        return S3SourceConfig(endpoint: endpoint, region: region, bucket: bucket, prefix: prefix, pathStyle: pathStyle,
+                              credentialsFile: credentials, profile: profile, filter: common.filter,
+                              minAgeNanoseconds: common.minAge, afterIngest: common.afterIngest, maxConnections: maxConnections, pollIntervalNanoseconds: poll)
     }
 
     /// The keys every source type shares: include, exclude, recursive, min_age, after_ingest.

@@ -137,9 +137,8 @@ public final class Daemon: @unchecked Sendable {
     /// Uploads to one path wait for each other.
     let uploadLocks = PathLocks()
 
-    func serverSlot(host: String, port: Int) -> Slots {
+    func serverSlot(_ key: String) -> Slots {
         lock.withLock {
-            let key = "\(host.lowercased()):\(port)"
             if let s = servers[key] { return s }
             let s = Slots(1)
             servers[key] = s
@@ -179,9 +178,12 @@ public final class Daemon: @unchecked Sendable {
         case .folder(let f):
             status.type = "folder"
             runner = FolderWatcher(daemon: self, key: key, config: f)
-        case .sftp(let s):
+        case .sftp:
             status.type = "sftp"
-            runner = SFTPPoller(daemon: self, key: key, config: s)
+            runner = SourcePoller(daemon: self, key: key, config: source)
+        case .s3:
+            status.type = "s3"
+            runner = SourcePoller(daemon: self, key: key, config: source)
         case .http(let h):
             status.type = "http"
             runner = UploadEndpoint(config: h)
@@ -396,26 +398,41 @@ protocol SourceRunner: AnyObject, Sendable {
     func sameConfig(as source: SourceConfig) -> Bool
 }
 
-/// Polls an SFTP source every `poll_interval` (the first poll at start, spread by a little
-/// jitter), backing off exponentially after failures up to 8 × the interval. At most
+/// Polls a remote source (sftp, s3) every `poll_interval` (the first poll at start, spread by
+/// a little jitter), backing off exponentially after failures up to 8 × the interval. At most
 /// `max_transfers` polls run at once over all sources, one at a time per server (each with up
-/// to its `max_connections` sessions); a poll never overlaps itself.
-final class SFTPPoller: SourceRunner, @unchecked Sendable {
+/// to its `max_connections` connections); a poll never overlaps itself.
+final class SourcePoller: SourceRunner, @unchecked Sendable {
     unowned let daemon: Daemon
     let key: SourceKey
-    let config: SFTPSourceConfig
+    let config: SourceConfig
+    /// `host:port` (sftp) or the endpoint (s3): polls of one server take turns.
+    let server: String
+    let interval: Int64
+    let makeSource: @Sendable () -> any Source
     private let waker = Waker()
     private var loop: BackgroundJob?
 
-    init(daemon: Daemon, key: SourceKey, config: SFTPSourceConfig) {
+    init(daemon: Daemon, key: SourceKey, config: SourceConfig) {
         self.daemon = daemon
         self.key = key
         self.config = config
+        switch config.kind {
+        case .sftp(let c):
+            server = "sftp \(c.host.lowercased()):\(c.port)"
+            interval = c.pollIntervalNanoseconds
+            makeSource = { [logger = daemon.logger] in SFTPSource(client: key.client, name: key.source, config: c, logger: logger) }
+        case .s3(let c):
+            server = "s3 \(c.endpoint.absoluteString) \(c.bucket)"
+            interval = c.pollIntervalNanoseconds
+            makeSource = { [logger = daemon.logger] in S3Source(client: key.client, name: key.source, config: c, logger: logger) }
+        case .folder, .http:
+            preconditionFailure("folder and http sources are not polled")
+        }
     }
 
     func sameConfig(as source: SourceConfig) -> Bool {
-        guard case .sftp(let s) = source.kind else { return false }
-        return "\(s)" == "\(config)"
+        "\(source.kind)" == "\(config.kind)"
     }
 
     func start() { loop = BackgroundJob(name: "poll \(key)") { [self] in run() } }
@@ -431,24 +448,22 @@ final class SFTPPoller: SourceRunner, @unchecked Sendable {
     }
 
     private func run() {
-        let interval = config.pollIntervalNanoseconds
         // The first poll at start, spread over up to a tenth of the interval (at most 2 s).
         var wait = Int64.random(in: 0...min(interval / 10, 2_000_000_000))
         var failures = 0
         while waker.sleep(nanoseconds: wait) {
             let slots = daemon.transfers
-            let server = daemon.serverSlot(host: config.host, port: config.port)
+            let turn = daemon.serverSlot(server)
             daemon.update(key) { $0.state = "waiting" }
             guard slots.acquire(unless: waker) else { break }
-            guard server.acquire(unless: waker) else {
+            guard turn.acquire(unless: waker) else {
                 slots.release()
                 break
             }
             daemon.update(key) { $0.state = "polling" }
             daemon.cycleStarted()
-            let source = SFTPSource(client: key.client, name: key.source, config: config, logger: daemon.logger)
-            let report = daemon.ingest(key, source: source, trigger: "schedule")
-            server.release()
+            let report = daemon.ingest(key, source: makeSource(), trigger: "schedule")
+            turn.release()
             slots.release()
             if let report, report.sourceErrors.isEmpty { failures = 0 } else { failures += 1 }
             wait = Self.delay(interval: interval, failures: failures)
@@ -458,7 +473,7 @@ final class SFTPPoller: SourceRunner, @unchecked Sendable {
                 $0.nextPoll = next
             }
             if failures > 0 {
-                daemon.logger.warning("SFTP poll failed; backing off", metadata: [
+                daemon.logger.warning("Poll failed; backing off", metadata: [
                     "client": "\(key.client)", "source": "\(key.source)", "failures": "\(failures)", "retry_in_s": "\(wait / 1_000_000_000)",
                 ])
             }

@@ -195,7 +195,7 @@ public final class Ingestor: Sendable {
                 listing.add(issue: issue, source: sourceName)
             }, candidate: { c in
                 seen += 1
-                if let k = known[c.path.bytes], k.lastSize == c.size, k.lastMtimeNs == c.mtimeNs {
+                if let k = known[c.path.bytes], k.lastSize == c.size, c.etag.map({ $0 == k.lastETag }) ?? (k.lastMtimeNs == c.mtimeNs) {
                     listing.unchanged.append(c)
                     return
                 }
@@ -506,7 +506,7 @@ public final class Ingestor: Sendable {
                 logger.warning("File failed", metadata: ["client": "\(client)", "source": "\(source.name)", "path": "\(c.path.display)", "error": "\(why)"])
             case .sameAsLatest(let size):
                 let k = known[c.path.bytes]!
-                entries.append(.sighting(versionID: k.versionID, size: size, mtimeNs: c.mtimeNs))
+                entries.append(.sighting(versionID: k.versionID, size: size, mtimeNs: c.mtimeNs, etag: c.etag))
                 entryIndex.append(i)
                 counts.unchanged += 1
                 reports[i] = with(base) {
@@ -528,7 +528,7 @@ public final class Ingestor: Sendable {
                 entries.append(.version(NewVersion(
                     client: client, source: source.name, path: c.path.display, pathBytes: c.path.bytes,
                     version: version, sha256: sha, size: size, mtimeNs: c.mtimeNs, lakePath: lakePath,
-                    fileID: known[c.path.bytes].map(\.fileID).flatMap { $0 > 0 ? $0 : nil })))
+                    fileID: known[c.path.bytes].map(\.fileID).flatMap { $0 > 0 ? $0 : nil }, etag: c.etag)))
                 entryIndex.append(i)
                 versions[i] = (version, lakePath, sha, size)
                 counts.new += 1

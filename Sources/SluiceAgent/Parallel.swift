@@ -1,4 +1,5 @@
 import Foundation
+import SluiceLake
 import SluiceParquet
 import Synchronization
 
@@ -177,5 +178,110 @@ final class EncodePipeline: @unchecked Sendable {
             condition.broadcast()
             condition.unlock()
         }
+    }
+}
+
+/// The progress of a file fetched as fixed-size chunks by several workers at once, each
+/// writing its chunks in order with `pwrite`: which prefix of the file is complete, and
+/// whether the fetch failed or was stopped. The consumer hashes the prefix as it grows.
+final class ChunkProgress: @unchecked Sendable {
+    let size: Int64
+    let chunkSize: Int64
+    let chunks: Int
+    private let condition = NSCondition()
+    /// Bytes written at the start of each chunk.
+    private var filled: [Int64]
+    private var prefix: Int64 = 0
+    private var running: Int
+    private var failure: SourceError?
+    private var cancelled = false
+    /// A worker saw the file change: the others stop, and the consumer finishes with what
+    /// was fetched (the stream's change check then discards it).
+    private var stopAfterChange = false
+
+    init(size: Int64, chunkSize: Int64, workers: Int) {
+        self.size = size
+        self.chunkSize = chunkSize
+        chunks = Int((size + chunkSize - 1) / chunkSize)
+        filled = [Int64](repeating: 0, count: chunks)
+        running = workers
+    }
+
+    /// Whether workers should stop: a failure, a change, or a cancel.
+    func shouldStop() -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return failure != nil || cancelled || stopAfterChange
+    }
+
+    /// `bytes` more were written at the end of `chunk`'s written part.
+    func landed(chunk: Int, bytes: Int64) {
+        condition.lock()
+        filled[chunk] += bytes
+        // Advance the contiguous prefix over every chunk now complete.
+        var grew = false
+        while prefix < size {
+            let c = Int(prefix / chunkSize)
+            let chunkEnd = Swift.min(size, Int64(c + 1) * chunkSize)
+            let reached = Int64(c) * chunkSize + filled[c]
+            guard reached > prefix else { break }
+            prefix = reached
+            grew = true
+            if reached < chunkEnd { break }
+        }
+        if grew { condition.broadcast() }
+        condition.unlock()
+    }
+
+    /// A worker has stopped, with its failure or having seen the file change.
+    func workerEnded(failure workerFailure: SourceError?, changed: Bool) {
+        condition.lock()
+        if failure == nil, let workerFailure { failure = workerFailure }
+        if changed && !cancelled { stopAfterChange = true }
+        running -= 1
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func waitForPrefix(beyond known: Int64) throws(SourceError) -> (prefix: Int64, done: Bool) {
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            if let failure {
+                while running > 0 { condition.wait() }
+                throw failure
+            }
+            if prefix >= size || (stopAfterChange && running == 0) {
+                while running > 0 { condition.wait() }
+                return (prefix, true)
+            }
+            if prefix > known { return (prefix, false) }
+            if running == 0 {
+                throw SourceError("the transfer stopped at \(prefix) of \(size) bytes")
+            }
+            condition.wait()
+        }
+    }
+
+    /// Stops the workers and waits for them.
+    func cancel() {
+        condition.lock()
+        cancelled = true
+        while running > 0 { condition.wait() }
+        condition.unlock()
+    }
+
+    /// Writes all of `bytes` at `offset`; nil, or why it failed.
+    static func write(fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, stagingPath: String) -> String? {
+        var done = 0
+        while done < bytes.count {
+            let w = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+            if w < 0 {
+                if errno == EINTR { continue }
+                return "writing to the lake failed: \(SystemCallError(call: "pwrite", errno: errno, path: stagingPath))"
+            }
+            done += w
+        }
+        return nil
     }
 }

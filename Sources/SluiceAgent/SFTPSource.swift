@@ -598,28 +598,14 @@ final class RangedFetch: ParallelFetch, @unchecked Sendable {
 
     let stream: SFTPStream
     let fd: Int32
-    let size: Int64
-    let chunks: Int
-    private let condition = NSCondition()
-    /// Bytes written at the start of each chunk.
-    private var filled: [Int64]
-    private var prefix: Int64 = 0
-    private var running: Int
-    private var failure: SourceError?
-    private var cancelled = false
-    /// A reader saw the file change: the others stop, and what was fetched is discarded by the
-    /// stream's change check.
-    private var stopAfterChange = false
+    let progress: ChunkProgress
     let stagingPath: String
 
     init(stream: SFTPStream, readers: [Reader], fd: Int32, size: Int64, stagingPath: String) {
         self.stream = stream
         self.stagingPath = stagingPath
         self.fd = fd
-        self.size = size
-        chunks = Int((size + Self.chunkSize - 1) / Self.chunkSize)
-        filled = [Int64](repeating: 0, count: chunks)
-        running = readers.count
+        progress = ChunkProgress(size: size, chunkSize: Self.chunkSize, workers: readers.count)
         let count = readers.count
         for (i, reader) in readers.enumerated() {
             let t = Thread { [self] in run(reader, index: i, of: count) }
@@ -628,25 +614,20 @@ final class RangedFetch: ParallelFetch, @unchecked Sendable {
         }
     }
 
-    private func shouldStop() -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        return failure != nil || cancelled || stopAfterChange
-    }
-
     private func run(_ reader: Reader, index: Int, of count: Int) {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.readLength, alignment: 4096)
         defer { buffer.deallocate() }
+        let size = progress.size
         var error: SSHError?
         var writeError: String?
         var changed: String?
-        chunkLoop: for chunk in stride(from: index, to: chunks, by: count) {
+        chunkLoop: for chunk in stride(from: index, to: progress.chunks, by: count) {
             let start = Int64(chunk) * Self.chunkSize
             let end = Swift.min(size, start + Self.chunkSize)
             var offset = start
             reader.file.seek(to: start)
             while offset < end {
-                if shouldStop() { break chunkLoop }
+                if progress.shouldStop() { break chunkLoop }
                 let left = end - offset
                 let ask = left < 4 ? Int(left) : Int(Swift.min(Int64(Self.readLength), left / 4))
                 let n: Int
@@ -660,18 +641,12 @@ final class RangedFetch: ParallelFetch, @unchecked Sendable {
                     changed = "the file ended at \(offset) of \(size) bytes while copying; retried on the next pass"
                     break chunkLoop
                 }
-                var done = 0
-                while done < n {
-                    let w = pwrite(fd, buffer.baseAddress! + done, n - done, off_t(offset) + off_t(done))
-                    if w < 0 {
-                        if errno == EINTR { continue }
-                        writeError = "writing to the lake failed: \(SystemCallError(call: "pwrite", errno: errno, path: stagingPath))"
-                        break chunkLoop
-                    }
-                    done += w
+                if let why = ChunkProgress.write(fd: fd, UnsafeRawBufferPointer(rebasing: buffer[0..<n]), at: offset, stagingPath: stagingPath) {
+                    writeError = why
+                    break chunkLoop
                 }
                 offset += Int64(n)
-                landed(chunk: chunk, bytes: Int64(n))
+                progress.landed(chunk: chunk, bytes: Int64(n))
             }
         }
         if error == nil && writeError == nil && changed == nil && !reader.primary {
@@ -691,62 +666,16 @@ final class RangedFetch: ParallelFetch, @unchecked Sendable {
             reader.file.close()
             stream.pass.pool.release(reader.session)
         }
-        condition.lock()
-        if failure == nil {
-            if let error { failure = stream.pass.fail(error) } else if let writeError { failure = SourceError(writeError) }
-        }
         if let changed {
             // Not a failure: the consumer finishes, and the stream reports the file as changed.
             stream.changeNote = stream.changeNote ?? changed
-            if !cancelled { stopAfterChange = true }
         }
-        running -= 1
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    private func landed(chunk: Int, bytes: Int64) {
-        condition.lock()
-        filled[chunk] += bytes
-        // Advance the contiguous prefix over every chunk now complete.
-        var grew = false
-        while prefix < size {
-            let c = Int(prefix / Self.chunkSize)
-            let chunkEnd = Swift.min(size, Int64(c + 1) * Self.chunkSize)
-            let reached = Int64(c) * Self.chunkSize + filled[c]
-            guard reached > prefix else { break }
-            prefix = reached
-            grew = true
-            if reached < chunkEnd { break }
-        }
-        if grew { condition.broadcast() }
-        condition.unlock()
+        progress.workerEnded(failure: error.map { stream.pass.fail($0) } ?? writeError.map { SourceError($0) }, changed: changed != nil)
     }
 
     func waitForPrefix(beyond known: Int64) throws(SourceError) -> (prefix: Int64, done: Bool) {
-        condition.lock()
-        defer { condition.unlock() }
-        while true {
-            if let failure {
-                while running > 0 { condition.wait() }
-                throw failure
-            }
-            if prefix >= size || (stopAfterChange && running == 0) {
-                while running > 0 { condition.wait() }
-                return (prefix, true)
-            }
-            if prefix > known { return (prefix, false) }
-            if running == 0 {
-                throw SourceError("the transfer stopped at \(prefix) of \(size) bytes")
-            }
-            condition.wait()
-        }
+        try progress.waitForPrefix(beyond: known)
     }
 
-    func cancel() {
-        condition.lock()
-        cancelled = true
-        while running > 0 { condition.wait() }
-        condition.unlock()
-    }
+    func cancel() { progress.cancel() }
 }

@@ -9,8 +9,12 @@ public struct Candidate: Sendable {
     /// The SHA-256 (lowercase hex) the sender says the content has: a copy whose digest
     /// differs is refused and nothing is kept.
     public var expectedSHA256: String?
+    /// An object store's ETag (s3 sources): with the size, it decides whether the object
+    /// changed (the mtime does not).
+    public var etag: String?
 
-    public init(path: RelativePath, size: Int64, mtimeNs: Int64, expectedSHA256: String? = nil) {
+    public init(path: RelativePath, size: Int64, mtimeNs: Int64, expectedSHA256: String? = nil, etag: String? = nil) {
+        self.etag = etag
         self.path = path
         self.size = size
         self.mtimeNs = mtimeNs

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Logging
+import NIOCore
 import SluiceLake
 import SluiceManifest
 #if canImport(Glibc)
@@ -14,6 +15,18 @@ public protocol UploadChunk: Sendable {
     func hash(into hasher: inout SHA256)
     /// Copies `destination.count` bytes starting at `offset` into `destination`.
     func copyBytes(from offset: Int, into destination: UnsafeMutableRawBufferPointer)
+}
+
+extension ByteBuffer: UploadChunk {
+    public var byteCount: Int { readableBytes }
+    public func hash(into hasher: inout SHA256) {
+        withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+    }
+    public func copyBytes(from offset: Int, into destination: UnsafeMutableRawBufferPointer) {
+        withUnsafeReadableBytes { source in
+            destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<(offset + destination.count)]))
+        }
+    }
 }
 
 /// A request body on its way from the HTTP server (async, on the event loops) to the ingest
@@ -31,6 +44,8 @@ public final class UploadBody: SelfHashingStream, @unchecked Sendable {
         case disconnected(String)
         /// The upload was given up (the daemon's shutdown_timeout).
         case abandoned
+        /// A download feeding the queue failed (an S3 GET), with why.
+        case failed(String)
 
         /// The answer's status (499: the sender is gone, as nginx records it).
         public var httpStatus: Int {
@@ -38,6 +53,7 @@ public final class UploadBody: SelfHashingStream, @unchecked Sendable {
             case .tooLarge: 413
             case .disconnected: 499
             case .abandoned: 503
+            case .failed: 502
             }
         }
 
@@ -49,6 +65,7 @@ public final class UploadBody: SelfHashingStream, @unchecked Sendable {
             case .tooLarge: "the upload is larger than api.max_upload_size"
             case .disconnected(let why): "the sender disconnected before the body was complete (\(why))"
             case .abandoned: "the upload was abandoned at shutdown_timeout"
+            case .failed(let why): why
             }
         }
     }
@@ -61,7 +78,8 @@ public final class UploadBody: SelfHashingStream, @unchecked Sendable {
     private var ended = false
     private var failure: Failure?
     private var consumerClosed = false
-    private var senderWaiting: CheckedContinuation<Void, Never>?
+    /// Resumes the parked sender.
+    private var senderWaiting: (@Sendable () -> Void)?
     /// What the sender said the length is (Content-Length), if it did.
     public let declaredLength: Int64?
     /// Bytes handed over so far.
@@ -89,9 +107,21 @@ public final class UploadBody: SelfHashingStream, @unchecked Sendable {
         case .refused: return false
         case .queued: return true
         case .full:
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in park(c) }
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in park { c.resume() } }
             return isOpen
         }
+    }
+
+    /// Queues a chunk at once (for an event loop's callbacks, which keep their order);
+    /// `resume` runs once there is room for more, at once if there is. False once the reader
+    /// has stopped or the body has failed: send nothing more (`resume` is not called).
+    public func push(_ chunk: any UploadChunk, resume: @escaping @Sendable () -> Void) -> Bool {
+        switch enqueue(chunk) {
+        case .refused: return false
+        case .queued: resume()
+        case .full: park(resume)
+        }
+        return true
     }
 
     private enum Enqueued { case queued, full, refused }
@@ -112,14 +142,14 @@ public final class UploadBody: SelfHashingStream, @unchecked Sendable {
     }
 
     /// Parks the sender until the reader has drained half the queue (at once if it has).
-    private func park(_ c: CheckedContinuation<Void, Never>) {
+    private func park(_ resume: @escaping @Sendable () -> Void) {
         condition.lock()
         if buffered >= capacity && !consumerClosed && failure == nil {
-            senderWaiting = c
+            senderWaiting = resume
             condition.unlock()
         } else {
             condition.unlock()
-            c.resume()
+            resume()
         }
     }
 
@@ -145,7 +175,7 @@ public final class UploadBody: SelfHashingStream, @unchecked Sendable {
         let waiting = senderWaiting
         senderWaiting = nil
         condition.unlock()
-        waiting?.resume()
+        waiting?()
     }
 
     public var failureReason: Failure? { condition.withLock { failure } }
@@ -178,13 +208,13 @@ public final class UploadBody: SelfHashingStream, @unchecked Sendable {
             head = 0
         }
         buffered -= n
-        var wake: CheckedContinuation<Void, Never>?
+        var wake: (@Sendable () -> Void)?
         if buffered < capacity / 2 {
             wake = senderWaiting
             senderWaiting = nil
         }
         condition.unlock()
-        wake?.resume()
+        wake?()
         return n
     }
 
@@ -208,7 +238,7 @@ public final class UploadBody: SelfHashingStream, @unchecked Sendable {
         let waiting = senderWaiting
         senderWaiting = nil
         condition.unlock()
-        waiting?.resume()
+        waiting?()
     }
 
 }

@@ -26,18 +26,6 @@ struct APIContext: RequestContext {
     }
 }
 
-extension ByteBuffer: UploadChunk {
-    public var byteCount: Int { readableBytes }
-    public func hash(into hasher: inout SHA256) {
-        withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
-    }
-    public func copyBytes(from offset: Int, into destination: UnsafeMutableRawBufferPointer) {
-        withUnsafeReadableBytes { source in
-            destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<(offset + destination.count)]))
-        }
-    }
-}
-
 /// Who is asking: a client's token, or an operator of the console.
 enum Principal: Sendable {
     case token(TokenRecord)

@@ -21,8 +21,11 @@ public struct KnownFile: Sendable {
     public var lakePath: String
     public var lastSize: Int64
     public var lastMtimeNs: Int64
+    /// The object store's ETag when last seen (s3 sources), else nil.
+    public var lastETag: String?
 
-    public init(fileID: Int64, versionID: Int64, version: Int, sha256: String, lakePath: String, lastSize: Int64, lastMtimeNs: Int64) {
+    public init(fileID: Int64, versionID: Int64, version: Int, sha256: String, lakePath: String, lastSize: Int64, lastMtimeNs: Int64, lastETag: String? = nil) {
+        self.lastETag = lastETag
         self.fileID = fileID
         self.versionID = versionID
         self.version = version
@@ -52,7 +55,7 @@ public enum ManifestEntry: Sendable {
     /// A new version, already published and fsync'd in the lake.
     case version(NewVersion)
     /// Content equal to the latest version, seen again (with another mtime or size record).
-    case sighting(versionID: Int64, size: Int64, mtimeNs: Int64)
+    case sighting(versionID: Int64, size: Int64, mtimeNs: Int64, etag: String?)
 }
 
 public struct NewVersion: Sendable {
@@ -67,9 +70,13 @@ public struct NewVersion: Sendable {
     public var lakePath: String
     /// The `file` row, when the file already has versions.
     public var fileID: Int64?
+    /// The object store's ETag of the copy (s3 sources).
+    public var etag: String?
 
-    public init(client: String, source: String, path: String, pathBytes: [UInt8], version: Int, sha256: String, size: Int64, mtimeNs: Int64, lakePath: String, fileID: Int64? = nil) {
+    public init(client: String, source: String, path: String, pathBytes: [UInt8], version: Int, sha256: String, size: Int64, mtimeNs: Int64, lakePath: String,
+                fileID: Int64? = nil, etag: String? = nil) {
         self.fileID = fileID
+        self.etag = etag
         self.client = client
         self.source = source
         self.path = path
@@ -207,7 +214,8 @@ public final class Manifest: Sendable {
             let select = """
                 SELECT f.id AS file_id, f.path_bytes, v.id AS version_id, v.version, v.sha256, v.lake_path,
                        COALESCE(s.size, v.size) AS last_size,
-                       COALESCE(s.source_mtime_ns, v.source_mtime_ns) AS last_mtime
+                       COALESCE(s.source_mtime_ns, v.source_mtime_ns) AS last_mtime,
+                       CASE WHEN s.id IS NULL THEN v.source_etag ELSE s.source_etag END AS last_etag
                 FROM file f
                 JOIN version v ON v.file_id = f.id
                      AND v.version = (SELECT MAX(version) FROM version WHERE file_id = f.id)
@@ -226,7 +234,7 @@ public final class Manifest: Sendable {
                     result[bytes] = KnownFile(
                         fileID: row["file_id"], versionID: row["version_id"], version: row["version"],
                         sha256: row["sha256"], lakePath: row["lake_path"],
-                        lastSize: row["last_size"], lastMtimeNs: row["last_mtime"])
+                        lastSize: row["last_size"], lastMtimeNs: row["last_mtime"], lastETag: row["last_etag"])
                 }
             }
             return result
@@ -246,11 +254,11 @@ public final class Manifest: Sendable {
                 ON CONFLICT (client, source, path_bytes) DO UPDATE SET path = path RETURNING id
                 """)
             let insertVersion = try db.cachedStatement(sql: """
-                INSERT INTO version (file_id, version, sha256, size, source_mtime, source_mtime_ns, lake_path, ingested_at, run_id)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO version (file_id, version, sha256, size, source_mtime, source_mtime_ns, lake_path, ingested_at, run_id, source_etag)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """)
             let insertSighting = try db.cachedStatement(sql: """
-                INSERT INTO sighting (version_id, run_id, seen_at, size, source_mtime, source_mtime_ns) VALUES (?, ?, ?, ?, ?, ?)
+                INSERT INTO sighting (version_id, run_id, seen_at, size, source_mtime, source_mtime_ns, source_etag) VALUES (?, ?, ?, ?, ?, ?, ?)
                 """)
             for entry in entries {
                 switch entry {
@@ -267,13 +275,13 @@ public final class Manifest: Sendable {
                     }
                     insertVersion.setUncheckedArguments([
                         fileID, v.version, v.sha256, v.size, Timestamp.iso8601(nanoseconds: v.mtimeNs),
-                        v.mtimeNs, v.lakePath, now, runID,
+                        v.mtimeNs, v.lakePath, now, runID, v.etag,
                     ])
                     try insertVersion.execute()
                     ids.append(db.lastInsertedRowID)
-                case .sighting(let versionID, let size, let mtimeNs):
+                case .sighting(let versionID, let size, let mtimeNs, let etag):
                     insertSighting.setUncheckedArguments([
-                        versionID, runID, now, size, Timestamp.iso8601(nanoseconds: mtimeNs), mtimeNs,
+                        versionID, runID, now, size, Timestamp.iso8601(nanoseconds: mtimeNs), mtimeNs, etag,
                     ])
                     try insertSighting.execute()
                     ids.append(versionID)

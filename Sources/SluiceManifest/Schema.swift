@@ -125,6 +125,14 @@ enum Schema {
                 CREATE INDEX upload_client ON upload(client, id);
                 """)
         }
+        migrator.registerMigration("v5-etag") { db in
+            // The ETag an object store gave each version and sighting (s3 sources): with the
+            // size, it is what tells an unchanged object from a changed one.
+            try db.execute(sql: """
+                ALTER TABLE version ADD COLUMN source_etag TEXT;
+                ALTER TABLE sighting ADD COLUMN source_etag TEXT;
+                """)
+        }
         return migrator
     }
 }

@@ -120,7 +120,7 @@ struct CheckConfig: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-config",
         abstract: "Validate the config file.",
-        discussion: "Validates agent.conf, every mapping file in mappings_dir, the upload API's TLS certificate and key, and the console's admin_token_file. Exit codes: 0 valid; 2 the config, a mapping or one of those files cannot be used (the message names the file, key and line).")
+        discussion: "Validates agent.conf, every mapping file in mappings_dir, the upload API's TLS certificate and key, the console's admin_token_file, and that each s3 source's credentials can be read (credentials_file and profile, or the AWS_* environment variables). Exit codes: 0 valid; 2 the config, a mapping or one of those files cannot be used (the message names the file, key and line).")
 
     @OptionGroup var global: GlobalOptions
 
@@ -129,6 +129,7 @@ struct CheckConfig: ParsableCommand {
         let c = agent.config
         let mappings = try SluiceAgentCLI.run { () throws(AgentError) in try agent.mappings() }
         try SluiceAgentCLI.run { () throws(AgentError) in try DaemonMain.checkListenerFiles(c) }
+        try SluiceAgentCLI.run { () throws(AgentError) in try agent.checkSourceSecrets() }
         print("\(c.file): OK")
         print("  state_dir    \(c.stateDir)")
         print("  lake_dir     \(c.lakeDir)")
@@ -151,6 +152,10 @@ struct CheckConfig: ParsableCommand {
                 case .sftp(let f):
                     let auth = [f.identityFile.map { "key \($0)" }, f.passwordFile.map { "password from \($0)" }].compactMap { $0 }.joined(separator: " + ")
                     print("    source \(s.name): sftp \(f.user)@\(f.host):\(f.port) \(f.remoteDir), \(auth), known_hosts \(f.knownHosts), "
+                        + "max_connections \(f.maxConnections), min_age \(f.minAgeNanoseconds / 1_000_000) ms, after_ingest \(f.afterIngest)")
+                case .s3(let f):
+                    let creds = f.credentialsFile.map { "credentials \($0) [\(f.profile)]" } ?? "credentials from AWS_* environment variables"
+                    print("    source \(s.name): s3 \(f.endpoint.absoluteString) bucket \(f.bucket) prefix \"\(f.prefix)\" (\(f.region)\(f.pathStyle ? ", path style" : "")), \(creds), "
                         + "max_connections \(f.maxConnections), min_age \(f.minAgeNanoseconds / 1_000_000) ms, after_ingest \(f.afterIngest)")
                 case .http(let h):
                     print("    source \(s.name): http uploads, include \(h.filter.include.map(\.pattern)), exclude \(h.filter.exclude.map(\.pattern))")

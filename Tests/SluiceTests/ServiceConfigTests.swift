@@ -60,7 +60,7 @@ import Testing
         let interval: Int64 = 60_000_000_000
         for (failures, factor) in [(0, 1), (1, 2), (2, 4), (3, 8), (4, 8), (30, 8)] as [(Int, Int64)] {
             for _ in 0..<50 {
-                let d = SFTPPoller.delay(interval: interval, failures: failures)
+                let d = SourcePoller.delay(interval: interval, failures: failures)
                 let base = interval * factor
                 #expect(d >= base - base / 10 && d <= base + base / 10, "failures \(failures): \(d)")
             }

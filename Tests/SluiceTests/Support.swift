@@ -152,3 +152,13 @@ func age(_ path: String, seconds: Int) {
 }
 
 var isRoot: Bool { geteuid() == 0 }
+
+/// Files in `dir`'s lake that are neither published versions nor processed output: staging
+/// files and temp files a failed copy would have left behind.
+func lakeLeftovers(_ dir: TempDir) -> [String] {
+    let all = (FileManager.default.enumerator(atPath: dir.sub("lake"))?.allObjects as? [String]) ?? []
+    return all.filter { p in
+        var isDir: ObjCBool = false
+        return FileManager.default.fileExists(atPath: dir.sub("lake/\(p)"), isDirectory: &isDir) && !isDir.boolValue && !p.hasPrefix(".sluice/tmp/") && !p.hasPrefix("raw/") && !p.hasPrefix("processed/")
+    } + all.filter { ($0 as NSString).lastPathComponent.hasPrefix(".%tmp-") }
+}

@@ -103,13 +103,7 @@ final class RawUpload {
 
         /// Files under the lake other than published versions and the running process's
         /// journal: staging leftovers.
-        func lakeLeftovers() -> [String] {
-            let all = (FileManager.default.enumerator(atPath: dir.sub("lake"))?.allObjects as? [String]) ?? []
-            return all.filter { p in
-                var isDir: ObjCBool = false
-                return FileManager.default.fileExists(atPath: dir.sub("lake/\(p)"), isDirectory: &isDir) && !isDir.boolValue && !p.hasPrefix(".sluice/tmp/") && !p.hasPrefix("raw/") && !p.hasPrefix("processed/")
-            } + all.filter { ($0 as NSString).lastPathComponent.hasPrefix(".%tmp-") }
-        }
+        func lakeLeftovers() -> [String] { SluiceTests.lakeLeftovers(dir) }
     }
 
     static func token(_ dir: TempDir, _ args: [String]) throws -> String {

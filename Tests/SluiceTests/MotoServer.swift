@@ -1,0 +1,112 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real S3 API server on loopback: moto's server mode (`pip install 'moto[server]'`),
+/// started by the test on a free port and used only over HTTP. Objects are put and checked
+/// with boto3 through `Tests/support/s3.py`, as a client company would.
+final class MotoServer: @unchecked Sendable {
+    static var available: Bool {
+        (try? Shell.run("/usr/bin/env", ["python3", "-c", "import moto.server, boto3, flask"]))?.status == 0
+    }
+
+    static let helper = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("support/s3.py").path
+
+    let dir: TempDir
+    let port: Int
+    var endpoint: String { "http://127.0.0.1:\(port)" }
+    /// Every request the server handled, one line each (werkzeug's log).
+    var log: String { (try? String(contentsOfFile: dir.sub("moto.log"), encoding: .utf8)) ?? "" }
+    private var pid: pid_t = 0
+
+    init(port: Int? = nil) throws {
+        dir = TempDir("moto")
+        self.port = try port ?? SSHServer.freePort()
+        try start()
+    }
+
+    deinit { kill() }
+
+    private func start() throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, dir.sub("moto.log"), O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let words = ["/usr/bin/env", "python3", "-m", "moto.server", "-H", "127.0.0.1", "-p", "\(port)"]
+        let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        let rc = posix_spawn(&pid, words[0], &actions, nil, argv, environ)
+        guard rc == 0 else { throw TestFailure("cannot start moto: \(String(cString: strerror(rc)))") }
+        for _ in 0..<400 {
+            if SSHServer.canConnect(port: port) { return }
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                pid = 0
+                break
+            }
+            usleep(25_000)
+        }
+        throw TestFailure("moto did not start: \(log)")
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash or a pulled plug would. Its objects,
+    /// held in memory, are gone with it.
+    func kill() {
+        guard pid > 0 else { return }
+        Glibc.kill(pid, SIGKILL)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        pid = 0
+    }
+
+    /// Starts a fresh, empty server on the same port.
+    func restart() throws {
+        kill()
+        try start()
+    }
+
+    /// Runs operations through boto3 (see `Tests/support/s3.py`); one result per operation.
+    @discardableResult
+    func ops(_ operations: [[String: Any]]) throws -> [Any] {
+        let input = dir.write("ops-\(UUID().uuidString).json", try JSONSerialization.data(withJSONObject: operations))
+        let r = try Shell.run("/bin/sh", ["-c", "python3 '\(Self.helper)' '\(endpoint)' < '\(input)'"])
+        guard r.status == 0 else { throw TestFailure("s3.py failed (\(r.status)): \(r.stderr)") }
+        return try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [Any] ?? []
+    }
+
+    func bucket(_ name: String) throws { try ops([["op": "bucket", "name": name]]) }
+
+    /// Puts small text objects; returns nothing.
+    func put(_ bucket: String, _ objects: [String: String]) throws {
+        try ops(objects.sorted { $0.key < $1.key }.map { ["op": "put", "bucket": bucket, "key": $0.key, "text": $0.value] })
+    }
+
+    func keys(_ bucket: String) throws -> [String] {
+        try ops([["op": "keys", "bucket": bucket]]).first as? [String] ?? []
+    }
+
+    /// How many GETs of `key` in `bucket` the server has answered.
+    func gets(_ bucket: String, _ key: String) -> Int {
+        log.split(separator: "\n").filter { $0.contains("\"GET /\(bucket)/\(key) ") }.count
+    }
+
+    /// The `[clients.acme.sources.bucket]` table for this server (path style), with `extra`.
+    func sourceTable(bucket: String, prefix: String = "", credentials: String, extra: String = "") -> String {
+        """
+        [clients.acme.sources.bucket]
+        type = "s3"
+        endpoint = "\(endpoint)"
+        region = "us-east-1"
+        bucket = "\(bucket)"
+        prefix = "\(prefix)"
+        path_style = true
+        credentials_file = "\(credentials)"
+        \(extra)
+        """
+    }
+}
