@@ -106,19 +106,21 @@ public struct Agent: Sendable {
         }
     }
 
-    /// Reads every s3 source's credentials (without contacting the store), so that a missing
-    /// file, profile or key shows in `check-config`.
-    public func checkSourceSecrets() throws(AgentError) {
+    /// Reads every s3 source's credentials (without contacting the store) and says what is
+    /// wrong with them: a missing file, profile or key (for `check-config`).
+    public func sourceSecretProblems() -> [String] {
+        var problems: [String] = []
         for client in config.clients {
             for s in client.sources {
                 guard case .s3(let c) = s.kind else { continue }
                 do {
                     _ = try S3CredentialsFile.load(config: c, key: "clients.\(client.id).sources.\(s.name)")
                 } catch {
-                    throw AgentError(.config, error.message)
+                    problems.append(error.message)
                 }
             }
         }
+        return problems
     }
 
     /// `sluice pull`: one pass over a client's sources, then the transform of what it stored

@@ -244,12 +244,20 @@ final class S3ObjectStream: SelfHashingStream, @unchecked Sendable {
     }
 }
 
-/// A large object fetched as ranged GETs (16 MiB each) over up to `max_connections`
-/// connections at once, each range written into the staging file where it belongs; the
-/// copier hashes the file's contiguous prefix as ranges land.
+/// A large object fetched as ranged GETs over up to `max_connections` connections at once,
+/// each range written into the staging file where it belongs; the copier hashes the file's
+/// contiguous prefix as ranges land.
 final class S3RangedStream: RangeFetching, @unchecked Sendable {
     static let parallelThreshold: Int64 = 64 << 20
-    static let chunkSize: Int64 = 16 << 20
+
+    /// Two ranges per connection, at least 16 MiB each (whole MiB): few enough requests that
+    /// per-request costs stay small (some stores read the whole object for every range), and
+    /// enough that connections which finish early take over the rest.
+    static func chunkSize(size: Int64, connections: Int) -> Int64 {
+        let perRange = (size + Int64(2 * max(1, connections)) - 1) / Int64(2 * max(1, connections))
+        let mib: Int64 = 1 << 20
+        return max(16 * mib, (perRange + mib - 1) / mib * mib)
+    }
 
     let pass: S3Pass
     let key: String
@@ -292,9 +300,11 @@ final class S3RangedFetch: ParallelFetch, @unchecked Sendable {
         self.fd = fd
         self.stagingPath = stagingPath
         let size = stream.candidate.size
-        let chunks = Int((size + S3RangedStream.chunkSize - 1) / S3RangedStream.chunkSize)
-        let workers = max(1, min(stream.pass.source.config.maxConnections, chunks))
-        progress = ChunkProgress(size: size, chunkSize: S3RangedStream.chunkSize, workers: workers)
+        let connections = stream.pass.source.config.maxConnections
+        let chunkSize = S3RangedStream.chunkSize(size: size, connections: connections)
+        let chunks = Int((size + chunkSize - 1) / chunkSize)
+        let workers = max(1, min(connections, chunks))
+        progress = ChunkProgress(size: size, chunkSize: chunkSize, workers: workers)
         for _ in 0..<workers {
             let t = Thread { [self] in run() }
             t.stackSize = 1 << 20

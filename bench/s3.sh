@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# S3 benchmark (release build): `sluice pull` of an s3 source against the AWS CLI's
+# `aws s3 cp --recursive`, in the same run, from the same loopback S3 API server (moto), onto
+# the same file system.
+#   bash bench/s3.sh
+# Needs: pip install 'moto[server]' boto3 awscli
+# Env: BENCH_DIR (default /var/tmp), BENCH_RUNS (default 3; medians are reported),
+#      BENCH_BIG_MB (default 1024), BENCH_SMALL (default 2000 objects of 8 KiB),
+#      BENCH_CONNECTIONS (max_connections for sluice, default 4).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -c "import moto.server, boto3" 2>/dev/null || { echo "needs moto and boto3: pip install 'moto[server]' boto3" >&2; exit 2; }
+command -v aws >/dev/null || { echo "needs the AWS CLI: pip install awscli" >&2; exit 2; }
+swift build -c release --product sluice >/dev/null
+BIN="$(swift build -c release --show-bin-path)/sluice"
+BASE="${BENCH_DIR:-/var/tmp}"
+W="$(mktemp -d "$BASE/sluice-s3-bench.XXXXXX")"
+RUNS="${BENCH_RUNS:-3}"
+BIG_MB="${BENCH_BIG_MB:-1024}"
+SMALL="${BENCH_SMALL:-2000}"
+CONNECTIONS="${BENCH_CONNECTIONS:-4}"
+# As root, both tools write onto a fresh ext4 image (see bench/sftp.sh for why).
+LOOP=""
+if [ "$(id -u)" -eq 0 ] && [ "${BENCH_LOOP:-1}" = 1 ] && command -v mkfs.ext4 >/dev/null; then
+  truncate -s $(( (BIG_MB * 3 + 2048) ))M "$W.img" && mkfs.ext4 -q -F "$W.img" && mount -o loop "$W.img" "$W" && LOOP=1
+fi
+MOTO_PID=""
+cleanup() {
+  [ -n "$MOTO_PID" ] && kill "$MOTO_PID" 2>/dev/null && wait "$MOTO_PID" 2>/dev/null || true
+  if [ -n "$LOOP" ]; then umount "$W"; rm -f "$W.img"; fi
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+calc() { python3 -c "print($*)"; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+EP="http://127.0.0.1:$PORT"
+python3 -m moto.server -H 127.0.0.1 -p "$PORT" >"$W/moto.log" 2>&1 &
+MOTO_PID=$!
+for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.05; done
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_DEFAULT_REGION=us-east-1
+printf '[default]\naws_access_key_id = bench\naws_secret_access_key = bench\n' > "$W/credentials"
+
+echo "file system: $(df -T "$W" | awk 'NR==2 {print $1, $2}')${LOOP:+ (fresh loop-mounted image)}; moto on $EP" >&2
+echo "putting one ${BIG_MB} MiB object and $SMALL x 8 KiB objects ..." >&2
+head -c $((BIG_MB << 20)) /dev/urandom > "$W/big.bin"
+python3 - "$EP" "$W/big.bin" "$SMALL" <<'PY'
+import concurrent.futures, os, sys
+import boto3
+from botocore.config import Config
+ep, big, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s3 = boto3.client("s3", endpoint_url=ep, config=Config(s3={"addressing_style": "path"}, max_pool_connections=16))
+s3.create_bucket(Bucket="bench")
+s3.upload_file(big, "bench", "big/big.bin")
+def put(i):
+    s3.put_object(Bucket="bench", Key=f"small/d{i % 20:02d}/f{i:05d}.csv", Body=os.urandom(8192))
+with concurrent.futures.ThreadPoolExecutor(16) as pool:
+    list(pool.map(put, range(n)))
+PY
+rm -f "$W/big.bin"
+# A minute of age, so that min_age never holds an object back.
+sleep 1
+
+conf() { # $1 = dir, $2 = prefix
+  mkdir -p "$1"
+  cat > "$1/agent.conf" <<CONF
+[agent]
+state_dir = "state"
+lake_dir = "lake"
+[clients.bench.sources.bucket]
+type = "s3"
+endpoint = "$EP"
+region = "us-east-1"
+bucket = "bench"
+prefix = "$2"
+path_style = true
+credentials_file = "$W/credentials"
+max_connections = $CONNECTIONS
+min_age = "0s"
+CONF
+}
+
+run_sluice() { # $1 = prefix; prints seconds and peak RSS (KiB)
+  local d="$W/run-sluice"
+  rm -rf "$d"; conf "$d" "$1"; sync
+  local t0 t1 rss
+  t0=$(now)
+  rss=$(/usr/bin/env time -f "%M" "$BIN" pull bench --config "$d/agent.conf" --log-level error 2>&1 >/dev/null | tail -1)
+  t1=$(now)
+  local n
+  n=$(find "$d/lake/raw" -type f | wc -l)
+  [ "$n" -ge 1 ] || { echo "sluice stored nothing" >&2; exit 1; }
+  echo "$(calc "$t1 - $t0") $rss"
+  rm -rf "$d"
+}
+run_aws() { # $1 = prefix
+  local d="$W/run-aws"
+  rm -rf "$d"; mkdir -p "$d"; sync
+  local t0 t1
+  t0=$(now)
+  aws s3 cp --recursive --only-show-errors --endpoint-url "$EP" "s3://bench/$1" "$d/" >/dev/null
+  t1=$(now)
+  calc "$t1 - $t0"
+  rm -rf "$d"
+}
+
+big_s=(); big_rss=(); big_ref=(); small_s=(); small_ref=()
+for r in $(seq "$RUNS"); do
+  echo "run $r/$RUNS ..." >&2
+  read -r s rss < <(run_sluice "big/"); big_s+=("$s"); big_rss+=("$rss")
+  big_ref+=("$(run_aws "big/")")
+  read -r s _ < <(run_sluice "small/"); small_s+=("$s")
+  small_ref+=("$(run_aws "small/")")
+done
+bs=$(printf '%s\n' "${big_s[@]}" | median); br=$(printf '%s\n' "${big_ref[@]}" | median)
+ss=$(printf '%s\n' "${small_s[@]}" | median); sr=$(printf '%s\n' "${small_ref[@]}" | median)
+rss=$(printf '%s\n' "${big_rss[@]}" | sort -n | tail -1)
+
+printf '\n%-30s %18s %26s %7s %s\n' "case (median of $RUNS)" "sluice pull" "aws s3 cp --recursive" "ratio" "target"
+printf '%-30s %16.2f s %24.2f s %7.2f %s\n' "one ${BIG_MB} MiB object" "$bs" "$br" "$(calc "$bs / $br")" "<= 0.7"
+printf '%-30s %16.2f s %24.2f s %7.2f %s\n' "$SMALL x 8 KiB objects" "$ss" "$sr" "$(calc "$ss / $sr")" "<= 0.7"
+printf '%-30s %14d MiB\n' "peak RSS, ${BIG_MB} MiB pull" "$((rss / 1024))"
+echo "all runs: big sluice ${big_s[*]} | aws ${big_ref[*]}; small sluice ${small_s[*]} | aws ${small_ref[*]}" >&2
+echo "sluice: max_connections = $CONNECTIONS, hashing, fsync and the manifest commit included; aws: its defaults (10 concurrent requests, no fsync)" >&2
