@@ -79,6 +79,8 @@ let package = Package(
             dependencies: [
                 "CSluiceLinux",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: upcoming
         ),
@@ -168,6 +170,8 @@ let package = Package(
                 "SluiceTransform",
                 "CSluiceLinux",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: upcoming
         ),

@@ -11,36 +11,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -c "import moto.server, boto3" 2>/dev/null || { echo "needs moto and boto3: pip install 'moto[server]' boto3" >&2; exit 2; }
 command -v aws >/dev/null || { echo "needs the AWS CLI: pip install awscli" >&2; exit 2; }
-swift build -c release --product sluice >/dev/null
-BIN="$(swift build -c release --show-bin-path)/sluice"
-BASE="${BENCH_DIR:-/var/tmp}"
-W="$(mktemp -d "$BASE/sluice-s3-bench.XXXXXX")"
 RUNS="${BENCH_RUNS:-3}"
 BIG_MB="${BENCH_BIG_MB:-1024}"
 SMALL="${BENCH_SMALL:-2000}"
 CONNECTIONS="${BENCH_CONNECTIONS:-4}"
-# As root, both tools write onto a fresh ext4 image (see bench/sftp.sh for why).
-LOOP=""
-if [ "$(id -u)" -eq 0 ] && [ "${BENCH_LOOP:-1}" = 1 ] && command -v mkfs.ext4 >/dev/null; then
-  truncate -s $(( (BIG_MB * 3 + 2048) ))M "$W.img" && mkfs.ext4 -q -F "$W.img" && mount -o loop "$W.img" "$W" && LOOP=1
-fi
-MOTO_PID=""
-cleanup() {
-  [ -n "$MOTO_PID" ] && kill "$MOTO_PID" 2>/dev/null && wait "$MOTO_PID" 2>/dev/null || true
-  if [ -n "$LOOP" ]; then umount "$W"; rm -f "$W.img"; fi
-  rm -rf "$W"
-}
-trap cleanup EXIT
+. bench/lib.sh
+bench_setup s3 $(( BIG_MB * 3 + 2048 ))
 
-now() { date +%s.%N; }
-calc() { python3 -c "print($*)"; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 EP="http://127.0.0.1:$PORT"
 python3 -m moto.server -H 127.0.0.1 -p "$PORT" >"$W/moto.log" 2>&1 &
-MOTO_PID=$!
-for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.05; done
+SERVER_PID=$!
+wait_port "$PORT"
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_DEFAULT_REGION=us-east-1
 printf '[default]\naws_access_key_id = bench\naws_secret_access_key = bench\n' > "$W/credentials"
 
@@ -61,8 +43,6 @@ with concurrent.futures.ThreadPoolExecutor(16) as pool:
     list(pool.map(put, range(n)))
 PY
 rm -f "$W/big.bin"
-# A minute of age, so that min_age never holds an object back.
-sleep 1
 
 conf() { # $1 = dir, $2 = prefix
   mkdir -p "$1"

@@ -8,37 +8,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v /usr/sbin/sshd >/dev/null || { echo "needs openssh-server (apt-get install openssh-server)" >&2; exit 2; }
-swift build -c release --product sluice >/dev/null
-BIN="$(swift build -c release --show-bin-path)/sluice"
-BASE="${BENCH_DIR:-/var/tmp}"
-W="$(mktemp -d "$BASE/sluice-sftp-bench.XXXXXX")"
 RUNS="${BENCH_RUNS:-3}"
 BIG_MB="${BENCH_BIG_MB:-1024}"
 SMALL="${BENCH_SMALL:-2000}"
 CONNECTIONS="${BENCH_CONNECTIONS:-4}"
-# As root, everything (served files, sftp's copies, the lake) lives on a fresh ext4 image:
-# ext4 on a busy disk slows inode allocation after mass deletions and makes runs incomparable.
-LOOP=""
-if [ "$(id -u)" -eq 0 ] && [ "${BENCH_LOOP:-1}" = 1 ] && command -v mkfs.ext4 >/dev/null; then
-  truncate -s $(( (BIG_MB * 3 + 2048) ))M "$W.img" && mkfs.ext4 -q -F "$W.img" && mount -o loop "$W.img" "$W" && LOOP=1
-fi
-SSHD_PID=""
-cleanup() {
-  [ -n "$SSHD_PID" ] && kill "$SSHD_PID" 2>/dev/null && wait "$SSHD_PID" 2>/dev/null || true
-  if [ -n "$LOOP" ]; then umount "$W"; rm -f "$W.img"; fi
-  rm -rf "$W"
-}
-trap cleanup EXIT
-
-now() { date +%s.%N; }
-calc() { python3 -c "print($*)"; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+. bench/lib.sh
+bench_setup sftp $(( BIG_MB * 3 + 2048 ))
 
 # A loopback sshd with generated keys, as the tests start it.
 K="$W/keys"; mkdir -p "$K" "$W/served/big" "$W/served/small"
 ssh-keygen -q -t ed25519 -N "" -f "$K/host" && ssh-keygen -q -t ed25519 -N "" -f "$K/client"
 cp "$K/client.pub" "$K/authorized_keys"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 [ "$(id -u)" -eq 0 ] && mkdir -p /run/sshd
 cat > "$K/sshd_config" <<CONF
 Port $PORT
@@ -55,8 +36,8 @@ Subsystem sftp internal-sftp
 LogLevel ERROR
 CONF
 /usr/sbin/sshd -D -e -f "$K/sshd_config" 2>"$W/sshd.log" &
-SSHD_PID=$!
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.05; done
+SERVER_PID=$!
+wait_port "$PORT"
 USER_NAME=$(id -un)
 echo "[127.0.0.1]:$PORT $(cut -d' ' -f1,2 "$K/host.pub")" > "$K/known_hosts"
 

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import SluiceLake
+import SluiceManifest
 import SluiceS3
 #if canImport(Glibc)
 import Glibc
@@ -131,7 +132,11 @@ final class S3Pass: SourcePass, @unchecked Sendable {
                     issue(ListingIssue(path: path, kind: .skipped, message: "key \(object.key) in bucket \(source.config.bucket) \(why); not ingested — rename it in the bucket"))
                     continue
                 }
-                candidate(Candidate(path: path, size: object.size, mtimeNs: object.lastModifiedNs, etag: object.etag))
+                guard let modified = Timestamp.nanoseconds(object.lastModified) else {
+                    issue(ListingIssue(path: path, kind: .failed, message: "key \(object.key) in bucket \(source.config.bucket) has an unreadable LastModified \"\(object.lastModified)\""))
+                    continue
+                }
+                candidate(Candidate(path: path, size: object.size, mtimeNs: modified, etag: object.etag))
             }
             token = page.nextContinuationToken
         } while token != nil
@@ -189,36 +194,66 @@ final class S3Pass: SourcePass, @unchecked Sendable {
 }
 
 /// One object read with a single GET: the body flows through a bounded queue (8 MiB) from
-/// the event loop, hashed there as it arrives, to the copier's thread.
+/// the event loop, hashed there as it arrives, to the copier's thread. A GET that fails in a
+/// way worth retrying (a reset connection, a 5xx, throttling) is resumed after a backoff with
+/// a ranged GET from the first byte not yet received, still under `If-Match`, so the queue and
+/// its hash go on as if nothing had happened.
 final class S3ObjectStream: SelfHashingStream, @unchecked Sendable {
     let body: UploadBody
     let candidate: Candidate
     let key: String
+    let pass: S3Pass
+    private let lock = NSLock()
     private var task: HTTPClient.Task<Void>?
+    private var closed = false
 
     init(pass: S3Pass, key: String, candidate: Candidate) throws(SourceError) {
         self.key = key
         self.candidate = candidate
-        let body = UploadBody(declaredLength: candidate.size, capacity: 8 << 20, readMinimum: 256 << 10)
-        self.body = body
+        self.pass = pass
+        body = UploadBody(declaredLength: candidate.size, capacity: 8 << 20, readMinimum: 256 << 10)
         do {
-            let task = try pass.s3.get(key: key, ifMatch: candidate.etag ?? "*") { buffer, loop in
-                S3ObjectStream.feed(body, buffer, on: loop)
-            }
-            task.futureResult.whenComplete { result in
-                switch result {
-                case .success: body.finish()
-                case .failure(let error):
-                    let e = S3Client.transportError(error, what: "downloading \(key)", bucket: pass.s3.bucket)
-                    body.fail(.failed(pass.fail(e.isPreconditionFailed
-                        ? S3Error(message: "key \(key) changed since it was listed (ETag no longer \(candidate.etag ?? "?")); retried on the next poll")
-                        : e).message))
-                }
-            }
-            self.task = task
+            try start(from: 0, attempt: 0)
         } catch {
             throw pass.fail(error)
         }
+    }
+
+    /// Starts the GET of the bytes from `offset` on (the whole object at 0).
+    private func start(from offset: Int64, attempt: Int) throws(S3Error) {
+        let body = self.body
+        let range: Range<Int64>? = offset > 0 ? offset..<candidate.size : nil
+        let task = try pass.s3.get(key: key, ifMatch: candidate.etag ?? "*", range: range) { buffer, loop in
+            S3ObjectStream.feed(body, buffer, on: loop)
+        }
+        task.futureResult.whenComplete { [self] result in
+            switch result {
+            case .success:
+                body.finish()
+            case .failure(let error):
+                failed(S3Client.transportError(error, what: "downloading \(key)", bucket: pass.s3.bucket), attempt: attempt)
+            }
+        }
+        lock.withLock { self.task = task }
+    }
+
+    private func failed(_ e: S3Error, attempt: Int) {
+        let received = body.bytesQueued
+        let stopped = lock.withLock { closed }
+        if e.retryable, !stopped, attempt + 1 < pass.s3.attempts, received < candidate.size {
+            let delay = pass.s3.retryDelayMs(attempt: attempt + 1)
+            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(delay)) { [self] in
+                do throws(S3Error) {
+                    try start(from: received, attempt: attempt + 1)
+                } catch {
+                    failed(error, attempt: attempt + 1)
+                }
+            }
+            return
+        }
+        body.fail(.failed(pass.fail(e.isPreconditionFailed
+            ? S3Error(message: "key \(key) changed since it was listed (ETag no longer \(candidate.etag ?? "?")); retried on the next poll")
+            : e).message))
     }
 
     /// Hands a chunk to the queue; the answer completes when there is room for more.
@@ -240,6 +275,10 @@ final class S3ObjectStream: SelfHashingStream, @unchecked Sendable {
 
     func close() {
         body.close()
+        let task = lock.withLock {
+            closed = true
+            return self.task
+        }
         task?.cancel()
     }
 }

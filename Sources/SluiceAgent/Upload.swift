@@ -180,6 +180,9 @@ public final class UploadBody: SelfHashingStream, @unchecked Sendable {
 
     public var failureReason: Failure? { condition.withLock { failure } }
 
+    /// Bytes queued so far (read from any thread).
+    public var bytesQueued: Int64 { condition.withLock { received } }
+
     // MARK: The reader's side (ByteStream, blocking)
 
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(SourceError) -> Int {

@@ -76,8 +76,8 @@ public struct S3Object: Sendable {
     public var size: Int64
     /// As the service sent it, quotes included (`"9b2cf535f27731c974343645a3985328"`).
     public var etag: String
-    /// Nanoseconds since the Unix epoch.
-    public var lastModifiedNs: Int64
+    /// As sent: ISO 8601 in UTC (`2026-11-25T11:30:04.000Z`).
+    public var lastModified: String
 }
 
 /// A ListObjectsV2 page: up to 1,000 objects and the token for the next page.
@@ -154,10 +154,16 @@ public final class S3Client: Sendable {
             } catch {
                 attempt += 1
                 guard error.retryable, attempt < attempts else { throw error }
-                let cap = min(10_000, baseDelayMs << min(attempt - 1, 10))
-                usleep(useconds_t(Int.random(in: cap / 2...cap) * 1000))
+                usleep(useconds_t(retryDelayMs(attempt: attempt) * 1000))
             }
         }
+    }
+
+    /// The wait before retry number `attempt` (1, 2, …): `baseDelayMs` doubling, at most 10 s,
+    /// with "equal jitter" (a random point in its upper half) so that clients drift apart.
+    public func retryDelayMs(attempt: Int) -> Int {
+        let cap = min(10_000, baseDelayMs << min(max(attempt, 1) - 1, 10))
+        return Int.random(in: cap / 2...max(cap / 2, cap))
     }
 
     /// Sends a request whose answer is small (listing, head, copy, delete) and returns it.
@@ -346,14 +352,14 @@ enum ListParser {
         var urlEncoded = false
         private var text = ""
         private var inContents = false
-        private var key = "", size: Int64 = 0, etag = "", modified: Int64 = 0
+        private var key = "", size: Int64 = 0, etag = "", modified = ""
 
         func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?, attributes: [String: String] = [:]) {
             text = ""
             if name == "ListBucketResult" { sawRoot = true }
             if name == "Contents" {
                 inContents = true
-                key = ""; size = 0; etag = ""; modified = 0
+                key = ""; size = 0; etag = ""; modified = ""
             }
         }
 
@@ -365,10 +371,10 @@ enum ListParser {
                 case "Key": key = text
                 case "Size": size = Int64(text.trimmingCharacters(in: .whitespaces)) ?? -1
                 case "ETag": etag = text
-                case "LastModified": modified = S3Time.parse(text) ?? 0
+                case "LastModified": modified = text.trimmingCharacters(in: .whitespacesAndNewlines)
                 case "Contents":
                     inContents = false
-                    objects.append(S3Object(key: urlEncoded ? (Self.formDecode(key) ?? key) : key, size: size, etag: etag, lastModifiedNs: modified))
+                    objects.append(S3Object(key: urlEncoded ? (Self.formDecode(key) ?? key) : key, size: size, etag: etag, lastModified: modified))
                 default: break
                 }
             } else {
@@ -420,44 +426,5 @@ enum ErrorParser {
             }
             text = ""
         }
-    }
-}
-
-/// S3's ISO 8601 times (`2026-11-25T11:30:04.000Z`).
-public enum S3Time {
-    public static func parse(_ s: String) -> Int64? {
-        let t = s.trimmingCharacters(in: .whitespaces)
-        let bytes = Array(t.utf8)
-        guard bytes.count >= 20 else { return nil }
-        func num(_ a: Int, _ n: Int) -> Int? {
-            var v = 0
-            for i in a..<(a + n) {
-                let d = Int(bytes[i]) - 48
-                guard (0...9).contains(d) else { return nil }
-                v = v * 10 + d
-            }
-            return v
-        }
-        guard let y = num(0, 4), let mo = num(5, 2), let d = num(8, 2), let h = num(11, 2), let mi = num(14, 2), let sec = num(17, 2) else { return nil }
-        var frac: Int64 = 0
-        var i = 19
-        if i < bytes.count, bytes[i] == UInt8(ascii: ".") {
-            i += 1
-            var scale: Int64 = 100_000_000
-            while i < bytes.count, let digit = num(i, 1) {
-                frac += Int64(digit) * scale
-                scale /= 10
-                i += 1
-            }
-        }
-        var tm = tm()
-        tm.tm_year = Int32(y - 1900)
-        tm.tm_mon = Int32(mo - 1)
-        tm.tm_mday = Int32(d)
-        tm.tm_hour = Int32(h)
-        tm.tm_min = Int32(mi)
-        tm.tm_sec = Int32(sec)
-        let seconds = Int64(timegm(&tm))
-        return seconds * 1_000_000_000 + frac
     }
 }

@@ -31,27 +31,8 @@ final class MotoServer: @unchecked Sendable {
     deinit { kill() }
 
     private func start() throws {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, dir.sub("moto.log"), O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        let words = ["/usr/bin/env", "python3", "-m", "moto.server", "-H", "127.0.0.1", "-p", "\(port)"]
-        let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        let rc = posix_spawn(&pid, words[0], &actions, nil, argv, environ)
-        guard rc == 0 else { throw TestFailure("cannot start moto: \(String(cString: strerror(rc)))") }
-        for _ in 0..<400 {
-            if SSHServer.canConnect(port: port) { return }
-            var status: Int32 = 0
-            if waitpid(pid, &status, WNOHANG) == pid {
-                pid = 0
-                break
-            }
-            usleep(25_000)
-        }
-        throw TestFailure("moto did not start: \(log)")
+        pid = try spawnListener(["/usr/bin/env", "python3", "-m", "moto.server", "-H", "127.0.0.1", "-p", "\(port)"],
+                                log: dir.sub("moto.log"), port: port, name: "moto", seconds: 10)
     }
 
     /// Kills the server at once (SIGKILL), as a crash or a pulled plug would. Its objects,

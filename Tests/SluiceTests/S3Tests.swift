@@ -263,6 +263,33 @@ extension S3Tests {
     }
 }
 
+extension S3Tests {
+    /// A connection reset in the middle of an object's body: the GET is resumed from the first
+    /// byte not yet received (a ranged GET under If-Match), and the version is whole.
+    @Test func aResetConnectionIsResumedWhereItStopped() throws {
+        let moto = try MotoServer()
+        try moto.bucket("flaky")
+        let sha = try moto.ops([["op": "put", "bucket": "flaky", "key": "five.bin", "size": 5_000_000, "seed": 11]]).first as? String
+        let proxyPort = try SSHServer.freePort()
+        let proxy = try spawnListener(["/usr/bin/env", "python3", MotoServer.helper.replacingOccurrences(of: "s3.py", with: "cutproxy.py"),
+                                       "\(proxyPort)", "\(moto.port)", "2000000"],
+                                      log: moto.dir.sub("proxy.log"), port: proxyPort, name: "cutproxy")
+        defer {
+            kill(proxy, SIGKILL)
+            var status: Int32 = 0
+            _ = waitpid(proxy, &status, 0)
+        }
+        let dir = Self.setUp(moto, bucket: "flaky")
+        dir.config(tables: moto.sourceTable(bucket: "flaky", credentials: dir.sub("secrets/acme.s3"), extra: "min_age = \"0s\"")
+            .replacingOccurrences(of: "127.0.0.1:\(moto.port)", with: "127.0.0.1:\(proxyPort)"))
+        let (r, _, files) = try Self.pull(dir)
+        #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
+        #expect(files["five.bin"]?["sha256"] as? String == sha)
+        let requests = moto.log.split(separator: "\n").filter { $0.contains("GET /flaky/five.bin") }
+        #expect(requests.count == 2 && requests.last?.contains("\" 206 ") == true, "one GET, then a ranged GET for the rest: \(requests)")
+    }
+}
+
 /// Kills the server the first time it fires.
 final class KillOnce: @unchecked Sendable {
     let moto: MotoServer

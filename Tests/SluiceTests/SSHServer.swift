@@ -125,28 +125,7 @@ final class SSHServer: @unchecked Sendable {
             \(extraConfig)
 
             """)
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, dir.sub("sshd.log"), O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        let words: [String] = [program, "-D", "-e", "-f", config]
-        let argv: [UnsafeMutablePointer<CChar>?] = words.map { word in strdup(word) } + [nil]
-        defer { argv.forEach { free($0) } }
-        let rc = posix_spawn(&pid, program, &actions, nil, argv, environ)
-        guard rc == 0 else { throw TestFailure("cannot start sshd: \(String(cString: strerror(rc)))") }
-        // Ready once it accepts connections.
-        for _ in 0..<200 {
-            if Self.canConnect(port: port) { return }
-            var status: Int32 = 0
-            if waitpid(pid, &status, WNOHANG) == pid {
-                pid = 0
-                break
-            }
-            usleep(25_000)
-        }
-        throw TestFailure("sshd did not start: \((try? String(contentsOfFile: dir.sub("sshd.log"), encoding: .utf8)) ?? "")")
+        pid = try spawnListener([program, "-D", "-e", "-f", config], log: dir.sub("sshd.log"), port: port, name: "sshd")
     }
 
     static func canConnect(port: Int) -> Bool {

@@ -162,3 +162,30 @@ func lakeLeftovers(_ dir: TempDir) -> [String] {
         return FileManager.default.fileExists(atPath: dir.sub("lake/\(p)"), isDirectory: &isDir) && !isDir.boolValue && !p.hasPrefix(".sluice/tmp/") && !p.hasPrefix("raw/") && !p.hasPrefix("processed/")
     } + all.filter { ($0 as NSString).lastPathComponent.hasPrefix(".%tmp-") }
 }
+
+/// Starts a server process (stdin /dev/null, stdout and stderr appended to `log`) and waits
+/// until it accepts connections on loopback `port`. Spawned with posix_spawn and reaped by the
+/// caller: Foundation's Process reaper can block in wait4() on a long-lived child.
+func spawnListener(_ words: [String], log: String, port: Int, name: String, seconds: Double = 5) throws -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, words[0], &actions, nil, argv, environ)
+    guard rc == 0 else { throw TestFailure("cannot start \(name): \(String(cString: strerror(rc)))") }
+    for _ in 0..<Int(seconds * 40) {
+        if SSHServer.canConnect(port: port) { return pid }
+        var status: Int32 = 0
+        if waitpid(pid, &status, WNOHANG) == pid { break }
+        usleep(25_000)
+    }
+    kill(pid, SIGKILL)
+    var status: Int32 = 0
+    _ = waitpid(pid, &status, 0)
+    throw TestFailure("\(name) did not start: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+}
