@@ -243,6 +243,7 @@ final class S3ObjectStream: SelfHashingStream, @unchecked Sendable {
         if e.retryable, !stopped, attempt + 1 < pass.s3.attempts, received < candidate.size {
             let delay = pass.s3.retryDelayMs(attempt: attempt + 1)
             DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(delay)) { [self] in
+                guard !lock.withLock({ closed }) else { return }
                 do throws(S3Error) {
                     try start(from: received, attempt: attempt + 1)
                 } catch {
