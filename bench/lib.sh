@@ -26,3 +26,43 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 now() { date +%s.%N; }
 calc() { python3 -c "print($*)"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# Times a command (its output discarded) in seconds.
+timed() { local t0 t1; t0=$(now); "$@" >/dev/null; t1=$(now); calc "$t1 - $t0"; }
+
+# Runs the big and the small case RUNS times, Sluice and the reference tool alternating, and
+# prints medians, their ratios and every run. The script defines run_sluice ARGS… (prints
+# "seconds peak_rss_kib") and run_ref ARGS… (prints seconds), and sets the arrays SLUICE_BIG,
+# REF_BIG, SLUICE_SMALL and REF_SMALL (each case's arguments).
+#   bench_compare REF_NAME BIG_LABEL SMALL_LABEL BIG_TARGET SMALL_TARGET RSS_TARGET
+bench_compare() {
+  local big_s=() big_rss=() big_ref=() small_s=() small_ref=() s rss r
+  for r in $(seq "$RUNS"); do
+    echo "run $r/$RUNS ..." >&2
+    read -r s rss < <(run_sluice "${SLUICE_BIG[@]}"); big_s+=("$s"); big_rss+=("$rss")
+    big_ref+=("$(run_ref "${REF_BIG[@]}")")
+    read -r s _ < <(run_sluice "${SLUICE_SMALL[@]}"); small_s+=("$s")
+    small_ref+=("$(run_ref "${REF_SMALL[@]}")")
+  done
+  local bs br ss sr
+  bs=$(printf '%s\n' "${big_s[@]}" | median); br=$(printf '%s\n' "${big_ref[@]}" | median)
+  ss=$(printf '%s\n' "${small_s[@]}" | median); sr=$(printf '%s\n' "${small_ref[@]}" | median)
+  rss=$(printf '%s\n' "${big_rss[@]}" | sort -n | tail -1)
+  printf '\n%-30s %18s %26s %7s %s\n' "case (median of $RUNS)" "sluice pull" "$1" "ratio" "target"
+  printf '%-30s %16.2f s %24.2f s %7.2f %s\n' "$2" "$bs" "$br" "$(calc "$bs / $br")" "$4"
+  printf '%-30s %16.2f s %24.2f s %7.2f %s\n' "$3" "$ss" "$sr" "$(calc "$ss / $sr")" "$5"
+  printf '%-30s %14d MiB %26s %7s %s\n' "peak RSS, $2" "$((rss / 1024))" "" "" "$6"
+  echo "all runs: big sluice ${big_s[*]} | ref ${big_ref[*]}; small sluice ${small_s[*]} | ref ${small_ref[*]}" >&2
+}
+
+# One `sluice pull bench` of the config in folder $1: prints seconds and peak RSS (KiB), and
+# fails the benchmark when nothing was stored.
+timed_pull() {
+  local t0 t1 rss
+  sync
+  t0=$(now)
+  rss=$(/usr/bin/env time -f "%M" "$BIN" pull bench --config "$1/agent.conf" --log-level error 2>&1 >/dev/null | tail -1)
+  t1=$(now)
+  [ "$(find "$1/lake/raw" -type f | wc -l)" -ge 1 ] || { echo "sluice stored nothing" >&2; exit 1; }
+  echo "$(calc "$t1 - $t0") $rss"
+}

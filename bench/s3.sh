@@ -65,43 +65,17 @@ CONF
 
 run_sluice() { # $1 = prefix; prints seconds and peak RSS (KiB)
   local d="$W/run-sluice"
-  rm -rf "$d"; conf "$d" "$1"; sync
-  local t0 t1 rss
-  t0=$(now)
-  rss=$(/usr/bin/env time -f "%M" "$BIN" pull bench --config "$d/agent.conf" --log-level error 2>&1 >/dev/null | tail -1)
-  t1=$(now)
-  local n
-  n=$(find "$d/lake/raw" -type f | wc -l)
-  [ "$n" -ge 1 ] || { echo "sluice stored nothing" >&2; exit 1; }
-  echo "$(calc "$t1 - $t0") $rss"
+  rm -rf "$d"; conf "$d" "$1"
+  timed_pull "$d"
   rm -rf "$d"
 }
-run_aws() { # $1 = prefix
+run_ref() { # $1 = prefix
   local d="$W/run-aws"
   rm -rf "$d"; mkdir -p "$d"; sync
-  local t0 t1
-  t0=$(now)
-  aws s3 cp --recursive --only-show-errors --endpoint-url "$EP" "s3://bench/$1" "$d/" >/dev/null
-  t1=$(now)
-  calc "$t1 - $t0"
+  timed aws s3 cp --recursive --only-show-errors --endpoint-url "$EP" "s3://bench/$1" "$d/"
   rm -rf "$d"
 }
 
-big_s=(); big_rss=(); big_ref=(); small_s=(); small_ref=()
-for r in $(seq "$RUNS"); do
-  echo "run $r/$RUNS ..." >&2
-  read -r s rss < <(run_sluice "big/"); big_s+=("$s"); big_rss+=("$rss")
-  big_ref+=("$(run_aws "big/")")
-  read -r s _ < <(run_sluice "small/"); small_s+=("$s")
-  small_ref+=("$(run_aws "small/")")
-done
-bs=$(printf '%s\n' "${big_s[@]}" | median); br=$(printf '%s\n' "${big_ref[@]}" | median)
-ss=$(printf '%s\n' "${small_s[@]}" | median); sr=$(printf '%s\n' "${small_ref[@]}" | median)
-rss=$(printf '%s\n' "${big_rss[@]}" | sort -n | tail -1)
-
-printf '\n%-30s %18s %26s %7s %s\n' "case (median of $RUNS)" "sluice pull" "aws s3 cp --recursive" "ratio" "target"
-printf '%-30s %16.2f s %24.2f s %7.2f %s\n' "one ${BIG_MB} MiB object" "$bs" "$br" "$(calc "$bs / $br")" "<= 0.7"
-printf '%-30s %16.2f s %24.2f s %7.2f %s\n' "$SMALL x 8 KiB objects" "$ss" "$sr" "$(calc "$ss / $sr")" "<= 0.7"
-printf '%-30s %14d MiB\n' "peak RSS, ${BIG_MB} MiB pull" "$((rss / 1024))"
-echo "all runs: big sluice ${big_s[*]} | aws ${big_ref[*]}; small sluice ${small_s[*]} | aws ${small_ref[*]}" >&2
+SLUICE_BIG=("big/"); REF_BIG=("big/"); SLUICE_SMALL=("small/"); REF_SMALL=("small/")
+bench_compare "aws s3 cp --recursive" "one ${BIG_MB} MiB object" "$SMALL x 8 KiB objects" "<= 0.7" "<= 0.7" ""
 echo "sluice: max_connections = $CONNECTIONS, hashing, fsync and the manifest commit included; aws: its defaults (10 concurrent requests, no fsync)" >&2

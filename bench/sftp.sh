@@ -78,40 +78,17 @@ SFTP=(sftp -q -P "$PORT" -i "$K/client" -o "UserKnownHostsFile=$K/known_hosts" -
 
 run_sluice() { # $1 = remote folder; prints seconds and peak RSS (KiB)
   local d="$W/run-sluice"
-  rm -rf "$d"; conf "$d" "$1"; sync
-  local t0 t1 rss
-  t0=$(now)
-  rss=$(/usr/bin/env time -f "%M" "$BIN" pull bench --config "$d/agent.conf" --log-level error 2>&1 >/dev/null | tail -1)
-  t1=$(now)
-  echo "$(calc "$t1 - $t0") $rss"
+  rm -rf "$d"; conf "$d" "$1"
+  timed_pull "$d"
   rm -rf "$d"
 }
-run_sftp() { # $1 = remote path, $2 = recursive flag or ""
+run_ref() { # $1 = remote path, $2 = recursive flag or ""
   local d="$W/run-sftp"
   rm -rf "$d"; mkdir -p "$d"; sync
-  local t0 t1
-  t0=$(now)
-  "${SFTP[@]}" $2 "$USER_NAME@127.0.0.1:$1" "$d/" >/dev/null
-  t1=$(now)
-  calc "$t1 - $t0"
+  timed "${SFTP[@]}" $2 "$USER_NAME@127.0.0.1:$1" "$d/"
   rm -rf "$d"
 }
 
-big_s=(); big_rss=(); big_ref=(); small_s=(); small_ref=()
-for r in $(seq "$RUNS"); do
-  echo "run $r/$RUNS ..." >&2
-  read -r s rss < <(run_sluice "$W/served/big"); big_s+=("$s"); big_rss+=("$rss")
-  big_ref+=("$(run_sftp "$W/served/big/big.bin" "")")
-  read -r s _ < <(run_sluice "$W/served/small"); small_s+=("$s")
-  small_ref+=("$(run_sftp "$W/served/small" "-r")")
-done
-bs=$(printf '%s\n' "${big_s[@]}" | median); br=$(printf '%s\n' "${big_ref[@]}" | median)
-ss=$(printf '%s\n' "${small_s[@]}" | median); sr=$(printf '%s\n' "${small_ref[@]}" | median)
-rss=$(printf '%s\n' "${big_rss[@]}" | sort -n | tail -1)
-
-printf '\n%-30s %18s %26s %7s %s\n' "case (median of $RUNS)" "sluice pull" "OpenSSH sftp" "ratio" "target"
-printf '%-30s %16.2f s %24.2f s %7.2f %s\n' "one ${BIG_MB} MiB file" "$bs" "$br" "$(calc "$bs / $br")" "<= 1.0"
-printf '%-30s %16.2f s %24.2f s %7.2f %s\n' "$SMALL x 8 KiB files" "$ss" "$sr" "$(calc "$ss / $sr")" "<= 0.5"
-printf '%-30s %14d MiB %26s %7s %s\n' "peak RSS, ${BIG_MB} MiB pull" "$((rss / 1024))" "" "" "<= 64 MiB"
-echo "all runs: big sluice ${big_s[*]} | sftp ${big_ref[*]}; small sluice ${small_s[*]} | sftp ${small_ref[*]}" >&2
+SLUICE_BIG=("$W/served/big"); REF_BIG=("$W/served/big/big.bin" ""); SLUICE_SMALL=("$W/served/small"); REF_SMALL=("$W/served/small" "-r")
+bench_compare "OpenSSH sftp" "one ${BIG_MB} MiB file" "$SMALL x 8 KiB files" "<= 1.0" "<= 0.5" "<= 64 MiB"
 echo "sluice: max_connections = $CONNECTIONS, hashing and the durable commit included; sftp: plain get (no fsync)" >&2
