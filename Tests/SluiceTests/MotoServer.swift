@@ -16,16 +16,25 @@ final class MotoServer: @unchecked Sendable {
         .appendingPathComponent("support/s3.py").path
 
     let dir: TempDir
-    let port: Int
+    private(set) var port: Int
     var endpoint: String { "http://127.0.0.1:\(port)" }
     /// Every request the server handled, one line each (werkzeug's log).
     var log: String { (try? String(contentsOfFile: dir.sub("moto.log"), encoding: .utf8)) ?? "" }
     private var pid: pid_t = 0
 
-    init(port: Int? = nil) throws {
+    init() throws {
         dir = TempDir("moto")
-        self.port = try port ?? SSHServer.freePort()
-        try start()
+        port = 0
+        // A free port can be taken by another test between the probe and moto's bind: try again.
+        for attempt in 1... {
+            port = try SSHServer.freePort()
+            do {
+                try start()
+                return
+            } catch let error as TestFailure where attempt < 5 && "\(error)".contains("Address already in use") {
+                continue
+            }
+        }
     }
 
     deinit { kill() }
