@@ -6,6 +6,7 @@ import FoundationXML
 #endif
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import NIOSSL
 
 /// Where a bucket is: the endpoint, its region, and how the bucket is addressed.
@@ -66,7 +67,6 @@ public struct S3Error: Error, CustomStringConvertible, Sendable {
 
     public var description: String { message }
     public var isPreconditionFailed: Bool { status == 412 || code == "PreconditionFailed" }
-    public var isNotFound: Bool { status == 404 }
 }
 
 /// One object in a listing.
@@ -94,6 +94,9 @@ public final class S3Client: Sendable {
     public let bucket: S3Bucket
     let signer: SigV4Signer
     let http: HTTPClient
+    /// The client's own event loops: body callbacks hash and write to the lake on them, which
+    /// must never stall the loops the daemon's HTTP servers share (NIO's singleton group).
+    let group: MultiThreadedEventLoopGroup
     /// Attempts per request, for retryable failures.
     public let attempts: Int
     let baseDelayMs: Int
@@ -115,11 +118,15 @@ public final class S3Client: Sendable {
         // tries again a bounded number of times, instead of the pool retrying until the
         // connect timeout for every attempt (a dead server would hold a poll for minutes).
         config.connectionPool.retryConnectionEstablishment = false
-        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
+        group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, min(maxConnections, System.coreCount)))
+        http = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: config)
     }
 
-    /// Closes every connection; the client is unusable afterwards.
-    public func shutdown() { try? http.syncShutdown() }
+    /// Closes every connection and stops the event loops; the client is unusable afterwards.
+    public func shutdown() {
+        try? http.syncShutdown()
+        try? group.syncShutdownGracefully()
+    }
 
     // MARK: Requests
 
@@ -244,7 +251,7 @@ public final class S3Client: Sendable {
     public static func transportError(_ error: any Error, what: String, bucket: S3Bucket) -> S3Error {
         if let e = error as? S3Error { return e }
         let host = bucket.endpoint.host ?? "?"
-        if error is NIOSSLError || String(describing: type(of: error)).contains("SSL") || String(describing: error).contains("handshake") {
+        if error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError {
             return S3Error(message: "\(what): TLS with \(host) failed: \(error) (check endpoint, and that the server's certificate is trusted by this host)")
         }
         if let h = error as? HTTPClientError {
