@@ -20,7 +20,7 @@ final class FieldConverter {
     /// The direct route for a field with no `trim` and no `map`: the type's byte-level parser
     /// alone, whose accepted forms are all ASCII (so no separate UTF-8 check). A value it
     /// does not take goes the general way.
-    private enum Direct { case string, int64, decimal(precision: Int, scale: Int), isoTimestamp, isoDate, none }
+    private enum Direct { case string, int64, decimal(precision: Int, scale: Int), isoTimestamp, isoDate, bool, none }
     private let direct: Direct
     /// The null markers are just "" (the default).
     private let onlyEmptyIsNull: Bool
@@ -44,7 +44,8 @@ final class FieldConverter {
             case .decimal(let p, let s): direct = plainNumbers ? .decimal(precision: p, scale: s) : .none
             case .timestamp: direct = field.format == nil ? .isoTimestamp : .none
             case .date: direct = field.format == nil ? .isoDate : .none
-            case .bool, .float64: direct = .none
+            case .bool: direct = .bool
+            case .float64: direct = .none
             }
         }
     }
@@ -59,43 +60,54 @@ final class FieldConverter {
     }
 
     /// Sets the field's column of `row` from `raw` (nil = the column is absent).
+    @inline(__always)
     func convert(_ raw: UnsafeBufferPointer<UInt8>?, into row: ParquetRow) throws(ValueError) {
-        guard var b = raw else { return try slow(nil, into: row) }
-        if case .none = direct {} else {
-            if isNull(b) { return try slow(nil, into: row) }
-            switch direct {
-            case .string:
-                if FastValues.isASCII(b) || String(validating: b, as: UTF8.self) != nil {
-                    row.set(column, bytes: b)
-                    return
-                }
-                throw Self.invalidUTF8(dataset)
-            case .int64:
-                if let v = FastValues.int64(b) {
-                    row.set(column, int64: v)
-                    return
-                }
-            case .decimal(let p, let s):
-                if let v = FastValues.decimal(b, precision: p, scale: s) {
-                    row.set(column, decimal: v)
-                    return
-                }
-            case .isoTimestamp:
-                if let zone, let p = FastValues.iso(b) {
-                    let local = p.days * 86_400 + p.secondOfDay
-                    let utc = p.offsetSeconds.map { local - $0 } ?? zone.utc(local: local)
-                    row.set(column, timestamp: utc * 1_000_000 + p.micros)
-                    return
-                }
-            case .isoDate:
-                if let p = FastValues.iso(b) {
-                    row.set(column, date: Int32(truncatingIfNeeded: p.days))
-                    return
-                }
-            case .none:
-                break
+        if let b = raw, convertDirectly(b, into: row) { return }
+        try convertGenerally(raw, into: row)
+    }
+
+    /// The direct route: true when it set the column. Small, so that it inlines into the
+    /// reader's loop; whatever it does not take goes the general way.
+    @inline(__always)
+    private func convertDirectly(_ b: UnsafeBufferPointer<UInt8>, into row: ParquetRow) -> Bool {
+        switch direct {
+        case .none:
+            return false
+        case .string:
+            guard !isNull(b), FastValues.isASCII(b) else { return false }
+            row.set(column, bytes: b)
+        case .int64:
+            guard !isNull(b), let v = FastValues.int64(b) else { return false }
+            row.set(column, int64: v)
+        case .decimal(let p, let s):
+            guard !isNull(b), let v = FastValues.decimal(b, precision: p, scale: s) else { return false }
+            row.set(column, decimal: v)
+        case .isoTimestamp:
+            guard !isNull(b), let zone, let p = FastValues.iso(b) else { return false }
+            let local = p.days * 86_400 + p.secondOfDay
+            let utc = p.offsetSeconds.map { local - $0 } ?? zone.utc(local: local)
+            row.set(column, timestamp: utc * 1_000_000 + p.micros)
+        case .isoDate:
+            guard !isNull(b), let p = FastValues.iso(b) else { return false }
+            row.set(column, date: Int32(truncatingIfNeeded: p.days))
+        case .bool:
+            guard !isNull(b), FastValues.isASCII(b) else { return false }
+            if trueValues.contains(where: { Self.equalIgnoringCase(b, $0) }) {
+                row.set(column, bool: true)
+            } else if falseValues.contains(where: { Self.equalIgnoringCase(b, $0) }) {
+                row.set(column, bool: false)
+            } else {
+                return false
             }
         }
+        return true
+    }
+
+    /// Every other value: nulls, non-ASCII text, `trim` and `map`, booleans, formats, and
+    /// whatever the direct route did not take (`Transformer.value` has the last word).
+    @inline(never)
+    private func convertGenerally(_ raw: UnsafeBufferPointer<UInt8>?, into row: ParquetRow) throws(ValueError) {
+        guard var b = raw else { return try slow(nil, into: row) }
         let ascii = FastValues.isASCII(b)
         if !ascii && String(validating: b, as: UTF8.self) == nil { throw Self.invalidUTF8(dataset) }
         if field.trim {

@@ -360,6 +360,7 @@ public final class Ingestor: Sendable {
         } catch {
             return .failed("cannot create a staging file in the lake: \(error)")
         }
+        var background: BackgroundSHA256?
         if let ranged = stream as? any RangeFetching, let fetch = ranged.startParallelFetch(into: file.descriptor, stagingPath: file.path) {
             if let failure = absorbParallel(fetch, into: &file, candidate: c, buffer: buffer, hooks: hooks) {
                 file.discard()
@@ -367,25 +368,43 @@ public final class Ingestor: Sendable {
             }
         } else {
             let hashedByStream = stream is any SelfHashingStream
+            // A big file is hashed on a second thread, a block behind: block k is hashed there
+            // while this thread writes it and reads block k + 1 into the other buffer.
+            background = !hashedByStream && c.size >= Self.backgroundHashSize ? BackgroundSHA256() : nil
+            let second = background.map { _ in IOBuffer(size: buffer.raw.count) }
+            var current = buffer
             var first = true
             var flushed: Int64 = 0
             while true {
                 let n: Int
                 do {
-                    n = try stream.read(into: buffer.raw)
+                    n = try stream.read(into: current.raw)
                 } catch {
+                    background?.wait()
                     file.discard()
                     return .failed(error.message)
                 }
                 if n == 0 { break }
                 if abortRequested?() == true {
+                    background?.wait()
                     file.discard()
                     return .skipped("copy abandoned: the agent is shutting down")
                 }
                 do {
-                    let bytes = UnsafeRawBufferPointer(rebasing: buffer.raw[0..<n])
-                    if hashedByStream { try file.writeHashedByCaller(bytes) } else { try file.write(bytes) }
+                    let bytes = UnsafeRawBufferPointer(rebasing: current.raw[0..<n])
+                    if let background, let second {
+                        // The block before this one is hashed: its buffer may be read into next.
+                        background.wait()
+                        background.start(bytes)
+                        try file.writeHashedByCaller(bytes)
+                        current = current === buffer ? second : buffer
+                    } else if hashedByStream {
+                        try file.writeHashedByCaller(bytes)
+                    } else {
+                        try file.write(bytes)
+                    }
                 } catch {
+                    background?.wait()
                     file.discard()
                     return .failed("writing to the lake failed: \(error)")
                 }
@@ -400,13 +419,15 @@ public final class Ingestor: Sendable {
                     hook(c)
                 }
             }
+            // No block is left being hashed (in a buffer that is about to be freed).
+            background?.wait()
         }
         let size = file.size
         if let why = stream.changedWhileReading(bytesRead: size) {
             file.discard()
             return .skipped(why)
         }
-        let selfHashed = (stream as? any SelfHashingStream)?.sha256OfBytesRead
+        let selfHashed = (stream as? any SelfHashingStream)?.sha256OfBytesRead ?? background?.finish()
         let digest = selfHashed ?? file.currentDigest
         if let expected = c.expectedSHA256, digest != expected {
             file.discard()
@@ -424,6 +445,10 @@ public final class Ingestor: Sendable {
     public static let notStableYet = "not stable yet"
     /// How a copy whose SHA-256 is not the one its sender declared is reported.
     public static let checksumMismatch = "checksum mismatch"
+
+    /// Files at least this big (by their listed size) are hashed on a thread of their own
+    /// while they are copied.
+    static let backgroundHashSize: Int64 = 8 << 20
 
     /// How many bytes of a file being copied are written before their writeback is started.
     static let writebackStep: Int64 = 16 << 20

@@ -618,13 +618,17 @@ final class LakeFile {
 final class AtomicFile {
     let final: String
     let temp: String
+    private let lake: Lake
+    private let folder: String
     private var fd: Int32
     private var written: Int64 = 0
     private var flushed: Int64 = 0
 
     init(lake: Lake, relative: String) throws {
+        self.lake = lake
         final = "\(lake.root)/\(relative)"
-        temp = try lake.tempPath(inFolder: (relative as NSString).deletingLastPathComponent)
+        folder = (relative as NSString).deletingLastPathComponent
+        temp = try lake.tempPath(inFolder: folder)
         fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o440)
         guard fd >= 0 else { throw SystemCallError(call: "open", errno: errno, path: temp) }
     }
@@ -644,7 +648,7 @@ final class AtomicFile {
         close(fd)
         fd = -1
         try systemCall("rename", final) { rename(temp, final) }
-        try syncDirectory((final as NSString).deletingLastPathComponent)
+        try lake.syncDirectories([folder])
     }
 
     func abandon() {

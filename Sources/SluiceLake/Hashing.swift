@@ -1,4 +1,5 @@
 import Crypto
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -35,5 +36,73 @@ public enum FileDigest {
             total += Int64(n)
         }
         return (hexString(hasher.finalize()), total)
+    }
+}
+
+/// SHA-256 on a thread of its own, a block at a time: a big file's copy hashes block k there
+/// while it writes block k and reads block k + 1 itself, so the hash no longer adds to the
+/// copy's time. The caller keeps each block unchanged until `wait()` returns.
+public final class BackgroundSHA256: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var hasher = SHA256()
+    private var block: UnsafeRawBufferPointer?
+    private var closed = false
+    private var running = false
+
+    public init() {}
+
+    deinit { stop() }
+
+    /// Starts hashing `bytes` (after the block before it); they must stay as they are until
+    /// the next `wait()`.
+    public func start(_ bytes: UnsafeRawBufferPointer) {
+        condition.lock()
+        defer { condition.unlock() }
+        while block != nil { condition.wait() }
+        block = bytes
+        condition.broadcast()
+        if !running {
+            running = true
+            let thread = Thread { [self] in work() }
+            thread.name = "sha256"
+            thread.start()
+        }
+    }
+
+    /// Waits until the block being hashed is done.
+    public func wait() {
+        condition.lock()
+        while block != nil { condition.wait() }
+        condition.unlock()
+    }
+
+    /// The digest of every block (lowercase hex); ends the thread.
+    public func finish() -> String {
+        stop()
+        return hexString(hasher.finalize())
+    }
+
+    private func stop() {
+        condition.lock()
+        closed = true
+        condition.broadcast()
+        while running { condition.wait() }
+        condition.unlock()
+    }
+
+    private func work() {
+        condition.lock()
+        while true {
+            while block == nil && !closed { condition.wait() }
+            guard let bytes = block else { break }
+            condition.unlock()
+            hasher.update(bufferPointer: bytes)
+            condition.lock()
+            block = nil
+            condition.broadcast()
+        }
+        running = false
+        condition.broadcast()
+        condition.unlock()
     }
 }

@@ -29,6 +29,10 @@ public final class Lake: Sendable {
     private let counter = Atomic<Int>(0)
     /// Folders known to exist and already in this process's journal.
     private let readyFolders = Mutex<Set<String>>([])
+    /// Folders (absolute) that hold the entry of a folder this process created, not yet
+    /// fsync'd. `syncDirectories` syncs them for the folders it syncs, so a published file's
+    /// whole chain of new folders is durable before its manifest row is committed.
+    private let unsyncedParents = Mutex<Set<String>>([])
 
     /// The prefix of every temp file name.
     public static let tempPrefix = ".%tmp-"
@@ -221,8 +225,9 @@ public final class Lake: Sendable {
         return "\(root)/\(folder)/\(Self.tempPrefix)\(owner)-\(n)"
     }
 
-    /// Makes sure each folder exists durably and is in this process's journal before the first
-    /// temp file is created in it. Cheap for folders already prepared.
+    /// Makes sure each folder exists and is in this process's journal before the first temp
+    /// file is created in it; the folders it creates are made durable by `syncDirectories`,
+    /// which every publish calls before its commit. Cheap for folders already prepared.
     public func prepare(folders: some Sequence<String>) throws(SystemCallError) {
         for folder in folders { try prepare(folder: folder) }
     }
@@ -231,10 +236,15 @@ public final class Lake: Sendable {
         if readyFolders.withLock({ $0.contains(folder) }) { return }
         try readyFolders.withLock { (ready) throws(SystemCallError) in
             if ready.contains(folder) { return }
-            // A new folder's entry lives in its parent: sync the parents so a crash cannot lose
-            // the folder under a published file.
-            for created in try makeDirectories("\(root)/\(folder)") {
-                try syncDirectory(String(created[..<created.lastIndex(of: "/")!]))
+            // A new folder's entry lives in its parent. The parents are synced with the folder
+            // when a file is published in it (`syncDirectories`), not here: syncing now would
+            // wait for all the data the file system has in flight (ext4 commits it with the
+            // directory), while a temp file needs no durable folder.
+            let created = try makeDirectories("\(root)/\(folder)")
+            if !created.isEmpty {
+                unsyncedParents.withLock { set in
+                    for c in created { set.insert(String(c[..<c.lastIndex(of: "/")!])) }
+                }
             }
             let line = Array((folder + "\n").utf8)
             let written = line.withUnsafeBytes { b in write(journalFD, b.baseAddress!, b.count) }
@@ -274,10 +284,27 @@ public final class Lake: Sendable {
         try systemCall("syncfs", root) { CSluiceLinux_syncfs(fd) }
     }
 
-    /// fsyncs each folder once (paths relative to the root).
+    /// fsyncs each folder once (paths relative to the root), and, before it, every folder
+    /// above it that holds the entry of a folder this process created and has not synced yet.
     public func syncDirectories(_ relativeFolders: some Sequence<String>) throws(SystemCallError) {
-        for folder in Set(relativeFolders) {
-            try syncDirectory(folder.isEmpty ? root : "\(root)/\(folder)")
+        let folders = Set(relativeFolders).map { $0.isEmpty ? root : "\(root)/\($0)" }
+        let parents = unsyncedParents.withLock { set in
+            set.filter { p in folders.contains { $0 == p || $0.hasPrefix(p + "/") } }
+        }
+        for parent in parents.sorted() {
+            try syncDirectory(parent)
+            _ = unsyncedParents.withLock { $0.remove(parent) }
+        }
+        for folder in folders where !parents.contains(folder) {
+            try syncDirectory(folder)
+        }
+    }
+
+    /// The folders (relative to the root; "" is the root) whose entry for a folder this
+    /// process created is not yet synced: what `syncDirectories` still owes.
+    public var foldersAwaitingSync: [String] {
+        unsyncedParents.withLock { set in
+            set.map { $0 == root ? "" : String($0.dropFirst(root.count + 1)) }.sorted()
         }
     }
 

@@ -41,9 +41,10 @@ final class ColumnChunkWriter {
     /// The dictionary index of the value appended last, while in dictionary mode.
     private var lastIndex: UInt32?
 
-    // The chunk so far.
-    private var pages: [UInt8] = []
-    private var pagesUncompressed: Int64 = 0
+    // The chunk so far: its data pages (being compressed, or done), and their bodies' size
+    // before compression.
+    private var pages: [PageCompressor.Ticket] = []
+    private var pagesBodyBytes = 0
     private var numValues: Int64 = 0
     private var nullCount: Int64 = 0
     private var usedDictionary = false
@@ -92,7 +93,7 @@ final class ColumnChunkWriter {
 
     /// Bytes held for the current row group (for the row-group size bound).
     var bufferedBytes: Int {
-        Int(pagesUncompressed) + plain.count + indices.count * 4 + bools.count / 8 + levels.count + dictionaryPlain.count
+        pagesBodyBytes + plain.count + indices.count * 4 + bools.count / 8 + levels.count + dictionaryPlain.count
     }
 
     private var pageBytes: Int { plain.count + indices.count * 4 + bools.count / 8 + levels.count / 8 }
@@ -309,15 +310,8 @@ final class ColumnChunkWriter {
             encoding = 0  // PLAIN
             usedPlain = true
         }
-        let valueCount = Int32(pageValues)
-        pagesUncompressed += try compressor.page(type: 0, body: body, to: &pages) { w in  // DATA_PAGE
-            w.structure(5) { w in
-                w.i32(1, valueCount)
-                w.i32(2, encoding)
-                w.i32(3, 3)  // RLE
-                w.i32(4, 3)  // RLE
-            }
-        }
+        pagesBodyBytes += body.count
+        pages.append(try compressor.submit(.data(values: Int32(pageValues), encoding: encoding), body: body))
         levels.removeAll()
         plain.removeAll()
         bools.removeAll()
@@ -335,20 +329,20 @@ final class ColumnChunkWriter {
         lastIndex = nil
         try flushPage()
         var bytes: [UInt8] = []
-        var uncompressed = pagesUncompressed
+        var uncompressed: Int64 = 0
         var dictionaryOffset: Int64?
         if usedDictionary {
-            let count = Int32(dictionaryCount)
-            uncompressed += try compressor.page(type: 2, body: dictionaryPlain.array, to: &bytes) { w in  // DICTIONARY_PAGE
-                w.structure(7) { w in
-                    w.i32(1, count)
-                    w.i32(2, 2)  // PLAIN_DICTIONARY
-                }
-            }
+            let page = try compressor.compressNow(.dictionary(values: Int32(dictionaryCount)), body: dictionaryPlain.array)
+            bytes += page.bytes
+            uncompressed += page.uncompressed
             dictionaryOffset = offset
         }
         let dataOffset = offset + Int64(bytes.count)
-        bytes += pages
+        for ticket in pages {
+            let page = try compressor.result(of: ticket)
+            bytes += page.bytes
+            uncompressed += page.uncompressed
+        }
         var encodings: [Int32] = [3]
         if usedDictionary { encodings += [2, 8] }
         if usedPlain { encodings.append(0) }
@@ -359,7 +353,7 @@ final class ColumnChunkWriter {
             min: statsTooLong || !hasStats ? nil : statBytes(max: false), max: statsTooLong || !hasStats ? nil : statBytes(max: true))
         // A new chunk starts with a new dictionary.
         pages = []
-        pagesUncompressed = 0
+        pagesBodyBytes = 0
         numValues = 0
         nullCount = 0
         usedDictionary = false
@@ -400,63 +394,6 @@ final class ColumnChunkWriter {
         case .none: 0
         case .snappy: 1
         case .zstd: 6
-        }
-    }
-}
-
-/// Compresses a file's pages with one reusable zstd context and output buffer (a new context
-/// per page would cost an allocation and a clear of its tables every time).
-final class PageCompressor {
-    let options: ParquetOptions
-    private let zstd: OpaquePointer?
-    private var scratch = RawBuffer<UInt8>(capacity: 1 << 16)
-
-    init(options: ParquetOptions) {
-        self.options = options
-        zstd = options.compression == .zstd ? ZSTD_createCCtx() : nil
-    }
-
-    deinit {
-        if let zstd { ZSTD_freeCCtx(zstd) }
-        scratch.free()
-    }
-
-    /// Appends a page to `out`: its header (type, sizes, and what `header` adds), then its
-    /// compressed body. Returns the page's uncompressed size (header included).
-    func page(type: Int32, body: [UInt8], to out: inout [UInt8], header: (inout CompactWriter) -> Void) throws -> Int64 {
-        try body.withUnsafeBytes { body in
-            let compressed = try compress(body)
-            var h = CompactWriter()
-            h.beginStruct()
-            h.i32(1, type)
-            h.i32(2, Int32(body.count))
-            h.i32(3, Int32(compressed.count))
-            header(&h)
-            h.endStruct()
-            out += h.bytes
-            out.append(contentsOf: compressed)
-            return Int64(h.bytes.count + body.count)
-        }
-    }
-
-    /// The compressed bytes, valid until the next call.
-    private func compress(_ body: UnsafeRawBufferPointer) throws -> UnsafeRawBufferPointer {
-        switch options.compression {
-        case .none:
-            return body
-        case .zstd:
-            let bound = ZSTD_compressBound(body.count)
-            scratch.reserve(bound)
-            let n = ZSTD_compressCCtx(zstd, scratch.base, bound, body.baseAddress, body.count, options.zstdLevel)
-            if ZSTD_isError(n) != 0 { throw ParquetError("zstd: \(String(cString: ZSTD_getErrorName(n)))") }
-            return UnsafeRawBufferPointer(start: scratch.base, count: n)
-        case .snappy:
-            var length = snappy_max_compressed_length(body.count)
-            scratch.reserve(length)
-            let status = snappy_compress(body.baseAddress?.assumingMemoryBound(to: CChar.self), body.count,
-                                         UnsafeMutableRawPointer(scratch.base).assumingMemoryBound(to: CChar.self), &length)
-            if status != SNAPPY_OK { throw ParquetError("snappy failed with status \(status)") }
-            return UnsafeRawBufferPointer(start: scratch.base, count: length)
         }
     }
 }

@@ -10,38 +10,52 @@ import SluiceBuffers
 /// The setter must suit the column's type (`int64` for int64 columns, `decimal` for decimal
 /// columns, and so on); the writer checks what it cannot trust.
 public final class ParquetRow: @unchecked Sendable {
-    @usableFromInline
+    /// One column of one row, as the writer reads it.
     struct Slot {
-        @usableFromInline var present = false
-        /// int64, timestamp, date (sign-extended), bool (0/1) or a double's bit pattern.
-        @usableFromInline var bits: UInt64 = 0
+        var present: Bool
+        /// int64, timestamp, date (sign-extended), bool (0/1), a double's bit pattern, a
+        /// decimal's low 64 bits, or a string's start in `arena`.
+        var bits: UInt64
+        /// A decimal's high 64 bits, or a string's length.
+        var high: Int64
+
         /// A decimal's unscaled value.
-        @usableFromInline var wide: Int128 = 0
-        /// A string's bytes in `arena`.
-        @usableFromInline var start = 0
-        @usableFromInline var count = 0
+        var wide: Int128 { Int128(high) << 64 | Int128(bits) }
+        var start: Int { Int(truncatingIfNeeded: bits) }
+        var count: Int { Int(high) }
     }
 
     public let columnCount: Int
     /// How many rows the batch holds.
     public let capacity: Int
-    @usableFromInline let slots: UnsafeMutableBufferPointer<Slot>
+    // Slots are stored as three arrays (a structure of arrays), column by column
+    // (`column * capacity + row`), so that the writer, which encodes a batch a column at a
+    // time, reads them in order, and a number column costs 9 bytes a row, not a whole slot.
+    @usableFromInline let present: UnsafeMutablePointer<Bool>
+    @usableFromInline let bits: UnsafeMutablePointer<UInt64>
+    @usableFromInline let high: UnsafeMutablePointer<Int64>
     @usableFromInline var arena = RawBuffer<UInt8>(capacity: 4096)
     /// Committed rows.
     public private(set) var count = 0
-    /// The current row's index. Slots are stored column by column (`column * capacity + row`),
-    /// so that the writer, which encodes a batch a column at a time, reads them in order.
+    /// The current row's index.
     @usableFromInline var base = 0
 
     public init(columns: Int, capacity: Int = 1) {
         columnCount = columns
         self.capacity = Swift.max(capacity, 1)
-        slots = .allocate(capacity: columns * self.capacity)
-        slots.initialize(repeating: Slot())
+        let n = columns * self.capacity
+        present = .allocate(capacity: n)
+        present.initialize(repeating: false, count: n)
+        bits = .allocate(capacity: n)
+        bits.initialize(repeating: 0, count: n)
+        high = .allocate(capacity: n)
+        high.initialize(repeating: 0, count: n)
     }
 
     deinit {
-        slots.deallocate()
+        present.deallocate()
+        bits.deallocate()
+        high.deallocate()
         arena.free()
     }
 
@@ -53,7 +67,7 @@ public final class ParquetRow: @unchecked Sendable {
     /// The current row's columns back to null, and its strings dropped.
     @inlinable
     public func clear() {
-        for c in 0..<columnCount { slots[c &* capacity &+ base].present = false }
+        for c in 0..<columnCount { present[c &* capacity &+ base] = false }
         arena.removeLast(arena.count - committedBytes)
     }
 
@@ -76,15 +90,27 @@ public final class ParquetRow: @unchecked Sendable {
 
     /// Slot of committed row `row`, column `column`.
     @inline(__always)
-    func slot(_ row: Int, _ column: Int) -> Slot { slots[column &* capacity &+ row] }
+    func slot(_ row: Int, _ column: Int) -> Slot {
+        let i = column &* capacity &+ row
+        return Slot(present: present[i], bits: bits[i], high: high[i])
+    }
+
+    /// Whether committed row `row` has a value in `column`.
+    @inline(__always)
+    func isPresent(_ row: Int, _ column: Int) -> Bool { present[column &* capacity &+ row] }
+
+    /// The number bits of committed row `row`, `column` (see `Slot.bits`).
+    @inline(__always)
+    func bits(_ row: Int, _ column: Int) -> UInt64 { bits[column &* capacity &+ row] }
 
     @inlinable
-    public func setNull(_ column: Int) { slots[column &* capacity &+ base].present = false }
+    public func setNull(_ column: Int) { present[column &* capacity &+ base] = false }
 
     @inlinable @inline(__always)
-    func setBits(_ column: Int, _ bits: UInt64) {
-        slots[column &* capacity &+ base].present = true
-        slots[column &* capacity &+ base].bits = bits
+    func setBits(_ column: Int, _ value: UInt64) {
+        let i = column &* capacity &+ base
+        present[i] = true
+        bits[i] = value
     }
 
     @inlinable public func set(_ column: Int, int64 v: Int64) { setBits(column, UInt64(bitPattern: v)) }
@@ -95,15 +121,18 @@ public final class ParquetRow: @unchecked Sendable {
 
     @inlinable
     public func set(_ column: Int, decimal v: Int128) {
-        slots[column &* capacity &+ base].present = true
-        slots[column &* capacity &+ base].wide = v
+        let i = column &* capacity &+ base
+        present[i] = true
+        bits[i] = UInt64(truncatingIfNeeded: v)
+        high[i] = Int64(truncatingIfNeeded: v >> 64)
     }
 
     @inlinable
     public func set(_ column: Int, bytes: UnsafeBufferPointer<UInt8>) {
-        slots[column &* capacity &+ base].present = true
-        slots[column &* capacity &+ base].start = arena.count
-        slots[column &* capacity &+ base].count = bytes.count
+        let i = column &* capacity &+ base
+        present[i] = true
+        bits[i] = UInt64(arena.count)
+        high[i] = Int64(bytes.count)
         arena.append(contentsOf: bytes)
     }
 
@@ -133,7 +162,7 @@ public final class ParquetRow: @unchecked Sendable {
 
     /// A column's value of the current row back as a `ParquetValue` (for JSON Lines output).
     public func value(_ column: Int, type: ParquetColumnType) -> ParquetValue {
-        let slot = slots[column &* capacity &+ base]
+        let slot = slot(base, column)
         guard slot.present else { return .null }
         switch type {
         case .string: return .string(Array(bytes(slot)))

@@ -54,6 +54,9 @@ public struct ParquetOptions: Sendable {
     /// A column's dictionary may grow to this many bytes; beyond it the column chunk falls
     /// back to PLAIN for the rest of its pages.
     public var dictionaryLimitBytes = 1 << 20
+    /// Compresses data pages on a thread of its own, while the next ones are encoded (the
+    /// file's bytes are the same either way).
+    public var backgroundCompression = true
     public var createdBy = "sluice"
     public var metadata: [(String, String)] = []
     public init() {}
@@ -71,6 +74,7 @@ public final class ParquetWriter {
     let options: ParquetOptions
     private let sink: (UnsafeRawBufferPointer) throws -> Void
     private var columns: [ColumnChunkWriter]
+    private let compressor: PageCompressor
     /// The same writers, for the per-value path: `columns` keeps them alive, so calls through
     /// these need no retain and release per value.
     private var unretained: [Unmanaged<ColumnChunkWriter>] = []
@@ -86,11 +90,15 @@ public final class ParquetWriter {
         self.options = options
         self.sink = sink
         let compressor = PageCompressor(options: options)
+        self.compressor = compressor
         columns = fields.map { ColumnChunkWriter(field: $0, options: options, compressor: compressor) }
         isConstant = Array(repeating: false, count: fields.count)
         unretained = columns.map { Unmanaged.passUnretained($0) }
         try emit(Array("PAR1".utf8))
     }
+
+    /// A writer dropped without `finish` (a failed transform) stops its compression thread.
+    deinit { compressor.close() }
 
     private func emit(_ bytes: [UInt8]) throws {
         try bytes.withUnsafeBytes { try sink($0) }
@@ -157,7 +165,7 @@ public final class ParquetWriter {
                     try columns[i]._withUnsafeGuaranteedRef { c in
                         if isConstant[i] {
                             try constantRow._withUnsafeGuaranteedRef { k in
-                                try c.appendRepeated(k.slots[i], row: k, times: count)
+                                try c.appendRepeated(k.slot(0, i), row: k, times: count)
                             }
                         } else {
                             for r in 0..<count { try c.append(rows.slot(r, i), row: rows) }
@@ -195,6 +203,7 @@ public final class ParquetWriter {
     public func finish() throws -> Int64 {
         guard !finished else { return offset }
         finished = true
+        defer { compressor.close() }
         try flushRowGroup()
         var w = CompactWriter()
         w.beginStruct()

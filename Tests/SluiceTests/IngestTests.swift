@@ -139,7 +139,9 @@ import Glibc
     @Test func aFileThatChangesWhileCopiedIsRetriedNextPass() throws {
         let dir = TempDir("grow")
         dir.config()
-        let big = dir.write("drop/growing.csv", Data(repeating: 0x41, count: 3 << 20))
+        // Over 8 MiB, so it is hashed on a second thread while copied; random, so that a block
+        // hashed out of order would show in the digest.
+        let big = dir.write("drop/growing.csv", FileHandle(forReadingAtPath: "/dev/urandom")!.readData(ofLength: 12 << 20))
         dir.write("drop/steady.csv", "ok")
         let agent = try loadAgent(dir)
         let hooks = IngestHooks(afterFirstChunk: { c in
@@ -161,7 +163,7 @@ import Glibc
         let next = try agent.pull(client: "acme", source: nil)
         #expect(next.counts.new == 1)
         let v = try #require(try agent.history(client: "acme", path: "growing.csv").first)
-        #expect(v.size == Int64(3 << 20) + 10)
+        #expect(v.size == Int64(12 << 20) + 10)
         #expect(try sha256(ofFile: dir.sub("lake/\(v.lake_path)")) == (try sha256(ofFile: big)))
     }
 
@@ -376,6 +378,24 @@ extension IngestTests {
         }
         #expect(try SluiceBinary.run(["audit"], config: conf).status == 0)
         #expect(Lake.listDirectory(dir.sub("lake/.sluice/tmp")).isEmpty)
+    }
+
+    /// A new folder's entry is synced in its parent when a file is published in it (before
+    /// the commit), not when the folder is made: a temp file needs no durable folder, and the
+    /// early sync would wait for all the data in flight.
+    @Test func newFoldersAreMadeDurableWithTheFirstPublishInThem() throws {
+        let dir = TempDir("dirsync")
+        let lake = try Lake(root: dir.sub("lake"))
+        try lake.prepare(folders: ["processed/a/b"])
+        #expect(lake.foldersAwaitingSync == ["", "processed", "processed/a"])
+        try lake.syncDirectories(["raw"])
+        #expect(lake.foldersAwaitingSync == ["processed", "processed/a"], "raw's sync syncs the root above it, not the others")
+        try lake.syncDirectories(["processed/a/b"])
+        #expect(lake.foldersAwaitingSync == [])
+        try lake.prepare(folders: ["processed/a/c", "processed/a/b"])
+        #expect(lake.foldersAwaitingSync == ["processed/a"])
+        try lake.syncDirectories(["processed/a/c"])
+        #expect(lake.foldersAwaitingSync == [])
     }
 
     @Test func startUpCleansOnlyStagingOfDeadProcesses() throws {

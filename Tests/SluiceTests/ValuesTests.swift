@@ -77,11 +77,13 @@ import Testing
     }
 
     @Test func integersAndDecimalsAgreeWithValues() {
-        let inputs = Self.samples("0123456789-+. e", count: 20_000, maxLength: 22) + ["0", "-0", "+7", "007", "1.", ".5", "-.5", "+.", "", "9223372036854775807", "123456789012345678"]
+        let inputs = Self.samples("0123456789-+. e", count: 20_000, maxLength: 22) + ["0", "-0", "+7", "007", "1.", ".5", "-.5", "+.", "", "9223372036854775807", "123456789012345678",
+                                                                                           "999999999999999999", "-999999999999999999.00", "0.000000000000000001",
+                                                                                           String(repeating: "9", count: 38), "-" + String(repeating: "9", count: 28) + ".9999999999"]
         for s in inputs {
             let fast = Self.bytes(s) { FastValues.int64($0) }
             if let fast { #expect((try? Values.int64(s)) == fast, "int64 \"\(s)\"") }
-            for (p, sc) in [(12, 2), (5, 0), (38, 10), (18, 18)] {
+            for (p, sc) in [(12, 2), (5, 0), (38, 10), (18, 18), (18, 0), (18, 2), (19, 2), (38, 0)] {
                 let fastD = Self.bytes(s) { FastValues.decimal($0, precision: p, scale: sc) }
                 let slow = try? Values.decimal(s, precision: p, scale: sc)
                 if let fastD { #expect(slow == fastD, "decimal(\(p),\(sc)) \"\(s)\"") }
