@@ -109,6 +109,40 @@ final class ColumnChunkWriter {
             if nullable { levels.append(1) }
             try appendPresent(slot, row: row)
         }
+        try counted()
+    }
+
+    /// Appends `column` of every committed row of `rows`. Plain 64-bit numbers (integers,
+    /// timestamps, decimals up to precision 18) take a loop of their own, without the
+    /// per-value dispatch on the column's kind.
+    func appendColumn(of rows: ParquetRow, column: Int) throws {
+        let count = rows.count
+        guard case .int64 = kind else {
+            for r in 0..<count { try append(rows.slot(r, column), row: rows) }
+            return
+        }
+        for r in 0..<count {
+            if rows.isPresent(r, column) {
+                if nullable { levels.append(1) }
+                let v = Int64(bitPattern: rows.bits(r, column))
+                // A decimal's high half must be the low half's sign: it fits in 64 bits.
+                if isDecimal && rows.high(r, column) != v >> 63 {
+                    throw ParquetError("column \(field.name): \(rows.slot(r, column).wide) does not fit its decimal precision")
+                }
+                noteInt(Int128(v))
+                appendFixed(UInt64(bitPattern: v), width: 8)
+            } else {
+                guard nullable else { throw ParquetError("column \(field.name) is required but got a null") }
+                levels.append(0)
+                nullCount += 1
+            }
+            try counted()
+        }
+    }
+
+    /// Counts the value just appended, and ends the page (or the dictionary) when it is time.
+    @inline(__always)
+    private func counted() throws {
         pageValues += 1
         numValues += 1
         if fallBack {
@@ -193,8 +227,7 @@ final class ColumnChunkWriter {
                 indices.append(index)
                 lastIndex = index
             } else {
-                noteBytes(value)
-                appendBytes(value, lengthPrefix: true)
+                appendBytes(value, lengthPrefix: true, statistics: true)
             }
         case .fixedBytes(let n):
             // Big-endian two's complement, n (≤ 16) bytes.
@@ -203,7 +236,7 @@ final class ColumnChunkWriter {
             try withUnsafeBytes(of: &be) { raw in
                 guard n <= 16 else { throw ParquetError("column \(field.name): decimal wider than 16 bytes") }
                 let tail = UnsafeBufferPointer(rebasing: raw.bindMemory(to: UInt8.self)[(16 - n)...])
-                appendBytes(tail, lengthPrefix: false)
+                appendBytes(tail, lengthPrefix: false, statistics: false)
             }
         }
     }
@@ -226,16 +259,20 @@ final class ColumnChunkWriter {
         }
     }
 
-    private func appendBytes(_ value: UnsafeBufferPointer<UInt8>, lengthPrefix: Bool) {
+    /// `statistics`: note the value in the byte-array min and max (a value already in the
+    /// dictionary has been noted).
+    private func appendBytes(_ value: UnsafeBufferPointer<UInt8>, lengthPrefix: Bool, statistics: Bool) {
         if dictionaryMode {
             let index = bytesDictionary.index(of: value, in: &dictionaryPlain, lengthPrefix: lengthPrefix)
             lastIndex = index
             indices.append(index)
             if Int(index) == dictionaryCount {
+                if statistics { noteBytes(value) }
                 dictionaryCount += 1
                 if dictionaryPlain.count > dictionaryLimit { fallBack = true }
             }
         } else {
+            if statistics { noteBytes(value) }
             if lengthPrefix { plain.appendLittleEndian(UInt64(value.count), width: 4) }
             plain.append(contentsOf: value)
         }

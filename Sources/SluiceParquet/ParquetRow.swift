@@ -103,6 +103,10 @@ public final class ParquetRow: @unchecked Sendable {
     @inline(__always)
     func bits(_ row: Int, _ column: Int) -> UInt64 { bits[column &* capacity &+ row] }
 
+    /// The high half of committed row `row`, `column` (see `Slot.high`).
+    @inline(__always)
+    func high(_ row: Int, _ column: Int) -> Int64 { high[column &* capacity &+ row] }
+
     @inlinable
     public func setNull(_ column: Int) { present[column &* capacity &+ base] = false }
 

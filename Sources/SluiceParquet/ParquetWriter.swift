@@ -168,7 +168,7 @@ public final class ParquetWriter {
                                 try c.appendRepeated(k.slot(0, i), row: k, times: count)
                             }
                         } else {
-                            for r in 0..<count { try c.append(rows.slot(r, i), row: rows) }
+                            try c.appendColumn(of: rows, column: i)
                         }
                     }
                 }

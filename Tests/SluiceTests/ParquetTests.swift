@@ -233,5 +233,10 @@ import Glibc
         #expect(throws: ParquetError.self) { try writer.append([.string([0x41])]) }
         #expect(throws: ParquetError.self) { try writer.append([.decimal(Int128(Int64.max))]) }
         #expect(throws: ParquetError.self) { try writer.append([.decimal(1), .decimal(2)]) }
+        // A decimal stored as INT64 (precision 10 to 18) whose unscaled value needs more bits.
+        let wide = try ParquetWriter(fields: [ParquetField(name: "d", type: .decimal(precision: 12, scale: 2))]) { _ in }
+        try wide.append([.decimal(Int128(Int64.min))])
+        #expect(throws: ParquetError.self) { try wide.append([.decimal(Int128(Int64.max) + 1)]) }
+        #expect(throws: ParquetError.self) { try wide.append([.decimal(Int128(Int64.min) - 1)]) }
     }
 }
