@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import SluiceLake
+import SluiceParquet
 import SluiceTransform
 import TOMLKit
 
@@ -75,6 +76,8 @@ public struct DatasetMapping: Sendable {
     public var sources: [String]?
     public var format: DataFormat
     public var output: OutputFormat
+    /// Parquet page compression: zstd (the default), snappy or none.
+    public var compression: ParquetCompression
     public var maxRejectRatio: Double
     public var delimiter: UInt8
     public var quote: UInt8
@@ -101,7 +104,7 @@ public struct ClientMapping: Sendable {
 }
 
 extension TableReader {
-    static let commonDatasetKeys: Set<String> = ["match", "sources", "format", "output", "max_reject_ratio", "fields"]
+    static let commonDatasetKeys: Set<String> = ["match", "sources", "format", "output", "compression", "max_reject_ratio", "fields"]
     static let formatKeys: [DataFormat: Set<String>] = [
         .csv: ["delimiter", "quote", "header", "skip_rows", "encoding", "decimal_separator", "thousands_separator", "null_values"],
         .json: ["records", "decimal_separator", "null_values"],
@@ -158,6 +161,11 @@ extension TableReader {
         let sources = try stringArray(t, "sources", path)
         let outputText = try string(t, "output", path, required: false) ?? "parquet"
         guard let output = OutputFormat(rawValue: outputText) else { throw fail("\(path).output", "expected parquet or jsonl, found \"\(outputText)\"") }
+        let compressionText = try string(t, "compression", path, required: false)
+        if compressionText != nil && output != .parquet { throw fail("\(path).compression", "compression is for parquet output only") }
+        guard let compression = ParquetCompression(rawValue: compressionText?.lowercased() ?? "zstd") else {
+            throw fail("\(path).compression", "expected zstd, snappy or none, found \"\(compressionText ?? "")\"")
+        }
         var ratio = 0.0
         if let v = t["max_reject_ratio"] {
             guard let d = v.double ?? v.int.map(Double.init), d >= 0, d <= 1 else {
@@ -191,7 +199,7 @@ extension TableReader {
             fields.append(field)
         }
         return DatasetMapping(
-            name: name, match: match, sources: sources, format: format, output: output, maxRejectRatio: ratio,
+            name: name, match: match, sources: sources, format: format, output: output, compression: compression, maxRejectRatio: ratio,
             delimiter: try singleByte(t, "delimiter", path, default: UInt8(ascii: ",")), quote: try singleByte(t, "quote", path, default: UInt8(ascii: "\"")),
             header: try bool(t, "header", path) ?? true, skipRows: skipRows, encoding: encoding, decimalSeparator: decimalSeparator,
             thousandsSeparator: thousands, nullValues: try stringArray(t, "null_values", path) ?? [""], records: records,

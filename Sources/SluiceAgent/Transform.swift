@@ -479,6 +479,8 @@ final class OutputSink {
         self.constants = constants
         let writer: ParquetWriter?
         do {
+            var options = options
+            options.compression = d.compression
             writer = d.output == .parquet ? try ParquetWriter(fields: fields, options: options) { try out.write($0) } : nil
             // Parquet: the writer adds the constant lineage columns to every row itself.
             for c in constants { try writer?.setConstant(c.column, c.value) }

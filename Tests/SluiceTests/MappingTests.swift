@@ -84,6 +84,8 @@ import Testing
         ("format = \"csv\"\nfields = [{ name = \"a\", source = \"A\", type = \"int64\" }, { name = \"a\", source = \"B\", type = \"string\" }]", "datasets.x.fields[1].name", "duplicate field name 'a'"),
         ("format = \"csv\"\nmatch = [\"[unclosed\"]", "datasets.x.match[0]", "bad glob"),
         ("format = \"csv\"\nfields = [{ name = \"a\", source = \"A\", type = \"int64\", colour = 1 }]", "datasets.x.fields[0] (a).colour", "unknown key"),
+        ("format = \"csv\"\ncompression = \"lz4\"", "datasets.x.compression", "expected zstd, snappy or none"),
+        ("format = \"csv\"\noutput = \"jsonl\"\ncompression = \"snappy\"", "datasets.x.compression", "for parquet output only"),
     ])
     func badMappingsAreRefusedNamingFileDatasetAndKey(body: String, key: String, message: String) throws {
         var text = "[datasets.x]\n\(body)\n"

@@ -172,6 +172,7 @@ extension TransformTests {
             [datasets.events]
             match = ["*.jsonl"]
             format = "jsonl"
+            compression = "snappy"
             max_reject_ratio = 0.1
             fields = [
               { name = "occurred_at", source = "ts", type = "timestamp", required = true },
@@ -191,6 +192,8 @@ extension TransformTests {
             import pyarrow.parquet as pq, duckdb
             t = pq.read_table('\(parquet)')
             assert str(t.schema.field('occurred_at').type) == 'timestamp[us, tz=UTC]', t.schema
+            md = pq.ParquetFile('\(parquet)').metadata
+            assert md.row_group(0).column(0).compression == 'SNAPPY', md.row_group(0).column(0).compression
             assert t.column('value').null_count == 4, t.column('value').null_count
             r = duckdb.connect().execute("SELECT min(occurred_at)::VARCHAR, count(*), max(_row_number) FROM read_parquet('\(parquet)')").fetchone()
             print(r)
