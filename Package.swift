@@ -78,6 +78,7 @@ let package = Package(
             name: "SluiceLake",
             dependencies: [
                 "CSluiceLinux",
+                "SluiceBuffers",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

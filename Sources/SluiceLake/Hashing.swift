@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+import SluiceBuffers
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -41,68 +41,32 @@ public enum FileDigest {
 
 /// SHA-256 on a thread of its own, a block at a time: a big file's copy hashes block k there
 /// while it writes block k and reads block k + 1 itself, so the hash no longer adds to the
-/// copy's time. The caller keeps each block unchanged until `wait()` returns.
+/// copy's time. The caller keeps each block unchanged until `wait()` returns. Dropping it
+/// ends its thread.
 public final class BackgroundSHA256: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var hasher = SHA256()
-    private var block: UnsafeRawBufferPointer?
-    private var closed = false
-    private var running = false
+    /// Touched by the worker's thread, and by `finish` once the thread has ended.
+    private final class State: @unchecked Sendable { var hasher = SHA256() }
+    private let state: State
+    private let worker: SerialWorker<UnsafeRawBufferPointer>
 
-    public init() {}
+    public init() {
+        let state = State()
+        self.state = state
+        worker = SerialWorker(name: "sha256", capacity: 1) { state.hasher.update(bufferPointer: $0) }
+    }
 
-    deinit { stop() }
+    deinit { worker.stop() }
 
-    /// Starts hashing `bytes` (after the block before it); they must stay as they are until
+    /// Starts hashing `bytes` (after the blocks before it); they must stay as they are until
     /// the next `wait()`.
-    public func start(_ bytes: UnsafeRawBufferPointer) {
-        condition.lock()
-        defer { condition.unlock() }
-        while block != nil { condition.wait() }
-        block = bytes
-        condition.broadcast()
-        if !running {
-            running = true
-            let thread = Thread { [self] in work() }
-            thread.name = "sha256"
-            thread.start()
-        }
-    }
+    public func start(_ bytes: UnsafeRawBufferPointer) { worker.submit(bytes) }
 
-    /// Waits until the block being hashed is done.
-    public func wait() {
-        condition.lock()
-        while block != nil { condition.wait() }
-        condition.unlock()
-    }
+    /// Waits until every block started so far is hashed.
+    public func wait() { worker.waitForAll() }
 
     /// The digest of every block (lowercase hex); ends the thread.
     public func finish() -> String {
-        stop()
-        return hexString(hasher.finalize())
-    }
-
-    private func stop() {
-        condition.lock()
-        closed = true
-        condition.broadcast()
-        while running { condition.wait() }
-        condition.unlock()
-    }
-
-    private func work() {
-        condition.lock()
-        while true {
-            while block == nil && !closed { condition.wait() }
-            guard let bytes = block else { break }
-            condition.unlock()
-            hasher.update(bufferPointer: bytes)
-            condition.lock()
-            block = nil
-            condition.broadcast()
-        }
-        running = false
-        condition.broadcast()
-        condition.unlock()
+        worker.stop()
+        return hexString(state.hasher.finalize())
     }
 }

@@ -1,5 +1,4 @@
 import CCompression
-import Foundation
 import SluiceBuffers
 
 /// Compresses pages, each with its page header: data pages on a thread of its own while the
@@ -23,12 +22,14 @@ final class PageCompressor: @unchecked Sendable {
         var uncompressed: Int64
     }
 
-    /// A page handed to the thread; its page (or error) is set once, under the lock.
+    /// A page handed to the thread; its page (or error) is set by the thread, and read once
+    /// `result(of:)` has waited for it.
     final class Ticket: @unchecked Sendable {
         fileprivate var page: Page?
         fileprivate var error: ParquetError?
         fileprivate let kind: Kind
         fileprivate var body: [UInt8]
+        fileprivate var number = 0
         fileprivate init(kind: Kind, body: [UInt8]) {
             self.kind = kind
             self.body = body
@@ -38,15 +39,23 @@ final class PageCompressor: @unchecked Sendable {
     static let maxQueued = 4
 
     private let inline: PageCodec
-    private let background: PageCodec?
-    private let condition = NSCondition()
-    private var queue: [Ticket] = []
-    private var closed = false
-    private var running = false
+    private let worker: SerialWorker<Ticket>?
 
     init(options: ParquetOptions) {
         inline = PageCodec(options: options)
-        background = options.backgroundCompression && options.compression != .none ? PageCodec(options: options) : nil
+        if options.backgroundCompression && options.compression != .none {
+            let codec = PageCodec(options: options)
+            worker = SerialWorker(name: "parquet-compress", capacity: Self.maxQueued) { ticket in
+                do {
+                    ticket.page = try codec.page(ticket.kind, body: ticket.body)
+                } catch {
+                    ticket.error = error as? ParquetError ?? ParquetError("\(error)")
+                }
+                ticket.body = []
+            }
+        } else {
+            worker = nil
+        }
     }
 
     deinit { close() }
@@ -54,22 +63,12 @@ final class PageCompressor: @unchecked Sendable {
     /// Queues a page for the thread (or compresses it now, without one).
     func submit(_ kind: Kind, body: [UInt8]) throws -> Ticket {
         let ticket = Ticket(kind: kind, body: body)
-        guard background != nil else {
+        guard let worker else {
             ticket.page = try inline.page(kind, body: body)
             ticket.body = []
             return ticket
         }
-        condition.lock()
-        defer { condition.unlock() }
-        while queue.count >= Self.maxQueued { condition.wait() }
-        queue.append(ticket)
-        condition.broadcast()
-        if !running {
-            running = true
-            let thread = Thread { [self] in work() }
-            thread.name = "parquet-compress"
-            thread.start()
-        }
+        ticket.number = worker.submit(ticket)
         return ticket
     }
 
@@ -80,44 +79,13 @@ final class PageCompressor: @unchecked Sendable {
 
     /// Waits for a queued page.
     func result(of ticket: Ticket) throws -> Page {
-        condition.lock()
-        defer { condition.unlock() }
-        while ticket.page == nil && ticket.error == nil { condition.wait() }
+        if ticket.number > 0 { worker?.wait(for: ticket.number) }
         if let error = ticket.error { throw error }
         return ticket.page!
     }
 
-    /// Stops the thread once the queue is empty (the writer is done, or dropped).
-    func close() {
-        condition.lock()
-        closed = true
-        condition.broadcast()
-        while running { condition.wait() }
-        condition.unlock()
-    }
-
-    private func work() {
-        guard let codec = background else { return }
-        condition.lock()
-        while true {
-            while queue.isEmpty && !closed { condition.wait() }
-            guard !queue.isEmpty else { break }
-            let ticket = queue.removeFirst()
-            condition.broadcast()  // room in the queue
-            condition.unlock()
-            var page: Page?
-            var error: ParquetError?
-            do { page = try codec.page(ticket.kind, body: ticket.body) } catch let e { error = e as? ParquetError ?? ParquetError("\(e)") }
-            condition.lock()
-            ticket.page = page
-            ticket.error = error
-            ticket.body = []
-            condition.broadcast()
-        }
-        running = false
-        condition.broadcast()
-        condition.unlock()
-    }
+    /// Ends the thread once the queue is empty (the writer is done, or dropped).
+    func close() { worker?.stop() }
 }
 
 /// One thread's compressor: a reusable zstd context and output buffer (a new context per page

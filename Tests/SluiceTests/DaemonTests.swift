@@ -123,10 +123,14 @@ import Glibc
             _ = "file \(i)\n".withCString { write(fd, $0, strlen($0)) }
             close(fd)
         }
+        // The agent is stopped while the files come in, so the queue (512, or the default 16,384)
+        // overflows whatever the speed of its reader thread.
+        d.signal(SIGSTOP)
         for i in 0..<count { rename(dir.sub("staging/f\(i).txt"), dir.sub("drop-acme/f\(i).txt")) }
+        d.signal(SIGCONT)
         #expect(eventually(240) { versionCount(dir) >= count }, "\(versionCount(dir)) of \(count); log: \(d.log.suffix(2000))")
         #expect(versionCount(dir) == count, "nothing is ingested twice")
-        if lowered { #expect(d.log.contains("overflowed"), "the burst overflowed the queue and was rescanned") }
+        #expect(d.log.contains("overflowed"), "the burst overflowed the queue and was rescanned")
         d.signal(SIGTERM)
         #expect(d.waitForExit(seconds: 60) == 0)
     }

@@ -398,6 +398,30 @@ extension IngestTests {
         #expect(lake.foldersAwaitingSync == [])
     }
 
+    /// The copy's background hash: the digest of the blocks in order, and a hasher dropped
+    /// without `finish` (a copy that failed) ends its thread.
+    @Test func backgroundHashMatchesAndEndsItsThread() throws {
+        let blocks = (0..<5).map { i in [UInt8]((0..<70_000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ i) }) }
+        let hasher = BackgroundSHA256()
+        for b in blocks {
+            hasher.wait()
+            b.withUnsafeBytes { hasher.start($0) }
+            hasher.wait()  // `b`'s storage is only borrowed inside the closure
+        }
+        let dir = TempDir("bghash")
+        let path = dir.write("all.bin", Data(blocks.joined()))
+        #expect(hasher.finish() == (try sha256(ofFile: path)))
+
+        func threads() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? 0 }
+        let before = threads()
+        let block = [UInt8](repeating: 7, count: 1 << 20)
+        for _ in 0..<20 {
+            let dropped = BackgroundSHA256()
+            block.withUnsafeBytes { dropped.start($0); dropped.wait() }
+        }
+        #expect(threads() < before + 10, "twenty leaked threads would show; other suites' threads come and go")
+    }
+
     @Test func startUpCleansOnlyStagingOfDeadProcesses() throws {
         let dir = TempDir("cleanup")
         let root = dir.sub("lake")
