@@ -32,7 +32,10 @@ public final class Lake: Sendable {
     /// Folders (absolute) that hold the entry of a folder this process created, not yet
     /// fsync'd. `syncDirectories` syncs them for the folders it syncs, so a published file's
     /// whole chain of new folders is durable before its manifest row is committed.
-    private let unsyncedParents = Mutex<Set<String>>([])
+    ///
+    /// Each entry carries the number of the last folder created in it, so that a sync that
+    /// began before a newer folder was made there does not strike that folder off.
+    private let unsyncedParents = Mutex<(entries: [String: Int], created: Int)>(([:], 0))
 
     /// The prefix of every temp file name.
     public static let tempPrefix = ".%tmp-"
@@ -242,8 +245,11 @@ public final class Lake: Sendable {
             // directory), while a temp file needs no durable folder.
             let created = try makeDirectories("\(root)/\(folder)")
             if !created.isEmpty {
-                unsyncedParents.withLock { set in
-                    for c in created { set.insert(String(c[..<c.lastIndex(of: "/")!])) }
+                unsyncedParents.withLock { state in
+                    for c in created {
+                        state.created += 1
+                        state.entries[String(c[..<c.lastIndex(of: "/")!])] = state.created
+                    }
                 }
             }
             let line = Array((folder + "\n").utf8)
@@ -288,14 +294,16 @@ public final class Lake: Sendable {
     /// above it that holds the entry of a folder this process created and has not synced yet.
     public func syncDirectories(_ relativeFolders: some Sequence<String>) throws(SystemCallError) {
         let folders = Set(relativeFolders).map { $0.isEmpty ? root : "\(root)/\($0)" }
-        let parents = unsyncedParents.withLock { set in
-            set.filter { p in folders.contains { $0 == p || $0.hasPrefix(p + "/") } }
+        let parents = unsyncedParents.withLock { state in
+            state.entries.filter { p, _ in folders.contains { $0 == p || $0.hasPrefix(p + "/") } }
         }
-        for parent in parents.sorted() {
+        for (parent, number) in parents.sorted(by: { $0.key < $1.key }) {
             try syncDirectory(parent)
-            _ = unsyncedParents.withLock { $0.remove(parent) }
+            unsyncedParents.withLock { state in
+                if state.entries[parent] == number { state.entries[parent] = nil }
+            }
         }
-        for folder in folders where !parents.contains(folder) {
+        for folder in folders where parents[folder] == nil {
             try syncDirectory(folder)
         }
     }
@@ -303,8 +311,8 @@ public final class Lake: Sendable {
     /// The folders (relative to the root; "" is the root) whose entry for a folder this
     /// process created is not yet synced: what `syncDirectories` still owes.
     public var foldersAwaitingSync: [String] {
-        unsyncedParents.withLock { set in
-            set.map { $0 == root ? "" : String($0.dropFirst(root.count + 1)) }.sorted()
+        unsyncedParents.withLock { state in
+            state.entries.keys.map { $0 == root ? "" : String($0.dropFirst(root.count + 1)) }.sorted()
         }
     }
 
