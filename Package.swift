@@ -80,8 +80,6 @@ let package = Package(
                 "CSluiceLinux",
                 "SluiceBuffers",
                 .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: upcoming
         ),

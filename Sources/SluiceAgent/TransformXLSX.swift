@@ -164,7 +164,9 @@ final class SpooledEntry {
 
     init(lake: Lake, folder: String) throws {
         let directory = "\(lake.root)/\(folder)"
-        try makeDirectories(directory)
+        // Through the lake, so that a folder made here (`processed/`, on a new lake) is synced
+        // in its parent with the first output published under it.
+        try lake.prepare(folders: [folder])
         var fd = open(directory, CSluiceLinux_O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600)
         if fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL) {
             let path = try lake.tempPath(inFolder: folder)

@@ -58,6 +58,7 @@ final class PageCompressor: @unchecked Sendable {
         }
     }
 
+    /// A writer dropped without `finish` (a failed transform) drops this, which ends the thread.
     deinit { close() }
 
     /// Queues a page for the thread (or compresses it now, without one).

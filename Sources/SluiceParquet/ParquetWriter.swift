@@ -97,9 +97,6 @@ public final class ParquetWriter {
         try emit(Array("PAR1".utf8))
     }
 
-    /// A writer dropped without `finish` (a failed transform) stops its compression thread.
-    deinit { compressor.close() }
-
     private func emit(_ bytes: [UInt8]) throws {
         try bytes.withUnsafeBytes { try sink($0) }
         offset += Int64(bytes.count)
