@@ -54,6 +54,7 @@ http {
     listen 127.0.0.1:$NPORT ssl;
     ssl_certificate $W/tls/cert.pem;
     ssl_certificate_key $W/tls/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;  # as Debian's packaged nginx.conf; nginx 1.22's built-in default stops at TLS 1.2
     client_max_body_size 0;
     client_body_in_file_only on;
     client_body_temp_path $W/nginx/body;
@@ -79,8 +80,10 @@ put_big() {  # $1 base URL, $2 path, extra curl args...
 }
 # Each upload starts from the same state: no dirty data left by the previous one (sync; as
 # root the page cache is dropped too), and every stored file is kept (deleting nginx's files
-# before their writeback would spare it the disk writes that Sluice's fsync pays for).
-settle() { sync; [ "$(id -u)" -ne 0 ] || echo 1 > /proc/sys/vm/drop_caches; }
+# before their writeback would spare it the disk writes that Sluice's fsync pays for). The
+# file to send is then read back into the page cache: a real client reads it on its own
+# machine, not from the disk the server writes to.
+settle() { sync; [ "$(id -u)" -ne 0 ] || echo 1 > /proc/sys/vm/drop_caches; cat "$W/big.bin" > /dev/null; }
 echo "== 1 GiB-class upload: $MB MiB, curl -T over loopback TLS (best of $REPEAT, alternating)"
 best_s=999999; best_n=999999
 for r in $(seq 1 "$REPEAT"); do

@@ -372,6 +372,14 @@ public final class Ingestor: Sendable {
             // while this thread writes it and reads block k + 1 into the other buffer.
             background = !hashedByStream && c.size >= Self.backgroundHashSize ? BackgroundSHA256() : nil
             let second = background.map { _ in IOBuffer(size: buffer.raw.count) }
+            // A big file fsync'd on its own (an upload) is made durable a piece at a time
+            // while it is copied (see BackgroundDataSync).
+            var dataSync: BackgroundDataSync?
+            // Before the file is closed: no block left being hashed, no sync left running.
+            func quiesce() {
+                background?.wait()
+                dataSync?.stop()
+            }
             var current = buffer
             var first = true
             var flushed: Int64 = 0
@@ -380,13 +388,13 @@ public final class Ingestor: Sendable {
                 do {
                     n = try stream.read(into: current.raw)
                 } catch {
-                    background?.wait()
+                    quiesce()
                     file.discard()
                     return .failed(error.message)
                 }
                 if n == 0 { break }
                 if abortRequested?() == true {
-                    background?.wait()
+                    quiesce()
                     file.discard()
                     return .skipped("copy abandoned: the agent is shutting down")
                 }
@@ -404,7 +412,7 @@ public final class Ingestor: Sendable {
                         try file.write(bytes)
                     }
                 } catch {
-                    background?.wait()
+                    quiesce()
                     file.discard()
                     return .failed("writing to the lake failed: \(error)")
                 }
@@ -413,14 +421,17 @@ public final class Ingestor: Sendable {
                     // batch's sync has little left to wait for.
                     file.startWriteback(offset: flushed, length: file.size - flushed)
                     flushed = file.size
+                    if writeback && file.size >= Self.dataSyncStep {
+                        if dataSync == nil { dataSync = BackgroundDataSync(fd: file.descriptor, step: Self.dataSyncStep) }
+                        dataSync?.wrote(upTo: file.size)
+                    }
                 }
                 if first, let hook = hooks.afterFirstChunk {
                     first = false
                     hook(c)
                 }
             }
-            // No block is left being hashed (in a buffer that is about to be freed).
-            background?.wait()
+            quiesce()
         }
         let size = file.size
         if let why = stream.changedWhileReading(bytesRead: size) {
@@ -449,6 +460,10 @@ public final class Ingestor: Sendable {
     /// Files at least this big (by their listed size) are hashed on a thread of their own
     /// while they are copied.
     static let backgroundHashSize: Int64 = 8 << 20
+
+    /// A file fsync'd on its own (an upload) gets an `fdatasync` in the background each time
+    /// this much more of it is written (`BackgroundDataSync`).
+    static let dataSyncStep: Int64 = 64 << 20
 
     /// How many bytes of a file being copied are written before their writeback is started.
     static let writebackStep: Int64 = 16 << 20

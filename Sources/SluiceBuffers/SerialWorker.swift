@@ -50,6 +50,11 @@ public final class SerialWorker<Job>: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// Whether the job with this ticket has run (ticket 0, "none yet", always has).
+    public func hasRun(_ ticket: Int) -> Bool {
+        condition.withLock { completed >= ticket }
+    }
+
     /// Waits until every job submitted so far has run.
     public func waitForAll() {
         condition.lock()

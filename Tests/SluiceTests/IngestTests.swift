@@ -412,14 +412,44 @@ extension IngestTests {
         let path = dir.write("all.bin", Data(blocks.joined()))
         #expect(hasher.finish() == (try sha256(ofFile: path)))
 
-        func threads() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? 0 }
-        let before = threads()
+        let before = liveThreadCount()
         let block = [UInt8](repeating: 7, count: 1 << 20)
         for _ in 0..<20 {
             let dropped = BackgroundSHA256()
             block.withUnsafeBytes { dropped.start($0); dropped.wait() }
         }
-        #expect(threads() < before + 10, "twenty leaked threads would show; other suites' threads come and go")
+        #expect(liveThreadCount() < before + 10, "twenty leaked threads would show; other suites' threads come and go")
+    }
+
+    /// The background fdatasync of a big staged file: one per whole step written, nothing
+    /// before the first; the file is intact; a dropped one ends its thread.
+    @Test func backgroundDataSyncRunsAStepAtATimeAndEndsItsThread() throws {
+        let dir = TempDir("datasync")
+        let lake = try Lake(root: dir.sub("lake"))
+        try lake.prepare(folders: ["raw/c/s"])
+        var staged = try lake.stage(inFolder: "raw/c/s")
+        let step: Int64 = 1 << 20
+        let sync = BackgroundDataSync(fd: staged.descriptor, step: step)
+        let block = [UInt8]((0..<(256 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+        for i in 1...16 {
+            try block.withUnsafeBytes { try staged.write($0) }
+            sync.wrote(upTo: staged.size)
+            #expect(sync.started == i / 4, "one sync per whole step written (\(staged.size) bytes)")
+            // Let the running sync end, so the next step starts one.
+            if i % 4 == 0 { sync.stop() }
+        }
+        sync.stop()
+        let sealed = staged.seal(startWriteback: false)
+        try sealed.syncAndClose()
+        let expected = dir.write("expected.bin", Data(Array(repeating: block, count: 16).joined()))
+        #expect(try sha256(ofFile: sealed.path) == sha256(ofFile: expected))
+
+        let before = liveThreadCount()
+        for _ in 0..<20 {
+            let dropped = BackgroundDataSync(fd: -1, step: 1)
+            dropped.wrote(upTo: 2)  // fdatasync(-1) fails with EBADF, which it leaves for the final fsync
+        }
+        #expect(liveThreadCount() < before + 10, "twenty leaked threads would show; other suites' threads come and go")
     }
 
     @Test func startUpCleansOnlyStagingOfDeadProcesses() throws {

@@ -139,6 +139,9 @@ func loadAgent(_ dir: TempDir) throws -> Agent {
 }
 
 /// SHA-256 of a file, with openssl-independent code (swift-crypto via the lake's hasher).
+/// How many threads this process has now.
+func liveThreadCount() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? 0 }
+
 func sha256(ofFile path: String) throws -> String {
     let b = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
     defer { b.deallocate() }

@@ -1,0 +1,44 @@
+import SluiceBuffers
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Makes a big file being written durable a piece at a time, on a thread of its own: once
+/// `step` more bytes are written, an `fdatasync` starts there, one at a time (a step reached
+/// while one still runs waits for the next write). The disk then works while the bytes still
+/// arrive, and the fsync before publishing is left with the last piece only.
+///
+/// It only moves work earlier: the file is fsync'd before it is published either way. On a
+/// virtual disk whose host caches writes, `sync_file_range` alone hands the pages to the
+/// device, yet the host writes them out only at the fsync; this makes it write them now.
+///
+/// Call `stop()` before the descriptor is closed. Dropping it stops it too.
+public final class BackgroundDataSync: @unchecked Sendable {
+    public let step: Int64
+    private let fd: Int32
+    private let worker: SerialWorker<Int32>
+    private var ticket = 0
+    private var syncedTo: Int64 = 0
+
+    public init(fd: Int32, step: Int64 = 64 << 20) {
+        self.fd = fd
+        self.step = step
+        worker = SerialWorker(name: "fdatasync", capacity: 1) { fd in _ = fdatasync(fd) }
+    }
+
+    deinit { worker.stop() }
+
+    /// The file now holds `written` bytes: starts an `fdatasync` if a step's worth is new and
+    /// none is running. Never waits. An error here is left for the final fsync to report.
+    public func wrote(upTo written: Int64) {
+        guard written - syncedTo >= step, worker.hasRun(ticket) else { return }
+        ticket = worker.submit(fd)
+        syncedTo = written
+    }
+
+    /// How many background syncs were started (for tests and the debug log).
+    public var started: Int { ticket }
+
+    /// Waits for a running sync and ends the thread.
+    public func stop() { worker.stop() }
+}
