@@ -432,6 +432,10 @@ public final class Ingestor: Sendable {
                 }
             }
             quiesce()
+            if let failure = dataSync?.failure(path: file.path) {
+                file.discard()
+                return .failed("writing to the lake failed: \(failure)")
+            }
         }
         let size = file.size
         if let why = stream.changedWhileReading(bytesRead: size) {

@@ -422,7 +422,7 @@ extension IngestTests {
     }
 
     /// The background fdatasync of a big staged file: one per whole step written, nothing
-    /// before the first; the file is intact; a dropped one ends its thread.
+    /// before the first; the file is intact; an error is kept; a dropped one ends its thread.
     @Test func backgroundDataSyncRunsAStepAtATimeAndEndsItsThread() throws {
         let dir = TempDir("datasync")
         let lake = try Lake(root: dir.sub("lake"))
@@ -444,10 +444,19 @@ extension IngestTests {
         let expected = dir.write("expected.bin", Data(Array(repeating: block, count: 16).joined()))
         #expect(try sha256(ofFile: sealed.path) == sha256(ofFile: expected))
 
+        #expect(sync.failure(path: sealed.path) == nil)
+
+        // A failed sync is kept for the copy to fail the file (the final fsync on the same
+        // descriptor would not see an error this one consumed).
+        let broken = BackgroundDataSync(fd: -1, step: 1)
+        broken.wrote(upTo: 2)
+        broken.stop()
+        #expect(broken.failure(path: "x")?.errno == EBADF)
+
         let before = liveThreadCount()
         for _ in 0..<20 {
             let dropped = BackgroundDataSync(fd: -1, step: 1)
-            dropped.wrote(upTo: 2)  // fdatasync(-1) fails with EBADF, which it leaves for the final fsync
+            dropped.wrote(upTo: 2)
         }
         #expect(liveThreadCount() < before + 10, "twenty leaked threads would show; other suites' threads come and go")
     }
