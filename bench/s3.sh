@@ -63,16 +63,24 @@ min_age = "0s"
 CONF
 }
 
+# Each run also prints (to stderr) the CPU time moto spent serving it: moto answers on one core
+# at a time (Python's GIL), so that time is a floor under any client's time.
 run_sluice() { # $1 = prefix; prints seconds and peak RSS (KiB)
-  local d="$W/run-sluice"
+  local d="$W/run-sluice" c0 out
   rm -rf "$d"; conf "$d" "$1"
-  timed_pull "$d"
+  c0=$(server_cpu)
+  out=$(timed_pull "$d")
+  echo "  sluice $1: ${out%% *} s; moto's CPU meanwhile $(calc "round($(server_cpu) - $c0, 2)") s" >&2
+  echo "$out"
   rm -rf "$d"
 }
 run_ref() { # $1 = prefix
-  local d="$W/run-aws"
+  local d="$W/run-aws" c0 t
   rm -rf "$d"; mkdir -p "$d"; sync
-  timed aws s3 cp --recursive --only-show-errors --endpoint-url "$EP" "s3://bench/$1" "$d/"
+  c0=$(server_cpu)
+  t=$(timed aws s3 cp --recursive --only-show-errors --endpoint-url "$EP" "s3://bench/$1" "$d/")
+  echo "  aws $1: $t s; moto's CPU meanwhile $(calc "round($(server_cpu) - $c0, 2)") s" >&2
+  echo "$t"
   rm -rf "$d"
 }
 

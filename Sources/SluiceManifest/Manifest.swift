@@ -168,12 +168,16 @@ public final class Manifest: Sendable {
         }
     }
 
+    /// How many runs of a client (argument 1) other processes (argument 2: this one's pid)
+    /// have marked running. Every pass asks it first, so it reads the `run_running` index,
+    /// which holds the running runs only, and never the client's whole history.
+    public static let othersRunningRunsSQL = "SELECT count(*) FROM run WHERE client = ? AND status = 'running' AND pid <> ?"
+
     /// Marks runs of `client` still `running` whose process is gone as `interrupted`.
     public func markInterruptedRuns(client: String) throws(ManifestError) {
         // Usually nothing is left over: look before taking the write lock.
         let others = try read("looking for interrupted runs") { db in
-            try Int.fetchOne(db, sql: "SELECT count(*) FROM run WHERE client = ? AND status = 'running' AND pid <> ?",
-                             arguments: [client, Int(getpid())]) ?? 0
+            try Int.fetchOne(db, sql: Self.othersRunningRunsSQL, arguments: [client, Int(getpid())]) ?? 0
         }
         guard others > 0 else { return }
         try write("marking interrupted runs") { db in

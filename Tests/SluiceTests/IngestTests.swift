@@ -510,6 +510,27 @@ extension IngestTests {
         }
         #expect(failures.all.isEmpty, "\(failures.all.compactMap { $0?.stderr })")
         let tables = try Shell.run("/usr/bin/sqlite3", [path, "SELECT group_concat(identifier) FROM grdb_migrations"])
-        #expect(tables.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "v1-core,v2-transform,v3-token,v4-upload,v5-etag", "each migration applied once")
+        #expect(tables.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "v1-core,v2-transform,v3-token,v4-upload,v5-etag,v6-run-running", "each migration applied once")
+    }
+
+    /// Every pass (each upload, poll and drop-folder event is one) first looks for runs left
+    /// running by a dead process. That look must read the few running runs through their own
+    /// index, not walk every run the client ever had, or each pass slows as the history grows.
+    @Test func theLeftRunningCheckReadsOnlyRunningRuns() throws {
+        let dir = TempDir("running-index")
+        let path = dir.sub("manifest.sqlite")
+        let manifest = try Manifest(path: path)
+        for _ in 0..<300 {
+            let id = try manifest.startRun(client: "acme", source: "portal", trigger: "upload")
+            try manifest.finishRun(id: id, status: "ok", error: nil)
+        }
+        let left = try manifest.startRun(client: "acme", source: "portal", trigger: "upload")
+        _ = try Shell.run("/usr/bin/sqlite3", [path, "ANALYZE"])
+        let plan = try Shell.run("/usr/bin/sqlite3", [path, "EXPLAIN QUERY PLAN \(Manifest.othersRunningRunsSQL)"])
+        #expect(plan.stdout.contains("USING INDEX run_running"), "query plan: \(plan.stdout)")
+        // The same query still finds a run another process left running.
+        let found = try Shell.run("/usr/bin/sqlite3", [path, "UPDATE run SET pid = 1 WHERE id = \(left)", ".parameter set ?1 'acme'", ".parameter set ?2 2",
+                                                       Manifest.othersRunningRunsSQL])
+        #expect(found.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "1")
     }
 }
