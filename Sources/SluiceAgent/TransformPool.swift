@@ -17,6 +17,9 @@ final class TransformPool: @unchecked Sendable {
     private var stopped = false
     private var wanted: Int
     private var threads: [BackgroundJob] = []
+    /// Per client, a version id up to which every version has a transform row (a round that
+    /// went through all its pending versions): the next round reads only newer versions.
+    private var transformedThrough: [String: Int64] = [:]
 
     init(daemon: Daemon, workers: Int) {
         self.daemon = daemon
@@ -117,8 +120,13 @@ final class TransformPool: @unchecked Sendable {
     private func transform(client: String) {
         guard let mapping = daemon.mappingsSnapshot()[client] else { return }
         let agent = daemon.agentSnapshot()
+        let after = condition.withLock { transformedThrough[client] }
         do {
-            _ = try agent.runTransforms(mapping, manifest: daemon.manifest, lake: daemon.lake, dataset: nil, selection: .pending,
+            // Read before the candidates: every version up to it is among them, so once they
+            // are all transformed, the next round can start above it.
+            let newest = try daemon.manifest.newestVersionID()
+            _ = try agent.runTransforms(mapping, manifest: daemon.manifest, lake: daemon.lake, dataset: nil,
+                                        selection: after.map { .pendingAfter($0) } ?? .pending,
                                         shouldStop: { [self] in isStopped() }) { report, elapsed in
                 let dims = [("client", client), ("dataset", report.dataset ?? "")]
                 Metrics.Timer(label: "sluice_transform_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds)
@@ -127,6 +135,7 @@ final class TransformPool: @unchecked Sendable {
                 Counter(label: "sluice_rows_rejected_total", dimensions: dims).increment(by: Int(report.rowsRejected))
                 Counter(label: "sluice_transforms_total", dimensions: dims + [("status", report.status)]).increment()
             }
+            if !isStopped() { condition.withLock { transformedThrough[client] = newest } }
         } catch {
             daemon.logger.error("Transforms failed", metadata: ["client": "\(client)", "error": "\(error)"])
         }

@@ -420,6 +420,10 @@ public final class Manifest: Sendable {
     public enum TransformSelection: Sendable {
         /// Versions that have never been transformed.
         case pending
+        /// Versions newer than this version id that have never been transformed: for a caller
+        /// that knows every version up to it has been (the daemon's workers), so that each
+        /// round reads only the new versions instead of the client's whole history.
+        case pendingAfter(Int64)
         /// Versions whose latest transform failed.
         case failed
         /// Every version.
@@ -441,16 +445,21 @@ public final class Manifest: Sendable {
 
     public func transformCandidates(client: String, selection: TransformSelection) throws(ManifestError) -> [TransformCandidate] {
         try read("listing versions to transform") { db in
+            let neverTransformed = "AND NOT EXISTS (SELECT 1 FROM transform t WHERE t.version_id = v.id)"
             let filter: String = switch selection {
-            case .pending: "AND NOT EXISTS (SELECT 1 FROM transform t WHERE t.version_id = v.id)"
+            case .pending: neverTransformed
+            case .pendingAfter(let id): "AND v.id > \(id) \(neverTransformed)"
             case .failed: "AND (SELECT t.status FROM transform t WHERE t.version_id = v.id ORDER BY t.id DESC LIMIT 1) = 'failed'"
             case .all: ""
             case .failedVersion(let id):
                 "AND v.id = \(id) AND (SELECT t.status FROM transform t WHERE t.version_id = v.id ORDER BY t.id DESC LIMIT 1) = 'failed'"
             }
+            // Newer than an id: walk the versions from that id on (CROSS JOIN keeps version as
+            // the outer loop), not every file of the client.
+            let join = if case .pendingAfter = selection { "CROSS JOIN" } else { "JOIN" }
             let rows = try Row.fetchCursor(db, sql: """
                 SELECT v.id, f.source, f.path_bytes, v.version, v.sha256, v.lake_path, v.ingested_at
-                FROM version v JOIN file f ON f.id = v.file_id
+                FROM version v \(join) file f ON f.id = v.file_id
                 WHERE f.client = ? \(filter) ORDER BY v.id
                 """, arguments: [client])
             var out: [TransformCandidate] = []
@@ -460,6 +469,12 @@ public final class Manifest: Sendable {
             }
             return out
         }
+    }
+
+    /// The newest version id of all clients (0 for none). Every version committed later gets
+    /// a bigger one: the manifest has one writer at a time and never deletes a version.
+    public func newestVersionID() throws(ManifestError) -> Int64 {
+        try read("reading the newest version id") { db in try Int64.fetchOne(db, sql: "SELECT max(id) FROM version") ?? 0 }
     }
 
     /// Records one transform of a version (the latest row per version is its current state).

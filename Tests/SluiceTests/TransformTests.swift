@@ -239,3 +239,37 @@ extension TransformTests {
         #expect(check.stdout.contains("(-286423, '2026-10-02', 2)"), "\(check.stdout)")
     }
 }
+
+extension TransformTests {
+    /// The daemon's workers ask only for versions newer than the last round's newest version
+    /// id, so a round reads the new versions, not the client's whole history. The versions
+    /// they get are the ones `.pending` gets.
+    @Test func pendingAfterTheNewestVersionSeesOnlyNewerUntransformedVersions() throws {
+        let dir = TempDir("pending-after")
+        dir.config()
+        dir.write("mappings/acme.toml", Self.mapping)
+        for day in 1...3 {
+            dir.write("drop/orders_2026-10-0\(day).csv", "Order No;Date;Customer;Total;Status;Note\n\(day);01.10.2026 10:00;X;1,00;A;\n")
+        }
+        let conf = dir.sub("agent.conf")
+        #expect(try SluiceBinary.run(["pull", "acme"], config: conf).status == 0)
+        let manifest = try Manifest(path: dir.sub("state/manifest.sqlite"))
+        let newest = try manifest.newestVersionID()
+        #expect(newest > 0)
+        #expect(try manifest.transformCandidates(client: "acme", selection: .pending).isEmpty)
+        #expect(try manifest.transformCandidates(client: "acme", selection: .pendingAfter(newest)).isEmpty)
+
+        // Two new versions (a changed file and a new one), stored without transforming.
+        dir.write("drop/orders_2026-10-01.csv", "Order No;Date;Customer;Total;Status;Note\n9;01.10.2026 10:00;Y;2,00;P;\n")
+        dir.write("drop/orders_2026-10-04.csv", "Order No;Date;Customer;Total;Status;Note\n4;04.10.2026 10:00;Z;3,00;C;\n")
+        #expect(try SluiceBinary.run(["pull", "acme", "--no-transform"], config: conf).status == 0)
+        let all = try manifest.transformCandidates(client: "acme", selection: .pending)
+        let after = try manifest.transformCandidates(client: "acme", selection: .pendingAfter(newest))
+        #expect(all.count == 2)
+        #expect(after.map(\.versionID) == all.map(\.versionID), "the same versions, in order")
+        #expect(after.allSatisfy { $0.versionID > newest })
+        #expect(try manifest.newestVersionID() == newest + 2)
+        // Above the newest id, nothing is pending, whatever lies below it.
+        #expect(try manifest.transformCandidates(client: "acme", selection: .pendingAfter(newest + 2)).isEmpty)
+    }
+}
