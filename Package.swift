@@ -86,6 +86,7 @@ let package = Package(
         .target(
             name: "SluiceManifest",
             dependencies: [
+                "SluiceBuffers",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],

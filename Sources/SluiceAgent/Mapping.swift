@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import SluiceBuffers
 import SluiceLake
 import SluiceParquet
 import SluiceTransform

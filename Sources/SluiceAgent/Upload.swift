@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Logging
 import NIOCore
+import SluiceBuffers
 import SluiceLake
 import SluiceManifest
 #if canImport(Glibc)
@@ -223,7 +224,7 @@ public final class UploadBody: SelfHashingStream, @unchecked Sendable {
 
     /// After the reader's last read: the body ended (`finish`), so every byte queued was read.
     public var sha256OfBytesRead: String {
-        condition.withLock { hasher.finalize().map { String(format: "%02x", $0) }.joined() }
+        condition.withLock { hexString(hasher.finalize()) }
     }
 
     public func changedWhileReading(bytesRead: Int64) -> String? {

@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import SluiceAgent
+import SluiceBuffers
 import SluiceLake
 import SluiceManifest
 
@@ -37,8 +38,7 @@ struct ConsoleAccess: Sendable {
                 + "(make one with: head -c 32 /dev/urandom | base64 > \(adminTokenFile); chmod 600 it)")
         }
         adminToken = first
-        sessionValue = HMAC<SHA256>.authenticationCode(for: Data("sluice-console-session".utf8), using: SymmetricKey(data: Data(first.utf8)))
-            .map { String(format: "%02x", $0) }.joined()
+        sessionValue = hexString(HMAC<SHA256>.authenticationCode(for: Data("sluice-console-session".utf8), using: SymmetricKey(data: Data(first.utf8))))
     }
 
     /// Whether the request comes from an operator (logged in, or the console is open).
@@ -79,7 +79,7 @@ struct ConsoleAccess: Sendable {
 
     static func newCSRFToken() -> String {
         var rng = SystemRandomNumberGenerator()
-        return (0..<24).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &rng)) }.joined()
+        return hexString((0..<24).map { _ in UInt8.random(in: 0...255, using: &rng) })
     }
 }
 

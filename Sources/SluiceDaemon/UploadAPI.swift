@@ -11,6 +11,7 @@ import NIOPosix
 import NIOSSL
 import ServiceLifecycle
 import SluiceAgent
+import SluiceBuffers
 import SluiceLake
 import SluiceManifest
 
@@ -461,7 +462,7 @@ struct UploadAPI: Sendable {
                       let data = Data(base64Encoded: String(value.dropFirst().dropLast())), data.count == 32 else {
                     return .failure(.init("Content-Digest's sha-256 must be :<base64 of 32 bytes>: (RFC 9530)"))
                 }
-                declared.append(data.map { String(format: "%02x", $0) }.joined())
+                declared.append(hexString(data))
             }
         }
         if declared.count > 1, Set(declared).count > 1 {

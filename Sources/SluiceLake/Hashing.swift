@@ -4,18 +4,6 @@ import SluiceBuffers
 import Glibc
 #endif
 
-/// Lowercase hex of a digest.
-public func hexString(_ digest: some Sequence<UInt8>) -> String {
-    let hex: [UInt8] = Array("0123456789abcdef".utf8)
-    var out = [UInt8]()
-    out.reserveCapacity(64)
-    for b in digest {
-        out.append(hex[Int(b >> 4)])
-        out.append(hex[Int(b & 0xF)])
-    }
-    return String(decoding: out, as: UTF8.self)
-}
-
 /// Streams a file through SHA-256 without holding it in memory.
 public enum FileDigest {
     /// The size of the read buffer used for hashing whole files.

@@ -1,5 +1,6 @@
 import CSluiceLinux
 import Crypto
+import SluiceBuffers
 import Synchronization
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import GRDB
+import SluiceBuffers
 
 /// An upload API token as the manifest keeps it: never the token itself, only its SHA-256.
 public struct TokenRecord: Codable, Sendable, FetchableRecord, Equatable {
@@ -42,7 +43,7 @@ public enum UploadToken {
     }
 
     public static func sha256(_ token: String) -> String {
-        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
+        hexString(SHA256.hash(data: Data(token.utf8)))
     }
 
     /// Equal strings, in time that depends only on their lengths.
@@ -94,9 +95,9 @@ extension Manifest {
     public func authenticate(token presented: String, now: String = Timestamp.now()) throws(ManifestError) -> TokenRecord? {
         let digest = UploadToken.sha256(presented)
         let found = try read("checking a token") { db -> TokenRecord? in
-            guard let row = try Row.fetchOne(db, sql: """
+            guard let row = try Row.fetchOne(db.cachedStatement(sql: """
                 SELECT id, client, source, created_at, expires_at, revoked_at, last_used_at, note, sha256 FROM token WHERE sha256 = ?
-                """, arguments: [digest]) else { return nil }
+                """), arguments: [digest]) else { return nil }
             let stored: String = row["sha256"]
             guard UploadToken.constantTimeEqual(stored, digest) else { return nil }
             return try TokenRecord(row: row)

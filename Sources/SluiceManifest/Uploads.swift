@@ -48,11 +48,11 @@ extension Manifest {
     @discardableResult
     public func recordUpload(_ u: UploadRecord) throws(ManifestError) -> Int64 {
         try write("recording an upload") { db in
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO upload (token_id, client, source, path, remote_addr, size, sha256, status, http_status, version,
                                     lake_path, error, started_at, finished_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [u.token_id, u.client, u.source, u.path, u.remote_addr, u.size, u.sha256, u.status, u.http_status,
+                """).execute(arguments: [u.token_id, u.client, u.source, u.path, u.remote_addr, u.size, u.sha256, u.status, u.http_status,
                                  u.version, u.lake_path, u.error, u.started_at, u.finished_at])
             return db.lastInsertedRowID
         }
