@@ -95,6 +95,7 @@ let package = Package(
         .target(
             name: "SluiceS3",
             dependencies: [
+                "SluiceBuffers",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -28,6 +28,8 @@ calc() { python3 -c "print($*)"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # CPU seconds (user + system) the server the script started ($SERVER_PID) has used so far.
 server_cpu() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$SERVER_PID/stat"; }
+# CPU seconds the server has used since server_cpu printed $1.
+server_cpu_since() { calc "round($(server_cpu) - $1, 2)"; }
 
 # Times a command (its output discarded) in seconds.
 timed() { local t0 t1; t0=$(now); "$@" >/dev/null; t1=$(now); calc "$t1 - $t0"; }

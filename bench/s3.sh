@@ -70,7 +70,7 @@ run_sluice() { # $1 = prefix; prints seconds and peak RSS (KiB)
   rm -rf "$d"; conf "$d" "$1"
   c0=$(server_cpu)
   out=$(timed_pull "$d")
-  echo "  sluice $1: ${out%% *} s; moto's CPU meanwhile $(calc "round($(server_cpu) - $c0, 2)") s" >&2
+  echo "  sluice $1: ${out%% *} s; moto's CPU meanwhile $(server_cpu_since "$c0") s" >&2
   echo "$out"
   rm -rf "$d"
 }
@@ -79,7 +79,7 @@ run_ref() { # $1 = prefix
   rm -rf "$d"; mkdir -p "$d"; sync
   c0=$(server_cpu)
   t=$(timed aws s3 cp --recursive --only-show-errors --endpoint-url "$EP" "s3://bench/$1" "$d/")
-  echo "  aws $1: $t s; moto's CPU meanwhile $(calc "round($(server_cpu) - $c0, 2)") s" >&2
+  echo "  aws $1: $t s; moto's CPU meanwhile $(server_cpu_since "$c0") s" >&2
   echo "$t"
   rm -rf "$d"
 }

@@ -76,6 +76,7 @@ TOKEN=$("$BIN" token create bench --config "$W/agent.conf" 2>/dev/null)
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$HPORT/readyz" && break; sleep 0.1; done
 
 secs() { python3 -c 'import sys; print(f"{float(sys.argv[1]):.3f}")' "$1"; }
+span() { python3 -c 'import sys; print(f"{float(sys.argv[2]) - float(sys.argv[1]):.3f}")' "$1" "$2"; }  # seconds from $1 to $2
 put_big() {  # $1 base URL, $2 path, extra curl args...
   local base=$1 path=$2; shift 2
   curl -sS --fail --cacert "$W/tls/cert.pem" -o /dev/null -w '%{time_total}' -T "$W/big.bin" "$@" "$base/api/v1/files/$path"
@@ -100,7 +101,7 @@ for r in $(seq 1 "$REPEAT"); do
   put_big "https://127.0.0.1:$NPORT" "hashed$r.bin" > /dev/null; wait "$HASH_PID"; h1=$(date +%s.%N)
   settle
   d0=$(date +%s.%N); dd if="$W/big.bin" of="$W/dd$r.bin" bs=4M conv=fsync status=none; d1=$(date +%s.%N)
-  echo "  run $r: sluice $(secs "$s") s, nginx $(secs "$n") s; nginx with openssl's SHA-256 of the same file beside it $(python3 -c "print(f'{$h1 - $h0:.3f}')") s; disk floor (dd conv=fsync of the same file, no network, no hash) $(python3 -c "print(f'{$d1 - $d0:.3f}')") s"
+  echo "  run $r: sluice $(secs "$s") s, nginx $(secs "$n") s; nginx with openssl's SHA-256 of the same file beside it $(span "$h0" "$h1") s; disk floor (dd conv=fsync of the same file, no network, no hash) $(span "$d0" "$d1") s"
   best_s=$(python3 -c "print(min($best_s, $s))"); best_n=$(python3 -c "print(min($best_n, $n))")
 done
 python3 - "$best_s" "$best_n" "$MB" <<'PY'

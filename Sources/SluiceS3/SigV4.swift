@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import SluiceBuffers
 
 /// AWS access keys. The secret never appears in a description, a log line or an error.
 public struct S3Credentials: Sendable, CustomStringConvertible {
@@ -87,7 +88,7 @@ public struct SigV4Signer: Sendable {
         let toSign = stringToSign(canonicalRequest: canonical, amzDate: amzDate)
         let signature = HMAC<SHA256>.authenticationCode(for: Data(toSign.utf8), using: signingKey(day: String(amzDate.prefix(8))))
         return "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyID)/\(scope(day: String(amzDate.prefix(8)))), "
-            + "SignedHeaders=\(signed), Signature=\(Self.hex(signature))"
+            + "SignedHeaders=\(signed), Signature=\(hexString(signature))"
     }
 
     public func scope(day: String) -> String { "\(day)/\(region)/\(service)/aws4_request" }
@@ -110,7 +111,7 @@ public struct SigV4Signer: Sendable {
 
     public func stringToSign(canonicalRequest: String, amzDate: String) -> String {
         let digest = SHA256.hash(data: Data(canonicalRequest.utf8))
-        return "AWS4-HMAC-SHA256\n\(amzDate)\n\(scope(day: String(amzDate.prefix(8))))\n\(Self.hex(digest))"
+        return "AWS4-HMAC-SHA256\n\(amzDate)\n\(scope(day: String(amzDate.prefix(8))))\n\(hexString(digest))"
     }
 
     func signingKey(day: String) -> SymmetricKey {
@@ -181,15 +182,5 @@ public struct SigV4Signer: Sendable {
         }
         let trailing = path.hasSuffix("/") && !out.isEmpty
         return "/" + out.joined(separator: "/") + (trailing ? "/" : "")
-    }
-
-    static func hex<D: Sequence>(_ bytes: D) -> String where D.Element == UInt8 {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 15)])
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 }
