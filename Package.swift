@@ -153,6 +153,7 @@ let package = Package(
             dependencies: [
                 "SluiceAgent",
                 "SluiceDaemon",
+                "SluiceLake",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -87,6 +87,19 @@ public struct Agent: Sendable {
         }
     }
 
+    /// Opens the manifest and the lake together, for the commands that write the lake, and
+    /// brings an older lake's layout up to date (`LakeMigration`).
+    public func openStore() throws(AgentError) -> (manifest: Manifest, lake: Lake) {
+        let manifest = try openManifest()
+        let lake = try openLake()
+        do {
+            try LakeMigration.run(lake: lake, manifest: manifest)
+        } catch {
+            throw AgentError(.runtime, "updating the lake's layout in \(config.lakeDir) failed: \(error) — fix the cause and run again; nothing was lost")
+        }
+        return (manifest, lake)
+    }
+
     /// Makes the configured sources of a client.
     public func sources(of client: ClientConfig, only: String?) throws(AgentError) -> [any Source] {
         let chosen = client.sources.filter { only == nil || $0.name == only }
@@ -129,8 +142,7 @@ public struct Agent: Sendable {
         let client = try requireClient(id)
         let sources = try sources(of: client, only: source)
         let mappings = transform ? try mappings() : [:]
-        let manifest = try openManifest()
-        let lake = try openLake()
+        let (manifest, lake) = try openStore()
         // New versions are transformed as their batch is committed, the rest (and any the
         // early transform declined or could not finish) after the pass.
         let early = mappings[id].map { EarlyTransforms(transformer: Transformer(lake: lake, mapping: $0), manifest: manifest, logger: logger) }
@@ -163,7 +175,46 @@ public struct Agent: Sendable {
         if let dataset, !mapping.datasets.contains(where: { $0.name == dataset }) {
             throw AgentError(.usage, "\(mapping.file) has no dataset '\(dataset)' (datasets: \(mapping.datasets.map(\.name).joined(separator: ", ")))")
         }
-        return try runTransforms(mapping, manifest: try openManifest(), lake: try openLake(), dataset: dataset, selection: selection)
+        let (manifest, lake) = try openStore()
+        return try runTransforms(mapping, manifest: manifest, lake: lake, dataset: dataset, selection: selection)
+    }
+
+    /// A dataset whose outputs were written with other field types than its mapping has now.
+    public struct SchemaChange: Sendable {
+        public var client: String
+        public var dataset: String
+        /// Outputs written with another schema.
+        public var outputs: Int
+        /// Some of them were written before schemas were recorded, with another mapping file:
+        /// their types may or may not differ.
+        public var unrecorded: Bool
+
+        public var advice: String {
+            "dataset \(dataset) of \(client): \(outputs) earlier output\(outputs == 1 ? "" : "s") \(unrecorded ? "may have" : "have") other field types "
+                + "than the mapping has now (a reader of the dataset's folder takes one file's schema for all); "
+                + "`sluice transform \(client) --all --dataset \(dataset)` re-writes them"
+        }
+    }
+
+    /// The datasets of a client whose mapping changed since some of their outputs were
+    /// written (none when nothing was transformed or there is no manifest yet).
+    public func schemaChanges(client id: String) throws(AgentError) -> [SchemaChange] {
+        _ = try requireClient(id)
+        guard let mapping = try mappings()[id], FileManager.default.fileExists(atPath: config.manifestPath) else { return [] }
+        let outputs: [Manifest.OutputSchema]
+        do {
+            outputs = try openManifest().outputSchemas(client: id)
+        } catch let e as AgentError {
+            throw e
+        } catch {
+            throw AgentError(.runtime, "\(error)")
+        }
+        return mapping.datasets.compactMap { d in
+            let current = d.schemaSHA256
+            let other = outputs.filter { $0.dataset == d.name && $0.schemaSHA256 != current && ($0.schemaSHA256 != nil || $0.mappingSHA256 != mapping.sha256) }
+            guard !other.isEmpty else { return nil }
+            return SchemaChange(client: id, dataset: d.name, outputs: other.reduce(0) { $0 + $1.outputs }, unrecorded: other.contains { $0.schemaSHA256 == nil })
+        }
     }
 
     func runTransforms(_ mapping: ClientMapping, manifest: Manifest, lake: Lake, dataset: String?, selection: Manifest.TransformSelection,

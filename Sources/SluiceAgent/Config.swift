@@ -1,4 +1,5 @@
 import Foundation
+import SluiceLake
 import TOMLKit
 
 /// A config that cannot be used: names the file, the key path, the line when known, and what
@@ -22,7 +23,9 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
 public enum AfterIngest: Sendable, Equatable, CustomStringConvertible {
     case keep
     case delete
-    /// Move into this folder, relative to the source root.
+    /// Move into this folder, at the same relative place: relative to the source root
+    /// (`done/2026`), or absolute (`/srv/archive/acme`: on the same server or file system; for
+    /// an s3 source, a key prefix from the bucket's root). Never with a trailing `/`.
     case move(String)
 
     public var description: String {
@@ -476,6 +479,10 @@ struct TableReader {
             try checkKeys(t, path: path, allowed: ["type", "path", "include", "exclude", "recursive", "min_age", "after_ingest", "rescan_interval"])
             let root = resolve(try string(t, "path", path, required: true)!)
             let common = try commonKeys(t, path)
+            if case .move(let target) = common.afterIngest, target.hasPrefix("/"),
+               target == root || target == (root as NSString).standardizingPath {
+                throw fail("\(path).after_ingest", "the move target \(target) is the drop folder itself: move into a folder below it or elsewhere")
+            }
             var folder = FolderSourceConfig(
                 path: root, filter: common.filter,
                 recursive: common.recursive, minAgeNanoseconds: common.minAge, afterIngest: common.afterIngest)
@@ -582,15 +589,17 @@ struct TableReader {
     /// The keys every source type shares: include, exclude, recursive, min_age, after_ingest.
     func commonKeys(_ t: TOMLTable, _ path: String) throws(ConfigError) -> (filter: PathFilter, recursive: Bool, minAge: Int64, afterIngest: AfterIngest) {
         let include = try globs(try stringArray(t, "include", path) ?? ["**/*"], key: "\(path).include")
-        var exclude = try globs(try stringArray(t, "exclude", path) ?? Self.defaultExclude, key: "\(path).exclude")
+        let exclude = try globs(try stringArray(t, "exclude", path) ?? Self.defaultExclude, key: "\(path).exclude")
         let recursive = try bool(t, "recursive", path) ?? true
         let minAge = try duration(t, "min_age", path) ?? 30_000_000_000
         let action = try afterIngest(t, path)
-        if case .move(let folder) = action {
-            // Never pick up what we moved aside ourselves.
-            exclude.append(try! Glob("/" + folder + "/**"))
+        var filter = PathFilter(include: include, exclude: exclude)
+        if case .move(let folder) = action, !folder.hasPrefix("/") {
+            // Never pick up what we moved aside ourselves (every earlier target is excluded
+            // too, from the manifest, when a pass begins).
+            filter = filter.excluding(folders: [RelativePath(folder)])
         }
-        return (PathFilter(include: include, exclude: exclude), recursive, minAge, action)
+        return (filter, recursive, minAge, action)
     }
 
     func integer(_ t: TOMLTable, _ key: String, _ path: String, range: ClosedRange<Int>) throws(ConfigError) -> Int? {
@@ -609,14 +618,17 @@ struct TableReader {
         case "delete": return .delete
         default:
             if raw.hasPrefix("move:") {
-                let folder = String(raw.dropFirst(5)).trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+                let target = raw.dropFirst(5)
+                let absolute = target.hasPrefix("/")
+                var folder = String(target.drop { $0 == "/" })
+                while folder.hasSuffix("/") { folder.removeLast() }
                 let comps = folder.split(separator: "/", omittingEmptySubsequences: false)
-                if !folder.isEmpty, !raw.dropFirst(5).hasPrefix("/"),
-                   !comps.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }),
-                   (try? Glob("/" + folder + "/**")) != nil {
-                    return .move(folder)
+                if !folder.isEmpty, !folder.utf8.contains(0),
+                   !comps.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) {
+                    return .move(absolute ? "/" + folder : folder)
                 }
-                throw fail("\(path).after_ingest", "bad move target \"\(raw)\": expected move:<folder relative to the source root>, without '..' or a leading '/'")
+                throw fail("\(path).after_ingest", "bad move target \"\(raw)\": expected move:<folder relative to the source root> or move:</absolute/folder>, "
+                    + "without empty, '.' or '..' components")
             }
             throw fail("\(path).after_ingest", "expected keep, delete or move:<folder>, found \"\(raw)\"")
         }

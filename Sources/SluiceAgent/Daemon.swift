@@ -153,8 +153,7 @@ public final class Daemon: @unchecked Sendable {
     public init(agent: Agent) throws(AgentError) {
         self.agent = agent
         logger = agent.logger
-        manifest = try agent.openManifest()
-        lake = try agent.openLake()
+        (manifest, lake) = try agent.openStore()
         mappings = try agent.mappings()
         transfers = Slots(agent.config.maxTransfers)
         transforms = TransformPool(daemon: self, workers: agent.config.transformWorkers)

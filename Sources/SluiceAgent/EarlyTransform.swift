@@ -9,7 +9,8 @@ import Glibc
 extension Transformer {
     /// Records a transform's outcome in the manifest (and logs a failure); returns its report.
     func record(_ r: TransformResult, of input: TransformInput, versionID: Int64, in manifest: Manifest, logger: Logger) throws(ManifestError) -> TransformReport {
-        try manifest.recordTransform(versionID: versionID, dataset: r.dataset, mappingSHA256: mapping.sha256, status: r.status.rawValue,
+        let schema = r.dataset.flatMap { name in mapping.datasets.first { $0.name == name }?.schemaSHA256 }
+        try manifest.recordTransform(versionID: versionID, dataset: r.dataset, mappingSHA256: mapping.sha256, schemaSHA256: schema, status: r.status.rawValue,
                                      rowsWritten: r.rowsWritten, rowsRejected: r.rowsRejected, outputPath: r.outputPath,
                                      rejectsPath: r.rejectsPath, error: r.error)
         if r.status == .failed {

@@ -7,9 +7,11 @@ import Glibc
 /// A local drop folder.
 ///
 /// Symlink policy: a symlink to a regular file is ingested (under the link's own path) only if
-/// it resolves inside the source root; links that point outside are reported as skipped.
-/// Symlinked folders are never descended. Opening goes through `openat2(RESOLVE_BENEATH)`, so
-/// a link swapped in after listing cannot lead out of the root either.
+/// it resolves inside the source root (an absolute target, or one that leaves the root with
+/// `..` and comes back, counts when its resolved path is below the root's real path); links
+/// that point outside are reported as skipped. Symlinked folders are never descended. Opening
+/// goes through `openat2(RESOLVE_BENEATH)`, on the resolved path for such links, so a link
+/// swapped in after listing cannot lead out of the root either.
 public struct FolderSource: Source {
     public let client: String
     public let name: String
@@ -28,7 +30,7 @@ public struct FolderSource: Source {
     public var minAgeNanoseconds: Int64 { only == nil ? config.minAgeNanoseconds : 0 }
     public var afterIngest: AfterIngest { config.afterIngest }
 
-    public func beginPass() throws(SourceError) -> any SourcePass {
+    public func beginPass(moveTargets: [String]) throws(SourceError) -> any SourcePass {
         let fd = open(config.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if fd < 0 {
             let err = errno
@@ -37,24 +39,65 @@ public struct FolderSource: Source {
                 : "cannot be opened: \(String(cString: strerror(err))) — check its owner and mode"
             throw SourceError("drop folder \(config.path) \(reason)")
         }
-        return FolderPass(rootFD: fd, config: config, only: only)
+        let realRoot = Self.realPath(Array(config.path.utf8)) ?? Array(config.path.utf8)
+        let moved = moveTargets.compactMap { Self.folderBelow(root: realRoot, target: $0) }
+        return FolderPass(rootFD: fd, realRoot: realRoot, config: config, filter: config.filter.excluding(folders: moved), only: only)
+    }
+
+    /// The folder below the root that a move target is (relative targets are; an absolute one
+    /// is when it lies below the root's real path), or nil.
+    static func folderBelow(root: [UInt8], target: String) -> RelativePath? {
+        guard target.hasPrefix("/") else { return RelativePath(target) }
+        let bytes = realPath(Array(target.utf8)) ?? Array(target.utf8)
+        let prefix = root == [UInt8(ascii: "/")] ? root : root + [UInt8(ascii: "/")]
+        guard bytes.count > prefix.count, bytes.starts(with: prefix) else { return nil }
+        return RelativePath(bytes: Array(bytes.dropFirst(prefix.count)))
+    }
+
+    /// `realpath(3)` of a path given as bytes; nil when it cannot be resolved.
+    static func realPath(_ path: [UInt8]) -> [UInt8]? {
+        withCString(path) { p -> [UInt8]? in
+            guard let resolved = realpath(p, nil) else { return nil }
+            defer { free(resolved) }
+            return Array(UnsafeRawBufferPointer(start: resolved, count: strlen(resolved)))
+        }
     }
 }
 
 final class FolderPass: SourcePass {
     let rootFD: Int32
+    /// The root's real path (symlinks resolved), to tell where a symlink leads.
+    let realRoot: [UInt8]
     let config: FolderSourceConfig
+    /// `config.filter`, also excluding every move target below the root.
+    let filter: PathFilter
     let only: [RelativePath]?
 
-    init(rootFD: Int32, config: FolderSourceConfig, only: [RelativePath]? = nil) {
+    init(rootFD: Int32, realRoot: [UInt8], config: FolderSourceConfig, filter: PathFilter, only: [RelativePath]? = nil) {
         self.rootFD = rootFD
+        self.realRoot = realRoot
         self.config = config
+        self.filter = filter
         self.only = only
     }
 
     func end() { closeQuietly(rootFD) }
 
     private func errorText(_ err: Int32) -> String { String(cString: strerror(err)) }
+
+    /// Opens `path` below the root, following symlinks only while they stay below it. A link
+    /// whose target is written as an absolute path, or leaves the root with `..` and comes back,
+    /// is resolved first: it is opened through its resolved path when that is below the root's
+    /// real path (and through nothing else, so a link swapped meanwhile fails safely).
+    func openFollowingInside(_ path: RelativePath, flags: Int32) -> (fd: Int32, errno: Int32) {
+        let first = openBeneath(path, flags: flags)
+        guard first.fd < 0, first.errno == EXDEV || first.errno == ELOOP else { return first }
+        let prefix = realRoot == [UInt8(ascii: "/")] ? realRoot : realRoot + [UInt8(ascii: "/")]
+        guard let resolved = FolderSource.realPath(prefix + path.bytes),
+              resolved.count > prefix.count, resolved.starts(with: prefix) else { return first }
+        let again = openBeneath(RelativePath(bytes: Array(resolved.dropFirst(prefix.count))), flags: flags)
+        return again.fd >= 0 ? again : first
+    }
 
     /// Opens `path` below the root, following symlinks only while they stay below it.
     func openBeneath(_ path: RelativePath, flags: Int32) -> (fd: Int32, errno: Int32) {
@@ -98,14 +141,14 @@ final class FolderPass: SourcePass {
         }
         switch st.st_mode & S_IFMT {
         case S_IFDIR:
-            return config.recursive && config.filter.descends(into: rel.bytes)
+            return config.recursive && filter.descends(into: rel.bytes)
         case S_IFREG:
-            if config.filter.accepts(file: rel.bytes) {
+            if filter.accepts(file: rel.bytes) {
                 out(Candidate(path: rel, size: Int64(st.st_size), mtimeNs: Self.mtime(st)))
             }
         case S_IFLNK:
-            guard config.filter.accepts(file: rel.bytes) else { return false }
-            let (fd, err) = openBeneath(rel, flags: CSluiceLinux_O_PATH)
+            guard filter.accepts(file: rel.bytes) else { return false }
+            let (fd, err) = openFollowingInside(rel, flags: CSluiceLinux_O_PATH)
             if fd < 0 {
                 let why = err == EXDEV || err == ELOOP
                     ? "symlink points outside the source root; not followed"
@@ -167,7 +210,7 @@ final class FolderPass: SourcePass {
     }
 
     func open(_ candidate: Candidate) throws(SourceError) -> any ByteStream {
-        let (fd, err) = openBeneath(candidate.path, flags: O_RDONLY | O_NOCTTY | O_NONBLOCK)
+        let (fd, err) = openFollowingInside(candidate.path, flags: O_RDONLY | O_NOCTTY | O_NONBLOCK)
         if fd < 0 {
             switch err {
             case ENOENT: throw SourceError("file vanished before it could be read")
@@ -217,18 +260,36 @@ final class FolderPass: SourcePass {
         }
     }
 
+    /// Moves a file into `folder` (relative to the root, or absolute) at the same relative
+    /// place, creating each missing folder level; never replaces a file (`name.1`, `name.2`, …).
     private func moveAside(pfd: Int32, cname: UnsafePointer<CChar>, into folder: String, relative: RelativePath, name: [UInt8]) throws(SourceError) {
-        var targetDir = RelativePath(folder)
-        for c in relative.components { targetDir = targetDir.appending(c) }
-        // Create the target folders one by one below the root (never following symlinks).
-        var dfd = dup(rootFD)
-        for c in targetDir.components {
+        var dfd: Int32
+        var levels = relative.components
+        var shown = folder
+        if folder.hasPrefix("/") {
+            // The operator's own folder outside the root: made as needed, its symlinks followed.
+            do {
+                try makeDirectories(folder)
+            } catch {
+                throw SourceError("after_ingest move: cannot create \(folder): \(error)")
+            }
+            dfd = Glibc.open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard dfd >= 0 else { throw SourceError("after_ingest move: cannot open \(folder): \(errorText(errno))") }
+        } else {
+            dfd = dup(rootFD)
+            levels = RelativePath(folder).components + levels
+            shown = "\(config.path)/\(folder)"
+        }
+        // The levels below are created one by one, never following a symlink.
+        for c in levels {
+            shown += "/" + RelativePath(bytes: Array(c)).display
             let next: Int32 = withCString(Array(c)) { cc in
                 _ = mkdirat(dfd, cc, 0o750)
                 return openat(dfd, cc, O_RDONLY | O_DIRECTORY | O_CLOEXEC | CSluiceLinux_O_NOFOLLOW)
             }
+            let err = errno
             closeQuietly(dfd)
-            guard next >= 0 else { throw SourceError("after_ingest move: cannot create \(targetDir.display): \(errorText(errno))") }
+            guard next >= 0 else { throw SourceError("after_ingest move: cannot create \(shown): \(errorText(err))") }
             dfd = next
         }
         defer { closeQuietly(dfd) }
@@ -242,7 +303,11 @@ final class FolderPass: SourcePass {
                 attempt += 1
                 continue
             }
-            throw SourceError("after_ingest move to \(targetDir.display) failed: \(errorText(errno))")
+            if errno == EXDEV {
+                throw SourceError("after_ingest move to \(shown) failed: it is on another file system than the drop folder \(config.path); "
+                    + "choose a move folder on the same file system (the file stays in place, its version is stored)")
+            }
+            throw SourceError("after_ingest move to \(shown) failed: \(errorText(errno))")
         }
         fsync(dfd)
         fsync(pfd)

@@ -1,3 +1,5 @@
+import SluiceLake
+
 /// A glob on source-relative paths, with `.gitignore`-like rules:
 /// a pattern without `/` matches the file name at any depth; a pattern with `/` matches the
 /// whole relative path (a leading `/` is allowed and ignored). `*` and `?` never cross `/`;
@@ -171,19 +173,38 @@ public struct Glob: Sendable, CustomStringConvertible {
 public struct PathFilter: Sendable {
     public var include: [Glob]
     public var exclude: [Glob]
+    /// Folders taken literally (no glob syntax), with everything below them: where Sluice moves
+    /// ingested files (`after_ingest = "move:…"`, every target a source ever had).
+    public var excludedFolders: [RelativePath] = []
 
     public init(include: [Glob], exclude: [Glob]) {
         self.include = include
         self.exclude = exclude
     }
 
-    /// A file is taken when it matches an include pattern and no exclude pattern.
+    /// A file is taken when it matches an include pattern and no exclude pattern, and is not
+    /// below an excluded folder.
     public func accepts(file path: [UInt8]) -> Bool {
-        include.contains { $0.matches(path) } && !exclude.contains { $0.matches(path) }
+        include.contains { $0.matches(path) } && !exclude.contains { $0.matches(path) } && !isInExcludedFolder(path)
     }
 
-    /// A folder is descended unless an exclude pattern matches it.
+    /// A folder is descended unless an exclude pattern matches it or it is (below) an
+    /// excluded folder.
     public func descends(into folder: [UInt8]) -> Bool {
-        !exclude.contains { $0.matches(folder) }
+        !exclude.contains { $0.matches(folder) } && !isInExcludedFolder(folder)
+    }
+
+    /// This filter, also excluding `folders` and everything below them.
+    public func excluding(folders: [RelativePath]) -> PathFilter {
+        var copy = self
+        for f in folders where !f.bytes.isEmpty && !copy.excludedFolders.contains(f) { copy.excludedFolders.append(f) }
+        return copy
+    }
+
+    /// Whether `path` is an excluded folder or below one.
+    private func isInExcludedFolder(_ path: [UInt8]) -> Bool {
+        excludedFolders.contains { f in
+            path.starts(with: f.bytes) && (path.count == f.bytes.count || path[f.bytes.count] == UInt8(ascii: "/"))
+        }
     }
 }

@@ -177,7 +177,14 @@ public final class Ingestor: Sendable {
             }
         }
         defer { withExtendedLifetime(lock) {} }
-        let pass = try source.beginPass()
+        // Every folder this source ever moved files to is skipped: what Sluice moved aside is
+        // never a new delivery. The current target is recorded before anything is moved there.
+        var moveTargets = try manifest.moveTargets(client: client, source: source.name)
+        if case .move(let target) = source.afterIngest, !moveTargets.contains(target) {
+            try manifest.recordMoveTarget(client: client, source: source.name, target: target)
+            moveTargets.append(target)
+        }
+        let pass = try source.beginPass(moveTargets: moveTargets)
         defer { pass.end() }
         let known = try manifest.knownFiles(client: client, source: source.name, paths: source.knownScope?.map(\.bytes))
 

@@ -92,6 +92,14 @@ public struct DatasetMapping: Sendable {
     public var sheet: String?
     public var skipPrefixes: [String]
     public var fields: [FieldMapping]
+
+    /// A fingerprint of the schema this dataset writes: output format and each field's name,
+    /// type and nullability, in order (the lineage columns never change). Recorded with every
+    /// transform, so that outputs written with other types can be found.
+    public var schemaSHA256: String {
+        let text = ([output.rawValue] + fields.map { "\($0.name):\($0.type):\($0.required ? "required" : "optional")" }).joined(separator: "\n")
+        return hexString(SHA256.hash(data: Data(text.utf8)))
+    }
 }
 
 /// One client's mapping file, `<mappings_dir>/<client>.toml`.

@@ -34,11 +34,24 @@ public struct S3Source: Source {
     /// `client/source s3://bucket/prefix`, the start of every message about this source.
     var location: String { "\(client)/\(name) s3://\(config.bucket)/\(config.prefix)" }
 
-    public func beginPass() throws(SourceError) -> any SourcePass {
+    public func beginPass(moveTargets: [String]) throws(SourceError) -> any SourcePass {
         let credentials = try S3CredentialsFile.load(config: config, key: "clients.\(client).sources.\(name)")
         let s3 = S3Client(bucket: S3Bucket(endpoint: config.endpoint, region: config.region, bucket: config.bucket, pathStyle: config.pathStyle),
                           credentials: credentials, maxConnections: config.maxConnections)
-        return S3Pass(source: self, s3: s3)
+        // A relative target is below the prefix; an absolute one (a prefix from the bucket's
+        // root) is when it starts with the prefix.
+        let moved = moveTargets.compactMap { target -> RelativePath? in
+            guard target.hasPrefix("/") else { return RelativePath(target) }
+            let key = String(target.dropFirst())
+            guard key.hasPrefix(config.prefix), key.count > config.prefix.count else { return nil }
+            return RelativePath(String(key.dropFirst(config.prefix.count)))
+        }
+        return S3Pass(source: self, s3: s3, filter: config.filter.excluding(folders: moved))
+    }
+
+    /// The key prefix a move target puts objects under (ending in `/`).
+    func movePrefix(_ target: String) -> String {
+        target.hasPrefix("/") ? String(target.dropFirst()) + "/" : config.prefix + target + "/"
     }
 }
 
@@ -100,10 +113,13 @@ public enum S3CredentialsFile {
 final class S3Pass: SourcePass, @unchecked Sendable {
     let source: S3Source
     let s3: S3Client
+    /// `include`/`exclude`, also excluding every move target below the prefix.
+    let filter: PathFilter
 
-    init(source: S3Source, s3: S3Client) {
+    init(source: S3Source, s3: S3Client, filter: PathFilter) {
         self.source = source
         self.s3 = s3
+        self.filter = filter
     }
 
     func fail(_ e: S3Error) -> SourceError { SourceError("\(source.location): \(e.message)") }
@@ -127,7 +143,7 @@ final class S3Pass: SourcePass, @unchecked Sendable {
                 // Folder markers, and the prefix itself.
                 if relative.isEmpty || relative.hasSuffix("/") { continue }
                 let path = RelativePath(relative)
-                guard source.config.filter.accepts(file: path.bytes) else { continue }
+                guard filter.accepts(file: path.bytes) else { continue }
                 if let why = Self.unsafeKey(relative) {
                     issue(ListingIssue(path: path, kind: .skipped, message: "key \(object.key) in bucket \(source.config.bucket) \(why); not ingested — rename it in the bucket"))
                     continue
@@ -170,7 +186,7 @@ final class S3Pass: SourcePass, @unchecked Sendable {
             case .delete:
                 try deleteIfUnchanged(key: key, etag: etag)
             case .move(let folder):
-                let target = source.config.prefix + folder + "/" + candidate.path.display
+                let target = source.movePrefix(folder) + candidate.path.display
                 try s3.copy(from: key, to: target, ifMatch: etag)
                 try deleteIfUnchanged(key: key, etag: etag)
             }

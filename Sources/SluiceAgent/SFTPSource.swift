@@ -52,7 +52,7 @@ public struct SFTPSource: Source {
             password: try config.passwordFile.map { path throws(SourceError) in try Self.readSecret(path, key: "password_file") })
     }
 
-    public func beginPass() throws(SourceError) -> any SourcePass {
+    public func beginPass(moveTargets: [String]) throws(SourceError) -> any SourcePass {
         let pool = SessionPool(source: self, credentials: try credentials())
         let session = try pool.acquire()
         let root: [UInt8]
@@ -79,7 +79,18 @@ public struct SFTPSource: Source {
             pool.closeAll()
             throw SourceError("\(location): \(error)")
         }
-        return SFTPPass(source: self, pool: pool, root: root, realRoot: realRoot)
+        // Relative targets are below remote_dir; an absolute one is when it lies below the
+        // path the server resolves remote_dir to, or below remote_dir as written.
+        let moved = moveTargets.compactMap { target -> RelativePath? in
+            guard target.hasPrefix("/") else { return RelativePath(target) }
+            for base in [realRoot, root] where base.first == UInt8(ascii: "/") {
+                let prefix = base == [UInt8(ascii: "/")] ? base : base + [UInt8(ascii: "/")]
+                let bytes = Array(target.utf8)
+                if bytes.count > prefix.count && bytes.starts(with: prefix) { return RelativePath(bytes: Array(bytes.dropFirst(prefix.count))) }
+            }
+            return nil
+        }
+        return SFTPPass(source: self, pool: pool, root: root, realRoot: realRoot, filter: config.filter.excluding(folders: moved))
     }
 
     /// Connects, checks the host key against `known_hosts` and logs in.
@@ -253,12 +264,15 @@ final class SFTPPass: SourcePass, @unchecked Sendable {
     /// remote_dir as configured, and as the server resolves it (for the symlink check).
     let root: [UInt8]
     let realRoot: [UInt8]
+    /// `include`/`exclude`, also excluding every move target below remote_dir.
+    let filter: PathFilter
     /// Symlinked candidates, read through the target the listing checked.
     private let lock = NSLock()
     private var linkTargets: [[UInt8]: [UInt8]] = [:]
 
-    init(source: SFTPSource, pool: SessionPool, root: [UInt8], realRoot: [UInt8]) {
+    init(source: SFTPSource, pool: SessionPool, root: [UInt8], realRoot: [UInt8], filter: PathFilter) {
         self.source = source
+        self.filter = filter
         self.pool = pool
         self.root = root
         self.realRoot = realRoot
@@ -337,13 +351,13 @@ final class SFTPPass: SourcePass, @unchecked Sendable {
                     let a = entry.attributes
                     switch a.type {
                     case .directory:
-                        if config.recursive && config.filter.descends(into: rel.bytes) { subdirs.append(rel) }
+                        if config.recursive && filter.descends(into: rel.bytes) { subdirs.append(rel) }
                     case .regular:
-                        if config.filter.accepts(file: rel.bytes) {
+                        if filter.accepts(file: rel.bytes) {
                             candidate(Candidate(path: rel, size: a.size, mtimeNs: a.mtime * 1_000_000_000))
                         }
                     case .symlink:
-                        guard config.filter.accepts(file: rel.bytes) else { continue }
+                        guard filter.accepts(file: rel.bytes) else { continue }
                         do throws(SSHError) {
                             if let c = try followLink(s, rel, issue: issue) { candidate(c) }
                         } catch {
@@ -428,13 +442,11 @@ final class SFTPPass: SourcePass, @unchecked Sendable {
             case .delete:
                 try s.unlink(path)
             case .move(let folder):
-                // The same relative place below the move folder, created as needed.
-                var dir = remotePath(RelativePath(folder))
-                try s.mkdir(dir)
-                for c in candidate.path.components.dropLast() {
-                    dir += [UInt8(ascii: "/")] + c
-                    try s.mkdir(dir)
-                }
+                // The same relative place below the move folder (below remote_dir, or an
+                // absolute folder on the server), each missing level created.
+                let base = folder.hasPrefix("/") ? Array(folder.utf8) : remotePath(RelativePath(folder))
+                let dir = base + candidate.path.components.dropLast().flatMap { [UInt8(ascii: "/")] + $0 }
+                try makeFolders(s, dir)
                 let name = Array(candidate.path.components.last ?? [])
                 var attempt = 0
                 while true {
@@ -458,6 +470,25 @@ final class SFTPPass: SourcePass, @unchecked Sendable {
                     }
                 }
             }
+        }
+    }
+}
+
+extension SFTPPass {
+    /// Creates `dir` on the server and every missing folder above it (`mkdir -p`).
+    func makeFolders(_ s: SSHSession, _ dir: [UInt8]) throws(SSHError) {
+        if let attrs = try? s.stat(dir), attrs.type == .directory { return }
+        // Find the deepest existing level, then create each one below it, in order.
+        var missing: [[UInt8]] = []
+        var path = dir
+        while path.count > 1, (try? s.stat(path)) == nil {
+            missing.append(path)
+            guard let slash = path.lastIndex(of: UInt8(ascii: "/")) else { break }
+            path = slash == 0 ? [UInt8(ascii: "/")] : Array(path[..<slash])
+        }
+        for level in missing.reversed() { try s.mkdir(level) }
+        guard (try? s.stat(dir))?.type == .directory else {
+            throw SSHError(.other, "cannot create folder \(RemoteName.display(dir)): a file of that name is in the way")
         }
     }
 }

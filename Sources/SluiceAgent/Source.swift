@@ -81,8 +81,10 @@ public protocol Source: Sendable {
     /// A file is taken only when its mtime is at least this old.
     var minAgeNanoseconds: Int64 { get }
     var afterIngest: AfterIngest { get }
-    /// Starts one pass: connects or opens the root.
-    func beginPass() throws(SourceError) -> any SourcePass
+    /// Starts one pass: connects or opens the root. `moveTargets` are every target this
+    /// source's `after_ingest = "move:…"` ever had (from the manifest): what lies in them was
+    /// moved there by Sluice, so the pass skips each one that is below its root.
+    func beginPass(moveTargets: [String]) throws(SourceError) -> any SourcePass
     /// The only paths a pass can offer, when known in advance (the manifest then reads just
     /// their records); nil for a listing of the whole source.
     var knownScope: [RelativePath]? { get }

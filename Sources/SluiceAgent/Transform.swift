@@ -64,7 +64,7 @@ public struct TransformResult: Sendable, Equatable {
 }
 
 /// Turns one stored version into typed Parquet (or JSONL) under `processed/`, with lineage
-/// columns, and its rejected rows into a sibling `.rejects.jsonl`.
+/// columns, and its rejected rows into a `.rejects.jsonl` under `processed/<client>/_rejects/`.
 public struct Transformer: Sendable {
     /// The lake, whose staging journal covers the temp files of outputs being written.
     public let lake: Lake
@@ -99,6 +99,24 @@ public struct Transformer: Sendable {
         }
         return "processed/\(input.client)/\(dataset)/ingest_date=\(date)/\(name).v\(input.version).\(ext)"
     }
+
+    /// Where the rejected rows of an output go: `processed/<client>/_rejects/<dataset>/…`, the
+    /// output's own path below the dataset with `.rejects.jsonl` for its extension. Outside the
+    /// dataset's folder, so that a reader of that folder (pyarrow.dataset, Spark, DuckDB's
+    /// `**/*.parquet`) sees Parquet only; the `_` also makes readers of the client's folder
+    /// skip it.
+    public static func rejectsPath(ofOutput outRel: String) -> String {
+        var parts = outRel.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        precondition(parts.count >= 4 && parts[0] == "processed", "not an output path: \(outRel)")
+        parts.insert(rejectsFolder, at: 2)
+        let last = parts.removeLast()
+        let stem = last.hasSuffix(".parquet") ? last.dropLast(8) : last.hasSuffix(".jsonl") ? last.dropLast(6) : last[...]
+        parts.append(stem + ".rejects.jsonl")
+        return parts.joined(separator: "/")
+    }
+
+    /// The folder of each client below `processed/` that holds the rejects of its datasets.
+    public static let rejectsFolder = "_rejects"
 
     public func run(_ input: TransformInput, options: ParquetOptions = ParquetOptions()) -> TransformResult {
         guard let dataset = dataset(for: input) else { return TransformResult(status: .unmapped) }
@@ -298,7 +316,7 @@ public struct Transformer: Sendable {
             do {
                 record = try reader.next()
             } catch {
-                throw TransformError("\(error.description); the raw version is kept — fix the mapping's records path or the file, then run `sluice transform --failed`")
+                throw TransformError("\(error.description); the raw version is kept — fix the mapping's records path or the file, then run `sluice transform \(input.client) --failed`")
             }
             guard let record else { break }
             try jsonRecord(record.value, number: record.index, d, sink)
@@ -452,12 +470,15 @@ final class OutputSink {
     private var rejected: Int64 = 0
     private var open = true
     private let beforePublish: (@Sendable () throws -> Void)?
+    /// The client, for the hint in a failure's message.
+    private let client: String
 
     init(lake: Lake, input: TransformInput, dataset d: DatasetMapping, options: ParquetOptions) throws {
         dataset = d
+        client = input.client
         beforePublish = input.beforePublish
         outRel = Transformer.outputPath(input, dataset: d.name, extension: d.output == .parquet ? "parquet" : "jsonl")
-        rejectsRel = String(outRel.dropLast(d.output == .parquet ? 8 : 6)) + ".rejects.jsonl"
+        rejectsRel = Transformer.rejectsPath(ofOutput: outRel)
         out = try AtomicFile(lake: lake, relative: outRel)
         do {
             rejects = try AtomicFile(lake: lake, relative: rejectsRel)
@@ -565,7 +586,7 @@ final class OutputSink {
                 try rejects.publish()
                 result.rejectsPath = rejectsRel
             } catch {}
-            throw Transformer.TransformError("\(rejected) of \(total) rows rejected, more than max_reject_ratio \(dataset.maxRejectRatio); fix the mapping or the file and run `sluice transform --failed`")
+            throw Transformer.TransformError("\(rejected) of \(total) rows rejected, more than max_reject_ratio \(dataset.maxRejectRatio); fix the mapping or the file and run `sluice transform \(client) --failed`")
         }
         try beforePublish?()
         try out.publish()

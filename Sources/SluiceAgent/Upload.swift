@@ -258,7 +258,7 @@ struct UploadSource: Source {
     var knownScope: [RelativePath]? { [candidate.path] }
     var exclusivePasses: Bool { false }
 
-    func beginPass() throws(SourceError) -> any SourcePass { Pass(candidate: candidate, body: body) }
+    func beginPass(moveTargets: [String]) throws(SourceError) -> any SourcePass { Pass(candidate: candidate, body: body) }
 
     struct Pass: SourcePass {
         let candidate: Candidate

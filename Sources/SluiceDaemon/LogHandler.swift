@@ -1,9 +1,15 @@
 import Foundation
 import Logging
+import SluiceLake
 
 /// Log lines on stderr. Under systemd (`$JOURNAL_STREAM` set) each line starts with the
 /// syslog priority `<3>`…`<7>` so journald keeps the level, and carries no timestamp (the
 /// journal adds its own); otherwise lines start with an ISO 8601 timestamp.
+///
+/// Fields are logfmt: `key=value`, the value in double quotes (with `\"` and `\\`) when it is
+/// empty or holds a space, `"` or `=`. Control characters and line separators in the message
+/// and in every value are written as `%HH` (`PrintableText`), so client-controlled text (a
+/// file name, an upload's path) can never start a line of its own or a journald priority.
 public struct SluiceLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
     public var logLevel: Logger.Level
@@ -35,15 +41,29 @@ public struct SluiceLogHandler: LogHandler {
     public func log(event: LogEvent) {
         var all = metadata
         if let extra = event.metadata { all.merge(extra) { $1 } }
-        let fields = all.isEmpty ? "" : " " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        let fields = all.isEmpty ? "" : " " + all.sorted { $0.key < $1.key }.map { Self.field($0.key, "\($0.value)") }.joined(separator: " ")
+        let message = PrintableText.escape("\(event.message)")
         let line: String
         if journald {
-            line = "<\(Self.priority(event.level))>\(event.level) \(event.message)\(fields)\n"
+            line = "<\(Self.priority(event.level))>\(event.level) \(message)\(fields)\n"
         } else {
             let now = Date()
             let stamp = ISO8601DateFormatter.string(from: now, timeZone: TimeZone(identifier: "UTC")!, formatOptions: [.withInternetDateTime])
-            line = "\(stamp) \(event.level) \(label): \(event.message)\(fields)\n"
+            line = "\(stamp) \(event.level) \(label): \(message)\(fields)\n"
         }
         FileHandle.standardError.write(Data(line.utf8))
+    }
+
+    /// One logfmt field: `key=value`, quoted when the value needs it, control characters as `%HH`.
+    static func field(_ key: String, _ value: String) -> String {
+        let safe = PrintableText.escape(value)
+        let quote = safe.isEmpty || safe.contains { $0 == " " || $0 == "\"" || $0 == "=" }
+        guard quote else { return "\(PrintableText.escape(key))=\(safe)" }
+        var q = "\""
+        for c in safe {
+            if c == "\"" || c == "\\" { q.append("\\") }
+            q.append(c)
+        }
+        return "\(PrintableText.escape(key))=\(q)\""
     }
 }

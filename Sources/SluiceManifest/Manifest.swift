@@ -482,13 +482,88 @@ public final class Manifest: Sendable {
     }
 
     /// Records one transform of a version (the latest row per version is its current state).
-    public func recordTransform(versionID: Int64, dataset: String?, mappingSHA256: String, status: String, rowsWritten: Int64,
+    public func recordTransform(versionID: Int64, dataset: String?, mappingSHA256: String, schemaSHA256: String?, status: String, rowsWritten: Int64,
                                 rowsRejected: Int64, outputPath: String?, rejectsPath: String?, error: String?) throws(ManifestError) {
         try write("recording a transform") { db in
             try db.cachedStatement(sql: """
-                INSERT INTO transform (version_id, dataset, mapping_sha256, status, rows_written, rows_rejected, output_path, rejects_path, error, transformed_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """).execute(arguments: [versionID, dataset, mappingSHA256, status, rowsWritten, rowsRejected, outputPath, rejectsPath, error, Timestamp.now()])
+                INSERT INTO transform (version_id, dataset, mapping_sha256, schema_sha256, status, rows_written, rows_rejected, output_path, rejects_path, error, transformed_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """).execute(arguments: [versionID, dataset, mappingSHA256, schemaSHA256, status, rowsWritten, rowsRejected, outputPath, rejectsPath, error, Timestamp.now()])
+        }
+    }
+
+    /// The output schemas a client's current outputs of each dataset were written with: for
+    /// every dataset, each distinct `schema_sha256` among the versions whose latest transform
+    /// is ok, with how many outputs have it (NULL: written before schemas were recorded; then
+    /// `mapping_sha256` is given instead).
+    public struct OutputSchema: Sendable, Equatable {
+        public var dataset: String
+        public var schemaSHA256: String?
+        public var mappingSHA256: String?
+        public var outputs: Int
+    }
+
+    public func outputSchemas(client: String) throws(ManifestError) -> [OutputSchema] {
+        try read("reading the schemas of the outputs") { db in
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT t.dataset, t.schema_sha256, CASE WHEN t.schema_sha256 IS NULL THEN t.mapping_sha256 END, count(*)
+                FROM transform t JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id
+                WHERE f.client = ? AND t.status = 'ok' AND t.dataset IS NOT NULL
+                  AND t.id = (SELECT max(t2.id) FROM transform t2 WHERE t2.version_id = t.version_id)
+                GROUP BY 1, 2, 3 ORDER BY 1
+                """, arguments: [client])
+            return rows.map { OutputSchema(dataset: $0[0], schemaSHA256: $0[1], mappingSHA256: $0[2], outputs: $0[3]) }
+        }
+    }
+
+    // MARK: move targets
+
+    /// Every folder `after_ingest = "move:…"` of this source has ever pointed at.
+    public func moveTargets(client: String, source: String) throws(ManifestError) -> [String] {
+        try read("reading the move targets") { db in
+            try String.fetchAll(db.cachedStatement(sql: "SELECT target FROM move_target WHERE client = ? AND source = ? ORDER BY target"),
+                                arguments: [client, source])
+        }
+    }
+
+    /// Records a move target before anything is moved there.
+    public func recordMoveTarget(client: String, source: String, target: String) throws(ManifestError) {
+        try write("recording the move target") { db in
+            try db.execute(sql: "INSERT OR IGNORE INTO move_target (client, source, target, first_used_at) VALUES (?, ?, ?, ?)",
+                           arguments: [client, source, target, Timestamp.now()])
+        }
+    }
+
+    // MARK: lake migrations
+
+    /// Whether the lake migration `name` has been completed.
+    public func lakeMigrationDone(_ name: String) throws(ManifestError) -> Bool {
+        try read("reading the lake migrations") { db in
+            try Bool.fetchOne(db, sql: "SELECT 1 FROM lake_migration WHERE name = ?", arguments: [name]) ?? false
+        }
+    }
+
+    public func markLakeMigrationDone(_ name: String) throws(ManifestError) {
+        try write("recording a lake migration") { db in
+            try db.execute(sql: "INSERT OR IGNORE INTO lake_migration (name, done_at) VALUES (?, ?)", arguments: [name, Timestamp.now()])
+        }
+    }
+
+    /// The rejects files recorded inside a dataset's folder (where rejects were written beside
+    /// their output before the `_rejects` folder), each once.
+    public func rejectsInsideDatasets() throws(ManifestError) -> [String] {
+        try read("listing the rejects files to move") { db in
+            try String.fetchAll(db, sql: """
+                SELECT DISTINCT rejects_path FROM transform
+                WHERE rejects_path IS NOT NULL AND rejects_path NOT LIKE 'processed/%/\\_rejects/%' ESCAPE '\\'
+                """)
+        }
+    }
+
+    /// Points every transform row that names the rejects file `old` at `new`.
+    public func moveRejects(from old: String, to new: String) throws(ManifestError) {
+        try write("moving a rejects file") { db in
+            try db.execute(sql: "UPDATE transform SET rejects_path = ? WHERE rejects_path = ?", arguments: [new, old])
         }
     }
 }

@@ -140,6 +140,29 @@ enum Schema {
             // (1 ms a pass at 7,000 runs). Only a handful of runs are running at a time.
             try db.execute(sql: "CREATE INDEX run_running ON run(client) WHERE status = 'running'")
         }
+        migrator.registerMigration("v7-move-target") { db in
+            // Every folder a source's `after_ingest = "move:…"` has pointed at: what Sluice
+            // moved there must never come back as a new delivery, even after the target changed.
+            try db.execute(sql: """
+                CREATE TABLE move_target (
+                    client TEXT NOT NULL,
+                    source TEXT NOT NULL,
+                    target TEXT NOT NULL,
+                    first_used_at TEXT NOT NULL,
+                    PRIMARY KEY (client, source, target)
+                );
+                """)
+        }
+        migrator.registerMigration("v8-transform-schema") { db in
+            // The fingerprint of the output schema each transform wrote (the dataset's field
+            // names, types and nullability), so a changed mapping can be told from an old one.
+            try db.execute(sql: "ALTER TABLE transform ADD COLUMN schema_sha256 TEXT")
+        }
+        migrator.registerMigration("v9-lake-migration") { db in
+            // Changes to the lake's layout that move files (run by the agent, not by SQL), each
+            // recorded once it is complete.
+            try db.execute(sql: "CREATE TABLE lake_migration (name TEXT PRIMARY KEY, done_at TEXT NOT NULL)")
+        }
         return migrator
     }
 }

@@ -197,7 +197,8 @@ public final class S3Client: Sendable {
         return try withRetries { () throws(S3Error) -> S3ListPage in
             let response = try send(try request(.GET, key: nil, query: query), what: "listing \(bucket.bucket)/\(prefix)")
             let data = Data((response.body ?? ByteBuffer()).readableBytesView)
-            guard let page = ListParser.parse(data) else {
+            // Decoded because encoding-type=url was asked, whatever the answer says where.
+            guard let page = ListParser.parse(data, urlEncoded: true) else {
                 throw S3Error(message: "the listing of \(bucket.bucket)/\(prefix) is not a ListBucketResult (is endpoint an S3 API?)")
             }
             return page
@@ -341,10 +342,15 @@ final class BodyDelegate: HTTPClientResponseDelegate, @unchecked Sendable {
 
 // MARK: XML
 
-/// Parses a ListObjectsV2 answer (`<ListBucketResult>`), keys URL-decoded.
+/// Parses a ListObjectsV2 answer (`<ListBucketResult>`).
+///
+/// With `urlEncoded` (the request asked for `encoding-type=url`), keys are URL-decoded. That
+/// is decided by the request, not by the answer's `<EncodingType>`, which a server may send
+/// after the `<Contents>` it applies to (moto does) or not at all. Continuation tokens are
+/// opaque and go back to the server exactly as they came (S3 never encodes them).
 enum ListParser {
-    static func parse(_ data: Data) -> S3ListPage? {
-        let delegate = Delegate()
+    static func parse(_ data: Data, urlEncoded: Bool) -> S3ListPage? {
+        let delegate = Delegate(urlEncoded: urlEncoded)
         let parser = XMLParser(data: data)
         parser.delegate = delegate
         guard parser.parse(), delegate.sawRoot else { return nil }
@@ -356,8 +362,10 @@ enum ListParser {
         var next: String?
         var truncated = false
         var sawRoot = false
-        var urlEncoded = false
+        let urlEncoded: Bool
         private var text = ""
+
+        init(urlEncoded: Bool) { self.urlEncoded = urlEncoded }
         private var inContents = false
         private var key = "", size: Int64 = 0, etag = "", modified = ""
 
@@ -388,14 +396,14 @@ enum ListParser {
                 switch name {
                 case "IsTruncated": truncated = text.trimmingCharacters(in: .whitespaces) == "true"
                 case "NextContinuationToken": next = text
-                case "EncodingType": urlEncoded = text.trimmingCharacters(in: .whitespaces) == "url"
                 default: break
                 }
             }
             text = ""
         }
 
-        /// `encoding-type=url` keys: percent-encoded, with `+` for a space.
+        /// `encoding-type=url` keys: percent-encoded, with `+` for a space (AWS) or `%20`
+        /// (moto, MinIO); a literal `+` always comes as `%2B`.
         static func formDecode(_ s: String) -> String? {
             s.replacingOccurrences(of: "+", with: " ").removingPercentEncoding
         }

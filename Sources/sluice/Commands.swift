@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SluiceAgent
 import SluiceDaemon
+import SluiceLake
 import SluiceManifest
 
 struct Pull: ParsableCommand {
@@ -22,15 +23,20 @@ struct Pull: ParsableCommand {
             try printJSON(PullJSON(report))
         } else {
             for f in report.files {
-                let what = f.status == .new ? "v\(f.version ?? 0) → \(f.lakePath ?? "")" : (f.error ?? "")
-                print("\(f.status.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)) \(f.source)/\(f.path)  \(what)")
+                var what = f.status == .new ? "v\(f.version ?? 0) → \(f.lakePath ?? "")" : (f.error ?? "")
+                if f.status == .new || f.status == .unchanged, let error = f.error {
+                    // Stored (now or in an earlier pass), but the after-ingest step failed.
+                    what += (what.isEmpty ? "" : "; ") + "after_ingest failed: \(error)"
+                }
+                say("\(f.status.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)) \(f.source)/\(f.path)  \(what)")
             }
             for e in report.sourceErrors {
-                print("error     source \(e.source): \(e.message)")
+                say("error     source \(e.source): \(e.message)")
             }
             printTransforms(report.transforms)
             let c = report.counts
-            print("\(client): \(c.new) new, \(c.unchanged) unchanged, \(c.skipped) skipped, \(c.failed) failed (\(c.bytes) bytes stored, run \(report.runID))")
+            let afterIngest = report.afterIngestFailures > 0 ? ", \(report.afterIngestFailures) after_ingest failed" : ""
+            say("\(client): \(c.new) new, \(c.unchanged) unchanged, \(c.skipped) skipped, \(c.failed) failed\(afterIngest) (\(c.bytes) bytes stored, run \(report.runID))")
         }
         if !report.succeeded || report.transformsFailed { throw ExitCode(1) }
     }
@@ -39,6 +45,8 @@ struct Pull: ParsableCommand {
 struct PullJSON: Encodable {
     var client: String
     var new, unchanged, skipped, failed: Int
+    /// Files stored whose after-ingest step (delete or move) failed.
+    var after_ingest_failed: Int
     var files: [FileReport]
     var source_errors: [[String: String]]
     var run_id: Int64
@@ -50,6 +58,7 @@ struct PullJSON: Encodable {
         unchanged = r.counts.unchanged
         skipped = r.counts.skipped
         failed = r.counts.failed
+        after_ingest_failed = r.afterIngestFailures
         files = r.files
         source_errors = r.sourceErrors.map { ["source": $0.source, "error": $0.message] }
         run_id = r.runID
@@ -75,11 +84,11 @@ struct History: ParsableCommand {
             return
         }
         if rows.isEmpty {
-            print("no versions recorded for \(client)\(path.map { " under \($0)" } ?? "")")
+            say("no versions recorded for \(client)\(path.map { " under \($0)" } ?? "")")
             return
         }
         for r in rows {
-            print("\(r.ingested_at)  \(r.source)/\(r.path)  v\(r.version)  \(r.size) B  sha256:\(r.sha256.prefix(16))…  \(r.lake_path)")
+            say("\(r.ingested_at)  \(r.source)/\(r.path)  v\(r.version)  \(r.size) B  sha256:\(r.sha256.prefix(16))…  \(r.lake_path)")
         }
     }
 }
@@ -102,14 +111,14 @@ struct Audit: ParsableCommand {
         if json {
             try printJSON(report)
         } else {
-            for m in report.missing { print("missing  \(m)") }
+            for m in report.missing { say("missing  \(m)") }
             for c in report.corrupt {
-                print("corrupt  \(c.lakePath)  expected sha256 \(c.expected) (\(c.expectedSize) B), found \(c.actual ?? "unreadable") (\(c.actualSize) B)")
+                say("corrupt  \(c.lakePath)  expected sha256 \(c.expected) (\(c.expectedSize) B), found \(c.actual ?? "unreadable") (\(c.actualSize) B)")
             }
-            for o in report.orphans { print("orphan   \(o)  (no manifest row points to it)") }
-            for t in report.tempFiles { print("temp     \(t)  (left by a process that died; removed at the next start)") }
+            for o in report.orphans { say("orphan   \(o)  (no manifest row points to it)") }
+            for t in report.tempFiles { say("temp     \(t)  (left by a process that died; removed at the next start)") }
             let rate = seconds > 0 ? Double(report.bytesHashed) / seconds / 1e9 : 0
-            print("checked \(report.checked), ok \(report.ok), missing \(report.missing.count), corrupt \(report.corrupt.count), orphans \(report.orphans.count), temp \(report.tempFiles.count)"
+            say("checked \(report.checked), ok \(report.ok), missing \(report.missing.count), corrupt \(report.corrupt.count), orphans \(report.orphans.count), temp \(report.tempFiles.count)"
                 + (quick ? " (sizes only)" : String(format: "; %.2f GB hashed in %.2f s (%.2f GB/s)", Double(report.bytesHashed) / 1e9, seconds, rate)))
         }
         if !report.clean { throw ExitCode(1) }
@@ -132,37 +141,44 @@ struct CheckConfig: ParsableCommand {
         // Secrets are read where the service runs (its environment may differ from this shell's),
         // so a problem with them is a warning here, not an invalid config.
         for problem in agent.sourceSecretProblems() {
-            FileHandle.standardError.write(Data("warning: \(problem) (the source fails until this is fixed)\n".utf8))
+            FileHandle.standardError.write(Data("warning: \(PrintableText.escape(problem)) (the source fails until this is fixed)\n".utf8))
         }
-        print("\(c.file): OK")
-        print("  state_dir    \(c.stateDir)")
-        print("  lake_dir     \(c.lakeDir)")
-        print("  mappings_dir \(c.mappingsDir)\(FileManager.default.fileExists(atPath: c.mappingsDir) ? "" : " (absent: no client has a mapping yet)")")
+        say("\(c.file): OK")
+        say("  state_dir    \(c.stateDir)")
+        say("  lake_dir     \(c.lakeDir)")
+        say("  mappings_dir \(c.mappingsDir)\(FileManager.default.fileExists(atPath: c.mappingsDir) ? "" : " (absent: no client has a mapping yet)")")
         if c.api.listen.isEmpty {
-            print("  api          off (no [api] listen)")
+            say("  api          off (no [api] listen)")
         } else {
-            print("  api          \(c.api.listen) \(c.api.tlsCert.map { "TLS \($0)" } ?? "plain HTTP (loopback)"), max_upload_size \(ByteSizeText.format(c.api.maxUploadSize)), "
+            say("  api          \(c.api.listen) \(c.api.tlsCert.map { "TLS \($0)" } ?? "plain HTTP (loopback)"), max_upload_size \(ByteSizeText.format(c.api.maxUploadSize)), "
                 + "max_concurrent_uploads \(c.api.maxConcurrentUploads)")
         }
         for (client, m) in mappings.sorted(by: { $0.key < $1.key }) {
-            print("  mapping \(client): \(m.file), datasets \(m.datasets.map { "\($0.name) (\($0.format.rawValue), \($0.fields.count) fields)" }.joined(separator: ", "))")
+            say("  mapping \(client): \(m.file), datasets \(m.datasets.map { "\($0.name) (\($0.format.rawValue), \($0.fields.count) fields)" }.joined(separator: ", "))")
+            // Which datasets' field types changed since their outputs were written (read from
+            // the manifest when there is one; a manifest that cannot be read is only noted).
+            do {
+                for change in try agent.schemaChanges(client: client) { say("    changed since its last transform: \(change.advice)") }
+            } catch {
+                say("    (cannot compare with the outputs in the manifest: \(error.message))")
+            }
         }
         for client in c.clients {
-            print("  client \(client.id)\(client.displayName.map { " (\($0))" } ?? "")")
+            say("  client \(client.id)\(client.displayName.map { " (\($0))" } ?? "")")
             for s in client.sources {
                 switch s.kind {
                 case .folder(let f):
-                    print("    source \(s.name): folder \(f.path), min_age \(f.minAgeNanoseconds / 1_000_000) ms, after_ingest \(f.afterIngest)")
+                    say("    source \(s.name): folder \(f.path), min_age \(f.minAgeNanoseconds / 1_000_000) ms, after_ingest \(f.afterIngest)")
                 case .sftp(let f):
                     let auth = [f.identityFile.map { "key \($0)" }, f.passwordFile.map { "password from \($0)" }].compactMap { $0 }.joined(separator: " + ")
-                    print("    source \(s.name): sftp \(f.user)@\(f.host):\(f.port) \(f.remoteDir), \(auth), known_hosts \(f.knownHosts), "
+                    say("    source \(s.name): sftp \(f.user)@\(f.host):\(f.port) \(f.remoteDir), \(auth), known_hosts \(f.knownHosts), "
                         + "max_connections \(f.maxConnections), min_age \(f.minAgeNanoseconds / 1_000_000) ms, after_ingest \(f.afterIngest)")
                 case .s3(let f):
                     let creds = f.credentialsFile.map { "credentials \($0) [\(f.profile)]" } ?? "credentials from AWS_* environment variables"
-                    print("    source \(s.name): s3 \(f.endpoint.absoluteString) bucket \(f.bucket) prefix \"\(f.prefix)\" (\(f.region)\(f.pathStyle ? ", path style" : "")), \(creds), "
+                    say("    source \(s.name): s3 \(f.endpoint.absoluteString) bucket \(f.bucket) prefix \"\(f.prefix)\" (\(f.region)\(f.pathStyle ? ", path style" : "")), \(creds), "
                         + "max_connections \(f.maxConnections), min_age \(f.minAgeNanoseconds / 1_000_000) ms, after_ingest \(f.afterIngest)")
                 case .http(let h):
-                    print("    source \(s.name): http uploads, include \(h.filter.include.map(\.pattern)), exclude \(h.filter.exclude.map(\.pattern))")
+                    say("    source \(s.name): http uploads, include \(h.filter.include.map(\.pattern)), exclude \(h.filter.exclude.map(\.pattern))")
                 }
             }
         }
@@ -196,7 +212,7 @@ struct Trust: ParsableCommand {
     func run() throws {
         let agent = try global.loadAgent()
         let ok = try SluiceAgentCLI.run { () throws(AgentError) in
-            try agent.trust(client: client, source: source, replace: replace, say: { print($0) }, confirm: { _ in
+            try agent.trust(client: client, source: source, replace: replace, say: { say($0) }, confirm: { _ in
                 if yes { return true }
                 print("  Trust this key? [y/N] ", terminator: "")
                 fflush(nil)
@@ -218,7 +234,7 @@ func printTransforms(_ reports: [TransformReport]) {
         case "unmapped": "no dataset matches; kept raw"
         default: "\(t.dataset ?? ""): \(t.error ?? "")"
         }
-        print("transform \(t.status.padding(toLength: 8, withPad: " ", startingAt: 0)) \(t.source)/\(t.path) v\(t.version)  \(what)")
+        say("transform \(t.status.padding(toLength: 8, withPad: " ", startingAt: 0)) \(t.source)/\(t.path) v\(t.version)  \(what)")
     }
 }
 
@@ -252,7 +268,15 @@ struct Transform: ParsableCommand {
         } else {
             printTransforms(reports)
             let ok = reports.filter { $0.status == "ok" }.count
-            print("\(client): \(reports.count) transformed: \(ok) ok, \(reports.filter { $0.status == "failed" }.count) failed, \(reports.filter { $0.status == "unmapped" }.count) unmapped")
+            say("\(client): \(reports.count) transformed: \(ok) ok, \(reports.filter { $0.status == "failed" }.count) failed, \(reports.filter { $0.status == "unmapped" }.count) unmapped")
+        }
+        if failed {
+            // Re-running the failed ones with a changed mapping leaves the earlier outputs with
+            // the old types: one dataset, two schemas.
+            let changes = try SluiceAgentCLI.run { () throws(AgentError) in try agent.schemaChanges(client: client) }
+            for change in changes where dataset == nil || change.dataset == dataset {
+                FileHandle.standardError.write(Data("warning: \(PrintableText.escape(change.advice))\n".utf8))
+            }
         }
         if reports.contains(where: { $0.status == "failed" }) { throw ExitCode(1) }
     }
@@ -321,7 +345,7 @@ struct Token: ParsableCommand {
             let (token, record) = try SluiceAgentCLI.run { () throws(AgentError) in
                 try agent.createToken(client: client, source: source, expires: expires, note: note)
             }
-            print(token)
+            say(token)
             FileHandle.standardError.write(Data("token \(record.id) for \(record.client)\(record.source.map { "/\($0)" } ?? ""), expires \(record.expires_at ?? "never"); it is not shown again\n".utf8))
         }
     }
@@ -355,7 +379,7 @@ struct Token: ParsableCommand {
         func run() throws {
             let agent = try global.loadAgent()
             let t = try SluiceAgentCLI.run { () throws(AgentError) in try agent.revokeToken(id: id) }
-            print("token \(t.id) (\(t.client)/\(t.source ?? "*")) revoked \(t.revoked_at ?? "")")
+            say("token \(t.id) (\(t.client)/\(t.source ?? "*")) revoked \(t.revoked_at ?? "")")
         }
     }
 }
@@ -371,6 +395,6 @@ struct ListingOptions: ParsableArguments {
             try printJSON(rows)
             return
         }
-        for r in rows { describe(r).forEach { print($0) } }
+        for r in rows { describe(r).forEach { say($0) } }
     }
 }

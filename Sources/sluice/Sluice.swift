@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import SluiceAgent
 import SluiceDaemon
+import SluiceLake
 
 @main
 struct Sluice: AsyncParsableCommand {
@@ -58,9 +59,16 @@ func run<T>(_ body: () throws(AgentError) -> T) throws -> T {
     do {
         return try body()
     } catch {
-        FileHandle.standardError.write(Data("sluice: error: \(error.message)\n".utf8))
+        FileHandle.standardError.write(Data("sluice: error: \(PrintableText.escape(error.message))\n".utf8))
         throw ExitCode(error.exitCode)
     }
+}
+
+/// Prints one line of text output. Paths, errors and notes in it may come from a client (a
+/// file name with a newline in it): control characters are shown as `%HH` (`PrintableText`),
+/// so every result stays one line and nothing reaches the terminal as a control sequence.
+func say(_ line: String) {
+    print(PrintableText.escape(line))
 }
 
 func printJSON(_ value: some Encodable) throws {

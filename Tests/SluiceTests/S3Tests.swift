@@ -57,6 +57,24 @@ struct S3Tests {
         #expect(moto.log.contains("continuation-token="), "the listing followed NextContinuationToken")
     }
 
+    /// Keys that URL encoding changes come back decoded, are fetched under their real names
+    /// and are moved aside under them too.
+    @Test func keysWithSpacesPlusPercentAndNonASCIIAreIngested() throws {
+        let moto = try MotoServer()
+        try moto.bucket("odd-keys")
+        let keys = ["in/b b.csv", "in/ü.csv", "in/p+q.csv", "in/100%.csv", "in/a&b.csv", "in/x<y.csv", "in/trailing .csv", "in/sub dir/c d.csv"]
+        try moto.put("odd-keys", Dictionary(uniqueKeysWithValues: keys.map { ($0, "content of \($0)\n") }))
+        let dir = Self.setUp(moto, bucket: "odd-keys", prefix: "in/", extra: "min_age = \"0s\"\nafter_ingest = \"move:done\"")
+        let (r, report, files) = try Self.pull(dir)
+        #expect(r.status == 0, "\(r.stderr) \(report)")
+        for key in keys {
+            let rel = String(key.dropFirst(3))
+            #expect(files[rel]?["status"] as? String == "new", "\(rel): \(files[rel] ?? [:])")
+            #expect(Self.lakeFile(dir, files[rel]) == "content of \(key)\n")
+        }
+        #expect(try moto.keys("odd-keys").sorted() == keys.map { "in/done/" + $0.dropFirst(3) }.sorted())
+    }
+
     @Test func anUnchangedObjectIsNeverFetchedAgainAndANewETagIsANewVersion() throws {
         let moto = try MotoServer()
         try moto.bucket("bucket-one")
