@@ -119,17 +119,49 @@ public struct Agent: Sendable {
         }
     }
 
-    /// Reads every s3 source's credentials (without contacting the store) and says what is
-    /// wrong with them: a missing file, profile or key (for `check-config`).
+    /// Reads every source's secrets (without contacting the server or store) and says what
+    /// is wrong with them: an s3 source's missing credentials file, profile or key; an sftp
+    /// source's identity, passphrase or password file that cannot be read (for `check-config`).
     public func sourceSecretProblems() -> [String] {
         var problems: [String] = []
         for client in config.clients {
             for s in client.sources {
-                guard case .s3(let c) = s.kind else { continue }
-                do {
-                    _ = try S3CredentialsFile.load(config: c, key: "clients.\(client.id).sources.\(s.name)")
-                } catch {
-                    problems.append(error.message)
+                let key = "clients.\(client.id).sources.\(s.name)"
+                switch s.kind {
+                case .s3(let c):
+                    do {
+                        _ = try S3CredentialsFile.load(config: c, key: key)
+                    } catch {
+                        problems.append(error.message)
+                    }
+                case .sftp(let c):
+                    for (name, file) in [("identity_file", c.identityFile), ("passphrase_file", c.passphraseFile), ("password_file", c.passwordFile)] {
+                        guard let file, access(file, R_OK) != 0 else { continue }
+                        problems.append("\(key).\(name) \(file) cannot be read: \(String(cString: strerror(errno))) — create it (mode 600) or fix the path")
+                    }
+                case .folder, .http:
+                    continue
+                }
+            }
+        }
+        return problems
+    }
+
+    /// Drop folders whose absolute move target is on another file system than the folder (a
+    /// move is a rename, which cannot cross file systems), for `check-config`. A target not
+    /// made yet is judged by the nearest folder above it that exists.
+    public func moveTargetProblems() -> [String] {
+        var problems: [String] = []
+        for client in config.clients {
+            for s in client.sources {
+                guard case .folder(let f) = s.kind, case .move(let target) = f.afterIngest, target.hasPrefix("/") else { continue }
+                var root = stat(), there = stat()
+                guard stat(f.path, &root) == 0 else { continue }  // the folder itself is checked when a pass starts
+                var probe = target
+                while stat(probe, &there) != 0, probe != "/" { probe = (probe as NSString).deletingLastPathComponent }
+                if there.st_dev != root.st_dev {
+                    problems.append("clients.\(client.id).sources.\(s.name).after_ingest: the move target \(target) is on another file system than the drop folder "
+                        + "\(f.path) (a move is a rename and cannot cross file systems): choose a folder on the same file system")
                 }
             }
         }
@@ -274,8 +306,17 @@ public struct Agent: Sendable {
     /// token is returned once; the manifest keeps only its SHA-256.
     public func createToken(client id: String, source: String?, expires: String?, note: String?) throws(AgentError) -> (token: String, record: TokenRecord) {
         let client = try requireClient(id)
-        if let source, !client.sources.contains(where: { $0.name == source }) {
-            throw AgentError(.usage, "client '\(id)' has no source '\(source)' (sources: \(client.sources.map(\.name).joined(separator: ", ")))")
+        let uploadSources = client.sources.filter { if case .http = $0.kind { true } else { false } }.map(\.name)
+        if let source {
+            guard let s = client.sources.first(where: { $0.name == source }) else {
+                throw AgentError(.usage, "client '\(id)' has no source '\(source)' (sources: \(client.sources.map(\.name).joined(separator: ", ")))")
+            }
+            guard case .http = s.kind else {
+                throw AgentError(.usage, "source '\(source)' of client '\(id)' is not an upload source (type = \"http\"), so a token for it could never upload: "
+                    + (uploadSources.isEmpty ? "add a source with type = \"http\" to agent.conf" : "use --source \(uploadSources.joined(separator: " or --source "))"))
+            }
+        } else if uploadSources.isEmpty {
+            throw AgentError(.usage, "client '\(id)' has no upload source (type = \"http\") in \(config.file): add one, or a token could never upload")
         }
         var expiresAt: String?
         if let expires {

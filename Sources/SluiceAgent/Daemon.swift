@@ -39,6 +39,25 @@ public struct SourceStatus: Sendable, Encodable {
         case nextPoll = "next_poll", consecutiveFailures = "consecutive_failures", filesNew = "files_new"
         case filesUnchanged = "files_unchanged", filesFailed = "files_failed", bytesNew = "bytes_new", queueDepth = "queue_depth"
     }
+
+    /// Every field, the ones not known yet as `null` (not left out).
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(client, forKey: .client)
+        try c.encode(source, forKey: .source)
+        try c.encode(type, forKey: .type)
+        try c.encode(state, forKey: .state)
+        try c.encode(lastPoll, forKey: .lastPoll)
+        try c.encode(lastSuccess, forKey: .lastSuccess)
+        try c.encode(lastError, forKey: .lastError)
+        try c.encode(nextPoll, forKey: .nextPoll)
+        try c.encode(consecutiveFailures, forKey: .consecutiveFailures)
+        try c.encode(filesNew, forKey: .filesNew)
+        try c.encode(filesUnchanged, forKey: .filesUnchanged)
+        try c.encode(filesFailed, forKey: .filesFailed)
+        try c.encode(bytesNew, forKey: .bytesNew)
+        try c.encode(queueDepth, forKey: .queueDepth)
+    }
 }
 
 /// A flag and a wake-up: loops sleep on it, `stop()` ends their sleep at once.

@@ -131,25 +131,46 @@ final class FolderWatcher: SourceRunner, @unchecked Sendable {
         }
     }
 
+    /// The absolute path of `rel` as raw bytes: names that are not UTF-8 stay as they are.
+    private func absolute(_ rel: RelativePath) -> [UInt8] {
+        rel.bytes.isEmpty ? Array(config.path.utf8) : Array(config.path.utf8) + [UInt8(ascii: "/")] + rel.bytes
+    }
+
+    /// `lstat` of `rel` below the root; nil when it is gone.
+    private func lstatBelowRoot(_ rel: RelativePath) -> stat? {
+        var st = stat()
+        return withCString(absolute(rel)) { lstat($0, &st) } == 0 ? st : nil
+    }
+
     /// Adds a watch for `from` (relative; [] = the root) and every folder below it.
     private func watchTree(_ inotify: Inotify, from: RelativePath = RelativePath(bytes: [])) {
         var stack = [from]
         while let rel = stack.popLast() {
-            let absolute = rel.bytes.isEmpty ? config.path : config.path + "/" + rel.display
-            guard access(absolute, F_OK) == 0 else { continue }
-            if let problem = inotify.watch(absolute: absolute, relative: rel.bytes) {
+            guard withCString(absolute(rel), { access($0, F_OK) }) == 0 else { continue }
+            if let problem = inotify.watch(absolute: absolute(rel), relative: rel.bytes) {
                 daemon.logger.error("Cannot watch a folder", metadata: ["client": "\(key.client)", "source": "\(key.source)", "error": "\(problem)"])
                 continue
             }
             guard config.recursive else { continue }
-            for name in Lake.listDirectory(absolute) {
-                let child = rel.bytes.isEmpty ? RelativePath(name) : rel.appending(Array(name.utf8))
-                var st = stat()
-                guard lstat(absolute + "/" + name, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR,
+            for name in Self.names(in: absolute(rel)) {
+                let child = rel.appending(name)
+                guard let st = lstatBelowRoot(child), (st.st_mode & S_IFMT) == S_IFDIR,
                       config.filter.descends(into: child.bytes) else { continue }
                 stack.append(child)
             }
         }
+    }
+
+    /// The names in a folder as raw bytes, without `.` and `..`; empty when it cannot be read.
+    static func names(in folder: [UInt8]) -> [[UInt8]] {
+        guard let d = withCString(folder, { opendir($0) }) else { return [] }
+        defer { closedir(d) }
+        var names: [[UInt8]] = []
+        while let e = readdir(d) {
+            let name: [UInt8] = withUnsafeBytes(of: e.pointee.d_name) { raw in Array(raw.prefix { $0 != 0 }) }
+            if name != [0x2E] && name != [0x2E, 0x2E] { names.append(name) }
+        }
+        return names
     }
 
     // MARK: Passes
@@ -206,8 +227,7 @@ final class FolderWatcher: SourceRunner, @unchecked Sendable {
         }
         var out = complete
         for path in due {
-            var st = stat()
-            guard lstat(config.path + "/" + path.display, &st) == 0 else { continue }  // gone
+            guard let st = lstatBelowRoot(path) else { continue }  // gone
             let quietSince = FolderPass.mtime(st)
             if now - quietSince >= config.minAgeNanoseconds {
                 out.append(path)
@@ -226,7 +246,7 @@ final class FolderWatcher: SourceRunner, @unchecked Sendable {
         let now = nowNanoseconds()
         lock.withLock {
             for f in report.files where f.status == .skipped && (f.error ?? "").hasPrefix(Ingestor.notStableYet) {
-                let path = RelativePath(f.path)
+                let path = f.rawPath ?? RelativePath(f.path)
                 if !readySet.contains(path) { pending[path] = now + config.minAgeNanoseconds }
             }
         }

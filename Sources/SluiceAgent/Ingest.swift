@@ -19,6 +19,8 @@ public struct FileReport: Sendable, Encodable {
     public var lakePath: String?
     public var status: Status
     public var error: String?
+    /// The path's raw bytes, where `path` (its display form) may have escaped some (not in JSON).
+    public var rawPath: RelativePath? = nil
 
     enum CodingKeys: String, CodingKey {
         case source, path, version, sha256, size, lakePath = "lake_path", status, error
@@ -210,7 +212,8 @@ public final class Ingestor: Sendable {
                 if age < minAge {
                     listing.counts.skipped += 1
                     listing.files.append(FileReport(source: sourceName, path: c.path.display, status: .skipped,
-                                                    error: "\(Self.notStableYet): modified \(age / 1_000_000) ms ago, min_age is \(minAge / 1_000_000) ms"))
+                                                    error: "\(Self.notStableYet): modified \(age / 1_000_000) ms ago, min_age is \(minAge / 1_000_000) ms",
+                                                    rawPath: c.path))
                     return
                 }
                 queue.push(c)

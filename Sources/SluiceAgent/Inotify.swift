@@ -49,13 +49,14 @@ final class Inotify {
 
     static let folderEvents: InotifyMask = [.closeWrite, .movedTo, .create, .deleteSelf, .moveSelf, .onlyDirectory, .dontFollow, .excludeUnlinked]
 
-    /// Watches `absolute`, known as `relative` below the root. Returns an error message.
-    func watch(absolute: String, relative: [UInt8]) -> String? {
-        let wd = inotify_add_watch(fd, absolute, Self.folderEvents.rawValue)
+    /// Watches `absolute` (raw bytes: a folder name need not be UTF-8), known as `relative`
+    /// below the root. Returns an error message.
+    func watch(absolute: [UInt8], relative: [UInt8]) -> String? {
+        let wd = withCString(absolute) { inotify_add_watch(fd, $0, Self.folderEvents.rawValue) }
         if wd < 0 {
             let err = errno
             if err == ENOENT || err == ENOTDIR { return nil }  // gone already
-            return "cannot watch \(absolute): \(String(cString: strerror(err)))"
+            return "cannot watch \(RelativePath(bytes: absolute).display): \(String(cString: strerror(err)))"
                 + (err == ENOSPC ? " — raise fs.inotify.max_user_watches" : "")
         }
         folders[wd] = relative

@@ -98,7 +98,8 @@ struct Console: Sendable {
         router.get("/") { request, _ in await page(request) { _ in try overview() } }
         router.get("/clients/:client") { request, context in
             let client = context.parameters.get("client") ?? ""
-            return await page(request) { _ in try clientPage(client) }
+            let page = request.uri.queryParameters["page"].flatMap { Int(String($0)) } ?? 1
+            return await self.page(request) { _ in try clientPage(client, page: max(1, page)) }
         }
         router.get("/transforms/:id") { request, context in
             let id = context.parameters.get("id").flatMap { Int64($0) } ?? -1
@@ -246,13 +247,19 @@ struct Console: Sendable {
                                      ready: daemon.isReady, queue: daemon.transformQueueDepth)
     }
 
-    func clientPage(_ client: String) throws -> String {
+    /// Versions shown per page of a client's page.
+    static let versionsPerPage = 200
+
+    func clientPage(_ client: String, page: Int) throws -> String {
         guard let c = daemon.config.client(client) else {
             throw ConsoleError(.notFound, "No such client", "There is no client '\(client)' in agent.conf.")
         }
-        let versions = try daemon.manifest.recentVersions(client: client, limit: 200)
+        let perPage = Self.versionsPerPage
+        let total = try daemon.manifest.versionCount(client: client)
+        let versions = try daemon.manifest.recentVersions(client: client, limit: perPage, offset: (page - 1) * perPage)
         let transforms = try daemon.manifest.recentTransforms(client: client, limit: 200)
-        return ConsolePages.client(id: client, displayName: c.displayName, sources: c.sources.map(\.name), versions: versions, transforms: transforms)
+        return ConsolePages.client(id: client, displayName: c.displayName, sources: c.sources.map(\.name), versions: versions,
+                                   paging: .init(page: page, perPage: perPage, total: total), transforms: transforms)
     }
 
     func transformPage(_ id: Int64, csrf: String, message: String?) throws -> String {

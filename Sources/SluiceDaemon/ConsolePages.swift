@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import SluiceAgent
+import SluiceLake
 import SluiceManifest
 
 /// The console's HTML: plain string building, escaped at every insertion, one stylesheet,
@@ -17,10 +18,12 @@ enum ConsolePages {
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
     }
 
+    /// HTML-escaped, with control characters as `%HH` (`PrintableText`): a file name with a
+    /// newline or an escape sequence in it shows as one visible line.
     static func esc(_ s: String) -> String {
         var out = ""
         out.reserveCapacity(s.utf8.count)
-        for c in s {
+        for c in PrintableText.escape(s) {
             switch c {
             case "&": out += "&amp;"
             case "<": out += "&lt;"
@@ -46,8 +49,9 @@ enum ConsolePages {
         main{max-width:1180px;margin:0 auto;padding:1rem}h1{font-size:1.35rem;margin:.2rem 0 1rem}h2{font-size:1.1rem;margin:1.6rem 0 .6rem}
         .scroll{overflow-x:auto;background:#fff;border:1px solid var(--line);border-radius:8px}
         table{border-collapse:collapse;width:100%;font-size:.92rem}th,td{padding:.45rem .6rem;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
-        th{background:#fafbfd;font-weight:600;white-space:nowrap}tr:last-child td{border-bottom:0}td.num{text-align:right;white-space:nowrap}
-        .mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.85rem;word-break:break-all}
+        th{background:#fafbfd;font-weight:600;white-space:nowrap}th.num{white-space:normal;text-align:right}tr:last-child td{border-bottom:0}td.num{text-align:right;white-space:nowrap}
+        td.err{min-width:14rem;max-width:30rem;overflow-wrap:anywhere}.pager{display:flex;gap:1rem;align-items:center;margin:.5rem 0}
+        .mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.85rem;word-break:break-all}td.mono{min-width:8rem}
         .ok{color:var(--ok)}.bad{color:var(--bad)}.warn{color:var(--warn)}.muted{color:var(--muted)}.small{font-size:.82rem}
         .empty{background:#fff;border:1px dashed var(--line);border-radius:8px;padding:1rem;color:var(--muted)}
         .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:.8rem}
@@ -145,9 +149,14 @@ enum ConsolePages {
             let s = r.summary
             b += "<tr><td><a href=\"/clients/\(url(r.client))\">\(esc(r.client))</a></td><td>\(esc(r.source))"
             if !r.state.isEmpty { b += " <span class=\"muted small\">\(esc(r.state))</span>" }
-            b += "</td><td class=\"hide-narrow\">\(esc(r.type))</td><td>\(time(s.lastSuccess))</td><td>"
+            b += "</td><td class=\"hide-narrow\">\(esc(r.type))</td><td>\(time(s.lastSuccess))</td><td class=\"err\">"
             if let e = s.lastError {
-                b += "<span class=\"bad\">\(esc(String(e.prefix(240))))</span><br>\(time(s.lastErrorAt))"
+                // An error that a later success put behind it is history, not an alarm.
+                if s.errorIsCurrent {
+                    b += "<span class=\"bad current-error\">\(esc(e))</span><br>\(time(s.lastErrorAt))"
+                } else {
+                    b += "<span class=\"muted small\">none since the last success; before it: </span><span class=\"muted past-error\">\(esc(e))</span><br>\(time(s.lastErrorAt))"
+                }
             } else {
                 b += "<span class=\"muted\">none</span>"
             }
@@ -198,12 +207,28 @@ enum ConsolePages {
 
     // MARK: Client
 
-    static func client(id: String, displayName: String?, sources: [String], versions: [Manifest.VersionRow], transforms: [Manifest.TransformRow]) -> String {
+    /// Which page of a list is shown.
+    struct Paging {
+        var page: Int
+        var perPage: Int
+        var total: Int
+        var first: Int { (page - 1) * perPage + 1 }
+        func last(shown: Int) -> Int { (page - 1) * perPage + shown }
+        var pages: Int { max(1, (total + perPage - 1) / perPage) }
+    }
+
+    static func client(id: String, displayName: String?, sources: [String], versions: [Manifest.VersionRow], paging: Paging,
+                       transforms: [Manifest.TransformRow]) -> String {
         var b = "<h1>\(esc(displayName ?? id)) <span class=\"muted small\">\(esc(id)) · sources: \(esc(sources.joined(separator: ", ")))</span></h1>"
-        b += "<h2>Recent versions</h2>"
-        if versions.isEmpty {
+        b += "<h2>Versions</h2>"
+        if versions.isEmpty && paging.total == 0 {
             b += "<div class=\"empty\">No files from \(esc(id)) yet — they appear here once a source delivers one (or upload one on the <a href=\"/upload\">upload page</a>).</div>"
         } else {
+            b += "<div class=\"pager small\"><span id=\"version-count\">showing \(versions.isEmpty ? 0 : paging.first)–\(paging.last(shown: versions.count)) "
+                + "of \(paging.total.formatted()) version\(paging.total == 1 ? "" : "s"), newest first</span>"
+            if paging.page > 1 { b += "<a id=\"newer\" href=\"/clients/\(url(id))?page=\(paging.page - 1)\">← newer</a>" }
+            if paging.page < paging.pages { b += "<a id=\"older\" href=\"/clients/\(url(id))?page=\(paging.page + 1)\">older →</a>" }
+            b += "<span class=\"muted\">page \(paging.page) of \(paging.pages)</span></div>"
             b += "<div class=\"scroll\"><table><thead><tr><th>Path</th><th class=\"num\">Version</th><th class=\"num\">Size</th><th class=\"hide-narrow\">SHA-256</th>"
             b += "<th>When</th><th>Source</th><th></th></tr></thead><tbody>"
             for v in versions {
@@ -218,12 +243,13 @@ enum ConsolePages {
             b += "<div class=\"empty\">No transforms yet — add a mapping file, <code>mappings/\(esc(id)).toml</code>, and new versions become Parquet.</div>"
         } else {
             b += "<div class=\"scroll\"><table><thead><tr><th>Path</th><th class=\"num\">Version</th><th>Dataset</th><th>Status</th><th class=\"num\">Rows written</th>"
-            b += "<th class=\"num\">Rows rejected</th><th>When</th></tr></thead><tbody>"
+            b += "<th class=\"num\">Rows rejected</th><th>Reason</th><th>When</th></tr></thead><tbody>"
             for t in transforms {
                 let status = t.status == "failed" ? "<a href=\"/transforms/\(t.id)\">\(ConsolePages.status(t.status))</a>" : ConsolePages.status(t.status)
                 b += "<tr><td class=\"mono\"><a href=\"/transforms/\(t.id)\">\(esc(t.path))</a></td><td class=\"num\">\(t.version)</td>"
                 b += "<td>\(esc(t.dataset ?? "—"))</td><td>\(status)\(t.isLatest ? "" : " <span class=\"muted small\">superseded</span>")</td>"
                 b += "<td class=\"num\">\(t.rowsWritten)</td><td class=\"num\">\(t.rowsRejected > 0 ? "<span class=\"warn\">\(t.rowsRejected)</span>" : "0")</td>"
+                b += "<td class=\"err reason\">\(t.error.map { "<span class=\"\(t.isLatest && t.status == "failed" ? "bad" : "muted")\">\(esc($0))</span>" } ?? "")</td>"
                 b += "<td>\(time(t.transformedAt))</td></tr>"
             }
             b += "</tbody></table></div>"

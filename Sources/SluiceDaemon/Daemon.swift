@@ -23,6 +23,14 @@ public enum DaemonMain {
             logger.critical("Cannot start: \(error.message)")
             return error.exitCode
         }
+        // A taken address fails the start before anything is announced or opened.
+        let listeners = [("agent.http_listen", agent.config.httpListen, agent.config.httpListenAddress),
+                         ("api.listen", agent.config.api.listen, agent.config.api.listenAddress)]
+        for (key, listen, address) in listeners {
+            guard let address, let problem = ListenError.probe(key: key, listen: listen, host: address.host, port: address.port) else { continue }
+            logger.critical("Cannot start: \(problem.message)")
+            return 1
+        }
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let daemon: Daemon
@@ -55,7 +63,7 @@ public enum DaemonMain {
         do {
             try await group.run()
         } catch let e as ListenError {
-            logger.critical("The service stopped with an error — \(e.key) \(e.address) cannot be listened on: \(e.reason); choose a free address, or \"\" to turn it off")
+            logger.critical("The service stopped with an error: \(e.message)")
             return 1
         } catch {
             logger.critical("The service stopped with an error", metadata: ["error": "\(error)"])

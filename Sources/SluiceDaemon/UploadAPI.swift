@@ -114,16 +114,25 @@ struct UploadAPI: Sendable {
                                             authenticate: @escaping @Sendable (Request, Context) async -> Principal?) {
         router.put(RouterPath("\(Self.prefix)/**")) { request, context -> Response in
             guard let who = await authenticate(request, context) else { return Self.unauthorized() }
-            return await put(request, channel: channel(context), principal: who)
+            return await noteUse(of: who, await put(request, channel: channel(context), principal: who))
         }
         router.get(RouterPath(Self.prefix)) { request, context -> Response in
             guard let who = await authenticate(request, context) else { return Self.unauthorized() }
-            return await list(request, principal: who)
+            return await noteUse(of: who, await list(request, principal: who))
         }
         router.get(RouterPath("\(Self.prefix)/**")) { request, context -> Response in
             guard let who = await authenticate(request, context) else { return Self.unauthorized() }
-            return await download(request, principal: who, context: context)
+            return await noteUse(of: who, await download(request, principal: who, context: context))
         }
+    }
+
+    /// Records a token's use once its request was served (2xx): a refused request, such as
+    /// one for a source the token cannot reach, leaves `last_used_at` as it was.
+    func noteUse(of principal: Principal, _ response: Response) async -> Response {
+        guard case .token(let token) = principal, (200..<300).contains(response.status.code) else { return response }
+        let manifest = daemon.manifest
+        _ = try? await NIOThreadPool.singleton.runIfActive { try manifest.recordUse(of: token) }
+        return response
     }
 
     // MARK: Who may do what
@@ -549,6 +558,7 @@ struct ListenerService: Service {
                 gate.beginDraining(timeout: timeout, logger: logger)
             }
         } catch {
+            if let io = error as? IOError { throw ListenError(key: key, address: listen, reason: String(cString: strerror(io.errnoCode))) }
             let text = "\(error)"
             if text.contains("bind") || text.contains("Address already in use") { throw ListenError(key: key, address: listen, reason: text) }
             throw error
@@ -607,4 +617,32 @@ struct ListenError: Error {
     var key: String
     var address: String
     var reason: String
+
+    var message: String {
+        "\(key) \(address) cannot be listened on: \(reason) — choose a free address, or \"\" to turn it off"
+    }
+
+    /// Binds and closes a socket on `host:port` to learn, before anything starts, whether the
+    /// listener could take it (nil) or why not. The listener itself binds again later; this
+    /// only keeps a taken port from being announced as a running service first.
+    static func probe(key: String, listen: String, host: String, port: Int) -> ListenError? {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_PASSIVE
+        var list: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(host, String(port), &hints, &list)
+        guard rc == 0, let first = list else {
+            return ListenError(key: key, address: listen, reason: rc == 0 ? "no address" : String(cString: gai_strerror(rc)))
+        }
+        defer { freeaddrinfo(list) }
+        let fd = socket(first.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }  // the listener will say why
+        defer { close(fd) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard bind(fd, first.pointee.ai_addr, first.pointee.ai_addrlen) == 0 else {
+            return ListenError(key: key, address: listen, reason: String(cString: strerror(errno)))
+        }
+        return nil
+    }
 }

@@ -47,12 +47,20 @@ extension Manifest {
         public var ingestedAt: String
     }
 
-    public func recentVersions(client: String, limit: Int) throws(ManifestError) -> [VersionRow] {
+    /// A client's versions, newest first: `limit` of them after skipping `offset`.
+    public func recentVersions(client: String, limit: Int, offset: Int = 0) throws(ManifestError) -> [VersionRow] {
         try read("reading recent versions") { db in
             try Row.fetchAll(db, sql: """
                 SELECT version_id, source, path, version, size, sha256, lake_path, ingested_at FROM versions
-                WHERE client = ? ORDER BY version_id DESC LIMIT ?
-                """, arguments: [client, limit]).map(Self.versionRow)
+                WHERE client = ? ORDER BY version_id DESC LIMIT ? OFFSET ?
+                """, arguments: [client, limit, offset]).map(Self.versionRow)
+        }
+    }
+
+    /// How many versions a client has.
+    public func versionCount(client: String) throws(ManifestError) -> Int {
+        try read("counting versions") { db in
+            try Int.fetchOne(db, sql: "SELECT count(*) FROM version v JOIN file f ON f.id = v.file_id WHERE f.client = ?", arguments: [client]) ?? 0
         }
     }
 

@@ -349,6 +349,14 @@ public final class Manifest: Sendable {
             self.source = source
         }
 
+        /// Whether the last error is newer than the last success (an error that a later
+        /// success followed is history).
+        public var errorIsCurrent: Bool {
+            guard let lastErrorAt else { return false }
+            guard let lastSuccess else { return true }
+            return lastErrorAt > lastSuccess
+        }
+
         enum CodingKeys: String, CodingKey {
             case client, source, lastRunAt = "last_run_at", lastRunStatus = "last_run_status", lastRunTrigger = "last_run_trigger"
             case lastSuccess = "last_success", lastError = "last_error", lastErrorAt = "last_error_at", files, versions, bytes

@@ -88,10 +88,9 @@ extension Manifest {
         }
     }
 
-    /// The live token that `presented` is (not revoked, not expired), with its last use
-    /// recorded; nil otherwise. Looked up by SHA-256, then compared in constant time.
-    /// The last use is written at most once a minute per token, so that a burst of uploads
-    /// does not queue a write per request behind the manifest's one writer.
+    /// The live token that `presented` is (not revoked, not expired); nil otherwise. Looked up
+    /// by SHA-256, then compared in constant time. Its use is recorded separately, once the
+    /// request it came with has been served (`recordUse`): a refused request is no use.
     public func authenticate(token presented: String, now: String = Timestamp.now()) throws(ManifestError) -> TokenRecord? {
         let digest = UploadToken.sha256(presented)
         let found = try read("checking a token") { db -> TokenRecord? in
@@ -104,6 +103,13 @@ extension Manifest {
         }
         guard let token = found, token.revoked_at == nil else { return nil }
         if let expires = token.expires_at, expires <= now { return nil }
+        return token
+    }
+
+    /// Records that `token` was used for a request that was served. Written at most once a
+    /// minute per token, so that a burst of uploads does not queue a write per request behind
+    /// the manifest's one writer.
+    public func recordUse(of token: TokenRecord, now: String = Timestamp.now()) throws(ManifestError) {
         let staleBefore = Timestamp.nanoseconds(now).map { Timestamp.iso8601(nanoseconds: $0 - 60_000_000_000) }
         if let last = token.last_used_at, let staleBefore, last >= staleBefore {
             // Recorded less than a minute ago.
@@ -112,6 +118,5 @@ extension Manifest {
                 try db.execute(sql: "UPDATE token SET last_used_at = ? WHERE id = ?", arguments: [now, token.id])
             }
         }
-        return token
     }
 }

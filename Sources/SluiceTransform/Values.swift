@@ -139,6 +139,15 @@ public enum Values {
             if count == 0 { throw ValueError("\"\(s)\" does not match the format \"\(format)\"") }
             return (n, count)
         }
+        /// A fraction of a second where the format has none: says so, and how to accept it.
+        func unexpectedFraction() -> ValueError? {
+            guard i + 1 < text.count, text[i] == UInt8(ascii: ".") || text[i] == UInt8(ascii: ","), text[i + 1] >= 48, text[i + 1] <= 57 else { return nil }
+            var end = i + 1
+            while end < text.count, text[end] >= 48, text[end] <= 57 { end += 1 }
+            let fraction = String(decoding: text[i..<end], as: UTF8.self)
+            return ValueError("\"\(s)\" has a fraction of a second (\(fraction)) that the format \"\(format)\" does not expect: "
+                + "put %f after %S in the format (\"\(format.replacingOccurrences(of: "%S", with: "%S\(fraction.first!)%f"))\")")
+        }
         var f = Array(format.utf8)[...]
         while let c = f.first {
             f = f.dropFirst()
@@ -157,6 +166,7 @@ public enum Values {
                     if count > 6 { for _ in 6..<count { micros /= 10 } } else { for _ in count..<6 { micros *= 10 } }
                     p.micros = micros
                 case UInt8(ascii: "z"):
+                    if let e = unexpectedFraction() { throw e }
                     guard i < text.count else { throw ValueError("\"\(s)\" has no UTC offset for %z") }
                     if text[i] == UInt8(ascii: "Z") {
                         i += 1
@@ -175,10 +185,14 @@ public enum Values {
                     i += 1
                 }
             } else {
-                guard i < text.count, text[i] == c else { throw ValueError("\"\(s)\" does not match the format \"\(format)\"") }
+                guard i < text.count, text[i] == c else {
+                    if let e = unexpectedFraction() { throw e }
+                    throw ValueError("\"\(s)\" does not match the format \"\(format)\"")
+                }
                 i += 1
             }
         }
+        if let e = unexpectedFraction() { throw e }
         guard i == text.count else { throw ValueError("\"\(s)\" has extra text after the format \"\(format)\"") }
         try check(p, s)
         return p

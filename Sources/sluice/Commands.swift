@@ -129,7 +129,7 @@ struct CheckConfig: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-config",
         abstract: "Validate the config file.",
-        discussion: "Validates agent.conf, every mapping file in mappings_dir, the upload API's TLS certificate and key, and the console's admin_token_file, and warns when an s3 source's credentials cannot be read (credentials_file and profile, or the AWS_* environment variables). Exit codes: 0 valid; 2 the config, a mapping or one of those files cannot be used (the message names the file, key and line).")
+        discussion: "Validates agent.conf, every mapping file in mappings_dir, the upload API's TLS certificate and key, the console's admin_token_file, and that a drop folder's absolute move target is on the drop folder's file system; warns when an s3 source's credentials (credentials_file and profile, or the AWS_* environment variables) or an sftp source's identity, passphrase or password file cannot be read; and shows which datasets' mappings changed since their outputs were written. Exit codes: 0 valid; 2 the config, a mapping or one of those files cannot be used (the message names the file, key and line).")
 
     @OptionGroup var global: GlobalOptions
 
@@ -138,6 +138,9 @@ struct CheckConfig: ParsableCommand {
         let c = agent.config
         let mappings = try SluiceAgentCLI.run { () throws(AgentError) in try agent.mappings() }
         try SluiceAgentCLI.run { () throws(AgentError) in try DaemonMain.checkListenerFiles(c) }
+        if let problem = agent.moveTargetProblems().first {
+            try SluiceAgentCLI.run { () throws(AgentError) in throw AgentError(.config, "\(c.file): \(problem)") }
+        }
         // Secrets are read where the service runs (its environment may differ from this shell's),
         // so a problem with them is a warning here, not an invalid config.
         for problem in agent.sourceSecretProblems() {
@@ -361,6 +364,10 @@ struct Token: ParsableCommand {
         func run() throws {
             let agent = try global.loadAgent()
             let rows = try SluiceAgentCLI.run { () throws(AgentError) in try agent.tokens(client: listing.client) }
+            if rows.isEmpty && !listing.json {
+                say("no tokens\(listing.client.map { " for \($0)" } ?? "") (create one with `sluice token create CLIENT --source SOURCE`)")
+                return
+            }
             try listing.show(rows) { t in
                 let state = t.revoked_at.map { "revoked \($0)" } ?? "expires \(t.expires_at ?? "never")"
                 return ["\(t.id)  \(t.client)/\(t.source ?? "*")  created \(t.created_at)  \(state)  last used \(t.last_used_at ?? "never")\(t.note.map { "  \($0)" } ?? "")"]

@@ -7,9 +7,9 @@ import Testing
 @Suite struct TokenTests {
     @Test func tokensAreShownOnceStoredAsHashesListedAndRevoked() throws {
         let dir = TempDir("tokens")
-        dir.config(extra: "")
+        dir.config(extra: "\n[clients.acme.sources.portal]\ntype = \"http\"\n")
         let conf = dir.sub("agent.conf")
-        let created = try SluiceBinary.run(["token", "create", "acme", "--source", "drop", "--expires", "90d", "--note", "ops laptop"], config: conf)
+        let created = try SluiceBinary.run(["token", "create", "acme", "--source", "portal", "--expires", "90d", "--note", "ops laptop"], config: conf)
         #expect(created.status == 0, "\(created.stderr)")
         let token = created.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(token.hasPrefix("slc_") && token.count == 4 + 43, "256 bits in base64url: \(token)")
@@ -27,16 +27,18 @@ import Testing
         let rows = try #require(obj as? [[String: Any]])
         #expect(rows.count == 2)
         #expect(Set(rows[0].keys) == ["id", "client", "source", "created_at", "expires_at", "revoked_at", "last_used_at", "note"], "\(rows[0])")
-        #expect(rows[0]["source"] as? String == "drop" && rows[0]["note"] as? String == "ops laptop" && rows[0]["expires_at"] is String)
+        #expect(rows[0]["source"] as? String == "portal" && rows[0]["note"] as? String == "ops laptop" && rows[0]["expires_at"] is String)
         #expect(rows[1]["source"] is NSNull && rows[1]["expires_at"] is NSNull)
 
         let manifest = try loadAgent(dir).openManifest()
         let live = try #require(try manifest.authenticate(token: token))
-        #expect(live.client == "acme" && live.source == "drop")
+        #expect(live.client == "acme" && live.source == "portal")
         #expect(try manifest.authenticate(token: token + "x") == nil)
         #expect(try manifest.authenticate(token: "slc_" + String(repeating: "A", count: 43)) == nil)
         #expect(try manifest.authenticate(token: other, now: "2999-01-01T00:00:00.000000Z") != nil, "no expiry")
         #expect(try manifest.authenticate(token: token, now: "2999-01-01T00:00:00.000000Z") == nil, "expired")
+        #expect(try manifest.tokens(client: "acme").first?.last_used_at == nil, "checking a token is not using it")
+        try manifest.recordUse(of: live)
         #expect(try manifest.tokens(client: "acme").first?.last_used_at != nil, "the last use is recorded")
 
         let id = try #require(rows[0]["id"] as? Int)
