@@ -167,7 +167,6 @@ struct OnboardingSFTPTests {
         let server = try SSHServer()
         server.serve("a.csv", "a")
         server.serve("sub/b.csv", "b")
-        try FileManager.default.createDirectory(atPath: server.served + "/done", withIntermediateDirectories: true)
         let dir = SFTPTests.setUp(server, extra: "after_ingest = \"move:done/2026\"")
         #expect(try SFTPTests.trust(dir).status == 0)
         var (r, report) = try SFTPTests.pull(dir)
