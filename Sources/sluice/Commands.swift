@@ -247,8 +247,9 @@ struct Transform: ParsableCommand {
         discussion: """
             By default it transforms the versions not transformed yet. --failed re-runs the failed ones (after a mapping \
             fix); --all re-runs every version (after a mapping change). Outputs are replaced atomically, so running it \
-            twice gives the same result. Exit codes: 0 every transform ok or unmapped; 1 a transform failed; 2 usage or \
-            config error (no mapping file, unknown dataset, bad mapping).
+            twice gives the same result. With --failed, a warning on stderr names each dataset whose earlier outputs were \
+            written with other field types than the mapping has now (--all re-writes them). Exit codes: 0 every transform \
+            ok or unmapped; 1 a transform failed; 2 usage or config error (no mapping file, unknown dataset, bad mapping).
             """)
 
     @OptionGroup var global: GlobalOptions
@@ -335,7 +336,7 @@ struct Token: ParsableCommand {
     struct Create: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Create a token for a client (and one of its sources) and print it once.",
-            discussion: "The token (slc_ and 43 characters, 256 random bits) goes to stdout; give it to the client over a safe channel. Exit codes: 0 created; 1 the manifest cannot be written; 2 usage or config error (unknown client or source, bad --expires).")
+            discussion: "The token (slc_ and 43 characters, 256 random bits) goes to stdout; give it to the client over a safe channel. Tokens are only for upload sources (type = \"http\"). Exit codes: 0 created; 1 the manifest cannot be written; 2 usage or config error (unknown client or source, a source that is not an upload source or a client without one, bad --expires).")
 
         @OptionGroup var global: GlobalOptions
         @Argument(help: "Client id from agent.conf.") var client: String

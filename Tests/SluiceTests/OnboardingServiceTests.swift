@@ -38,6 +38,9 @@ import Glibc
         d.dir.write("drop/tmp.part", "id,amount\nnot-a-number,1\n")
         #expect(rename(d.dir.sub("drop/tmp.part"), d.dir.sub("drop/\(name)")) == 0)
         #expect(eventually(20) { d.log.contains("Transform failed") }, "\(d.log)")
+        // The console shows the name on one line too.
+        let page = d.get("/clients/acme")?.body ?? ""
+        #expect(page.contains("x%0A&lt;2&gt;CRITICAL forged line.csv") && !page.contains("x\n&lt;2&gt;"), "\(page.prefix(3000))")
         d.signal(SIGTERM)
         #expect(d.waitForExit(seconds: 30) == 0)
         let lines = d.log.split(separator: "\n")
@@ -143,7 +146,9 @@ import Glibc
             VALUES ('acme', 'drop', 'scan', 1, '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:01.000000Z', 'failed', '\(longError)')
             """])
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("browser/layout.py").path
-        let run = try Shell.run("/usr/bin/env", ["python3", script, "http://127.0.0.1:\(d.port)", "\(TestArtifacts.dir)/console-layout"])
+        let failedID = try Shell.run("/usr/bin/sqlite3", [d.dir.sub("state/manifest.sqlite"), "SELECT id FROM transform WHERE status = 'failed'"]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let run = try Shell.run("/usr/bin/env", ["python3", script, "http://127.0.0.1:\(d.port)", "\(TestArtifacts.dir)/console-layout", failedID])
         #expect(run.status == 0, "\(run.stderr.suffix(3000))")
         let seen = try #require((try? JSONSerialization.jsonObject(with: Data(run.stdout.utf8))) as? [String: Any], "\(run.stdout)")
         for width in ["1280", "1600"] {

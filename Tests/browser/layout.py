@@ -1,9 +1,10 @@
 """Checks the console's layout in a real browser (Debian's chromium through selenium).
 
 Run by OnboardingServiceTests against a real `sluice run`:
-    layout.py BASE_URL ARTIFACTS_DIR
-At 1280 and 1600 px wide it loads the overview and the page of client acme, and lists every
-table container that would need a horizontal scroll. It also reads how the overview shows the
+    layout.py BASE_URL ARTIFACTS_DIR TRANSFORM_ID
+At 1280 and 1600 px wide it loads every page (the overview, client acme's page, the transform
+TRANSFORM_ID, the audit and the upload page), and lists every table container (and the page
+itself) that would need a horizontal scroll. It also reads how the overview shows the
 last error, the client page's version count (and that of its second page) and the transforms'
 reasons. Screenshots go to ARTIFACTS_DIR. Prints one JSON line with what it saw.
 """
@@ -18,7 +19,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-base, artifacts = sys.argv[1:3]
+base, artifacts, transform_id = sys.argv[1:4]
+PAGES = {"overview": "/", "client": "/clients/acme", "transform": "/transforms/" + transform_id, "audit": "/audit", "upload": "/upload"}
 os.makedirs(artifacts, exist_ok=True)
 
 options = Options()
@@ -37,11 +39,11 @@ try:
     for width in (1280, 1600):
         driver.set_window_size(width, 900)
         overflow = []
-        for page in ("/", "/clients/acme"):
+        for name, page in PAGES.items():
             driver.get(base + page)
-            wait.until(EC.presence_of_element_located((By.TAG_NAME, "table")))
+            wait.until(EC.presence_of_element_located((By.TAG_NAME, "h1")))
             overflow += [page + ": " + o for o in driver.execute_script(OVERFLOW)]
-            driver.save_screenshot(os.path.join(artifacts, "%s-%d.png" % ("overview" if page == "/" else "client", width)))
+            driver.save_screenshot(os.path.join(artifacts, "%s-%d.png" % (name, width)))
         seen["overflow_%d" % width] = overflow
 
     driver.set_window_size(1280, 900)
