@@ -12,23 +12,16 @@ import json
 import os
 import sys
 
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
+
+import chromium
 
 base, artifacts, transform_id = sys.argv[1:4]
 PAGES = {"overview": "/", "client": "/clients/acme", "transform": "/transforms/" + transform_id, "audit": "/audit", "upload": "/upload"}
 os.makedirs(artifacts, exist_ok=True)
 
-options = Options()
-options.binary_location = "/usr/bin/chromium"
-for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900", "--disable-gpu"]:
-    options.add_argument(arg)
-driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-wait = WebDriverWait(driver, 30)
+driver, wait = chromium.start()
 OVERFLOW = """
 return [...document.querySelectorAll('.scroll'), document.documentElement]
   .filter(e => e.scrollWidth > e.clientWidth + 1)
