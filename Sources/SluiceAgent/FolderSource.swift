@@ -48,10 +48,7 @@ public struct FolderSource: Source {
     /// is when it lies below the root's real path), or nil.
     static func folderBelow(root: [UInt8], target: String) -> RelativePath? {
         guard target.hasPrefix("/") else { return RelativePath(target) }
-        let bytes = realPath(Array(target.utf8)) ?? Array(target.utf8)
-        let prefix = root == [UInt8(ascii: "/")] ? root : root + [UInt8(ascii: "/")]
-        guard bytes.count > prefix.count, bytes.starts(with: prefix) else { return nil }
-        return RelativePath(bytes: Array(bytes.dropFirst(prefix.count)))
+        return RelativePath(path: realPath(Array(target.utf8)) ?? Array(target.utf8), below: root)
     }
 
     /// `realpath(3)` of a path given as bytes; nil when it cannot be resolved.
@@ -92,10 +89,9 @@ final class FolderPass: SourcePass {
     func openFollowingInside(_ path: RelativePath, flags: Int32) -> (fd: Int32, errno: Int32) {
         let first = openBeneath(path, flags: flags)
         guard first.fd < 0, first.errno == EXDEV || first.errno == ELOOP else { return first }
-        let prefix = realRoot == [UInt8(ascii: "/")] ? realRoot : realRoot + [UInt8(ascii: "/")]
-        guard let resolved = FolderSource.realPath(prefix + path.bytes),
-              resolved.count > prefix.count, resolved.starts(with: prefix) else { return first }
-        let again = openBeneath(RelativePath(bytes: Array(resolved.dropFirst(prefix.count))), flags: flags)
+        let link = realRoot + (realRoot.last == UInt8(ascii: "/") ? [] : [UInt8(ascii: "/")]) + path.bytes
+        guard let resolved = FolderSource.realPath(link), let inside = RelativePath(path: resolved, below: realRoot) else { return first }
+        let again = openBeneath(inside, flags: flags)
         return again.fd >= 0 ? again : first
     }
 

@@ -83,12 +83,7 @@ public struct SFTPSource: Source {
         // path the server resolves remote_dir to, or below remote_dir as written.
         let moved = moveTargets.compactMap { target -> RelativePath? in
             guard target.hasPrefix("/") else { return RelativePath(target) }
-            for base in [realRoot, root] where base.first == UInt8(ascii: "/") {
-                let prefix = base == [UInt8(ascii: "/")] ? base : base + [UInt8(ascii: "/")]
-                let bytes = Array(target.utf8)
-                if bytes.count > prefix.count && bytes.starts(with: prefix) { return RelativePath(bytes: Array(bytes.dropFirst(prefix.count))) }
-            }
-            return nil
+            return RelativePath(path: Array(target.utf8), below: realRoot) ?? RelativePath(path: Array(target.utf8), below: root)
         }
         return SFTPPass(source: self, pool: pool, root: root, realRoot: realRoot, filter: config.filter.excluding(folders: moved))
     }

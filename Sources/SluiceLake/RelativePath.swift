@@ -7,6 +7,14 @@ public struct RelativePath: Hashable, Sendable, Comparable, CustomStringConverti
     public init(bytes: [UInt8]) { self.bytes = bytes }
     public init(_ string: String) { self.bytes = Array(string.utf8) }
 
+    /// The part of the absolute `path` below the absolute folder `root`; nil unless `path`
+    /// lies strictly below it (`/srv/drop/a/b` below `/srv/drop` is `a/b`).
+    public init?(path: [UInt8], below root: [UInt8]) {
+        let prefix = root.last == UInt8(ascii: "/") ? root : root + [UInt8(ascii: "/")]
+        guard root.first == UInt8(ascii: "/"), path.count > prefix.count, path.starts(with: prefix) else { return nil }
+        self.bytes = Array(path.dropFirst(prefix.count))
+    }
+
     /// The path's components, as raw bytes.
     public var components: [ArraySlice<UInt8>] {
         bytes.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true)

@@ -85,6 +85,35 @@ import Testing
         #expect(RelativePath(bytes: [0x61, 0xFF]).display == "a\\xFF")
         #expect(RelativePath("new\nline").display == "new\nline")
     }
+
+    @Test func pathsBelowAFolder() {
+        func below(_ path: String, _ root: String) -> String? { RelativePath(path: Array(path.utf8), below: Array(root.utf8))?.display }
+        #expect(below("/srv/drop/a/b", "/srv/drop") == "a/b")
+        #expect(below("/srv/drop/a", "/srv/drop/") == "a")
+        #expect(below("/a", "/") == "a")
+        #expect(below("/srv/drop", "/srv/drop") == nil)
+        #expect(below("/srv/dropbox/a", "/srv/drop") == nil)
+        #expect(below("/srv/drop/a", "srv/drop") == nil, "a relative root is no root")
+    }
+
+    @Test func printableTextEscapesControlsAndLineSeparators() {
+        #expect(PrintableText.escape("plain ü.csv") == "plain ü.csv")
+        #expect(PrintableText.escape("a\nb\r\t\u{1B}[2J\u{7F}") == "a%0Ab%0D%09%1B[2J%7F")
+        #expect(PrintableText.escape("x\u{85}y\u{2028}z") == "x%C2%85y%E2%80%A8z")
+    }
+}
+
+@Suite struct PathFilterTests {
+    @Test func excludedFoldersAreTakenLiterallyWithEverythingBelow() throws {
+        let filter = PathFilter(include: [try Glob("**/*")], exclude: []).excluding(folders: [RelativePath("done/[2026]"), RelativePath("")])
+        #expect(!filter.accepts(file: Array("done/[2026]/a.csv".utf8)))
+        #expect(!filter.descends(into: Array("done/[2026]".utf8)))
+        #expect(!filter.descends(into: Array("done/[2026]/sub".utf8)))
+        #expect(filter.accepts(file: Array("done/2/a.csv".utf8)), "no glob syntax: [2026] is the folder's name")
+        #expect(filter.descends(into: Array("done".utf8)))
+        #expect(filter.accepts(file: Array("done/[2026]x/a.csv".utf8)))
+        #expect(filter.excludedFolders.count == 1, "the root is never excluded")
+    }
 }
 
 @Suite struct TimestampTests {
