@@ -26,6 +26,31 @@ func parquetRowCount(_ path: String) -> Int? {
     return Int(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
 }
 
+/// Reads every dataset folder under `<dir>/lake/processed/<client>/` as a whole, as users do:
+/// pyarrow's `read_table(folder)` and `pyarrow.dataset` (Hive partitions), and DuckDB's
+/// `read_parquet('<folder>/**/*.parquet')`; records an issue when any of them fails or they
+/// disagree. A stray non-Parquet file in a folder (a rejects file, say) fails the pyarrow reads.
+/// Folders of JSONL output are skipped.
+func expectDatasetFoldersRead(_ dir: TempDir, sourceLocation: SourceLocation = #_sourceLocation) {
+    let root = dir.sub("lake/processed")
+    let r = try? Shell.run("/usr/bin/env", ["python3", "-c", """
+        import os, pyarrow.parquet as pq, pyarrow.dataset as ds, duckdb
+        root = '\(root)'
+        for client in (sorted(os.listdir(root)) if os.path.isdir(root) else []):
+            for name in sorted(os.listdir(os.path.join(root, client))):
+                folder = os.path.join(root, client, name)
+                files = [f for _, _, fs in os.walk(folder) for f in fs]
+                if name.startswith('_') or not any(f.endswith('.parquet') for f in files):
+                    continue
+                a = pq.read_table(folder).num_rows
+                b = ds.dataset(folder, format='parquet', partitioning='hive').to_table().num_rows
+                c = duckdb.connect().execute("SELECT count(*) FROM read_parquet('%s/**/*.parquet', hive_partitioning=true)" % folder).fetchone()[0]
+                assert a == b == c, (folder, a, b, c)
+                print(client, name, a)
+        """])
+    #expect(r?.status == 0, "a dataset folder does not read as a dataset: \(r?.stderr.suffix(1500) ?? "python3 did not run")", sourceLocation: sourceLocation)
+}
+
 /// The web console on the internal listener, in a real browser (chromium through selenium),
 /// and its access rules beyond loopback.
 @Suite(.serialized) struct ConsoleTests {

@@ -79,6 +79,7 @@ struct FormatTests {
         #expect(o["duck"] as? [String] == ["14", "7016.50", "7115", "3", "1", "15"])
         let rejects = try String(contentsOfFile: dir.sub("lake/") + (t["rejects_path"] as! String), encoding: .utf8)
         #expect(rejects.contains(#""row":5"#) && rejects.contains("N/A") && rejects.contains(#""customer":{"id":505"#))
+        expectDatasetFoldersRead(dir)
     }
 
     @Test func jsonOfTheWrongShapeFailsTheFileKeepsTheRawVersionAndReRunsAfterTheFix() throws {
@@ -96,6 +97,7 @@ struct FormatTests {
         dir.write("mappings/acme.toml", Self.ticketsMapping)
         let rerun = try SluiceBinary.run(["transform", "acme", "--failed"], config: dir.sub("agent.conf"))
         #expect(rerun.status == 0 && rerun.stdout.contains("1 ok"), "\(rerun.stdout)\(rerun.stderr)")
+        expectDatasetFoldersRead(dir)
     }
 
     @Test func aTopLevelArrayATruncatedDocumentAndNonObjectRecords() throws {
@@ -126,6 +128,7 @@ struct FormatTests {
                 "epoch seconds beyond the year 9999 are rejects, not a crash: \(epoch)")
         let object = try #require(transforms["object.json"])
         #expect((object["error"] as? String ?? "").contains(#"records = "items""#), "the error suggests the records path: \(object)")
+        expectDatasetFoldersRead(dir)
     }
 
     // MARK: Excel
@@ -166,6 +169,7 @@ struct FormatTests {
         #expect(duck.first == "29" && duck.last?.hasPrefix("2026-09-01 00:00:00") == true, "\(duck)")
         let rejects = try String(contentsOfFile: dir.sub("lake/") + (t["rejects_path"] as! String), encoding: .utf8)
         #expect(rejects.contains(#""row":8"#) && rejects.contains("many"))
+        expectDatasetFoldersRead(dir)
     }
 
     @Test func aCorruptOrTruncatedXlsxOrAMissingSheetFailsWithAClearReason() throws {
@@ -192,6 +196,7 @@ struct FormatTests {
         #expect((missing["error"] as? String ?? "").contains("Umsatz") && (missing["error"] as? String ?? "").contains("Sales"), "\(missing)")
         let history = try SluiceBinary.run(["history", "acme"], config: dir.sub("agent.conf"))
         #expect(history.stdout.split(separator: "\n").filter { $0.contains("sales_") }.count == 4, "every raw version is kept:\n\(history.stdout)")
+        expectDatasetFoldersRead(dir)
     }
 
     /// A sheet that unzips to a thousand times its compressed size is refused before it fills
@@ -260,6 +265,7 @@ struct FormatTests {
         #expect((r["rows_rejected"] as? Int ?? 0) > 1)
         let rejects = try String(contentsOfFile: dir.sub("lake/") + (r["rejects_path"] as! String), encoding: .utf8)
         #expect(rejects.contains("invalid UTF-8 (is the file's encoding utf-8?)"))
+        expectDatasetFoldersRead(dir)
     }
 
     @Test func raggedRowsInvalidUTF8AnUnbalancedQuoteATenMegabyteFieldAndDuplicateHeaders() throws {
@@ -308,6 +314,7 @@ struct FormatTests {
         #expect(dups["status"] as? String == "failed" && (dups["error"] as? String ?? "").contains("twice"), "\(dups)")
         let byNumber = try #require(transforms["dups2.csv"])
         #expect(byNumber["status"] as? String == "ok" && byNumber["rows_written"] as? Int == 1)
+        expectDatasetFoldersRead(dir)
     }
 
     // MARK: Size

@@ -83,6 +83,7 @@ struct TransformTests {
         #expect(again == result)
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: (parquet as NSString).deletingLastPathComponent).filter { $0.hasPrefix(".%tmp") }
         #expect(leftovers.isEmpty)
+        expectDatasetFoldersRead(dir)
     }
 
     @Test func aMissingColumnOrEmptyFileFailsAHeaderOnlyFileIsEmptyAndAnUnmatchedFileIsUnmapped() throws {
@@ -115,6 +116,7 @@ struct TransformTests {
         let written = (try? FileManager.default.subpathsOfDirectory(atPath: dir.sub("lake/processed/acme/orders"))) ?? []
         #expect(written.allSatisfy { !$0.contains("orders_1.csv") && !$0.contains("orders_empty.csv") }, "a failed transform publishes nothing: \(written)")
         #expect(written.contains { $0.hasSuffix("drop__orders_header.csv.v1.parquet") }, "a header-only file gives an empty Parquet file")
+        expectDatasetFoldersRead(dir)
     }
 }
 
@@ -160,6 +162,7 @@ extension TransformTests {
         #expect(plain.status == 0 && !plain.stdout.contains("transform "))
         let later = try SluiceBinary.run(["transform", "acme"], config: conf)
         #expect(later.stdout.contains("1 transformed: 1 ok"), "\(later.stdout)")
+        expectDatasetFoldersRead(dir)
     }
 }
 
@@ -202,6 +205,7 @@ extension TransformTests {
         #expect(check.stdout.contains("2026-10-03 04:01:00") && check.stdout.contains(", 20, 20)"), "\(check.stdout)")
         let rejects = try String(contentsOfFile: dir.sub("lake/") + (t["rejects_path"] as! String), encoding: .utf8)
         #expect(rejects.contains("\"row\":21") && rejects.contains("truncated"))
+        expectDatasetFoldersRead(dir)
     }
 }
 
@@ -237,6 +241,7 @@ extension TransformTests {
             """])
         #expect(check.status == 0, "\(check.stderr)")
         #expect(check.stdout.contains("(-286423, '2026-10-02', 2)"), "\(check.stdout)")
+        expectDatasetFoldersRead(dir)
     }
 }
 
@@ -271,5 +276,6 @@ extension TransformTests {
         #expect(try manifest.newestVersionID() == newest + 2)
         // Above the newest id, nothing is pending, whatever lies below it.
         #expect(try manifest.transformCandidates(client: "acme", selection: .pendingAfter(newest + 2)).isEmpty)
+        expectDatasetFoldersRead(dir)
     }
 }
