@@ -44,8 +44,9 @@ let package = Package(
         ),
         .systemLibrary(
             name: "CLibSSH2",
-            pkgConfig: "libssh2",
-            providers: [.apt(["libssh2-1-dev"])]
+            // libssh2 1.11 built from Debian's source package with Sluice's patch, statically:
+            // `bash scripts/deps.sh` builds it and exports PKG_CONFIG_PATH (see README).
+            pkgConfig: "sluice-libssh2"
         ),
         .target(
             name: "SluiceSFTP",

@@ -8,6 +8,18 @@
  */
 #include <libssh2.h>
 #include <libssh2_sftp.h>
+
+/* Sluice links the libssh2 that scripts/deps.sh builds (1.11, patched), never a system one:
+   its pkg-config file (sluice-libssh2.pc) puts the build's headers first, and only that build
+   has sluice_libssh2_build.h. */
+#if __has_include(<sluice_libssh2_build.h>)
+#include <sluice_libssh2_build.h>
+#else
+#error "Sluice's libssh2 was not found: run `bash scripts/build.sh` (or `. scripts/deps.sh && install_deps`), which builds it and sets PKG_CONFIG_PATH=<checkout>/.deps/pkgconfig for swift build"
+#endif
+#if LIBSSH2_VERSION_NUM < 0x010b00
+#error "Sluice needs libssh2 1.11 or later (scripts/deps.sh builds it)"
+#endif
 #include <stdlib.h>
 #include <string.h>
 

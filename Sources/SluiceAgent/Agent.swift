@@ -414,7 +414,7 @@ extension Agent {
             let key: HostKey
             do {
                 let session = try SSHSession(host: c.host, port: c.port, connectTimeoutMs: Int(c.connectTimeoutNanoseconds / 1_000_000),
-                                             ioTimeoutMs: Int(c.ioTimeoutNanoseconds / 1_000_000))
+                                             ioTimeoutMs: Int(c.ioTimeoutNanoseconds / 1_000_000), algorithms: c.algorithms)
                 key = session.hostKey
                 session.close()
             } catch {

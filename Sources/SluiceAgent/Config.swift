@@ -1,5 +1,6 @@
 import Foundation
 import SluiceLake
+import SluiceSFTP
 import TOMLKit
 
 /// A config that cannot be used: names the file, the key path, the line when known, and what
@@ -75,6 +76,8 @@ public struct SFTPSourceConfig: Sendable {
     public var connectTimeoutNanoseconds: Int64
     public var ioTimeoutNanoseconds: Int64
     public var pollIntervalNanoseconds: Int64
+    /// `ciphers` and `host_key_algorithms`, when the server needs something particular.
+    public var algorithms = SSHAlgorithmChoice()
 }
 
 /// A source that clients push to through the upload API (`type = "http"`): only which paths
@@ -495,7 +498,7 @@ struct TableReader {
             try checkKeys(t, path: path, allowed: [
                 "type", "host", "port", "user", "identity_file", "passphrase_file", "password_file", "known_hosts",
                 "remote_dir", "include", "exclude", "recursive", "min_age", "after_ingest", "max_connections",
-                "connect_timeout", "io_timeout", "poll_interval",
+                "connect_timeout", "io_timeout", "poll_interval", "ciphers", "host_key_algorithms",
             ])
             let host = try string(t, "host", path, required: true)!
             guard !host.isEmpty, !host.contains(where: { $0.isWhitespace || $0 == "/" || $0 == "@" }) else {
@@ -527,11 +530,23 @@ struct TableReader {
             for (key, v) in [("connect_timeout", connectTimeout), ("io_timeout", ioTimeout), ("poll_interval", poll)] where v <= 0 {
                 throw fail("\(path).\(key)", "must be longer than 0")
             }
-            let sftp = SFTPSourceConfig(
+            var algorithms = SSHAlgorithmChoice()
+            for (key, kind) in [("ciphers", SSHAlgorithms.Kind.cipher), ("host_key_algorithms", .hostKey)] {
+                guard let names = try stringArray(t, key, path) else { continue }
+                guard !names.isEmpty else { throw fail("\(path).\(key)", "an empty list allows nothing: leave \(key) out for Sluice's defaults") }
+                let unknown = SSHAlgorithmChoice.unsupported(names, kind)
+                guard unknown.isEmpty else {
+                    throw fail("\(path).\(key)", "\(unknown.map { "\"\($0)\"" }.joined(separator: ", ")) \(unknown.count == 1 ? "is" : "are") not supported: "
+                        + "expected some of \(SSHAlgorithms.supported(kind).filter { !$0.hasPrefix("none") }.joined(separator: ", "))")
+                }
+                if kind == .cipher { algorithms.ciphers = names } else { algorithms.hostKeys = names }
+            }
+            var sftp = SFTPSourceConfig(
                 host: host, port: port, user: user, identityFile: identity, passphraseFile: passphrase, passwordFile: password,
                 knownHosts: knownHosts, remoteDir: remoteDir, filter: common.filter, recursive: common.recursive,
                 minAgeNanoseconds: common.minAge, afterIngest: common.afterIngest, maxConnections: maxConnections,
                 connectTimeoutNanoseconds: connectTimeout, ioTimeoutNanoseconds: ioTimeout, pollIntervalNanoseconds: poll)
+            sftp.algorithms = algorithms
             return SourceConfig(name: name, kind: .sftp(sftp))
         case "http":
             try checkKeys(t, path: path, allowed: ["type", "include", "exclude"])

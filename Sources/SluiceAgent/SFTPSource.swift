@@ -94,7 +94,7 @@ public struct SFTPSource: Source {
         do {
             session = try SSHSession(host: config.host, port: config.port,
                                      connectTimeoutMs: Int(config.connectTimeoutNanoseconds / 1_000_000),
-                                     ioTimeoutMs: Int(config.ioTimeoutNanoseconds / 1_000_000))
+                                     ioTimeoutMs: Int(config.ioTimeoutNanoseconds / 1_000_000), algorithms: config.algorithms)
         } catch {
             throw SourceError("\(location): \(error.message)")
         }
@@ -103,6 +103,13 @@ public struct SFTPSource: Source {
         } catch {
             session.close()
             throw error
+        }
+        if logger.logLevel <= .debug {
+            let n = session.negotiated
+            logger.debug("SSH session", metadata: [
+                "client": "\(client)", "source": "\(name)", "key_exchange": "\(n[.keyExchange] ?? "")", "host_key": "\(n[.hostKey] ?? "")",
+                "cipher": "\(n[.cipher] ?? "")", "mac": "\(n[.mac] ?? "")",
+            ])
         }
         return session
     }

@@ -100,8 +100,6 @@ private func fileMode(_ path: String) -> mode_t? {
     return stat(path, &st) == 0 ? st.st_mode : nil
 }
 
-private let libraryReady: Bool = libssh2_init(0) == 0
-
 /// One SSH connection with one SFTP channel. libssh2 sessions are not thread-safe: a session
 /// is used by one thread at a time (the caller's pool hands it out exclusively); every call
 /// blocks, so call it from a dedicated thread, never from Swift's cooperative pool.
@@ -117,9 +115,11 @@ public final class SSHSession: @unchecked Sendable {
     /// `host:port`, bracketed for IPv6 literals.
     public var endpoint: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
-    /// Opens the TCP connection and runs the SSH handshake (no authentication yet).
-    public init(host: String, port: Int, connectTimeoutMs: Int, ioTimeoutMs: Int) throws(SSHError) {
-        guard libraryReady else { throw SSHError(.other, "libssh2 could not be initialised") }
+    /// Opens the TCP connection and runs the SSH handshake (no authentication yet), offering
+    /// `algorithms` (Sluice's defaults, or a source's `ciphers` and `host_key_algorithms`).
+    public init(host: String, port: Int, connectTimeoutMs: Int, ioTimeoutMs: Int,
+                algorithms: SSHAlgorithmChoice = SSHAlgorithmChoice()) throws(SSHError) {
+        guard libssh2Ready else { throw SSHError(.other, "libssh2 could not be initialised") }
         self.host = host
         self.port = port
         self.ioTimeoutMs = ioTimeoutMs
@@ -131,26 +131,42 @@ public final class SSHSession: @unchecked Sendable {
         session = s
         libssh2_session_set_blocking(session, 1)
         libssh2_session_set_timeout(session, connectTimeoutMs)
-        // libssh2 1.10 offers AES-CTR/CBC with HMAC-SHA1/SHA2; AES-CTR + HMAC-SHA2-256 are
-        // the fastest here (AES-NI, SHA-NI). The lists keep fallbacks for older servers.
-        let ciphers = "aes128-ctr,aes192-ctr,aes256-ctr,aes256-cbc,aes192-cbc,aes128-cbc"
-        let macs = "hmac-sha2-256,hmac-sha1,hmac-sha2-512"
-        let hostKeys = "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,ssh-rsa"
+        // Both directions alike (SSHAlgorithms says why this order).
+        let ciphers = algorithms.offered(.cipher).joined(separator: ",")
+        let macs = algorithms.offered(.mac).joined(separator: ",")
         _ = libssh2_session_method_pref(session, LIBSSH2_METHOD_CRYPT_CS, ciphers)
         _ = libssh2_session_method_pref(session, LIBSSH2_METHOD_CRYPT_SC, ciphers)
         _ = libssh2_session_method_pref(session, LIBSSH2_METHOD_MAC_CS, macs)
         _ = libssh2_session_method_pref(session, LIBSSH2_METHOD_MAC_SC, macs)
-        _ = libssh2_session_method_pref(session, LIBSSH2_METHOD_HOSTKEY, hostKeys)
+        _ = libssh2_session_method_pref(session, LIBSSH2_METHOD_HOSTKEY, algorithms.offered(.hostKey).joined(separator: ","))
         let rc = libssh2_session_handshake(session, fd)
         if rc != 0 {
-            let why = lastError()
+            var why = lastError()
             // deinit still runs for a class whose init throws once every property is set.
             closed = true
             libssh2_session_free(session)
             Glibc.close(fd)
+            if rc == LIBSSH2_ERROR_KEX_FAILURE || rc == LIBSSH2_ERROR_METHOD_NONE,
+               let offer = ServerOffer.probe(host: host, port: port, timeoutMs: connectTimeoutMs),
+               let mismatch = ServerOffer.mismatch(server: offer, ours: algorithms) {
+                why = "no algorithm in common — \(mismatch). Set the source's ciphers or host_key_algorithms to one both sides know, "
+                    + "or ask the client to enable one of Sluice's on the server"
+            }
             throw SSHError(rc == LIBSSH2_ERROR_TIMEOUT ? .timeout : .handshake,
                            "SSH handshake with \(host):\(port) failed: \(why)")
         }
+    }
+
+    /// The algorithms this session agreed on with the server (for the debug log).
+    public var negotiated: [SSHAlgorithms.Kind: String] {
+        var out: [SSHAlgorithms.Kind: String] = [:]
+        for kind in SSHAlgorithms.Kind.allCases {
+            if let p = libssh2_session_methods(session, kind.method == LIBSSH2_METHOD_CRYPT_CS ? LIBSSH2_METHOD_CRYPT_SC
+                                               : kind.method == LIBSSH2_METHOD_MAC_CS ? LIBSSH2_METHOD_MAC_SC : kind.method) {
+                out[kind] = String(cString: p)
+            }
+        }
+        return out
     }
 
     deinit { close() }
@@ -223,7 +239,7 @@ public final class SSHSession: @unchecked Sendable {
             if rc == LIBSSH2_ERROR_TIMEOUT || rc == LIBSSH2_ERROR_SOCKET_RECV || rc == LIBSSH2_ERROR_SOCKET_SEND {
                 throw SSHError(.disconnected, "\(endpoint): connection lost during authentication: \(lastError())")
             }
-            tried.append("publickey (\(key))")
+            tried.append("publickey with \(key) (\(IdentityKey.typeName(ofFile: key).map { "an \($0) key" } ?? "key type unknown"))")
         }
         if let password = c.password {
             if offered.contains("password") {
@@ -352,7 +368,7 @@ public final class SSHSession: @unchecked Sendable {
 
     // MARK: TCP
 
-    private static func connectTCP(host: String, port: Int, timeoutMs: Int) throws(SSHError) -> Int32 {
+    static func connectTCP(host: String, port: Int, timeoutMs: Int) throws(SSHError) -> Int32 {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -484,5 +500,43 @@ extension Array where Element == UInt8 {
         var z = self
         z.append(0)
         return z.withUnsafeBufferPointer { b in b.withMemoryRebound(to: CChar.self) { body($0.baseAddress!) } }
+    }
+}
+
+/// The key type of an identity file, for messages: from its `.pub` file beside it, else from
+/// the private key itself (the OpenSSH format keeps the public key in the clear even when the
+/// private part is encrypted; PEM names RSA and EC keys in its header).
+enum IdentityKey {
+    static func typeName(ofFile path: String) -> String? {
+        if let pub = try? String(contentsOfFile: path + ".pub", encoding: .utf8),
+           let first = pub.split(separator: " ").first, first.hasPrefix("ssh-") || first.hasPrefix("ecdsa-") {
+            return String(first)
+        }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        if text.contains("BEGIN RSA PRIVATE KEY") { return "ssh-rsa" }
+        if text.contains("BEGIN EC PRIVATE KEY") { return "ecdsa" }
+        guard text.contains("BEGIN OPENSSH PRIVATE KEY") else { return nil }
+        let body = text.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
+        guard let data = Data(base64Encoded: body) else { return nil }
+        return typeName(ofOpenSSHKey: Array(data))
+    }
+
+    /// `openssh-key-v1\0`, then cipher name, KDF name, KDF options, the number of keys and the
+    /// first public key, whose first string is its type.
+    static func typeName(ofOpenSSHKey b: [UInt8]) -> String? {
+        let magic = Array("openssh-key-v1".utf8) + [0]
+        guard b.starts(with: magic) else { return nil }
+        var at = magic.count
+        func string() -> ArraySlice<UInt8>? {
+            guard at + 4 <= b.count else { return nil }
+            let n = Int(b[at]) << 24 | Int(b[at + 1]) << 16 | Int(b[at + 2]) << 8 | Int(b[at + 3])
+            guard n >= 0, at + 4 + n <= b.count else { return nil }
+            defer { at += 4 + n }
+            return b[(at + 4)..<(at + 4 + n)]
+        }
+        for _ in 0..<3 { guard string() != nil else { return nil } }
+        at += 4  // the number of keys
+        guard let publicKey = string() else { return nil }
+        return HostKey.typeName(of: Array(publicKey))
     }
 }

@@ -4,6 +4,7 @@ import Logging
 import SluiceAgent
 import SluiceDaemon
 import SluiceLake
+import SluiceSFTP
 
 @main
 struct Sluice: AsyncParsableCommand {
@@ -14,13 +15,35 @@ struct Sluice: AsyncParsableCommand {
             Exit codes: 0 success; 1 some work failed or the audit found problems; 2 usage or config error.
             The config is read from --config, else $SLUICE_CONFIG, else /etc/sluice/agent.conf.
             """,
-        version: SluiceVersion.string,
-        subcommands: [Run.self, Pull.self, Status.self, History.self, Audit.self, CheckConfig.self, Trust.self, Transform.self, Token.self]
+        version: SluiceVersion.full,
+        subcommands: [Run.self, Pull.self, Status.self, History.self, Audit.self, CheckConfig.self, Trust.self, Transform.self, Token.self,
+                      VersionCommand.self]
     )
 }
 
 enum SluiceVersion {
     static let string = "0.1.0"
+
+    /// Sluice's version, libssh2's (and its patch), and the SSH algorithms Sluice offers, in
+    /// order of preference: what `sluice version` and `sluice --version` print.
+    static var full: String {
+        var lines = ["sluice \(string)", "libssh2 \(SSHAlgorithms.libraryDescription)", "ssh algorithms offered, in order of preference:"]
+        for kind in SSHAlgorithms.Kind.allCases {
+            lines.append("  \(kind.rawValue): \(SSHAlgorithms.offered(kind).joined(separator: ", "))")
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+struct VersionCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "version",
+        abstract: "Show Sluice's version, libssh2's and the SSH algorithms Sluice offers.",
+        discussion: "The same as `sluice --version`. A source's ciphers and host_key_algorithms narrow the lists for its server. Exit codes: 0 shown.")
+
+    func run() throws {
+        print(SluiceVersion.full)
+    }
 }
 
 /// Options every command takes.

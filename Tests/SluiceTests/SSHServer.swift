@@ -34,21 +34,24 @@ final class SSHServer: @unchecked Sendable {
     private var extraConfig = ""
 
     /// Starts a server; `hostKey` reuses another server's key folder entry (same identity).
-    init(login: Login = .publicKey, port: Int? = nil, hostKeyFrom other: SSHServer? = nil, extraConfig: String = "") throws {
+    /// `hostKeyType` and `clientKeyType` are ssh-keygen's `-t` (ed25519, ecdsa, rsa); the client
+    /// key is encrypted with `clientPassphrase` when one is given.
+    init(login: Login = .publicKey, port: Int? = nil, hostKeyFrom other: SSHServer? = nil, extraConfig: String = "",
+         hostKeyType: String = "ed25519", clientKeyType: String = "ed25519", clientPassphrase: String = "") throws {
         dir = TempDir("sshd")
         self.login = login
         self.port = try port ?? Self.freePort()
         served = dir.sub("served")
         try FileManager.default.createDirectory(atPath: served, withIntermediateDirectories: true)
-        clientKey = dir.sub("client_ed25519")
-        hostKey = dir.sub("host_ed25519")
+        clientKey = dir.sub("client_\(clientKeyType)")
+        hostKey = dir.sub("host_\(other.map { URL(fileURLWithPath: $0.hostKey).lastPathComponent.dropFirst(5) }.map(String.init) ?? hostKeyType)")
         if let other {
             try FileManager.default.copyItem(atPath: other.hostKey, toPath: hostKey)
             try FileManager.default.copyItem(atPath: other.hostKey + ".pub", toPath: hostKey + ".pub")
         } else {
-            try Self.keygen(hostKey)
+            try Self.keygen(hostKey, type: hostKeyType)
         }
-        try Self.keygen(clientKey)
+        try Self.keygen(clientKey, type: clientKeyType, passphrase: clientPassphrase)
         try FileManager.default.copyItem(atPath: clientKey + ".pub", toPath: dir.sub("authorized_keys"))
         self.extraConfig = extraConfig
         try start(extraConfig: extraConfig)
