@@ -5,6 +5,7 @@
 #      BENCH_FILES (default 10000), BENCH_AUDIT_MB (default 768).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/deps.sh && build_libssh2 >&2  # libssh2 1.11 (patched), once
 swift build -c release --product sluice >/dev/null
 BIN="$(swift build -c release --show-bin-path)/sluice"
 BASE="${BENCH_DIR:-/var/tmp}"

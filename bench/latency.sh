@@ -8,6 +8,7 @@
 # Env: BENCH_DIR (default /var/tmp), BENCH_FILES (default 300), BENCH_SIZE (bytes, default 4096).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/deps.sh && build_libssh2 >&2  # libssh2 1.11 (patched), once
 swift build -c release --product sluice >/dev/null
 BIN="$(swift build -c release --show-bin-path)/sluice"
 W="$(mktemp -d "${BENCH_DIR:-/var/tmp}/sluice-latency-bench.XXXXXX")"

@@ -3,6 +3,7 @@
 # makes runs incomparable), cleanup of it and of the server the script starts, and small helpers.
 #   bench_setup NAME IMAGE_MB   sets BIN, W and LOOP; the script sets SERVER_PID once it starts one.
 bench_setup() {
+  . scripts/deps.sh && build_libssh2 >&2  # libssh2 1.11 (patched), once
   swift build -c release --product sluice >/dev/null
   BIN="$(swift build -c release --show-bin-path)/sluice"
   W="$(mktemp -d "${BENCH_DIR:-/var/tmp}/sluice-$1-bench.XXXXXX")"

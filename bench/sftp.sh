@@ -76,19 +76,60 @@ CONF
 }
 SFTP=(sftp -q -P "$PORT" -i "$K/client" -o "UserKnownHostsFile=$K/known_hosts" -o StrictHostKeyChecking=yes -o BatchMode=yes)
 
-run_sluice() { # $1 = remote folder; prints seconds and peak RSS (KiB)
+# One run, timed with its CPU: prints "seconds client_cpu peak_rss_kib sshd_cpu" (client CPU
+# is user + system of the client process; sshd CPU is what the server's session processes used,
+# counted through the listener, which reaps them).
+sshd_cpu() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15 + $16 + $17) / t}' "/proc/$SERVER_PID/stat"; }
+measure() {
+  local t0 t1 out c0
+  sync
+  c0=$(sshd_cpu); t0=$(now)
+  out=$(/usr/bin/env time -f "%U %S %M" "$@" 2>&1 >/dev/null | tail -1)
+  t1=$(now)
+  sleep 0.2  # the session processes exit and are reaped
+  read -r u sy rss <<<"$out"
+  echo "$(calc "round($t1 - $t0, 3)") $(calc "round($u + $sy, 2)") $rss $(calc "round($(sshd_cpu) - $c0, 2)")"
+}
+run_sluice() { # $1 = remote folder
   local d="$W/run-sluice"
   rm -rf "$d"; conf "$d" "$1"
-  timed_pull "$d"
+  measure "$BIN" pull bench --config "$d/agent.conf" --log-level error
+  [ "$(find "$d/lake/raw" -type f | wc -l)" -ge 1 ] || { echo "sluice stored nothing" >&2; exit 1; }
   rm -rf "$d"
 }
-run_ref() { # $1 = remote path, $2 = recursive flag or ""
-  local d="$W/run-sftp"
-  rm -rf "$d"; mkdir -p "$d"; sync
-  timed "${SFTP[@]}" $2 "$USER_NAME@127.0.0.1:$1" "$d/"
+run_ref() { # $1 = remote path, $2 = recursive flag or "", $3… = more sftp options
+  local d="$W/run-sftp" path="$1" flag="$2"; shift 2
+  rm -rf "$d"; mkdir -p "$d"
+  measure "${SFTP[@]}" "$@" $flag "$USER_NAME@127.0.0.1:$path" "$d/"
   rm -rf "$d"
 }
 
-SLUICE_BIG=("$W/served/big"); REF_BIG=("$W/served/big/big.bin" ""); SLUICE_SMALL=("$W/served/small"); REF_SMALL=("$W/served/small" "-r")
-bench_compare "OpenSSH sftp" "one ${BIG_MB} MiB file" "$SMALL x 8 KiB files" "<= 1.0" "<= 0.5" "<= 64 MiB"
-echo "sluice: max_connections = $CONNECTIONS, hashing and the durable commit included; sftp: plain get (no fsync)" >&2
+# Alternating rounds: sluice, sftp (default cipher), sftp -c aes128-gcm, for the big file; then
+# sluice and sftp for the small files. Each line: seconds, client CPU, peak RSS, sshd CPU.
+declare -a BIG_S BIG_R BIG_G SMALL_S SMALL_R
+for r in $(seq "$RUNS"); do
+  echo "run $r/$RUNS ..." >&2
+  BIG_S+=("$(run_sluice "$W/served/big")")
+  BIG_R+=("$(run_ref "$W/served/big/big.bin" "")")
+  BIG_G+=("$(run_ref "$W/served/big/big.bin" "" -c aes128-gcm@openssh.com)")
+  SMALL_S+=("$(run_sluice "$W/served/small")")
+  SMALL_R+=("$(run_ref "$W/served/small" "-r")")
+done
+col() { printf '%s\n' "${@:2}" | awk -v c="$1" '{print $c}' | median; }
+ratio_med() { # median of the per-round ratios of two arrays' first columns
+  local -n a=$1 b=$2; local i; for i in "${!a[@]}"; do calc "${a[$i]%% *} / ${b[$i]%% *}"; done | median
+}
+printf '\n%-44s %9s %11s %10s %10s\n' "case (median of $RUNS rounds)" "wall s" "client CPU" "peak RSS" "sshd CPU"
+line() { local label=$1; shift; printf '%-44s %9.2f %11.2f %6d MiB %10.2f\n' "$label" "$(col 1 "$@")" "$(col 2 "$@")" "$(( $(col 3 "$@") / 1024 ))" "$(col 4 "$@")"; }
+line "sluice pull, ${BIG_MB} MiB" "${BIG_S[@]}"
+line "sftp (default cipher), ${BIG_MB} MiB" "${BIG_R[@]}"
+line "sftp -c aes128-gcm, ${BIG_MB} MiB" "${BIG_G[@]}"
+line "sluice pull, $SMALL x 8 KiB" "${SMALL_S[@]}"
+line "sftp -r, $SMALL x 8 KiB" "${SMALL_R[@]}"
+echo
+echo "ratio sluice / sftp (default cipher), ${BIG_MB} MiB: median of pairs $(ratio_med BIG_S BIG_R) (target <= 1.0)"
+echo "ratio sluice / sftp -c aes128-gcm, ${BIG_MB} MiB:    median of pairs $(ratio_med BIG_S BIG_G)"
+echo "ratio sluice / sftp, $SMALL x 8 KiB:          median of pairs $(ratio_med SMALL_S SMALL_R) (target <= 0.5)"
+echo "peak RSS of sluice, ${BIG_MB} MiB: $(( $(printf '%s\n' "${BIG_S[@]}" | awk '{print $3}' | sort -n | tail -1) / 1024 )) MiB (target <= 64 MiB)"
+echo "every round (wall client_cpu rss_kib sshd_cpu): sluice big ${BIG_S[*]// /\/} | sftp ${BIG_R[*]// /\/} | sftp-gcm ${BIG_G[*]// /\/} | sluice small ${SMALL_S[*]// /\/} | sftp small ${SMALL_R[*]// /\/}" >&2
+echo "sluice: max_connections = $CONNECTIONS, libssh2 $("$BIN" version | sed -n 2p | cut -d' ' -f2-), hashing and the durable commit included; sftp: plain get (no fsync)" >&2

@@ -12,6 +12,7 @@
 # Env: BENCH_DIR (default /var/tmp), BENCH_ROWS (default 2300000), BENCH_RUNS, BENCH_BIG_FACTOR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/deps.sh && build_libssh2 >&2  # libssh2 1.11 (patched), once
 swift build -c release --product sluice >/dev/null
 BIN="$(swift build -c release --show-bin-path)/sluice"
 W="$(mktemp -d "${BENCH_DIR:-/var/tmp}/sluice-transform-bench.XXXXXX")"

@@ -15,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v nginx >/dev/null || { echo "nginx is needed: apt-get install -y nginx" >&2; exit 2; }
+. scripts/deps.sh && build_libssh2 >&2  # libssh2 1.11 (patched), once
 swift build -c release --product sluice >/dev/null
 BIN="$(swift build -c release --show-bin-path)/sluice"
 W="$(mktemp -d "${BENCH_DIR:-/var/tmp}/sluice-upload-bench.XXXXXX")"

@@ -13,6 +13,14 @@ int CSluiceLinux_renameNoReplace(int olddirfd, const char *oldpath, int newdirfd
     return renameat2(olddirfd, oldpath, newdirfd, newpath, RENAME_NOREPLACE);
 }
 
+long CSluiceLinux_copyFileRange(int fd_in, long long *off_in, int fd_out, long long *off_out, unsigned long len) {
+    loff_t in = *off_in, out = *off_out;
+    ssize_t n = copy_file_range(fd_in, &in, fd_out, &out, len, 0);
+    *off_in = in;
+    *off_out = out;
+    return (long)n;
+}
+
 int CSluiceLinux_syncfs(int fd) {
     return syncfs(fd);
 }

@@ -112,7 +112,7 @@ public struct Agent: Sendable {
         return chosen.compactMap { s -> (any Source)? in
             switch s.kind {
             case .folder(let f): FolderSource(client: client.id, name: s.name, config: f)
-            case .sftp(let f): SFTPSource(client: client.id, name: s.name, config: f, logger: logger)
+            case .sftp(let f): SFTPSource(client: client.id, name: s.name, config: f, logger: logger, stateDir: config.stateDir)
             case .s3(let f): S3Source(client: client.id, name: s.name, config: f, logger: logger)
             case .http: nil  // uploads arrive through the API
             }

@@ -439,7 +439,9 @@ final class SourcePoller: SourceRunner, @unchecked Sendable {
         case .sftp(let c):
             server = "sftp \(c.host.lowercased()):\(c.port)"
             interval = c.pollIntervalNanoseconds
-            makeSource = { [logger = daemon.logger] in SFTPSource(client: key.client, name: key.source, config: c, logger: logger) }
+            makeSource = { [logger = daemon.logger, stateDir = daemon.config.stateDir] in
+                SFTPSource(client: key.client, name: key.source, config: c, logger: logger, stateDir: stateDir)
+            }
         case .s3(let c):
             server = "s3 \(c.endpoint.absoluteString) \(c.bucket)"
             interval = c.pollIntervalNanoseconds

@@ -207,6 +207,22 @@ final class ChunkProgress: @unchecked Sendable {
         running = workers
     }
 
+    /// The length of `chunk` (the last one may be short).
+    func length(of chunk: Int) -> Int64 { Swift.min(size, Int64(chunk + 1) * chunkSize) - Int64(chunk) * chunkSize }
+
+    /// Marks `done` as complete before any worker starts (chunks kept from a cut-off transfer
+    /// and already in the file), and advances the prefix over them.
+    func preload(_ done: Set<Int>) {
+        for chunk in done where chunk < chunks { landed(chunk: chunk, bytes: length(of: chunk) - filled[chunk]) }
+    }
+
+    /// The chunks written whole so far.
+    var completeChunks: [Int] {
+        condition.lock()
+        defer { condition.unlock() }
+        return (0..<chunks).filter { filled[$0] == length(of: $0) }
+    }
+
     /// Whether workers should stop: a failure, a change, or a cancel.
     func shouldStop() -> Bool {
         condition.lock()

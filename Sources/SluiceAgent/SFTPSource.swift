@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import SluiceLake
 import SluiceSFTP
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -17,13 +18,20 @@ public struct SFTPSource: Source {
     public let name: String
     public let config: SFTPSourceConfig
     let logger: Logger
+    /// Where transfers of 64 MiB or more that a dropped connection cut off are kept for the
+    /// next pass (nil: not kept).
+    let partials: PartialStore?
 
-    public init(client: String, name: String, config: SFTPSourceConfig, logger: Logger) {
+    public init(client: String, name: String, config: SFTPSourceConfig, logger: Logger, stateDir: String? = nil) {
         self.client = client
         self.name = name
         self.config = config
         self.logger = logger
+        partials = stateDir.map { PartialStore(stateDir: $0, client: client, source: name) }
     }
+
+    /// Partials untouched this long are removed (their file was never fetched whole since).
+    static let partialLifetime: Int64 = 7 * 86_400_000_000_000
 
     public var minAgeNanoseconds: Int64 { config.minAgeNanoseconds }
     public var afterIngest: AfterIngest { config.afterIngest }
@@ -85,6 +93,7 @@ public struct SFTPSource: Source {
             guard target.hasPrefix("/") else { return RelativePath(target) }
             return RelativePath(path: Array(target.utf8), below: realRoot) ?? RelativePath(path: Array(target.utf8), below: root)
         }
+        partials?.prune(olderThan: Self.partialLifetime)
         return SFTPPass(source: self, pool: pool, root: root, realRoot: realRoot, filter: config.filter.excluding(folders: moved))
     }
 
@@ -268,6 +277,7 @@ final class SFTPPass: SourcePass, @unchecked Sendable {
     let realRoot: [UInt8]
     /// `include`/`exclude`, also excluding every move target below remote_dir.
     let filter: PathFilter
+    var partials: PartialStore? { source.partials }
     /// Symlinked candidates, read through the target the listing checked.
     private let lock = NSLock()
     private var linkTargets: [[UInt8]: [UInt8]] = [:]
@@ -540,7 +550,16 @@ final class SFTPStream: RangeFetching {
                 break
             }
         }
-        return RangedFetch(stream: self, readers: readers, fd: fd, size: candidate.size, stagingPath: stagingPath)
+        // Chunks kept from a transfer cut off in an earlier pass (same size and mtime) are
+        // copied in and not fetched again.
+        let resumed = pass.partials?.resume(candidate, chunkSize: RangedFetch.chunkSize, into: fd) ?? []
+        if !resumed.isEmpty {
+            pass.source.logger.notice("Resuming a cut-off transfer", metadata: [
+                "client": "\(pass.source.client)", "source": "\(pass.source.name)", "path": "\(candidate.path.display)",
+                "kept.bytes": "\(resumed.reduce(Int64(0)) { $0 + min(candidate.size, Int64($1 + 1) * RangedFetch.chunkSize) - Int64($1) * RangedFetch.chunkSize })",
+            ])
+        }
+        return RangedFetch(stream: self, readers: readers, fd: fd, size: candidate.size, stagingPath: stagingPath, resumed: resumed)
     }
 
     /// The primary session broke during a parallel fetch.
@@ -633,12 +652,19 @@ final class RangedFetch: ParallelFetch, @unchecked Sendable {
     let fd: Int32
     let progress: ChunkProgress
     let stagingPath: String
+    /// Chunks copied in from a cut-off transfer (not fetched again).
+    let resumed: Set<Int>
+    /// Bytes received from the server in this pass, and whether a connection was lost.
+    private let fetched = Atomic<Int64>(0)
+    private let connectionLost = Atomic<Bool>(false)
 
-    init(stream: SFTPStream, readers: [Reader], fd: Int32, size: Int64, stagingPath: String) {
+    init(stream: SFTPStream, readers: [Reader], fd: Int32, size: Int64, stagingPath: String, resumed: Set<Int> = []) {
         self.stream = stream
         self.stagingPath = stagingPath
         self.fd = fd
+        self.resumed = resumed
         progress = ChunkProgress(size: size, chunkSize: Self.chunkSize, workers: readers.count)
+        progress.preload(resumed)
         let count = readers.count
         for (i, reader) in readers.enumerated() {
             let t = Thread { [self] in run(reader, index: i, of: count) }
@@ -654,7 +680,7 @@ final class RangedFetch: ParallelFetch, @unchecked Sendable {
         var error: SSHError?
         var writeError: String?
         var changed: String?
-        chunkLoop: for chunk in stride(from: index, to: progress.chunks, by: count) {
+        chunkLoop: for chunk in stride(from: index, to: progress.chunks, by: count) where !resumed.contains(chunk) {
             let start = Int64(chunk) * Self.chunkSize
             let end = Swift.min(size, start + Self.chunkSize)
             var offset = start
@@ -679,6 +705,7 @@ final class RangedFetch: ParallelFetch, @unchecked Sendable {
                     break chunkLoop
                 }
                 offset += Int64(n)
+                fetched.add(Int64(n), ordering: .relaxed)
                 progress.landed(chunk: chunk, bytes: Int64(n))
             }
         }
@@ -694,6 +721,7 @@ final class RangedFetch: ParallelFetch, @unchecked Sendable {
         }
         // Hand the session back (the primary one stays with the stream until it is closed).
         if let error, error.isConnectionLoss {
+            connectionLost.store(true, ordering: .relaxed)
             if reader.primary { reader.file.forget(); stream.primaryBroke() } else { reader.file.forget(); stream.pass.pool.discard(reader.session) }
         } else if !reader.primary {
             reader.file.close()
@@ -707,7 +735,34 @@ final class RangedFetch: ParallelFetch, @unchecked Sendable {
     }
 
     func waitForPrefix(beyond known: Int64) throws(SourceError) -> (prefix: Int64, done: Bool) {
-        try progress.waitForPrefix(beyond: known)
+        let candidate = stream.candidate
+        let source = stream.pass.source
+        let step: (prefix: Int64, done: Bool)
+        do {
+            step = try progress.waitForPrefix(beyond: known)
+        } catch {
+            // Every worker has stopped. A lost connection keeps the whole chunks received for
+            // the next pass (a full disk or a changed file does not).
+            guard connectionLost.load(ordering: .relaxed), let partials = stream.pass.partials else { throw error }
+            let chunks = progress.completeChunks
+            guard !chunks.isEmpty, partials.save(candidate, chunkSize: Self.chunkSize, chunks: chunks, fd: fd, stagingPath: stagingPath) else { throw error }
+            let kept = chunks.reduce(Int64(0)) { $0 + progress.length(of: $1) }
+            source.logger.notice("Transfer cut off; the chunks received are kept for the next pass", metadata: [
+                "client": "\(source.client)", "source": "\(source.name)", "path": "\(candidate.path.display)",
+                "kept.bytes": "\(kept)", "fetched.bytes": "\(fetched.load(ordering: .relaxed))",
+            ])
+            throw SourceError("\(error.message); \(kept >> 20) MiB of \(candidate.size >> 20) MiB are kept, and the next pass continues from there")
+        }
+        if step.done {
+            stream.pass.partials?.remove(candidate.path)
+            if !resumed.isEmpty {
+                source.logger.notice("Resumed transfer complete", metadata: [
+                    "client": "\(source.client)", "source": "\(source.name)", "path": "\(candidate.path.display)",
+                    "fetched.bytes": "\(fetched.load(ordering: .relaxed))",
+                ])
+            }
+        }
+        return step
     }
 
     func cancel() { progress.cancel() }

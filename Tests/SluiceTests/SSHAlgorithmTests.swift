@@ -1,7 +1,11 @@
 import Foundation
-import SluiceAgent
+@testable import SluiceAgent
+import SluiceLake
 @testable import SluiceSFTP
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// libssh2 1.11 (patched decrypt path) against a real OpenSSH server: every cipher and MAC
 /// Sluice offers gives byte-identical downloads, every host key type and identity type works,
@@ -155,5 +159,80 @@ struct SSHAlgorithmTests {
             #expect(IdentityKey.typeName(ofFile: path) == name, "\(type), encrypted, without its .pub")
         }
         #expect(IdentityKey.typeName(ofFile: dir.sub("missing")) == nil)
+    }
+}
+
+/// Large SFTP transfers cut off by dropped connections continue where they stopped.
+@Suite(.enabled(if: SSHServer.available, "needs OpenSSH's sshd (apt-get install openssh-server)"))
+struct ResumableTransferTests {
+    /// A 1 GiB file (SLUICE_BIG_SFTP_MB) whose connections are all cut twice, at about 35 % and
+    /// 75 % of it: the first two passes fail and keep what they received, the third completes.
+    /// What the server sent over all three stays under 1.5 × the file, and the version's
+    /// SHA-256 is the file's.
+    @Test func aTransferCutTwiceContinuesFromTheChunksReceived() throws {
+        let megabytes = Int(ProcessInfo.processInfo.environment["SLUICE_BIG_SFTP_MB"] ?? "") ?? 1024
+        let size = Int64(megabytes) << 20
+        let server = try SSHServer()
+        let big = server.serve("big.bin", Data())
+        #expect(try Shell.run("/bin/sh", ["-c", "head -c \(size) /dev/urandom > '\(big)'"]).status == 0)
+        age(big, seconds: 3600)
+        server.serve("small.csv", "small")
+        let proxyPort = try SSHServer.freePort()
+        let counted = server.dir.sub("proxy.count")
+        let cuts = [size * 35 / 100, size * 75 / 100]
+        let helper = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("support/countproxy.py").path
+        let proxy = try spawnListener(["/usr/bin/env", "python3", helper, "\(proxyPort)", "\(server.port)", counted, cuts.map(String.init).joined(separator: ",")],
+                                      log: server.dir.sub("proxy.log"), port: proxyPort, name: "countproxy")
+        defer {
+            kill(proxy, SIGKILL)
+            var status: Int32 = 0
+            _ = waitpid(proxy, &status, 0)
+        }
+        let dir = TempDir("resume")
+        dir.config(tables: server.sourceTable(extra: "max_connections = 3").replacingOccurrences(of: "port = \(server.port)", with: "port = \(proxyPort)"))
+        #expect(try SFTPTests.trust(dir).status == 0)
+        func sent() -> Int64 { Int64((try? String(contentsOfFile: counted, encoding: .utf8)) ?? "") ?? -1 }
+        let partial = dir.sub("state/partial/acme/outbox")
+
+        for pass in 1...2 {
+            let (r, report) = try SFTPTests.pull(dir)
+            let file = SFTPTests.files(report)["big.bin"]
+            #expect(r.status == 1 && file?["status"] as? String == "failed", "pass \(pass): \(report)")
+            #expect((file?["error"] as? String ?? "").contains("the next pass continues from there"), "pass \(pass): \(file ?? [:])")
+            #expect(Lake.listDirectory(partial).contains { $0.hasSuffix(".map") }, "pass \(pass) kept its chunks")
+            #expect(try loadAgent(dir).history(client: "acme", path: "big.bin").isEmpty, "no partial version")
+        }
+        let (r, report) = try SluiceBinary.json(["pull", "acme", "--log-level", "notice"], config: dir.sub("agent.conf"))
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("Resumed transfer complete"), "\(r.stderr)")
+        let files = SFTPTests.files(report as? [String: Any] ?? [:])
+        #expect(files["big.bin"]?["status"] as? String == "new")
+        #expect(files["big.bin"]?["sha256"] as? String == (try sha256(ofFile: big)))
+        #expect(try sha256(ofFile: dir.sub("lake/raw/acme/outbox/big.v1.bin")) == sha256(ofFile: big))
+        #expect(Lake.listDirectory(partial).isEmpty, "the partial is gone once the file is whole")
+        #expect(eventually(5) { sent() > size })
+        #expect(sent() < size * 3 / 2, "the server sent \(sent()) bytes for a \(size)-byte file over three passes")
+        #expect(try SluiceBinary.run(["audit"], config: dir.sub("agent.conf")).status == 0)
+    }
+
+    /// A partial whose remote file changed (another size or mtime) is thrown away.
+    @Test func aPartialOfAFileThatChangedIsNotUsed() throws {
+        let dir = TempDir("partial")
+        let store = PartialStore(stateDir: dir.sub("state"), client: "acme", source: "outbox")
+        let staging = dir.write("staging", Data(repeating: 7, count: 3 << 20))
+        let fd = open(staging, O_RDWR)
+        defer { close(fd) }
+        let c = Candidate(path: RelativePath("a/big.bin"), size: 3 << 20, mtimeNs: 1_000_000_000)
+        #expect(store.save(c, chunkSize: 1 << 20, chunks: [0, 2], fd: fd, stagingPath: staging))
+        let out = dir.write("new", Data())
+        let ofd = open(out, O_RDWR)
+        defer { close(ofd) }
+        #expect(store.resume(c, chunkSize: 1 << 20, into: ofd) == [0, 2])
+        var st = stat()
+        stat(out, &st)
+        #expect(st.st_size == 3 << 20)
+        let changed = Candidate(path: c.path, size: c.size, mtimeNs: 2_000_000_000)
+        #expect(store.resume(changed, chunkSize: 1 << 20, into: ofd).isEmpty)
+        #expect(store.resume(c, chunkSize: 1 << 20, into: ofd).isEmpty, "the stale partial was removed")
     }
 }

@@ -7,6 +7,9 @@
 /// renameat2(olddirfd, oldpath, newdirfd, newpath, RENAME_NOREPLACE).
 /// Returns 0 or -1 with errno set (EEXIST when newpath exists).
 int CSluiceLinux_renameNoReplace(int olddirfd, const char *oldpath, int newdirfd, const char *newpath);
+/* copy_file_range(2): copies `len` bytes from `*off_in` of `fd_in` to `*off_out` of `fd_out` in the
+   kernel, advancing both offsets; returns the bytes copied, or -1 with errno. */
+long CSluiceLinux_copyFileRange(int fd_in, long long *off_in, int fd_out, long long *off_out, unsigned long len);
 
 /// syncfs(fd): flush the whole file system that holds fd.
 int CSluiceLinux_syncfs(int fd);
