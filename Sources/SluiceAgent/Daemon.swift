@@ -135,6 +135,8 @@ public final class Daemon: @unchecked Sendable {
     public let logger: Logger
     public let manifest: Manifest
     public let lake: Lake
+    /// `state_dir` as the process started with it (a reload needs a restart to change it).
+    public let stateDir: String
     public let started = Date()
 
     private let lock = NSLock()
@@ -173,6 +175,7 @@ public final class Daemon: @unchecked Sendable {
         self.agent = agent
         logger = agent.logger
         (manifest, lake) = try agent.openStore()
+        stateDir = agent.config.stateDir
         mappings = try agent.mappings()
         transfers = Slots(agent.config.maxTransfers)
         transforms = TransformPool(daemon: self, workers: agent.config.transformWorkers)
@@ -439,7 +442,7 @@ final class SourcePoller: SourceRunner, @unchecked Sendable {
         case .sftp(let c):
             server = "sftp \(c.host.lowercased()):\(c.port)"
             interval = c.pollIntervalNanoseconds
-            makeSource = { [logger = daemon.logger, stateDir = daemon.config.stateDir] in
+            makeSource = { [logger = daemon.logger, stateDir = daemon.stateDir] in
                 SFTPSource(client: key.client, name: key.source, config: c, logger: logger, stateDir: stateDir)
             }
         case .s3(let c):
