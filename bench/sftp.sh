@@ -104,9 +104,13 @@ run_ref() { # $1 = remote path, $2 = recursive flag or "", $3… = more sftp opt
   rm -rf "$d"
 }
 
+# The durable-write floor: the same file copied onto the same file system with an fsync (dd
+# conv=fsync), what any tool that makes the bytes durable pays at least (sftp does not fsync).
+run_floor() { local t; sync; t=$(timed dd if="$W/served/big/big.bin" of="$W/floor.bin" bs=4M conv=fsync status=none); rm -f "$W/floor.bin"; echo "$t"; }
+
 # Alternating rounds: sluice, sftp (default cipher), sftp -c aes128-gcm, for the big file; then
 # sluice and sftp for the small files. Each line: seconds, client CPU, peak RSS, sshd CPU.
-declare -a BIG_S BIG_R BIG_G SMALL_S SMALL_R
+declare -a BIG_S BIG_R BIG_G SMALL_S SMALL_R FLOOR
 for r in $(seq "$RUNS"); do
   echo "run $r/$RUNS ..." >&2
   BIG_S+=("$(run_sluice "$W/served/big")")
@@ -114,6 +118,7 @@ for r in $(seq "$RUNS"); do
   BIG_G+=("$(run_ref "$W/served/big/big.bin" "" -c aes128-gcm@openssh.com)")
   SMALL_S+=("$(run_sluice "$W/served/small")")
   SMALL_R+=("$(run_ref "$W/served/small" "-r")")
+  FLOOR+=("$(run_floor)")
 done
 col() { printf '%s\n' "${@:2}" | awk -v c="$1" '{print $c}' | median; }
 ratio_med() { # median of the per-round ratios of two arrays' first columns
@@ -126,6 +131,7 @@ line "sftp (default cipher), ${BIG_MB} MiB" "${BIG_R[@]}"
 line "sftp -c aes128-gcm, ${BIG_MB} MiB" "${BIG_G[@]}"
 line "sluice pull, $SMALL x 8 KiB" "${SMALL_S[@]}"
 line "sftp -r, $SMALL x 8 KiB" "${SMALL_R[@]}"
+printf '%-44s %9.2f\n' "dd conv=fsync (durable-write floor), ${BIG_MB} MiB" "$(printf '%s\n' "${FLOOR[@]}" | median)"
 echo
 echo "ratio sluice / sftp (default cipher), ${BIG_MB} MiB: median of pairs $(ratio_med BIG_S BIG_R) (target <= 1.0)"
 echo "ratio sluice / sftp -c aes128-gcm, ${BIG_MB} MiB:    median of pairs $(ratio_med BIG_S BIG_G)"
