@@ -289,9 +289,10 @@ extension S3Tests {
         try moto.bucket("flaky")
         let sha = try moto.ops([["op": "put", "bucket": "flaky", "key": "five.bin", "size": 5_000_000, "seed": 11]]).first as? String
         let proxyPort = try SSHServer.freePort()
-        let proxy = try spawnListener(["/usr/bin/env", "python3", MotoServer.helper.replacingOccurrences(of: "s3.py", with: "cutproxy.py"),
-                                       "\(proxyPort)", "\(moto.port)", "2000000"],
-                                      log: moto.dir.sub("proxy.log"), port: proxyPort, name: "cutproxy")
+        // moto closes every connection after its answer: the one cut is the GET's.
+        let proxy = try spawnListener(["/usr/bin/env", "python3", MotoServer.helper.replacingOccurrences(of: "s3.py", with: "countproxy.py"),
+                                       "\(proxyPort)", "\(moto.port)", moto.dir.sub("proxy.count"), "2000000"],
+                                      log: moto.dir.sub("proxy.log"), port: proxyPort, name: "countproxy")
         defer {
             kill(proxy, SIGKILL)
             var status: Int32 = 0
