@@ -274,7 +274,7 @@ final class FolderPass: SourcePass {
         } else {
             dfd = dup(rootFD)
             levels = RelativePath(folder).components + levels
-            shown = "\(config.path)/\(folder)"
+            shown = config.path
         }
         // The levels below are created one by one, never following a symlink.
         for c in levels {
