@@ -95,6 +95,7 @@ final class PartialStore: Sendable {
                 return false
             }
         } else {
+            // The link shares the temp file's inode, which the failed copy discards right after.
             chmod(tmp, 0o600)
         }
         let map = Map(path: candidate.path.display, size: candidate.size, mtimeNs: candidate.mtimeNs, chunkSize: chunkSize, chunks: chunks.sorted())

@@ -129,7 +129,7 @@ struct UploadAPI: Sendable {
     /// Records a token's use once its request was served (2xx): a refused request, such as
     /// one for a source the token cannot reach, leaves `last_used_at` as it was.
     func noteUse(of principal: Principal, _ response: Response) async -> Response {
-        guard case .token(let token) = principal, (200..<300).contains(response.status.code) else { return response }
+        guard case .token(let token) = principal, (200..<300).contains(response.status.code), Manifest.useIsDue(token) else { return response }
         let manifest = daemon.manifest
         _ = try? await NIOThreadPool.singleton.runIfActive { try manifest.recordUse(of: token) }
         return response
@@ -558,7 +558,10 @@ struct ListenerService: Service {
                 gate.beginDraining(timeout: timeout, logger: logger)
             }
         } catch {
-            if let io = error as? IOError { throw ListenError(key: key, address: listen, reason: String(cString: strerror(io.errnoCode))) }
+            // A bind failure (taken, not permitted, no such address), named by its errno.
+            if let io = error as? IOError, [EADDRINUSE, EACCES, EADDRNOTAVAIL].contains(io.errnoCode) {
+                throw ListenError(key: key, address: listen, reason: String(cString: strerror(io.errnoCode)))
+            }
             let text = "\(error)"
             if text.contains("bind") || text.contains("Address already in use") { throw ListenError(key: key, address: listen, reason: text) }
             throw error

@@ -106,17 +106,20 @@ extension Manifest {
         return token
     }
 
-    /// Records that `token` was used for a request that was served. Written at most once a
-    /// minute per token, so that a burst of uploads does not queue a write per request behind
+    /// Whether a served request with `token` should be written as its last use: at most once
+    /// a minute per token, so that a burst of uploads does not queue a write per request behind
     /// the manifest's one writer.
+    public static func useIsDue(_ token: TokenRecord, now: String = Timestamp.now()) -> Bool {
+        guard let last = token.last_used_at,
+              let staleBefore = Timestamp.nanoseconds(now).map({ Timestamp.iso8601(nanoseconds: $0 - 60_000_000_000) }) else { return true }
+        return last < staleBefore
+    }
+
+    /// Records that `token` was used for a request that was served, when `useIsDue`.
     public func recordUse(of token: TokenRecord, now: String = Timestamp.now()) throws(ManifestError) {
-        let staleBefore = Timestamp.nanoseconds(now).map { Timestamp.iso8601(nanoseconds: $0 - 60_000_000_000) }
-        if let last = token.last_used_at, let staleBefore, last >= staleBefore {
-            // Recorded less than a minute ago.
-        } else {
-            try write("recording a token's use") { db in
-                try db.execute(sql: "UPDATE token SET last_used_at = ? WHERE id = ?", arguments: [now, token.id])
-            }
+        guard Self.useIsDue(token, now: now) else { return }
+        try write("recording a token's use") { db in
+            try db.execute(sql: "UPDATE token SET last_used_at = ? WHERE id = ?", arguments: [now, token.id])
         }
     }
 }

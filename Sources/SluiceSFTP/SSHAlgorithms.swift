@@ -42,6 +42,8 @@ public enum SSHAlgorithms {
         "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
         "rsa-sha2-512", "rsa-sha2-256", "ssh-rsa",
     ]
+    /// Ciphers that authenticate the packets themselves (no MAC is negotiated for them).
+    static let authenticatedCiphers: Set<String> = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
     /// Markers in the key exchange list that are no algorithms (RFC 8308, strict KEX): libssh2
     /// adds them itself.
     static let pseudoKeyExchanges: Set<String> = ["ext-info-c", "kex-strict-c-v00@openssh.com"]
@@ -178,10 +180,10 @@ enum ServerOffer {
         for kind in SSHAlgorithms.Kind.allCases {
             let theirs = server[kind] ?? []
             let mine = ours.offered(kind)
-            // chacha20-poly1305 and AES-GCM carry their own MAC: the MAC lists need not overlap.
-            if kind == .mac, let cipher = ours.offered(.cipher).first(where: (server[.cipher] ?? []).contains),
-               cipher.hasSuffix("@openssh.com") && (cipher.contains("gcm") || cipher.contains("chacha")) { continue }
-            if kind == .mac && (server[.mac] ?? []).isEmpty { continue }
+            // chacha20-poly1305 and AES-GCM carry their own MAC: with one of them agreed on, the
+            // MAC lists need not overlap.
+            if kind == .mac, let agreed = ours.offered(.cipher).first(where: (server[.cipher] ?? []).contains),
+               SSHAlgorithms.authenticatedCiphers.contains(agreed) { continue }
             if !theirs.contains(where: mine.contains) {
                 parts.append("\(kind.rawValue): the server offers \(theirs.joined(separator: ", ")); Sluice offers \(mine.joined(separator: ", "))")
             }
