@@ -62,24 +62,25 @@ let package = Package(
             providers: [.apt(["libzstd-dev", "libsnappy-dev"])]
         ),
         .target(
-            name: "SluiceBuffers",
-            swiftSettings: hotLoops
+            name: "SluiceSupport",
+            dependencies: ["CSluiceLinux"],
+            swiftSettings: upcoming
         ),
         .target(
             name: "SluiceParquet",
-            dependencies: ["CCompression", "SluiceBuffers"],
+            dependencies: ["CCompression", "SluiceSupport"],
             swiftSettings: hotLoops
         ),
         .target(
-            name: "SluiceTransform",
-            dependencies: ["SluiceBuffers"],
+            name: "SluiceFormats",
+            dependencies: ["SluiceSupport"],
             swiftSettings: hotLoops
         ),
         .target(
             name: "SluiceLake",
             dependencies: [
                 "CSluiceLinux",
-                "SluiceBuffers",
+                "SluiceSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: upcoming
@@ -87,7 +88,7 @@ let package = Package(
         .target(
             name: "SluiceManifest",
             dependencies: [
-                "SluiceBuffers",
+                "SluiceSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -96,7 +97,7 @@ let package = Package(
         .target(
             name: "SluiceS3",
             dependencies: [
-                "SluiceBuffers",
+                "SluiceSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -107,30 +108,97 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .target(
-            name: "SluiceAgent",
+            name: "SluiceIngest",
             dependencies: [
-                "SluiceLake",
-                "SluiceS3",
-                "SluiceManifest",
-                "SluiceSFTP",
-                "SluiceParquet",
-                "SluiceTransform",
                 "CSluiceLinux",
+                "SluiceSupport",
+                "SluiceLake",
+                "SluiceManifest",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: upcoming
+        ),
+        .target(
+            name: "SluiceConfig",
+            dependencies: [
+                "SluiceSupport",
+                "SluiceLake",
+                "SluiceIngest",
+                "SluiceSFTP",
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ],
+            swiftSettings: upcoming
+        ),
+        .target(
+            name: "SluiceSources",
+            dependencies: [
+                "CSluiceLinux",
+                "SluiceSupport",
+                "SluiceLake",
+                "SluiceManifest",
+                "SluiceIngest",
+                "SluiceConfig",
+                "SluiceSFTP",
+                "SluiceS3",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: upcoming
+        ),
+        .target(
+            name: "SluiceTransform",
+            dependencies: [
+                "CSluiceLinux",
+                "SluiceSupport",
+                "SluiceLake",
+                "SluiceManifest",
+                "SluiceIngest",
+                "SluiceConfig",
+                "SluiceFormats",
+                "SluiceParquet",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
                 .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: hotLoops
         ),
         .target(
-            name: "SluiceDaemon",
+            name: "SluiceAgent",
             dependencies: [
+                "CSluiceLinux",
+                "SluiceSupport",
+                "SluiceLake",
+                "SluiceManifest",
+                "SluiceIngest",
+                "SluiceConfig",
+                "SluiceSources",
+                "SluiceFormats",
+                "SluiceTransform",
+                "SluiceS3",
+                "SluiceSFTP",
+                "SluiceParquet",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: upcoming
+        ),
+        .target(
+            name: "SluiceServer",
+            dependencies: [
+                "SluiceSupport",
                 "SluiceAgent",
                 "SluiceLake",
                 "SluiceManifest",
+                "SluiceIngest",
+                "SluiceConfig",
+                "SluiceSources",
+                "SluiceTransform",
                 .product(name: "Crypto", package: "swift-crypto"),
                 "CSluiceLinux",
                 .product(name: "Logging", package: "swift-log"),
@@ -152,9 +220,14 @@ let package = Package(
         .executableTarget(
             name: "sluice",
             dependencies: [
+                "SluiceSupport",
                 "SluiceAgent",
-                "SluiceDaemon",
+                "SluiceServer",
                 "SluiceLake",
+                "SluiceIngest",
+                "SluiceConfig",
+                "SluiceSources",
+                "SluiceTransform",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -164,8 +237,13 @@ let package = Package(
             name: "SluiceTests",
             dependencies: [
                 "sluice",
+                "SluiceSupport",
+                "SluiceIngest",
+                "SluiceConfig",
+                "SluiceSources",
+                "SluiceFormats",
                 "SluiceAgent",
-                "SluiceDaemon",
+                "SluiceServer",
                 "SluiceLake",
                 "SluiceManifest",
                 "SluiceSFTP",

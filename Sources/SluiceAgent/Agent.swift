@@ -4,6 +4,11 @@ import SluiceLake
 import SluiceManifest
 import SluiceSFTP
 import SluiceTransform
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceFormats
 
 /// An error that ends a command: usage and config problems exit 2, the rest 1.
 public struct AgentError: Error, CustomStringConvertible, Sendable {
@@ -47,7 +52,7 @@ public struct Agent: Sendable {
         }
     }
 
-    func requireClient(_ id: String) throws(AgentError) -> ClientConfig {
+    package func requireClient(_ id: String) throws(AgentError) -> ClientConfig {
         guard let c = config.client(id) else {
             let known = config.clients.map(\.id).joined(separator: ", ")
             throw AgentError(.usage, "unknown client '\(id)' in \(config.file) (configured: \(known.isEmpty ? "none" : known))")
@@ -68,7 +73,7 @@ public struct Agent: Sendable {
         }
     }
 
-    func checkWritable(_ dir: String, key: String) throws(AgentError) {
+    package func checkWritable(_ dir: String, key: String) throws(AgentError) {
         if access(dir, W_OK | X_OK) != 0 {
             throw AgentError(.runtime, "\(key) \(dir) is not writable: \(String(cString: strerror(errno))) — give the user sluice runs as write access, or change \(key) in \(config.file)")
         }
@@ -226,6 +231,13 @@ public struct Agent: Sendable {
                 + "than the mapping has now (a reader of the dataset's folder takes one file's schema for all); "
                 + "`sluice transform \(client) --all --dataset \(dataset)` re-writes them"
         }
+
+        package init(client: String, dataset: String, outputs: Int, unrecorded: Bool) {
+            self.client = client
+            self.dataset = dataset
+            self.outputs = outputs
+            self.unrecorded = unrecorded
+        }
     }
 
     /// The datasets of a client whose mapping changed since some of their outputs were
@@ -249,7 +261,7 @@ public struct Agent: Sendable {
         }
     }
 
-    func runTransforms(_ mapping: ClientMapping, manifest: Manifest, lake: Lake, dataset: String?, selection: Manifest.TransformSelection,
+    package func runTransforms(_ mapping: ClientMapping, manifest: Manifest, lake: Lake, dataset: String?, selection: Manifest.TransformSelection,
                        shouldStop: () -> Bool = { false }, each: (TransformReport, Duration) -> Void = { _, _ in }) throws(AgentError) -> [TransformReport] {
         let transformer = Transformer(lake: lake, mapping: mapping)
         var reports: [TransformReport] = []
@@ -386,6 +398,15 @@ public struct TrustTarget: Sendable {
     public var knownHosts: String
     public var key: HostKey
     public var verdict: KnownHosts.Verdict
+
+    package init(source: String, host: String, port: Int, knownHosts: String, key: HostKey, verdict: KnownHosts.Verdict) {
+        self.source = source
+        self.host = host
+        self.port = port
+        self.knownHosts = knownHosts
+        self.key = key
+        self.verdict = verdict
+    }
 }
 
 extension Agent {

@@ -2,6 +2,12 @@ import Foundation
 import SluiceLake
 import SluiceManifest
 import Synchronization
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceTransform
+import SluiceFormats
 
 /// What `sluice audit` found.
 public struct AuditReport: Sendable, Encodable {
@@ -11,7 +17,7 @@ public struct AuditReport: Sendable, Encodable {
         public var actual: String?
         public var expectedSize: Int64
         public var actualSize: Int64
-        enum CodingKeys: String, CodingKey {
+        package enum CodingKeys: String, CodingKey {
             case lakePath = "lake_path", expected, actual, expectedSize = "expected_size", actualSize = "actual_size"
         }
         public func encode(to encoder: any Encoder) throws {
@@ -21,6 +27,14 @@ public struct AuditReport: Sendable, Encodable {
             try c.encode(actual, forKey: .actual)
             try c.encode(expectedSize, forKey: .expectedSize)
             try c.encode(actualSize, forKey: .actualSize)
+        }
+
+        package init(lakePath: String, expected: String, actual: String? = nil, expectedSize: Int64, actualSize: Int64) {
+            self.lakePath = lakePath
+            self.expected = expected
+            self.actual = actual
+            self.expectedSize = expectedSize
+            self.actualSize = actualSize
         }
     }
     public var checked = 0
@@ -34,11 +48,19 @@ public struct AuditReport: Sendable, Encodable {
     public var bytesHashed: Int64 = 0
     public var quick = false
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case checked, ok, missing, corrupt, orphans, tempFiles = "temp_files", bytesHashed = "bytes_hashed", quick
     }
 
     public var clean: Bool { missing.isEmpty && corrupt.isEmpty && orphans.isEmpty && tempFiles.isEmpty }
+
+    package init(missing: [String] = [], corrupt: [Corrupt] = [], orphans: [String] = [], tempFiles: [String] = [], bytesHashed: Int64 = 0) {
+        self.missing = missing
+        self.corrupt = corrupt
+        self.orphans = orphans
+        self.tempFiles = tempFiles
+        self.bytesHashed = bytesHashed
+    }
 }
 
 /// Re-hashes every lake file on every core and compares it with the manifest; finds orphans
@@ -116,7 +138,7 @@ public enum Auditor {
     }
 
     /// Every non-folder entry below `root/relative`, as paths relative to `root`.
-    static func listFiles(root: String, relative: String, into out: inout [String]) {
+    package static func listFiles(root: String, relative: String, into out: inout [String]) {
         for name in Lake.listDirectory("\(root)/\(relative)") {
             let rel = "\(relative)/\(name)"
             var st = stat()

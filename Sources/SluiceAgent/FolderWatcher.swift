@@ -2,6 +2,12 @@ import Foundation
 import Logging
 import SluiceLake
 import SluiceManifest
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceTransform
+import SluiceFormats
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -17,10 +23,10 @@ import Glibc
 ///
 /// Two threads: one drains inotify (so the kernel queue rarely overflows, even while a pass
 /// runs), one runs the passes, each through the same ingest pipeline as `sluice pull`.
-final class FolderWatcher: SourceRunner, @unchecked Sendable {
-    unowned let daemon: Daemon
-    let key: SourceKey
-    let config: FolderSourceConfig
+package final class FolderWatcher: SourceRunner, @unchecked Sendable {
+    package unowned let daemon: AgentRuntime
+    package let key: SourceKey
+    package let config: FolderSourceConfig
     private let waker = Waker()
     private var reader: BackgroundJob?
     private var processor: BackgroundJob?
@@ -33,31 +39,31 @@ final class FolderWatcher: SourceRunner, @unchecked Sendable {
     private var pending: [RelativePath: Int64] = [:]
     private var scanRequested = true
 
-    init(daemon: Daemon, key: SourceKey, config: FolderSourceConfig) {
+    package init(daemon: AgentRuntime, key: SourceKey, config: FolderSourceConfig) {
         self.daemon = daemon
         self.key = key
         self.config = config
     }
 
-    func sameConfig(as source: SourceConfig) -> Bool {
+    package func sameConfig(as source: SourceConfig) -> Bool {
         guard case .folder(let f) = source.kind else { return false }
         return "\(f)" == "\(config)"
     }
 
-    func start() {
+    package func start() {
         processor = BackgroundJob(name: "ingest \(key)") { [self] in process() }
         reader = BackgroundJob(name: "inotify \(key)") { [self] in watch() }
     }
 
-    func stop() { waker.stop() }
+    package func stop() { waker.stop() }
 
-    func join(until deadline: Date) -> Bool {
+    package func join(until deadline: Date) -> Bool {
         let a = reader?.wait(until: deadline) ?? true
         let b = processor?.wait(until: deadline) ?? true
         return a && b
     }
 
-    var hasEnded: Bool { (reader?.isFinished ?? false) || (processor?.isFinished ?? false) }
+    package var hasEnded: Bool { (reader?.isFinished ?? false) || (processor?.isFinished ?? false) }
 
     private var queueDepth: Int { lock.withLock { ready.count + pending.count } }
 
@@ -162,7 +168,7 @@ final class FolderWatcher: SourceRunner, @unchecked Sendable {
     }
 
     /// The names in a folder as raw bytes, without `.` and `..`; empty when it cannot be read.
-    static func names(in folder: [UInt8]) -> [[UInt8]] {
+    package static func names(in folder: [UInt8]) -> [[UInt8]] {
         guard let d = withCString(folder, { opendir($0) }) else { return [] }
         defer { closedir(d) }
         var names: [[UInt8]] = []

@@ -1,6 +1,12 @@
 import Foundation
 import SluiceLake
 import SluiceManifest
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceTransform
+import SluiceFormats
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,10 +17,10 @@ import Glibc
 /// Each step keeps the manifest pointing at a whole file at every instant: the file is first
 /// linked at its new path (and that folder synced), then the manifest rows are pointed there,
 /// and only then is the old name removed. A crash anywhere is picked up at the next start.
-enum LakeMigration {
-    static let rejectsOutOfDatasets = "rejects-out-of-datasets"
+package enum LakeMigration {
+    package static let rejectsOutOfDatasets = "rejects-out-of-datasets"
 
-    static func run(lake: Lake, manifest: Manifest) throws {
+    package static func run(lake: Lake, manifest: Manifest) throws {
         guard try !manifest.lakeMigrationDone(rejectsOutOfDatasets) else { return }
         try moveRejectsOutOfDatasets(lake: lake, manifest: manifest)
         try manifest.markLakeMigrationDone(rejectsOutOfDatasets)
@@ -22,7 +28,7 @@ enum LakeMigration {
 
     /// `processed/<client>/<dataset>/…/<name>.rejects.jsonl` → `processed/<client>/_rejects/<dataset>/…`,
     /// where readers of the dataset's folder do not trip over it.
-    static func moveRejectsOutOfDatasets(lake: Lake, manifest: Manifest) throws {
+    package static func moveRejectsOutOfDatasets(lake: Lake, manifest: Manifest) throws {
         for old in try manifest.rejectsInsideDatasets() {
             let parts = old.split(separator: "/").map(String.init)
             guard parts.count >= 4, parts[0] == "processed", old.hasSuffix(".rejects.jsonl") else { continue }

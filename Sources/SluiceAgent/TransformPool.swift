@@ -2,14 +2,19 @@ import Foundation
 import Logging
 import Metrics
 import SluiceManifest
+import SluiceSupport
+import SluiceLake
+import SluiceIngest
+import SluiceConfig
+import SluiceFormats
 
 /// The daemon's transform workers (`[agent] transform_workers`): after a pass commits new
 /// versions, their client is queued, and a worker transforms every version of it still
 /// pending. One client is transformed by one worker at a time (a client queued again while
 /// it runs goes round once more), so no version is ever transformed twice at once. A failed
 /// transform is recorded and never stops ingestion.
-final class TransformPool: @unchecked Sendable {
-    unowned let daemon: Daemon
+package final class TransformPool: @unchecked Sendable {
+    package unowned let daemon: AgentRuntime
     private let condition = NSCondition()
     private var queue: [String] = []
     private var running = Set<String>()
@@ -21,13 +26,13 @@ final class TransformPool: @unchecked Sendable {
     /// went through all its pending versions): the next round reads only newer versions.
     private var transformedThrough: [String: Int64] = [:]
 
-    init(daemon: Daemon, workers: Int) {
+    package init(daemon: AgentRuntime, workers: Int) {
         self.daemon = daemon
         wanted = workers
         for i in 0..<workers { threads.append(BackgroundJob(name: "transform \(i)") { [self] in work(index: i) }) }
     }
 
-    func enqueue(client: String) {
+    package func enqueue(client: String) {
         condition.lock()
         defer { condition.unlock() }
         if running.contains(client) {
@@ -39,14 +44,14 @@ final class TransformPool: @unchecked Sendable {
         Gauge(label: "sluice_transform_queue_depth").record(queue.count)
     }
 
-    var depth: Int {
+    package var depth: Int {
         condition.lock()
         defer { condition.unlock() }
         return queue.count
     }
 
     /// More workers start at once; extra ones end after their current job.
-    func resize(workers: Int) {
+    package func resize(workers: Int) {
         condition.lock()
         defer { condition.unlock() }
         let have = threads.count
@@ -57,19 +62,19 @@ final class TransformPool: @unchecked Sendable {
         condition.broadcast()
     }
 
-    func stop() {
+    package func stop() {
         condition.lock()
         stopped = true
         condition.broadcast()
         condition.unlock()
     }
 
-    func join(until deadline: Date) -> Bool {
+    package func join(until deadline: Date) -> Bool {
         let all = condition.withLock { threads }
         return all.allSatisfy { $0.wait(until: deadline) }
     }
 
-    var isAlive: Bool {
+    package var isAlive: Bool {
         condition.lock()
         defer { condition.unlock() }
         return stopped || threads.prefix(wanted).allSatisfy { !$0.isFinished }
@@ -102,7 +107,7 @@ final class TransformPool: @unchecked Sendable {
     private func isStopped() -> Bool { condition.withLock { stopped } }
 
     /// Runs `body` while no worker transforms `client` (and none starts to), as a worker would.
-    func exclusive<T>(client: String, _ body: () -> T) -> T {
+    package func exclusive<T>(client: String, _ body: () -> T) -> T {
         condition.lock()
         while running.contains(client) { condition.wait() }
         running.insert(client)
@@ -139,12 +144,5 @@ final class TransformPool: @unchecked Sendable {
         } catch {
             daemon.logger.error("Transforms failed", metadata: ["client": "\(client)", "error": "\(error)"])
         }
-    }
-}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let c = components
-        return c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000
     }
 }

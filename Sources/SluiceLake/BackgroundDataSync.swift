@@ -1,4 +1,4 @@
-import SluiceBuffers
+import SluiceSupport
 import Synchronization
 #if canImport(Glibc)
 import Glibc

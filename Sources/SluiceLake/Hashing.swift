@@ -1,5 +1,5 @@
 import Crypto
-import SluiceBuffers
+import SluiceSupport
 #if canImport(Glibc)
 import Glibc
 #endif

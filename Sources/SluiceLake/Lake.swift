@@ -1,6 +1,6 @@
 import CSluiceLinux
 import Crypto
-import SluiceBuffers
+import SluiceSupport
 import Synchronization
 #if canImport(Glibc)
 import Glibc

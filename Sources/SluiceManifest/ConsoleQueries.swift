@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import SluiceSupport
 
 /// What the web console reads: everything from the manifest, read-only.
 extension Manifest {

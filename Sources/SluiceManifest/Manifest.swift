@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import SluiceSupport
 #if canImport(Glibc)
 import Glibc
 #endif

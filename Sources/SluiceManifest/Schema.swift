@@ -1,4 +1,5 @@
 import GRDB
+import SluiceSupport
 
 /// The manifest's migrations. Named, and only ever appended: never edit a shipped one.
 enum Schema {

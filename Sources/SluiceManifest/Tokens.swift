@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
 import GRDB
-import SluiceBuffers
+import SluiceSupport
 
 /// An upload API token as the manifest keeps it: never the token itself, only its SHA-256.
 public struct TokenRecord: Codable, Sendable, FetchableRecord, Equatable {

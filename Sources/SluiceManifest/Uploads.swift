@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import SluiceSupport
 
 /// One upload through the API, as the manifest records it.
 public struct UploadRecord: Codable, Sendable, FetchableRecord, Equatable {

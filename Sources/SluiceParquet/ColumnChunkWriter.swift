@@ -1,5 +1,5 @@
 import CCompression
-import SluiceBuffers
+import SluiceSupport
 #if canImport(Glibc)
 import Glibc
 #endif

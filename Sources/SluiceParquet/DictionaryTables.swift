@@ -1,4 +1,4 @@
-import SluiceBuffers
+import SluiceSupport
 #if canImport(Glibc)
 import Glibc
 #endif

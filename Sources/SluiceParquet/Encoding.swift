@@ -1,3 +1,4 @@
+import SluiceSupport
 /// Parquet's value and level encodings (Apache Parquet `Encodings.md`).
 enum Encodings {
     /// Appends `v` as a ULEB128 varint.

@@ -1,5 +1,5 @@
 import CCompression
-import SluiceBuffers
+import SluiceSupport
 
 /// Compresses pages, each with its page header: data pages on a thread of its own while the
 /// writer encodes the next ones (compression is most of a writer's work), the dictionary pages

@@ -1,4 +1,4 @@
-import SluiceBuffers
+import SluiceSupport
 
 /// A batch of rows, filled one row at a time, column by column, and reused from batch to batch,
 /// so that appending rows allocates nothing: numbers sit in fixed slots and strings in one

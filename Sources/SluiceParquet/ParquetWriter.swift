@@ -1,4 +1,5 @@
 import CCompression
+import SluiceSupport
 
 /// A column's logical type, as the transform stage knows it.
 public enum ParquetColumnType: Sendable, Equatable {

@@ -1,3 +1,4 @@
+import SluiceSupport
 /// Thrift's compact protocol, write side only: what Parquet's metadata needs.
 /// (Spec: Apache Thrift `doc/specs/thrift-compact-protocol.md`; Parquet uses it for every
 /// header and for the footer.)

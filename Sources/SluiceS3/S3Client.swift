@@ -8,6 +8,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import SluiceSupport
 
 /// Where a bucket is: the endpoint, its region, and how the bucket is addressed.
 public struct S3Bucket: Sendable, CustomStringConvertible {

@@ -1,6 +1,6 @@
 import Crypto
 import Foundation
-import SluiceBuffers
+import SluiceSupport
 
 /// AWS access keys. The secret never appears in a description, a log line or an error.
 public struct S3Credentials: Sendable, CustomStringConvertible {

@@ -1,9 +1,14 @@
 import ArgumentParser
 import Foundation
 import SluiceAgent
-import SluiceDaemon
+import SluiceServer
 import SluiceLake
 import SluiceManifest
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceTransform
 
 struct Pull: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -2,9 +2,14 @@ import ArgumentParser
 import Foundation
 import Logging
 import SluiceAgent
-import SluiceDaemon
+import SluiceServer
 import SluiceLake
 import SluiceSFTP
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceTransform
 
 @main
 struct Sluice: AsyncParsableCommand {

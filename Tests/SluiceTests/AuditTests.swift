@@ -2,6 +2,12 @@ import Foundation
 import SluiceAgent
 import SluiceLake
 import Testing
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceTransform
+import SluiceFormats
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,6 +1,12 @@
 import Foundation
 import SluiceAgent
 import Testing
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceTransform
+import SluiceFormats
 
 @Suite struct ConfigTests {
     func parse(_ text: String) throws -> AgentConfig {

@@ -4,6 +4,12 @@ import Logging
 import SluiceLake
 import SluiceManifest
 import Testing
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceTransform
+import SluiceFormats
 
 /// The transform of new versions overlaps their batch's sync and commit; these check that it
 /// keeps the order of a write: nothing is published for a version that was not committed,

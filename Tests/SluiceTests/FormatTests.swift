@@ -3,8 +3,7 @@ import Testing
 
 /// JSON, Excel and the bad inputs of every format, through the real `sluice` process; every
 /// Parquet file is read back with pyarrow and DuckDB.
-@Suite(.enabled(if: ParquetTests.readersAvailable && FileManager.default.fileExists(atPath: CSVReaderTests.fixtures.path),
-                "needs pyarrow, duckdb and ../shared/fixtures"))
+@Suite(.enabled(if: ParquetTests.readersAvailable, "needs pyarrow and duckdb (python3 -m pip install pyarrow duckdb)"))
 struct FormatTests {
     /// A lake with one client (`acme`, drop folder `drop/`) and its mapping file.
     static func lake(_ mapping: String, files: [String: Data]) -> TempDir {

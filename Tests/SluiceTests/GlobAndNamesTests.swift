@@ -2,6 +2,12 @@ import SluiceAgent
 import SluiceLake
 import SluiceManifest
 import Testing
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceTransform
+import SluiceFormats
 
 @Suite struct GlobTests {
     func m(_ pattern: String, _ path: String) throws -> Bool {

@@ -1,6 +1,12 @@
 import Foundation
 import SluiceSFTP
 import Testing
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceTransform
+import SluiceFormats
 
 /// The known_hosts reader and writer against files OpenSSH's own tools write.
 @Suite struct KnownHostsTests {

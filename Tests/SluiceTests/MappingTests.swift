@@ -2,6 +2,11 @@ import Foundation
 import SluiceAgent
 import SluiceTransform
 import Testing
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceFormats
 
 /// Mapping files: the keys of the issue, and `check-config` refusing bad ones with exit 2.
 @Suite struct MappingTests {

@@ -4,6 +4,11 @@ import SluiceLake
 import SluiceManifest
 import SluiceTransform
 import Testing
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceFormats
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,6 +1,12 @@
 import Foundation
 import SluiceParquet
 import Testing
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceTransform
+import SluiceFormats
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -3,6 +3,12 @@ import NIOCore
 import NIOHTTP1
 @testable import SluiceS3
 import Testing
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceTransform
+import SluiceFormats
 
 /// The answers of AWS S3 that moto never gives (a wrong region, expired credentials, throttling),
 /// as AWS documents them: each becomes a message that says what to do, and only the transient

@@ -3,6 +3,12 @@ import Foundation
 import SluiceLake
 @testable import SluiceSFTP
 import Testing
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceTransform
+import SluiceFormats
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,6 +1,12 @@
 import Foundation
 @testable import SluiceAgent
 import Testing
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceTransform
+import SluiceFormats
 
 /// The `sluice run` keys and the poll schedule's arithmetic.
 @Suite struct ServiceConfigTests {

@@ -2,6 +2,12 @@ import Crypto
 import Foundation
 import SluiceS3
 import Testing
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceTransform
+import SluiceFormats
 
 /// AWS's own SigV4 test suite (Tests/fixtures/sigv4, from botocore; see its README): every
 /// case's canonical request, string to sign and Authorization header, byte for byte.

@@ -3,6 +3,12 @@ import Logging
 import SluiceAgent
 import SluiceLake
 import Testing
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceTransform
+import SluiceFormats
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -2,6 +2,12 @@ import Foundation
 import SluiceAgent
 import SluiceManifest
 import Testing
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceTransform
+import SluiceFormats
 
 /// `sluice token create | list | revoke`, and checking a token against the manifest.
 @Suite struct TokenTests {

@@ -3,10 +3,15 @@ import SluiceAgent
 import SluiceLake
 import SluiceManifest
 import Testing
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceTransform
+import SluiceFormats
 
 /// CSV → Parquet through a mapping file, read back with pyarrow and DuckDB.
-@Suite(.enabled(if: ParquetTests.readersAvailable && FileManager.default.fileExists(atPath: CSVReaderTests.fixtures.path),
-                "needs pyarrow, duckdb and ../shared/fixtures"))
+@Suite(.enabled(if: ParquetTests.readersAvailable, "needs pyarrow and duckdb (python3 -m pip install pyarrow duckdb)"))
 struct TransformTests {
     static let mapping = """
         [datasets.orders]

@@ -1,6 +1,11 @@
 import Foundation
 import SluiceTransform
 import Testing
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceFormats
 
 @Suite struct ValuesTests {
     let berlin = TimeZone(identifier: "Europe/Berlin")!

@@ -1,0 +1,539 @@
+import Foundation
+import Logging
+import Metrics
+import SluiceLake
+import SluiceManifest
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceTransform
+import SluiceFormats
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A client's source, as the daemon names it.
+public struct SourceKey: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var client: String
+    public var source: String
+    public var description: String { "\(client)/\(source)" }
+    public static func < (a: SourceKey, b: SourceKey) -> Bool { (a.client, a.source) < (b.client, b.source) }
+
+    package init(client: String, source: String) {
+        self.client = client
+        self.source = source
+    }
+}
+
+/// What `/status` shows for one source.
+public struct SourceStatus: Sendable, Encodable {
+    public var client: String
+    public var source: String
+    public var type: String
+    /// idle, polling, scanning, ingesting, backoff or stopped.
+    public var state = "idle"
+    public var lastPoll: String?
+    public var lastSuccess: String?
+    public var lastError: String?
+    public var nextPoll: String?
+    public var consecutiveFailures = 0
+    public var filesNew = 0
+    public var filesUnchanged = 0
+    public var filesFailed = 0
+    public var bytesNew: Int64 = 0
+    /// Files seen by inotify and not yet ingested (drop folders), or 0.
+    public var queueDepth = 0
+
+    package enum CodingKeys: String, CodingKey {
+        case client, source, type, state, lastPoll = "last_poll", lastSuccess = "last_success", lastError = "last_error"
+        case nextPoll = "next_poll", consecutiveFailures = "consecutive_failures", filesNew = "files_new"
+        case filesUnchanged = "files_unchanged", filesFailed = "files_failed", bytesNew = "bytes_new", queueDepth = "queue_depth"
+    }
+
+    /// Every field, the ones not known yet as `null` (not left out).
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(client, forKey: .client)
+        try c.encode(source, forKey: .source)
+        try c.encode(type, forKey: .type)
+        try c.encode(state, forKey: .state)
+        try c.encode(lastPoll, forKey: .lastPoll)
+        try c.encode(lastSuccess, forKey: .lastSuccess)
+        try c.encode(lastError, forKey: .lastError)
+        try c.encode(nextPoll, forKey: .nextPoll)
+        try c.encode(consecutiveFailures, forKey: .consecutiveFailures)
+        try c.encode(filesNew, forKey: .filesNew)
+        try c.encode(filesUnchanged, forKey: .filesUnchanged)
+        try c.encode(filesFailed, forKey: .filesFailed)
+        try c.encode(bytesNew, forKey: .bytesNew)
+        try c.encode(queueDepth, forKey: .queueDepth)
+    }
+
+    package init(client: String, source: String, type: String, lastPoll: String? = nil, lastSuccess: String? = nil, lastError: String? = nil, nextPoll: String? = nil, bytesNew: Int64 = 0) {
+        self.client = client
+        self.source = source
+        self.type = type
+        self.lastPoll = lastPoll
+        self.lastSuccess = lastSuccess
+        self.lastError = lastError
+        self.nextPoll = nextPoll
+        self.bytesNew = bytesNew
+    }
+}
+
+/// A flag and a wake-up: loops sleep on it, `stop()` ends their sleep at once.
+package final class Waker: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var stopped = false
+    private var signalled = false
+
+    package var isStopped: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return stopped
+    }
+
+    package func stop() {
+        condition.lock()
+        stopped = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    package func wake() {
+        condition.lock()
+        signalled = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Sleeps up to `nanoseconds`, less if woken or stopped. True unless stopped.
+    @discardableResult
+    package func sleep(nanoseconds: Int64) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        let until = Date(timeIntervalSinceNow: Double(max(0, nanoseconds)) / 1e9)
+        while !stopped && !signalled {
+            if !condition.wait(until: until) { break }
+        }
+        signalled = false
+        return !stopped
+    }
+}
+
+/// A counting semaphore whose waits give up when the waiter is stopped. Its limit can change
+/// while slots are held (a reload): holders keep theirs, and new takers wait until fewer than
+/// the new limit are in use.
+package final class Slots: @unchecked Sendable {  // limit and inUse are guarded by condition
+    private let condition = NSCondition()
+    private var limit: Int
+    private var inUse = 0
+
+    package init(_ count: Int) { limit = count }
+
+    /// Takes a slot; false (nothing taken) when `waker` stops first.
+    package func acquire(unless waker: Waker) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        while inUse >= limit {
+            if waker.isStopped { return false }
+            _ = condition.wait(until: Date(timeIntervalSinceNow: 0.2))
+        }
+        if waker.isStopped { return false }
+        inUse += 1
+        return true
+    }
+
+    package func release() {
+        condition.lock()
+        inUse -= 1
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// A new limit, for the takers from now on.
+    package func setLimit(_ count: Int) {
+        condition.lock()
+        limit = count
+        condition.broadcast()
+        condition.unlock()
+    }
+}
+
+/// The long-running agent (`sluice run`): one runner per source (SFTP polls on a schedule,
+/// drop folders watched with inotify), a pool of transform workers, and the status and
+/// metrics they report. Every pass goes through the same `Ingestor` as `sluice pull`.
+public final class AgentRuntime: @unchecked Sendable {
+    public let logger: Logger
+    public let manifest: Manifest
+    public let lake: Lake
+    /// `state_dir` as the process started with it (a reload needs a restart to change it).
+    public let stateDir: String
+    public let started = Date()
+
+    private let lock = NSLock()
+    private var agent: Agent
+    private var mappings: [String: ClientMapping]
+    private var runners: [SourceKey: any SourceRunner] = [:]
+    private var statuses: [SourceKey: SourceStatus] = [:]
+    private var firstCycleStarted = false
+    private var stopping = false
+    /// Set when shutdown begins: passes take no new batch or file.
+    package let draining = Waker()
+    /// Set when shutdown_timeout is up: copies in flight are dropped.
+    package let shutdown = Waker()
+    package let transfers: Slots
+    /// One poll at a time per SFTP server ("host:port"), so that the sessions to a server
+    /// stay within the polling source's max_connections even when several sources share it.
+    private var servers: [String: Slots] = [:]
+    package private(set) var transforms: TransformPool!
+    /// Uploads to one path wait for each other.
+    package let uploadLocks = PathLocks()
+
+    package func serverSlot(_ key: String) -> Slots {
+        lock.withLock {
+            if let s = servers[key] { return s }
+            let s = Slots(1)
+            servers[key] = s
+            return s
+        }
+    }
+
+    public var config: AgentConfig { lock.withLock { agent.config } }
+
+    /// Opens the manifest and lake of `agent`'s config (cleaning up after a crash) and loads
+    /// the mappings. Nothing runs until `start()`.
+    public init(agent: Agent) throws(AgentError) {
+        self.agent = agent
+        logger = agent.logger
+        (manifest, lake) = try agent.openStore()
+        stateDir = agent.config.stateDir
+        mappings = try agent.mappings()
+        transfers = Slots(agent.config.maxTransfers)
+        transforms = TransformPool(daemon: self, workers: agent.config.transformWorkers)
+    }
+
+    /// Starts every source's runner, and transforms whatever is pending from before.
+    public func start() {
+        lock.withLock {
+            for client in agent.config.clients {
+                for source in client.sources { startRunner(client: client.id, source: source) }
+            }
+        }
+        for id in mappingsSnapshot().keys.sorted() { transforms.enqueue(client: id) }
+    }
+
+    private func startRunner(client: String, source: SourceConfig) {
+        let key = SourceKey(client: client, source: source.name)
+        var status = statuses[key] ?? SourceStatus(client: client, source: source.name, type: "")
+        let runner: any SourceRunner
+        switch source.kind {
+        case .folder(let f):
+            status.type = "folder"
+            runner = FolderWatcher(daemon: self, key: key, config: f)
+        case .sftp:
+            status.type = "sftp"
+            runner = SourcePoller(daemon: self, key: key, config: source)
+        case .s3:
+            status.type = "s3"
+            runner = SourcePoller(daemon: self, key: key, config: source)
+        case .http(let h):
+            status.type = "http"
+            runner = UploadEndpoint(config: h)
+        }
+        status.state = "idle"
+        statuses[key] = status
+        runners[key] = runner
+        runner.start()
+    }
+
+    package func mappingsSnapshot() -> [String: ClientMapping] { lock.withLock { mappings } }
+    public func agentSnapshot() -> Agent { lock.withLock { agent } }
+
+    /// Applies a new config and its mappings (SIGHUP): sources that were removed or changed
+    /// stop (their pass in flight finishes), new and changed ones start. `agent.*` keys other
+    /// than the limits need a restart, which is logged.
+    public func reload(_ new: Agent) throws(AgentError) {
+        let newMappings = try new.mappings()
+        let old = agentSnapshot()
+        for (key, changed) in [("state_dir", old.config.stateDir != new.config.stateDir), ("lake_dir", old.config.lakeDir != new.config.lakeDir),
+                               ("http_listen", old.config.httpListen != new.config.httpListen)] where changed {
+            logger.warning("Config change needs a restart; the old value stays in use until then", metadata: ["key": "agent.\(key)"])
+        }
+        if "\(old.config.api)" != "\(new.config.api)" {
+            logger.warning("Config change needs a restart; the old value stays in use until then", metadata: ["key": "api"])
+        }
+        lock.withLock {
+            var keep = new.config
+            keep.stateDir = old.config.stateDir
+            keep.lakeDir = old.config.lakeDir
+            keep.httpListen = old.config.httpListen
+            keep.api = old.config.api
+            agent = Agent(config: keep, logger: logger)
+            mappings = newMappings
+            transfers.setLimit(keep.maxTransfers)
+            var wanted: [SourceKey: (String, SourceConfig)] = [:]
+            for c in keep.clients { for s in c.sources { wanted[SourceKey(client: c.id, source: s.name)] = (c.id, s) } }
+            for (key, runner) in runners {
+                guard let (_, s) = wanted[key], runner.sameConfig(as: s) else {
+                    // Its pass in flight finishes; the source lock keeps a replacement from
+                    // overlapping it.
+                    runner.stop()
+                    runners[key] = nil
+                    statuses[key] = nil
+                    continue
+                }
+                wanted[key] = nil
+            }
+            for (_, (client, s)) in wanted.sorted(by: { $0.key < $1.key }) {
+                startRunner(client: client, source: s)
+            }
+        }
+        transforms.resize(workers: new.config.transformWorkers)
+        for id in newMappings.keys.sorted() { transforms.enqueue(client: id) }
+        logger.notice("Config reloaded", metadata: ["sources": "\(lock.withLock { runners.count })", "config": "\(new.config.file)"])
+    }
+
+    /// Graceful shutdown: stops scheduling, lets the files being copied finish and commit
+    /// (a pass takes no new batch or file), and at `timeout` drops the copies still in flight
+    /// (nothing partial is ever committed). Returns true if everything ended in time.
+    public func stop(timeout: Duration) -> Bool {
+        let all: [any SourceRunner] = lock.withLock {
+            stopping = true
+            return Array(runners.values)
+        }
+        for r in all { r.stop() }
+        draining.stop()
+        transforms.stop()
+        let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
+        let deadline = Date(timeIntervalSinceNow: seconds)
+        var clean = true
+        for r in all where !r.join(until: deadline) { clean = false }
+        if !transforms.join(until: deadline) { clean = false }
+        if !clean {
+            // Out of time: in-flight copies give up at their next chunk.
+            shutdown.stop()
+            let grace = Date(timeIntervalSinceNow: 5)
+            for r in all { _ = r.join(until: grace) }
+            _ = transforms.join(until: grace)
+        }
+        return clean
+    }
+
+    // MARK: Passes
+
+    /// Runs one pass of one source through the ingest pipeline (the code `pull` runs) and
+    /// records what it did in the status and metrics. Transforms are queued after it.
+    /// An upload passes `stoppable: false` (a graceful shutdown lets it finish) and its own
+    /// `abandon` (its shutdown_timeout).
+    /// `syncMethod` overrides the config's (an upload, one file, fsyncs just that file rather
+    /// than syncing the lake's whole file system).
+    package func ingest(_ key: SourceKey, source: any Source, trigger: String, stoppable: Bool = true,
+                abandon: (@Sendable () -> Bool)? = nil, syncMethod: SyncMethod? = nil) -> PullReport? {
+        let agent = agentSnapshot()
+        let (draining, shutdown) = (self.draining, self.shutdown)
+        var stopRequested: (@Sendable () -> Bool)?
+        if stoppable { stopRequested = { draining.isStopped } }
+        let abortRequested: @Sendable () -> Bool = abandon ?? { shutdown.isStopped }
+        let ingestor = Ingestor(lake: lake, manifest: manifest, stateDir: agent.config.stateDir, logger: logger,
+                                syncMethod: syncMethod ?? agent.config.syncMethod, stopRequested: stopRequested, abortRequested: abortRequested)
+        let t0 = ContinuousClock.now
+        let dims = [("client", key.client), ("source", key.source)]
+        update(key) {
+            $0.lastPoll = Timestamp.now()
+        }
+        let report: PullReport
+        do {
+            report = try ingestor.pull(client: key.client, sources: [source], trigger: trigger, onlySource: key.source)
+        } catch {
+            logger.error("Ingest pass failed", metadata: ["client": "\(key.client)", "source": "\(key.source)", "error": "\(error)"])
+            Counter(label: "sluice_ingest_failures_total", dimensions: dims).increment()
+            update(key) {
+                $0.lastError = "\(error)"
+                $0.consecutiveFailures += 1
+            }
+            return nil
+        }
+        let elapsed = ContinuousClock.now - t0
+        Metrics.Timer(label: "sluice_transfer_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds).recordNanoseconds(elapsed.nanoseconds)
+        if report.counts.new > 0 {
+            Counter(label: "sluice_files_ingested_total", dimensions: dims).increment(by: report.counts.new)
+            Counter(label: "sluice_bytes_ingested_total", dimensions: dims).increment(by: Int(report.counts.bytes))
+        }
+        let failures = report.counts.failed + report.sourceErrors.count + report.afterIngestFailures
+        if failures > 0 { Counter(label: "sluice_ingest_failures_total", dimensions: dims).increment(by: failures) }
+        let error = report.sourceErrors.first?.message
+            ?? report.files.first { $0.status == .failed || ($0.error != nil && $0.status != .skipped) }.map { "\($0.path): \($0.error ?? "failed")" }
+        update(key) {
+            $0.filesNew += report.counts.new
+            $0.filesUnchanged += report.counts.unchanged
+            $0.filesFailed += report.counts.failed
+            $0.bytesNew += report.counts.bytes
+            if report.sourceErrors.isEmpty {
+                $0.lastSuccess = Timestamp.now()
+                $0.consecutiveFailures = 0
+            } else {
+                $0.consecutiveFailures += 1
+            }
+            if let error { $0.lastError = error }
+        }
+        if report.sourceErrors.isEmpty {
+            Gauge(label: "sluice_source_last_success_timestamp_seconds", dimensions: dims).record(Date().timeIntervalSince1970)
+        }
+        if report.counts.new > 0 { transforms.enqueue(client: key.client) }
+        return report
+    }
+
+    /// Re-runs the transform of one version whose latest transform failed (after a mapping
+    /// fix), with the mappings as they are now, while no worker transforms its client.
+    public func rerunFailedTransform(client: String, versionID: Int64) throws(AgentError) -> TransformReport? {
+        guard let mapping = try agentSnapshot().mappings()[client] else {
+            throw AgentError(.usage, "client '\(client)' has no mapping file: create \(config.mappingsDir)/\(client).toml")
+        }
+        lock.withLock { mappings[client] = mapping }
+        let result: Result<[TransformReport], AgentError> = transforms.exclusive(client: client) {
+            Result { () throws(AgentError) in
+                try agentSnapshot().runTransforms(mapping, manifest: manifest, lake: lake, dataset: nil, selection: .failedVersion(versionID))
+            }
+        }
+        return try result.get().first
+    }
+
+    package func update(_ key: SourceKey, _ body: (inout SourceStatus) -> Void) {
+        lock.withLock {
+            guard var s = statuses[key] else { return }
+            body(&s)
+            statuses[key] = s
+        }
+    }
+
+    /// A runner has begun its first scan or poll.
+    package func cycleStarted() { lock.withLock { firstCycleStarted = true } }
+
+    // MARK: Health
+
+    /// Every runner's loop is running (none has ended while the daemon runs).
+    public var isAlive: Bool {
+        lock.withLock { stopping || runners.values.allSatisfy { !$0.hasEnded } } && transforms.isAlive
+    }
+
+    /// The first scan or poll has started (or there is no source) and the manifest takes writes.
+    public var isReady: Bool {
+        // Upload sources have no cycle: they are ready as soon as they exist.
+        let started = lock.withLock { firstCycleStarted || runners.values.allSatisfy { $0 is UploadEndpoint } }
+        return started && (try? manifest.checkWritable()) != nil
+    }
+
+    public var statusSnapshot: [SourceStatus] {
+        lock.withLock { statuses.keys.sorted().map { statuses[$0]! } }
+    }
+
+    public var transformQueueDepth: Int { transforms.depth }
+
+    /// A one-line summary for systemd's STATUS=.
+    public var summary: String {
+        let all = statusSnapshot
+        let new = all.reduce(0) { $0 + $1.filesNew }
+        let failing = all.filter { $0.consecutiveFailures > 0 }.count
+        return "\(all.count) sources, \(new) files ingested since start, \(failing) failing, \(transformQueueDepth) transforms queued"
+    }
+}
+
+/// One source's loop.
+package protocol SourceRunner: AnyObject, Sendable {
+    func start()
+    /// Stops scheduling; a pass in flight finishes.
+    func stop()
+    func join(until: Date) -> Bool
+    /// The loop ended (after `stop`, or because it crashed out).
+    var hasEnded: Bool { get }
+    /// Whether `source` is the config this runner runs with (a reload keeps it then).
+    func sameConfig(as source: SourceConfig) -> Bool
+}
+
+/// Polls a remote source (sftp, s3) every `poll_interval` (the first poll at start, spread by
+/// a little jitter), backing off exponentially after failures up to 8 × the interval. At most
+/// `max_transfers` polls run at once over all sources, one at a time per server (each with up
+/// to its `max_connections` connections); a poll never overlaps itself.
+package final class SourcePoller: SourceRunner, @unchecked Sendable {
+    package unowned let daemon: AgentRuntime
+    package let key: SourceKey
+    package let config: SourceConfig
+    /// `host:port` (sftp) or the endpoint (s3): polls of one server take turns.
+    package let server: String
+    package let interval: Int64
+    package let makeSource: @Sendable () -> any Source
+    private let waker = Waker()
+    private var loop: BackgroundJob?
+
+    package init(daemon: AgentRuntime, key: SourceKey, config: SourceConfig) {
+        self.daemon = daemon
+        self.key = key
+        self.config = config
+        switch config.kind {
+        case .sftp(let c):
+            server = "sftp \(c.host.lowercased()):\(c.port)"
+            interval = c.pollIntervalNanoseconds
+            makeSource = { [logger = daemon.logger, stateDir = daemon.stateDir] in
+                SFTPSource(client: key.client, name: key.source, config: c, logger: logger, stateDir: stateDir)
+            }
+        case .s3(let c):
+            server = "s3 \(c.endpoint.absoluteString) \(c.bucket)"
+            interval = c.pollIntervalNanoseconds
+            makeSource = { [logger = daemon.logger] in S3Source(client: key.client, name: key.source, config: c, logger: logger) }
+        case .folder, .http:
+            preconditionFailure("folder and http sources are not polled")
+        }
+    }
+
+    package func sameConfig(as source: SourceConfig) -> Bool {
+        "\(source.kind)" == "\(config.kind)"
+    }
+
+    package func start() { loop = BackgroundJob(name: "poll \(key)") { [self] in run() } }
+    package func stop() { waker.stop() }
+    package func join(until deadline: Date) -> Bool { loop?.wait(until: deadline) ?? true }
+    package var hasEnded: Bool { loop?.isFinished ?? false }
+
+    /// The wait before the next poll: the interval after a success, doubling per failure up
+    /// to 8 × the interval, each with ±10 % jitter so that sources drift apart.
+    package static func delay(interval: Int64, failures: Int) -> Int64 {
+        let base = failures == 0 ? interval : min(interval * 8, interval << min(failures, 3))
+        return base + Int64.random(in: -(base / 10)...(base / 10))
+    }
+
+    private func run() {
+        // The first poll at start, spread over up to a tenth of the interval (at most 2 s).
+        var wait = Int64.random(in: 0...min(interval / 10, 2_000_000_000))
+        var failures = 0
+        while waker.sleep(nanoseconds: wait) {
+            let slots = daemon.transfers
+            let turn = daemon.serverSlot(server)
+            daemon.update(key) { $0.state = "waiting" }
+            guard slots.acquire(unless: waker) else { break }
+            guard turn.acquire(unless: waker) else {
+                slots.release()
+                break
+            }
+            daemon.update(key) { $0.state = "polling" }
+            daemon.cycleStarted()
+            let report = daemon.ingest(key, source: makeSource(), trigger: "schedule")
+            turn.release()
+            slots.release()
+            if let report, report.sourceErrors.isEmpty { failures = 0 } else { failures += 1 }
+            wait = Self.delay(interval: interval, failures: failures)
+            let next = Timestamp.iso8601(nanoseconds: Int64(Date().timeIntervalSince1970 * 1e9) + wait)
+            daemon.update(key) {
+                $0.state = failures > 0 ? "backoff" : "idle"
+                $0.nextPoll = next
+            }
+            if failures > 0 {
+                daemon.logger.warning("Poll failed; backing off", metadata: [
+                    "client": "\(key.client)", "source": "\(key.source)", "failures": "\(failures)", "retry_in_s": "\(wait / 1_000_000_000)",
+                ])
+            }
+        }
+        daemon.update(key) { $0.state = "stopped" }
+    }
+}

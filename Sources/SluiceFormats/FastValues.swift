@@ -1,0 +1,212 @@
+import Foundation
+import SluiceSupport
+
+/// Byte-level fast paths for the common shapes of values, so that a big file is not turned
+/// into a `String` per field. Each returns nil when the text is not in the one simple shape it
+/// handles; the caller then uses the `String` functions in `Values`, which decide and word the
+/// error. A fast path therefore never accepts what the `Values` functions refuse, and gives the
+/// same value for what it accepts.
+public enum FastValues {
+    @inline(__always)
+    static func digit(_ b: UInt8) -> Int64? {
+        b &- 48 < 10 ? Int64(b &- 48) : nil
+    }
+
+    /// True when every byte is ASCII.
+    @inline(__always)
+    public static func isASCII(_ b: UnsafeBufferPointer<UInt8>) -> Bool {
+        var acc: UInt8 = 0
+        for x in b { acc |= x }
+        return acc < 0x80
+    }
+
+    /// `[+-]?[0-9]{1,18}`.
+    public static func int64(_ b: UnsafeBufferPointer<UInt8>) -> Int64? {
+        var i = 0
+        var negative = false
+        if let first = b.first, first == UInt8(ascii: "-") || first == UInt8(ascii: "+") {
+            negative = first == UInt8(ascii: "-")
+            i = 1
+        }
+        let digits = b.count - i
+        guard digits >= 1 && digits <= 18 else { return nil }
+        var v: Int64 = 0
+        while i < b.count {
+            guard let d = digit(b[i]) else { return nil }
+            v = v &* 10 &+ d
+            i += 1
+        }
+        return negative ? -v : v
+    }
+
+    /// `[+-]?[0-9]*(\.[0-9]*)?` with a digit somewhere, as the unscaled value of a
+    /// decimal(precision, scale) with "." as the decimal separator and no thousands separator;
+    /// nil also when the value does not fit (the `Values` function words that error).
+    public static func decimal(_ b: UnsafeBufferPointer<UInt8>, precision: Int, scale: Int) -> Int128? {
+        // The digit limits below bound the value by 10^precision, so the arithmetic cannot
+        // overflow: 64-bit for precisions up to 18 (the common case), 128-bit above.
+        if precision <= 18 {
+            return decimalDigits(b, precision: precision, scale: scale, as: Int64.self).map { Int128($0) }
+        }
+        return decimalDigits(b, precision: precision, scale: scale, as: Int128.self)
+    }
+
+    @inline(__always)
+    private static func decimalDigits<T: FixedWidthInteger & SignedInteger>(_ b: UnsafeBufferPointer<UInt8>, precision: Int, scale: Int,
+                                                                           as: T.Type) -> T? {
+        var i = 0
+        var negative = false
+        if let first = b.first, first == UInt8(ascii: "-") || first == UInt8(ascii: "+") {
+            negative = first == UInt8(ascii: "-")
+            i = 1
+        }
+        var v: T = 0
+        var wholeDigits = 0
+        var sawDigit = false
+        while i < b.count, let d = digit(b[i]) {
+            sawDigit = true
+            if wholeDigits > 0 || d != 0 { wholeDigits += 1 }
+            guard wholeDigits <= precision - scale else { return nil }
+            v = v &* 10 &+ T(truncatingIfNeeded: d)
+            i += 1
+        }
+        var fractionDigits = 0
+        if i < b.count {
+            guard b[i] == UInt8(ascii: ".") else { return nil }
+            i += 1
+            // Trailing zeros beyond the scale are fine; a nonzero digit beyond it is not.
+            var pendingZeros = 0
+            while i < b.count {
+                guard let d = digit(b[i]) else { return nil }
+                sawDigit = true
+                if d == 0 {
+                    pendingZeros += 1
+                } else {
+                    guard fractionDigits + pendingZeros + 1 <= scale else { return nil }
+                    for _ in 0..<pendingZeros { v = v &* 10 }
+                    v = v &* 10 &+ T(truncatingIfNeeded: d)
+                    fractionDigits += pendingZeros + 1
+                    pendingZeros = 0
+                }
+                i += 1
+            }
+        }
+        guard sawDigit else { return nil }
+        for _ in fractionDigits..<scale { v = v &* 10 }
+        return negative ? 0 &- v : v
+    }
+
+    /// The parts of a strict ISO 8601 date or date-time:
+    /// `YYYY-MM-DD[(T| )HH:MM[:SS[.f{1,9}]][Z|±HH:MM]]`.
+    public struct ISOParts {
+        public var days: Int64
+        public var secondOfDay: Int64
+        public var micros: Int64
+        public var offsetSeconds: Int64?
+    }
+
+    public static func iso(_ b: UnsafeBufferPointer<UInt8>) -> ISOParts? {
+        @inline(__always) func two(_ i: Int) -> Int64? {
+            guard i + 1 < b.count, let h = digit(b[i]), let l = digit(b[i + 1]) else { return nil }
+            return h * 10 + l
+        }
+        guard b.count >= 10, b[4] == UInt8(ascii: "-"), b[7] == UInt8(ascii: "-"),
+              let y1 = two(0), let y2 = two(2), let month = two(5), let day = two(8) else { return nil }
+        let year = y1 * 100 + y2
+        guard month >= 1 && month <= 12, day >= 1, day <= Int64(Values.daysInMonth(Int(year), Int(month))) else { return nil }
+        var p = ISOParts(days: Int64(Values.days(year: Int(year), month: Int(month), day: Int(day))), secondOfDay: 0, micros: 0)
+        if b.count == 10 { return p }
+        guard b[10] == UInt8(ascii: "T") || b[10] == UInt8(ascii: " "), b.count >= 16, b[13] == UInt8(ascii: ":"),
+              let hour = two(11), let minute = two(14), hour <= 23, minute <= 59 else { return nil }
+        var second: Int64 = 0
+        var i = 16
+        if i < b.count && b[i] == UInt8(ascii: ":") {
+            guard let s = two(i + 1), s <= 60 else { return nil }
+            second = s
+            i += 3
+            if i < b.count && b[i] == UInt8(ascii: ".") {
+                i += 1
+                var micros: Int64 = 0
+                var count = 0
+                while i < b.count, let d = digit(b[i]), count < 9 {
+                    if count < 6 { micros = micros * 10 + d }
+                    count += 1
+                    i += 1
+                }
+                guard count > 0 else { return nil }
+                if count < 6 { for _ in count..<6 { micros *= 10 } }
+                p.micros = micros
+            }
+        }
+        p.secondOfDay = hour * 3600 + minute * 60 + second
+        if i == b.count { return p }
+        if b[i] == UInt8(ascii: "Z") && i + 1 == b.count {
+            p.offsetSeconds = 0
+            return p
+        }
+        guard b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: "-"), i + 6 == b.count, b[i + 3] == UInt8(ascii: ":"),
+              let oh = two(i + 1), let om = two(i + 4) else { return nil }
+        p.offsetSeconds = (b[i] == UInt8(ascii: "-") ? -1 : 1) * (oh * 3600 + om * 60)
+        return p
+    }
+}
+
+/// Local wall-clock time → UTC in one IANA zone, as `Values.timestamp` defines it (a time in a
+/// skipped hour moves forward; a repeated hour is read as the later, standard-time one). Zone
+/// offsets are cached per UTC day, so a file of a million timestamps asks the zone database a
+/// few hundred times, not two million.
+public final class ZoneConverter {
+    public let zone: TimeZone
+    private let isUTC: Bool
+    private struct Day {
+        var offset: Int64
+        /// Where, within the day, the offset changes, and to what.
+        var change: (at: Int64, offset: Int64)?
+    }
+    private var days: [Int64: Day] = [:]
+
+    public init(zone: TimeZone) {
+        self.zone = zone
+        isUTC = zone.secondsFromGMT(for: Date(timeIntervalSince1970: 0)) == 0
+            && (zone.identifier == "UTC" || zone.identifier == "GMT" || zone.identifier == "Etc/UTC")
+    }
+
+    /// The zone's UTC offset, in seconds, at the instant `t` (seconds since the epoch).
+    public func offset(at t: Int64) -> Int64 {
+        if isUTC { return 0 }
+        let key = t >= 0 ? t / 86_400 : (t - 86_399) / 86_400
+        if let day = days[key] ?? cache(key) {
+            if let change = day.change, t >= change.at { return change.offset }
+            return day.offset
+        }
+        return Int64(zone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(t))))
+    }
+
+    /// Learns day `key`'s offsets; nil (and uncached) for a day the cache cannot describe
+    /// with one change, which then goes to the zone database every time.
+    private func cache(_ key: Int64) -> Day? {
+        if days.count > 100_000 { days.removeAll() }
+        let start = key * 86_400
+        let endOfDay = start + 86_399
+        let first = Int64(zone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(start))))
+        let last = Int64(zone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(endOfDay))))
+        var day = Day(offset: first)
+        if first != last {
+            guard let next = zone.nextDaylightSavingTimeTransition(after: Date(timeIntervalSince1970: Double(start))) else { return nil }
+            let at = Int64(next.timeIntervalSince1970.rounded(.up))
+            guard at > start, at <= endOfDay,
+                  Int64(zone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(at - 1)))) == first,
+                  Int64(zone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(at)))) == last else { return nil }
+            day.change = (at, last)
+        }
+        days[key] = day
+        return day
+    }
+
+    /// UTC seconds of a naive local time (seconds since the epoch as if the zone were UTC).
+    public func utc(local: Int64) -> Int64 {
+        if isUTC { return local }
+        let first = offset(at: local)
+        return local - offset(at: local - first)
+    }
+}

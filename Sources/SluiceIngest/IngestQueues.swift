@@ -1,0 +1,80 @@
+import Foundation
+import SluiceManifest
+import SluiceSupport
+import Synchronization
+
+/// Candidates handed from the listing thread to the copier, in order.
+package final class CandidateQueue: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var items: [Candidate] = []
+    private var closed = false
+
+    package func push(_ c: Candidate) {
+        condition.lock()
+        items.append(c)
+        if items.count >= 512 { condition.signal() }
+        condition.unlock()
+    }
+
+    /// No more candidates will come (also called to stop early).
+    package func close() {
+        condition.lock()
+        closed = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Up to `max` candidates: blocks until that many are queued or the queue is closed; nil
+    /// when it is closed and empty.
+    package func take(_ max: Int) -> [Candidate]? {
+        condition.lock()
+        defer { condition.unlock() }
+        while items.count < max && !closed { condition.wait() }
+        if items.isEmpty { return nil }
+        let n = min(max, items.count)
+        let batch = Array(items[0..<n])
+        items.removeFirst(n)
+        return batch
+    }
+}
+
+/// What the listing thread found besides work: issues, fresh files and unchanged files.
+/// Written by the listing thread only, read after it has ended.
+package final class ListingResult: @unchecked Sendable {
+    package var counts = RunCounts()
+    package var files: [FileReport] = []
+    package var unchanged: [Candidate] = []
+
+    package func add(issue: ListingIssue, source: String) {
+        switch issue.kind {
+        case .skipped: counts.skipped += 1
+        case .failed: counts.failed += 1
+        }
+        files.append(FileReport(source: source, path: issue.path.display, status: issue.kind == .skipped ? .skipped : .failed, error: issue.message))
+    }
+}
+
+/// Batch results in batch order, filled by the commit jobs.
+package final class ResultList: @unchecked Sendable {
+    private let lock = NSLock()
+    private var results: [Ingestor.BatchResult?] = []
+
+    package func reserve() -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        results.append(nil)
+        return results.count - 1
+    }
+
+    package func set(_ i: Int, _ r: Ingestor.BatchResult) {
+        lock.lock()
+        results[i] = r
+        lock.unlock()
+    }
+
+    package var all: [Ingestor.BatchResult] {
+        lock.lock()
+        defer { lock.unlock() }
+        return results.compactMap { $0 }
+    }
+}

@@ -1,0 +1,352 @@
+import Crypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import NIOPosix
+import SluiceAgent
+import SluiceSupport
+import SluiceLake
+import SluiceManifest
+import SluiceIngest
+import SluiceConfig
+import SluiceSources
+import SluiceTransform
+
+/// Who may use the console. On loopback nobody logs in; bound to any other address, the
+/// console needs `[agent] admin_token_file`'s token, sent as a bearer token or kept in a
+/// cookie after the login form. State changes also need the CSRF token (a double-submit
+/// cookie, SameSite=Strict).
+struct ConsoleAccess: Sendable {
+    /// The console is on loopback: no login.
+    let open: Bool
+    /// The admin token (first line of admin_token_file), when one is configured.
+    let adminToken: String?
+    /// The session cookie's value: derived from the admin token, so it ends when the token changes.
+    let sessionValue: String?
+
+    static let sessionCookie = "sluice_admin"
+    static let csrfCookie = "sluice_csrf"
+
+    init(listenHost: String, adminTokenFile: String?) throws(AgentError) {
+        open = APIConfig.isLoopback(listenHost)
+        guard let adminTokenFile else {
+            adminToken = nil
+            sessionValue = nil
+            return
+        }
+        guard let text = try? String(contentsOfFile: adminTokenFile, encoding: .utf8),
+              let first = text.split(whereSeparator: \.isNewline).first.map({ $0.trimmingCharacters(in: .whitespaces) }), first.count >= 16 else {
+            throw AgentError(.config, "agent.admin_token_file \(adminTokenFile): cannot read a token of at least 16 characters from its first line "
+                + "(make one with: head -c 32 /dev/urandom | base64 > \(adminTokenFile); chmod 600 it)")
+        }
+        adminToken = first
+        sessionValue = hexString(HMAC<SHA256>.authenticationCode(for: Data("sluice-console-session".utf8), using: SymmetricKey(data: Data(first.utf8))))
+    }
+
+    /// Whether the request comes from an operator (logged in, or the console is open).
+    func allows(_ request: Request) -> Bool {
+        if case .allowed = check(request) { return true }
+        return false
+    }
+
+    enum Verdict {
+        case allowed(viaBearer: Bool)
+        case needsLogin
+        case notConfigured
+    }
+
+    func check(_ request: Request) -> Verdict {
+        if open { return .allowed(viaBearer: false) }
+        guard let adminToken, let sessionValue else { return .notConfigured }
+        if let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer "),
+           UploadToken.constantTimeEqual(String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces), adminToken) {
+            return .allowed(viaBearer: true)
+        }
+        if let cookie = request.cookies[Self.sessionCookie]?.value, UploadToken.constantTimeEqual(cookie, sessionValue) {
+            return .allowed(viaBearer: false)
+        }
+        return .needsLogin
+    }
+
+    /// The CSRF token a request carries in its cookie (nil: none yet).
+    static func csrfCookieValue(_ request: Request) -> String? {
+        request.cookies[csrfCookie]?.value.nilIfEmpty
+    }
+
+    /// A state-changing request's CSRF check: the submitted token equals the cookie's.
+    static func csrfMatches(_ request: Request, submitted: String?) -> Bool {
+        guard let cookie = csrfCookieValue(request), let submitted, !submitted.isEmpty else { return false }
+        return UploadToken.constantTimeEqual(cookie, submitted)
+    }
+
+    static func newCSRFToken() -> String {
+        var rng = SystemRandomNumberGenerator()
+        return hexString((0..<24).map { _ in UInt8.random(in: 0...255, using: &rng) })
+    }
+}
+
+extension String {
+    var nilIfEmpty: String? { isEmpty ? nil : self }
+}
+
+/// The web console on the internal listener: server-rendered pages, a little JavaScript for
+/// the upload page's progress bars, the upload API for operators (any client).
+struct Console: Sendable {
+    let daemon: AgentRuntime
+    let access: ConsoleAccess
+    let uploads: UploadAPI
+
+    func addRoutes(to router: Router<APIContext>) {
+        router.get("/") { request, _ in await page(request) { _ in try overview() } }
+        router.get("/clients/:client") { request, context in
+            let client = context.parameters.get("client") ?? ""
+            let page = request.uri.queryParameters["page"].flatMap { Int(String($0)) } ?? 1
+            return await self.page(request) { _ in try clientPage(client, page: max(1, page)) }
+        }
+        router.get("/transforms/:id") { request, context in
+            let id = context.parameters.get("id").flatMap { Int64($0) } ?? -1
+            let message = request.uri.queryParameters["rerun"].map(String.init)
+            return await page(request) { csrf in try transformPage(id, csrf: csrf, message: message) }
+        }
+        router.post("/transforms/:id/rerun") { request, context in
+            let id = context.parameters.get("id").flatMap { Int64($0) } ?? -1
+            return await post(request) { _ in try rerun(id) }
+        }
+        router.get("/audit") { request, _ in await page(request) { _ in try auditPage() } }
+        router.get("/upload") { request, _ in await page(request) { csrf in try uploadPage(csrf: csrf) } }
+        router.get("/versions/:id/download") { request, context in
+            guard access.allows(request) else { return refused(request) }
+            let id = context.parameters.get("id").flatMap { Int64($0) } ?? -1
+            return await download(id, context: context)
+        }
+        router.get("/login") { request, _ in
+            withCSRFCookie(request, ConsolePages.login(csrf: ConsolePages.csrfPlaceholder, error: nil, open: access.open))
+        }
+        router.post("/login") { request, _ in
+            await post(request, requireOperator: false) { form in
+                guard let token = access.adminToken, let session = access.sessionValue,
+                      let given = form["token"], UploadToken.constantTimeEqual(given.trimmingCharacters(in: .whitespaces), token) else {
+                    return ConsolePages.html(.unauthorized, ConsolePages.login(csrf: form["csrf"] ?? "", error: "That is not the admin token.", open: access.open))
+                }
+                var r = Self.redirect("/")
+                r.setCookie(Cookie(name: ConsoleAccess.sessionCookie, value: session, path: "/", httpOnly: true, sameSite: .strict))
+                return r
+            }
+        }
+        router.post("/logout") { request, _ in
+            await post(request, requireOperator: false) { _ in
+                var r = Self.redirect("/login")
+                r.setCookie(Cookie(name: ConsoleAccess.sessionCookie, value: "", maxAge: 0, path: "/", httpOnly: true, sameSite: .strict))
+                return r
+            }
+        }
+        // The upload API for operators: any client (?client=…&source=…), a CSRF header for PUT
+        // unless the admin token is sent as a bearer token.
+        uploads.addRoutes(to: router, channel: { $0.channel }) { request, _ in
+            guard case .allowed(let viaBearer) = access.check(request) else { return nil }
+            if request.method == .put && !viaBearer
+                && !ConsoleAccess.csrfMatches(request, submitted: request.headers[HTTPField.Name("X-CSRF-Token")!]) {
+                return nil
+            }
+            return .operator
+        }
+    }
+
+    // MARK: Plumbing
+
+    /// A page: checks access, renders off the event loop, sets the CSRF cookie when missing.
+    func page(_ request: Request, _ render: @escaping @Sendable (_ csrf: String) throws -> String) async -> Response {
+        guard access.allows(request) else { return refused(request) }
+        let csrf = ConsolePages.csrfPlaceholder  // filled in by withCSRFCookie
+        do {
+            let html = try await NIOThreadPool.singleton.runIfActive { try render(csrf) }
+            return withCSRFCookie(request, html)
+        } catch let e as ConsoleError {
+            return ConsolePages.html(e.status, ConsolePages.message(title: e.title, text: e.text))
+        } catch {
+            return ConsolePages.html(.internalServerError, ConsolePages.message(title: "Something failed", text: "\(error)"))
+        }
+    }
+
+    /// A form POST: access (unless logging in), the CSRF token, then `handle` off the event loop.
+    func post(_ request: Request, requireOperator: Bool = true, _ handle: @escaping @Sendable ([String: String]) throws -> Response) async -> Response {
+        if requireOperator && !access.allows(request) { return refused(request) }
+        var request = request
+        guard let body = try? await request.collectBody(upTo: 64 << 10) else {
+            return ConsolePages.html(.contentTooLarge, ConsolePages.message(title: "Form too large", text: "A console form is at most 64 KiB."))
+        }
+        let form = Self.parseForm(String(buffer: body))
+        guard ConsoleAccess.csrfMatches(request, submitted: form["csrf"]) else {
+            return ConsolePages.html(.forbidden, ConsolePages.message(
+                title: "The form expired", text: "The CSRF token is missing or does not match: reload the page and try again."))
+        }
+        do {
+            return try await NIOThreadPool.singleton.runIfActive { try handle(form) }
+        } catch let e as ConsoleError {
+            return ConsolePages.html(e.status, ConsolePages.message(title: e.title, text: e.text))
+        } catch {
+            return ConsolePages.html(.internalServerError, ConsolePages.message(title: "Something failed", text: "\(error)"))
+        }
+    }
+
+    func refused(_ request: Request) -> Response {
+        switch access.check(request) {
+        case .notConfigured:
+            return ConsolePages.html(.forbidden, ConsolePages.message(
+                title: "The console needs an admin token",
+                text: "http_listen is not on loopback, so the console requires [agent] admin_token_file in agent.conf. Set it and restart sluice."))
+        default:
+            if request.method == .get, !(request.headers[.accept] ?? "").contains("json") { return Self.redirect("/login") }
+            return UploadAPI.unauthorized()
+        }
+    }
+
+    /// The page with its CSRF token filled in: the cookie's, or a new one set as the cookie.
+    func withCSRFCookie(_ request: Request, _ html: String) -> Response {
+        let existing = ConsoleAccess.csrfCookieValue(request)
+        let token = existing ?? ConsoleAccess.newCSRFToken()
+        var r = ConsolePages.html(.ok, html.replacingOccurrences(of: ConsolePages.csrfPlaceholder, with: token))
+        if existing == nil {
+            r.setCookie(Cookie(name: ConsoleAccess.csrfCookie, value: token, path: "/", httpOnly: true, sameSite: .strict))
+        }
+        return r
+    }
+
+    static func redirect(_ location: String) -> Response {
+        Response(status: .seeOther, headers: [.location: location, .contentLength: "0"])
+    }
+
+    static func parseForm(_ text: String) -> [String: String] {
+        var out: [String: String] = [:]
+        for pair in text.split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1).map { String($0).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? "" }
+            if let k = kv.first { out[k] = kv.count > 1 ? kv[1] : "" }
+        }
+        return out
+    }
+
+    // MARK: Pages
+
+    func overview() throws -> String {
+        let config = daemon.config
+        let manifest = daemon.manifest
+        let today = String(Timestamp.now().prefix(10))
+        let since = Self.day(daysAgo: 29)
+        var rows: [ConsolePages.SourceRow] = []
+        var live: [String: SourceStatus] = [:]
+        for s in daemon.statusSnapshot { live["\(s.client)/\(s.source)"] = s }
+        for c in config.clients {
+            let todays = try manifest.ingestedSince(today, client: c.id)
+            for s in c.sources {
+                let summary = try manifest.sourceSummary(client: c.id, source: s.name)
+                let status = live["\(c.id)/\(s.name)"]
+                rows.append(.init(client: c.id, source: s.name, type: status?.type ?? "", state: status?.state ?? "", summary: summary,
+                                  filesToday: todays[s.name]?.files ?? 0, bytesToday: todays[s.name]?.bytes ?? 0))
+            }
+        }
+        let daily = try manifest.dailyIngest(since: since)
+        return ConsolePages.overview(rows: rows, clients: config.clients.map(\.id), daily: daily, since: since, alive: daemon.isAlive,
+                                     ready: daemon.isReady, queue: daemon.transformQueueDepth)
+    }
+
+    /// Versions shown per page of a client's page.
+    static let versionsPerPage = 200
+
+    func clientPage(_ client: String, page: Int) throws -> String {
+        guard let c = daemon.config.client(client) else {
+            throw ConsoleError(.notFound, "No such client", "There is no client '\(client)' in agent.conf.")
+        }
+        let perPage = Self.versionsPerPage
+        let total = try daemon.manifest.versionCount(client: client)
+        let versions = try daemon.manifest.recentVersions(client: client, limit: perPage, offset: (page - 1) * perPage)
+        let transforms = try daemon.manifest.recentTransforms(client: client, limit: 200)
+        return ConsolePages.client(id: client, displayName: c.displayName, sources: c.sources.map(\.name), versions: versions,
+                                   paging: .init(page: page, perPage: perPage, total: total), transforms: transforms)
+    }
+
+    func transformPage(_ id: Int64, csrf: String, message: String?) throws -> String {
+        guard let t = try daemon.manifest.transformRow(id: id) else {
+            throw ConsoleError(.notFound, "No such transform", "There is no transform \(id) in the manifest.")
+        }
+        var rejects: [String] = []
+        if let rel = t.rejectsPath {
+            rejects = Self.firstLines(of: "\(daemon.lake.root)/\(rel)", count: 20)
+        }
+        return ConsolePages.transform(t, rejects: rejects, csrf: csrf, message: message)
+    }
+
+    func rerun(_ id: Int64) throws -> Response {
+        guard let t = try daemon.manifest.transformRow(id: id) else {
+            throw ConsoleError(.notFound, "No such transform", "There is no transform \(id) in the manifest.")
+        }
+        guard t.isLatest, t.status == "failed" else {
+            throw ConsoleError(.conflict, "Nothing to re-run", "Transform \(id) is not the latest failed transform of \(t.path) v\(t.version).")
+        }
+        daemon.logger.notice("Console: re-running a failed transform", metadata: ["client": "\(t.client)", "path": "\(t.path)", "version": "\(t.version)"])
+        do {
+            _ = try daemon.rerunFailedTransform(client: t.client, versionID: t.versionID)
+        } catch {
+            throw ConsoleError(.unprocessableContent, "The re-run could not start", error.message)
+        }
+        guard let latest = try daemon.manifest.latestTransform(versionID: t.versionID) else {
+            throw ConsoleError(.internalServerError, "No transform recorded", "The re-run recorded nothing for \(t.path) v\(t.version).")
+        }
+        return Self.redirect("/transforms/\(latest.id)?rerun=\(latest.status)")
+    }
+
+    func auditPage() throws -> String {
+        let report = try daemon.agentSnapshot().audit(client: nil, quick: true)
+        return ConsolePages.audit(report)
+    }
+
+    func uploadPage(csrf: String) throws -> String {
+        var targets: [(client: String, source: String)] = []
+        for c in daemon.config.clients {
+            for s in c.sources { if case .http = s.kind { targets.append((c.id, s.name)) } }
+        }
+        return ConsolePages.upload(targets: targets, csrf: csrf)
+    }
+
+    func download<Context: RequestContext>(_ id: Int64, context: Context) async -> Response {
+        let manifest = daemon.manifest
+        guard let found = try? await NIOThreadPool.singleton.runIfActive({ try manifest.versionRow(id: id) }), let row = found.row as Manifest.VersionRow? else {
+            return ConsolePages.html(.notFound, ConsolePages.message(title: "No such version", text: "There is no version \(id) in the manifest."))
+        }
+        guard let body = try? await FileIO().loadFile(path: "\(daemon.lake.root)/\(row.lakePath)", context: context) else {
+            return ConsolePages.html(.internalServerError, ConsolePages.message(title: "Cannot read the lake file", text: "\(row.lakePath): run `sluice audit`."))
+        }
+        let name = (row.path as NSString).lastPathComponent.replacingOccurrences(of: "\"", with: "")
+        var headers: HTTPFields = [.contentType: "application/octet-stream", .contentLength: "\(row.size)", .eTag: "\"\(row.sha256)\""]
+        headers[.contentDisposition] = "attachment; filename=\"\(name)\""
+        headers[HTTPField.Name("X-Content-SHA256")!] = row.sha256
+        return Response(status: .ok, headers: headers, body: body)
+    }
+
+    // MARK: Helpers
+
+    static func day(daysAgo: Int) -> String {
+        String(Timestamp.iso8601(nanoseconds: Int64((Date().timeIntervalSince1970 - Double(daysAgo) * 86_400) * 1e9)).prefix(10))
+    }
+
+    /// Up to `count` lines from the start of a file, each cut at 2,000 characters.
+    static func firstLines(of path: String, count: Int) -> [String] {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return [] }
+        defer { try? handle.close() }
+        let data = (try? handle.read(upToCount: 256 << 10)) ?? Data()
+        return String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: true).prefix(count).map { String($0.prefix(2000)) }
+    }
+}
+
+/// A page-level failure with the status and words to show.
+struct ConsoleError: Error {
+    var status: HTTPResponse.Status
+    var title: String
+    var text: String
+    init(_ status: HTTPResponse.Status, _ title: String, _ text: String) {
+        self.status = status
+        self.title = title
+        self.text = text
+    }
+}

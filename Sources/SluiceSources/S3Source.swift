@@ -1,0 +1,453 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import SluiceLake
+import SluiceManifest
+import SluiceS3
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An S3-compatible bucket (AWS S3, MinIO, Ceph RGW, …), listed with ListObjectsV2 under
+/// `prefix` and read with GETs; every request signed with SigV4.
+///
+/// An object is unchanged while its key, size and ETag are; its LastModified is its mtime
+/// (for `min_age`). Each GET carries `If-Match: <ETag>`, so an object replaced mid-download
+/// fails cleanly and is fetched again on the next poll.
+public struct S3Source: Source {
+    public let client: String
+    public let name: String
+    public let config: S3SourceConfig
+    package let logger: Logger
+
+    public init(client: String, name: String, config: S3SourceConfig, logger: Logger) {
+        self.client = client
+        self.name = name
+        self.config = config
+        self.logger = logger
+    }
+
+    public var minAgeNanoseconds: Int64 { config.minAgeNanoseconds }
+    public var afterIngest: AfterIngest { config.afterIngest }
+
+    /// `client/source s3://bucket/prefix`, the start of every message about this source.
+    package var location: String { "\(client)/\(name) s3://\(config.bucket)/\(config.prefix)" }
+
+    public func beginPass(moveTargets: [String]) throws(SourceError) -> any SourcePass {
+        let credentials = try S3CredentialsFile.load(config: config, key: "clients.\(client).sources.\(name)")
+        let s3 = S3Client(bucket: S3Bucket(endpoint: config.endpoint, region: config.region, bucket: config.bucket, pathStyle: config.pathStyle),
+                          credentials: credentials, maxConnections: config.maxConnections)
+        // A relative target is below the prefix; an absolute one (a prefix from the bucket's
+        // root) is when it starts with the prefix.
+        let moved = moveTargets.compactMap { target -> RelativePath? in
+            guard target.hasPrefix("/") else { return RelativePath(target) }
+            let key = String(target.dropFirst())
+            guard key.hasPrefix(config.prefix), key.count > config.prefix.count else { return nil }
+            return RelativePath(String(key.dropFirst(config.prefix.count)))
+        }
+        return S3Pass(source: self, s3: s3, filter: config.filter.excluding(folders: moved))
+    }
+
+    /// The key prefix a move target puts objects under (ending in `/`).
+    package func movePrefix(_ target: String) -> String {
+        target.hasPrefix("/") ? String(target.dropFirst()) + "/" : config.prefix + target + "/"
+    }
+}
+
+/// Reads S3 credentials: from `credentials_file` (INI, like ~/.aws/credentials) and
+/// `profile`, or else from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
+/// `AWS_SESSION_TOKEN`. Never logged.
+public enum S3CredentialsFile {
+    public static func load(config: S3SourceConfig, key: String,
+                            environment: [String: String] = ProcessInfo.processInfo.environment) throws(SourceError) -> S3Credentials {
+        guard let path = config.credentialsFile else {
+            guard let id = environment["AWS_ACCESS_KEY_ID"], !id.isEmpty, let secret = environment["AWS_SECRET_ACCESS_KEY"], !secret.isEmpty else {
+                throw SourceError("\(key): no credentials_file is set and AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are not in the environment "
+                    + "— set credentials_file (an INI file like ~/.aws/credentials, mode 600) or export them to the service")
+            }
+            let token = environment["AWS_SESSION_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+            return S3Credentials(accessKeyID: id, secretAccessKey: secret, sessionToken: token)
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw SourceError("\(key).credentials_file \(path) cannot be read: \(String(cString: strerror(errno))) — create it (mode 600) or fix the path")
+        }
+        let values = parse(String(decoding: data, as: UTF8.self), profile: config.profile)
+        guard let values else {
+            throw SourceError("\(key).credentials_file \(path) has no [\(config.profile)] section — add it or set profile")
+        }
+        guard let id = values["aws_access_key_id"], !id.isEmpty else {
+            throw SourceError("\(key).credentials_file \(path): [\(config.profile)] has no aws_access_key_id")
+        }
+        guard let secret = values["aws_secret_access_key"], !secret.isEmpty else {
+            throw SourceError("\(key).credentials_file \(path): [\(config.profile)] has no aws_secret_access_key")
+        }
+        return S3Credentials(accessKeyID: id, secretAccessKey: secret, sessionToken: values["aws_session_token"].flatMap { $0.isEmpty ? nil : $0 })
+    }
+
+    /// The `key = value` lines of `[profile]` (or `[profile NAME]`, as in ~/.aws/config);
+    /// nil when there is no such section.
+    package static func parse(_ text: String, profile: String) -> [String: String]? {
+        var current: String?
+        var found: [String: String]?
+        for raw in text.split(whereSeparator: \.isNewline) {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") || line.hasPrefix(";") { continue }
+            if line.hasPrefix("[") && line.hasSuffix("]") {
+                var section = line.dropFirst().dropLast().trimmingCharacters(in: .whitespaces)
+                if section.hasPrefix("profile ") { section = section.dropFirst(8).trimmingCharacters(in: .whitespaces) }
+                current = section
+                if section == profile && found == nil { found = [:] }
+                continue
+            }
+            guard current == profile, let eq = line.firstIndex(of: "=") else { continue }
+            let name = line[..<eq].trimmingCharacters(in: .whitespaces).lowercased()
+            let value = line[line.index(after: eq)...].trimmingCharacters(in: .whitespaces)
+            found?[name] = value
+        }
+        return found
+    }
+}
+
+/// One pass over a bucket: one HTTP client (its connection pool) for the pass.
+package final class S3Pass: SourcePass, @unchecked Sendable {
+    package let source: S3Source
+    package let s3: S3Client
+    /// `include`/`exclude`, also excluding every move target below the prefix.
+    package let filter: PathFilter
+
+    package init(source: S3Source, s3: S3Client, filter: PathFilter) {
+        self.source = source
+        self.s3 = s3
+        self.filter = filter
+    }
+
+    package func fail(_ e: S3Error) -> SourceError { SourceError("\(source.location): \(e.message)") }
+
+    /// The object's key for a path below `prefix`.
+    package func key(_ path: RelativePath) -> String { source.config.prefix + path.display }
+
+    package func list(issue: (ListingIssue) -> Void, candidate: (Candidate) -> Void) throws(SourceError) {
+        let prefix = source.config.prefix
+        var token: String?
+        repeat {
+            let page: S3ListPage
+            do {
+                page = try s3.listPage(prefix: prefix, continuationToken: token)
+            } catch {
+                throw fail(error)
+            }
+            for object in page.objects {
+                guard object.key.hasPrefix(prefix) else { continue }
+                let relative = String(object.key.dropFirst(prefix.count))
+                // Folder markers, and the prefix itself.
+                if relative.isEmpty || relative.hasSuffix("/") { continue }
+                let path = RelativePath(relative)
+                guard filter.accepts(file: path.bytes) else { continue }
+                if let why = Self.unsafeKey(relative) {
+                    issue(ListingIssue(path: path, kind: .skipped, message: "key \(object.key) in bucket \(source.config.bucket) \(why); not ingested — rename it in the bucket"))
+                    continue
+                }
+                guard let modified = Timestamp.nanoseconds(object.lastModified) else {
+                    issue(ListingIssue(path: path, kind: .failed, message: "key \(object.key) in bucket \(source.config.bucket) has an unreadable LastModified \"\(object.lastModified)\""))
+                    continue
+                }
+                candidate(Candidate(path: path, size: object.size, mtimeNs: modified, etag: object.etag))
+            }
+            token = page.nextContinuationToken
+        } while token != nil
+    }
+
+    /// Why a key cannot be a lake path (empty, `.` or `..` components, a NUL), or nil.
+    package static func unsafeKey(_ relative: String) -> String? {
+        if relative.utf8.contains(0) { return "contains a NUL byte" }
+        if relative.hasPrefix("/") { return "starts with '/' below the prefix" }
+        for component in relative.split(separator: "/", omittingEmptySubsequences: false) {
+            if component.isEmpty { return "has an empty path component ('//')" }
+            if component == "." || component == ".." { return "has a '\(component)' path component" }
+        }
+        return nil
+    }
+
+    package func open(_ candidate: Candidate) throws(SourceError) -> any ByteStream {
+        if candidate.size >= S3RangedStream.parallelThreshold {
+            return S3RangedStream(pass: self, key: key(candidate.path), candidate: candidate)
+        }
+        return try S3ObjectStream(pass: self, key: key(candidate.path), candidate: candidate)
+    }
+
+    package func applyAfterIngest(_ action: AfterIngest, to candidate: Candidate) throws(SourceError) {
+        let key = key(candidate.path)
+        guard let etag = candidate.etag else { return }
+        do {
+            switch action {
+            case .keep:
+                return
+            case .delete:
+                try deleteIfUnchanged(key: key, etag: etag)
+            case .move(let folder):
+                let target = source.movePrefix(folder) + candidate.path.display
+                try s3.copy(from: key, to: target, ifMatch: etag)
+                try deleteIfUnchanged(key: key, etag: etag)
+            }
+        } catch {
+            if error.isPreconditionFailed {
+                throw SourceError("\(source.location): key \(key) changed after it was ingested; left in place (the new content is fetched on the next poll)")
+            }
+            throw fail(error)
+        }
+    }
+
+    /// Deletes `key` only while it is still the object that was ingested: checked with HEAD,
+    /// and the DELETE carries `If-Match` for stores that honour it.
+    private func deleteIfUnchanged(key: String, etag: String) throws(S3Error) {
+        let now = try s3.head(key: key)
+        guard now.etag == etag else { throw S3Error(status: 412, code: "PreconditionFailed", message: "key \(key) changed") }
+        try s3.delete(key: key, ifMatch: etag)
+    }
+
+    package func end() { s3.shutdown() }
+}
+
+/// One object read with a single GET: the body flows through a bounded queue (8 MiB) from
+/// the event loop, hashed there as it arrives, to the copier's thread. A GET that fails in a
+/// way worth retrying (a reset connection, a 5xx, throttling) is resumed after a backoff with
+/// a ranged GET from the first byte not yet received, still under `If-Match`, so the queue and
+/// its hash go on as if nothing had happened.
+package final class S3ObjectStream: SelfHashingStream, @unchecked Sendable {
+    package let body: UploadBody
+    package let candidate: Candidate
+    package let key: String
+    package let pass: S3Pass
+    private let lock = NSLock()
+    private var task: HTTPClient.Task<Void>?
+    private var closed = false
+
+    package init(pass: S3Pass, key: String, candidate: Candidate) throws(SourceError) {
+        self.key = key
+        self.candidate = candidate
+        self.pass = pass
+        body = UploadBody(declaredLength: candidate.size, capacity: 8 << 20, readMinimum: 256 << 10)
+        do {
+            try start(from: 0, attempt: 0)
+        } catch {
+            throw pass.fail(error)
+        }
+    }
+
+    /// Starts the GET of the bytes from `offset` on (the whole object at 0).
+    private func start(from offset: Int64, attempt: Int) throws(S3Error) {
+        let body = self.body
+        let range: Range<Int64>? = offset > 0 ? offset..<candidate.size : nil
+        let task = try pass.s3.get(key: key, ifMatch: candidate.etag ?? "*", range: range) { buffer, loop in
+            S3ObjectStream.feed(body, buffer, on: loop)
+        }
+        task.futureResult.whenComplete { [self] result in
+            switch result {
+            case .success:
+                body.finish()
+            case .failure(let error):
+                failed(S3Client.transportError(error, what: "downloading \(key)", bucket: pass.s3.bucket), attempt: attempt)
+            }
+        }
+        lock.withLock { self.task = task }
+    }
+
+    private func failed(_ e: S3Error, attempt: Int) {
+        let received = body.bytesQueued
+        let stopped = lock.withLock { closed }
+        if e.retryable, !stopped, attempt + 1 < pass.s3.attempts, received < candidate.size {
+            let delay = pass.s3.retryDelayMs(attempt: attempt + 1)
+            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(delay)) { [self] in
+                guard !lock.withLock({ closed }) else { return }
+                do throws(S3Error) {
+                    try start(from: received, attempt: attempt + 1)
+                } catch {
+                    failed(error, attempt: attempt + 1)
+                }
+            }
+            return
+        }
+        body.fail(.failed(pass.fail(e.isPreconditionFailed
+            ? S3Error(message: "key \(key) changed since it was listed (ETag no longer \(candidate.etag ?? "?")); retried on the next poll")
+            : e).message))
+    }
+
+    /// Hands a chunk to the queue; the answer completes when there is room for more.
+    package static func feed(_ body: UploadBody, _ buffer: ByteBuffer, on loop: any EventLoop) -> EventLoopFuture<Void> {
+        let room = loop.makePromise(of: Void.self)
+        if !body.push(buffer, resume: { room.succeed(()) }) {
+            room.fail(S3Error(message: "the copy stopped reading"))
+        }
+        return room.futureResult
+    }
+
+    package func read(into buffer: UnsafeMutableRawBufferPointer) throws(SourceError) -> Int { try body.read(into: buffer) }
+    package var sha256OfBytesRead: String { body.sha256OfBytesRead }
+
+    package func changedWhileReading(bytesRead: Int64) -> String? {
+        bytesRead == candidate.size ? nil
+            : "key \(key) changed size while copying (listed \(candidate.size) bytes, read \(bytesRead)); retried on the next poll"
+    }
+
+    package func close() {
+        body.close()
+        let task = lock.withLock {
+            closed = true
+            return self.task
+        }
+        task?.cancel()
+    }
+}
+
+/// A large object fetched as ranged GETs over up to `max_connections` connections at once,
+/// each range written into the staging file where it belongs; the copier hashes the file's
+/// contiguous prefix as ranges land.
+package final class S3RangedStream: RangeFetching, @unchecked Sendable {
+    package static let parallelThreshold: Int64 = 64 << 20
+
+    /// Two ranges per connection, at least 16 MiB each (whole MiB): few enough requests that
+    /// per-request costs stay small (some stores read the whole object for every range), and
+    /// enough that connections which finish early take over the rest.
+    package static func chunkSize(size: Int64, connections: Int) -> Int64 {
+        let perRange = (size + Int64(2 * max(1, connections)) - 1) / Int64(2 * max(1, connections))
+        let mib: Int64 = 1 << 20
+        return max(16 * mib, (perRange + mib - 1) / mib * mib)
+    }
+
+    package let pass: S3Pass
+    package let key: String
+    package let candidate: Candidate
+
+    package init(pass: S3Pass, key: String, candidate: Candidate) {
+        self.pass = pass
+        self.key = key
+        self.candidate = candidate
+    }
+
+    package func startParallelFetch(into fd: Int32, stagingPath: String) -> (any ParallelFetch)? {
+        S3RangedFetch(stream: self, fd: fd, stagingPath: stagingPath)
+    }
+
+    package func read(into buffer: UnsafeMutableRawBufferPointer) throws(SourceError) -> Int {
+        throw SourceError("key \(key): a ranged download is read through its parallel fetch")
+    }
+
+    package func changedWhileReading(bytesRead: Int64) -> String? {
+        bytesRead == candidate.size ? nil
+            : "key \(key) changed while copying (listed \(candidate.size) bytes, fetched \(bytesRead)); retried on the next poll"
+    }
+
+    package func close() {}
+}
+
+/// Workers each take the next range in turn and GET it with `If-Match`; a failed range is
+/// retried (throttling, a dropped connection) before the fetch gives up.
+package final class S3RangedFetch: ParallelFetch, @unchecked Sendable {
+    package let stream: S3RangedStream
+    package let fd: Int32
+    package let stagingPath: String
+    package let progress: ChunkProgress
+    private let next = NSLock()
+    private var nextChunk = 0
+
+    package init(stream: S3RangedStream, fd: Int32, stagingPath: String) {
+        self.stream = stream
+        self.fd = fd
+        self.stagingPath = stagingPath
+        let size = stream.candidate.size
+        let connections = stream.pass.source.config.maxConnections
+        let chunkSize = S3RangedStream.chunkSize(size: size, connections: connections)
+        let chunks = Int((size + chunkSize - 1) / chunkSize)
+        let workers = max(1, min(connections, chunks))
+        progress = ChunkProgress(size: size, chunkSize: chunkSize, workers: workers)
+        for _ in 0..<workers {
+            let t = Thread { [self] in run() }
+            t.stackSize = 1 << 20
+            t.start()
+        }
+    }
+
+    private func take() -> Int? {
+        next.lock()
+        defer { next.unlock() }
+        guard nextChunk < progress.chunks else { return nil }
+        nextChunk += 1
+        return nextChunk - 1
+    }
+
+    private func run() {
+        var failure: SourceError?
+        var changed = false
+        let s3 = stream.pass.s3
+        let etag = stream.candidate.etag ?? "*"
+        while !progress.shouldStop(), let chunk = take() {
+            let start = Int64(chunk) * progress.chunkSize
+            let end = min(progress.size, start + progress.chunkSize)
+            let written = WrittenCount()
+            do {
+                try s3.withRetries { () throws(S3Error) in
+                    try fetch(chunk: chunk, range: start..<end, etag: etag, written: written)
+                }
+            } catch {
+                if error.isPreconditionFailed {
+                    changed = true
+                } else {
+                    failure = stream.pass.fail(error)
+                }
+                break
+            }
+        }
+        progress.workerEnded(failure: failure, changed: changed)
+    }
+
+    /// One ranged GET, written as it arrives. A retry starts the range again from its start,
+    /// so the bytes it already landed are counted only once.
+    private func fetch(chunk: Int, range: Range<Int64>, etag: String, written: WrittenCount) throws(S3Error) {
+        written.retry()
+        let fd = self.fd, stagingPath = self.stagingPath, progress = self.progress
+        let task = try stream.pass.s3.get(key: stream.key, ifMatch: etag, range: range) { buffer, loop in
+            let offset = range.lowerBound + written.value
+            guard offset + Int64(buffer.readableBytes) <= range.upperBound else {
+                return loop.makeFailedFuture(S3Error(message: "the server sent more than the range asked for"))
+            }
+            let why = buffer.withUnsafeReadableBytes { ChunkProgress.write(fd: fd, $0, at: offset, stagingPath: stagingPath) }
+            if let why { return loop.makeFailedFuture(S3Error(message: why)) }
+            // Only bytes beyond what an earlier attempt landed count towards the prefix.
+            let before = written.value
+            written.value += Int64(buffer.readableBytes)
+            let fresh = written.value - max(before, written.landed)
+            if fresh > 0 {
+                progress.landed(chunk: chunk, bytes: fresh)
+                written.landed = written.value
+            }
+            return loop.makeSucceededVoidFuture()
+        }
+        do {
+            try task.wait()
+        } catch {
+            throw S3Client.transportError(error, what: "downloading \(stream.key) bytes \(range.lowerBound)-\(range.upperBound - 1)", bucket: stream.pass.s3.bucket)
+        }
+        guard written.value == range.count else {
+            throw S3Error(message: "key \(stream.key) changed while copying (range \(range.lowerBound)-\(range.upperBound - 1) was \(written.value) bytes)",
+                          retryable: false)
+        }
+    }
+
+    package func waitForPrefix(beyond known: Int64) throws(SourceError) -> (prefix: Int64, done: Bool) {
+        try progress.waitForPrefix(beyond: known)
+    }
+
+    package func cancel() { progress.cancel() }
+}
+
+/// Bytes of one range written by the current attempt, and the most any attempt landed
+/// (counted once in the prefix). Touched by one event loop at a time.
+package final class WrittenCount: @unchecked Sendable {
+    package var value: Int64 = 0
+    package var landed: Int64 = 0
+    package func retry() { value = 0 }
+}

@@ -1,0 +1,152 @@
+import Foundation
+import Logging
+import SluiceLake
+import SluiceManifest
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceFormats
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Transformer {
+    /// Records a transform's outcome in the manifest (and logs a failure); returns its report.
+    package func record(_ r: TransformResult, of input: TransformInput, versionID: Int64, in manifest: Manifest, logger: Logger) throws(ManifestError) -> TransformReport {
+        let schema = r.dataset.flatMap { name in mapping.datasets.first { $0.name == name }?.schemaSHA256 }
+        try manifest.recordTransform(versionID: versionID, dataset: r.dataset, mappingSHA256: mapping.sha256, schemaSHA256: schema, status: r.status.rawValue,
+                                     rowsWritten: r.rowsWritten, rowsRejected: r.rowsRejected, outputPath: r.outputPath,
+                                     rejectsPath: r.rejectsPath, error: r.error)
+        if r.status == .failed {
+            logger.warning("Transform failed", metadata: ["client": "\(mapping.client)", "source": "\(input.source)", "path": "\(input.path.display)",
+                                                         "version": "\(input.version)", "dataset": "\(r.dataset ?? "")", "error": "\(r.error ?? "")"])
+        }
+        return TransformReport(source: input.source, path: input.path.display, version: input.version, dataset: r.dataset, status: r.status.rawValue,
+                               rowsWritten: r.rowsWritten, rowsRejected: r.rowsRejected, outputPath: r.outputPath,
+                               rejectsPath: r.rejectsPath, error: r.error)
+    }
+}
+
+/// Transforms new versions while their batch is synced and committed, one at a time on a
+/// thread of its own, so that a pull's transform overlaps its ingest instead of following it.
+///
+/// The data-safety order holds: the staged copy is read through a descriptor opened before
+/// the batch is published (the bytes are the ones hashed), the outputs are written to
+/// journaled temp files, and they are published (and the transform recorded) only once the
+/// version's commit is known. A version whose batch did not commit gets nothing published
+/// and no transform row. At most `maxQueued` versions wait; the rest are transformed after
+/// the pass, as `pull` does for any version without a transform.
+package final class EarlyTransforms: EarlyConsumer, @unchecked Sendable {
+    package let transformer: Transformer
+    package let manifest: Manifest
+    package let logger: Logger
+    package static let maxQueued = 16
+
+    private struct Job {
+        package var input: TransformInput
+        package var fd: Int32
+        package var outcome: Outcome
+    }
+
+    /// How a version's batch ended: its id once committed, nil if it was not.
+    package final class Outcome: @unchecked Sendable {
+        private let condition = NSCondition()
+        private var settled = false
+        private var versionID: Int64?
+
+        package func settle(_ id: Int64?) {
+            condition.lock()
+            versionID = id
+            settled = true
+            condition.broadcast()
+            condition.unlock()
+        }
+
+        package func wait() -> Int64? {
+            condition.lock()
+            defer { condition.unlock() }
+            while !settled { condition.wait() }
+            return versionID
+        }
+    }
+
+    private let condition = NSCondition()
+    private var queue: [Job] = []
+    private var closed = false
+    private var reports: [TransformReport] = []
+    private var failure: ManifestError?
+    private var worker: BackgroundJob?
+
+    package init(transformer: Transformer, manifest: Manifest, logger: Logger) {
+        self.transformer = transformer
+        self.manifest = manifest
+        self.logger = logger
+    }
+
+    package func staged(_ v: StagedVersion) -> (@Sendable (Int64?) -> Void)? {
+        var input = TransformInput(client: v.client, source: v.source, path: v.path, version: v.version, sha256: v.sha256,
+                                   lakePath: v.lakePath, ingestedAtMicros: TransformInput.micros(v.ingestedAt))
+        guard transformer.dataset(for: input) != nil else { return nil }
+        condition.lock()
+        defer { condition.unlock() }
+        guard !closed, queue.count < Self.maxQueued else { return nil }
+        let fd = open(v.stagedPath, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        let readPath = "/proc/self/fd/\(fd)"
+        guard access(readPath, R_OK) == 0 else {
+            close(fd)  // no /proc: transformed after the pass instead
+            return nil
+        }
+        let outcome = Outcome()
+        input.readPath = readPath
+        input.beforePublish = {
+            guard outcome.wait() != nil else { throw Transformer.TransformError("the version was not committed") }
+        }
+        queue.append(Job(input: input, fd: fd, outcome: outcome))
+        condition.broadcast()
+        if worker == nil { worker = BackgroundJob { [self] in work() } }
+        return { outcome.settle($0) }
+    }
+
+    private func work() {
+        while true {
+            condition.lock()
+            while queue.isEmpty && !closed { condition.wait() }
+            if queue.isEmpty {
+                condition.unlock()
+                return
+            }
+            let job = queue.removeFirst()
+            condition.unlock()
+            let result = transformer.run(job.input)
+            close(job.fd)
+            // Nothing was published for a version that was not committed; it gets no row.
+            guard let versionID = job.outcome.wait() else { continue }
+            do {
+                let report = try transformer.record(result, of: job.input, versionID: versionID, in: manifest, logger: logger)
+                condition.lock()
+                reports.append(report)
+                condition.unlock()
+            } catch {
+                condition.lock()
+                failure = failure ?? error
+                condition.unlock()
+            }
+        }
+    }
+
+    /// Waits for the queued transforms (call once the ingest pass is over, when every batch
+    /// has settled) and returns their reports.
+    package func finish() throws(ManifestError) -> [TransformReport] {
+        condition.lock()
+        closed = true
+        condition.broadcast()
+        let worker = self.worker
+        condition.unlock()
+        try? worker?.wait()
+        condition.lock()
+        defer { condition.unlock() }
+        if let failure { throw failure }
+        return reports
+    }
+}

@@ -1,0 +1,698 @@
+import CSluiceLinux
+import Foundation
+import SluiceLake
+import SluiceManifest
+import SluiceParquet
+import SluiceTransform
+import SluiceSupport
+import SluiceIngest
+import SluiceConfig
+import SluiceFormats
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A stored version to transform.
+public struct TransformInput: Sendable {
+    public var client: String
+    public var source: String
+    public var path: RelativePath
+    public var version: Int
+    public var sha256: String
+    /// Relative to the lake root.
+    public var lakePath: String
+    /// Microseconds since the epoch (UTC) of the ingest.
+    public var ingestedAtMicros: Int64
+    /// Where to read the bytes instead of `lakePath` (an early transform reads the staged copy
+    /// through its descriptor, as `/proc/self/fd/N`).
+    public var readPath: String?
+    /// Called just before the outputs are published; throwing abandons them (an early
+    /// transform waits here for its version's commit).
+    public var beforePublish: (@Sendable () throws -> Void)?
+
+    public init(client: String, source: String, path: RelativePath, version: Int, sha256: String, lakePath: String, ingestedAtMicros: Int64,
+                readPath: String? = nil, beforePublish: (@Sendable () throws -> Void)? = nil) {
+        self.client = client
+        self.source = source
+        self.path = path
+        self.version = version
+        self.sha256 = sha256
+        self.lakePath = lakePath
+        self.ingestedAtMicros = ingestedAtMicros
+        self.readPath = readPath
+        self.beforePublish = beforePublish
+    }
+
+    /// The input of a stored version as the manifest lists it.
+    public init(client: String, candidate c: Manifest.TransformCandidate) {
+        self.init(client: client, source: c.source, path: RelativePath(bytes: c.pathBytes), version: c.version, sha256: c.sha256,
+                  lakePath: c.lakePath, ingestedAtMicros: Self.micros(c.ingestedAt))
+    }
+
+    /// Microseconds since the epoch of a manifest timestamp.
+    public static func micros(_ timestamp: String) -> Int64 {
+        (try? Values.timestamp(timestamp, format: nil, zone: TimeZone(identifier: "UTC")!)) ?? 0
+    }
+}
+
+public struct TransformResult: Sendable, Equatable {
+    public enum Status: String, Sendable { case ok, failed, unmapped }
+    public var status: Status
+    public var dataset: String?
+    public var rowsWritten: Int64 = 0
+    public var rowsRejected: Int64 = 0
+    /// Relative to the lake root.
+    public var outputPath: String?
+    public var rejectsPath: String?
+    public var error: String?
+
+    package init(status: Status, dataset: String? = nil, rowsWritten: Int64 = 0, rowsRejected: Int64 = 0, outputPath: String? = nil, rejectsPath: String? = nil, error: String? = nil) {
+        self.status = status
+        self.dataset = dataset
+        self.rowsWritten = rowsWritten
+        self.rowsRejected = rowsRejected
+        self.outputPath = outputPath
+        self.rejectsPath = rejectsPath
+        self.error = error
+    }
+}
+
+/// Turns one stored version into typed Parquet (or JSONL) under `processed/`, with lineage
+/// columns, and its rejected rows into a `.rejects.jsonl` under `processed/<client>/_rejects/`.
+public struct Transformer: Sendable {
+    /// The lake, whose staging journal covers the temp files of outputs being written.
+    public let lake: Lake
+    public let mapping: ClientMapping
+    package var lakeRoot: String { lake.root }
+
+    public init(lake: Lake, mapping: ClientMapping) {
+        self.lake = lake
+        self.mapping = mapping
+    }
+
+    /// The dataset whose `match` (and `sources`) take this version, if any.
+    public func dataset(for input: TransformInput) -> DatasetMapping? {
+        mapping.datasets.first { d in
+            (d.sources == nil || d.sources!.contains(input.source)) && d.match.contains { $0.matches(input.path.bytes) }
+        }
+    }
+
+    /// `processed/<client>/<dataset>/ingest_date=YYYY-MM-DD/<source>__<path>.v<N>.parquet`.
+    public static func outputPath(_ input: TransformInput, dataset: String, extension ext: String) -> String {
+        let day = input.ingestedAtMicros / 86_400_000_000
+        let date = Values.civil(day)
+        var name = ""
+        for b in Array(input.source.utf8) + [UInt8(ascii: "/")] + input.path.bytes {
+            switch b {
+            case UInt8(ascii: "/"): name += "__"
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                 UInt8(ascii: "."), UInt8(ascii: "-"), UInt8(ascii: "_"):
+                name.unicodeScalars.append(Unicode.Scalar(b))
+            default: name += String(format: "%%%02X", b)
+            }
+        }
+        return "processed/\(input.client)/\(dataset)/ingest_date=\(date)/\(name).v\(input.version).\(ext)"
+    }
+
+    /// Where the rejected rows of an output go: `processed/<client>/_rejects/<dataset>/…`, the
+    /// output's own path below the dataset with `.rejects.jsonl` for its extension. Outside the
+    /// dataset's folder, so that a reader of that folder (pyarrow.dataset, Spark, DuckDB's
+    /// `**/*.parquet`) sees Parquet only; the `_` also makes readers of the client's folder
+    /// skip it.
+    public static func rejectsPath(ofOutput outRel: String) -> String {
+        var parts = outRel.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        precondition(parts.count >= 4 && parts[0] == "processed", "not an output path: \(outRel)")
+        parts.insert(rejectsFolder, at: 2)
+        let last = parts.removeLast()
+        let stem = last.hasSuffix(".parquet") ? last.dropLast(8) : last.hasSuffix(".jsonl") ? last.dropLast(6) : last[...]
+        parts.append(stem + ".rejects.jsonl")
+        return parts.joined(separator: "/")
+    }
+
+    /// The folder of each client below `processed/` that holds the rejects of its datasets.
+    public static let rejectsFolder = "_rejects"
+
+    public func run(_ input: TransformInput, options: ParquetOptions = ParquetOptions()) -> TransformResult {
+        guard let dataset = dataset(for: input) else { return TransformResult(status: .unmapped) }
+        var result = TransformResult(status: .failed, dataset: dataset.name)
+        do {
+            switch dataset.format {
+            case .csv:
+                try transformCSV(input, dataset, options: options, result: &result)
+            case .jsonl:
+                try transformJSONL(input, dataset, options: options, result: &result)
+            case .json:
+                try transformJSON(input, dataset, options: options, result: &result)
+            case .xlsx:
+                try transformXLSX(input, dataset, options: options, result: &result)
+            case .fixed:
+                try transformFixed(input, dataset, options: options, result: &result)
+            }
+        } catch let e as TransformError {
+            result.error = e.message
+        } catch {
+            result.error = "\(error)"
+        }
+        return result
+    }
+
+    package struct TransformError: Error { let message: String; init(_ m: String) { message = m } }
+
+    package static let lineage: [ParquetField] = [
+        ParquetField(name: "_client", type: .string, nullable: false),
+        ParquetField(name: "_source", type: .string, nullable: false),
+        ParquetField(name: "_source_path", type: .string, nullable: false),
+        ParquetField(name: "_source_version", type: .int64, nullable: false),
+        ParquetField(name: "_source_sha256", type: .string, nullable: false),
+        ParquetField(name: "_row_number", type: .int64, nullable: false),
+        ParquetField(name: "_ingested_at", type: .timestampMicros, nullable: false),
+    ]
+
+    package static func parquetType(_ t: FieldType) -> ParquetColumnType {
+        switch t {
+        case .string: .string
+        case .int64: .int64
+        case .float64: .float64
+        case .bool: .bool
+        case .date: .date
+        case .timestamp: .timestampMicros
+        case .decimal(let p, let s): .decimal(precision: p, scale: s)
+        }
+    }
+
+    /// One field's typed value from its raw text (nil = absent).
+    package static func value(_ raw: String?, _ f: FieldMapping, _ d: DatasetMapping) throws(ValueError) -> ParquetValue {
+        var text = raw
+        if f.trim { text = text?.trimmingCharacters(in: .whitespaces) }
+        if let t = text, d.nullValues.contains(t) { text = nil }
+        if let t = text, let mapped = f.map[t] { text = mapped }
+        guard let present = text ?? f.defaultValue else {
+            if f.required { throw ValueError("required field \(f.name) is empty") }
+            return .null
+        }
+        switch f.type {
+        case .string: return .string(Array(present.utf8))
+        case .int64: return .int64(try Values.int64(present, decimal: d.decimalSeparator, thousands: d.thousandsSeparator))
+        case .float64: return .float64(try Values.float64(present, decimal: d.decimalSeparator, thousands: d.thousandsSeparator))
+        case .bool: return .bool(try Values.bool(present, trueValues: f.trueValues, falseValues: f.falseValues))
+        case .date: return .date(try Values.date(present, format: f.format))
+        case .timestamp: return .timestamp(try Values.timestamp(present, format: f.format, zone: f.timezone))
+        case .decimal(let p, let s):
+            return .decimal(try Values.decimal(present, precision: p, scale: s, decimal: d.decimalSeparator, thousands: d.thousandsSeparator))
+        }
+    }
+
+    private func transformCSV(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
+        let file = try LakeFile(lakeRoot: lakeRoot, input: input)
+        let reader = CSVReader(delimiter: d.delimiter, quote: d.quote, encoding: d.encoding, read: file.read)
+        // skip_rows lines before the header.
+        for _ in 0..<d.skipRows { _ = try reader.next() }
+        var columnOf: [Int] = []
+        var headerNames: [String] = []
+        if d.header {
+            guard let header = try reader.next() else { throw TransformError("the file is empty: no header row") }
+            headerNames = header.fields.map { String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespaces) }
+            columnOf = try Self.columns(for: d, header: headerNames)
+        } else {
+            columnOf = try Self.columns(for: d, header: nil)
+        }
+        let width = d.header ? headerNames.count : nil
+
+        let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
+        defer { sink.abandonIfOpen() }
+        let converters = d.fields.enumerated().map { FieldConverter(field: $1, dataset: d, column: $0) }
+        // `converters` keeps them alive (to the end of this scope, by the defer); calling
+        // through these costs no retain per value.
+        let unretained = converters.map { Unmanaged.passUnretained($0) }
+        defer { withExtendedLifetime(converters) {} }
+        while try reader.advance() {
+            let line = reader.recordLine
+            var reasons: [String: String] = [:]
+            let blank = reader.withFields { fields in
+                if fields.count == 1 && fields[0].isEmpty { return true }
+                if let m = reader.malformed { reasons["_row"] = m }
+                if let width, fields.count != width { reasons["_row"] = "row has \(fields.count) fields, the header has \(width)" }
+                guard reasons.isEmpty else { return false }
+                // Every converter sets its column (a value or a null), so the row needs no
+                // clearing first; a rejected row's strings are dropped below.
+                let row = sink.row
+                for i in unretained.indices {
+                    let c = columnOf[i]
+                    do {
+                        try unretained[i]._withUnsafeGuaranteedRef { converter in
+                            try converter.convert(c >= 0 && c < fields.count ? fields[c] : nil, into: row)
+                        }
+                    } catch {
+                        reasons[d.fields[i].name] = (error as? ValueError)?.description ?? "\(error)"
+                    }
+                }
+                return false
+            }
+            if blank { continue }
+            if reasons.isEmpty {
+                try sink.acceptRow(line: line)
+            } else {
+                sink.row.clear()
+                let values = reader.withFields { f in (0..<f.count).map { String(decoding: f[$0], as: UTF8.self) } }
+                try sink.reject(line: line, values: values, reasons: reasons)
+            }
+        }
+        try sink.finish(into: &result)
+    }
+
+    /// Each field's 0-based column: its `source` header name, or its 1-based column number.
+    /// A required field missing from the header fails the file, naming it; without a header,
+    /// every source must be a column number.
+    package static func columns(for d: DatasetMapping, header: [String]?) throws -> [Int] {
+        guard let header else {
+            return try d.fields.map { f in
+                guard let n = Int(f.source ?? ""), n >= 1 else { throw TransformError("field \(f.name): without a header, source must be a 1-based column number") }
+                return n - 1
+            }
+        }
+        var columnOf: [Int] = []
+        var missing: [String] = []
+        for f in d.fields {
+            let source = f.source ?? ""
+            if let i = header.firstIndex(of: source) {
+                if let j = header[(i + 1)...].firstIndex(of: source) {
+                    throw TransformError("field \(f.name): the header has \"\(source)\" twice (columns \(i + 1) and \(j + 1)); map it by column number, source = \"\(i + 1)\" or \"\(j + 1)\"")
+                }
+                columnOf.append(i)
+            } else if let n = Int(source), n >= 1 {
+                columnOf.append(n - 1)
+            } else {
+                if f.required { missing.append(source) }
+                columnOf.append(-1)
+            }
+        }
+        if !missing.isEmpty {
+            throw TransformError("missing required column\(missing.count > 1 ? "s" : "") \(missing.map { "\"\($0)\"" }.joined(separator: ", ")) (the header has \(header.joined(separator: ", ")))")
+        }
+        return columnOf
+    }
+
+    /// JSON Lines: one object per line, fields found by dotted paths. A line that is not a
+    /// JSON object (a truncated last line, say) is one reject.
+    private func transformJSONL(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
+        let file = try LakeFile(lakeRoot: lakeRoot, input: input)
+        let lines = TextLineReader(encoding: .utf8, read: file.read)
+        let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
+        defer { sink.abandonIfOpen() }
+        var number = 0
+        while let line = try lines.next() {
+            number += 1
+            if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
+            let value: JSONValue
+            do {
+                value = try JSONValue.parse(line)
+            } catch {
+                try sink.reject(line: number, valuesJSON: JSONValue.string(String(decoding: line, as: UTF8.self)).jsonText,
+                                reasons: ["_row": "not a JSON object (\(error.description))"])
+                continue
+            }
+            try jsonRecord(value, number: number, d, sink)
+        }
+        try sink.finish(into: &result)
+    }
+
+    /// JSON: the records are the elements of the array at the dataset's `records` path ("" =
+    /// the top-level array), streamed one at a time; `_row_number` is the record's 1-based
+    /// index. A document of the wrong shape (no such path, not an array) or broken JSON fails
+    /// the file, naming what was found; the raw version is kept for a re-run.
+    private func transformJSON(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
+        let file = try LakeFile(lakeRoot: lakeRoot, input: input)
+        let reader = JSONRecordReader(records: d.records ?? "", read: file.read)
+        let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
+        defer { sink.abandonIfOpen() }
+        while true {
+            let record: (index: Int, line: Int, value: JSONValue)?
+            do {
+                record = try reader.next()
+            } catch {
+                throw TransformError("\(error.description); the raw version is kept — fix the mapping's records path or the file, then run `sluice transform \(input.client) --failed`")
+            }
+            guard let record else { break }
+            try jsonRecord(record.value, number: record.index, d, sink)
+        }
+        try sink.finish(into: &result)
+    }
+
+    /// One JSON record into a row (or a reject): each field's dotted path is looked up; a
+    /// string, number or bool is read as text, a nested object or array as its JSON text.
+    private func jsonRecord(_ value: JSONValue, number: Int, _ d: DatasetMapping, _ sink: OutputSink) throws {
+        guard case .object = value else {
+            try sink.reject(line: number, valuesJSON: value.jsonText, reasons: ["_row": "record \(number) is \(Self.kind(value)), not a JSON object"])
+            return
+        }
+        var reasons: [String: String] = [:]
+        let row = sink.row
+        row.clear()
+        for (i, f) in d.fields.enumerated() {
+            let found = value.lookup(f.source ?? "")
+            do throws(ValueError) {
+                if f.type == .timestamp, case .number(let n)? = found {
+                    // A JSON number in a timestamp field: seconds since the epoch.
+                    // Up to 9999-12-31T23:59:59Z, so that the microseconds always fit.
+                    guard let seconds = Double(n), seconds.isFinite, abs(seconds) <= 253_402_300_799 else {
+                        throw ValueError("\(n) is not a time in seconds since the epoch (up to the year 9999)")
+                    }
+                    row.set(i, timestamp: Int64((seconds * 1_000_000).rounded()))
+                } else {
+                    row.set(i, try Self.value(Self.text(found), f, d))
+                }
+            } catch {
+                reasons[f.name] = error.description
+            }
+        }
+        if reasons.isEmpty {
+            try sink.acceptRow(line: number)
+        } else {
+            try sink.reject(line: number, valuesJSON: value.jsonText, reasons: reasons)
+        }
+    }
+
+    package static func kind(_ v: JSONValue) -> String {
+        switch v {
+        case .null: "null"
+        case .bool: "a boolean"
+        case .number: "a number"
+        case .string: "a string"
+        case .array: "an array"
+        case .object: "an object"
+        }
+    }
+
+    /// A JSON value as the text the typed conversion reads (nil for null or absent).
+    package static func text(_ v: JSONValue?) -> String? {
+        switch v {
+        case nil, .null?: nil
+        case .string(let s)?: s
+        case .number(let n)?: n
+        case .bool(let b)?: b ? "true" : "false"
+        case let other?: other.jsonText
+        }
+    }
+
+    /// Fixed-width text: after `skip_rows` lines and any line starting with one of
+    /// `skip_prefixes`, each field is the characters [start, start + width) of the line, with
+    /// the padding spaces trimmed. A line too short for a field leaves that field absent.
+    private func transformFixed(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
+        let file = try LakeFile(lakeRoot: lakeRoot, input: input)
+        let lines = TextLineReader(encoding: d.encoding, read: file.read)
+        let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
+        defer { sink.abandonIfOpen() }
+        var number = 0
+        while let bytes = try lines.next() {
+            number += 1
+            if number <= d.skipRows || bytes.isEmpty { continue }
+            guard let line = String(validating: bytes, as: UTF8.self) else {
+                try sink.reject(line: number, values: String(decoding: bytes, as: UTF8.self), reasons: ["_row": "invalid UTF-8 (is the file's encoding \(d.encoding.rawValue)?)"])
+                continue
+            }
+            if d.skipPrefixes.contains(where: { line.hasPrefix($0) }) { continue }
+            let chars = Array(line.unicodeScalars)
+            var values: [ParquetValue] = []
+            var reasons: [String: String] = [:]
+            for f in d.fields {
+                let from = (f.start ?? 1) - 1
+                var raw: String?
+                if from < chars.count {
+                    var s = String.UnicodeScalarView()
+                    s.append(contentsOf: chars[from..<Swift.min(chars.count, from + (f.width ?? 0))])
+                    raw = String(s).trimmingCharacters(in: .whitespaces)
+                }
+                do throws(ValueError) {
+                    values.append(try Self.value(raw, f, d))
+                } catch {
+                    reasons[f.name] = error.description
+                }
+            }
+            if reasons.isEmpty {
+                try sink.accept(values, line: number)
+            } else {
+                try sink.reject(line: number, values: line, reasons: reasons)
+            }
+        }
+        try sink.finish(into: &result)
+    }
+
+    package static func jsonLine(_ values: [ParquetValue], fields: [ParquetField], into out: AtomicFile) throws {
+        var object: [String: Any] = [:]
+        for (f, v) in zip(fields, values) {
+            switch v {
+            case .null: object[f.name] = NSNull()
+            case .string(let b): object[f.name] = String(decoding: b, as: UTF8.self)
+            case .int64(let i): object[f.name] = i
+            case .float64(let d): object[f.name] = d
+            case .bool(let b): object[f.name] = b
+            case .date(let d): object[f.name] = Values.civil(Int64(d))
+            case .timestamp(let t): object[f.name] = t
+            case .decimal(let d):
+                if case .decimal(_, let scale) = f.type {
+                    let digits = String(d.magnitude)
+                    let padded = String(repeating: "0", count: Swift.max(0, scale + 1 - digits.count)) + digits
+                    let cut = padded.index(padded.endIndex, offsetBy: -scale)
+                    object[f.name] = (d < 0 ? "-" : "") + padded[..<cut] + (scale > 0 ? "." + padded[cut...] : "")
+                }
+            }
+        }
+        var data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        data.append(0x0A)
+        try data.withUnsafeBytes { try out.write($0) }
+    }
+}
+
+/// Where a transform's rows go: the Parquet (or JSONL) output and the rejects file, both
+/// published only by `finish`, and only if the reject ratio allows.
+package final class OutputSink {
+    package let dataset: DatasetMapping
+    package let fields: [ParquetField]
+    package let outRel: String
+    package let rejectsRel: String
+    private let out: AtomicFile
+    private let rejects: AtomicFile
+    private let writer: ParquetWriter?
+    /// The lineage columns that are the same in every row (all but `_row_number`), by column.
+    private let constants: [(column: Int, value: ParquetValue)]
+    /// The `_row_number` lineage column, the one that is not constant.
+    private let rowNumberColumn: Int
+    private let jsonOutput: Bool
+    /// Encodes batches on a second thread (Parquet output only).
+    private let pipeline: EncodePipeline?
+    private var rows: Int64 = 0
+    private var rejected: Int64 = 0
+    private var open = true
+    private let beforePublish: (@Sendable () throws -> Void)?
+    /// The client, for the hint in a failure's message.
+    private let client: String
+
+    package init(lake: Lake, input: TransformInput, dataset d: DatasetMapping, options: ParquetOptions) throws {
+        dataset = d
+        client = input.client
+        beforePublish = input.beforePublish
+        outRel = Transformer.outputPath(input, dataset: d.name, extension: d.output == .parquet ? "parquet" : "jsonl")
+        rejectsRel = Transformer.rejectsPath(ofOutput: outRel)
+        out = try AtomicFile(lake: lake, relative: outRel)
+        do {
+            rejects = try AtomicFile(lake: lake, relative: rejectsRel)
+        } catch {
+            out.abandon()
+            throw error
+        }
+        fields = d.fields.map { ParquetField(name: $0.name, type: Transformer.parquetType($0.type), nullable: !$0.required) } + Transformer.lineage
+        let out = self.out
+        let columns = fields.count
+        rowNumberColumn = d.fields.count + 5
+        jsonOutput = d.output != .parquet
+        let n = d.fields.count
+        let constants: [(column: Int, value: ParquetValue)] = [
+            (n, .string(Array(input.client.utf8))), (n + 1, .string(Array(input.source.utf8))),
+            (n + 2, .string(Array(input.path.display.utf8))), (n + 3, .int64(Int64(input.version))),
+            (n + 4, .string(Array(input.sha256.utf8))), (n + 6, .timestamp(input.ingestedAtMicros)),
+        ]
+        self.constants = constants
+        let writer: ParquetWriter?
+        do {
+            var options = options
+            options.compression = d.compression
+            writer = d.output == .parquet ? try ParquetWriter(fields: fields, options: options) { try out.write($0) } : nil
+            // Parquet: the writer adds the constant lineage columns to every row itself.
+            for c in constants { try writer?.setConstant(c.column, c.value) }
+        } catch {
+            out.abandon()
+            rejects.abandon()
+            throw error
+        }
+        self.writer = writer
+        // Batches of at most 64 Ki values (4,096 rows of up to 16 columns), so that the
+        // pipeline's memory does not grow with the column count.
+        let batchRows = Swift.max(64, Swift.min(4096, 65_536 / Swift.max(columns, 1)))
+        let pipeline = writer.map { EncodePipeline(writer: $0, columns: columns, batchRows: batchRows) }
+        self.pipeline = pipeline
+        row = pipeline?.take() ?? ParquetRow(columns: columns)
+    }
+
+    /// The row being built: a reader clears it, sets the mapped fields' columns (0..<fields)
+    /// and calls `acceptRow(line:)`. It is a different batch after each `acceptRow`.
+    package private(set) var row: ParquetRow
+
+    /// A good row: the mapped values, then the lineage columns.
+    package func accept(_ values: [ParquetValue], line: Int) throws {
+        row.clear()
+        for (i, v) in values.enumerated() { row.set(i, v) }
+        try acceptRow(line: line)
+    }
+
+    /// Keeps `row`, whose mapped columns are set, adding the lineage columns.
+    package func acceptRow(line: Int) throws {
+        let row = self.row
+        row.set(rowNumberColumn, int64: Int64(line))
+        rows += 1
+        if jsonOutput {
+            for c in constants { row.set(c.column, c.value) }
+            try Transformer.jsonLine(fields.indices.map { row.value($0, type: fields[$0].type) }, fields: fields, into: out)
+            row.reset()
+        } else {
+            row.commit()
+            if row.isFull { try flushRows() }
+        }
+    }
+
+    /// Hands the full batch to the encoder (and takes an empty one to fill).
+    private func flushRows() throws {
+        guard row.count > 0 else { return }
+        if let pipeline {
+            try pipeline.submit(row)
+            row = pipeline.take()
+        } else if let writer {
+            try writer.append(row)
+            row.reset()
+        }
+    }
+
+    /// A rejected row whose raw values are already JSON text.
+    package func reject(line: Int, valuesJSON: String, reasons: [String: String]) throws {
+        rejected += 1
+        let reasonsText = try JSONSerialization.data(withJSONObject: reasons, options: [.sortedKeys, .withoutEscapingSlashes])
+        var text = "{\"reasons\":" + String(decoding: reasonsText, as: UTF8.self) + ",\"row\":\(line),\"values\":" + valuesJSON + "}\n"
+        try text.withUTF8 { try rejects.write(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// A rejected row whose raw values are Foundation JSON objects (strings, arrays, NSNull).
+    package func reject(line: Int, values: Any, reasons: [String: String]) throws {
+        let json = try JSONSerialization.data(withJSONObject: values, options: [.sortedKeys, .withoutEscapingSlashes, .fragmentsAllowed])
+        try reject(line: line, valuesJSON: String(decoding: json, as: UTF8.self), reasons: reasons)
+    }
+
+    package func finish(into result: inout TransformResult) throws {
+        try flushRows()
+        try pipeline?.finish()
+        try writer?.finish()
+        result.rowsWritten = rows
+        result.rowsRejected = rejected
+        let total = rows + rejected
+        if total > 0, Double(rejected) / Double(total) > dataset.maxRejectRatio {
+            // The output is not published, but the rejected rows are kept: they say what to fix
+            // (the console shows the first ones). A re-run replaces them.
+            do {
+                try beforePublish?()
+                try rejects.publish()
+                result.rejectsPath = rejectsRel
+            } catch {}
+            throw Transformer.TransformError("\(rejected) of \(total) rows rejected, more than max_reject_ratio \(dataset.maxRejectRatio); fix the mapping or the file and run `sluice transform \(client) --failed`")
+        }
+        try beforePublish?()
+        try out.publish()
+        result.outputPath = outRel
+        if rejected > 0 {
+            try rejects.publish()
+            result.rejectsPath = rejectsRel
+        } else {
+            rejects.abandon()
+            unlink(rejects.final)
+        }
+        open = false
+        result.status = .ok
+    }
+
+    package func abandonIfOpen() {
+        guard open else { return }
+        open = false
+        try? pipeline?.finish()
+        out.abandon()
+        rejects.abandon()
+    }
+}
+
+/// A stored version opened for a transform's reader.
+package final class LakeFile {
+    package let path: String
+    private let fd: Int32
+
+    package init(lakeRoot: String, input: TransformInput) throws {
+        path = input.lakePath
+        fd = open(input.readPath ?? "\(lakeRoot)/\(path)", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw Transformer.TransformError("cannot open \(path): \(String(cString: strerror(errno))) — run `sluice audit`")
+        }
+    }
+
+    deinit { close(fd) }
+
+    /// Fills `buffer`; 0 at the end.
+    package func read(_ buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let n = Glibc.read(fd, buffer.baseAddress!, buffer.count)
+        if n < 0 { throw Transformer.TransformError("reading \(path) failed: \(String(cString: strerror(errno)))") }
+        return n
+    }
+}
+
+/// A file under `processed/` written to a temp file in its folder, fsync'd, then renamed over
+/// any earlier output (re-runs replace outputs atomically), and the folder fsync'd. The temp
+/// file is one of the lake's journaled staging files, so a crash mid-transform leaves nothing
+/// that the next start does not remove.
+package final class AtomicFile {
+    package let final: String
+    package let temp: String
+    private let lake: Lake
+    private let folder: String
+    private var fd: Int32
+    private var written: Int64 = 0
+    private var flushed: Int64 = 0
+
+    package init(lake: Lake, relative: String) throws {
+        self.lake = lake
+        final = "\(lake.root)/\(relative)"
+        folder = (relative as NSString).deletingLastPathComponent
+        temp = try lake.tempPath(inFolder: folder)
+        fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o440)
+        guard fd >= 0 else { throw SystemCallError(call: "open", errno: errno, path: temp) }
+    }
+
+    package func write(_ bytes: UnsafeRawBufferPointer) throws {
+        try writeAll(fd, bytes, path: temp)
+        written += Int64(bytes.count)
+        if written - flushed >= 8 << 20 {
+            // Writeback starts as the file grows, so the fsync at the end has little left.
+            _ = CSluiceLinux_startWritebackRange(fd, off_t(flushed), off_t(written - flushed))
+            flushed = written
+        }
+    }
+
+    package func publish() throws {
+        try systemCall("fsync", temp) { fsync(fd) }
+        close(fd)
+        fd = -1
+        try systemCall("rename", final) { rename(temp, final) }
+        try lake.syncDirectories([folder])
+    }
+
+    package func abandon() {
+        if fd >= 0 {
+            close(fd)
+            fd = -1
+        }
+        unlink(temp)
+    }
+}

@@ -1,0 +1,200 @@
+import CSluiceLinux
+import Foundation
+import SluiceLake
+import SluiceParquet
+import SluiceTransform
+import ZIPFoundation
+import SluiceSupport
+import SluiceManifest
+import SluiceIngest
+import SluiceConfig
+import SluiceFormats
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Transformer {
+    /// Excel (.xlsx): the mapping's `sheet` (default: the first sheet), `skip_rows` rows before
+    /// the header row, then one row per spreadsheet row. Real Excel dates arrive as ISO 8601
+    /// text (a field's `format` is then for dates typed in as text). The sheet is unzipped
+    /// into an unlinked temp file and streamed from there, so a big sheet is never held
+    /// whole; the workbook's shared strings are kept in memory. A corrupt or non-zip file
+    /// fails with the reason.
+    package func transformXLSX(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
+        let path = input.readPath ?? "\(lakeRoot)/\(input.lakePath)"
+        let archive: Archive
+        do {
+            archive = try Archive(url: URL(fileURLWithPath: path), accessMode: .read)
+        } catch {
+            throw TransformError("\(input.path.display) is not a readable .xlsx file (not a zip archive, or a damaged one: \(error)); the raw version is kept")
+        }
+        let sheetFile: SpooledEntry
+        let workbook: XLSXWorkbook
+        let sheet: XLSXWorkbook.Sheet
+        do {
+            workbook = try XLSXWorkbook { entryPath in
+                guard let entry = archive[entryPath] else { return nil }
+                let data = try Self.unzip(archive, entry, name: entryPath)
+                return MemorySource(data).read
+            }
+            sheet = try workbook.sheet(named: d.sheet)
+            guard let entry = archive[sheet.entryPath] else {
+                throw TransformError("the workbook lists sheet \"\(sheet.name)\" at \(sheet.entryPath), but the archive has no such part")
+            }
+            sheetFile = try SpooledEntry(lake: lake, folder: "processed")
+            let limit = Self.unzipLimit(entry)
+            var unzipped: UInt64 = 0
+            do {
+                _ = try archive.extract(entry, bufferSize: 1 << 20, skipCRC32: false) { chunk in
+                    unzipped += UInt64(chunk.count)
+                    guard unzipped <= limit else { throw Self.bomb(sheet.entryPath, entry) }
+                    try chunk.withUnsafeBytes { try sheetFile.write($0) }
+                }
+            } catch let e as TransformError {
+                throw e
+            } catch {
+                throw TransformError("\(sheet.entryPath) cannot be unzipped (\(error)): the .xlsx file is damaged")
+            }
+            try sheetFile.rewind()
+        } catch let e as TransformError {
+            throw TransformError("\(input.path.display): \(e.message)")
+        } catch {
+            throw TransformError("\(input.path.display): \(error)")
+        }
+        let reader = XLSXSheetReader(workbook: workbook, sheet: sheet, read: sheetFile.read)
+        func nextRow() throws -> (number: Int, cells: [String?])? {
+            do {
+                return try reader.next()
+            } catch {
+                throw TransformError("\(input.path.display): \(error)")
+            }
+        }
+
+        // skip_rows rows before the header.
+        var skipped = 0
+        while skipped < d.skipRows, try nextRow() != nil { skipped += 1 }
+        var columnOf: [Int] = []
+        if d.header {
+            guard let header = try nextRow() else { throw TransformError("sheet \"\(sheet.name)\" is empty: no header row") }
+            let names = header.cells.map { ($0 ?? "").trimmingCharacters(in: .whitespaces) }
+            columnOf = try Self.columns(for: d, header: names)
+        } else {
+            columnOf = try Self.columns(for: d, header: nil)
+        }
+
+        let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
+        defer { sink.abandonIfOpen() }
+        while let (number, cells) = try nextRow() {
+            var reasons: [String: String] = [:]
+            let row = sink.row
+            row.clear()
+            for (i, f) in d.fields.enumerated() {
+                let c = columnOf[i]
+                let text = c >= 0 && c < cells.count ? cells[c] : nil
+                var field = f
+                // A real Excel date is ISO text here, whatever `format` says for text dates.
+                if field.format != nil, let t = text, Self.isISO(t) { field.format = nil }
+                do throws(ValueError) {
+                    row.set(i, try Self.value(text, field, d))
+                } catch {
+                    reasons[f.name] = error.description
+                }
+            }
+            if reasons.isEmpty {
+                try sink.acceptRow(line: number)
+            } else {
+                try sink.reject(line: number, values: cells.map { $0 as Any? ?? NSNull() }, reasons: reasons)
+            }
+        }
+        try sink.finish(into: &result)
+    }
+
+    package static func isISO(_ s: String) -> Bool {
+        var t = s
+        return t.withUTF8 { FastValues.iso($0) != nil }
+    }
+
+    /// How far an entry may unzip: XML compresses 5–20 times, rarely 100; a zip bomb, a
+    /// thousand times and more. Past this the file fails instead of filling the disk or memory.
+    package static func unzipLimit(_ entry: Entry) -> UInt64 {
+        max(64 << 20, entry.compressedSize.multipliedReportingOverflow(by: 200).partialValue)
+    }
+
+    package static func bomb(_ name: String, _ entry: Entry) -> TransformError {
+        TransformError("\(name) unzips to more than \(unzipLimit(entry) >> 20) MiB (200 times its compressed size): refused as a zip bomb")
+    }
+
+    /// A whole (small) zip entry: the workbook, its relationships, styles and shared strings.
+    package static func unzip(_ archive: Archive, _ entry: Entry, name: String) throws -> [UInt8] {
+        var out: [UInt8] = []
+        let limit = min(unzipLimit(entry), 1 << 30)
+        do {
+            _ = try archive.extract(entry, bufferSize: 1 << 16, skipCRC32: false) { chunk in
+                guard UInt64(out.count + chunk.count) <= limit else { throw bomb(name, entry) }
+                out.append(contentsOf: chunk)
+            }
+        } catch let e as TransformError {
+            throw e
+        } catch {
+            throw TransformError("\(name) cannot be unzipped (\(error)): the .xlsx file is damaged")
+        }
+        return out
+    }
+}
+
+/// Bytes in memory as a byte source.
+package final class MemorySource {
+    private let bytes: [UInt8]
+    private var offset = 0
+
+    package init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    package func read(_ buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let n = min(buffer.count, bytes.count - offset)
+        if n > 0 {
+            bytes.withUnsafeBytes { src in
+                buffer.baseAddress!.copyMemory(from: src.baseAddress! + offset, byteCount: n)
+            }
+        }
+        offset += n
+        return n
+    }
+}
+
+/// A temp file with no name (`O_TMPFILE`, so nothing is ever left behind, even by a crash):
+/// written once, then read back from the start. On a file system without `O_TMPFILE` it is
+/// a journaled lake temp file, unlinked as soon as it is created.
+package final class SpooledEntry {
+    private let fd: Int32
+
+    package init(lake: Lake, folder: String) throws {
+        let directory = "\(lake.root)/\(folder)"
+        // Through the lake, so that a folder made here (`processed/`, on a new lake) is synced
+        // in its parent with the first output published under it.
+        try lake.prepare(folders: [folder])
+        var fd = open(directory, CSluiceLinux_O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600)
+        if fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL) {
+            let path = try lake.tempPath(inFolder: folder)
+            fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            if fd >= 0 { unlink(path) }
+        }
+        guard fd >= 0 else { throw SystemCallError(call: "open", errno: errno, path: directory) }
+        self.fd = fd
+    }
+
+    deinit { close(fd) }
+
+    package func write(_ bytes: UnsafeRawBufferPointer) throws {
+        try writeAll(fd, bytes, path: "(unzipped sheet)")
+    }
+
+    package func rewind() throws {
+        guard lseek(fd, 0, SEEK_SET) == 0 else { throw SystemCallError(call: "lseek", errno: errno, path: "(unzipped sheet)") }
+    }
+
+    package func read(_ buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let n = Glibc.read(fd, buffer.baseAddress!, buffer.count)
+        if n < 0 { throw SystemCallError(call: "read", errno: errno, path: "(unzipped sheet)") }
+        return n
+    }
+}
