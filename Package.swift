@@ -63,7 +63,10 @@ let package = Package(
         ),
         .target(
             name: "SluiceSupport",
-            dependencies: ["CSluiceLinux"],
+            dependencies: [
+                "CSluiceLinux",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: upcoming
         ),
         .target(
@@ -123,10 +126,9 @@ let package = Package(
             name: "SluiceConfig",
             dependencies: [
                 "SluiceSupport",
-                "SluiceLake",
                 "SluiceIngest",
-                "SluiceSFTP",
                 .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: upcoming
         ),
@@ -144,6 +146,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             swiftSettings: upcoming
         ),

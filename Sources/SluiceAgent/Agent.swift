@@ -111,16 +111,11 @@ public struct Agent: Sendable {
         if let only, chosen.isEmpty {
             throw AgentError(.usage, "client '\(client.id)' has no source '\(only)' (configured: \(client.sources.map(\.name).joined(separator: ", ")))")
         }
-        if let only, let s = chosen.first, case .http = s.kind {
-            throw AgentError(.usage, "source '\(only)' of client '\(client.id)' is an upload source (type http): its files arrive through the upload API of `sluice run`, there is nothing to pull")
+        if let only, let s = chosen.first, case .push = s.settings.drive {
+            throw AgentError(.usage, "source '\(only)' of client '\(client.id)' is an upload source (type \(s.type)): its files arrive through the upload API of `sluice run`, there is nothing to pull")
         }
         return chosen.compactMap { s -> (any Source)? in
-            switch s.kind {
-            case .folder(let f): FolderSource(client: client.id, name: s.name, config: f)
-            case .sftp(let f): SFTPSource(client: client.id, name: s.name, config: f, logger: logger, stateDir: config.stateDir)
-            case .s3(let f): S3Source(client: client.id, name: s.name, config: f, logger: logger)
-            case .http: nil  // uploads arrive through the API
-            }
+            s.settings.makeSource(SourceContext(client: client.id, name: s.name, logger: logger, stateDir: config.stateDir))
         }
     }
 
@@ -128,49 +123,18 @@ public struct Agent: Sendable {
     /// is wrong with them: an s3 source's missing credentials file, profile or key; an sftp
     /// source's identity, passphrase or password file that cannot be read (for `check-config`).
     public func sourceSecretProblems() -> [String] {
-        var problems: [String] = []
-        for client in config.clients {
-            for s in client.sources {
-                let key = "clients.\(client.id).sources.\(s.name)"
-                switch s.kind {
-                case .s3(let c):
-                    do {
-                        _ = try S3CredentialsFile.load(config: c, key: key)
-                    } catch {
-                        problems.append(error.message)
-                    }
-                case .sftp(let c):
-                    for (name, file) in [("identity_file", c.identityFile), ("passphrase_file", c.passphraseFile), ("password_file", c.passwordFile)] {
-                        guard let file, access(file, R_OK) != 0 else { continue }
-                        problems.append("\(key).\(name) \(file) cannot be read: \(String(cString: strerror(errno))) — create it (mode 600) or fix the path")
-                    }
-                case .folder, .http:
-                    continue
-                }
-            }
+        config.clients.flatMap { client in
+            client.sources.flatMap { $0.settings.secretProblems(key: "clients.\(client.id).sources.\($0.name)") }
         }
-        return problems
     }
 
     /// Drop folders whose absolute move target is on another file system than the folder (a
     /// move is a rename, which cannot cross file systems), for `check-config`. A target not
     /// made yet is judged by the nearest folder above it that exists.
     public func moveTargetProblems() -> [String] {
-        var problems: [String] = []
-        for client in config.clients {
-            for s in client.sources {
-                guard case .folder(let f) = s.kind, case .move(let target) = f.afterIngest, target.hasPrefix("/") else { continue }
-                var root = stat(), there = stat()
-                guard stat(f.path, &root) == 0 else { continue }  // the folder itself is checked when a pass starts
-                var probe = target
-                while stat(probe, &there) != 0, probe != "/" { probe = (probe as NSString).deletingLastPathComponent }
-                if there.st_dev != root.st_dev {
-                    problems.append("clients.\(client.id).sources.\(s.name).after_ingest: the move target \(target) is on another file system than the drop folder "
-                        + "\(f.path) (a move is a rename and cannot cross file systems): choose a folder on the same file system")
-                }
-            }
+        config.clients.flatMap { client in
+            client.sources.flatMap { $0.settings.setupProblems(key: "clients.\(client.id).sources.\($0.name)") }
         }
-        return problems
     }
 
     /// `sluice pull`: one pass over a client's sources, then the transform of what it stored
@@ -318,12 +282,12 @@ public struct Agent: Sendable {
     /// token is returned once; the manifest keeps only its SHA-256.
     public func createToken(client id: String, source: String?, expires: String?, note: String?) throws(AgentError) -> (token: String, record: TokenRecord) {
         let client = try requireClient(id)
-        let uploadSources = client.sources.filter { if case .http = $0.kind { true } else { false } }.map(\.name)
+        let uploadSources = client.sources.filter(\.takesUploads).map(\.name)
         if let source {
             guard let s = client.sources.first(where: { $0.name == source }) else {
                 throw AgentError(.usage, "client '\(id)' has no source '\(source)' (sources: \(client.sources.map(\.name).joined(separator: ", ")))")
             }
-            guard case .http = s.kind else {
+            guard s.takesUploads else {
                 throw AgentError(.usage, "source '\(source)' of client '\(id)' is not an upload source (type = \"http\"), so a token for it could never upload: "
                     + (uploadSources.isEmpty ? "add a source with type = \"http\" to agent.conf" : "use --source \(uploadSources.joined(separator: " or --source "))"))
             }
@@ -421,8 +385,7 @@ extension Agent {
             throw AgentError(.usage, "client '\(id)' has no source '\(source)' (configured: \(client.sources.map(\.name).joined(separator: ", ")))")
         }
         let sftp: [(String, SFTPSourceConfig)] = chosen.compactMap { s in
-            if case .sftp(let c) = s.kind { return (s.name, c) }
-            return nil
+            (s.settings as? SFTPSourceConfig).map { (s.name, $0) }
         }
         if sftp.isEmpty {
             throw AgentError(.usage, "client '\(id)' has no sftp source\(source.map { " named '\($0)'" } ?? ""): there is no host key to trust")

@@ -13,115 +13,6 @@ import SluiceFormats
 import Glibc
 #endif
 
-/// A client's source, as the daemon names it.
-public struct SourceKey: Hashable, Sendable, Comparable, CustomStringConvertible {
-    public var client: String
-    public var source: String
-    public var description: String { "\(client)/\(source)" }
-    public static func < (a: SourceKey, b: SourceKey) -> Bool { (a.client, a.source) < (b.client, b.source) }
-
-    package init(client: String, source: String) {
-        self.client = client
-        self.source = source
-    }
-}
-
-/// What `/status` shows for one source.
-public struct SourceStatus: Sendable, Encodable {
-    public var client: String
-    public var source: String
-    public var type: String
-    /// idle, polling, scanning, ingesting, backoff or stopped.
-    public var state = "idle"
-    public var lastPoll: String?
-    public var lastSuccess: String?
-    public var lastError: String?
-    public var nextPoll: String?
-    public var consecutiveFailures = 0
-    public var filesNew = 0
-    public var filesUnchanged = 0
-    public var filesFailed = 0
-    public var bytesNew: Int64 = 0
-    /// Files seen by inotify and not yet ingested (drop folders), or 0.
-    public var queueDepth = 0
-
-    package enum CodingKeys: String, CodingKey {
-        case client, source, type, state, lastPoll = "last_poll", lastSuccess = "last_success", lastError = "last_error"
-        case nextPoll = "next_poll", consecutiveFailures = "consecutive_failures", filesNew = "files_new"
-        case filesUnchanged = "files_unchanged", filesFailed = "files_failed", bytesNew = "bytes_new", queueDepth = "queue_depth"
-    }
-
-    /// Every field, the ones not known yet as `null` (not left out).
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(client, forKey: .client)
-        try c.encode(source, forKey: .source)
-        try c.encode(type, forKey: .type)
-        try c.encode(state, forKey: .state)
-        try c.encode(lastPoll, forKey: .lastPoll)
-        try c.encode(lastSuccess, forKey: .lastSuccess)
-        try c.encode(lastError, forKey: .lastError)
-        try c.encode(nextPoll, forKey: .nextPoll)
-        try c.encode(consecutiveFailures, forKey: .consecutiveFailures)
-        try c.encode(filesNew, forKey: .filesNew)
-        try c.encode(filesUnchanged, forKey: .filesUnchanged)
-        try c.encode(filesFailed, forKey: .filesFailed)
-        try c.encode(bytesNew, forKey: .bytesNew)
-        try c.encode(queueDepth, forKey: .queueDepth)
-    }
-
-    package init(client: String, source: String, type: String, lastPoll: String? = nil, lastSuccess: String? = nil, lastError: String? = nil, nextPoll: String? = nil, bytesNew: Int64 = 0) {
-        self.client = client
-        self.source = source
-        self.type = type
-        self.lastPoll = lastPoll
-        self.lastSuccess = lastSuccess
-        self.lastError = lastError
-        self.nextPoll = nextPoll
-        self.bytesNew = bytesNew
-    }
-}
-
-/// A flag and a wake-up: loops sleep on it, `stop()` ends their sleep at once.
-package final class Waker: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var stopped = false
-    private var signalled = false
-
-    package var isStopped: Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        return stopped
-    }
-
-    package func stop() {
-        condition.lock()
-        stopped = true
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    package func wake() {
-        condition.lock()
-        signalled = true
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    /// Sleeps up to `nanoseconds`, less if woken or stopped. True unless stopped.
-    @discardableResult
-    package func sleep(nanoseconds: Int64) -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        let until = Date(timeIntervalSinceNow: Double(max(0, nanoseconds)) / 1e9)
-        while !stopped && !signalled {
-            if !condition.wait(until: until) { break }
-        }
-        signalled = false
-        return !stopped
-    }
-}
-
 /// A counting semaphore whose waits give up when the waiter is stopped. Its limit can change
 /// while slots are held (a reload): holders keep theirs, and new takers wait until fewer than
 /// the new limit are in use.
@@ -164,7 +55,7 @@ package final class Slots: @unchecked Sendable {  // limit and inUse are guarded
 /// The long-running agent (`sluice run`): one runner per source (SFTP polls on a schedule,
 /// drop folders watched with inotify), a pool of transform workers, and the status and
 /// metrics they report. Every pass goes through the same `Ingestor` as `sluice pull`.
-public final class AgentRuntime: @unchecked Sendable {
+public final class AgentRuntime: SourceHost, @unchecked Sendable {
     public let logger: Logger
     public let manifest: Manifest
     public let lake: Lake
@@ -228,21 +119,16 @@ public final class AgentRuntime: @unchecked Sendable {
         let key = SourceKey(client: client, source: source.name)
         var status = statuses[key] ?? SourceStatus(client: client, source: source.name, type: "")
         let runner: any SourceRunner
-        switch source.kind {
-        case .folder(let f):
-            status.type = "folder"
-            runner = FolderWatcher(daemon: self, key: key, config: f)
-        case .sftp:
-            status.type = "sftp"
-            runner = SourcePoller(daemon: self, key: key, config: source)
-        case .s3:
-            status.type = "s3"
-            runner = SourcePoller(daemon: self, key: key, config: source)
-        case .http(let h):
-            status.type = "http"
-            runner = UploadEndpoint(config: h)
+        status.type = source.type
+        switch source.settings.drive {
+        case .watch(let makeRunner):
+            runner = makeRunner(self, key)
+        case .poll(let server, let interval):
+            runner = SourcePoller(daemon: self, key: key, config: source, server: server, interval: interval)
+        case .push:
+            runner = UploadEndpoint(config: source)
         }
-        status.state = "idle"
+        status.state = .idle
         statuses[key] = status
         runners[key] = runner
         runner.start()
@@ -261,7 +147,7 @@ public final class AgentRuntime: @unchecked Sendable {
                                ("http_listen", old.config.httpListen != new.config.httpListen)] where changed {
             logger.warning("Config change needs a restart; the old value stays in use until then", metadata: ["key": "agent.\(key)"])
         }
-        if "\(old.config.api)" != "\(new.config.api)" {
+        if old.config.api != new.config.api {
             logger.warning("Config change needs a restart; the old value stays in use until then", metadata: ["key": "api"])
         }
         lock.withLock {
@@ -400,6 +286,10 @@ public final class AgentRuntime: @unchecked Sendable {
         return try result.get().first
     }
 
+    package func runPass(_ key: SourceKey, source: any Source, trigger: String) -> PullReport? {
+        ingest(key, source: source, trigger: trigger)
+    }
+
     package func update(_ key: SourceKey, _ body: (inout SourceStatus) -> Void) {
         lock.withLock {
             guard var s = statuses[key] else { return }
@@ -440,18 +330,6 @@ public final class AgentRuntime: @unchecked Sendable {
     }
 }
 
-/// One source's loop.
-package protocol SourceRunner: AnyObject, Sendable {
-    func start()
-    /// Stops scheduling; a pass in flight finishes.
-    func stop()
-    func join(until: Date) -> Bool
-    /// The loop ended (after `stop`, or because it crashed out).
-    var hasEnded: Bool { get }
-    /// Whether `source` is the config this runner runs with (a reload keeps it then).
-    func sameConfig(as source: SourceConfig) -> Bool
-}
-
 /// Polls a remote source (sftp, s3) every `poll_interval` (the first poll at start, spread by
 /// a little jitter), backing off exponentially after failures up to 8 × the interval. At most
 /// `max_transfers` polls run at once over all sources, one at a time per server (each with up
@@ -467,29 +345,21 @@ package final class SourcePoller: SourceRunner, @unchecked Sendable {
     private let waker = Waker()
     private var loop: BackgroundJob?
 
-    package init(daemon: AgentRuntime, key: SourceKey, config: SourceConfig) {
+    package init(daemon: AgentRuntime, key: SourceKey, config: SourceConfig, server: String, interval: Int64) {
         self.daemon = daemon
         self.key = key
         self.config = config
-        switch config.kind {
-        case .sftp(let c):
-            server = "sftp \(c.host.lowercased()):\(c.port)"
-            interval = c.pollIntervalNanoseconds
-            makeSource = { [logger = daemon.logger, stateDir = daemon.stateDir] in
-                SFTPSource(client: key.client, name: key.source, config: c, logger: logger, stateDir: stateDir)
-            }
-        case .s3(let c):
-            server = "s3 \(c.endpoint.absoluteString) \(c.bucket)"
-            interval = c.pollIntervalNanoseconds
-            makeSource = { [logger = daemon.logger] in S3Source(client: key.client, name: key.source, config: c, logger: logger) }
-        case .folder, .http:
-            preconditionFailure("folder and http sources are not polled")
+        self.server = server
+        self.interval = interval
+        let context = SourceContext(client: key.client, name: key.source, logger: daemon.logger, stateDir: daemon.stateDir)
+        let settings = config.settings
+        makeSource = {
+            guard let source = settings.makeSource(context) else { preconditionFailure("a polled source type makes a source") }
+            return source
         }
     }
 
-    package func sameConfig(as source: SourceConfig) -> Bool {
-        "\(source.kind)" == "\(config.kind)"
-    }
+    package func sameConfig(as source: SourceConfig) -> Bool { source == config }
 
     package func start() { loop = BackgroundJob(name: "poll \(key)") { [self] in run() } }
     package func stop() { waker.stop() }
@@ -510,13 +380,13 @@ package final class SourcePoller: SourceRunner, @unchecked Sendable {
         while waker.sleep(nanoseconds: wait) {
             let slots = daemon.transfers
             let turn = daemon.serverSlot(server)
-            daemon.update(key) { $0.state = "waiting" }
+            daemon.update(key) { $0.state = .waiting }
             guard slots.acquire(unless: waker) else { break }
             guard turn.acquire(unless: waker) else {
                 slots.release()
                 break
             }
-            daemon.update(key) { $0.state = "polling" }
+            daemon.update(key) { $0.state = .polling }
             daemon.cycleStarted()
             let report = daemon.ingest(key, source: makeSource(), trigger: "schedule")
             turn.release()
@@ -525,7 +395,7 @@ package final class SourcePoller: SourceRunner, @unchecked Sendable {
             wait = Self.delay(interval: interval, failures: failures)
             let next = Timestamp.iso8601(nanoseconds: Int64(Date().timeIntervalSince1970 * 1e9) + wait)
             daemon.update(key) {
-                $0.state = failures > 0 ? "backoff" : "idle"
+                $0.state = failures > 0 ? .backoff : .idle
                 $0.nextPoll = next
             }
             if failures > 0 {
@@ -534,6 +404,6 @@ package final class SourcePoller: SourceRunner, @unchecked Sendable {
                 ])
             }
         }
-        daemon.update(key) { $0.state = "stopped" }
+        daemon.update(key) { $0.state = .stopped }
     }
 }

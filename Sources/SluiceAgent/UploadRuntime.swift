@@ -36,16 +36,13 @@ package final class PathLocks: @unchecked Sendable {
 /// An `http` source in the daemon: no loop of its own (uploads arrive through the API), only
 /// its place in the status and the reload.
 package final class UploadEndpoint: SourceRunner, @unchecked Sendable {
-    package let config: HTTPSourceConfig
-    package init(config: HTTPSourceConfig) { self.config = config }
+    package let config: SourceConfig
+    package init(config: SourceConfig) { self.config = config }
     package func start() {}
     package func stop() {}
     package func join(until: Date) -> Bool { true }
     package var hasEnded: Bool { false }
-    package func sameConfig(as source: SourceConfig) -> Bool {
-        guard case .http(let h) = source.kind else { return false }
-        return "\(h)" == "\(config)"
-    }
+    package func sameConfig(as source: SourceConfig) -> Bool { source == config }
 }
 
 extension AgentRuntime {
@@ -53,7 +50,7 @@ extension AgentRuntime {
     public func uploadSources(client: String) -> [String: HTTPSourceConfig] {
         guard let c = config.client(client) else { return [:] }
         var out: [String: HTTPSourceConfig] = [:]
-        for s in c.sources { if case .http(let h) = s.kind { out[s.name] = h } }
+        for s in c.sources { if let h = s.settings as? HTTPSourceConfig { out[s.name] = h } }
         return out
     }
 
@@ -130,7 +127,7 @@ extension AgentRuntime {
             return .unavailable(file.error ?? "the agent is shutting down")
         case .failed:
             let why = file.error ?? "failed"
-            return why.hasPrefix(Ingestor.checksumMismatch) ? .checksumMismatch(why) : .failed(why)
+            return file.problem == .checksumMismatch ? .checksumMismatch(why) : .failed(why)
         }
     }
 }

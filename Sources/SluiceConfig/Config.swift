@@ -1,6 +1,4 @@
 import Foundation
-import SluiceLake
-import SluiceSFTP
 import TOMLKit
 import SluiceSupport
 import SluiceIngest
@@ -30,114 +28,8 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
 }
 
 
-public struct FolderSourceConfig: Sendable {
-    public var path: String
-    public var filter: PathFilter
-    public var recursive: Bool
-    public var minAgeNanoseconds: Int64
-    public var afterIngest: AfterIngest
-    /// `sluice run` rescans the whole folder this often, as a safety net behind inotify.
-    public var rescanIntervalNanoseconds: Int64 = 300_000_000_000
-
-    package init(path: String, filter: PathFilter, recursive: Bool, minAgeNanoseconds: Int64, afterIngest: AfterIngest, rescanIntervalNanoseconds: Int64 = 300_000_000_000) {
-        self.path = path
-        self.filter = filter
-        self.recursive = recursive
-        self.minAgeNanoseconds = minAgeNanoseconds
-        self.afterIngest = afterIngest
-        self.rescanIntervalNanoseconds = rescanIntervalNanoseconds
-    }
-}
-
-public struct SFTPSourceConfig: Sendable {
-    public var host: String
-    public var port: Int
-    public var user: String
-    /// Absolute paths; the secrets themselves are read only when connecting.
-    public var identityFile: String?
-    public var passphraseFile: String?
-    public var passwordFile: String?
-    public var knownHosts: String
-    /// The folder on the server, as configured (absolute, or relative to the login folder).
-    public var remoteDir: String
-    public var filter: PathFilter
-    public var recursive: Bool
-    public var minAgeNanoseconds: Int64
-    public var afterIngest: AfterIngest
-    public var maxConnections: Int
-    public var connectTimeoutNanoseconds: Int64
-    public var ioTimeoutNanoseconds: Int64
-    public var pollIntervalNanoseconds: Int64
-    /// `ciphers` and `host_key_algorithms`, when the server needs something particular.
-    public var algorithms = SSHAlgorithmChoice()
-
-    package init(host: String, port: Int, user: String, identityFile: String? = nil, passphraseFile: String? = nil, passwordFile: String? = nil, knownHosts: String, remoteDir: String, filter: PathFilter, recursive: Bool, minAgeNanoseconds: Int64, afterIngest: AfterIngest, maxConnections: Int, connectTimeoutNanoseconds: Int64, ioTimeoutNanoseconds: Int64, pollIntervalNanoseconds: Int64) {
-        self.host = host
-        self.port = port
-        self.user = user
-        self.identityFile = identityFile
-        self.passphraseFile = passphraseFile
-        self.passwordFile = passwordFile
-        self.knownHosts = knownHosts
-        self.remoteDir = remoteDir
-        self.filter = filter
-        self.recursive = recursive
-        self.minAgeNanoseconds = minAgeNanoseconds
-        self.afterIngest = afterIngest
-        self.maxConnections = maxConnections
-        self.connectTimeoutNanoseconds = connectTimeoutNanoseconds
-        self.ioTimeoutNanoseconds = ioTimeoutNanoseconds
-        self.pollIntervalNanoseconds = pollIntervalNanoseconds
-    }
-}
-
-/// A source that clients push to through the upload API (`type = "http"`): only which paths
-/// it takes. An upload outside `include`/`exclude` is refused with 422.
-public struct HTTPSourceConfig: Sendable {
-    public var filter: PathFilter
-
-    package init(filter: PathFilter) {
-        self.filter = filter
-    }
-}
-
-/// An S3-compatible bucket (`type = "s3"`), listed under `prefix` recursively.
-public struct S3SourceConfig: Sendable {
-    /// `https://s3.eu-central-1.amazonaws.com`, `http://127.0.0.1:9000`, …
-    public var endpoint: URL
-    public var region: String
-    public var bucket: String
-    /// Paths are relative to it; "" lists the whole bucket.
-    public var prefix: String
-    public var pathStyle: Bool
-    /// Absolute path of an INI file like ~/.aws/credentials; nil: AWS_* environment variables.
-    public var credentialsFile: String?
-    public var profile: String
-    public var filter: PathFilter
-    public var minAgeNanoseconds: Int64
-    /// `move:<prefix>` copies to that prefix (below `prefix`), then deletes.
-    public var afterIngest: AfterIngest
-    public var maxConnections: Int
-    public var pollIntervalNanoseconds: Int64
-
-    package init(endpoint: URL, region: String, bucket: String, prefix: String, pathStyle: Bool, credentialsFile: String? = nil, profile: String, filter: PathFilter, minAgeNanoseconds: Int64, afterIngest: AfterIngest, maxConnections: Int, pollIntervalNanoseconds: Int64) {
-        self.endpoint = endpoint
-        self.region = region
-        self.bucket = bucket
-        self.prefix = prefix
-        self.pathStyle = pathStyle
-        self.credentialsFile = credentialsFile
-        self.profile = profile
-        self.filter = filter
-        self.minAgeNanoseconds = minAgeNanoseconds
-        self.afterIngest = afterIngest
-        self.maxConnections = maxConnections
-        self.pollIntervalNanoseconds = pollIntervalNanoseconds
-    }
-}
-
 /// `[api]`: the public upload listener, separate from the internal `http_listen`.
-public struct APIConfig: Sendable {
+public struct APIConfig: Sendable, Equatable {
     /// "host:port", or "" (the default) for no upload API.
     public var listen = ""
     /// PEM certificate chain and private key; required unless `listen` is on loopback.
@@ -160,23 +52,29 @@ public struct APIConfig: Sendable {
     }
 }
 
-public struct SourceConfig: Sendable {
-    public enum Kind: Sendable {
-        case folder(FolderSourceConfig)
-        case sftp(SFTPSourceConfig)
-        case http(HTTPSourceConfig)
-        case s3(S3SourceConfig)
-    }
+/// One source of a client: its name and its type's settings.
+public struct SourceConfig: Sendable, Equatable {
     public var name: String
-    public var kind: Kind
+    package var settings: any SourceSettings
+    /// The source's `type`.
+    public var type: String { Swift.type(of: settings).typeName }
+    /// Its files are pushed to the upload API (an `http` source), not pulled.
+    public var takesUploads: Bool {
+        if case .push = settings.drive { return true }
+        return false
+    }
 
-    package init(name: String, kind: Kind) {
+    package init(name: String, settings: any SourceSettings) {
         self.name = name
-        self.kind = kind
+        self.settings = settings
+    }
+
+    public static func == (a: SourceConfig, b: SourceConfig) -> Bool {
+        a.name == b.name && a.settings.isEqual(to: b.settings)
     }
 }
 
-public struct ClientConfig: Sendable {
+public struct ClientConfig: Sendable, Equatable {
     public var id: String
     public var displayName: String?
     /// Sources in the order of their names.
@@ -190,7 +88,7 @@ public struct ClientConfig: Sendable {
 }
 
 /// The agent's configuration, validated.
-public struct AgentConfig: Sendable {
+public struct AgentConfig: Sendable, Equatable {
     /// Absolute path of the file it was read from.
     public var file: String
     public var stateDir: String
@@ -229,8 +127,8 @@ public struct AgentConfig: Sendable {
         return "/etc/sluice/agent.conf"
     }
 
-    /// Reads and validates a config file.
-    public static func load(path: String) throws(ConfigError) -> AgentConfig {
+    /// Reads and validates a config file; `sourceTypes` are the source types it may use.
+    package static func load(path: String, sourceTypes: [any SourceType]) throws(ConfigError) -> AgentConfig {
         let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
         let file = URL(fileURLWithPath: absolute).standardizedFileURL.path
         let text: String
@@ -246,11 +144,11 @@ public struct AgentConfig: Sendable {
             throw ConfigError(file: file, keyPath: nil, line: nil,
                               message: "cannot read the config: \((error as NSError).localizedDescription) — pass --config PATH or set SLUICE_CONFIG")
         }
-        return try parse(text: text, file: file)
+        return try parse(text: text, file: file, sourceTypes: sourceTypes)
     }
 
     /// Validates config text; `file` is used for messages and to resolve relative paths.
-    public static func parse(text: String, file: String) throws(ConfigError) -> AgentConfig {
+    package static func parse(text: String, file: String, sourceTypes: [any SourceType]) throws(ConfigError) -> AgentConfig {
         let table: TOMLTable
         do {
             table = try TOMLTable(string: text)
@@ -260,7 +158,8 @@ public struct AgentConfig: Sendable {
         } catch {
             throw ConfigError(file: file, keyPath: nil, line: nil, message: "TOML syntax error: \(error)")
         }
-        let reader = TableReader(file: file, text: text)
+        var reader = TableReader(file: file, text: text)
+        reader.sourceTypes = sourceTypes
         return try reader.agentConfig(table)
     }
 

@@ -1,6 +1,4 @@
 import Foundation
-import SluiceLake
-import SluiceSFTP
 import TOMLKit
 import SluiceSupport
 import SluiceIngest
@@ -9,6 +7,8 @@ package struct TableReader {
     package let file: String
     package let lines: [Substring]
     package let baseDir: String
+    /// The source types a `type` may name, in the order error messages list them.
+    package var sourceTypes: [any SourceType] = []
 
     package init(file: String, text: String) {
         self.file = file
@@ -263,128 +263,10 @@ package struct TableReader {
 
     package func source(_ t: TOMLTable, name: String, path: String, stateDir: String) throws(ConfigError) -> SourceConfig {
         guard let type = try string(t, "type", path, required: true) else { fatalError() }
-        switch type {
-        case "folder":
-            try checkKeys(t, path: path, allowed: ["type", "path", "include", "exclude", "recursive", "min_age", "after_ingest", "rescan_interval"])
-            let root = resolve(try string(t, "path", path, required: true)!)
-            let common = try commonKeys(t, path)
-            if case .move(let target) = common.afterIngest, target.hasPrefix("/"),
-               target == root || target == (root as NSString).standardizingPath {
-                throw fail("\(path).after_ingest", "the move target \(target) is the drop folder itself: move into a folder below it or elsewhere")
-            }
-            var folder = FolderSourceConfig(
-                path: root, filter: common.filter,
-                recursive: common.recursive, minAgeNanoseconds: common.minAge, afterIngest: common.afterIngest)
-            if let rescan = try duration(t, "rescan_interval", path) {
-                guard rescan > 0 else { throw fail("\(path).rescan_interval", "must be longer than 0") }
-                folder.rescanIntervalNanoseconds = rescan
-            }
-            return SourceConfig(name: name, kind: .folder(folder))
-        case "sftp":
-            try checkKeys(t, path: path, allowed: [
-                "type", "host", "port", "user", "identity_file", "passphrase_file", "password_file", "known_hosts",
-                "remote_dir", "include", "exclude", "recursive", "min_age", "after_ingest", "max_connections",
-                "connect_timeout", "io_timeout", "poll_interval", "ciphers", "host_key_algorithms",
-            ])
-            let host = try string(t, "host", path, required: true)!
-            guard !host.isEmpty, !host.contains(where: { $0.isWhitespace || $0 == "/" || $0 == "@" }) else {
-                throw fail("\(path).host", "expected a host name or IP address, found \"\(host)\"")
-            }
-            let port = try integer(t, "port", path, range: 1...65535) ?? 22
-            let user = try string(t, "user", path, required: true)!
-            guard !user.isEmpty else { throw fail("\(path).user", "must not be empty") }
-            let identity = try string(t, "identity_file", path, required: false).map(resolve)
-            let passphrase = try string(t, "passphrase_file", path, required: false).map(resolve)
-            let password = try string(t, "password_file", path, required: false).map(resolve)
-            if identity == nil && password == nil {
-                throw fail(path, "an sftp source needs identity_file, password_file or both (secrets are read from files, never from agent.conf)")
-            }
-            if passphrase != nil && identity == nil {
-                throw fail("\(path).passphrase_file", "passphrase_file needs identity_file")
-            }
-            let knownHosts = try string(t, "known_hosts", path, required: false).map(resolve) ?? "\(stateDir)/known_hosts"
-            var remoteDir = try string(t, "remote_dir", path, required: true)!
-            guard !remoteDir.isEmpty, !remoteDir.utf8.contains(0) else {
-                throw fail("\(path).remote_dir", "expected a folder on the server, such as \"/outbox\"")
-            }
-            while remoteDir.count > 1 && remoteDir.hasSuffix("/") { remoteDir.removeLast() }
-            let common = try commonKeys(t, path)
-            let maxConnections = try integer(t, "max_connections", path, range: 1...10) ?? 2
-            let connectTimeout = try duration(t, "connect_timeout", path) ?? 15_000_000_000
-            let ioTimeout = try duration(t, "io_timeout", path) ?? 60_000_000_000
-            let poll = try duration(t, "poll_interval", path) ?? 300_000_000_000
-            for (key, v) in [("connect_timeout", connectTimeout), ("io_timeout", ioTimeout), ("poll_interval", poll)] where v <= 0 {
-                throw fail("\(path).\(key)", "must be longer than 0")
-            }
-            var algorithms = SSHAlgorithmChoice()
-            for (key, kind) in [("ciphers", SSHAlgorithms.Kind.cipher), ("host_key_algorithms", .hostKey)] {
-                guard let names = try stringArray(t, key, path) else { continue }
-                guard !names.isEmpty else { throw fail("\(path).\(key)", "an empty list allows nothing: leave \(key) out for Sluice's defaults") }
-                let unknown = SSHAlgorithmChoice.unsupported(names, kind)
-                guard unknown.isEmpty else {
-                    throw fail("\(path).\(key)", "\(unknown.map { "\"\($0)\"" }.joined(separator: ", ")) \(unknown.count == 1 ? "is" : "are") not supported: "
-                        + "expected some of \(SSHAlgorithms.supported(kind).filter { !$0.hasPrefix("none") }.joined(separator: ", "))")
-                }
-                if kind == .cipher { algorithms.ciphers = names } else { algorithms.hostKeys = names }
-            }
-            var sftp = SFTPSourceConfig(
-                host: host, port: port, user: user, identityFile: identity, passphraseFile: passphrase, passwordFile: password,
-                knownHosts: knownHosts, remoteDir: remoteDir, filter: common.filter, recursive: common.recursive,
-                minAgeNanoseconds: common.minAge, afterIngest: common.afterIngest, maxConnections: maxConnections,
-                connectTimeoutNanoseconds: connectTimeout, ioTimeoutNanoseconds: ioTimeout, pollIntervalNanoseconds: poll)
-            sftp.algorithms = algorithms
-            return SourceConfig(name: name, kind: .sftp(sftp))
-        case "http":
-            try checkKeys(t, path: path, allowed: ["type", "include", "exclude"])
-            let include = try globs(try stringArray(t, "include", path) ?? ["**/*"], key: "\(path).include")
-            let exclude = try globs(try stringArray(t, "exclude", path) ?? Self.defaultExclude, key: "\(path).exclude")
-            return SourceConfig(name: name, kind: .http(HTTPSourceConfig(filter: PathFilter(include: include, exclude: exclude))))
-        case "s3":
-            return SourceConfig(name: name, kind: .s3(try s3Source(t, path: path)))
-        default:
-            throw fail("\(path).type", "unknown source type \"\(type)\" (this version supports: folder, sftp, http, s3)")
+        guard let kind = sourceTypes.first(where: { $0.name == type }) else {
+            throw fail("\(path).type", "unknown source type \"\(type)\" (this version supports: \(sourceTypes.map(\.name).joined(separator: ", ")))")
         }
-    }
-
-    package func s3Source(_ t: TOMLTable, path: String) throws(ConfigError) -> S3SourceConfig {
-        try checkKeys(t, path: path, allowed: [
-            "type", "endpoint", "region", "bucket", "prefix", "path_style", "credentials_file", "profile",
-            "include", "exclude", "min_age", "after_ingest", "max_connections", "poll_interval",
-        ])
-        let endpointText = try string(t, "endpoint", path, required: true)!
-        guard let endpoint = URL(string: endpointText), let scheme = endpoint.scheme, ["http", "https"].contains(scheme),
-              let host = endpoint.host, !host.isEmpty, endpoint.query == nil, endpoint.user == nil else {
-            throw fail("\(path).endpoint", "expected an http(s) URL such as \"https://s3.eu-central-1.amazonaws.com\", found \"\(endpointText)\"")
-        }
-        let region = try string(t, "region", path, required: true)!
-        guard !region.isEmpty, region.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }) else {
-            throw fail("\(path).region", "expected a region such as \"eu-central-1\", found \"\(region)\"")
-        }
-        let bucket = try string(t, "bucket", path, required: true)!
-        guard (1...255).contains(bucket.count), bucket.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-._".contains($0)) }) else {
-            throw fail("\(path).bucket", "expected a bucket name (letters, digits, '-', '.', '_'), found \"\(bucket)\"")
-        }
-        let prefix = try string(t, "prefix", path, required: false) ?? ""
-        guard !prefix.hasPrefix("/"), !prefix.utf8.contains(0) else {
-            throw fail("\(path).prefix", "a key prefix has no leading '/': write \"\(prefix.drop { $0 == "/" })\"")
-        }
-        let pathStyle = try bool(t, "path_style", path) ?? false
-        if !pathStyle && bucket.contains(".") && scheme == "https" {
-            throw fail("\(path).path_style", "bucket \"\(bucket)\" has dots, which break TLS with virtual-hosted addressing: set path_style = true")
-        }
-        let credentials = try string(t, "credentials_file", path, required: false).map(resolve)
-        let profile = try string(t, "profile", path, required: false) ?? "default"
-        guard !profile.isEmpty, !profile.contains(where: { $0 == "]" || $0 == "[" || $0.isNewline }) else {
-            throw fail("\(path).profile", "expected a profile name such as \"default\"")
-        }
-        // Keys are listed recursively: `recursive` is not among the allowed keys.
-        let common = try commonKeys(t, path)
-        let maxConnections = try integer(t, "max_connections", path, range: 1...64) ?? 4
-        let poll = try duration(t, "poll_interval", path) ?? 300_000_000_000
-        guard poll > 0 else { throw fail("\(path).poll_interval", "must be longer than 0") }
-        return S3SourceConfig(endpoint: endpoint, region: region, bucket: bucket, prefix: prefix, pathStyle: pathStyle,
-                              credentialsFile: credentials, profile: profile, filter: common.filter,
-                              minAgeNanoseconds: common.minAge, afterIngest: common.afterIngest, maxConnections: maxConnections, pollIntervalNanoseconds: poll)
+        return SourceConfig(name: name, settings: try kind.parse(t, path: path, reader: self, stateDir: stateDir))
     }
 
     /// The keys every source type shares: include, exclude, recursive, min_age, after_ingest.

@@ -69,7 +69,7 @@ public final class Ingestor: Sendable {
                 report.sourceErrors.append((source.name, "\(error)"))
             }
         }
-        let status = report.succeeded ? "ok" : (report.counts.new + report.counts.unchanged > 0 ? "partial" : "failed")
+        let status: Manifest.RunStatus = report.succeeded ? .ok : (report.counts.new + report.counts.unchanged > 0 ? .partial : .failed)
         let errorText = report.sourceErrors.map { "\($0.source): \($0.message)" }
             + (report.counts.failed > 0 ? ["\(report.counts.failed) file(s) failed"] : [])
             + (report.afterIngestFailures > 0 ? ["after_ingest failed for \(report.afterIngestFailures) file(s)"] : [])
@@ -81,8 +81,8 @@ public final class Ingestor: Sendable {
     package enum Staged {
         case staged(SealedFile)
         case sameAsLatest(size: Int64)
-        case skipped(String)
-        case failed(String)
+        case skipped(String, FileProblem? = nil)
+        case failed(String, FileProblem? = nil)
     }
 
     private func ingest(client: String, source: any Source, runID: Int64, report: inout PullReport) throws {
@@ -112,7 +112,7 @@ public final class Ingestor: Sendable {
         let listing = ListingResult()
         let minAge = source.minAgeNanoseconds
         let sourceName = source.name
-        let lister = BackgroundJob { [logger] in
+        let lister = BackgroundJob.pooled { [logger] in
             defer { queue.close() }
             let start = nowNanoseconds()
             var seen = 0
@@ -129,7 +129,7 @@ public final class Ingestor: Sendable {
                     listing.counts.skipped += 1
                     listing.files.append(FileReport(source: sourceName, path: c.path.display, status: .skipped,
                                                     error: "\(Self.notStableYet): modified \(age / 1_000_000) ms ago, min_age is \(minAge / 1_000_000) ms",
-                                                    rawPath: c.path))
+                                                    rawPath: c.path, problem: .notStableYet))
                     return
                 }
                 queue.push(c)
@@ -165,7 +165,7 @@ public final class Ingestor: Sendable {
                                                            sha256: sealed.sha256, lakePath: target.lakePath, ingestedAt: at, stagedPath: sealed.path))
                 }
             }
-            jobs.append(BackgroundJob { [self, settle] in
+            jobs.append(BackgroundJob.pooled { [self, settle] in
                 var committed: [Int: Int64] = [:]
                 defer { for (i, done) in settle { done(committed[i]) } }
                 let staged = syncAll(written)
@@ -277,7 +277,7 @@ public final class Ingestor: Sendable {
         do {
             stream = try pass.open(c)
         } catch {
-            return error.message.hasPrefix("file vanished") ? .skipped(error.message) : .failed(error.message)
+            return error.vanished ? .skipped(error.message, .vanished) : .failed(error.message)
         }
         defer { stream.close() }
         var file: StagedFile
@@ -372,7 +372,7 @@ public final class Ingestor: Sendable {
         let digest = selfHashed ?? file.currentDigest
         if let expected = c.expectedSHA256, digest != expected {
             file.discard()
-            return .failed("\(checksumMismatch): the content's SHA-256 is \(digest), the sender said \(expected); nothing was kept")
+            return .failed("\(checksumMismatch): the content's SHA-256 is \(digest), the sender said \(expected); nothing was kept", .checksumMismatch)
         }
         if let latestSHA, digest == latestSHA {
             file.discard()
@@ -474,12 +474,12 @@ public final class Ingestor: Sendable {
             let c = chunk[i]
             let base = FileReport(source: source.name, path: c.path.display, status: .failed)
             switch result {
-            case .skipped(let why):
+            case .skipped(let why, let problem):
                 counts.skipped += 1
-                reports[i] = with(base) { $0.status = .skipped; $0.error = why }
-            case .failed(let why):
+                reports[i] = with(base) { $0.status = .skipped; $0.error = why; $0.problem = problem }
+            case .failed(let why, let problem):
                 counts.failed += 1
-                reports[i] = with(base) { $0.error = why }
+                reports[i] = with(base) { $0.error = why; $0.problem = problem }
                 logger.warning("File failed", metadata: ["client": "\(client)", "source": "\(source.name)", "path": "\(c.path.display)", "error": "\(why)"])
             case .sameAsLatest(let size):
                 let k = known[c.path.bytes]!

@@ -17,6 +17,8 @@ public struct FileReport: Sendable, Encodable {
     public var error: String?
     /// The path's raw bytes, where `path` (its display form) may have escaped some (not in JSON).
     public var rawPath: RelativePath? = nil
+    /// What code acts on when the file was skipped or failed (not in JSON; `error` says it).
+    public var problem: FileProblem? = nil
 
     package enum CodingKeys: String, CodingKey {
         case source, path, version, sha256, size, lakePath = "lake_path", status, error
@@ -34,7 +36,8 @@ public struct FileReport: Sendable, Encodable {
         try c.encode(error, forKey: .error)
     }
 
-    package init(source: String, path: String, version: Int? = nil, sha256: String? = nil, size: Int64? = nil, lakePath: String? = nil, status: Status, error: String? = nil, rawPath: RelativePath? = nil) {
+    package init(source: String, path: String, version: Int? = nil, sha256: String? = nil, size: Int64? = nil, lakePath: String? = nil, status: Status, error: String? = nil, rawPath: RelativePath? = nil, problem: FileProblem? = nil) {
+        self.problem = problem
         self.source = source
         self.path = path
         self.version = version
@@ -45,6 +48,17 @@ public struct FileReport: Sendable, Encodable {
         self.error = error
         self.rawPath = rawPath
     }
+}
+
+/// Why a file was skipped or failed, for the code that acts on it; `FileReport.error` has the
+/// text people read.
+public enum FileProblem: Sendable, Equatable {
+    /// Modified less than `min_age` ago: skipped, looked at again later.
+    case notStableYet
+    /// Gone between the listing and the copy: skipped.
+    case vanished
+    /// Its content's SHA-256 is not the one its sender declared: failed, nothing kept.
+    case checksumMismatch
 }
 
 /// The result of one pull of one client.

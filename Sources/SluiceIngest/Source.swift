@@ -42,7 +42,16 @@ public struct ListingIssue: Sendable {
 /// still run.
 public struct SourceError: Error, CustomStringConvertible, Sendable {
     public var message: String
+    /// The file was gone when it was to be read (it is skipped, not failed).
+    public var vanished = false
     public init(_ message: String) { self.message = message }
+
+    /// A file that was listed but is gone when it is opened.
+    package static func vanished(_ message: String) -> SourceError {
+        var e = SourceError(message)
+        e.vanished = true
+        return e
+    }
     public var description: String { message }
 }
 

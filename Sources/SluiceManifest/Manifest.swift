@@ -163,12 +163,24 @@ public final class Manifest: Sendable {
 
     // MARK: runs
 
+    /// A run's `status` in the manifest.
+    public enum RunStatus: String, Sendable {
+        /// Started and not finished (by a live process, or `interrupted` once it is gone).
+        case running
+        case ok
+        /// Some files or sources failed, others were stored.
+        case partial
+        case failed
+        /// The process ended before the run finished.
+        case interrupted
+    }
+
     /// Records the start of a pass; returns the run id.
     public func startRun(client: String, source: String?, trigger: String) throws(ManifestError) -> Int64 {
         try write("starting a run") { db in
             try db.cachedStatement(sql: """
-                INSERT INTO run (client, source, trigger, pid, started_at, status) VALUES (?, ?, ?, ?, ?, 'running')
-                """).execute(arguments: [client, source, trigger, Int(getpid()), Timestamp.now()])
+                INSERT INTO run (client, source, trigger, pid, started_at, status) VALUES (?, ?, ?, ?, ?, ?)
+                """).execute(arguments: [client, source, trigger, Int(getpid()), Timestamp.now(), RunStatus.running.rawValue])
             return db.lastInsertedRowID
         }
     }
@@ -196,7 +208,6 @@ public final class Manifest: Sendable {
         }
     }
 
-    /// Records the end of a pass.
     /// Throws unless the manifest takes writes now: takes the write lock (`BEGIN IMMEDIATE`)
     /// and rolls back, changing nothing.
     public func checkWritable() throws(ManifestError) {
@@ -207,10 +218,11 @@ public final class Manifest: Sendable {
         }
     }
 
-    public func finishRun(id: Int64, status: String, error: String?) throws(ManifestError) {
+    /// Records the end of a pass.
+    public func finishRun(id: Int64, status: RunStatus, error: String?) throws(ManifestError) {
         try write("finishing a run") { db in
             try db.cachedStatement(sql: "UPDATE run SET finished_at = ?, status = ?, error = ? WHERE id = ?")
-                .execute(arguments: [Timestamp.now(), status, error, id])
+                .execute(arguments: [Timestamp.now(), status.rawValue, error, id])
         }
     }
 

@@ -87,6 +87,32 @@ public struct S3ListPage: Sendable {
     public var nextContinuationToken: String?
 }
 
+/// The one HTTP client and event-loop group every S3 source of the process shares, made on
+/// first use and kept until the process exits, so that connections are reused from one poll
+/// to the next and no pass starts threads of its own.
+enum S3Transport {
+    /// S3's own event loops: body callbacks hash and write to the lake on them, which must
+    /// never stall the loops the daemon's HTTP servers share (NIO's singleton group).
+    static let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, min(4, System.coreCount)))
+
+    static let http: HTTPClient = {
+        var config = HTTPClient.Configuration(
+            tlsConfiguration: .makeClientConfiguration(),
+            redirectConfiguration: .disallow,
+            timeout: .init(connect: .seconds(15), read: .seconds(60)),
+            // Each source bounds its own requests (max_connections threads); the pool only
+            // caps what all sources of one endpoint keep open together.
+            connectionPool: .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 64),
+            decompression: .disabled)
+        config.httpVersion = .http1Only
+        // A refused or failed connect fails the request at once: `withRetries` backs off and
+        // tries again a bounded number of times, instead of the pool retrying until the
+        // connect timeout for every attempt (a dead server would hold a poll for minutes).
+        config.connectionPool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroupProvider: .shared(group), configuration: config)
+    }()
+}
+
 /// A small blocking S3 client on AsyncHTTPClient: every call signs with SigV4, retries
 /// throttling, 5xx answers and dropped connections with jittered exponential backoff, and
 /// turns the service's error XML into a message. Calls block their thread; never call them
@@ -94,39 +120,20 @@ public struct S3ListPage: Sendable {
 public final class S3Client: Sendable {
     public let bucket: S3Bucket
     let signer: SigV4Signer
-    let http: HTTPClient
-    /// The client's own event loops: body callbacks hash and write to the lake on them, which
-    /// must never stall the loops the daemon's HTTP servers share (NIO's singleton group).
-    let group: MultiThreadedEventLoopGroup
+    /// The process's one HTTP client for S3 (`S3Transport`).
+    var http: HTTPClient { S3Transport.http }
     /// Attempts per request, for retryable failures.
     public let attempts: Int
     let baseDelayMs: Int
 
-    public init(bucket: S3Bucket, credentials: S3Credentials, maxConnections: Int, connectTimeoutSeconds: Int64 = 15,
-                readTimeoutSeconds: Int64 = 60, attempts: Int = 5, baseDelayMs: Int = 200) {
+    /// A client for one bucket. Its requests run on `S3Transport`'s long-lived HTTP client;
+    /// at most `maxConnections` of them run at once because the caller runs at most that many
+    /// threads on it (each request blocks its thread).
+    public init(bucket: S3Bucket, credentials: S3Credentials, attempts: Int = 5, baseDelayMs: Int = 200) {
         self.bucket = bucket
         self.attempts = attempts
         self.baseDelayMs = baseDelayMs
         signer = SigV4Signer(credentials: credentials, region: bucket.region)
-        var config = HTTPClient.Configuration(
-            tlsConfiguration: .makeClientConfiguration(),
-            redirectConfiguration: .disallow,
-            timeout: .init(connect: .seconds(connectTimeoutSeconds), read: .seconds(readTimeoutSeconds)),
-            connectionPool: .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: max(1, maxConnections)),
-            decompression: .disabled)
-        config.httpVersion = .http1Only
-        // A refused or failed connect fails the request at once: `withRetries` backs off and
-        // tries again a bounded number of times, instead of the pool retrying until the
-        // connect timeout for every attempt (a dead server would hold a poll for minutes).
-        config.connectionPool.retryConnectionEstablishment = false
-        group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, min(maxConnections, System.coreCount)))
-        http = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: config)
-    }
-
-    /// Closes every connection and stops the event loops; the client is unusable afterwards.
-    public func shutdown() {
-        try? http.syncShutdown()
-        try? group.syncShutdownGracefully()
     }
 
     // MARK: Requests

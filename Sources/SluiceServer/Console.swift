@@ -242,7 +242,7 @@ struct Console: Sendable {
             for s in c.sources {
                 let summary = try manifest.sourceSummary(client: c.id, source: s.name)
                 let status = live["\(c.id)/\(s.name)"]
-                rows.append(.init(client: c.id, source: s.name, type: status?.type ?? "", state: status?.state ?? "", summary: summary,
+                rows.append(.init(client: c.id, source: s.name, type: status?.type ?? "", state: status?.state.rawValue ?? "", summary: summary,
                                   filesToday: todays[s.name]?.files ?? 0, bytesToday: todays[s.name]?.bytes ?? 0))
             }
         }
@@ -304,7 +304,7 @@ struct Console: Sendable {
     func uploadPage(csrf: String) throws -> String {
         var targets: [(client: String, source: String)] = []
         for c in daemon.config.clients {
-            for s in c.sources { if case .http = s.kind { targets.append((c.id, s.name)) } }
+            for s in c.sources where s.takesUploads { targets.append((c.id, s.name)) }
         }
         return ConsolePages.upload(targets: targets, csrf: csrf)
     }

@@ -1,3 +1,5 @@
+import Foundation
+import TOMLKit
 import CSluiceLinux
 import SluiceLake
 import SluiceSupport
@@ -213,7 +215,7 @@ package final class FolderPass: SourcePass {
         let (fd, err) = openFollowingInside(candidate.path, flags: O_RDONLY | O_NOCTTY | O_NONBLOCK)
         if fd < 0 {
             switch err {
-            case ENOENT: throw SourceError("file vanished before it could be read")
+            case ENOENT: throw SourceError.vanished("file vanished before it could be read")
             case EACCES, EPERM: throw SourceError("cannot read the file: permission denied — give the sluice user read access")
             case EXDEV, ELOOP: throw SourceError("symlink points outside the source root; not followed")
             default: throw SourceError("cannot open the file: \(errorText(err))")
@@ -358,4 +360,78 @@ package final class FolderStream: ByteStream {
     }
 
     package func close() { closeQuietly(fd) }
+}
+
+/// `type = "folder"`: a drop folder on this machine.
+public struct FolderSourceConfig: Sendable, Equatable {
+    public var path: String
+    public var filter: PathFilter
+    public var recursive: Bool
+    public var minAgeNanoseconds: Int64
+    public var afterIngest: AfterIngest
+    /// `sluice run` rescans the whole folder this often, as a safety net behind inotify.
+    public var rescanIntervalNanoseconds: Int64 = 300_000_000_000
+
+    package init(path: String, filter: PathFilter, recursive: Bool, minAgeNanoseconds: Int64, afterIngest: AfterIngest, rescanIntervalNanoseconds: Int64 = 300_000_000_000) {
+        self.path = path
+        self.filter = filter
+        self.recursive = recursive
+        self.minAgeNanoseconds = minAgeNanoseconds
+        self.afterIngest = afterIngest
+        self.rescanIntervalNanoseconds = rescanIntervalNanoseconds
+    }
+}
+
+extension FolderSourceConfig: SourceSettings {
+    package static let typeName = "folder"
+
+    package var drive: SourceDrive {
+        .watch { [self] host, key in FolderWatcher(host: host, key: key, config: self) }
+    }
+
+    package var summary: String {
+        "folder \(path), min_age \(minAgeNanoseconds / 1_000_000) ms, after_ingest \(afterIngest)"
+    }
+
+    /// An absolute move target on another file system than the folder (a move is a rename,
+    /// which cannot cross file systems). A target not made yet is judged by the nearest
+    /// folder above it that exists.
+    package func setupProblems(key: String) -> [String] {
+        guard case .move(let target) = afterIngest, target.hasPrefix("/") else { return [] }
+        var root = stat(), there = stat()
+        guard stat(path, &root) == 0 else { return [] }  // the folder itself is checked when a pass starts
+        var probe = target
+        while stat(probe, &there) != 0, probe != "/" { probe = (probe as NSString).deletingLastPathComponent }
+        guard there.st_dev != root.st_dev else { return [] }
+        return ["\(key).after_ingest: the move target \(target) is on another file system than the drop folder "
+            + "\(path) (a move is a rename and cannot cross file systems): choose a folder on the same file system"]
+    }
+
+    package func makeSource(_ context: SourceContext) -> (any Source)? {
+        FolderSource(client: context.client, name: context.name, config: self)
+    }
+}
+
+/// Reads `type = "folder"` tables.
+package struct FolderSourceType: SourceType {
+    package let name = FolderSourceConfig.typeName
+    package init() {}
+
+    package func parse(_ t: TOMLTable, path: String, reader: TableReader, stateDir: String) throws(ConfigError) -> any SourceSettings {
+        try reader.checkKeys(t, path: path, allowed: ["type", "path", "include", "exclude", "recursive", "min_age", "after_ingest", "rescan_interval"])
+        let root = reader.resolve(try reader.string(t, "path", path, required: true)!)
+        let common = try reader.commonKeys(t, path)
+        if case .move(let target) = common.afterIngest, target.hasPrefix("/"),
+           target == root || target == (root as NSString).standardizingPath {
+            throw reader.fail("\(path).after_ingest", "the move target \(target) is the drop folder itself: move into a folder below it or elsewhere")
+        }
+        var folder = FolderSourceConfig(
+            path: root, filter: common.filter,
+            recursive: common.recursive, minAgeNanoseconds: common.minAge, afterIngest: common.afterIngest)
+        if let rescan = try reader.duration(t, "rescan_interval", path) {
+            guard rescan > 0 else { throw reader.fail("\(path).rescan_interval", "must be longer than 0") }
+            folder.rescanIntervalNanoseconds = rescan
+        }
+        return folder
+    }
 }

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import TOMLKit
 import Logging
 import NIOCore
 import SluiceLake
@@ -40,7 +41,7 @@ public struct S3Source: Source {
     public func beginPass(moveTargets: [String]) throws(SourceError) -> any SourcePass {
         let credentials = try S3CredentialsFile.load(config: config, key: "clients.\(client).sources.\(name)")
         let s3 = S3Client(bucket: S3Bucket(endpoint: config.endpoint, region: config.region, bucket: config.bucket, pathStyle: config.pathStyle),
-                          credentials: credentials, maxConnections: config.maxConnections)
+                          credentials: credentials)
         // A relative target is below the prefix; an absolute one (a prefix from the bucket's
         // root) is when it starts with the prefix.
         let moved = moveTargets.compactMap { target -> RelativePath? in
@@ -209,7 +210,7 @@ package final class S3Pass: SourcePass, @unchecked Sendable {
         try s3.delete(key: key, ifMatch: etag)
     }
 
-    package func end() { s3.shutdown() }
+    package func end() {}
 }
 
 /// One object read with a single GET: the body flows through a bounded queue (8 MiB) from
@@ -450,4 +451,114 @@ package final class WrittenCount: @unchecked Sendable {
     package var value: Int64 = 0
     package var landed: Int64 = 0
     package func retry() { value = 0 }
+}
+
+/// An S3-compatible bucket (`type = "s3"`), listed under `prefix` recursively.
+public struct S3SourceConfig: Sendable, Equatable {
+    /// `https://s3.eu-central-1.amazonaws.com`, `http://127.0.0.1:9000`, …
+    public var endpoint: URL
+    public var region: String
+    public var bucket: String
+    /// Paths are relative to it; "" lists the whole bucket.
+    public var prefix: String
+    public var pathStyle: Bool
+    /// Absolute path of an INI file like ~/.aws/credentials; nil: AWS_* environment variables.
+    public var credentialsFile: String?
+    public var profile: String
+    public var filter: PathFilter
+    public var minAgeNanoseconds: Int64
+    /// `move:<prefix>` copies to that prefix (below `prefix`), then deletes.
+    public var afterIngest: AfterIngest
+    public var maxConnections: Int
+    public var pollIntervalNanoseconds: Int64
+
+    package init(endpoint: URL, region: String, bucket: String, prefix: String, pathStyle: Bool, credentialsFile: String? = nil, profile: String, filter: PathFilter, minAgeNanoseconds: Int64, afterIngest: AfterIngest, maxConnections: Int, pollIntervalNanoseconds: Int64) {
+        self.endpoint = endpoint
+        self.region = region
+        self.bucket = bucket
+        self.prefix = prefix
+        self.pathStyle = pathStyle
+        self.credentialsFile = credentialsFile
+        self.profile = profile
+        self.filter = filter
+        self.minAgeNanoseconds = minAgeNanoseconds
+        self.afterIngest = afterIngest
+        self.maxConnections = maxConnections
+        self.pollIntervalNanoseconds = pollIntervalNanoseconds
+    }
+}
+
+extension S3SourceConfig: SourceSettings {
+    package static let typeName = "s3"
+
+    package var drive: SourceDrive {
+        .poll(server: "s3 \(endpoint.absoluteString) \(bucket)", intervalNanoseconds: pollIntervalNanoseconds)
+    }
+
+    package var summary: String {
+        let creds = credentialsFile.map { "credentials \($0) [\(profile)]" } ?? "credentials from AWS_* environment variables"
+        return "s3 \(endpoint.absoluteString) bucket \(bucket) prefix \"\(prefix)\" (\(region)\(pathStyle ? ", path style" : "")), \(creds), "
+            + "max_connections \(maxConnections), min_age \(minAgeNanoseconds / 1_000_000) ms, after_ingest \(afterIngest)"
+    }
+
+    /// A missing credentials file, profile or key.
+    package func secretProblems(key: String) -> [String] {
+        do {
+            _ = try S3CredentialsFile.load(config: self, key: key)
+            return []
+        } catch {
+            return [error.message]
+        }
+    }
+
+    package func makeSource(_ context: SourceContext) -> (any Source)? {
+        S3Source(client: context.client, name: context.name, config: self, logger: context.logger)
+    }
+}
+
+/// Reads `type = "s3"` tables.
+package struct S3SourceType: SourceType {
+    package let name = S3SourceConfig.typeName
+    package init() {}
+
+    package func parse(_ t: TOMLTable, path: String, reader: TableReader, stateDir: String) throws(ConfigError) -> any SourceSettings {
+        try reader.checkKeys(t, path: path, allowed: [
+            "type", "endpoint", "region", "bucket", "prefix", "path_style", "credentials_file", "profile",
+            "include", "exclude", "min_age", "after_ingest", "max_connections", "poll_interval",
+        ])
+        let endpointText = try reader.string(t, "endpoint", path, required: true)!
+        guard let endpoint = URL(string: endpointText), let scheme = endpoint.scheme, ["http", "https"].contains(scheme),
+              let host = endpoint.host, !host.isEmpty, endpoint.query == nil, endpoint.user == nil else {
+            throw reader.fail("\(path).endpoint", "expected an http(s) URL such as \"https://s3.eu-central-1.amazonaws.com\", found \"\(endpointText)\"")
+        }
+        let region = try reader.string(t, "region", path, required: true)!
+        guard !region.isEmpty, region.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }) else {
+            throw reader.fail("\(path).region", "expected a region such as \"eu-central-1\", found \"\(region)\"")
+        }
+        let bucket = try reader.string(t, "bucket", path, required: true)!
+        guard (1...255).contains(bucket.count), bucket.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-._".contains($0)) }) else {
+            throw reader.fail("\(path).bucket", "expected a bucket name (letters, digits, '-', '.', '_'), found \"\(bucket)\"")
+        }
+        let prefix = try reader.string(t, "prefix", path, required: false) ?? ""
+        guard !prefix.hasPrefix("/"), !prefix.utf8.contains(0) else {
+            throw reader.fail("\(path).prefix", "a key prefix has no leading '/': write \"\(prefix.drop { $0 == "/" })\"")
+        }
+        let pathStyle = try reader.bool(t, "path_style", path) ?? false
+        if !pathStyle && bucket.contains(".") && scheme == "https" {
+            throw reader.fail("\(path).path_style", "bucket \"\(bucket)\" has dots, which break TLS with virtual-hosted addressing: set path_style = true")
+        }
+        let credentials = try reader.string(t, "credentials_file", path, required: false).map(reader.resolve)
+        let profile = try reader.string(t, "profile", path, required: false) ?? "default"
+        guard !profile.isEmpty, !profile.contains(where: { $0 == "]" || $0 == "[" || $0.isNewline }) else {
+            throw reader.fail("\(path).profile", "expected a profile name such as \"default\"")
+        }
+        // Keys are listed recursively: `recursive` is not among the allowed keys.
+        let common = try reader.commonKeys(t, path)
+        let maxConnections = try reader.integer(t, "max_connections", path, range: 1...64) ?? 4
+        let poll = try reader.duration(t, "poll_interval", path) ?? 300_000_000_000
+        guard poll > 0 else { throw reader.fail("\(path).poll_interval", "must be longer than 0") }
+        return S3SourceConfig(endpoint: endpoint, region: region, bucket: bucket, prefix: prefix, pathStyle: pathStyle,
+                              credentialsFile: credentials, profile: profile, filter: common.filter,
+                              minAgeNanoseconds: common.minAge, afterIngest: common.afterIngest, maxConnections: maxConnections, pollIntervalNanoseconds: poll)
+    }
 }

@@ -174,7 +174,7 @@ package final class SFTPPass: SourcePass, @unchecked Sendable {
                 return SFTPStream(pass: self, session: s, file: file, path: path, candidate: candidate)
             } catch {
                 pool.giveBack(s, after: error)
-                if error.isNoSuchFile { throw SourceError("file vanished before it could be read (\(source.location))") }
+                if error.isNoSuchFile { throw SourceError.vanished("file vanished before it could be read (\(source.location))") }
                 if error.isConnectionLoss && attempt == 0 { continue }
                 throw fail(error)
             }

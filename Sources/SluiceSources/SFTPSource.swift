@@ -1,4 +1,5 @@
 import Foundation
+import TOMLKit
 import Logging
 import SluiceLake
 import SluiceSFTP
@@ -270,5 +271,138 @@ package final class SessionPool: @unchecked Sendable {
         total -= sessions.count
         condition.unlock()
         for s in sessions { s.close() }
+    }
+}
+
+/// `type = "sftp"`: a folder on a client's SFTP server, polled.
+public struct SFTPSourceConfig: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+    public var user: String
+    /// Absolute paths; the secrets themselves are read only when connecting.
+    public var identityFile: String?
+    public var passphraseFile: String?
+    public var passwordFile: String?
+    public var knownHosts: String
+    /// The folder on the server, as configured (absolute, or relative to the login folder).
+    public var remoteDir: String
+    public var filter: PathFilter
+    public var recursive: Bool
+    public var minAgeNanoseconds: Int64
+    public var afterIngest: AfterIngest
+    public var maxConnections: Int
+    public var connectTimeoutNanoseconds: Int64
+    public var ioTimeoutNanoseconds: Int64
+    public var pollIntervalNanoseconds: Int64
+    /// `ciphers` and `host_key_algorithms`, when the server needs something particular.
+    public var algorithms = SSHAlgorithmChoice()
+
+    package init(host: String, port: Int, user: String, identityFile: String? = nil, passphraseFile: String? = nil, passwordFile: String? = nil, knownHosts: String, remoteDir: String, filter: PathFilter, recursive: Bool, minAgeNanoseconds: Int64, afterIngest: AfterIngest, maxConnections: Int, connectTimeoutNanoseconds: Int64, ioTimeoutNanoseconds: Int64, pollIntervalNanoseconds: Int64) {
+        self.host = host
+        self.port = port
+        self.user = user
+        self.identityFile = identityFile
+        self.passphraseFile = passphraseFile
+        self.passwordFile = passwordFile
+        self.knownHosts = knownHosts
+        self.remoteDir = remoteDir
+        self.filter = filter
+        self.recursive = recursive
+        self.minAgeNanoseconds = minAgeNanoseconds
+        self.afterIngest = afterIngest
+        self.maxConnections = maxConnections
+        self.connectTimeoutNanoseconds = connectTimeoutNanoseconds
+        self.ioTimeoutNanoseconds = ioTimeoutNanoseconds
+        self.pollIntervalNanoseconds = pollIntervalNanoseconds
+    }
+}
+
+extension SFTPSourceConfig: SourceSettings {
+    package static let typeName = "sftp"
+
+    package var drive: SourceDrive {
+        .poll(server: "sftp \(host.lowercased()):\(port)", intervalNanoseconds: pollIntervalNanoseconds)
+    }
+
+    package var summary: String {
+        let auth = [identityFile.map { "key \($0)" }, passwordFile.map { "password from \($0)" }].compactMap { $0 }.joined(separator: " + ")
+        return "sftp \(user)@\(host):\(port) \(remoteDir), \(auth), known_hosts \(knownHosts), "
+            + "max_connections \(maxConnections), min_age \(minAgeNanoseconds / 1_000_000) ms, after_ingest \(afterIngest)"
+    }
+
+    /// An identity, passphrase or password file that cannot be read.
+    package func secretProblems(key: String) -> [String] {
+        var problems: [String] = []
+        for (name, file) in [("identity_file", identityFile), ("passphrase_file", passphraseFile), ("password_file", passwordFile)] {
+            guard let file, access(file, R_OK) != 0 else { continue }
+            problems.append("\(key).\(name) \(file) cannot be read: \(String(cString: strerror(errno))) — create it (mode 600) or fix the path")
+        }
+        return problems
+    }
+
+    package func makeSource(_ context: SourceContext) -> (any Source)? {
+        SFTPSource(client: context.client, name: context.name, config: self, logger: context.logger, stateDir: context.stateDir)
+    }
+}
+
+/// Reads `type = "sftp"` tables.
+package struct SFTPSourceType: SourceType {
+    package let name = SFTPSourceConfig.typeName
+    package init() {}
+
+    package func parse(_ t: TOMLTable, path: String, reader: TableReader, stateDir: String) throws(ConfigError) -> any SourceSettings {
+        try reader.checkKeys(t, path: path, allowed: [
+            "type", "host", "port", "user", "identity_file", "passphrase_file", "password_file", "known_hosts",
+            "remote_dir", "include", "exclude", "recursive", "min_age", "after_ingest", "max_connections",
+            "connect_timeout", "io_timeout", "poll_interval", "ciphers", "host_key_algorithms",
+        ])
+        let host = try reader.string(t, "host", path, required: true)!
+        guard !host.isEmpty, !host.contains(where: { $0.isWhitespace || $0 == "/" || $0 == "@" }) else {
+            throw reader.fail("\(path).host", "expected a host name or IP address, found \"\(host)\"")
+        }
+        let port = try reader.integer(t, "port", path, range: 1...65535) ?? 22
+        let user = try reader.string(t, "user", path, required: true)!
+        guard !user.isEmpty else { throw reader.fail("\(path).user", "must not be empty") }
+        let identity = try reader.string(t, "identity_file", path, required: false).map(reader.resolve)
+        let passphrase = try reader.string(t, "passphrase_file", path, required: false).map(reader.resolve)
+        let password = try reader.string(t, "password_file", path, required: false).map(reader.resolve)
+        if identity == nil && password == nil {
+            throw reader.fail(path, "an sftp source needs identity_file, password_file or both (secrets are read from files, never from agent.conf)")
+        }
+        if passphrase != nil && identity == nil {
+            throw reader.fail("\(path).passphrase_file", "passphrase_file needs identity_file")
+        }
+        let knownHosts = try reader.string(t, "known_hosts", path, required: false).map(reader.resolve) ?? "\(stateDir)/known_hosts"
+        var remoteDir = try reader.string(t, "remote_dir", path, required: true)!
+        guard !remoteDir.isEmpty, !remoteDir.utf8.contains(0) else {
+            throw reader.fail("\(path).remote_dir", "expected a folder on the server, such as \"/outbox\"")
+        }
+        while remoteDir.count > 1 && remoteDir.hasSuffix("/") { remoteDir.removeLast() }
+        let common = try reader.commonKeys(t, path)
+        let maxConnections = try reader.integer(t, "max_connections", path, range: 1...10) ?? 2
+        let connectTimeout = try reader.duration(t, "connect_timeout", path) ?? 15_000_000_000
+        let ioTimeout = try reader.duration(t, "io_timeout", path) ?? 60_000_000_000
+        let poll = try reader.duration(t, "poll_interval", path) ?? 300_000_000_000
+        for (key, v) in [("connect_timeout", connectTimeout), ("io_timeout", ioTimeout), ("poll_interval", poll)] where v <= 0 {
+            throw reader.fail("\(path).\(key)", "must be longer than 0")
+        }
+        var algorithms = SSHAlgorithmChoice()
+        for (key, kind) in [("ciphers", SSHAlgorithms.Kind.cipher), ("host_key_algorithms", .hostKey)] {
+            guard let names = try reader.stringArray(t, key, path) else { continue }
+            guard !names.isEmpty else { throw reader.fail("\(path).\(key)", "an empty list allows nothing: leave \(key) out for Sluice's defaults") }
+            let unknown = SSHAlgorithmChoice.unsupported(names, kind)
+            guard unknown.isEmpty else {
+                throw reader.fail("\(path).\(key)", "\(unknown.map { "\"\($0)\"" }.joined(separator: ", ")) \(unknown.count == 1 ? "is" : "are") not supported: "
+                    + "expected some of \(SSHAlgorithms.supported(kind).filter { !$0.hasPrefix("none") }.joined(separator: ", "))")
+            }
+            if kind == .cipher { algorithms.ciphers = names } else { algorithms.hostKeys = names }
+        }
+        var sftp = SFTPSourceConfig(
+            host: host, port: port, user: user, identityFile: identity, passphraseFile: passphrase, passwordFile: password,
+            knownHosts: knownHosts, remoteDir: remoteDir, filter: common.filter, recursive: common.recursive,
+            minAgeNanoseconds: common.minAge, afterIngest: common.afterIngest, maxConnections: maxConnections,
+            connectTimeoutNanoseconds: connectTimeout, ioTimeoutNanoseconds: ioTimeout, pollIntervalNanoseconds: poll)
+        sftp.algorithms = algorithms
+        return sftp
     }
 }

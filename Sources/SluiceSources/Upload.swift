@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import TOMLKit
 import Logging
 import NIOCore
 import SluiceSupport
@@ -318,4 +319,40 @@ public enum UploadOutcome: Sendable {
     case unavailable(String)
     /// The lake or the manifest failed (a full disk, say); nothing was kept.
     case failed(String)
+}
+
+/// A source that clients push to through the upload API (`type = "http"`): only which paths
+/// it takes. An upload outside `include`/`exclude` is refused with 422.
+public struct HTTPSourceConfig: Sendable, Equatable {
+    public var filter: PathFilter
+
+    package init(filter: PathFilter) {
+        self.filter = filter
+    }
+}
+
+extension HTTPSourceConfig: SourceSettings {
+    package static let typeName = "http"
+    package var afterIngest: AfterIngest { .keep }
+    package var drive: SourceDrive { .push }
+
+    package var summary: String {
+        "http uploads, include \(filter.include.map(\.pattern)), exclude \(filter.exclude.map(\.pattern))"
+    }
+
+    /// Uploads arrive through the upload API of `sluice run`: there is nothing to pull.
+    package func makeSource(_ context: SourceContext) -> (any Source)? { nil }
+}
+
+/// Reads `type = "http"` tables.
+package struct HTTPSourceType: SourceType {
+    package let name = HTTPSourceConfig.typeName
+    package init() {}
+
+    package func parse(_ t: TOMLTable, path: String, reader: TableReader, stateDir: String) throws(ConfigError) -> any SourceSettings {
+        try reader.checkKeys(t, path: path, allowed: ["type", "include", "exclude"])
+        let include = try reader.globs(try reader.stringArray(t, "include", path) ?? ["**/*"], key: "\(path).include")
+        let exclude = try reader.globs(try reader.stringArray(t, "exclude", path) ?? TableReader.defaultExclude, key: "\(path).exclude")
+        return HTTPSourceConfig(filter: PathFilter(include: include, exclude: exclude))
+    }
 }

@@ -3,7 +3,7 @@
 /// a pattern without `/` matches the file name at any depth; a pattern with `/` matches the
 /// whole relative path (a leading `/` is allowed and ignored). `*` and `?` never cross `/`;
 /// `**` does, and `**/` also matches zero folders. `[abc]`, `[a-z]` and `[!a]` are classes.
-public struct Glob: Sendable, CustomStringConvertible {
+public struct Glob: Sendable, Equatable, CustomStringConvertible {
     public let pattern: String
     private let segments: [Segment]
     private let nameOnly: Bool
@@ -19,6 +19,9 @@ public struct Glob: Sendable, CustomStringConvertible {
         case star
         case set([ClosedRange<UInt8>], negated: Bool)
     }
+
+    /// Two globs are equal when their patterns are (the compiled form follows from it).
+    public static func == (a: Glob, b: Glob) -> Bool { a.pattern == b.pattern }
 
     public struct SyntaxError: Error, CustomStringConvertible {
         public let description: String
@@ -173,7 +176,7 @@ public struct Glob: Sendable, CustomStringConvertible {
 }
 
 /// Include and exclude globs of one source.
-public struct PathFilter: Sendable {
+public struct PathFilter: Sendable, Equatable {
     public var include: [Glob]
     public var exclude: [Glob]
     /// Folders taken literally (no glob syntax), with everything below them: where Sluice moves

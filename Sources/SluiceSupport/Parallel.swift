@@ -1,33 +1,72 @@
 import Foundation
+import NIOPosix
 import Synchronization
 
-/// Runs `body(i)` for every `i` in `0..<count` on `threads` dedicated threads (never on
-/// Swift's cooperative pool, since the work blocks in system calls) and waits for all.
-/// `setup` runs once per thread and its result is handed to each call on that thread.
-package func parallelFor<State>(count: Int, threads: Int, setup: @escaping @Sendable () -> State, cleanup: @escaping @Sendable (State) -> Void = { _ in }, body: @escaping @Sendable (Int, State) -> Void) {
-    guard count > 0 else { return }
-    let n = max(1, min(threads, count))
+/// The process's long-lived threads for blocking work: file I/O, fsync, hashing and libssh2
+/// calls run here, never on Swift's cooperative pool or on an event loop. Started on first
+/// use; its threads wait idle between jobs instead of being made for each one.
+package enum BlockingPool {
+    /// More threads than cores: most of the work waits on disks and networks.
+    package static let threads = max(16, 4 * ProcessInfo.processInfo.activeProcessorCount)
+
+    package static let shared: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: threads)
+        pool.start()
+        return pool
+    }()
+
+    /// Starts the pool now if it has not started (its threads then stay for the process's life).
+    package static func start() { _ = shared }
+
+    /// Runs `body` on one of the pool's threads.
+    package static func run(_ body: @escaping @Sendable () -> Void) {
+        shared.submit { _ in body() }
+    }
+}
+
+/// The shared counters of one `parallelFor`.
+private final class ParallelLoop: Sendable {
+    let count: Int
     let next = Atomic<Int>(0)
+    let finished = Atomic<Int>(0)
     let done = DispatchSemaphore(value: 0)
+
+    init(count: Int) { self.count = count }
+
+    /// The next index to run, or nil when every index is taken.
+    func claim() -> Int? {
+        let i = next.add(1, ordering: .relaxed).oldValue
+        return i < count ? i : nil
+    }
+
+    func finish() {
+        if finished.add(1, ordering: .acquiringAndReleasing).newValue == count { done.signal() }
+    }
+}
+
+/// Runs `body(i)` for every `i` in `0..<count` on up to `threads` threads and waits for all.
+/// The caller is one of them, and the others come from `BlockingPool`: the caller takes
+/// indices too, so a loop always finishes even when every pool thread is busy (a
+/// `parallelFor` inside another one, say). `setup` runs once on each thread that takes an
+/// index, and its result is handed to every call on that thread.
+package func parallelFor<State>(count: Int, threads: Int, setup: @escaping @Sendable () -> State, body: @escaping @Sendable (Int, State) -> Void) {
+    guard count > 0 else { return }
+    let helpers = max(1, min(threads, count)) - 1
+    let loop = ParallelLoop(count: count)
     let work: @Sendable () -> Void = {
+        // A helper that starts after every index is taken does nothing at all.
+        guard var i = loop.claim() else { return }
         let state = setup()
         while true {
-            let i = next.add(1, ordering: .relaxed).oldValue
-            if i >= count { break }
             body(i, state)
+            loop.finish()
+            guard let n = loop.claim() else { return }
+            i = n
         }
-        cleanup(state)
-        done.signal()
     }
-    withExtendedLifetime(next) {
-        for _ in 1..<n {
-            let t = Thread(block: work)
-            t.stackSize = 1 << 20
-            t.start()
-        }
-        work()
-        for _ in 0..<n { done.wait() }
-    }
+    for _ in 0..<helpers { BlockingPool.run(work) }
+    work()
+    loop.done.wait()
 }
 
 /// A fixed-size array that threads fill at distinct indices. The storage is allocated once
@@ -57,27 +96,40 @@ package final class IOBuffer: @unchecked Sendable {
     deinit { raw.deallocate() }
 }
 
-/// Runs a throwing closure on a dedicated thread (ingest work blocks, so it never runs on
-/// Swift's cooperative threads). `wait()` blocks until it has ended and rethrows its error;
+/// Runs a throwing closure on a thread of its own or of `BlockingPool` (ingest work blocks,
+/// so it never runs on Swift's cooperative threads). `wait()` blocks until it has ended and rethrows its error;
 /// any number of threads may wait, any number of times.
-package final class BackgroundJob: @unchecked Sendable {
+package final class BackgroundJob: @unchecked Sendable {  // finished and failure are guarded by condition
     private let condition = NSCondition()
     private var finished = false
     private var failure: (any Error)?
 
+    /// Runs `body` on a thread of its own, for a loop that lives as long as the agent runs.
     package init(name: String? = nil, _ body: @escaping @Sendable () throws -> Void) {
-        let t = Thread { [self] in
-            var error: (any Error)?
-            do { try body() } catch let e { error = e }
-            condition.lock()
-            failure = error
-            finished = true
-            condition.broadcast()
-            condition.unlock()
-        }
+        let t = Thread { [self] in run(body) }
         if let name { t.name = name }
         t.stackSize = 4 << 20
         t.start()
+    }
+
+    /// Runs `body` on a thread of `BlockingPool`, for a job that ends (a listing, a batch's
+    /// commit).
+    package static func pooled(_ body: @escaping @Sendable () throws -> Void) -> BackgroundJob {
+        BackgroundJob(pooledBody: body)
+    }
+
+    private init(pooledBody body: @escaping @Sendable () throws -> Void) {
+        BlockingPool.run { [self] in run(body) }
+    }
+
+    private func run(_ body: @Sendable () throws -> Void) {
+        var error: (any Error)?
+        do { try body() } catch let e { error = e }
+        condition.lock()
+        failure = error
+        finished = true
+        condition.broadcast()
+        condition.unlock()
     }
 
     package func wait() throws {

@@ -174,20 +174,7 @@ struct CheckConfig: ParsableCommand {
         for client in c.clients {
             say("  client \(client.id)\(client.displayName.map { " (\($0))" } ?? "")")
             for s in client.sources {
-                switch s.kind {
-                case .folder(let f):
-                    say("    source \(s.name): folder \(f.path), min_age \(f.minAgeNanoseconds / 1_000_000) ms, after_ingest \(f.afterIngest)")
-                case .sftp(let f):
-                    let auth = [f.identityFile.map { "key \($0)" }, f.passwordFile.map { "password from \($0)" }].compactMap { $0 }.joined(separator: " + ")
-                    say("    source \(s.name): sftp \(f.user)@\(f.host):\(f.port) \(f.remoteDir), \(auth), known_hosts \(f.knownHosts), "
-                        + "max_connections \(f.maxConnections), min_age \(f.minAgeNanoseconds / 1_000_000) ms, after_ingest \(f.afterIngest)")
-                case .s3(let f):
-                    let creds = f.credentialsFile.map { "credentials \($0) [\(f.profile)]" } ?? "credentials from AWS_* environment variables"
-                    say("    source \(s.name): s3 \(f.endpoint.absoluteString) bucket \(f.bucket) prefix \"\(f.prefix)\" (\(f.region)\(f.pathStyle ? ", path style" : "")), \(creds), "
-                        + "max_connections \(f.maxConnections), min_age \(f.minAgeNanoseconds / 1_000_000) ms, after_ingest \(f.afterIngest)")
-                case .http(let h):
-                    say("    source \(s.name): http uploads, include \(h.filter.include.map(\.pattern)), exclude \(h.filter.exclude.map(\.pattern))")
-                }
+                say("    source \(s.name): \(s.settings.summary)")
             }
         }
     }

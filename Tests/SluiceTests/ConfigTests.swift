@@ -48,7 +48,7 @@ import SluiceFormats
         #expect(c.mappingsDir == "/etc/sluice/mappings")
         let acme = try #require(c.client("acme"))
         #expect(acme.displayName == "ACME Corp")
-        guard case .folder(let f) = acme.sources[0].kind else { Issue.record("not a folder"); return }
+        guard let f = acme.sources[0].settings as? FolderSourceConfig else { Issue.record("not a folder"); return }
         #expect(f.minAgeNanoseconds == 300_000_000_000)
         #expect(!f.recursive)
         #expect(f.afterIngest == .move("done"))
@@ -166,7 +166,7 @@ import SluiceFormats
 
     @Test func sftpSourceKeysAndDefaults() throws {
         let c = try parse(Self.sftpBase)
-        guard case .sftp(let s) = try #require(c.client("acme")).sources[0].kind else { Issue.record("not sftp"); return }
+        guard let s = try #require(c.client("acme")).sources[0].settings as? SFTPSourceConfig else { Issue.record("not sftp"); return }
         #expect(s.port == 22)
         #expect(s.identityFile == "/etc/sluice/keys/acme")
         #expect(s.knownHosts == "/var/lib/sluice/known_hosts")
@@ -191,7 +191,7 @@ import SluiceFormats
             io_timeout = "1m"
             poll_interval = "1h"
             """)
-        guard case .sftp(let f) = full.clients[0].sources[0].kind else { return }
+        guard let f = full.clients[0].sources[0].settings as? SFTPSourceConfig else { return }
         #expect(f.port == 2222 && f.passwordFile == "/run/secrets/pw" && f.knownHosts == "/etc/sluice/kh")
         #expect(f.afterIngest == .move("done"))
         #expect(!f.filter.accepts(file: Array("done/a.csv".utf8)))
@@ -235,7 +235,7 @@ import SluiceFormats
         let base = "[agent]\nstate_dir = \"s\"\nlake_dir = \"l\"\n[clients.acme.sources.portal]\ntype = \"http\"\n"
         let off = try parse(base)
         #expect(off.api.listen.isEmpty && off.api.listenAddress == nil && off.api.maxUploadSize == 20 << 30 && off.api.maxConcurrentUploads == 16)
-        guard case .http(let h) = off.clients[0].sources[0].kind else {
+        guard let h = off.clients[0].sources[0].settings as? HTTPSourceConfig else {
             Issue.record("an http source")
             return
         }

@@ -418,6 +418,7 @@ extension IngestTests {
         let path = dir.write("all.bin", Data(blocks.joined()))
         #expect(hasher.finish() == (try sha256(ofFile: path)))
 
+        BlockingPool.start()  // its threads are the process's for good, not leaks of this test
         let before = liveThreadCount()
         let block = [UInt8](repeating: 7, count: 1 << 20)
         for _ in 0..<20 {
@@ -459,6 +460,7 @@ extension IngestTests {
         broken.stop()
         #expect(broken.failure(path: "x")?.errno == EBADF)
 
+        BlockingPool.start()  // its threads are the process's for good, not leaks of this test
         let before = liveThreadCount()
         for _ in 0..<20 {
             let dropped = BackgroundDataSync(fd: -1, step: 1)
@@ -528,7 +530,7 @@ extension IngestTests {
         let manifest = try Manifest(path: path)
         for _ in 0..<300 {
             let id = try manifest.startRun(client: "acme", source: "portal", trigger: "upload")
-            try manifest.finishRun(id: id, status: "ok", error: nil)
+            try manifest.finishRun(id: id, status: .ok, error: nil)
         }
         let left = try manifest.startRun(client: "acme", source: "portal", trigger: "upload")
         _ = try Shell.run("/usr/bin/sqlite3", [path, "ANALYZE"])

@@ -221,6 +221,7 @@ import Glibc
 
     /// A writer dropped before `finish` (a failed transform) stops its compression thread.
     @Test func anAbandonedWriterStopsItsCompressionThread() throws {
+        BlockingPool.start()  // its threads are the process's for good, not leaks of this test
         let before = liveThreadCount()
         for _ in 0..<20 {
             var options = ParquetOptions()

@@ -27,7 +27,7 @@ import SluiceFormats
         let d = try Self.parse("")
         #expect(d.maxTransfers == 4 && d.httpListen == "127.0.0.1:9464" && d.logLevel == "info")
         #expect(d.shutdownTimeoutNanoseconds == 30_000_000_000 && d.transformWorkers == ProcessInfo.processInfo.activeProcessorCount)
-        guard case .folder(let f) = d.clients[0].sources[0].kind else { Issue.record("not a folder"); return }
+        guard let f = d.clients[0].sources[0].settings as? FolderSourceConfig else { Issue.record("not a folder"); return }
         #expect(f.rescanIntervalNanoseconds == 300_000_000_000)
 
         let c = try Self.parse("""
@@ -39,7 +39,7 @@ import SluiceFormats
             """, source: "rescan_interval = \"1m\"")
         #expect(c.maxTransfers == 9 && c.transformWorkers == 3 && c.shutdownTimeoutNanoseconds == 5_000_000_000)
         #expect(c.httpListen == "" && c.logLevel == "debug")
-        guard case .folder(let g) = c.clients[0].sources[0].kind else { return }
+        guard let g = c.clients[0].sources[0].settings as? FolderSourceConfig else { return }
         #expect(g.rescanIntervalNanoseconds == 60_000_000_000)
     }
 

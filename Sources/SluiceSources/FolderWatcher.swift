@@ -5,9 +5,6 @@ import SluiceManifest
 import SluiceSupport
 import SluiceIngest
 import SluiceConfig
-import SluiceSources
-import SluiceTransform
-import SluiceFormats
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -24,7 +21,7 @@ import Glibc
 /// Two threads: one drains inotify (so the kernel queue rarely overflows, even while a pass
 /// runs), one runs the passes, each through the same ingest pipeline as `sluice pull`.
 package final class FolderWatcher: SourceRunner, @unchecked Sendable {
-    package unowned let daemon: AgentRuntime
+    package unowned let host: any SourceHost
     package let key: SourceKey
     package let config: FolderSourceConfig
     private let waker = Waker()
@@ -39,15 +36,14 @@ package final class FolderWatcher: SourceRunner, @unchecked Sendable {
     private var pending: [RelativePath: Int64] = [:]
     private var scanRequested = true
 
-    package init(daemon: AgentRuntime, key: SourceKey, config: FolderSourceConfig) {
-        self.daemon = daemon
+    package init(host: any SourceHost, key: SourceKey, config: FolderSourceConfig) {
+        self.host = host
         self.key = key
         self.config = config
     }
 
     package func sameConfig(as source: SourceConfig) -> Bool {
-        guard case .folder(let f) = source.kind else { return false }
-        return "\(f)" == "\(config)"
+        (source.settings as? FolderSourceConfig) == config
     }
 
     package func start() {
@@ -74,9 +70,9 @@ package final class FolderWatcher: SourceRunner, @unchecked Sendable {
         do {
             inotify = try Inotify()
         } catch {
-            daemon.logger.error("Cannot watch the drop folder; it is only rescanned every rescan_interval",
+            host.logger.error("Cannot watch the drop folder; it is only rescanned every rescan_interval",
                                 metadata: ["client": "\(key.client)", "source": "\(key.source)", "error": "\(error)"])
-            daemon.update(key) { $0.lastError = "\(error)" }
+            host.update(key) { $0.lastError = "\(error)" }
             return
         }
         watchTree(inotify)
@@ -95,7 +91,7 @@ package final class FolderWatcher: SourceRunner, @unchecked Sendable {
             let now = nowNanoseconds()
             for e in events {
                 if e.mask.contains(.overflow) {
-                    daemon.logger.warning("inotify queue overflowed; rescanning the folder", metadata: ["client": "\(key.client)", "source": "\(key.source)"])
+                    host.logger.warning("inotify queue overflowed; rescanning the folder", metadata: ["client": "\(key.client)", "source": "\(key.source)"])
                     inotify.unwatchAll()
                     watchTree(inotify)
                     lock.withLock { scanRequested = true }
@@ -108,7 +104,7 @@ package final class FolderWatcher: SourceRunner, @unchecked Sendable {
                 }
                 guard let folder = inotify.folders[e.watch], !e.name.isEmpty else {
                     if e.mask.contains(.deleteSelf) || e.mask.contains(.moveSelf), inotify.folders[e.watch] == [] {
-                        daemon.update(key) { $0.lastError = "the drop folder \(config.path) was removed or moved" }
+                        host.update(key) { $0.lastError = "the drop folder \(config.path) was removed or moved" }
                     }
                     continue
                 }
@@ -154,7 +150,7 @@ package final class FolderWatcher: SourceRunner, @unchecked Sendable {
         while let rel = stack.popLast() {
             guard withCString(absolute(rel), { access($0, F_OK) }) == 0 else { continue }
             if let problem = inotify.watch(absolute: absolute(rel), relative: rel.bytes) {
-                daemon.logger.error("Cannot watch a folder", metadata: ["client": "\(key.client)", "source": "\(key.source)", "error": "\(problem)"])
+                host.logger.error("Cannot watch a folder", metadata: ["client": "\(key.client)", "source": "\(key.source)", "error": "\(problem)"])
                 continue
             }
             guard config.recursive else { continue }
@@ -192,22 +188,22 @@ package final class FolderWatcher: SourceRunner, @unchecked Sendable {
             }
             if scan {
                 nextRescan = now + config.rescanIntervalNanoseconds
-                daemon.update(key) { $0.state = "scanning" }
-                daemon.cycleStarted()
+                host.update(key) { $0.state = .scanning }
+                host.cycleStarted()
                 rescan()
             }
             let batch = takeReady(now: nowNanoseconds())
             if !batch.isEmpty {
-                daemon.update(key) {
-                    $0.state = "ingesting"
+                host.update(key) {
+                    $0.state = .ingesting
                     $0.queueDepth = self.queueDepth + batch.count
                 }
                 let source = FolderSource(client: key.client, name: key.source, config: config, only: batch)
-                _ = daemon.ingest(key, source: source, trigger: "watch")
+                _ = host.runPass(key, source: source, trigger: "watch")
             }
             let depth = queueDepth
-            daemon.update(key) {
-                $0.state = "idle"
+            host.update(key) {
+                $0.state = .idle
                 $0.queueDepth = depth
             }
             // Sleep until the next file is due, the next rescan, or an event.
@@ -217,7 +213,7 @@ package final class FolderWatcher: SourceRunner, @unchecked Sendable {
             }
             if wake > nowNanoseconds() { waker.sleep(nanoseconds: min(wake - nowNanoseconds(), 1_000_000_000)) }
         }
-        daemon.update(key) { $0.state = "stopped" }
+        host.update(key) { $0.state = .stopped }
     }
 
     /// The files to ingest now: the complete ones, and those written in place that have been
@@ -248,10 +244,10 @@ package final class FolderWatcher: SourceRunner, @unchecked Sendable {
     /// `rescan_interval`); files too fresh to take are looked at again when they could be.
     private func rescan() {
         let source = FolderSource(client: key.client, name: key.source, config: config)
-        guard let report = daemon.ingest(key, source: source, trigger: "scan") else { return }
+        guard let report = host.runPass(key, source: source, trigger: "scan") else { return }
         let now = nowNanoseconds()
         lock.withLock {
-            for f in report.files where f.status == .skipped && (f.error ?? "").hasPrefix(Ingestor.notStableYet) {
+            for f in report.files where f.status == .skipped && f.problem == .notStableYet {
                 let path = f.rawPath ?? RelativePath(f.path)
                 if !readySet.contains(path) { pending[path] = now + config.minAgeNanoseconds }
             }

@@ -1,11 +1,9 @@
+import Foundation
 import SluiceLake
 import SluiceSupport
 import SluiceManifest
 import SluiceIngest
 import SluiceConfig
-import SluiceSources
-import SluiceTransform
-import SluiceFormats
 #if canImport(Glibc)
 import Glibc
 #endif
