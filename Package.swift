@@ -236,10 +236,28 @@ let package = Package(
             ],
             swiftSettings: upcoming
         ),
+        .target(
+            name: "SluiceTestSupport",
+            dependencies: [
+                "SluiceSupport",
+                "SluiceAgent",
+                "SluiceLake",
+                "SluiceIngest",
+                "SluiceConfig",
+                "SluiceSources",
+                "SluiceTransform",
+                "SluiceFormats",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "Tests/SluiceTestSupport",
+            swiftSettings: upcoming
+        ),
         .testTarget(
             name: "SluiceTests",
             dependencies: [
                 "sluice",
+                "SluiceTestSupport",
                 "SluiceSupport",
                 "SluiceIngest",
                 "SluiceConfig",

@@ -1,6 +1,5 @@
 import Foundation
 import SluiceParquet
-import SluiceTransform
 import SluiceSupport
 import SluiceLake
 import SluiceManifest

@@ -3,7 +3,6 @@ import Foundation
 import SluiceLake
 import SluiceManifest
 import SluiceParquet
-import SluiceTransform
 import SluiceSupport
 import SluiceIngest
 import SluiceConfig

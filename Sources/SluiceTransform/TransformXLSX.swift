@@ -2,7 +2,6 @@ import CSluiceLinux
 import Foundation
 import SluiceLake
 import SluiceParquet
-import SluiceTransform
 import ZIPFoundation
 import SluiceSupport
 import SluiceManifest

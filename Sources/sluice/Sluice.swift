@@ -1,3 +1,6 @@
+// sluice: The command line: argument parsing and printing only; what `--json` prints is shaped
+// in the libraries.
+
 import ArgumentParser
 import Foundation
 import Logging

@@ -3,6 +3,7 @@ import Logging
 @testable import SluiceAgent
 import SluiceLake
 import SluiceManifest
+import SluiceTestSupport
 import Testing
 import SluiceSupport
 import SluiceIngest

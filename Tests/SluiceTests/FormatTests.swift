@@ -1,4 +1,5 @@
 import Foundation
+import SluiceTestSupport
 import Testing
 
 /// JSON, Excel and the bad inputs of every format, through the real `sluice` process; every

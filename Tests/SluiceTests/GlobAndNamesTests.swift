@@ -1,6 +1,7 @@
 import SluiceAgent
 import SluiceLake
 import SluiceManifest
+import SluiceTestSupport
 import Testing
 import SluiceSupport
 import SluiceIngest

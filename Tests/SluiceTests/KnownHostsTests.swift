@@ -1,5 +1,6 @@
 import Foundation
 import SluiceSFTP
+import SluiceTestSupport
 import Testing
 import SluiceSupport
 import SluiceIngest

@@ -1,4 +1,5 @@
 import Foundation
+import SluiceTestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc

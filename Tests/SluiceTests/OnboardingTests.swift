@@ -3,6 +3,7 @@ import SluiceAgent
 import SluiceLake
 import SluiceManifest
 import SluiceTransform
+import SluiceTestSupport
 import Testing
 import SluiceSupport
 import SluiceIngest

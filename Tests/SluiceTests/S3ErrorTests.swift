@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 @testable import SluiceS3
+import SluiceTestSupport
 import Testing
 import SluiceSupport
 import SluiceIngest

@@ -2,6 +2,7 @@ import Foundation
 import SluiceAgent
 import SluiceLake
 import Synchronization
+import SluiceTestSupport
 import Testing
 import SluiceSupport
 import SluiceIngest

@@ -2,6 +2,7 @@ import Foundation
 @testable import SluiceAgent
 import SluiceLake
 @testable import SluiceSFTP
+import SluiceTestSupport
 import Testing
 import SluiceSupport
 import SluiceIngest

@@ -1,5 +1,6 @@
 import Foundation
 @testable import SluiceAgent
+import SluiceTestSupport
 import Testing
 import SluiceSupport
 import SluiceIngest

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import SluiceS3
+import SluiceTestSupport
 import Testing
 import SluiceSupport
 import SluiceIngest

@@ -1,4 +1,5 @@
 import Foundation
+import SluiceTestSupport
 import Testing
 
 /// The shipped units pass `systemd-analyze verify`. The binary's install path exists only on

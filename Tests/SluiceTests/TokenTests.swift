@@ -1,6 +1,7 @@
 import Foundation
 import SluiceAgent
 import SluiceManifest
+import SluiceTestSupport
 import Testing
 import SluiceSupport
 import SluiceIngest

@@ -2,6 +2,7 @@ import Foundation
 import SluiceAgent
 import SluiceLake
 import SluiceManifest
+import SluiceTestSupport
 import Testing
 import SluiceSupport
 import SluiceIngest

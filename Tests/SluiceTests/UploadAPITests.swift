@@ -1,4 +1,5 @@
 import Foundation
+import SluiceTestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -103,7 +104,7 @@ final class RawUpload {
 
         /// Files under the lake other than published versions and the running process's
         /// journal: staging leftovers.
-        func lakeLeftovers() -> [String] { SluiceTests.lakeLeftovers(dir) }
+        func lakeLeftovers() -> [String] { SluiceTestSupport.lakeLeftovers(dir) }
     }
 
     static func token(_ dir: TempDir, _ args: [String]) throws -> String {

@@ -1,5 +1,6 @@
 import Foundation
 import SluiceTransform
+import SluiceTestSupport
 import Testing
 import SluiceSupport
 import SluiceIngest

@@ -1,5 +1,4 @@
 import Foundation
-import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -7,22 +6,22 @@ import Glibc
 /// A real S3 API server on loopback: moto's server mode (`pip install 'moto[server]'`),
 /// started by the test on a free port and used only over HTTP. Objects are put and checked
 /// with boto3 through `Tests/support/s3.py`, as a client company would.
-final class MotoServer: @unchecked Sendable {
-    static var available: Bool {
+package final class MotoServer: @unchecked Sendable {
+    package static var available: Bool {
         (try? Shell.run("/usr/bin/env", ["python3", "-c", "import moto.server, boto3, flask"]))?.status == 0
     }
 
-    static let helper = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    package static let helper = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("support/s3.py").path
 
-    let dir: TempDir
-    private(set) var port: Int
-    var endpoint: String { "http://127.0.0.1:\(port)" }
+    package let dir: TempDir
+    package private(set) var port: Int
+    package var endpoint: String { "http://127.0.0.1:\(port)" }
     /// Every request the server handled, one line each (werkzeug's log).
-    var log: String { (try? String(contentsOfFile: dir.sub("moto.log"), encoding: .utf8)) ?? "" }
+    package var log: String { (try? String(contentsOfFile: dir.sub("moto.log"), encoding: .utf8)) ?? "" }
     private var pid: pid_t = 0
 
-    init() throws {
+    package init() throws {
         dir = TempDir("moto")
         port = 0
         // A free port can be taken by another test between the probe and moto's bind: try again.
@@ -46,7 +45,7 @@ final class MotoServer: @unchecked Sendable {
 
     /// Kills the server at once (SIGKILL), as a crash or a pulled plug would. Its objects,
     /// held in memory, are gone with it.
-    func kill() {
+    package func kill() {
         guard pid > 0 else { return }
         Glibc.kill(pid, SIGKILL)
         var status: Int32 = 0
@@ -55,38 +54,38 @@ final class MotoServer: @unchecked Sendable {
     }
 
     /// Starts a fresh, empty server on the same port.
-    func restart() throws {
+    package func restart() throws {
         kill()
         try start()
     }
 
     /// Runs operations through boto3 (see `Tests/support/s3.py`); one result per operation.
     @discardableResult
-    func ops(_ operations: [[String: Any]]) throws -> [Any] {
+    package func ops(_ operations: [[String: Any]]) throws -> [Any] {
         let input = dir.write("ops-\(UUID().uuidString).json", try JSONSerialization.data(withJSONObject: operations))
         let r = try Shell.run("/bin/sh", ["-c", "python3 '\(Self.helper)' '\(endpoint)' < '\(input)'"])
         guard r.status == 0 else { throw TestFailure("s3.py failed (\(r.status)): \(r.stderr)") }
         return try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [Any] ?? []
     }
 
-    func bucket(_ name: String) throws { try ops([["op": "bucket", "name": name]]) }
+    package func bucket(_ name: String) throws { try ops([["op": "bucket", "name": name]]) }
 
     /// Puts small text objects; returns nothing.
-    func put(_ bucket: String, _ objects: [String: String]) throws {
+    package func put(_ bucket: String, _ objects: [String: String]) throws {
         try ops(objects.sorted { $0.key < $1.key }.map { ["op": "put", "bucket": bucket, "key": $0.key, "text": $0.value] })
     }
 
-    func keys(_ bucket: String) throws -> [String] {
+    package func keys(_ bucket: String) throws -> [String] {
         try ops([["op": "keys", "bucket": bucket]]).first as? [String] ?? []
     }
 
     /// How many GETs of `key` in `bucket` the server has answered.
-    func gets(_ bucket: String, _ key: String) -> Int {
+    package func gets(_ bucket: String, _ key: String) -> Int {
         log.split(separator: "\n").filter { $0.contains("\"GET /\(bucket)/\(key) ") }.count
     }
 
     /// The `[clients.acme.sources.bucket]` table for this server (path style), with `extra`.
-    func sourceTable(bucket: String, prefix: String = "", credentials: String, extra: String = "") -> String {
+    package func sourceTable(bucket: String, prefix: String = "", credentials: String, extra: String = "") -> String {
         """
         [clients.acme.sources.bucket]
         type = "s3"

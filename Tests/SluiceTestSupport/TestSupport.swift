@@ -2,7 +2,6 @@ import Foundation
 import Logging
 import SluiceAgent
 import SluiceLake
-import Testing
 import SluiceSupport
 import SluiceIngest
 import SluiceConfig
@@ -14,10 +13,10 @@ import Glibc
 #endif
 
 /// A temp folder that removes itself.
-final class TempDir: @unchecked Sendable {
-    let path: String
+package final class TempDir: @unchecked Sendable {
+    package let path: String
 
-    init(_ label: String = "t") {
+    package init(_ label: String = "t") {
         let base = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
         var template = Array("\(base)/sluice-test-\(label)-XXXXXX".utf8CString)
         let p = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
@@ -30,15 +29,15 @@ final class TempDir: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: path)
     }
 
-    func sub(_ name: String) -> String { "\(path)/\(name)" }
+    package func sub(_ name: String) -> String { "\(path)/\(name)" }
 
     @discardableResult
-    func write(_ relative: String, _ content: String) -> String {
+    package func write(_ relative: String, _ content: String) -> String {
         write(relative, Data(content.utf8))
     }
 
     @discardableResult
-    func write(_ relative: String, _ data: Data) -> String {
+    package func write(_ relative: String, _ data: Data) -> String {
         let full = sub(relative)
         try! FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         precondition(FileManager.default.createFile(atPath: full, contents: data), "cannot write \(full)")
@@ -48,13 +47,13 @@ final class TempDir: @unchecked Sendable {
     /// Writes `agent.conf`: an [agent] table with `state` and `lake` beside it (plus `agent`
     /// lines), followed by `tables` as given.
     @discardableResult
-    func config(agent: String = "", tables: String) -> String {
+    package func config(agent: String = "", tables: String) -> String {
         write("agent.conf", "[agent]\nstate_dir = \"state\"\nlake_dir = \"lake\"\n\(agent)\n\(tables)\n")
     }
 
     /// Writes `agent.conf` with one folder source `drop` at `drop/` (min_age 0s unless given).
     @discardableResult
-    func config(client: String = "acme", extra: String = "", sourceExtra: String = "min_age = \"0s\"") -> String {
+    package func config(client: String = "acme", extra: String = "", sourceExtra: String = "min_age = \"0s\"") -> String {
         write("agent.conf", """
             [agent]
             state_dir = "state"
@@ -69,16 +68,22 @@ final class TempDir: @unchecked Sendable {
     }
 }
 
-enum Shell {
-    struct Result {
-        var status: Int32
-        var stdout: String
-        var stderr: String
+package enum Shell {
+    package struct Result {
+        package var status: Int32
+        package var stdout: String
+        package var stderr: String
+
+        package init(status: Int32, stdout: String, stderr: String) {
+            self.status = status
+            self.stdout = stdout
+            self.stderr = stderr
+        }
     }
 
     /// Runs a program to completion. Output goes to temp files, not pipes, so a child that
     /// writes a lot to both streams can never block on a full pipe.
-    static func run(_ executable: String, _ args: [String], environment: [String: String]? = nil) throws -> Result {
+    package static func run(_ executable: String, _ args: [String], environment: [String: String]? = nil) throws -> Result {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-shell-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -106,8 +111,8 @@ enum Shell {
 }
 
 /// The `sluice` executable built next to the test bundle.
-enum SluiceBinary {
-    static var path: String {
+package enum SluiceBinary {
+    package static var path: String {
         var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         for _ in 0..<4 {
             let candidate = dir.appendingPathComponent("sluice").path
@@ -120,51 +125,51 @@ enum SluiceBinary {
     }
 
     /// Runs `sluice ARGS --config <dir>/agent.conf`.
-    static func run(_ args: [String], config: String, prefix: [String] = []) throws -> Shell.Result {
+    package static func run(_ args: [String], config: String, prefix: [String] = []) throws -> Shell.Result {
         if prefix.isEmpty {
             return try Shell.run(path, args + ["--config", config])
         }
         return try Shell.run(prefix[0], Array(prefix.dropFirst()) + [path] + args + ["--config", config])
     }
 
-    static func json(_ args: [String], config: String) throws -> (Shell.Result, Any) {
+    package static func json(_ args: [String], config: String) throws -> (Shell.Result, Any) {
         let r = try run(args + ["--json"], config: config)
         let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8))
         return (r, obj)
     }
 }
 
-let testLogger: Logger = {
+package let testLogger: Logger = {
     var l = Logger(label: "sluice-test")
     l.logLevel = .critical
     return l
 }()
 
-func loadAgent(_ dir: TempDir) throws -> Agent {
+package func loadAgent(_ dir: TempDir) throws -> Agent {
     Agent(config: try AgentConfig.load(path: dir.sub("agent.conf")), logger: testLogger)
 }
 
 /// SHA-256 of a file, with openssl-independent code (swift-crypto via the lake's hasher).
 /// How many threads this process has now.
-func liveThreadCount() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? 0 }
+package func liveThreadCount() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? 0 }
 
-func sha256(ofFile path: String) throws -> String {
+package func sha256(ofFile path: String) throws -> String {
     let b = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
     defer { b.deallocate() }
     return try FileDigest.sha256(path: path, buffer: b).sha256
 }
 
 /// Sets a file's mtime `seconds` into the past.
-func age(_ path: String, seconds: Int) {
+package func age(_ path: String, seconds: Int) {
     var times = [timespec(tv_sec: time(nil) - seconds, tv_nsec: 0), timespec(tv_sec: time(nil) - seconds, tv_nsec: 0)]
     _ = utimensat(AT_FDCWD, path, &times, 0)
 }
 
-var isRoot: Bool { geteuid() == 0 }
+package var isRoot: Bool { geteuid() == 0 }
 
 /// Files in `dir`'s lake that are neither published versions nor processed output: staging
 /// files and temp files a failed copy would have left behind.
-func lakeLeftovers(_ dir: TempDir) -> [String] {
+package func lakeLeftovers(_ dir: TempDir) -> [String] {
     let all = (FileManager.default.enumerator(atPath: dir.sub("lake"))?.allObjects as? [String]) ?? []
     return all.filter { p in
         var isDir: ObjCBool = false
@@ -175,18 +180,8 @@ func lakeLeftovers(_ dir: TempDir) -> [String] {
 /// Starts a server process (stdin /dev/null, stdout and stderr appended to `log`) and waits
 /// until it accepts connections on loopback `port`. Spawned with posix_spawn and reaped by the
 /// caller: Foundation's Process reaper can block in wait4() on a long-lived child.
-func spawnListener(_ words: [String], log: String, port: Int, name: String, seconds: Double = 5) throws -> pid_t {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    var pid: pid_t = 0
-    let rc = posix_spawn(&pid, words[0], &actions, nil, argv, environ)
-    guard rc == 0 else { throw TestFailure("cannot start \(name): \(String(cString: strerror(rc)))") }
+package func spawnListener(_ words: [String], log: String, port: Int, name: String, seconds: Double = 5) throws -> pid_t {
+    let pid = try spawnProcess(words, stdout: .append(log), stderr: .stdout)
     for _ in 0..<Int(seconds * 40) {
         if SSHServer.canConnect(port: port) { return pid }
         var status: Int32 = 0

@@ -5,34 +5,23 @@ import Glibc
 
 /// A real `sluice run` process, spawned with posix_spawn (and reaped here), its stderr in
 /// `<dir>/run.log`, its HTTP endpoints on a free loopback port.
-final class DaemonProcess: @unchecked Sendable {
-    let dir: TempDir
-    let port: Int
-    private(set) var pid: pid_t = 0
-    private(set) var exitStatus: Int32?
+package final class DaemonProcess: @unchecked Sendable {
+    package let dir: TempDir
+    package let port: Int
+    package private(set) var pid: pid_t = 0
+    package private(set) var exitStatus: Int32?
 
     /// Starts `sluice run` for `<dir>/agent.conf`, which must have `http_listen = "127.0.0.1:<port>"`
     /// from `DaemonProcess.agentTable(port:)`.
-    init(dir: TempDir, port: Int, environment extra: [String: String] = [:]) throws {
+    package init(dir: TempDir, port: Int, environment extra: [String: String] = [:]) throws {
         self.dir = dir
         self.port = port
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, dir.sub("run.out"), O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_addopen(&actions, 2, dir.sub("run.log"), O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        let words = [SluiceBinary.path, "run", "--config", dir.sub("agent.conf")]
-        let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
         var env = ProcessInfo.processInfo.environment
         env["JOURNAL_STREAM"] = nil
         env["NOTIFY_SOCKET"] = nil
         for (k, v) in extra { env[k] = v }
-        let envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { envp.forEach { free($0) } }
-        let rc = posix_spawn(&pid, words[0], &actions, nil, argv, envp)
-        guard rc == 0 else { throw TestFailure("cannot start sluice run: \(String(cString: strerror(rc)))") }
+        pid = try spawnProcess([SluiceBinary.path, "run", "--config", dir.sub("agent.conf")],
+                               stdout: .truncate(dir.sub("run.out")), stderr: .append(dir.sub("run.log")), environment: env)
     }
 
     deinit {
@@ -42,7 +31,7 @@ final class DaemonProcess: @unchecked Sendable {
         }
     }
 
-    static func agentTable(port: Int, extra: String = "") -> String {
+    package static func agentTable(port: Int, extra: String = "") -> String {
         """
         [agent]
         state_dir = "state"
@@ -54,12 +43,12 @@ final class DaemonProcess: @unchecked Sendable {
         """
     }
 
-    var log: String { (try? String(contentsOfFile: dir.sub("run.log"), encoding: .utf8)) ?? "" }
+    package var log: String { (try? String(contentsOfFile: dir.sub("run.log"), encoding: .utf8)) ?? "" }
 
-    func signal(_ sig: Int32) { kill(pid, sig) }
+    package func signal(_ sig: Int32) { kill(pid, sig) }
 
     /// The exit code (or 128 + signal), nil if still running after `seconds`.
-    func waitForExit(seconds: Double) -> Int32? {
+    package func waitForExit(seconds: Double) -> Int32? {
         if let exitStatus { return exitStatus }
         let deadline = Date(timeIntervalSinceNow: seconds)
         while Date() < deadline {
@@ -76,7 +65,7 @@ final class DaemonProcess: @unchecked Sendable {
     }
 
     /// GET a path on the daemon's HTTP port: status code and body (nil if no answer).
-    func get(_ path: String) -> (status: Int, body: String)? {
+    package func get(_ path: String) -> (status: Int, body: String)? {
         guard let fd = connectLoopback(port: port, receiveTimeout: 5) else { return nil }
         defer { close(fd) }
         let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
@@ -111,7 +100,7 @@ final class DaemonProcess: @unchecked Sendable {
     }
 
     /// Waits for `/readyz` to answer 200.
-    func waitReady(seconds: Double = 30) throws {
+    package func waitReady(seconds: Double = 30) throws {
         let deadline = Date(timeIntervalSinceNow: seconds)
         while Date() < deadline {
             if get("/readyz")?.status == 200 { return }
@@ -121,14 +110,14 @@ final class DaemonProcess: @unchecked Sendable {
     }
 
     /// The daemon's `/status` as JSON.
-    func status() -> [String: Any] {
+    package func status() -> [String: Any] {
         guard let r = get("/status"), r.status == 200 else { return [:] }
         return (try? JSONSerialization.jsonObject(with: Data(r.body.utf8))) as? [String: Any] ?? [:]
     }
 }
 
 /// A TCP connection to 127.0.0.1:`port` whose reads give up after `receiveTimeout` seconds.
-func connectLoopback(port: Int, receiveTimeout: Int) -> Int32? {
+package func connectLoopback(port: Int, receiveTimeout: Int) -> Int32? {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { return nil }
     var tv = timeval(tv_sec: receiveTimeout, tv_usec: 0)
@@ -148,7 +137,7 @@ func connectLoopback(port: Int, receiveTimeout: Int) -> Int32? {
 }
 
 /// Polls `condition` every 20 ms until it holds or `seconds` pass.
-func eventually(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+package func eventually(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
     let deadline = Date(timeIntervalSinceNow: seconds)
     while Date() < deadline {
         if try condition() { return true }
@@ -158,7 +147,7 @@ func eventually(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> B
 }
 
 /// How many versions the manifest holds (0 before it exists).
-func versionCount(_ dir: TempDir, client: String? = nil) -> Int {
+package func versionCount(_ dir: TempDir, client: String? = nil) -> Int {
     let sql = "SELECT count(*) FROM versions" + (client.map { " WHERE client = '\($0)'" } ?? "")
     guard FileManager.default.fileExists(atPath: dir.sub("state/manifest.sqlite")),
           let r = try? Shell.run("/usr/bin/sqlite3", ["-cmd", ".timeout 5000", dir.sub("state/manifest.sqlite"), sql]) else { return 0 }
@@ -166,11 +155,11 @@ func versionCount(_ dir: TempDir, client: String? = nil) -> Int {
 }
 
 /// A datagram socket standing in for systemd's `$NOTIFY_SOCKET`.
-final class NotifySocket: @unchecked Sendable {
-    let path: String
+package final class NotifySocket: @unchecked Sendable {
+    package let path: String
     private let fd: Int32
 
-    init(dir: TempDir) throws {
+    package init(dir: TempDir) throws {
         path = dir.sub("notify.sock")
         fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
         var addr = sockaddr_un()
@@ -189,7 +178,7 @@ final class NotifySocket: @unchecked Sendable {
     deinit { close(fd) }
 
     /// Every datagram received so far (waits up to 100 ms for more).
-    func drain() -> [String] {
+    package func drain() -> [String] {
         var out: [String] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {

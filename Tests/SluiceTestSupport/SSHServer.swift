@@ -1,5 +1,4 @@
 import Foundation
-import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -12,21 +11,21 @@ import Glibc
 /// PAM or /etc/shadow). For those, and only as root, the server runs under a per-test PAM
 /// service name (sshd names its PAM service after the program, so it runs through a symlink)
 /// whose stack checks `SSHServer.password` with pam_exec; nothing else on the machine changes.
-final class SSHServer: @unchecked Sendable {
-    enum Login: Sendable { case publicKey, password, keyboardInteractive }
+package final class SSHServer: @unchecked Sendable {
+    package enum Login: Sendable { case publicKey, password, keyboardInteractive }
 
-    static let password = "s3cret pass \u{e9}"
-    static let sshd = "/usr/sbin/sshd"
-    static var available: Bool { FileManager.default.isExecutableFile(atPath: sshd) }
-    static var user: String { String(cString: getpwuid(geteuid())!.pointee.pw_name) }
+    package static let password = "s3cret pass \u{e9}"
+    package static let sshd = "/usr/sbin/sshd"
+    package static var available: Bool { FileManager.default.isExecutableFile(atPath: sshd) }
+    package static var user: String { String(cString: getpwuid(geteuid())!.pointee.pw_name) }
 
-    let dir: TempDir
-    let port: Int
-    let login: Login
+    package let dir: TempDir
+    package let port: Int
+    package let login: Login
     /// The folder the tests serve files from.
-    let served: String
-    let clientKey: String
-    let hostKey: String
+    package let served: String
+    package let clientKey: String
+    package let hostKey: String
     /// The listener's pid. Spawned with posix_spawn and reaped here: Foundation's Process
     /// reaper can block in wait4() on a long-lived child and stall every other Process.
     private var pid: pid_t = 0
@@ -36,7 +35,7 @@ final class SSHServer: @unchecked Sendable {
     /// Starts a server; `hostKey` reuses another server's key folder entry (same identity).
     /// `hostKeyType` and `clientKeyType` are ssh-keygen's `-t` (ed25519, ecdsa, rsa); the client
     /// key is encrypted with `clientPassphrase` when one is given.
-    init(login: Login = .publicKey, port: Int? = nil, hostKeyFrom other: SSHServer? = nil, extraConfig: String = "",
+    package init(login: Login = .publicKey, port: Int? = nil, hostKeyFrom other: SSHServer? = nil, extraConfig: String = "",
          hostKeyType: String = "ed25519", clientKeyType: String = "ed25519", clientPassphrase: String = "") throws {
         dir = TempDir("sshd")
         self.login = login
@@ -58,19 +57,19 @@ final class SSHServer: @unchecked Sendable {
     }
 
     /// Starts the same server again (same port, keys and files) after `stop()`.
-    func restart() throws {
+    package func restart() throws {
         stop()
         try start(extraConfig: extraConfig)
     }
 
     deinit { stop() }
 
-    static func keygen(_ path: String, type: String = "ed25519", passphrase: String = "") throws {
+    package static func keygen(_ path: String, type: String = "ed25519", passphrase: String = "") throws {
         let r = try Shell.run("/usr/bin/ssh-keygen", ["-q", "-t", type, "-N", passphrase, "-C", "sluice-test", "-f", path])
         guard r.status == 0 else { throw TestFailure("ssh-keygen failed: \(r.stderr)") }
     }
 
-    static func freePort() throws -> Int {
+    package static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var addr = sockaddr_in()
@@ -131,7 +130,7 @@ final class SSHServer: @unchecked Sendable {
         pid = try spawnListener([program, "-D", "-e", "-f", config], log: dir.sub("sshd.log"), port: port, name: "sshd")
     }
 
-    static func canConnect(port: Int) -> Bool {
+    package static func canConnect(port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var addr = sockaddr_in()
@@ -143,7 +142,7 @@ final class SSHServer: @unchecked Sendable {
         }
     }
 
-    func stop() {
+    package func stop() {
         if pid > 0 {
             killSessions()
             kill(pid, SIGTERM)
@@ -159,7 +158,7 @@ final class SSHServer: @unchecked Sendable {
 
     /// Kills every per-connection process of the server (the listener stays), as if the
     /// network or the server dropped the sessions.
-    func killSessions() {
+    package func killSessions() {
         let root = pid
         guard root > 0 else { return }
         var parent: [Int32: Int32] = [:]
@@ -182,7 +181,7 @@ final class SSHServer: @unchecked Sendable {
 
     /// Writes a file below the served folder with an mtime `age` seconds in the past.
     @discardableResult
-    func serve(_ relative: String, _ data: Data, age seconds: Int = 3600) -> String {
+    package func serve(_ relative: String, _ data: Data, age seconds: Int = 3600) -> String {
         let full = "\(served)/\(relative)"
         try! FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         precondition(FileManager.default.createFile(atPath: full, contents: data))
@@ -191,12 +190,12 @@ final class SSHServer: @unchecked Sendable {
     }
 
     @discardableResult
-    func serve(_ relative: String, _ text: String, age seconds: Int = 3600) -> String {
+    package func serve(_ relative: String, _ text: String, age seconds: Int = 3600) -> String {
         serve(relative, Data(text.utf8), age: seconds)
     }
 
     /// An `[clients.CLIENT.sources.SOURCE]` table for this server.
-    func sourceTable(client: String = "acme", source: String = "outbox", auth: String? = nil, minAge: String = "0s", extra: String = "") -> String {
+    package func sourceTable(client: String = "acme", source: String = "outbox", auth: String? = nil, minAge: String = "0s", extra: String = "") -> String {
         """
         [clients.\(client).sources.\(source)]
         type = "sftp"
@@ -212,7 +211,7 @@ final class SSHServer: @unchecked Sendable {
     }
 }
 
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
+package struct TestFailure: Error, CustomStringConvertible {
+    package let description: String
+    package init(_ d: String) { description = d }
 }
