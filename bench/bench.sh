@@ -6,8 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh && build_libssh2 >&2  # libssh2 1.11 (patched), once
-swift build -c release --product sluice >/dev/null
-BIN="$(swift build -c release --show-bin-path)/sluice"
+# SLUICE_BIN runs another build of sluice (an older one, to compare) instead of this checkout's.
+if [ -n "${SLUICE_BIN:-}" ]; then BIN="$SLUICE_BIN"; else
+  swift build -c release --product sluice >/dev/null
+  BIN="$(swift build -c release --show-bin-path)/sluice"
+fi
 BASE="${BENCH_DIR:-/var/tmp}"
 W="$(mktemp -d "$BASE/sluice-bench.XXXXXX")"
 # ext4 slows inode allocation right after mass deletions (it avoids reusing recently deleted

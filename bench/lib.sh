@@ -4,8 +4,10 @@
 #   bench_setup NAME IMAGE_MB   sets BIN, W and LOOP; the script sets SERVER_PID once it starts one.
 bench_setup() {
   . scripts/deps.sh && build_libssh2 >&2  # libssh2 1.11 (patched), once
-  swift build -c release --product sluice >/dev/null
-  BIN="$(swift build -c release --show-bin-path)/sluice"
+  if [ -n "${SLUICE_BIN:-}" ]; then BIN="$SLUICE_BIN"; else
+    swift build -c release --product sluice >/dev/null
+    BIN="$(swift build -c release --show-bin-path)/sluice"
+  fi
   W="$(mktemp -d "${BENCH_DIR:-/var/tmp}/sluice-$1-bench.XXXXXX")"
   LOOP=""
   if [ "$(id -u)" -eq 0 ] && [ "${BENCH_LOOP:-1}" = 1 ] && command -v mkfs.ext4 >/dev/null; then

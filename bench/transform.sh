@@ -13,8 +13,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh && build_libssh2 >&2  # libssh2 1.11 (patched), once
-swift build -c release --product sluice >/dev/null
-BIN="$(swift build -c release --show-bin-path)/sluice"
+# SLUICE_BIN runs another build of sluice (an older one, to compare) instead of this checkout's.
+if [ -n "${SLUICE_BIN:-}" ]; then BIN="$SLUICE_BIN"; else
+  swift build -c release --product sluice >/dev/null
+  BIN="$(swift build -c release --show-bin-path)/sluice"
+fi
 W="$(mktemp -d "${BENCH_DIR:-/var/tmp}/sluice-transform-bench.XXXXXX")"
 trap 'rm -rf "$W"' EXIT
 ROWS="${BENCH_ROWS:-2300000}"

@@ -55,7 +55,7 @@ package final class Slots: @unchecked Sendable {  // limit and inUse are guarded
 /// The long-running agent (`sluice run`): one runner per source (SFTP polls on a schedule,
 /// drop folders watched with inotify), a pool of transform workers, and the status and
 /// metrics they report. Every pass goes through the same `Ingestor` as `sluice pull`.
-public final class AgentRuntime: SourceHost, @unchecked Sendable {
+public final class AgentRuntime: SourceHost, @unchecked Sendable {  // mutable state guarded by `lock`
     public let logger: Logger
     public let manifest: Manifest
     public let lake: Lake
@@ -233,7 +233,7 @@ public final class AgentRuntime: SourceHost, @unchecked Sendable {
         do {
             report = try ingestor.pull(client: key.client, sources: [source], trigger: trigger, onlySource: key.source)
         } catch {
-            logger.error("Ingest pass failed", metadata: ["client": "\(key.client)", "source": "\(key.source)", "error": "\(error)"])
+            logger.about(client: key.client, source: key.source).error("Ingest pass failed", metadata: ["error": "\(error)"])
             Counter(label: "sluice_ingest_failures_total", dimensions: dims).increment()
             update(key) {
                 $0.lastError = "\(error)"
@@ -334,7 +334,7 @@ public final class AgentRuntime: SourceHost, @unchecked Sendable {
 /// a little jitter), backing off exponentially after failures up to 8 × the interval. At most
 /// `max_transfers` polls run at once over all sources, one at a time per server (each with up
 /// to its `max_connections` connections); a poll never overlaps itself.
-package final class SourcePoller: SourceRunner, @unchecked Sendable {
+package final class SourcePoller: SourceRunner, @unchecked Sendable {  // `loop` is set once by start(), before stop or join
     package unowned let daemon: AgentRuntime
     package let key: SourceKey
     package let config: SourceConfig
@@ -399,8 +399,8 @@ package final class SourcePoller: SourceRunner, @unchecked Sendable {
                 $0.nextPoll = next
             }
             if failures > 0 {
-                daemon.logger.warning("Poll failed; backing off", metadata: [
-                    "client": "\(key.client)", "source": "\(key.source)", "failures": "\(failures)", "retry_in_s": "\(wait / 1_000_000_000)",
+                daemon.logger.about(client: key.client, source: key.source).warning("Poll failed; backing off", metadata: [
+                    "failures": "\(failures)", "retry_in.ms": "\(wait / 1_000_000)",
                 ])
             }
         }

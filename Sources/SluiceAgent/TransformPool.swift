@@ -13,7 +13,7 @@ import SluiceFormats
 /// pending. One client is transformed by one worker at a time (a client queued again while
 /// it runs goes round once more), so no version is ever transformed twice at once. A failed
 /// transform is recorded and never stops ingestion.
-package final class TransformPool: @unchecked Sendable {
+package final class TransformPool: @unchecked Sendable {  // state guarded by `condition`: workers wait on it
     package unowned let daemon: AgentRuntime
     private let condition = NSCondition()
     private var queue: [String] = []

@@ -14,7 +14,7 @@ import SluiceFormats
 import Glibc
 #endif
 /// Uploads to the same path wait for each other, so that their versions are numbered in turn.
-package final class PathLocks: @unchecked Sendable {
+package final class PathLocks: @unchecked Sendable {  // state guarded by `condition`: uploads to one path wait on it
     private let condition = NSCondition()
     private var held = Set<String>()
 
@@ -35,7 +35,7 @@ package final class PathLocks: @unchecked Sendable {
 
 /// An `http` source in the daemon: no loop of its own (uploads arrive through the API), only
 /// its place in the status and the reload.
-package final class UploadEndpoint: SourceRunner, @unchecked Sendable {
+package final class UploadEndpoint: SourceRunner {
     package let config: SourceConfig
     package init(config: SourceConfig) { self.config = config }
     package func start() {}

@@ -29,7 +29,7 @@ package struct SourceContext: Sendable {
     package init(client: String, name: String, logger: Logger, stateDir: String) {
         self.client = client
         self.name = name
-        self.logger = logger
+        self.logger = logger.about(client: client, source: name)
         self.stateDir = stateDir
     }
 }

@@ -7,7 +7,7 @@ import SluiceManifest
 /// The progress of a file fetched as fixed-size chunks by several workers at once, each
 /// writing its chunks in order with `pwrite`: which prefix of the file is complete, and
 /// whether the fetch failed or was stopped. The consumer hashes the prefix as it grows.
-package final class ChunkProgress: @unchecked Sendable {
+package final class ChunkProgress: @unchecked Sendable {  // state guarded by `condition`: waiters need a condition variable, which Mutex has not
     package let size: Int64
     package let chunkSize: Int64
     package let chunks: Int

@@ -4,7 +4,7 @@ import SluiceSupport
 import Synchronization
 
 /// Candidates handed from the listing thread to the copier, in order.
-package final class CandidateQueue: @unchecked Sendable {
+package final class CandidateQueue: @unchecked Sendable {  // state guarded by `condition`: the copier waits on it
     private let condition = NSCondition()
     private var items: [Candidate] = []
     private var closed = false
@@ -40,7 +40,7 @@ package final class CandidateQueue: @unchecked Sendable {
 
 /// What the listing thread found besides work: issues, fresh files and unchanged files.
 /// Written by the listing thread only, read after it has ended.
-package final class ListingResult: @unchecked Sendable {
+package final class ListingResult: @unchecked Sendable {  // written by the listing thread only, read after it has ended
     package var counts = RunCounts()
     package var files: [FileReport] = []
     package var unchanged: [Candidate] = []
@@ -55,26 +55,21 @@ package final class ListingResult: @unchecked Sendable {
 }
 
 /// Batch results in batch order, filled by the commit jobs.
-package final class ResultList: @unchecked Sendable {
-    private let lock = NSLock()
-    private var results: [Ingestor.BatchResult?] = []
+package final class ResultList: Sendable {
+    private let results = Mutex<[Ingestor.BatchResult?]>([])
 
     package func reserve() -> Int {
-        lock.lock()
-        defer { lock.unlock() }
-        results.append(nil)
-        return results.count - 1
+        results.withLock {
+            $0.append(nil)
+            return $0.count - 1
+        }
     }
 
     package func set(_ i: Int, _ r: Ingestor.BatchResult) {
-        lock.lock()
-        results[i] = r
-        lock.unlock()
+        results.withLock { $0[i] = r }
     }
 
     package var all: [Ingestor.BatchResult] {
-        lock.lock()
-        defer { lock.unlock() }
-        return results.compactMap { $0 }
+        results.withLock { $0.compactMap { $0 } }
     }
 }

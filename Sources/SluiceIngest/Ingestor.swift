@@ -59,7 +59,7 @@ public final class Ingestor: Sendable {
             do {
                 try ingest(client: client, source: source, runID: runID, report: &report)
             } catch let e as SourceError {
-                logger.error("Source failed", metadata: ["client": "\(client)", "source": "\(source.name)", "error": "\(e.message)"])
+                logger.about(client: client, source: source.name).error("Source failed", metadata: ["error": "\(e.message)"])
                 report.sourceErrors.append((source.name, e.message))
             } catch let e as ManifestError {
                 report.sourceErrors.append((source.name, e.message))
@@ -480,7 +480,7 @@ public final class Ingestor: Sendable {
             case .failed(let why, let problem):
                 counts.failed += 1
                 reports[i] = with(base) { $0.error = why; $0.problem = problem }
-                logger.warning("File failed", metadata: ["client": "\(client)", "source": "\(source.name)", "path": "\(c.path.display)", "error": "\(why)"])
+                logger.about(client: client, source: source.name).warning("File failed", metadata: ["path": "\(c.path.display)", "error": "\(why)"])
             case .sameAsLatest(let size):
                 let k = known[c.path.bytes]!
                 entries.append(.sighting(versionID: k.versionID, size: size, mtimeNs: c.mtimeNs, etag: c.etag))
@@ -534,10 +534,11 @@ public final class Ingestor: Sendable {
         }
 
         if logger.logLevel <= .trace {
+            let logger = logger.about(client: client, source: source.name)
             for (n, i) in entryIndex.enumerated() {
                 guard let v = versions[i] else { continue }
                 logger.trace("Version committed", metadata: [
-                    "client": "\(client)", "source": "\(source.name)", "path": "\(chunk[i].path.display)",
+                    "path": "\(chunk[i].path.display)",
                     "version": "\(v.version)", "sha256": "\(v.sha)", "version_id": "\(ids[n])",
                 ])
             }
@@ -588,8 +589,8 @@ public final class Ingestor: Sendable {
             try pass.applyAfterIngest(source.afterIngest, to: candidate)
             return nil
         } catch {
-            logger.warning("After-ingest action failed", metadata: [
-                "client": "\(client)", "source": "\(source.name)", "path": "\(candidate.path.display)", "error": "\(error.message)",
+            logger.about(client: client, source: source.name).warning("After-ingest action failed", metadata: [
+                "path": "\(candidate.path.display)", "error": "\(error.message)",
             ])
             return error.message
         }

@@ -18,7 +18,7 @@ import Glibc
 /// After `stop()`, check `failure`.
 ///
 /// Call `stop()` before the descriptor is closed. Dropping it stops it too.
-public final class BackgroundDataSync: @unchecked Sendable {
+public final class BackgroundDataSync: @unchecked Sendable {  // called by the one thread that writes the file; errors go through FirstError
     public let step: Int64
     private let fd: Int32
     private let worker: SerialWorker<Int32>

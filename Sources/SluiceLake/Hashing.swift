@@ -31,9 +31,11 @@ public enum FileDigest {
 /// while it writes block k and reads block k + 1 itself, so the hash no longer adds to the
 /// copy's time. The caller keeps each block unchanged until `wait()` returns. Dropping it
 /// ends its thread.
-public final class BackgroundSHA256: @unchecked Sendable {
+public final class BackgroundSHA256: @unchecked Sendable {  // called by one copying thread; the hasher is touched by the worker only
     /// Touched by the worker's thread, and by `finish` once the thread has ended.
-    private final class State: @unchecked Sendable { var hasher = SHA256() }
+    private final class State: @unchecked Sendable {  // touched by the worker thread, then by finish() once it has ended
+        var hasher = SHA256()
+    }
     private let state: State
     private let worker: SerialWorker<UnsafeRawBufferPointer>
 

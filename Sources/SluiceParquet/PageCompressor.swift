@@ -9,7 +9,7 @@ import SluiceSupport
 /// At most `maxQueued` page bodies wait for the thread (the writer waits beyond that), so the
 /// memory it adds is bounded by a few pages. With no compression, or `backgroundCompression`
 /// off, every page is compressed on the caller's thread.
-final class PageCompressor: @unchecked Sendable {
+final class PageCompressor: @unchecked Sendable {  // state guarded by `condition`: the writer waits on it
     enum Kind {
         case data(values: Int32, encoding: Int32)
         case dictionary(values: Int32)
@@ -24,7 +24,7 @@ final class PageCompressor: @unchecked Sendable {
 
     /// A page handed to the thread; its page (or error) is set by the thread, and read once
     /// `result(of:)` has waited for it.
-    final class Ticket: @unchecked Sendable {
+    final class Ticket: @unchecked Sendable {  // set by the compressing thread, read after result(of:) has waited for it
         fileprivate var page: Page?
         fileprivate var error: ParquetError?
         fileprivate let kind: Kind

@@ -9,7 +9,7 @@ import SluiceSupport
 ///
 /// The setter must suit the column's type (`int64` for int64 columns, `decimal` for decimal
 /// columns, and so on); the writer checks what it cannot trust.
-public final class ParquetRow: @unchecked Sendable {
+public final class ParquetRow: @unchecked Sendable {  // a batch is filled by one thread, then handed whole to the encoding thread
     /// One column of one row, as the writer reads it.
     struct Slot {
         var present: Bool

@@ -305,7 +305,7 @@ public final class S3Client: Sendable {
 }
 
 /// Streams a GET's body to a callback; an error answer's (small) body is kept for its message.
-final class BodyDelegate: HTTPClientResponseDelegate, @unchecked Sendable {
+final class BodyDelegate: HTTPClientResponseDelegate, @unchecked Sendable {  // its state is touched on the request's event loop only
     typealias Response = Void
     let bucket: S3Bucket
     let what: String

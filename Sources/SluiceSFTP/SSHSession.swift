@@ -103,7 +103,7 @@ private func fileMode(_ path: String) -> mode_t? {
 /// One SSH connection with one SFTP channel. libssh2 sessions are not thread-safe: a session
 /// is used by one thread at a time (the caller's pool hands it out exclusively); every call
 /// blocks, so call it from a dedicated thread, never from Swift's cooperative pool.
-public final class SSHSession: @unchecked Sendable {
+public final class SSHSession: @unchecked Sendable {  // a libssh2 session is used by one thread at a time, handed out by its pool
     public let host: String
     public let port: Int
     private let fd: Int32

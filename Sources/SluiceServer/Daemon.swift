@@ -92,7 +92,7 @@ extension DaemonMain {
 }
 
 /// Runs the agent's loops until the graceful shutdown, and talks to systemd.
-final class AgentService: Service, @unchecked Sendable {
+final class AgentService: Service, @unchecked Sendable {  // `exitCode` is set by run() and read after it has returned
     let daemon: AgentRuntime
     let configPath: String
     let notifier: SystemdNotifier
@@ -126,7 +126,7 @@ final class AgentService: Service, @unchecked Sendable {
         }
         notifier.send("STOPPING=1\nSTATUS=shutting down")
         let timeout = Duration.nanoseconds(daemon.config.shutdownTimeoutNanoseconds)
-        daemon.logger.notice("Shutting down: letting in-flight work finish", metadata: ["timeout_s": "\(timeout.components.seconds)"])
+        daemon.logger.notice("Shutting down: letting in-flight work finish", metadata: ["timeout.ms": "\(timeout.components.seconds * 1000)"])
         let clean = await withCheckedContinuation { (done: CheckedContinuation<Bool, Never>) in
             // Joining threads blocks: keep it off the cooperative pool.
             Thread.detachNewThread { [daemon] in done.resume(returning: daemon.stop(timeout: timeout)) }

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Synchronization
 import HTTPTypes
 import Hummingbird
 import HummingbirdCore
@@ -44,13 +45,15 @@ enum Principal: Sendable {
 
 /// Uploads in flight: the `max_concurrent_uploads` cap, and the shutdown (no new upload once
 /// it has begun; the running ones are given up at `shutdown_timeout`).
-final class UploadGate: @unchecked Sendable {
-    private let lock = NSLock()
-    /// Each running upload's connection, and its body once it is reading one.
-    private var active: [Int: (channel: any Channel, body: UploadBody?)] = [:]
-    private var nextID = 0
-    private var draining = false
-    private var abandoned = false
+final class UploadGate: Sendable {
+    private struct State {
+        /// Each running upload's connection, and its body once it is reading one.
+        var active: [Int: (channel: any Channel, body: UploadBody?)] = [:]
+        var nextID = 0
+        var draining = false
+        var abandoned = false
+    }
+    private let state = Mutex(State())
     let limit: Int
 
     init(limit: Int) { self.limit = limit }
@@ -62,35 +65,35 @@ final class UploadGate: @unchecked Sendable {
     }
 
     func enter(channel: any Channel) -> Entry {
-        lock.withLock {
-            if draining { return .shuttingDown }
-            if active.count >= limit { return .busy }
-            nextID += 1
-            active[nextID] = (channel, nil)
-            return .admitted(nextID)
+        state.withLock { s in
+            if s.draining { return .shuttingDown }
+            if s.active.count >= limit { return .busy }
+            s.nextID += 1
+            s.active[s.nextID] = (channel, nil)
+            return .admitted(s.nextID)
         }
     }
 
     /// The body an admitted upload is reading, so that the shutdown can give it up.
-    func attach(_ id: Int, body: UploadBody) { lock.withLock { active[id]?.body = body } }
+    func attach(_ id: Int, body: UploadBody) { state.withLock { $0.active[id]?.body = body } }
 
-    func leave(_ id: Int) { _ = lock.withLock { active.removeValue(forKey: id) } }
+    func leave(_ id: Int) { _ = state.withLock { $0.active.removeValue(forKey: id) } }
 
-    var isAbandoned: Bool { lock.withLock { abandoned } }
+    var isAbandoned: Bool { state.withLock { $0.abandoned } }
 
     /// Refuses new uploads from now on, and gives up the running ones after `timeout`.
     func beginDraining(timeout: Duration, logger: Logger) {
-        let running: Int = lock.withLock {
-            draining = true
-            return active.count
+        let running: Int = state.withLock {
+            $0.draining = true
+            return $0.active.count
         }
         guard running > 0 else { return }
-        logger.notice("Letting running uploads finish", metadata: ["uploads": "\(running)", "timeout_s": "\(timeout.components.seconds)"])
+        logger.notice("Letting running uploads finish", metadata: ["uploads": "\(running)", "timeout.ms": "\(timeout.components.seconds * 1000)"])
         let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
         DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { [self] in
-            let running = lock.withLock {
-                abandoned = true
-                return Array(active.values)
+            let running = state.withLock {
+                $0.abandoned = true
+                return Array($0.active.values)
             }
             guard !running.isEmpty else { return }
             for upload in running { upload.body?.fail(.abandoned) }

@@ -20,7 +20,7 @@ import Glibc
 ///
 /// Two threads: one drains inotify (so the kernel queue rarely overflows, even while a pass
 /// runs), one runs the passes, each through the same ingest pipeline as `sluice pull`.
-package final class FolderWatcher: SourceRunner, @unchecked Sendable {
+package final class FolderWatcher: SourceRunner, @unchecked Sendable {  // queues guarded by `lock`; the jobs are set once by start()
     package unowned let host: any SourceHost
     package let key: SourceKey
     package let config: FolderSourceConfig
@@ -36,8 +36,11 @@ package final class FolderWatcher: SourceRunner, @unchecked Sendable {
     private var pending: [RelativePath: Int64] = [:]
     private var scanRequested = true
 
+    private let logger: Logger
+
     package init(host: any SourceHost, key: SourceKey, config: FolderSourceConfig) {
         self.host = host
+        logger = host.logger.about(client: key.client, source: key.source)
         self.key = key
         self.config = config
     }
@@ -70,8 +73,7 @@ package final class FolderWatcher: SourceRunner, @unchecked Sendable {
         do {
             inotify = try Inotify()
         } catch {
-            host.logger.error("Cannot watch the drop folder; it is only rescanned every rescan_interval",
-                                metadata: ["client": "\(key.client)", "source": "\(key.source)", "error": "\(error)"])
+            logger.error("Cannot watch the drop folder; it is only rescanned every rescan_interval", metadata: ["error": "\(error)"])
             host.update(key) { $0.lastError = "\(error)" }
             return
         }
@@ -91,7 +93,7 @@ package final class FolderWatcher: SourceRunner, @unchecked Sendable {
             let now = nowNanoseconds()
             for e in events {
                 if e.mask.contains(.overflow) {
-                    host.logger.warning("inotify queue overflowed; rescanning the folder", metadata: ["client": "\(key.client)", "source": "\(key.source)"])
+                    logger.warning("inotify queue overflowed; rescanning the folder")
                     inotify.unwatchAll()
                     watchTree(inotify)
                     lock.withLock { scanRequested = true }
@@ -150,7 +152,7 @@ package final class FolderWatcher: SourceRunner, @unchecked Sendable {
         while let rel = stack.popLast() {
             guard withCString(absolute(rel), { access($0, F_OK) }) == 0 else { continue }
             if let problem = inotify.watch(absolute: absolute(rel), relative: rel.bytes) {
-                host.logger.error("Cannot watch a folder", metadata: ["client": "\(key.client)", "source": "\(key.source)", "error": "\(problem)"])
+                logger.error("Cannot watch a folder", metadata: ["error": "\(problem)"])
                 continue
             }
             guard config.recursive else { continue }

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import Synchronization
 import TOMLKit
 import Logging
 import NIOCore
@@ -29,7 +30,7 @@ public struct S3Source: Source {
         self.client = client
         self.name = name
         self.config = config
-        self.logger = logger
+        self.logger = logger.about(client: client, source: name)
     }
 
     public var minAgeNanoseconds: Int64 { config.minAgeNanoseconds }
@@ -114,7 +115,7 @@ public enum S3CredentialsFile {
 }
 
 /// One pass over a bucket: one HTTP client (its connection pool) for the pass.
-package final class S3Pass: SourcePass, @unchecked Sendable {
+package final class S3Pass: SourcePass, @unchecked Sendable {  // read-only after init; its parts are thread-safe
     package let source: S3Source
     package let s3: S3Client
     /// `include`/`exclude`, also excluding every move target below the prefix.
@@ -218,7 +219,7 @@ package final class S3Pass: SourcePass, @unchecked Sendable {
 /// way worth retrying (a reset connection, a 5xx, throttling) is resumed after a backoff with
 /// a ranged GET from the first byte not yet received, still under `If-Match`, so the queue and
 /// its hash go on as if nothing had happened.
-package final class S3ObjectStream: SelfHashingStream, @unchecked Sendable {
+package final class S3ObjectStream: SelfHashingStream, @unchecked Sendable {  // `task` guarded by `lock`; the body stream is thread-safe
     package let body: UploadBody
     package let candidate: Candidate
     package let key: String
@@ -307,7 +308,7 @@ package final class S3ObjectStream: SelfHashingStream, @unchecked Sendable {
 /// A large object fetched as ranged GETs over up to `max_connections` connections at once,
 /// each range written into the staging file where it belongs; the copier hashes the file's
 /// contiguous prefix as ranges land.
-package final class S3RangedStream: RangeFetching, @unchecked Sendable {
+package final class S3RangedStream: RangeFetching, @unchecked Sendable {  // used by the copier thread; the fetch it starts has its own guards
     package static let parallelThreshold: Int64 = 64 << 20
 
     /// Two ranges per connection, at least 16 MiB each (whole MiB): few enough requests that
@@ -347,13 +348,13 @@ package final class S3RangedStream: RangeFetching, @unchecked Sendable {
 
 /// Workers each take the next range in turn and GET it with `If-Match`; a failed range is
 /// retried (throttling, a dropped connection) before the fetch gives up.
-package final class S3RangedFetch: ParallelFetch, @unchecked Sendable {
+package final class S3RangedFetch: ParallelFetch, Sendable {
     package let stream: S3RangedStream
     package let fd: Int32
     package let stagingPath: String
     package let progress: ChunkProgress
-    private let next = NSLock()
-    private var nextChunk = 0
+    /// The next range to take.
+    private let nextChunk = Atomic<Int>(0)
 
     package init(stream: S3RangedStream, fd: Int32, stagingPath: String) {
         self.stream = stream
@@ -373,11 +374,8 @@ package final class S3RangedFetch: ParallelFetch, @unchecked Sendable {
     }
 
     private func take() -> Int? {
-        next.lock()
-        defer { next.unlock() }
-        guard nextChunk < progress.chunks else { return nil }
-        nextChunk += 1
-        return nextChunk - 1
+        let i = nextChunk.add(1, ordering: .relaxed).oldValue
+        return i < progress.chunks ? i : nil
     }
 
     private func run() {
@@ -447,7 +445,7 @@ package final class S3RangedFetch: ParallelFetch, @unchecked Sendable {
 
 /// Bytes of one range written by the current attempt, and the most any attempt landed
 /// (counted once in the prefix). Touched by one event loop at a time.
-package final class WrittenCount: @unchecked Sendable {
+package final class WrittenCount: @unchecked Sendable {  // touched by one event loop at a time (one request after another)
     package var value: Int64 = 0
     package var landed: Int64 = 0
     package func retry() { value = 0 }

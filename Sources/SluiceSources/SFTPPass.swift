@@ -11,7 +11,7 @@ import SluiceConfig
 import Glibc
 #endif
 
-package final class SFTPPass: SourcePass, @unchecked Sendable {
+package final class SFTPPass: SourcePass, Sendable {
     package let source: SFTPSource
     package let pool: SessionPool
     /// remote_dir as configured, and as the server resolves it (for the symlink check).
@@ -21,8 +21,7 @@ package final class SFTPPass: SourcePass, @unchecked Sendable {
     package let filter: PathFilter
     package var partials: PartialStore? { source.partials }
     /// Symlinked candidates, read through the target the listing checked.
-    private let lock = NSLock()
-    private var linkTargets: [[UInt8]: [UInt8]] = [:]
+    private let linkTargets = Mutex<[[UInt8]: [UInt8]]>([:])
 
     package init(source: SFTPSource, pool: SessionPool, root: [UInt8], realRoot: [UInt8], filter: PathFilter) {
         self.source = source
@@ -155,16 +154,12 @@ package final class SFTPPass: SourcePass, @unchecked Sendable {
             issue(ListingIssue(path: rel, kind: .skipped, message: "symlink to a folder or special file; not followed"))
             return nil
         }
-        lock.lock()
-        linkTargets[rel.bytes] = target
-        lock.unlock()
+        linkTargets.withLock { $0[rel.bytes] = target }
         return Candidate(path: rel, size: a.size, mtimeNs: a.mtime * 1_000_000_000)
     }
 
     package func open(_ candidate: Candidate) throws(SourceError) -> any ByteStream {
-        lock.lock()
-        let path = linkTargets[candidate.path.bytes] ?? remotePath(candidate.path)
-        lock.unlock()
+        let path = linkTargets.withLock { $0[candidate.path.bytes] } ?? remotePath(candidate.path)
         // An idle session may have been dropped meanwhile (NAT, the server's ClientAlive):
         // one more try on a fresh connection before the file counts as failed.
         for attempt in 0..<2 {

@@ -31,7 +31,7 @@ public struct SFTPSource: Source {
         self.client = client
         self.name = name
         self.config = config
-        self.logger = logger
+        self.logger = logger.about(client: client, source: name)
         partials = stateDir.map { PartialStore(stateDir: $0, client: client, source: name) }
     }
 
@@ -121,7 +121,7 @@ public struct SFTPSource: Source {
         if logger.logLevel <= .debug {
             let n = session.negotiated
             logger.debug("SSH session", metadata: [
-                "client": "\(client)", "source": "\(name)", "key_exchange": "\(n[.keyExchange] ?? "")", "host_key": "\(n[.hostKey] ?? "")",
+                "key_exchange": "\(n[.keyExchange] ?? "")", "host_key": "\(n[.hostKey] ?? "")",
                 "cipher": "\(n[.cipher] ?? "")", "mac": "\(n[.mac] ?? "")",
             ])
         }
@@ -159,7 +159,7 @@ public struct SFTPSource: Source {
 /// connections are made one at a time, so the server never sees more than one unauthenticated
 /// connection from this source (OpenSSH's MaxStartups); each connection opens one channel
 /// (well under MaxSessions).
-package final class SessionPool: @unchecked Sendable {
+package final class SessionPool: @unchecked Sendable {  // state guarded by `condition`: takers wait on it
     package let source: SFTPSource
     package let credentials: SSHCredentials
     private let condition = NSCondition()
@@ -231,7 +231,7 @@ package final class SessionPool: @unchecked Sendable {
             if !loggedWarnings {
                 loggedWarnings = true
                 for w in warnings {
-                    source.logger.warning("\(w)", metadata: ["client": "\(source.client)", "source": "\(source.name)"])
+                    source.logger.warning("\(w)")
                 }
             }
         } catch {

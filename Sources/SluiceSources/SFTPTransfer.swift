@@ -60,7 +60,7 @@ package final class SFTPStream: RangeFetching {
         let resumed = pass.partials?.resume(candidate, chunkSize: RangedFetch.chunkSize, into: fd) ?? []
         if !resumed.isEmpty {
             pass.source.logger.notice("Resuming a cut-off transfer", metadata: [
-                "client": "\(pass.source.client)", "source": "\(pass.source.name)", "path": "\(candidate.path.display)",
+                "path": "\(candidate.path.display)",
                 "kept.bytes": "\(resumed.reduce(Int64(0)) { $0 + min(candidate.size, Int64($1 + 1) * RangedFetch.chunkSize) - Int64($1) * RangedFetch.chunkSize })",
             ])
         }
@@ -139,9 +139,9 @@ package final class SFTPStream: RangeFetching {
 /// A large remote file fetched in chunks dealt out to several sessions in turn, each chunk
 /// read sequentially and written into the staging file with `pwrite`. The consumer hashes
 /// the contiguous prefix as it grows.
-package final class RangedFetch: ParallelFetch, @unchecked Sendable {
+package final class RangedFetch: ParallelFetch, @unchecked Sendable {  // shared state is in ChunkProgress; each Reader is used by one thread
     /// A session and its own handle on the file; used by one reader thread only.
-    package struct Reader: @unchecked Sendable {
+    package struct Reader: @unchecked Sendable {  // its session and handle are used by one reader thread only
         package let session: SSHSession
         package let file: SFTPFile
         package let primary: Bool
@@ -259,7 +259,7 @@ package final class RangedFetch: ParallelFetch, @unchecked Sendable {
             guard !chunks.isEmpty, partials.save(candidate, chunkSize: Self.chunkSize, chunks: chunks, fd: fd, stagingPath: stagingPath) else { throw error }
             let kept = chunks.reduce(Int64(0)) { $0 + progress.length(of: $1) }
             source.logger.notice("Transfer cut off; the chunks received are kept for the next pass", metadata: [
-                "client": "\(source.client)", "source": "\(source.name)", "path": "\(candidate.path.display)",
+                "path": "\(candidate.path.display)",
                 "kept.bytes": "\(kept)", "fetched.bytes": "\(fetched.load(ordering: .relaxed))",
             ])
             throw SourceError("\(error.message); \(kept >> 20) MiB of \(candidate.size >> 20) MiB are kept, and the next pass continues from there")
@@ -268,7 +268,7 @@ package final class RangedFetch: ParallelFetch, @unchecked Sendable {
             stream.pass.partials?.remove(candidate.path)
             if !resumed.isEmpty {
                 source.logger.notice("Resumed transfer complete", metadata: [
-                    "client": "\(source.client)", "source": "\(source.name)", "path": "\(candidate.path.display)",
+                    "path": "\(candidate.path.display)",
                     "fetched.bytes": "\(fetched.load(ordering: .relaxed))",
                 ])
             }

@@ -40,7 +40,7 @@ extension ByteBuffer: UploadChunk {
 ///
 /// The sender's side hashes each chunk as it queues it (SHA-256, in arrival order), so that
 /// hashing and writing run on two threads; the writer only writes.
-public final class UploadBody: SelfHashingStream, @unchecked Sendable {
+public final class UploadBody: SelfHashingStream, @unchecked Sendable {  // state guarded by its condition: the writer waits for chunks
     public enum Failure: Sendable, Equatable {
         /// More than `max_upload_size`.
         case tooLarge

@@ -71,7 +71,7 @@ package func parallelFor<State>(count: Int, threads: Int, setup: @escaping @Send
 
 /// A fixed-size array that threads fill at distinct indices. The storage is allocated once
 /// and never moves, so writes from several threads to different slots never race.
-package final class SlotArray<T>: @unchecked Sendable {
+package final class SlotArray<T>: @unchecked Sendable {  // each slot is written by one thread, read after all have finished
     private let storage: UnsafeMutableBufferPointer<T?>
 
     package init(count: Int) {
@@ -90,7 +90,7 @@ package final class SlotArray<T>: @unchecked Sendable {
 }
 
 /// A page-aligned byte buffer owned by one thread.
-package final class IOBuffer: @unchecked Sendable {
+package final class IOBuffer: @unchecked Sendable {  // owned by one thread at a time
     package let raw: UnsafeMutableRawBufferPointer
     package init(size: Int) { raw = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096) }
     deinit { raw.deallocate() }

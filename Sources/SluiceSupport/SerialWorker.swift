@@ -5,7 +5,7 @@ import Foundation
 /// `capacity` jobs wait; `submit` blocks beyond that, which bounds the memory the queued jobs
 /// hold. The thread starts with the first job and ends with `stop()`, which the owner must call
 /// (the thread holds the worker until then).
-public final class SerialWorker<Job>: @unchecked Sendable {
+public final class SerialWorker<Job>: @unchecked Sendable {  // state guarded by `condition`: the worker and submitters wait on it
     private let name: String
     private let capacity: Int
     private let work: (Job) -> Void

@@ -36,7 +36,7 @@ extension Transformer {
 /// version's commit is known. A version whose batch did not commit gets nothing published
 /// and no transform row. At most `maxQueued` versions wait; the rest are transformed after
 /// the pass, as `pull` does for any version without a transform.
-package final class EarlyTransforms: EarlyConsumer, @unchecked Sendable {
+package final class EarlyTransforms: EarlyConsumer, @unchecked Sendable {  // state guarded by `condition`: the worker waits on it
     package let transformer: Transformer
     package let manifest: Manifest
     package let logger: Logger
@@ -49,7 +49,7 @@ package final class EarlyTransforms: EarlyConsumer, @unchecked Sendable {
     }
 
     /// How a version's batch ended: its id once committed, nil if it was not.
-    package final class Outcome: @unchecked Sendable {
+    package final class Outcome: @unchecked Sendable {  // state guarded by `condition`: the transform waits for the commit
         private let condition = NSCondition()
         private var settled = false
         private var versionID: Int64?

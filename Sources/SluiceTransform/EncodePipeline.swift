@@ -13,7 +13,7 @@ import SluiceFormats
 /// compressing them) each get a core. Eight batches circulate (one being filled, some queued,
 /// one being encoded), so that neither side waits on the other's short stalls; memory stays
 /// bounded by them and the writer's row group.
-package final class EncodePipeline: @unchecked Sendable {
+package final class EncodePipeline: @unchecked Sendable {  // state guarded by `condition`: both sides wait on it
     private let writer: ParquetWriter
     private let condition = NSCondition()
     private var queued: [ParquetRow] = []

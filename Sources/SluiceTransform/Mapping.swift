@@ -45,10 +45,6 @@ public enum FieldType: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-public enum DataFormat: String, Sendable, CaseIterable {
-    case csv, json, jsonl, xlsx, fixed
-}
-
 public enum OutputFormat: String, Sendable {
     case parquet, jsonl
 }
@@ -94,22 +90,20 @@ public struct DatasetMapping: Sendable {
     public var name: String
     public var match: [Glob]
     public var sources: [String]?
-    public var format: DataFormat
+    package var format: any InputFormat
+    /// The value of `format`.
+    public var formatName: String { format.name }
     public var output: OutputFormat
     /// Parquet page compression: zstd (the default), snappy or none.
     public var compression: ParquetCompression
     public var maxRejectRatio: Double
-    public var delimiter: UInt8
-    public var quote: UInt8
-    public var header: Bool
-    public var skipRows: Int
-    public var encoding: SourceEncoding
+    /// The format's own options (`CSVOptions`, `JSONOptions`, …).
+    package var options: any FormatOptions
+    /// The text encoding the file is read in.
+    public var encoding: SourceEncoding { options.encoding }
     public var decimalSeparator: Character
     public var thousandsSeparator: Character?
     public var nullValues: [String]
-    public var records: String?
-    public var sheet: String?
-    public var skipPrefixes: [String]
     public var fields: [FieldMapping]
 
     /// A fingerprint of the schema this dataset writes: output format and each field's name,
@@ -120,25 +114,20 @@ public struct DatasetMapping: Sendable {
         return hexString(SHA256.hash(data: Data(text.utf8)))
     }
 
-    package init(name: String, match: [Glob], sources: [String]? = nil, format: DataFormat, output: OutputFormat, compression: ParquetCompression, maxRejectRatio: Double, delimiter: UInt8, quote: UInt8, header: Bool, skipRows: Int, encoding: SourceEncoding, decimalSeparator: Character, thousandsSeparator: Character? = nil, nullValues: [String], records: String? = nil, sheet: String? = nil, skipPrefixes: [String], fields: [FieldMapping]) {
+    package init(name: String, match: [Glob], sources: [String]? = nil, format: any InputFormat, options: any FormatOptions, output: OutputFormat,
+                 compression: ParquetCompression, maxRejectRatio: Double, decimalSeparator: Character, thousandsSeparator: Character? = nil,
+                 nullValues: [String], fields: [FieldMapping]) {
         self.name = name
         self.match = match
         self.sources = sources
         self.format = format
+        self.options = options
         self.output = output
         self.compression = compression
         self.maxRejectRatio = maxRejectRatio
-        self.delimiter = delimiter
-        self.quote = quote
-        self.header = header
-        self.skipRows = skipRows
-        self.encoding = encoding
         self.decimalSeparator = decimalSeparator
         self.thousandsSeparator = thousandsSeparator
         self.nullValues = nullValues
-        self.records = records
-        self.sheet = sheet
-        self.skipPrefixes = skipPrefixes
         self.fields = fields
     }
 }
@@ -162,13 +151,6 @@ public struct ClientMapping: Sendable {
 
 extension TableReader {
     package static let commonDatasetKeys: Set<String> = ["match", "sources", "format", "output", "compression", "max_reject_ratio", "fields"]
-    package static let formatKeys: [DataFormat: Set<String>] = [
-        .csv: ["delimiter", "quote", "header", "skip_rows", "encoding", "decimal_separator", "thousands_separator", "null_values"],
-        .json: ["records", "decimal_separator", "null_values"],
-        .jsonl: ["decimal_separator", "null_values"],
-        .xlsx: ["sheet", "header", "skip_rows", "null_values"],
-        .fixed: ["skip_rows", "skip_prefixes", "encoding", "decimal_separator", "thousands_separator", "null_values"],
-    ]
     package static let fieldKeys: Set<String> = ["name", "source", "type", "required", "format", "timezone", "true_values", "false_values", "trim", "map", "default", "start", "width"]
 
     package func mapping(_ root: TOMLTable, client: String, sha256: String) throws(ConfigError) -> ClientMapping {
@@ -203,13 +185,13 @@ extension TableReader {
     }
 
     package func dataset(_ t: TOMLTable, name: String, path: String) throws(ConfigError) -> DatasetMapping {
-        guard let formatText = try string(t, "format", path, required: true), let format = DataFormat(rawValue: formatText) else {
-            throw fail("\(path).format", "expected one of \(DataFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+        guard let formatText = try string(t, "format", path, required: true), let format = InputFormats.named(formatText) else {
+            throw fail("\(path).format", "expected one of \(InputFormats.all.map(\.name).joined(separator: ", "))")
         }
-        let allowed = Self.commonDatasetKeys.union(Self.formatKeys[format]!)
+        let allowed = Self.commonDatasetKeys.union(format.keys)
         for key in t.keys.sorted() where !allowed.contains(key) {
-            let elsewhere = Self.formatKeys.filter { $0.value.contains(key) }.map(\.key.rawValue).sorted()
-            let hint = elsewhere.isEmpty ? "allowed here: \(allowed.sorted().joined(separator: ", "))" : "'\(key)' is for \(elsewhere.joined(separator: "/")) datasets, not \(format.rawValue)"
+            let elsewhere = InputFormats.all.filter { $0.keys.contains(key) }.map(\.name).sorted()
+            let hint = elsewhere.isEmpty ? "allowed here: \(allowed.sorted().joined(separator: ", "))" : "'\(key)' is for \(elsewhere.joined(separator: "/")) datasets, not \(format.name)"
             throw fail("\(path).\(key)", "unknown key '\(key)' (\(hint))")
         }
         let matchTexts = try stringArray(t, "match", path) ?? []
@@ -230,20 +212,10 @@ extension TableReader {
             }
             ratio = d
         }
-        let encodingText = try string(t, "encoding", path, required: false) ?? "utf-8"
-        guard let encoding = SourceEncoding(rawValue: encodingText.lowercased()) else {
-            throw fail("\(path).encoding", "expected one of \(SourceEncoding.allCases.map(\.rawValue).joined(separator: ", ")), found \"\(encodingText)\"")
-        }
-        var skipRows = 0
-        if let v = t["skip_rows"] {
-            guard let i = v.int, i >= 0 else { throw fail("\(path).skip_rows", "expected a whole number ≥ 0") }
-            skipRows = i
-        }
+        let options = try format.options(t, path: path, reader: self)
         let decimalSeparator = try character(t, "decimal_separator", path) ?? "."
         let thousands = try character(t, "thousands_separator", path)
         if thousands == decimalSeparator { throw fail("\(path).thousands_separator", "must differ from decimal_separator") }
-        // json: the dotted path to the array of records; "" (the default) is the top-level array.
-        let records = try string(t, "records", path, required: false) ?? (format == .json ? "" : nil)
         guard let fieldArray = t["fields"]?.array, !fieldArray.isEmpty else {
             throw fail(path, "missing required key 'fields' (an array of { name, source, type } tables)")
         }
@@ -256,14 +228,12 @@ extension TableReader {
             fields.append(field)
         }
         return DatasetMapping(
-            name: name, match: match, sources: sources, format: format, output: output, compression: compression, maxRejectRatio: ratio,
-            delimiter: try singleByte(t, "delimiter", path, default: UInt8(ascii: ",")), quote: try singleByte(t, "quote", path, default: UInt8(ascii: "\"")),
-            header: try bool(t, "header", path) ?? true, skipRows: skipRows, encoding: encoding, decimalSeparator: decimalSeparator,
-            thousandsSeparator: thousands, nullValues: try stringArray(t, "null_values", path) ?? [""], records: records,
-            sheet: try string(t, "sheet", path, required: false), skipPrefixes: try stringArray(t, "skip_prefixes", path) ?? [], fields: fields)
+            name: name, match: match, sources: sources, format: format, options: options, output: output, compression: compression,
+            maxRejectRatio: ratio, decimalSeparator: decimalSeparator, thousandsSeparator: thousands,
+            nullValues: try stringArray(t, "null_values", path) ?? [""], fields: fields)
     }
 
-    package func field(_ t: TOMLTable, index: Int, path: String, format: DataFormat) throws(ConfigError) -> FieldMapping {
+    package func field(_ t: TOMLTable, index: Int, path: String, format: any InputFormat) throws(ConfigError) -> FieldMapping {
         var fpath = "\(path)[\(index)]"
         guard let name = try string(t, "name", fpath, required: true) else { fatalError() }
         fpath = "\(path)[\(index)] (\(name))"
@@ -281,7 +251,7 @@ extension TableReader {
         }
         let source = try string(t, "source", fpath, required: false)
         var start: Int?, width: Int?
-        if format == .fixed {
+        if format.positionalFields {
             guard let s = t["start"]?.int, s >= 1, let w = t["width"]?.int, w >= 1 else {
                 throw fail(fpath, "a fixed-width field needs start (1-based) and width, both ≥ 1")
             }

@@ -162,7 +162,7 @@ struct CheckConfig: ParsableCommand {
                 + "max_concurrent_uploads \(c.api.maxConcurrentUploads)")
         }
         for (client, m) in mappings.sorted(by: { $0.key < $1.key }) {
-            say("  mapping \(client): \(m.file), datasets \(m.datasets.map { "\($0.name) (\($0.format.rawValue), \($0.fields.count) fields)" }.joined(separator: ", "))")
+            say("  mapping \(client): \(m.file), datasets \(m.datasets.map { "\($0.name) (\($0.formatName), \($0.fields.count) fields)" }.joined(separator: ", "))")
             // Which datasets' field types changed since their outputs were written (read from
             // the manifest when there is one; a manifest that cannot be read is only noted).
             do {

@@ -66,7 +66,7 @@ import SluiceFormats
         #expect(m.datasets.map(\.name) == ["events", "orders", "stock"])
         #expect(m.sha256.count == 64)
         let orders = m.datasets[1]
-        #expect(orders.delimiter == UInt8(ascii: ";"))
+        #expect(orders.options(CSVOptions.self).delimiter == UInt8(ascii: ";"))
         #expect(orders.decimalSeparator == "," && orders.thousandsSeparator == ".")
         #expect(orders.maxRejectRatio == 0.01)
         #expect(orders.fields.map(\.type) == [.int64, .timestamp, .decimal(precision: 12, scale: 2), .bool, .string])
@@ -74,7 +74,7 @@ import SluiceFormats
         #expect(orders.fields[4].map == ["A": "active", "C": "cancelled"])
         #expect(orders.fields[4].defaultValue == "unknown")
         #expect(m.datasets[2].fields[1].start == 9 && m.datasets[2].encoding == .latin1)
-        #expect(m.datasets[0].records == "data.items" && m.datasets[0].output == .jsonl)
+        #expect(m.datasets[0].options(JSONOptions.self).records == "data.items" && m.datasets[0].output == .jsonl)
         let check = try SluiceBinary.run(["check-config"], config: dir.sub("agent.conf"))
         #expect(check.status == 0, "\(check.stderr)")
         #expect(check.stdout.contains("mapping acme:"))

@@ -8,9 +8,34 @@ import SluiceManifest
 import SluiceIngest
 import SluiceConfig
 import SluiceFormats
+import TOMLKit
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// `format = "xlsx"`: an Excel workbook.
+package struct XLSXOptions: FormatOptions, Equatable {
+    /// The sheet's name; nil for the first sheet.
+    package var sheet: String?
+    package var header: Bool
+    /// Rows before the header row.
+    package var skipRows: Int
+}
+
+package struct XLSXFormat: InputFormat {
+    package let name = "xlsx"
+    package let keys: Set<String> = ["sheet", "header", "skip_rows", "null_values"]
+
+    package func options(_ t: TOMLTable, path: String, reader: TableReader) throws(ConfigError) -> any FormatOptions {
+        XLSXOptions(sheet: try reader.string(t, "sheet", path, required: false), header: try reader.bool(t, "header", path) ?? true,
+                    skipRows: try reader.skipRows(t, path))
+    }
+
+    package func transform(_ input: TransformInput, _ d: DatasetMapping, with transformer: Transformer, parquet: ParquetOptions,
+                           result: inout TransformResult) throws {
+        try transformer.transformXLSX(input, d, d.options(XLSXOptions.self), options: parquet, result: &result)
+    }
+}
 
 extension Transformer {
     /// Excel (.xlsx): the mapping's `sheet` (default: the first sheet), `skip_rows` rows before
@@ -19,7 +44,7 @@ extension Transformer {
     /// into an unlinked temp file and streamed from there, so a big sheet is never held
     /// whole; the workbook's shared strings are kept in memory. A corrupt or non-zip file
     /// fails with the reason.
-    package func transformXLSX(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
+    package func transformXLSX(_ input: TransformInput, _ d: DatasetMapping, _ o: XLSXOptions, options: ParquetOptions, result: inout TransformResult) throws {
         let path = input.readPath ?? "\(lakeRoot)/\(input.lakePath)"
         let archive: Archive
         do {
@@ -36,7 +61,7 @@ extension Transformer {
                 let data = try Self.unzip(archive, entry, name: entryPath)
                 return MemorySource(data).read
             }
-            sheet = try workbook.sheet(named: d.sheet)
+            sheet = try workbook.sheet(named: o.sheet)
             guard let entry = archive[sheet.entryPath] else {
                 throw TransformError("the workbook lists sheet \"\(sheet.name)\" at \(sheet.entryPath), but the archive has no such part")
             }
@@ -71,9 +96,9 @@ extension Transformer {
 
         // skip_rows rows before the header.
         var skipped = 0
-        while skipped < d.skipRows, try nextRow() != nil { skipped += 1 }
+        while skipped < o.skipRows, try nextRow() != nil { skipped += 1 }
         var columnOf: [Int] = []
-        if d.header {
+        if o.header {
             guard let header = try nextRow() else { throw TransformError("sheet \"\(sheet.name)\" is empty: no header row") }
             let names = header.cells.map { ($0 ?? "").trimmingCharacters(in: .whitespaces) }
             columnOf = try Self.columns(for: d, header: names)

@@ -1,0 +1,77 @@
+import Foundation
+import SluiceConfig
+import SluiceFormats
+import SluiceIngest
+import SluiceLake
+import SluiceParquet
+import SluiceSupport
+import TOMLKit
+
+/// `format = "fixed"`: fixed-width text, each field at its `start` and `width`.
+package struct FixedWidthOptions: FormatOptions, Equatable {
+    package var skipRows: Int
+    /// Lines starting with one of these (a header or trailer record) are skipped.
+    package var skipPrefixes: [String]
+    package var encoding: SourceEncoding
+}
+
+package struct FixedWidthFormat: InputFormat {
+    package let name = "fixed"
+    package let keys: Set<String> = ["skip_rows", "skip_prefixes", "encoding", "decimal_separator", "thousands_separator", "null_values"]
+    package var positionalFields: Bool { true }
+
+    package func options(_ t: TOMLTable, path: String, reader: TableReader) throws(ConfigError) -> any FormatOptions {
+        FixedWidthOptions(skipRows: try reader.skipRows(t, path), skipPrefixes: try reader.stringArray(t, "skip_prefixes", path) ?? [],
+                          encoding: try reader.encoding(t, path))
+    }
+
+    package func transform(_ input: TransformInput, _ d: DatasetMapping, with transformer: Transformer, parquet: ParquetOptions,
+                           result: inout TransformResult) throws {
+        try transformer.transformFixed(input, d, d.options(FixedWidthOptions.self), options: parquet, result: &result)
+    }
+}
+
+extension Transformer {
+    /// Fixed-width text: after `skip_rows` lines and any line starting with one of
+    /// `skip_prefixes`, each field is the characters [start, start + width) of the line, with
+    /// the padding spaces trimmed. A line too short for a field leaves that field absent.
+    func transformFixed(_ input: TransformInput, _ d: DatasetMapping, _ o: FixedWidthOptions, options: ParquetOptions, result: inout TransformResult) throws {
+        let file = try LakeFile(lakeRoot: lakeRoot, input: input)
+        let lines = TextLineReader(encoding: o.encoding, read: file.read)
+        let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
+        defer { sink.abandonIfOpen() }
+        var number = 0
+        while let bytes = try lines.next() {
+            number += 1
+            if number <= o.skipRows || bytes.isEmpty { continue }
+            guard let line = String(validating: bytes, as: UTF8.self) else {
+                try sink.reject(line: number, values: String(decoding: bytes, as: UTF8.self), reasons: ["_row": "invalid UTF-8 (is the file's encoding \(o.encoding.rawValue)?)"])
+                continue
+            }
+            if o.skipPrefixes.contains(where: { line.hasPrefix($0) }) { continue }
+            let chars = Array(line.unicodeScalars)
+            var values: [ParquetValue] = []
+            var reasons: [String: String] = [:]
+            for f in d.fields {
+                let from = (f.start ?? 1) - 1
+                var raw: String?
+                if from < chars.count {
+                    var s = String.UnicodeScalarView()
+                    s.append(contentsOf: chars[from..<Swift.min(chars.count, from + (f.width ?? 0))])
+                    raw = String(s).trimmingCharacters(in: .whitespaces)
+                }
+                do throws(ValueError) {
+                    values.append(try Self.value(raw, f, d))
+                } catch {
+                    reasons[f.name] = error.description
+                }
+            }
+            if reasons.isEmpty {
+                try sink.accept(values, line: number)
+            } else {
+                try sink.reject(line: number, values: line, reasons: reasons)
+            }
+        }
+        try sink.finish(into: &result)
+    }
+}
