@@ -138,7 +138,7 @@ package final class TransformPool: @unchecked Sendable {  // state guarded by `c
                     .recordNanoseconds(elapsed.nanoseconds)
                 Counter(label: "sluice_rows_written_total", dimensions: dims).increment(by: Int(report.rowsWritten))
                 Counter(label: "sluice_rows_rejected_total", dimensions: dims).increment(by: Int(report.rowsRejected))
-                Counter(label: "sluice_transforms_total", dimensions: dims + [("status", report.status)]).increment()
+                Counter(label: "sluice_transforms_total", dimensions: dims + [("status", report.status.rawValue)]).increment()
             }
             if !isStopped() { condition.withLock { transformedThrough[client] = newest } }
         } catch {

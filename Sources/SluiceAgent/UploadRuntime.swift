@@ -116,7 +116,7 @@ extension AgentRuntime {
         if let failure = body.failureReason { return .bodyFailed(failure) }
         guard let report else { return .failed("the manifest could not be written; see the log") }
         if let (_, message) = report.sourceErrors.first { return .failed(message) }
-        guard let file = report.files.first(where: { $0.path == path.display }) else {
+        guard let file = report.files.first(where: { $0.rawPath == path }) else {
             return .failed("the upload was not ingested")
         }
         switch file.status {

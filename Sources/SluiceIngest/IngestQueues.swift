@@ -50,7 +50,8 @@ package final class ListingResult: @unchecked Sendable {  // written by the list
         case .skipped: counts.skipped += 1
         case .failed: counts.failed += 1
         }
-        files.append(FileReport(source: source, path: issue.path.display, status: issue.kind == .skipped ? .skipped : .failed, error: issue.message))
+        files.append(FileReport(source: source, path: issue.path.display, status: issue.kind == .skipped ? .skipped : .failed, error: issue.message,
+                              rawPath: issue.path))
     }
 }
 

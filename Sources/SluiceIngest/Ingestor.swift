@@ -202,7 +202,7 @@ public final class Ingestor: Sendable {
                 report.afterIngestFailures += 1
                 let k = known[c.path.bytes]
                 report.files.append(FileReport(source: source.name, path: c.path.display, version: k?.version, sha256: k?.sha256,
-                                               size: c.size, lakePath: k?.lakePath, status: .unchanged, error: why))
+                                               size: c.size, lakePath: k?.lakePath, status: .unchanged, error: why, rawPath: c.path))
             }
         }
     }
@@ -472,7 +472,7 @@ public final class Ingestor: Sendable {
 
         for (i, result) in staged.enumerated() {
             let c = chunk[i]
-            let base = FileReport(source: source.name, path: c.path.display, status: .failed)
+            let base = FileReport(source: source.name, path: c.path.display, status: .failed, rawPath: c.path)
             switch result {
             case .skipped(let why, let problem):
                 counts.skipped += 1

@@ -15,7 +15,8 @@ public struct FileReport: Sendable, Encodable {
     public var lakePath: String?
     public var status: Status
     public var error: String?
-    /// The path's raw bytes, where `path` (its display form) may have escaped some (not in JSON).
+    /// The path's raw bytes, where `path` (its display form) may have escaped some (not in
+    /// JSON). Lookups use these, never `path`.
     public var rawPath: RelativePath? = nil
     /// What code acts on when the file was skipped or failed (not in JSON; `error` says it).
     public var problem: FileProblem? = nil
@@ -74,7 +75,7 @@ public struct PullReport: Sendable {
     public var afterIngestFailures = 0
     /// Transforms run after the pull (empty without a mapping file or with --no-transform).
     public var transforms: [TransformReport] = []
-    public var transformsFailed: Bool { transforms.contains { $0.status == "failed" } }
+    public var transformsFailed: Bool { transforms.contains { $0.status == .failed } }
 
     public var succeeded: Bool { counts.failed == 0 && sourceErrors.isEmpty && afterIngestFailures == 0 }
 
@@ -132,20 +133,27 @@ public protocol EarlyConsumer: Sendable {
     func staged(_ version: StagedVersion) -> (@Sendable (Int64?) -> Void)?
 }
 
+/// How a version's transform ended, as the manifest's `transform.status` and `--json` say it.
+public enum TransformStatus: String, Sendable, Encodable {
+    case ok, failed
+    /// No dataset of the client's mapping matches the file.
+    case unmapped
+}
+
 /// One transform, as `pull` and `transform` print it.
 public struct TransformReport: Sendable, Encodable {
     public var source: String
     public var path: String
     public var version: Int
     public var dataset: String?
-    public var status: String
+    public var status: TransformStatus
     public var rowsWritten: Int64
     public var rowsRejected: Int64
     public var outputPath: String?
     public var rejectsPath: String?
     public var error: String?
 
-    package init(source: String, path: String, version: Int, dataset: String? = nil, status: String, rowsWritten: Int64, rowsRejected: Int64,
+    package init(source: String, path: String, version: Int, dataset: String? = nil, status: TransformStatus, rowsWritten: Int64, rowsRejected: Int64,
                  outputPath: String? = nil, rejectsPath: String? = nil, error: String? = nil) {
         self.source = source
         self.path = path

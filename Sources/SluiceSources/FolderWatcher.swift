@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 import SluiceLake
 import SluiceManifest
 import SluiceSupport
@@ -20,21 +21,23 @@ import Glibc
 ///
 /// Two threads: one drains inotify (so the kernel queue rarely overflows, even while a pass
 /// runs), one runs the passes, each through the same ingest pipeline as `sluice pull`.
-package final class FolderWatcher: SourceRunner, @unchecked Sendable {  // queues guarded by `lock`; the jobs are set once by start()
+package final class FolderWatcher: SourceRunner, Sendable {
     package unowned let host: any SourceHost
     package let key: SourceKey
     package let config: FolderSourceConfig
     private let waker = Waker()
-    private var reader: BackgroundJob?
-    private var processor: BackgroundJob?
+    /// The inotify reader and the pass runner, once started.
+    private let jobs = Mutex<(reader: BackgroundJob?, processor: BackgroundJob?)>((nil, nil))
 
-    private let lock = NSLock()
-    /// Complete files to ingest now, in arrival order.
-    private var ready: [RelativePath] = []
-    private var readySet = Set<RelativePath>()
-    /// Files written in place, and when to look at them again (ns since the epoch).
-    private var pending: [RelativePath: Int64] = [:]
-    private var scanRequested = true
+    private struct Queues {
+        /// Complete files to ingest now, in arrival order.
+        var ready: [RelativePath] = []
+        var readySet = Set<RelativePath>()
+        /// Files written in place, and when to look at them again (ns since the epoch).
+        var pending: [RelativePath: Int64] = [:]
+        var scanRequested = true
+    }
+    private let queues = Mutex(Queues())
 
     private let logger: Logger
 
@@ -50,21 +53,26 @@ package final class FolderWatcher: SourceRunner, @unchecked Sendable {  // queue
     }
 
     package func start() {
-        processor = BackgroundJob(name: "ingest \(key)") { [self] in process() }
-        reader = BackgroundJob(name: "inotify \(key)") { [self] in watch() }
+        let processor = BackgroundJob(name: "ingest \(key)") { [self] in process() }
+        let reader = BackgroundJob(name: "inotify \(key)") { [self] in watch() }
+        jobs.withLock { $0 = (reader, processor) }
     }
 
     package func stop() { waker.stop() }
 
     package func join(until deadline: Date) -> Bool {
+        let (reader, processor) = jobs.withLock { $0 }
         let a = reader?.wait(until: deadline) ?? true
         let b = processor?.wait(until: deadline) ?? true
         return a && b
     }
 
-    package var hasEnded: Bool { (reader?.isFinished ?? false) || (processor?.isFinished ?? false) }
+    package var hasEnded: Bool {
+        let (reader, processor) = jobs.withLock { $0 }
+        return (reader?.isFinished ?? false) || (processor?.isFinished ?? false)
+    }
 
-    private var queueDepth: Int { lock.withLock { ready.count + pending.count } }
+    private var queueDepth: Int { queues.withLock { $0.ready.count + $0.pending.count } }
 
     // MARK: inotify
 
@@ -83,7 +91,7 @@ package final class FolderWatcher: SourceRunner, @unchecked Sendable {  // queue
                 // The folder is missing (or was removed): watch it again once it is back.
                 watchTree(inotify)
                 if !inotify.folders.isEmpty {
-                    lock.withLock { scanRequested = true }
+                    queues.withLock { $0.scanRequested = true }
                     waker.wake()
                 }
             }
@@ -96,7 +104,7 @@ package final class FolderWatcher: SourceRunner, @unchecked Sendable {  // queue
                     logger.warning("inotify queue overflowed; rescanning the folder")
                     inotify.unwatchAll()
                     watchTree(inotify)
-                    lock.withLock { scanRequested = true }
+                    queues.withLock { $0.scanRequested = true }
                     changed = true
                     continue
                 }
@@ -116,17 +124,18 @@ package final class FolderWatcher: SourceRunner, @unchecked Sendable {  // queue
                           config.filter.descends(into: path.bytes) else { continue }
                     // Watch first, then scan: nothing put in it can be missed.
                     watchTree(inotify, from: path)
-                    lock.withLock { scanRequested = true }
+                    queues.withLock { $0.scanRequested = true }
                     changed = true
                     continue
                 }
                 guard config.filter.accepts(file: path.bytes) else { continue }
-                lock.withLock {
+                let quiet = config.minAgeNanoseconds
+                queues.withLock { q in
                     if e.mask.contains(.movedTo) {
-                        pending[path] = nil
-                        if readySet.insert(path).inserted { ready.append(path) }
-                    } else if !readySet.contains(path) {
-                        pending[path] = now + config.minAgeNanoseconds
+                        q.pending[path] = nil
+                        if q.readySet.insert(path).inserted { q.ready.append(path) }
+                    } else if !q.readySet.contains(path) {
+                        q.pending[path] = now + quiet
                     }
                 }
                 changed = true
@@ -183,9 +192,9 @@ package final class FolderWatcher: SourceRunner, @unchecked Sendable {  // queue
         var nextRescan = nowNanoseconds()
         while !waker.isStopped {
             let now = nowNanoseconds()
-            let scan = lock.withLock { () -> Bool in
-                let s = scanRequested || now >= nextRescan
-                scanRequested = false
+            let scan = queues.withLock { q in
+                let s = q.scanRequested || now >= nextRescan
+                q.scanRequested = false
                 return s
             }
             if scan {
@@ -209,9 +218,9 @@ package final class FolderWatcher: SourceRunner, @unchecked Sendable {  // queue
                 $0.queueDepth = depth
             }
             // Sleep until the next file is due, the next rescan, or an event.
-            let wake = lock.withLock { () -> Int64 in
-                if !ready.isEmpty || scanRequested { return 0 }
-                return min(pending.values.min() ?? .max, nextRescan)
+            let wake = queues.withLock { q -> Int64 in
+                if !q.ready.isEmpty || q.scanRequested { return 0 }
+                return min(q.pending.values.min() ?? .max, nextRescan)
             }
             if wake > nowNanoseconds() { waker.sleep(nanoseconds: min(wake - nowNanoseconds(), 1_000_000_000)) }
         }
@@ -221,12 +230,12 @@ package final class FolderWatcher: SourceRunner, @unchecked Sendable {  // queue
     /// The files to ingest now: the complete ones, and those written in place that have been
     /// quiet for `min_age` (one still changing is looked at again when it could be ready).
     private func takeReady(now: Int64) -> [RelativePath] {
-        let (complete, due) = lock.withLock { () -> ([RelativePath], [RelativePath]) in
-            let c = ready
-            ready.removeAll()
-            readySet.removeAll()
-            let d = pending.filter { $0.value <= now }.map(\.key)
-            for p in d { pending[p] = nil }
+        let (complete, due) = queues.withLock { q -> ([RelativePath], [RelativePath]) in
+            let c = q.ready
+            q.ready.removeAll()
+            q.readySet.removeAll()
+            let d = q.pending.filter { $0.value <= now }.map(\.key)
+            for p in d { q.pending[p] = nil }
             return (c, d)
         }
         var out = complete
@@ -236,7 +245,8 @@ package final class FolderWatcher: SourceRunner, @unchecked Sendable {  // queue
             if now - quietSince >= config.minAgeNanoseconds {
                 out.append(path)
             } else {
-                lock.withLock { pending[path] = quietSince + config.minAgeNanoseconds }
+                let due = quietSince + config.minAgeNanoseconds
+                queues.withLock { $0.pending[path] = due }
             }
         }
         return out
@@ -248,10 +258,11 @@ package final class FolderWatcher: SourceRunner, @unchecked Sendable {  // queue
         let source = FolderSource(client: key.client, name: key.source, config: config)
         guard let report = host.runPass(key, source: source, trigger: "scan") else { return }
         let now = nowNanoseconds()
-        lock.withLock {
+        let due = now + config.minAgeNanoseconds
+        queues.withLock { q in
             for f in report.files where f.status == .skipped && f.problem == .notStableYet {
-                let path = f.rawPath ?? RelativePath(f.path)
-                if !readySet.contains(path) { pending[path] = now + config.minAgeNanoseconds }
+                guard let path = f.rawPath else { continue }
+                if !q.readySet.contains(path) { q.pending[path] = due }
             }
         }
     }

@@ -219,14 +219,13 @@ package final class S3Pass: SourcePass, @unchecked Sendable {  // read-only afte
 /// way worth retrying (a reset connection, a 5xx, throttling) is resumed after a backoff with
 /// a ranged GET from the first byte not yet received, still under `If-Match`, so the queue and
 /// its hash go on as if nothing had happened.
-package final class S3ObjectStream: SelfHashingStream, @unchecked Sendable {  // `task` guarded by `lock`; the body stream is thread-safe
+package final class S3ObjectStream: SelfHashingStream, Sendable {
     package let body: UploadBody
     package let candidate: Candidate
     package let key: String
     package let pass: S3Pass
-    private let lock = NSLock()
-    private var task: HTTPClient.Task<Void>?
-    private var closed = false
+    /// The GET in flight, and whether the copy has closed the stream.
+    private let state = Mutex<(task: HTTPClient.Task<Void>?, closed: Bool)>((nil, false))
 
     package init(pass: S3Pass, key: String, candidate: Candidate) throws(SourceError) {
         self.key = key
@@ -255,16 +254,16 @@ package final class S3ObjectStream: SelfHashingStream, @unchecked Sendable {  //
                 failed(S3Client.transportError(error, what: "downloading \(key)", bucket: pass.s3.bucket), attempt: attempt)
             }
         }
-        lock.withLock { self.task = task }
+        state.withLock { $0.task = task }
     }
 
     private func failed(_ e: S3Error, attempt: Int) {
         let received = body.bytesQueued
-        let stopped = lock.withLock { closed }
+        let stopped = state.withLock { $0.closed }
         if e.retryable, !stopped, attempt + 1 < pass.s3.attempts, received < candidate.size {
             let delay = pass.s3.retryDelayMs(attempt: attempt + 1)
             DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(delay)) { [self] in
-                guard !lock.withLock({ closed }) else { return }
+                guard !state.withLock({ $0.closed }) else { return }
                 do throws(S3Error) {
                     try start(from: received, attempt: attempt + 1)
                 } catch {
@@ -297,9 +296,9 @@ package final class S3ObjectStream: SelfHashingStream, @unchecked Sendable {  //
 
     package func close() {
         body.close()
-        let task = lock.withLock {
-            closed = true
-            return self.task
+        let task = state.withLock {
+            $0.closed = true
+            return $0.task
         }
         task?.cancel()
     }

@@ -21,7 +21,7 @@ extension Transformer {
             logger.warning("Transform failed", metadata: ["client": "\(mapping.client)", "source": "\(input.source)", "path": "\(input.path.display)",
                                                          "version": "\(input.version)", "dataset": "\(r.dataset ?? "")", "error": "\(r.error ?? "")"])
         }
-        return TransformReport(source: input.source, path: input.path.display, version: input.version, dataset: r.dataset, status: r.status.rawValue,
+        return TransformReport(source: input.source, path: input.path.display, version: input.version, dataset: r.dataset, status: r.status,
                                rowsWritten: r.rowsWritten, rowsRejected: r.rowsRejected, outputPath: r.outputPath,
                                rejectsPath: r.rejectsPath, error: r.error)
     }

@@ -55,7 +55,7 @@ public struct TransformInput: Sendable {
 }
 
 public struct TransformResult: Sendable, Equatable {
-    public enum Status: String, Sendable { case ok, failed, unmapped }
+    public typealias Status = TransformStatus
     public var status: Status
     public var dataset: String?
     public var rowsWritten: Int64 = 0

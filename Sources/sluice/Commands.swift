@@ -225,11 +225,11 @@ struct Trust: ParsableCommand {
 func printTransforms(_ reports: [TransformReport]) {
     for t in reports {
         let what = switch t.status {
-        case "ok": "\(t.dataset ?? ""): \(t.rowsWritten) rows → \(t.outputPath ?? "")" + (t.rowsRejected > 0 ? ", \(t.rowsRejected) rejected → \(t.rejectsPath ?? "")" : "")
-        case "unmapped": "no dataset matches; kept raw"
-        default: "\(t.dataset ?? ""): \(t.error ?? "")"
+        case .ok: "\(t.dataset ?? ""): \(t.rowsWritten) rows → \(t.outputPath ?? "")" + (t.rowsRejected > 0 ? ", \(t.rowsRejected) rejected → \(t.rejectsPath ?? "")" : "")
+        case .unmapped: "no dataset matches; kept raw"
+        case .failed: "\(t.dataset ?? ""): \(t.error ?? "")"
         }
-        say("transform \(t.status.padding(toLength: 8, withPad: " ", startingAt: 0)) \(t.source)/\(t.path) v\(t.version)  \(what)")
+        say("transform \(t.status.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) \(t.source)/\(t.path) v\(t.version)  \(what)")
     }
 }
 
@@ -263,8 +263,8 @@ struct Transform: ParsableCommand {
             try printJSON(reports)
         } else {
             printTransforms(reports)
-            let ok = reports.filter { $0.status == "ok" }.count
-            say("\(client): \(reports.count) transformed: \(ok) ok, \(reports.filter { $0.status == "failed" }.count) failed, \(reports.filter { $0.status == "unmapped" }.count) unmapped")
+            let ok = reports.filter { $0.status == .ok }.count
+            say("\(client): \(reports.count) transformed: \(ok) ok, \(reports.filter { $0.status == .failed }.count) failed, \(reports.filter { $0.status == .unmapped }.count) unmapped")
         }
         if failed {
             // Re-running the failed ones with a changed mapping leaves the earlier outputs with
@@ -274,7 +274,7 @@ struct Transform: ParsableCommand {
                 FileHandle.standardError.write(Data("warning: \(PrintableText.escape(change.advice))\n".utf8))
             }
         }
-        if reports.contains(where: { $0.status == "failed" }) { throw ExitCode(1) }
+        if reports.contains(where: { $0.status == .failed }) { throw ExitCode(1) }
     }
 }
 

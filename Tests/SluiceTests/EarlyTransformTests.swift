@@ -38,8 +38,8 @@ struct EarlyTransformTests {
         let agent = try loadAgent(dir)
         let pulled = try agent.pull(client: "acme", source: nil)
         #expect(pulled.counts.new == files)
-        #expect(pulled.transforms.count == files && pulled.transforms.allSatisfy { $0.status == "ok" && $0.rowsWritten == 2 },
-                "\(pulled.transforms.filter { $0.status != "ok" })")
+        #expect(pulled.transforms.count == files && pulled.transforms.allSatisfy { $0.status == .ok && $0.rowsWritten == 2 },
+                "\(pulled.transforms.filter { $0.status != .ok })")
         #expect(Set(pulled.transforms.map(\.path)).count == files)
         let rows = try Shell.run("/usr/bin/sqlite3", ["-separator", "\t", dir.sub("state/manifest.sqlite"), """
             SELECT count(*), count(DISTINCT version_id) FROM transform;
