@@ -61,6 +61,11 @@ let package = Package(
             pkgConfig: "libzstd",
             providers: [.apt(["libzstd-dev", "libsnappy-dev"])]
         ),
+        .systemLibrary(
+            name: "CArchive",
+            pkgConfig: "libarchive",
+            providers: [.apt(["libarchive-dev"])]
+        ),
         .target(
             name: "SluiceSupport",
             dependencies: [
@@ -76,7 +81,7 @@ let package = Package(
         ),
         .target(
             name: "SluiceFormats",
-            dependencies: ["SluiceSupport"],
+            dependencies: ["CArchive", "SluiceSupport"],
             swiftSettings: hotLoops
         ),
         .target(

@@ -9,7 +9,9 @@
 # of Sluice is measured on the file and on one BENCH_BIG_FACTOR (default 4) times bigger, to
 # show that memory does not grow with the file.
 #   bash bench/transform.sh
-# Env: BENCH_DIR (default /var/tmp), BENCH_ROWS (default 2300000), BENCH_RUNS, BENCH_BIG_FACTOR.
+# Env: BENCH_DIR (default /var/tmp), BENCH_ROWS (default 2300000), BENCH_RUNS, BENCH_BIG_FACTOR,
+#      BENCH_COMPRESS (gzip or zstd: both tools read the file compressed that way, as a client
+#      would deliver it; DuckDB unpacks .gz and .zst itself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh && build_libssh2 >&2  # libssh2 1.11 (patched), once
@@ -44,10 +46,25 @@ with open(out, "w", newline="") as f:
     f.write("".join(buf))
 PY
 MB=$(( $(stat -c %s "$W/data.csv") / 1000000 ))
+COMPRESS="${BENCH_COMPRESS:-}"
+case "$COMPRESS" in
+  "") SUFFIX="";;
+  gzip) SUFFIX=".gz";;
+  zstd) SUFFIX=".zst";;
+  *) echo "BENCH_COMPRESS: gzip or zstd (DuckDB reads only those), not $COMPRESS" >&2; exit 2;;
+esac
+# Compresses $1 in place as a client would (the tool's default level); prints the new name.
+packed() {
+  [ -z "$COMPRESS" ] && { echo "$1"; return; }
+  if [ "$COMPRESS" = gzip ]; then gzip -c "$1" > "$1$SUFFIX"; else zstd -q -c "$1" > "$1$SUFFIX"; fi
+  echo "$1$SUFFIX"
+}
+INPUT=$(packed "$W/data.csv")
+[ -n "$COMPRESS" ] && echo "compressed with $COMPRESS: $(( $(stat -c %s "$INPUT") / 1000000 )) MB" >&2
 
 setup() { # $1 = dir, $2 = csv to drop in
   rm -rf "$1"; mkdir -p "$1/drop" "$1/mappings"
-  ln "$2" "$1/drop/data.csv" 2>/dev/null || cp "$2" "$1/drop/data.csv"
+  ln "$2" "$1/drop/$(basename "$2")" 2>/dev/null || cp "$2" "$1/drop/$(basename "$2")"
   cat > "$1/agent.conf" <<CONF
 [agent]
 state_dir = "state"
@@ -98,11 +115,11 @@ print(f"{time.perf_counter() - t0:.3f}")
 PY
 }
 
-cat "$W/data.csv" > /dev/null  # warm the page cache for both tools
+cat "$INPUT" > /dev/null  # warm the page cache for both tools
 s_best=999999; d_best=999999; rss=0; ratios=""
 for r in $(seq "$RUNS"); do
-  read -r s m < <(sluice_run "$W/data.csv")
-  d=$(duck_run "$W/data.csv")
+  read -r s m < <(sluice_run "$INPUT")
+  d=$(duck_run "$INPUT")
   echo "run $r: sluice ${s}s (RSS ${m} KiB), duckdb ${d}s, ratio $(python3 -c "print(f'{$s / $d:.2f}')")" >&2
   s_best=$(python3 -c "print(min($s_best, $s))"); d_best=$(python3 -c "print(min($d_best, $d))"); rss=$m
   ratios="$ratios $(python3 -c "print($s / $d)")"
@@ -113,7 +130,7 @@ median=$(python3 -c "import statistics, sys; print(statistics.median(float(x) fo
 
 # The same rows, BIG times over, for the memory check.
 for _ in $(seq "$BIG"); do tail -n +2 "$W/data.csv"; done | { head -1 "$W/data.csv"; cat; } > "$W/big.csv"
-read -r big_s big_rss < <(sluice_run "$W/big.csv")
+read -r big_s big_rss < <(sluice_run "$(packed "$W/big.csv")")
 BIG_MB=$(( $(stat -c %s "$W/big.csv") / 1000000 ))
 
 # The outputs agree: row count and sums, read by DuckDB.
@@ -130,7 +147,7 @@ if not ok: sys.exit(f"outputs differ: {a} vs {b}")
 PY
 
 printf '\n%-44s %12s %12s %8s %s\n' "measure" "sluice" "duckdb" "ratio" "target"
-printf '%-44s %11.2fs %11.2fs %8.2f %s\n' "CSV ${MB} MB, ${ROWS} rows → ZSTD Parquet" "$s_best" "$d_best" \
+printf '%-44s %11.2fs %11.2fs %8.2f %s\n' "CSV ${MB} MB${COMPRESS:+ ($COMPRESS)}, ${ROWS} rows → ZSTD Parquet" "$s_best" "$d_best" \
   "$(python3 -c "print($s_best / $d_best)")" "<= 1.0 x duckdb (best vs best; sluice = ingest + transform)"
 printf '%-44s %12s %12s %8.2f %s\n' "  the same, median of the ${RUNS} paired runs" "" "" "$median" "<= 1.0 x duckdb"
 printf '%-44s %9d MiB %12s %8s %s\n' "peak RSS, ${MB} MB file" "$((rss / 1024))" "" "" "<= 256 MiB"

@@ -6,7 +6,8 @@ SLUICE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Debian packages the build and tests need. libssh2 is not among them: Sluice builds its own
 # (build-essential, pkg-config, libssl-dev, zlib1g-dev and dpkg-dev are what that takes).
 SLUICE_APT_PACKAGES=(libsqlite3-dev sqlite3 openssl curl util-linux procps pkg-config openssh-server openssh-client libzstd-dev
-                     libsnappy-dev systemd chromium chromium-driver libxml2 build-essential libssl-dev zlib1g-dev dpkg-dev patch)
+                     libsnappy-dev systemd chromium chromium-driver libxml2 build-essential libssl-dev zlib1g-dev dpkg-dev patch
+                     libarchive-dev gzip bzip2 xz-utils zstd)
 # Python packages the tests use: pyarrow and DuckDB read every Parquet file Sluice writes;
 # selenium drives chromium through the web console; moto's server is the S3 API the s3 source
 # is tested against, and boto3 puts the test objects into it.

@@ -105,6 +105,9 @@ public struct Agent: Sendable {
         return (manifest, lake)
     }
 
+    /// How far a compressed delivery may unpack on its way into the transform.
+    public var unpackLimits: UnpackLimits { UnpackLimits(maxBytes: config.maxUnpackedBytes, maxRatio: config.maxUnpackRatio) }
+
     /// Makes the configured sources of a client.
     public func sources(of client: ClientConfig, only: String?) throws(AgentError) -> [any Source] {
         let chosen = client.sources.filter { only == nil || $0.name == only }
@@ -146,7 +149,7 @@ public struct Agent: Sendable {
         let (manifest, lake) = try openStore()
         // New versions are transformed as their batch is committed, the rest (and any the
         // early transform declined or could not finish) after the pass.
-        let early = mappings[id].map { EarlyTransforms(transformer: Transformer(lake: lake, mapping: $0), manifest: manifest, logger: logger) }
+        let early = mappings[id].map { EarlyTransforms(transformer: Transformer(lake: lake, mapping: $0, limits: unpackLimits), manifest: manifest, logger: logger) }
         let ingestor = Ingestor(lake: lake, manifest: manifest, stateDir: config.stateDir, logger: logger,
                                 syncMethod: config.syncMethod, hooks: hooks, early: early)
         var report: PullReport
@@ -227,7 +230,7 @@ public struct Agent: Sendable {
 
     package func runTransforms(_ mapping: ClientMapping, manifest: Manifest, lake: Lake, dataset: String?, selection: Manifest.TransformSelection,
                        shouldStop: () -> Bool = { false }, each: (TransformReport, Duration) -> Void = { _, _ in }) throws(AgentError) -> [TransformReport] {
-        let transformer = Transformer(lake: lake, mapping: mapping)
+        let transformer = Transformer(lake: lake, mapping: mapping, limits: unpackLimits)
         var reports: [TransformReport] = []
         do {
             for c in try manifest.transformCandidates(client: mapping.client, selection: selection) {

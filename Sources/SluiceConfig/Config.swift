@@ -99,6 +99,10 @@ public struct AgentConfig: Sendable, Equatable {
     public var clients: [ClientConfig]
     /// `sluice run`: SFTP polls that may run at once, over all sources.
     public var maxTransfers = 4
+    /// The most bytes one delivered file may unpack to on its way into the transform.
+    public var maxUnpackedBytes: Int64 = 64 << 30
+    /// The most times bigger than its compressed size a delivered file may unpack to.
+    public var maxUnpackRatio: Int64 = 1000
     /// `sluice run`: transforms that may run at once.
     public var transformWorkers = max(1, ProcessInfo.processInfo.activeProcessorCount)
     /// `sluice run`: how long in-flight work may take to finish after SIGTERM.

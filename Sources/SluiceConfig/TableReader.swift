@@ -136,7 +136,7 @@ package struct TableReader {
         }
         try checkKeys(agent, path: "agent", allowed: [
             "state_dir", "lake_dir", "mappings_dir", "sync_method", "max_transfers", "transform_workers", "shutdown_timeout",
-            "http_listen", "log_level", "admin_token_file",
+            "http_listen", "log_level", "admin_token_file", "max_unpacked_bytes", "max_unpack_ratio",
         ])
         let stateDir = resolve(try string(agent, "state_dir", "agent", required: true)!)
         let lakeDir = resolve(try string(agent, "lake_dir", "agent", required: true)!)
@@ -177,6 +177,13 @@ package struct TableReader {
             config.logLevel = level
         }
         config.adminTokenFile = try string(agent, "admin_token_file", "agent", required: false).map(resolve)
+        if let bytes = try byteSize(agent, "max_unpacked_bytes", "agent") {
+            guard bytes > 0 else { throw fail("agent.max_unpacked_bytes", "must be larger than 0") }
+            config.maxUnpackedBytes = bytes
+        }
+        if let ratio = try integer(agent, "max_unpack_ratio", "agent", range: 1...1_000_000) {
+            config.maxUnpackRatio = Int64(ratio)
+        }
         if let api = try table(root, "api", "") {
             config.api = try apiConfig(api)
         }

@@ -35,8 +35,8 @@ package struct CSVFormat: InputFormat {
 
 extension Transformer {
     func transformCSV(_ input: TransformInput, _ d: DatasetMapping, _ o: CSVOptions, options: ParquetOptions, result: inout TransformResult) throws {
-        let file = try LakeFile(lakeRoot: lakeRoot, input: input)
-        let reader = CSVReader(delimiter: o.delimiter, quote: o.quote, encoding: o.encoding, read: file.read)
+        let bytes = try inputBytes(input, d)
+        let reader = CSVReader(delimiter: o.delimiter, quote: o.quote, encoding: o.encoding, read: bytes)
         // skip_rows lines before the header.
         for _ in 0..<o.skipRows { _ = try reader.next() }
         var columnOf: [Int] = []

@@ -46,8 +46,8 @@ extension Transformer {
     /// JSON Lines: one object per line, fields found by dotted paths. A line that is not a
     /// JSON object (a truncated last line, say) is one reject.
     func transformJSONL(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
-        let file = try LakeFile(lakeRoot: lakeRoot, input: input)
-        let lines = TextLineReader(encoding: .utf8, read: file.read)
+        let bytes = try inputBytes(input, d)
+        let lines = TextLineReader(encoding: .utf8, read: bytes)
         let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
         var number = 0
@@ -72,8 +72,8 @@ extension Transformer {
     /// index. A document of the wrong shape (no such path, not an array) or broken JSON fails
     /// the file, naming what was found; the raw version is kept for a re-run.
     func transformJSON(_ input: TransformInput, _ d: DatasetMapping, _ o: JSONOptions, options: ParquetOptions, result: inout TransformResult) throws {
-        let file = try LakeFile(lakeRoot: lakeRoot, input: input)
-        let reader = JSONRecordReader(records: o.records, read: file.read)
+        let bytes = try inputBytes(input, d)
+        let reader = JSONRecordReader(records: o.records, read: bytes)
         let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
         while true {

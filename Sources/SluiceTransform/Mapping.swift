@@ -105,6 +105,13 @@ public struct DatasetMapping: Sendable {
     public var thousandsSeparator: Character?
     public var nullValues: [String]
     public var fields: [FieldMapping]
+    /// Whether a compressed delivery is unpacked on its way in (`unpack = "auto"`, the
+    /// default), or taken as the bytes it is (`"none"`).
+    public var unpack: Unpack = .auto
+
+    public enum Unpack: String, Sendable {
+        case auto, none
+    }
 
     /// A fingerprint of the schema this dataset writes: output format and each field's name,
     /// type and nullability, in order (the lineage columns never change). Recorded with every
@@ -150,7 +157,7 @@ public struct ClientMapping: Sendable {
 }
 
 extension TableReader {
-    package static let commonDatasetKeys: Set<String> = ["match", "sources", "format", "output", "compression", "max_reject_ratio", "fields"]
+    package static let commonDatasetKeys: Set<String> = ["match", "sources", "format", "output", "compression", "max_reject_ratio", "unpack", "fields"]
     package static let fieldKeys: Set<String> = ["name", "source", "type", "required", "format", "timezone", "true_values", "false_values", "trim", "map", "default", "start", "width"]
 
     package func mapping(_ root: TOMLTable, client: String, sha256: String) throws(ConfigError) -> ClientMapping {
@@ -213,6 +220,10 @@ extension TableReader {
             ratio = d
         }
         let options = try format.options(t, path: path, reader: self)
+        let unpackText = try string(t, "unpack", path, required: false) ?? "auto"
+        guard let unpack = DatasetMapping.Unpack(rawValue: unpackText) else {
+            throw fail("\(path).unpack", "expected \"auto\" (unpack compressed files, the default) or \"none\", found \"\(unpackText)\"")
+        }
         let decimalSeparator = try character(t, "decimal_separator", path) ?? "."
         let thousands = try character(t, "thousands_separator", path)
         if thousands == decimalSeparator { throw fail("\(path).thousands_separator", "must differ from decimal_separator") }
@@ -227,10 +238,12 @@ extension TableReader {
             guard seen.insert(field.name).inserted else { throw fail("\(path).fields[\(i)].name", "duplicate field name '\(field.name)'") }
             fields.append(field)
         }
-        return DatasetMapping(
+        var dataset = DatasetMapping(
             name: name, match: match, sources: sources, format: format, options: options, output: output, compression: compression,
             maxRejectRatio: ratio, decimalSeparator: decimalSeparator, thousandsSeparator: thousands,
             nullValues: try stringArray(t, "null_values", path) ?? [""], fields: fields)
+        dataset.unpack = unpack
+        return dataset
     }
 
     package func field(_ t: TOMLTable, index: Int, path: String, format: any InputFormat) throws(ConfigError) -> FieldMapping {

@@ -82,18 +82,64 @@ public struct Transformer: Sendable {
     /// The lake, whose staging journal covers the temp files of outputs being written.
     public let lake: Lake
     public let mapping: ClientMapping
+    /// How far a compressed delivery may unpack (`max_unpacked_bytes`, `max_unpack_ratio`).
+    public let limits: UnpackLimits
     package var lakeRoot: String { lake.root }
 
-    public init(lake: Lake, mapping: ClientMapping) {
+    public init(lake: Lake, mapping: ClientMapping, limits: UnpackLimits = UnpackLimits()) {
         self.lake = lake
         self.mapping = mapping
+        self.limits = limits
     }
 
-    /// The dataset whose `match` (and `sources`) take this version, if any.
+    /// The dataset whose `match` (and `sources`) take this version, if any. With `unpack =
+    /// "auto"` the globs also apply to the name without its compression suffix, so that
+    /// `orders_*.csv` takes `orders_2026-10.csv.gz`.
     public func dataset(for input: TransformInput) -> DatasetMapping? {
-        mapping.datasets.first { d in
-            (d.sources == nil || d.sources!.contains(input.source)) && d.match.contains { $0.matches(input.path.bytes) }
+        let bare = Compression.strippingSuffix(input.path.bytes)
+        return mapping.datasets.first { d in
+            guard d.sources == nil || d.sources!.contains(input.source) else { return false }
+            return d.match.contains { glob in
+                glob.matches(input.path.bytes) || (d.unpack == .auto && bare.map { glob.matches($0) } == true)
+            }
         }
+    }
+
+    /// The version's bytes as the dataset's format reads them: unpacked when it is compressed
+    /// (by its content; a suffix that names another compression is an error) and the dataset
+    /// unpacks, else as stored. The returned source keeps what it reads from open.
+    package func inputBytes(_ input: TransformInput, _ d: DatasetMapping) throws -> ByteSource {
+        let file = try LakeFile(lakeRoot: lakeRoot, input: input)
+        guard d.unpack == .auto, let compression = try Self.compression(of: file, input: input) else { return file.read }
+        let reader: DecompressingReader
+        do {
+            reader = try DecompressingReader(compression: compression, limits: limits, source: file.read)
+        } catch {
+            throw TransformError("\(input.path.display): \(error.description); the raw version is kept — "
+                + "after a fix, run `sluice transform \(input.client) --failed`")
+        }
+        let name = input.path.display, client = input.client
+        return { (buffer: UnsafeMutableRawBufferPointer) throws -> Int in
+            do throws(UnpackError) {
+                return try reader.read(buffer)
+            } catch {
+                let why: String = error.description
+                throw TransformError("\(name): \(why); the raw version is kept — after a fix, run `sluice transform \(client) --failed`")
+            }
+        }
+    }
+
+    /// The compression of a stored version, from its first bytes; nil when it has none. A
+    /// name whose suffix promises a compression the content does not have is an error.
+    package static func compression(of file: LakeFile, input: TransformInput) throws -> Compression? {
+        let head = try file.head(Compression.magicLength)
+        let found = Compression.sniff(head)
+        if let named = Compression.named(by: input.path.bytes), named != found {
+            let shown = head.prefix(4).map { String(format: "%02x", $0) }.joined(separator: " ")
+            throw TransformError("\(input.path.display) ends in \(named.suffix) but is not \(named.rawValue) data (it starts with \(shown)"
+                + "\(found.map { ", which is \($0.rawValue)" } ?? "")); the raw version is kept — ask the client to resend it, or rename it in a new delivery")
+        }
+        return found
     }
 
     /// `processed/<client>/<dataset>/ingest_date=YYYY-MM-DD/<source>__<path>.v<N>.parquet`.
@@ -430,6 +476,14 @@ package final class LakeFile {
         let n = Glibc.read(fd, buffer.baseAddress!, buffer.count)
         if n < 0 { throw Transformer.TransformError("reading \(path) failed: \(String(cString: strerror(errno)))") }
         return n
+    }
+
+    /// The first `count` bytes (fewer for a shorter file), without moving the read position.
+    package func head(_ count: Int) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, count, 0) }
+        if n < 0 { throw Transformer.TransformError("reading \(path) failed: \(String(cString: strerror(errno)))") }
+        return Array(out.prefix(n))
     }
 }
 

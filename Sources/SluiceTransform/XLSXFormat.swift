@@ -45,7 +45,24 @@ extension Transformer {
     /// whole; the workbook's shared strings are kept in memory. A corrupt or non-zip file
     /// fails with the reason.
     package func transformXLSX(_ input: TransformInput, _ d: DatasetMapping, _ o: XLSXOptions, options: ParquetOptions, result: inout TransformResult) throws {
-        let path = input.readPath ?? "\(lakeRoot)/\(input.lakePath)"
+        var path = input.readPath ?? "\(lakeRoot)/\(input.lakePath)"
+        // A compressed workbook (sales.xlsx.gz) is unpacked into an unlinked file only this
+        // process can reach (mode 600, no name), read through /proc, and gone when it closes.
+        var unpacked: SpooledEntry?
+        if d.unpack == .auto, try Self.compression(of: LakeFile(lakeRoot: lakeRoot, input: input), input: input) != nil {
+            let spool = try SpooledEntry(lake: lake, folder: "processed")
+            let bytes = try inputBytes(input, d)
+            let block = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+            defer { block.deallocate() }
+            while true {
+                let n = try bytes(block)
+                if n == 0 { break }
+                try spool.write(UnsafeRawBufferPointer(rebasing: block[0..<n]))
+            }
+            unpacked = spool
+            path = spool.procPath
+        }
+        defer { withExtendedLifetime(unpacked) {} }
         let archive: Archive
         do {
             archive = try Archive(url: URL(fileURLWithPath: path), accessMode: .read)
@@ -207,6 +224,9 @@ package final class SpooledEntry {
     }
 
     deinit { close(fd) }
+
+    /// A path that opens this unnamed file again, for this process only.
+    package var procPath: String { "/proc/self/fd/\(fd)" }
 
     package func write(_ bytes: UnsafeRawBufferPointer) throws {
         try writeAll(fd, bytes, path: "(unzipped sheet)")
