@@ -71,6 +71,29 @@ struct PullJSON: Encodable {
     }
 }
 
+struct Cat: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a stored version of a client's file to stdout.",
+        discussion: "The newest version unless --version N; unpacked when it is compressed (.gz, .bz2, .xz, .zst, by its content), the bytes as stored with --raw. Exit codes: 0 written; 1 the lake file is missing or unreadable, or does not unpack (damaged, or past max_unpacked_bytes or max_unpack_ratio); 2 usage or config error (unknown client, path, source or version).")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Client id from agent.conf.") var client: String
+    @Argument(help: "The file's source-relative path, as `sluice history` shows it.") var path: String
+    @Option(help: "The source, when more than one holds this path.") var source: String?
+    @Option(help: "The version number (default: the newest).") var version: Int?
+    @Flag(help: "Write the stored bytes as they are, without unpacking.") var raw = false
+
+    func run() throws {
+        let agent = try global.loadAgent()
+        let out = FileHandle.standardOutput
+        try SluiceAgentCLI.run { () throws(AgentError) in
+            try agent.cat(client: client, path: path, source: source, version: version, raw: raw) { bytes in
+                try out.write(contentsOf: Data(bytes))
+            }
+        }
+    }
+}
+
 struct History: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List the stored versions of a client's files, newest first.",

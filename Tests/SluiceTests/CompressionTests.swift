@@ -114,6 +114,27 @@ struct CompressionTests {
         expectDatasetFoldersRead(dir)
     }
 
+    @Test func catWritesAVersionUnpackedOrAsStored() throws {
+        let dir = FormatTests.lake(Self.orders, files: [:])
+        let plain = try FormatTests.fixture("acme/orders_2026-10-01.csv")
+        let packed = try Self.compress(plain, .zstd, in: dir)
+        dir.write("drop/orders_2026-10-01.csv.zst", packed)
+        _ = try FormatTests.pull(dir)
+        let out = dir.sub("out.bin")
+        let cat = { (args: String) throws -> Shell.Result in
+            try Shell.run("/bin/sh", ["-c", "'\(SluiceBinary.path)' cat acme \(args) --config '\(dir.sub("agent.conf"))' > '\(out)'"])
+        }
+        #expect(try cat("orders_2026-10-01.csv.zst").status == 0)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == plain, "unpacked by default")
+        #expect(try cat("orders_2026-10-01.csv.zst --raw --version 1").status == 0)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == packed, "--raw: the stored bytes")
+        for (args, words) in [("orders_2026-10-01.csv.zst --version 2", "no version 2"), ("nope.csv", "no stored file nope.csv"),
+                              ("orders_2026-10-01.csv.zst --source other", "from source 'other'")] {
+            let r = try cat(args)
+            #expect(r.status == 2 && r.stderr.contains(words), "\(args): \(r.stderr)")
+        }
+    }
+
     @Test func theAgentLimitsAreValidated() throws {
         for (line, key) in [("max_unpacked_bytes = \"lots\"", "agent.max_unpacked_bytes"), ("max_unpack_ratio = 0", "agent.max_unpack_ratio")] {
             let dir = TempDir("limits")
