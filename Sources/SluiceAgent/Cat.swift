@@ -47,13 +47,7 @@ extension Agent {
         let block = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
         defer { block.deallocate() }
         do {
-            let next: ByteSource
-            if let compression {
-                let reader = try DecompressingReader(compression: compression, limits: unpackLimits, source: source)
-                next = { try reader.read($0) }
-            } else {
-                next = source
-            }
+            let next = try Compression.unpacking(compression, limits: unpackLimits, source: source)
             while true {
                 let n = try next(block)
                 if n == 0 { break }

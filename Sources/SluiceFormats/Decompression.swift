@@ -63,6 +63,16 @@ public struct UnpackError: Error, Sendable, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
+extension Compression {
+    /// `source` unpacked as it is read when `compression` is set, else `source` itself.
+    public static func unpacking(_ compression: Compression?, limits: UnpackLimits,
+                                 source: @escaping ByteSource) throws(UnpackError) -> ByteSource {
+        guard let compression else { return source }
+        let reader = try DecompressingReader(compression: compression, limits: limits, source: source)
+        return { (buffer: UnsafeMutableRawBufferPointer) throws -> Int in try reader.read(buffer) }
+    }
+}
+
 /// Decompresses a byte source as it is read, through libarchive's filters, in bounded memory:
 /// one input block and libarchive's own window. Nothing is written anywhere.
 public final class DecompressingReader {
@@ -154,9 +164,6 @@ public final class DecompressingReader {
         }
         return n
     }
-
-    /// Bytes unpacked so far.
-    public var bytesOut: Int64 { produced }
 
     private static func message(_ a: OpaquePointer) -> String {
         archive_error_string(a).map { String(cString: $0) } ?? "error \(archive_errno(a))"

@@ -35,7 +35,7 @@ package struct CSVFormat: InputFormat {
 
 extension Transformer {
     func transformCSV(_ input: TransformInput, _ d: DatasetMapping, _ o: CSVOptions, options: ParquetOptions, result: inout TransformResult) throws {
-        let bytes = try inputBytes(input, d)
+        let bytes = try inputBytes(input, d).read
         let reader = CSVReader(delimiter: o.delimiter, quote: o.quote, encoding: o.encoding, read: bytes)
         // skip_rows lines before the header.
         for _ in 0..<o.skipRows { _ = try reader.next() }

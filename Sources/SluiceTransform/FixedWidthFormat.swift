@@ -36,7 +36,7 @@ extension Transformer {
     /// `skip_prefixes`, each field is the characters [start, start + width) of the line, with
     /// the padding spaces trimmed. A line too short for a field leaves that field absent.
     func transformFixed(_ input: TransformInput, _ d: DatasetMapping, _ o: FixedWidthOptions, options: ParquetOptions, result: inout TransformResult) throws {
-        let bytes = try inputBytes(input, d)
+        let bytes = try inputBytes(input, d).read
         let lines = TextLineReader(encoding: o.encoding, read: bytes)
         let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }

@@ -46,7 +46,7 @@ extension Transformer {
     /// JSON Lines: one object per line, fields found by dotted paths. A line that is not a
     /// JSON object (a truncated last line, say) is one reject.
     func transformJSONL(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
-        let bytes = try inputBytes(input, d)
+        let bytes = try inputBytes(input, d).read
         let lines = TextLineReader(encoding: .utf8, read: bytes)
         let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
@@ -72,7 +72,7 @@ extension Transformer {
     /// index. A document of the wrong shape (no such path, not an array) or broken JSON fails
     /// the file, naming what was found; the raw version is kept for a re-run.
     func transformJSON(_ input: TransformInput, _ d: DatasetMapping, _ o: JSONOptions, options: ParquetOptions, result: inout TransformResult) throws {
-        let bytes = try inputBytes(input, d)
+        let bytes = try inputBytes(input, d).read
         let reader = JSONRecordReader(records: o.records, read: bytes)
         let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }

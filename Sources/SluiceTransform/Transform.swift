@@ -107,26 +107,28 @@ public struct Transformer: Sendable {
 
     /// The version's bytes as the dataset's format reads them: unpacked when it is compressed
     /// (by its content; a suffix that names another compression is an error) and the dataset
-    /// unpacks, else as stored. The returned source keeps what it reads from open.
-    package func inputBytes(_ input: TransformInput, _ d: DatasetMapping) throws -> ByteSource {
+    /// unpacks, else as stored; and whether they are unpacked. The source keeps the file open.
+    package func inputBytes(_ input: TransformInput, _ d: DatasetMapping) throws -> (read: ByteSource, unpacked: Bool) {
         let file = try LakeFile(lakeRoot: lakeRoot, input: input)
-        guard d.unpack == .auto, let compression = try Self.compression(of: file, input: input) else { return file.read }
-        let reader: DecompressingReader
-        do {
-            reader = try DecompressingReader(compression: compression, limits: limits, source: file.read)
-        } catch {
-            throw TransformError("\(input.path.display): \(error.description); the raw version is kept — "
-                + "after a fix, run `sluice transform \(input.client) --failed`")
-        }
+        let compression = d.unpack == .auto ? try Self.compression(of: file, input: input) : nil
         let name = input.path.display, client = input.client
-        return { (buffer: UnsafeMutableRawBufferPointer) throws -> Int in
-            do throws(UnpackError) {
-                return try reader.read(buffer)
-            } catch {
-                let why: String = error.description
-                throw TransformError("\(name): \(why); the raw version is kept — after a fix, run `sluice transform \(client) --failed`")
-            }
+        func failure(_ e: UnpackError) -> TransformError {
+            TransformError("\(name): \(e.description); the raw version is kept — after a fix, run `sluice transform \(client) --failed`")
         }
+        let bytes: ByteSource
+        do throws(UnpackError) {
+            bytes = try Compression.unpacking(compression, limits: limits, source: file.read)
+        } catch {
+            throw failure(error)
+        }
+        guard compression != nil else { return (bytes, false) }
+        return ({ (buffer: UnsafeMutableRawBufferPointer) throws -> Int in
+            do {
+                return try bytes(buffer)
+            } catch let e as UnpackError {
+                throw failure(e)
+            }
+        }, true)
     }
 
     /// The compression of a stored version, from its first bytes; nil when it has none. A

@@ -49,9 +49,10 @@ extension Transformer {
         // A compressed workbook (sales.xlsx.gz) is unpacked into an unlinked file only this
         // process can reach (mode 600, no name), read through /proc, and gone when it closes.
         var unpacked: SpooledEntry?
-        if d.unpack == .auto, try Self.compression(of: LakeFile(lakeRoot: lakeRoot, input: input), input: input) != nil {
+        let stored = try inputBytes(input, d)
+        if stored.unpacked {
             let spool = try SpooledEntry(lake: lake, folder: "processed")
-            let bytes = try inputBytes(input, d)
+            let bytes = stored.read
             let block = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
             defer { block.deallocate() }
             while true {
