@@ -7,7 +7,7 @@ SLUICE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # (build-essential, pkg-config, libssl-dev, zlib1g-dev and dpkg-dev are what that takes).
 SLUICE_APT_PACKAGES=(libsqlite3-dev sqlite3 openssl curl util-linux procps pkg-config openssh-server openssh-client libzstd-dev
                      libsnappy-dev systemd chromium chromium-driver libxml2 build-essential libssl-dev zlib1g-dev dpkg-dev patch
-                     libarchive-dev gzip bzip2 xz-utils zstd)
+                     libarchive-dev gzip bzip2 xz-utils zstd zip unzip p7zip-full libgpgme-dev gnupg tar)
 # Python packages the tests use: pyarrow and DuckDB read every Parquet file Sluice writes;
 # selenium drives chromium through the web console; moto's server is the S3 API the s3 source
 # is tested against, and boto3 puts the test objects into it.

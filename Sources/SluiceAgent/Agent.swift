@@ -105,8 +105,20 @@ public struct Agent: Sendable {
         return (manifest, lake)
     }
 
+    /// Where plaintext a reader must seek in is spooled, in unnamed files (`state_dir/spool`,
+    /// mode 700, made here when missing).
+    package func spoolDirectory() -> String {
+        let dir = "\(config.stateDir)/spool"
+        if mkdir(dir, 0o700) != 0 && errno == ENOENT {
+            _ = try? makeDirectories(config.stateDir)
+            mkdir(dir, 0o700)
+        }
+        return dir
+    }
+
     /// How far a compressed delivery may unpack on its way into the transform.
-    public var unpackLimits: UnpackLimits { UnpackLimits(maxBytes: config.maxUnpackedBytes, maxRatio: config.maxUnpackRatio) }
+    public var unpackLimits: UnpackLimits { UnpackLimits(maxBytes: config.maxUnpackedBytes, maxRatio: config.maxUnpackRatio,
+                                                         maxMembers: config.maxArchiveMembers, maxDepth: config.maxArchiveDepth) }
 
     /// Makes the configured sources of a client.
     public func sources(of client: ClientConfig, only: String?) throws(AgentError) -> [any Source] {
@@ -149,7 +161,7 @@ public struct Agent: Sendable {
         let (manifest, lake) = try openStore()
         // New versions are transformed as their batch is committed, the rest (and any the
         // early transform declined or could not finish) after the pass.
-        let early = mappings[id].map { EarlyTransforms(transformer: Transformer(lake: lake, mapping: $0, limits: unpackLimits), manifest: manifest, logger: logger) }
+        let early = mappings[id].map { EarlyTransforms(transformer: Transformer(lake: lake, mapping: $0, limits: unpackLimits, spoolDirectory: spoolDirectory()), manifest: manifest, logger: logger) }
         let ingestor = Ingestor(lake: lake, manifest: manifest, stateDir: config.stateDir, logger: logger,
                                 syncMethod: config.syncMethod, hooks: hooks, early: early)
         var report: PullReport
@@ -230,7 +242,7 @@ public struct Agent: Sendable {
 
     package func runTransforms(_ mapping: ClientMapping, manifest: Manifest, lake: Lake, dataset: String?, selection: Manifest.TransformSelection,
                        shouldStop: () -> Bool = { false }, each: (TransformReport, Duration) -> Void = { _, _ in }) throws(AgentError) -> [TransformReport] {
-        let transformer = Transformer(lake: lake, mapping: mapping, limits: unpackLimits)
+        let transformer = Transformer(lake: lake, mapping: mapping, limits: unpackLimits, spoolDirectory: spoolDirectory())
         var reports: [TransformReport] = []
         do {
             for c in try manifest.transformCandidates(client: mapping.client, selection: selection) {
@@ -238,9 +250,9 @@ public struct Agent: Sendable {
                 if let dataset, transformer.dataset(for: input)?.name != dataset { continue }
                 if shouldStop() { break }
                 let t0 = ContinuousClock.now
-                let report = try transformer.record(transformer.run(input), of: input, versionID: c.versionID, in: manifest, logger: logger)
-                each(report, ContinuousClock.now - t0)
-                reports.append(report)
+                let recorded = try transformer.record(transformer.run(input), of: input, versionID: c.versionID, in: manifest, logger: logger)
+                each(recorded[0], ContinuousClock.now - t0)
+                reports += recorded
             }
         } catch {
             throw AgentError(.runtime, error.description)

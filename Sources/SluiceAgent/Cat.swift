@@ -2,16 +2,28 @@ import Foundation
 import SluiceFormats
 import SluiceManifest
 import SluiceSupport
+import SluiceTransform
 #if canImport(Glibc)
 import Glibc
 #endif
 
+/// One member of a stored archive, as `sluice history --members` lists it.
+public struct MemberListing: Sendable, Encodable, Equatable {
+    /// The member's path inside the archive (nested archives joined by `/`), escaped.
+    public var path: String
+    /// The size the archive declares for it, when it declares one.
+    public var size: Int64?
+    /// Encrypted with a zip password.
+    public var encrypted: Bool
+    /// Why it cannot be opened (an archive nested deeper than max_archive_depth, a damaged
+    /// inner archive); nil when it can.
+    public var error: String?
+}
+
 extension Agent {
-    /// `sluice cat`: one stored version of a client's file (the newest, or `version`), written
-    /// through `write` a block at a time: unpacked when its content is compressed, unless `raw`.
-    /// `source` picks among sources that hold the same path.
-    public func cat(client id: String, path: String, source: String?, version: Int?, raw: Bool,
-                    write: (UnsafeRawBufferPointer) throws -> Void) throws(AgentError) {
+    /// The stored version of a client's file that `cat` and `history --members` read: the
+    /// newest, or `version`; `source` picks among sources that hold the same path.
+    package func storedVersion(client id: String, path: String, source: String?, version: Int?) throws(AgentError) -> VersionRecord {
         let rows = try history(client: id, path: path).filter { $0.path == path && (source == nil || $0.source == source) }
         guard !rows.isEmpty else {
             throw AgentError(.usage, "client '\(id)' has no stored file \(path)\(source.map { " from source '\($0)'" } ?? "") "
@@ -21,44 +33,124 @@ extension Agent {
         guard sources.count == 1 else {
             throw AgentError(.usage, "\(path) is stored from sources \(sources.sorted().joined(separator: ", ")): choose one with --source")
         }
-        let chosen: VersionRecord
-        if let version {
-            guard let row = rows.first(where: { $0.version == version }) else {
-                throw AgentError(.usage, "\(path) has no version \(version) (stored: \(rows.map { "v\($0.version)" }.sorted().joined(separator: ", ")))")
-            }
-            chosen = row
-        } else {
-            chosen = rows.max { $0.version < $1.version }!
+        guard let version else { return rows.max { $0.version < $1.version }! }
+        guard let row = rows.first(where: { $0.version == version }) else {
+            throw AgentError(.usage, "\(path) has no version \(version) (stored: \(rows.map { "v\($0.version)" }.sorted().joined(separator: ", ")))")
         }
-        let file = "\(config.lakeDir)/\(chosen.lake_path)"
-        let fd = open(file, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw AgentError(.runtime, "cannot open \(chosen.lake_path): \(String(cString: strerror(errno))) — run `sluice audit \(id)`")
-        }
-        defer { close(fd) }
-        let source: ByteSource = { buffer in
-            let n = read(fd, buffer.baseAddress!, buffer.count)
-            if n < 0 { throw AgentError(.runtime, "reading \(chosen.lake_path) failed: \(String(cString: strerror(errno)))") }
-            return n
-        }
-        var head = [UInt8](repeating: 0, count: Compression.magicLength)
-        let got = head.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, $0.count, 0) }
-        let compression = raw ? nil : Compression.sniff(Array(head.prefix(max(0, got))))
-        let block = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
-        defer { block.deallocate() }
-        do {
-            let next = try Compression.unpacking(compression, limits: unpackLimits, source: source)
+        return row
+    }
+
+    /// `sluice cat`: one stored version of a client's file (the newest, or `version`), written
+    /// through `write` a block at a time: unpacked when its content is compressed, unless `raw`;
+    /// with `member`, that member of the archive (unpacked when it is compressed, unless `raw`).
+    public func cat(client id: String, path: String, source: String?, version: Int?, member: String? = nil, raw: Bool,
+                    write: (UnsafeRawBufferPointer) throws -> Void) throws(AgentError) {
+        let chosen = try storedVersion(client: id, path: path, source: source, version: version)
+        let what = "\(chosen.source)/\(chosen.path) v\(chosen.version)"
+        let file = try StoredFile(lakeDir: config.lakeDir, version: chosen, client: id)
+        func copy(_ source: @escaping ByteSource) throws {
+            let peek = PeekableSource(source)
+            let compression = raw ? nil : Compression.sniff(try peek.head(Compression.magicLength))
+            let next = try Compression.unpacking(compression, limits: unpackLimits, source: peek.read)
+            let block = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+            defer { block.deallocate() }
             while true {
                 let n = try next(block)
                 if n == 0 { break }
                 try write(UnsafeRawBufferPointer(rebasing: block[0..<n]))
             }
+        }
+        do {
+            guard let member else { return try copy(file.read) }
+            guard let kind = ArchiveWalker.kind(ofName: Array(chosen.path.utf8)) else {
+                throw AgentError(.usage, "\(chosen.path) is not an archive (.zip, .tar, .tgz, .tar.gz, .tar.bz2, .tar.xz, .7z): leave out --member")
+            }
+            var names: [String] = []
+            var found = false
+            do {
+                try walker().walk(kind: kind, read: file.read, seek: file.seek) { entry in
+                    switch entry {
+                    case .member(let p, _, let encrypted, let read):
+                        let shown = ArchiveMember.display(p)
+                        guard shown == member || String(decoding: p, as: UTF8.self) == member else { return names.append(shown) }
+                        found = true
+                        if encrypted {
+                            throw AgentError(.runtime, "\(what), member \(shown) is encrypted with a zip password, which Sluice does not take (`--raw` without --member writes the archive)")
+                        }
+                        try copy(read)
+                        throw WalkStop()
+                    case .failed(let p, let message):
+                        let shown = ArchiveMember.display(p)
+                        guard shown == member else { return names.append(shown) }
+                        throw AgentError(.runtime, "\(what), member \(shown): \(message)")
+                    }
+                }
+            } catch is WalkStop {}
+            guard found else {
+                let listed = names.prefix(20).joined(separator: ", ") + (names.count > 20 ? ", … (\(names.count) in all)" : "")
+                throw AgentError(.usage, "\(what) has no member \(PrintableText.escape(member)) (members: \(names.isEmpty ? "none" : listed); `sluice history \(id) \(path) --members` lists them)")
+            }
         } catch let e as AgentError {
             throw e
         } catch let e as UnpackError {
-            throw AgentError(.runtime, "\(chosen.source)/\(chosen.path) v\(chosen.version): \(e.description) (`--raw` writes the stored bytes)")
+            throw AgentError(.runtime, "\(what)\(member.map { ", member \(PrintableText.escape($0))" } ?? ""): \(e.description) (`--raw` writes the stored bytes)")
         } catch {
-            throw AgentError(.runtime, "writing \(chosen.source)/\(chosen.path) v\(chosen.version) failed: \(error)")
+            throw AgentError(.runtime, "writing \(what) failed: \(error)")
         }
     }
+
+    /// `sluice history --members`: the members of a stored archive with their sizes (nil when
+    /// the version is not an archive), and why the listing stopped early, if it did.
+    public func archiveMembers(client id: String, of v: VersionRecord) throws(AgentError) -> (members: [MemberListing], error: String?)? {
+        guard let kind = ArchiveWalker.kind(ofName: Array(v.path.utf8)) else { return nil }
+        let file = try StoredFile(lakeDir: config.lakeDir, version: v, client: id)
+        var members: [MemberListing] = []
+        do {
+            try walker().walk(kind: kind, read: file.read, seek: file.seek) { entry in
+                switch entry {
+                case .member(let p, let size, let encrypted, _):
+                    members.append(MemberListing(path: ArchiveMember.display(p), size: size, encrypted: encrypted, error: nil))
+                case .failed(let p, let message):
+                    members.append(MemberListing(path: ArchiveMember.display(p), size: nil, encrypted: false, error: message))
+                }
+            }
+        } catch {
+            return (members, "\(error)")
+        }
+        return (members, nil)
+    }
+
+    private func walker() -> ArchiveWalker {
+        let dir = spoolDirectory()
+        return ArchiveWalker(limits: unpackLimits) { try SpooledEntry(directory: dir) }
+    }
+}
+
+/// Stops a walk once the member looked for is written.
+private struct WalkStop: Error {}
+
+/// A stored version's lake file, open for reading.
+private final class StoredFile {
+    private let fd: Int32
+    private let lakePath: String
+
+    init(lakeDir: String, version v: VersionRecord, client: String) throws(AgentError) {
+        lakePath = v.lake_path
+        fd = open("\(lakeDir)/\(v.lake_path)", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw AgentError(.runtime, "cannot open \(v.lake_path): \(String(cString: strerror(errno))) — run `sluice audit \(client)`")
+        }
+    }
+
+    deinit { close(fd) }
+
+    var read: ByteSource {
+        { [self] buffer in
+            let n = Glibc.read(fd, buffer.baseAddress!, buffer.count)
+            if n < 0 { throw AgentError(.runtime, "reading \(lakePath) failed: \(String(cString: strerror(errno)))") }
+            return n
+        }
+    }
+
+    func seek(_ offset: Int64, _ whence: Int32) -> Int64 { Int64(lseek(fd, off_t(offset), whence)) }
 }

@@ -103,6 +103,11 @@ public struct AgentConfig: Sendable, Equatable {
     public var maxUnpackedBytes: Int64 = 64 << 30
     /// The most times bigger than its compressed size a delivered file may unpack to.
     public var maxUnpackRatio: Int64 = 1000
+    /// The most members one archive may have (directories and links count too).
+    public var maxArchiveMembers = 100_000
+    /// How many archives deep inside a delivered archive are unpacked (1: an archive in the
+    /// archive is unpacked, one inside that is an error).
+    public var maxArchiveDepth = 1
     /// `sluice run`: transforms that may run at once.
     public var transformWorkers = max(1, ProcessInfo.processInfo.activeProcessorCount)
     /// `sluice run`: how long in-flight work may take to finish after SIGTERM.

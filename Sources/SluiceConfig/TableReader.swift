@@ -137,6 +137,7 @@ package struct TableReader {
         try checkKeys(agent, path: "agent", allowed: [
             "state_dir", "lake_dir", "mappings_dir", "sync_method", "max_transfers", "transform_workers", "shutdown_timeout",
             "http_listen", "log_level", "admin_token_file", "max_unpacked_bytes", "max_unpack_ratio",
+            "max_archive_members", "max_archive_depth",
         ])
         let stateDir = resolve(try string(agent, "state_dir", "agent", required: true)!)
         let lakeDir = resolve(try string(agent, "lake_dir", "agent", required: true)!)
@@ -184,6 +185,8 @@ package struct TableReader {
         if let ratio = try integer(agent, "max_unpack_ratio", "agent", range: 1...1_000_000) {
             config.maxUnpackRatio = Int64(ratio)
         }
+        config.maxArchiveMembers = try integer(agent, "max_archive_members", "agent", range: 1...100_000_000) ?? config.maxArchiveMembers
+        config.maxArchiveDepth = try integer(agent, "max_archive_depth", "agent", range: 0...16) ?? config.maxArchiveDepth
         if let api = try table(root, "api", "") {
             config.api = try apiConfig(api)
         }

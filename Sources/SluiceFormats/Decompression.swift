@@ -50,10 +50,28 @@ public struct UnpackLimits: Sendable, Equatable {
     /// more than `ratioFloor` bytes are out, so that small files that shrink well pass).
     public var maxRatio: Int64
     public static let ratioFloor: Int64 = 1 << 20
+    /// The most entries one archive may have (`max_archive_members`).
+    public var maxMembers: Int
+    /// How many archives deep inside a delivered archive are unpacked (`max_archive_depth`).
+    public var maxDepth: Int
 
-    public init(maxBytes: Int64 = 64 << 30, maxRatio: Int64 = 1000) {
+    public init(maxBytes: Int64 = 64 << 30, maxRatio: Int64 = 1000, maxMembers: Int = 100_000, maxDepth: Int = 1) {
         self.maxBytes = maxBytes
         self.maxRatio = maxRatio
+        self.maxMembers = maxMembers
+        self.maxDepth = maxDepth
+    }
+
+    /// Checks `produced` unpacked bytes from `consumed` packed ones against both limits.
+    func check(produced: Int64, consumed: Int64) throws(UnpackError) {
+        if produced > maxBytes {
+            throw UnpackError("it unpacks to more than max_unpacked_bytes (\(maxBytes) bytes); stopped there, nothing was written")
+        }
+        let consumed = max(1, consumed)
+        if produced > Self.ratioFloor, produced / consumed > maxRatio {
+            throw UnpackError("it unpacks to more than max_unpack_ratio (\(maxRatio)) times its size (\(produced) bytes from \(consumed)); "
+                + "stopped there, nothing was written")
+        }
     }
 }
 
@@ -77,26 +95,11 @@ extension Compression {
 /// one input block and libarchive's own window. Nothing is written anywhere.
 public final class DecompressingReader {
     private let archive: OpaquePointer
-    private let context: Unmanaged<Context>
+    private let context: Unmanaged<LibarchiveInput>
     private let compression: Compression
     private let limits: UnpackLimits
     private var produced: Int64 = 0
     private var finished = false
-
-    /// What libarchive's read callback needs: the source, its block and what it has taken.
-    private final class Context {
-        let source: (UnsafeMutableRawBufferPointer) throws -> Int
-        let block: UnsafeMutableRawBufferPointer
-        var consumed: Int64 = 0
-        var failure: (any Error)?
-
-        init(source: @escaping (UnsafeMutableRawBufferPointer) throws -> Int, blockSize: Int) {
-            self.source = source
-            block = .allocate(byteCount: blockSize, alignment: 16)
-        }
-
-        deinit { block.deallocate() }
-    }
 
     /// `source` gives the compressed bytes; `compression` is what the caller found in them.
     public init(compression: Compression, limits: UnpackLimits, blockSize: Int = 1 << 20,
@@ -105,7 +108,7 @@ public final class DecompressingReader {
         archive = a
         self.compression = compression
         self.limits = limits
-        context = Unmanaged.passRetained(Context(source: source, blockSize: blockSize))
+        context = Unmanaged.passRetained(LibarchiveInput(source: source, blockSize: blockSize))
         let filter: Int32 = switch compression {
         case .gzip: archive_read_support_filter_gzip(a)
         case .bzip2: archive_read_support_filter_bzip2(a)
@@ -114,24 +117,12 @@ public final class DecompressingReader {
         }
         guard filter == ARCHIVE_OK, archive_read_support_format_raw(a) == ARCHIVE_OK else {
             // Every property is set: the deinit frees the reader and the context.
-            throw UnpackError("this build's libarchive cannot read \(compression.rawValue) (\(Self.message(a)))")
+            throw UnpackError("this build's libarchive cannot read \(compression.rawValue) (\(libarchiveMessage(a)))")
         }
         var entry: OpaquePointer?
-        guard archive_read_open(a, context.toOpaque(), nil, { _, data, buffer -> la_ssize_t in
-            let ctx = Unmanaged<Context>.fromOpaque(data!).takeUnretainedValue()
-            do {
-                let n = try ctx.source(ctx.block)
-                ctx.consumed += Int64(n)
-                buffer?.pointee = UnsafeRawPointer(ctx.block.baseAddress!)
-                return n
-            } catch {
-                ctx.failure = error
-                return -1
-            }
-        }, nil) == ARCHIVE_OK,
-              archive_read_next_header(a, &entry) == ARCHIVE_OK else {
+        guard context.takeUnretainedValue().open(a) == ARCHIVE_OK, archive_read_next_header(a, &entry) == ARCHIVE_OK else {
             if let failure = context.takeUnretainedValue().failure { throw UnpackError("reading the compressed file failed: \(failure)") }
-            throw UnpackError("the \(compression.rawValue) data is damaged or cut short: \(Self.message(a))")
+            throw UnpackError("the \(compression.rawValue) data is damaged or cut short: \(libarchiveMessage(a))")
         }
     }
 
@@ -147,25 +138,100 @@ public final class DecompressingReader {
         if n < 0 {
             let ctx = context.takeUnretainedValue()
             if let failure = ctx.failure { throw UnpackError("reading the compressed file failed: \(failure)") }
-            throw UnpackError("the \(compression.rawValue) data is damaged or cut short after \(ctx.consumed) bytes: \(Self.message(archive))")
+            throw UnpackError("the \(compression.rawValue) data is damaged or cut short after \(ctx.consumed) bytes: \(libarchiveMessage(archive))")
         }
         if n == 0 {
             finished = true
             return 0
         }
         produced += Int64(n)
-        if produced > limits.maxBytes {
-            throw UnpackError("it unpacks to more than max_unpacked_bytes (\(limits.maxBytes) bytes); stopped there, nothing was written")
-        }
-        let consumed = max(1, context.takeUnretainedValue().consumed)
-        if produced > UnpackLimits.ratioFloor, produced / consumed > limits.maxRatio {
-            throw UnpackError("it unpacks to more than max_unpack_ratio (\(limits.maxRatio)) times its size (\(produced) bytes from \(consumed)); "
-                + "stopped there, nothing was written")
-        }
+        try limits.check(produced: produced, consumed: context.takeUnretainedValue().consumed)
         return n
     }
+}
 
-    private static func message(_ a: OpaquePointer) -> String {
-        archive_error_string(a).map { String(cString: $0) } ?? "error \(archive_errno(a))"
+/// libarchive's message for the last error of `a`.
+func libarchiveMessage(_ a: OpaquePointer) -> String {
+    archive_error_string(a).map { String(cString: $0) } ?? "error \(archive_errno(a))"
+}
+
+/// What libarchive's callbacks read from: a byte source, one block of it at a time, and, for a
+/// source that can seek (a stored file), how to seek and skip in it.
+final class LibarchiveInput {
+    let source: ByteSource
+    let seek: ((Int64, Int32) -> Int64)?
+    let block: UnsafeMutableRawBufferPointer
+    /// Packed bytes read (or skipped) so far: the denominator of the unpack ratio.
+    var consumed: Int64 = 0
+    var failure: (any Error)?
+
+    init(source: @escaping ByteSource, seek: ((Int64, Int32) -> Int64)? = nil, blockSize: Int) {
+        self.source = source
+        self.seek = seek
+        block = .allocate(byteCount: blockSize, alignment: 16)
+    }
+
+    deinit { block.deallocate() }
+
+    /// Opens `a` on this input; the caller keeps this object alive as long as `a`.
+    func open(_ a: OpaquePointer) -> Int32 {
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        archive_read_set_callback_data(a, me)
+        archive_read_set_read_callback(a) { _, data, buffer -> la_ssize_t in
+            let input = Unmanaged<LibarchiveInput>.fromOpaque(data!).takeUnretainedValue()
+            do {
+                let n = try input.source(input.block)
+                input.consumed += Int64(n)
+                buffer?.pointee = UnsafeRawPointer(input.block.baseAddress!)
+                return n
+            } catch {
+                input.failure = error
+                return -1
+            }
+        }
+        if seek != nil {
+            archive_read_set_seek_callback(a) { _, data, offset, whence -> la_int64_t in
+                let input = Unmanaged<LibarchiveInput>.fromOpaque(data!).takeUnretainedValue()
+                return input.seek!(offset, whence)
+            }
+            archive_read_set_skip_callback(a) { _, data, request -> la_int64_t in
+                let input = Unmanaged<LibarchiveInput>.fromOpaque(data!).takeUnretainedValue()
+                guard input.seek!(request, SEEK_CUR) >= 0 else { return 0 }
+                input.consumed += request
+                return request
+            }
+        }
+        return archive_read_open1(a)
+    }
+}
+
+/// A byte source whose first bytes can be looked at before it is read: they are kept and
+/// given again by the first reads.
+public final class PeekableSource {
+    private let source: ByteSource
+    private var kept: [UInt8] = []
+    private var offset = 0
+
+    public init(_ source: @escaping ByteSource) { self.source = source }
+
+    /// The first `count` bytes (fewer when the source is shorter).
+    public func head(_ count: Int) throws -> [UInt8] {
+        var chunk = [UInt8](repeating: 0, count: count)
+        while kept.count < count {
+            let n = try chunk.withUnsafeMutableBytes { try source(UnsafeMutableRawBufferPointer(rebasing: $0[0..<(count - kept.count)])) }
+            if n == 0 { break }
+            kept += chunk[0..<n]
+        }
+        return Array(kept.prefix(count))
+    }
+
+    public var read: ByteSource {
+        { [self] (buffer: UnsafeMutableRawBufferPointer) throws -> Int in
+            guard offset < kept.count else { return try source(buffer) }
+            let n = min(buffer.count, kept.count - offset)
+            kept.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[offset..<(offset + n)])) }
+            offset += n
+            return n
+        }
     }
 }

@@ -152,9 +152,24 @@ public struct TransformReport: Sendable, Encodable {
     public var outputPath: String?
     public var rejectsPath: String?
     public var error: String?
+    /// The archive member this transform is of (its path inside, escaped); nil for a whole file.
+    public var member: String?
+    /// For an archive: how many of its members were ok, failed and unmapped.
+    public var members: MemberCounts?
+
+    public struct MemberCounts: Sendable, Encodable, Equatable {
+        public var ok = 0
+        public var failed = 0
+        public var unmapped = 0
+        package init(ok: Int = 0, failed: Int = 0, unmapped: Int = 0) {
+            self.ok = ok
+            self.failed = failed
+            self.unmapped = unmapped
+        }
+    }
 
     package init(source: String, path: String, version: Int, dataset: String? = nil, status: TransformStatus, rowsWritten: Int64, rowsRejected: Int64,
-                 outputPath: String? = nil, rejectsPath: String? = nil, error: String? = nil) {
+                 outputPath: String? = nil, rejectsPath: String? = nil, error: String? = nil, member: String? = nil, members: MemberCounts? = nil) {
         self.source = source
         self.path = path
         self.version = version
@@ -165,11 +180,13 @@ public struct TransformReport: Sendable, Encodable {
         self.outputPath = outputPath
         self.rejectsPath = rejectsPath
         self.error = error
+        self.member = member
+        self.members = members
     }
 
     package enum CodingKeys: String, CodingKey {
-        case source, path, version, dataset, status, rowsWritten = "rows_written", rowsRejected = "rows_rejected"
-        case outputPath = "output_path", rejectsPath = "rejects_path", error
+        case source, path, version, member, dataset, status, rowsWritten = "rows_written", rowsRejected = "rows_rejected"
+        case outputPath = "output_path", rejectsPath = "rejects_path", error, members
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -177,6 +194,7 @@ public struct TransformReport: Sendable, Encodable {
         try c.encode(source, forKey: .source)
         try c.encode(path, forKey: .path)
         try c.encode(version, forKey: .version)
+        try c.encode(member, forKey: .member)
         try c.encode(dataset, forKey: .dataset)
         try c.encode(status, forKey: .status)
         try c.encode(rowsWritten, forKey: .rowsWritten)
@@ -184,5 +202,6 @@ public struct TransformReport: Sendable, Encodable {
         try c.encode(outputPath, forKey: .outputPath)
         try c.encode(rejectsPath, forKey: .rejectsPath)
         try c.encode(error, forKey: .error)
+        try c.encodeIfPresent(members, forKey: .members)
     }
 }

@@ -96,12 +96,14 @@ extension Manifest {
         public var transformedAt: String
         /// Whether this is the version's latest transform (a failed one can be re-run).
         public var isLatest: Bool
+        /// The archive member this row is of; nil for a whole version.
+        public var member: String?
     }
 
     static let transformSelect = """
         SELECT t.id, t.version_id, f.client, f.source, f.path, v.version, t.dataset, t.status, t.rows_written, t.rows_rejected,
                t.output_path, t.rejects_path, t.error, t.transformed_at,
-               t.id = (SELECT max(id) FROM transform WHERE version_id = t.version_id) AS is_latest
+               t.member, coalesce(t.parent_id, t.id) = (SELECT max(id) FROM transform WHERE version_id = t.version_id AND parent_id IS NULL) AS is_latest
         FROM transform t JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id
         """
 
@@ -109,7 +111,7 @@ extension Manifest {
         TransformRow(id: r["id"], versionID: r["version_id"], client: r["client"], source: r["source"], path: r["path"], version: r["version"],
                      dataset: r["dataset"], status: r["status"], rowsWritten: r["rows_written"], rowsRejected: r["rows_rejected"],
                      outputPath: r["output_path"], rejectsPath: r["rejects_path"], error: r["error"], transformedAt: r["transformed_at"],
-                     isLatest: r["is_latest"])
+                     isLatest: r["is_latest"], member: r["member"])
     }
 
     public func recentTransforms(client: String, limit: Int) throws(ManifestError) -> [TransformRow] {
@@ -128,7 +130,7 @@ extension Manifest {
     /// The latest transform of a version.
     public func latestTransform(versionID: Int64) throws(ManifestError) -> TransformRow? {
         try read("looking up a transform") { db in
-            try Row.fetchOne(db, sql: Self.transformSelect + " WHERE t.version_id = ? ORDER BY t.id DESC LIMIT 1",
+            try Row.fetchOne(db, sql: Self.transformSelect + " WHERE t.version_id = ? AND t.parent_id IS NULL ORDER BY t.id DESC LIMIT 1",
                              arguments: [versionID]).map(Self.transformRow)
         }
     }

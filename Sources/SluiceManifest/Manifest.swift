@@ -422,7 +422,7 @@ public final class Manifest: Sendable {
             s.failedTransforms = try Int.fetchOne(db, sql: """
                 SELECT count(*) FROM version v JOIN file f ON f.id = v.file_id
                 WHERE f.client = ? AND f.source = ?
-                  AND (SELECT t.status FROM transform t WHERE t.version_id = v.id ORDER BY t.id DESC LIMIT 1) = 'failed'
+                  AND (SELECT t.status FROM transform t WHERE t.version_id = v.id AND t.parent_id IS NULL ORDER BY t.id DESC LIMIT 1) = 'failed'
                 """, arguments: [client, source]) ?? 0
             return s
         }
@@ -474,10 +474,10 @@ public final class Manifest: Sendable {
             let filter: String = switch selection {
             case .pending: neverTransformed
             case .pendingAfter(let id): "AND v.id > \(id) \(neverTransformed)"
-            case .failed: "AND (SELECT t.status FROM transform t WHERE t.version_id = v.id ORDER BY t.id DESC LIMIT 1) = 'failed'"
+            case .failed: "AND (SELECT t.status FROM transform t WHERE t.version_id = v.id AND t.parent_id IS NULL ORDER BY t.id DESC LIMIT 1) = 'failed'"
             case .all: ""
             case .failedVersion(let id):
-                "AND v.id = \(id) AND (SELECT t.status FROM transform t WHERE t.version_id = v.id ORDER BY t.id DESC LIMIT 1) = 'failed'"
+                "AND v.id = \(id) AND (SELECT t.status FROM transform t WHERE t.version_id = v.id AND t.parent_id IS NULL ORDER BY t.id DESC LIMIT 1) = 'failed'"
             }
             // Newer than an id: walk the versions from that id on (CROSS JOIN keeps version as
             // the outer loop), not every file of the client.
@@ -502,14 +502,55 @@ public final class Manifest: Sendable {
         try read("reading the newest version id") { db in try Int64.fetchOne(db, sql: "SELECT max(id) FROM version") ?? 0 }
     }
 
-    /// Records one transform of a version (the latest row per version is its current state).
-    public func recordTransform(versionID: Int64, dataset: String?, mappingSHA256: String, schemaSHA256: String?, status: String, rowsWritten: Int64,
-                                rowsRejected: Int64, outputPath: String?, rejectsPath: String?, error: String?) throws(ManifestError) {
+    /// One transform row: of a whole version, or of one member of an archive.
+    public struct TransformRecord: Sendable {
+        public var dataset: String?
+        public var mappingSHA256: String
+        public var schemaSHA256: String?
+        public var status: String
+        public var rowsWritten: Int64
+        public var rowsRejected: Int64
+        public var outputPath: String?
+        public var rejectsPath: String?
+        public var error: String?
+        /// The member's path inside its archive (as reports show it); nil for a whole version.
+        public var member: String?
+        /// For an archive's own row: how many members were ok, failed and unmapped.
+        public var members: (ok: Int, failed: Int, unmapped: Int)?
+
+        public init(dataset: String?, mappingSHA256: String, schemaSHA256: String?, status: String, rowsWritten: Int64, rowsRejected: Int64,
+                    outputPath: String?, rejectsPath: String?, error: String?, member: String? = nil, members: (ok: Int, failed: Int, unmapped: Int)? = nil) {
+            self.dataset = dataset
+            self.mappingSHA256 = mappingSHA256
+            self.schemaSHA256 = schemaSHA256
+            self.status = status
+            self.rowsWritten = rowsWritten
+            self.rowsRejected = rowsRejected
+            self.outputPath = outputPath
+            self.rejectsPath = rejectsPath
+            self.error = error
+            self.member = member
+            self.members = members
+        }
+    }
+
+    /// Records one transform of a version and, for an archive, of each of its members, in one
+    /// transaction (the latest row without a parent is the version's current state).
+    public func recordTransform(versionID: Int64, _ file: TransformRecord, members: [TransformRecord] = []) throws(ManifestError) {
         try write("recording a transform") { db in
-            try db.cachedStatement(sql: """
-                INSERT INTO transform (version_id, dataset, mapping_sha256, schema_sha256, status, rows_written, rows_rejected, output_path, rejects_path, error, transformed_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """).execute(arguments: [versionID, dataset, mappingSHA256, schemaSHA256, status, rowsWritten, rowsRejected, outputPath, rejectsPath, error, Timestamp.now()])
+            let insert = try db.cachedStatement(sql: """
+                INSERT INTO transform (version_id, dataset, mapping_sha256, schema_sha256, status, rows_written, rows_rejected, output_path, rejects_path,
+                                       error, transformed_at, member, parent_id, members_ok, members_failed, members_unmapped)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+            let now = Timestamp.now()
+            func row(_ r: TransformRecord, parent: Int64?) -> StatementArguments {
+                [versionID, r.dataset, r.mappingSHA256, r.schemaSHA256, r.status, r.rowsWritten, r.rowsRejected, r.outputPath, r.rejectsPath,
+                 r.error, now, r.member, parent, r.members?.ok, r.members?.failed, r.members?.unmapped]
+            }
+            try insert.execute(arguments: row(file, parent: nil))
+            let parent = db.lastInsertedRowID
+            for m in members { try insert.execute(arguments: row(m, parent: parent)) }
         }
     }
 
@@ -530,7 +571,7 @@ public final class Manifest: Sendable {
                 SELECT t.dataset, t.schema_sha256, CASE WHEN t.schema_sha256 IS NULL THEN t.mapping_sha256 END, count(*)
                 FROM transform t JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id
                 WHERE f.client = ? AND t.status = 'ok' AND t.dataset IS NOT NULL
-                  AND t.id = (SELECT max(t2.id) FROM transform t2 WHERE t2.version_id = t.version_id)
+                  AND coalesce(t.parent_id, t.id) = (SELECT max(t2.id) FROM transform t2 WHERE t2.version_id = t.version_id AND t2.parent_id IS NULL)
                 GROUP BY 1, 2, 3 ORDER BY 1
                 """, arguments: [client])
             return rows.map { OutputSchema(dataset: $0[0], schemaSHA256: $0[1], mappingSHA256: $0[2], outputs: $0[3]) }

@@ -164,6 +164,20 @@ enum Schema {
             // recorded once it is complete.
             try db.execute(sql: "CREATE TABLE lake_migration (name TEXT PRIMARY KEY, done_at TEXT NOT NULL)")
         }
+        migrator.registerMigration("v10-transform-member") { db in
+            // An archive's members are transformed one by one: a row per member (member set,
+            // parent_id naming the archive's own row, written first in the same transaction),
+            // and the archive's row (member NULL, parent_id NULL) with how many members were
+            // ok, failed and unmapped. A version's state is its latest row without a parent.
+            try db.execute(sql: """
+                ALTER TABLE transform ADD COLUMN member TEXT;
+                ALTER TABLE transform ADD COLUMN parent_id INTEGER REFERENCES transform(id);
+                ALTER TABLE transform ADD COLUMN members_ok INTEGER;
+                ALTER TABLE transform ADD COLUMN members_failed INTEGER;
+                ALTER TABLE transform ADD COLUMN members_unmapped INTEGER;
+                CREATE INDEX transform_parent ON transform(parent_id) WHERE parent_id IS NOT NULL;
+                """)
+        }
         return migrator
     }
 }

@@ -11,19 +11,33 @@ import Glibc
 #endif
 
 extension Transformer {
-    /// Records a transform's outcome in the manifest (and logs a failure); returns its report.
-    package func record(_ r: TransformResult, of input: TransformInput, versionID: Int64, in manifest: Manifest, logger: Logger) throws(ManifestError) -> TransformReport {
-        let schema = r.dataset.flatMap { name in mapping.datasets.first { $0.name == name }?.schemaSHA256 }
-        try manifest.recordTransform(versionID: versionID, dataset: r.dataset, mappingSHA256: mapping.sha256, schemaSHA256: schema, status: r.status.rawValue,
-                                     rowsWritten: r.rowsWritten, rowsRejected: r.rowsRejected, outputPath: r.outputPath,
-                                     rejectsPath: r.rejectsPath, error: r.error)
+    /// Records a transform's outcome in the manifest (and logs a failure); returns its reports:
+    /// the version's, then (for an archive) each member's.
+    package func record(_ r: TransformResult, of input: TransformInput, versionID: Int64, in manifest: Manifest,
+                        logger: Logger) throws(ManifestError) -> [TransformReport] {
+        func schema(_ r: TransformResult) -> String? { r.dataset.flatMap { name in mapping.datasets.first { $0.name == name }?.schemaSHA256 } }
+        let counts = r.memberCounts
+        let archive = input.member == nil && archiveKind(of: input) != nil
+        func row(_ r: TransformResult) -> Manifest.TransformRecord {
+            Manifest.TransformRecord(dataset: r.dataset, mappingSHA256: mapping.sha256, schemaSHA256: schema(r), status: r.status.rawValue,
+                                     rowsWritten: r.rowsWritten, rowsRejected: r.rowsRejected, outputPath: r.outputPath, rejectsPath: r.rejectsPath,
+                                     error: r.error, member: r.member, members: nil)
+        }
+        var file = row(r)
+        if archive { file.members = counts }
+        try manifest.recordTransform(versionID: versionID, file, members: r.members.map(row))
         if r.status == .failed {
             logger.warning("Transform failed", metadata: ["client": "\(mapping.client)", "source": "\(input.source)", "path": "\(input.path.display)",
                                                          "version": "\(input.version)", "dataset": "\(r.dataset ?? "")", "error": "\(r.error ?? "")"])
         }
-        return TransformReport(source: input.source, path: input.path.display, version: input.version, dataset: r.dataset, status: r.status,
-                               rowsWritten: r.rowsWritten, rowsRejected: r.rowsRejected, outputPath: r.outputPath,
-                               rejectsPath: r.rejectsPath, error: r.error)
+        func report(_ r: TransformResult) -> TransformReport {
+            TransformReport(source: input.source, path: input.path.display, version: input.version, dataset: r.dataset, status: r.status,
+                            rowsWritten: r.rowsWritten, rowsRejected: r.rowsRejected, outputPath: r.outputPath,
+                            rejectsPath: r.rejectsPath, error: r.error, member: r.member)
+        }
+        var first = report(r)
+        if archive { first.members = TransformReport.MemberCounts(ok: counts.ok, failed: counts.failed, unmapped: counts.unmapped) }
+        return [first] + r.members.map(report)
     }
 }
 
@@ -123,9 +137,9 @@ package final class EarlyTransforms: EarlyConsumer, @unchecked Sendable {  // st
             // Nothing was published for a version that was not committed; it gets no row.
             guard let versionID = job.outcome.wait() else { continue }
             do {
-                let report = try transformer.record(result, of: job.input, versionID: versionID, in: manifest, logger: logger)
+                let recorded = try transformer.record(result, of: job.input, versionID: versionID, in: manifest, logger: logger)
                 condition.lock()
-                reports.append(report)
+                reports += recorded
                 condition.unlock()
             } catch {
                 condition.lock()

@@ -1,4 +1,5 @@
 import CSluiceLinux
+import Crypto
 import Foundation
 import SluiceLake
 import SluiceManifest
@@ -28,6 +29,14 @@ public struct TransformInput: Sendable {
     /// Called just before the outputs are published; throwing abandons them (an early
     /// transform waits here for its version's commit).
     public var beforePublish: (@Sendable () throws -> Void)?
+    /// Set when this is one member of an archive version: its path and its bytes.
+    public var member: TransformMember?
+
+    /// What messages call this unit: the path, and the member inside it.
+    package var unitName: String {
+        guard let member else { return path.display }
+        return "\(path.display), member \(member.display)"
+    }
 
     public init(client: String, source: String, path: RelativePath, version: Int, sha256: String, lakePath: String, ingestedAtMicros: Int64,
                 readPath: String? = nil, beforePublish: (@Sendable () throws -> Void)? = nil) {
@@ -54,9 +63,27 @@ public struct TransformInput: Sendable {
     }
 }
 
+/// One member of an archive being transformed: its path inside the archive (nested archives
+/// joined by `/`) and a source of its bytes.
+public final class TransformMember: @unchecked Sendable {  // reason: made and read by the one thread that walks the archive
+    public let path: [UInt8]
+    public let display: String
+    package let read: ByteSource
+
+    package init(path: [UInt8], read: @escaping ByteSource) {
+        self.path = path
+        display = ArchiveMember.display(path)
+        self.read = read
+    }
+}
+
 public struct TransformResult: Sendable, Equatable {
     public typealias Status = TransformStatus
     public var status: Status
+    /// The archive member this result is of (escaped for display); nil for a whole version.
+    public var member: String?
+    /// For an archive version: each member's result (directories and links are not members).
+    public var members: [TransformResult] = []
     public var dataset: String?
     public var rowsWritten: Int64 = 0
     public var rowsRejected: Int64 = 0
@@ -86,21 +113,35 @@ public struct Transformer: Sendable {
     public let limits: UnpackLimits
     package var lakeRoot: String { lake.root }
 
-    public init(lake: Lake, mapping: ClientMapping, limits: UnpackLimits = UnpackLimits()) {
+    /// Where plaintext that a reader must seek in (an xlsx inside a zip, an inner zip) is
+    /// spooled to unnamed files: the agent's `state_dir/spool`; nil: the lake's `processed/`.
+    public let spoolDirectory: String?
+
+    public init(lake: Lake, mapping: ClientMapping, limits: UnpackLimits = UnpackLimits(), spoolDirectory: String? = nil) {
         self.lake = lake
         self.mapping = mapping
         self.limits = limits
+        self.spoolDirectory = spoolDirectory
     }
 
-    /// The dataset whose `match` (and `sources`) take this version, if any. With `unpack =
-    /// "auto"` the globs also apply to the name without its compression suffix, so that
-    /// `orders_*.csv` takes `orders_2026-10.csv.gz`.
+    /// An unnamed file, readable by this process only, gone when it is closed.
+    package func makeSpool() throws -> SpooledEntry {
+        if let spoolDirectory { return try SpooledEntry(directory: spoolDirectory) }
+        return try SpooledEntry(lake: lake, folder: "processed")
+    }
+
+    /// The dataset whose `match` (and `sources`) take this version (or this member of an
+    /// archive), if any. With `unpack = "auto"` the globs also apply to the name without its
+    /// compression suffix, so that `orders_*.csv` takes `orders_2026-10.csv.gz`; a member is
+    /// matched by its path inside the archive, by datasets that unpack only.
     public func dataset(for input: TransformInput) -> DatasetMapping? {
-        let bare = Compression.strippingSuffix(input.path.bytes)
+        let name = input.member?.path ?? input.path.bytes
+        let bare = Compression.strippingSuffix(name)
         return mapping.datasets.first { d in
             guard d.sources == nil || d.sources!.contains(input.source) else { return false }
+            guard input.member == nil || d.unpack == .auto else { return false }
             return d.match.contains { glob in
-                glob.matches(input.path.bytes) || (d.unpack == .auto && bare.map { glob.matches($0) } == true)
+                glob.matches(name) || (d.unpack == .auto && bare.map { glob.matches($0) } == true)
             }
         }
     }
@@ -109,19 +150,28 @@ public struct Transformer: Sendable {
     /// (by its content; a suffix that names another compression is an error) and the dataset
     /// unpacks, else as stored; and whether they are unpacked. The source keeps the file open.
     package func inputBytes(_ input: TransformInput, _ d: DatasetMapping) throws -> (read: ByteSource, unpacked: Bool) {
-        let file = try LakeFile(lakeRoot: lakeRoot, input: input)
-        let compression = d.unpack == .auto ? try Self.compression(of: file, input: input) : nil
-        let name = input.path.display, client = input.client
+        let name = input.unitName, client = input.client
         func failure(_ e: UnpackError) -> TransformError {
             TransformError("\(name): \(e.description); the raw version is kept — after a fix, run `sluice transform \(client) --failed`")
         }
+        let stored: ByteSource, head: [UInt8]
+        if let member = input.member {
+            let peek = PeekableSource(member.read)
+            stored = peek.read
+            head = try peek.head(Compression.magicLength)
+        } else {
+            let file = try LakeFile(lakeRoot: lakeRoot, input: input)
+            stored = file.read
+            head = try file.head(Compression.magicLength)
+        }
+        let compression = d.unpack == .auto ? try Self.compression(head: head, name: input.member?.path ?? input.path.bytes, shown: name) : nil
         let bytes: ByteSource
         do throws(UnpackError) {
-            bytes = try Compression.unpacking(compression, limits: limits, source: file.read)
+            bytes = try Compression.unpacking(compression, limits: limits, source: stored)
         } catch {
             throw failure(error)
         }
-        guard compression != nil else { return (bytes, false) }
+        guard compression != nil || input.member != nil else { return (bytes, false) }
         return ({ (buffer: UnsafeMutableRawBufferPointer) throws -> Int in
             do {
                 return try bytes(buffer)
@@ -131,14 +181,14 @@ public struct Transformer: Sendable {
         }, true)
     }
 
-    /// The compression of a stored version, from its first bytes; nil when it has none. A
-    /// name whose suffix promises a compression the content does not have is an error.
-    package static func compression(of file: LakeFile, input: TransformInput) throws -> Compression? {
-        let head = try file.head(Compression.magicLength)
+    /// The compression of a stored version (or member), from its first bytes `head`; nil when
+    /// it has none. A name whose suffix promises a compression the content does not have is
+    /// an error.
+    package static func compression(head: [UInt8], name: [UInt8], shown: String) throws -> Compression? {
         let found = Compression.sniff(head)
-        if let named = Compression.named(by: input.path.bytes), named != found {
-            let shown = head.prefix(4).map { String(format: "%02x", $0) }.joined(separator: " ")
-            throw TransformError("\(input.path.display) ends in \(named.suffix) but is not \(named.rawValue) data (it starts with \(shown)"
+        if let named = Compression.named(by: name), named != found {
+            let hex = head.prefix(4).map { String(format: "%02x", $0) }.joined(separator: " ")
+            throw TransformError("\(shown) ends in \(named.suffix) but is not \(named.rawValue) data (it starts with \(hex)"
                 + "\(found.map { ", which is \($0.rawValue)" } ?? "")); the raw version is kept — ask the client to resend it, or rename it in a new delivery")
         }
         return found
@@ -149,16 +199,31 @@ public struct Transformer: Sendable {
         let day = input.ingestedAtMicros / 86_400_000_000
         let date = Values.civil(day)
         var name = ""
-        for b in Array(input.source.utf8) + [UInt8(ascii: "/")] + input.path.bytes {
-            switch b {
-            case UInt8(ascii: "/"): name += "__"
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "."), UInt8(ascii: "-"), UInt8(ascii: "_"):
-                name.unicodeScalars.append(Unicode.Scalar(b))
-            default: name += String(format: "%%%02X", b)
+        for b in Array(input.source.utf8) + [UInt8(ascii: "/")] + input.path.bytes { name += nameByte(b) }
+        var file = "\(name).v\(input.version)"
+        if let member = input.member {
+            // `~` is escaped in names, so this part cannot be confused with a path's own.
+            var escaped = ""
+            for b in member.path { escaped += nameByte(b) }
+            // A file name has at most 255 bytes: a long member path keeps its start and a hash.
+            if escaped.utf8.count > 160 {
+                let digest = SHA256.hash(data: member.path).prefix(8).map { String(format: "%02x", $0) }.joined()
+                escaped = String(escaped.utf8.prefix(120))! + "~" + digest
             }
+            file += "~" + escaped
         }
-        return "processed/\(input.client)/\(dataset)/ingest_date=\(date)/\(name).v\(input.version).\(ext)"
+        return "processed/\(input.client)/\(dataset)/ingest_date=\(date)/\(file).\(ext)"
+    }
+
+    /// One byte of a path as an output's file name has it: `/` as `__`, letters, digits and
+    /// `.-_` as they are, every other byte as `%HH`.
+    private static func nameByte(_ b: UInt8) -> String {
+        switch b {
+        case UInt8(ascii: "/"): "__"
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+             UInt8(ascii: "."), UInt8(ascii: "-"), UInt8(ascii: "_"): String(UnicodeScalar(b))
+        default: String(format: "%%%02X", b)
+        }
     }
 
     /// Where the rejected rows of an output go: `processed/<client>/_rejects/<dataset>/…`, the
@@ -180,6 +245,7 @@ public struct Transformer: Sendable {
     public static let rejectsFolder = "_rejects"
 
     public func run(_ input: TransformInput, options: ParquetOptions = ParquetOptions()) -> TransformResult {
+        if input.member == nil, let kind = archiveKind(of: input) { return runArchive(input, kind, options: options) }
         guard let dataset = dataset(for: input) else { return TransformResult(status: .unmapped) }
         var result = TransformResult(status: .failed, dataset: dataset.name)
         do {
@@ -202,6 +268,7 @@ public struct Transformer: Sendable {
         ParquetField(name: "_source_sha256", type: .string, nullable: false),
         ParquetField(name: "_row_number", type: .int64, nullable: false),
         ParquetField(name: "_ingested_at", type: .timestampMicros, nullable: false),
+        ParquetField(name: "_source_member", type: .string, nullable: true),
     ]
 
     package static func parquetType(_ t: FieldType) -> ParquetColumnType {
@@ -319,10 +386,13 @@ package final class OutputSink {
     private let beforePublish: (@Sendable () throws -> Void)?
     /// The client, for the hint in a failure's message.
     private let client: String
+    /// The archive member the rows come from, which each rejected row names.
+    private let member: String?
 
     package init(lake: Lake, input: TransformInput, dataset d: DatasetMapping, options: ParquetOptions) throws {
         dataset = d
         client = input.client
+        member = input.member?.display
         beforePublish = input.beforePublish
         outRel = Transformer.outputPath(input, dataset: d.name, extension: d.output == .parquet ? "parquet" : "jsonl")
         rejectsRel = Transformer.rejectsPath(ofOutput: outRel)
@@ -343,6 +413,7 @@ package final class OutputSink {
             (n, .string(Array(input.client.utf8))), (n + 1, .string(Array(input.source.utf8))),
             (n + 2, .string(Array(input.path.display.utf8))), (n + 3, .int64(Int64(input.version))),
             (n + 4, .string(Array(input.sha256.utf8))), (n + 6, .timestamp(input.ingestedAtMicros)),
+            (n + 7, input.member.map { .string(Array($0.display.utf8)) } ?? .null),
         ]
         self.constants = constants
         let writer: ParquetWriter?
@@ -408,7 +479,12 @@ package final class OutputSink {
     package func reject(line: Int, valuesJSON: String, reasons: [String: String]) throws {
         rejected += 1
         let reasonsText = try JSONSerialization.data(withJSONObject: reasons, options: [.sortedKeys, .withoutEscapingSlashes])
-        var text = "{\"reasons\":" + String(decoding: reasonsText, as: UTF8.self) + ",\"row\":\(line),\"values\":" + valuesJSON + "}\n"
+        var memberJSON = ""
+        if let member {
+            let quoted = try JSONSerialization.data(withJSONObject: member, options: [.fragmentsAllowed, .withoutEscapingSlashes])
+            memberJSON = "\"member\":" + String(decoding: quoted, as: UTF8.self) + ","
+        }
+        var text = "{" + memberJSON + "\"reasons\":" + String(decoding: reasonsText, as: UTF8.self) + ",\"row\":\(line),\"values\":" + valuesJSON + "}\n"
         try text.withUTF8 { try rejects.write(UnsafeRawBufferPointer($0)) }
     }
 
@@ -478,6 +554,11 @@ package final class LakeFile {
         let n = Glibc.read(fd, buffer.baseAddress!, buffer.count)
         if n < 0 { throw Transformer.TransformError("reading \(path) failed: \(String(cString: strerror(errno)))") }
         return n
+    }
+
+    /// Moves the read position (`lseek`); the new offset, or -1.
+    package func seek(_ offset: Int64, _ whence: Int32) -> Int64 {
+        Int64(lseek(fd, off_t(offset), whence))
     }
 
     /// The first `count` bytes (fewer for a shorter file), without moving the read position.

@@ -46,20 +46,14 @@ extension Transformer {
     /// fails with the reason.
     package func transformXLSX(_ input: TransformInput, _ d: DatasetMapping, _ o: XLSXOptions, options: ParquetOptions, result: inout TransformResult) throws {
         var path = input.readPath ?? "\(lakeRoot)/\(input.lakePath)"
-        // A compressed workbook (sales.xlsx.gz) is unpacked into an unlinked file only this
-        // process can reach (mode 600, no name), read through /proc, and gone when it closes.
+        // A compressed workbook (sales.xlsx.gz) or one inside an archive is unpacked into an
+        // unlinked file only this process can reach (mode 600, no name), read through /proc,
+        // and gone when it closes.
         var unpacked: SpooledEntry?
         let stored = try inputBytes(input, d)
         if stored.unpacked {
-            let spool = try SpooledEntry(lake: lake, folder: "processed")
-            let bytes = stored.read
-            let block = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
-            defer { block.deallocate() }
-            while true {
-                let n = try bytes(block)
-                if n == 0 { break }
-                try spool.write(UnsafeRawBufferPointer(rebasing: block[0..<n]))
-            }
+            let spool = try makeSpool()
+            try spool.fill(from: stored.read)
             unpacked = spool
             path = spool.procPath
         }
@@ -83,7 +77,7 @@ extension Transformer {
             guard let entry = archive[sheet.entryPath] else {
                 throw TransformError("the workbook lists sheet \"\(sheet.name)\" at \(sheet.entryPath), but the archive has no such part")
             }
-            sheetFile = try SpooledEntry(lake: lake, folder: "processed")
+            sheetFile = try makeSpool()
             let limit = Self.unzipLimit(entry)
             var unzipped: UInt64 = 0
             do {
@@ -224,6 +218,18 @@ package final class SpooledEntry {
         self.fd = fd
     }
 
+    /// An unnamed file in `directory` (the agent's `state_dir/spool`, mode 700).
+    package init(directory: String) throws {
+        var fd = open(directory, CSluiceLinux_O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600)
+        if fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL) {
+            let path = "\(directory)/.spool-\(getpid())-\(UUID().uuidString)"
+            fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            if fd >= 0 { unlink(path) }
+        }
+        guard fd >= 0 else { throw SystemCallError(call: "open", errno: errno, path: directory) }
+        self.fd = fd
+    }
+
     deinit { close(fd) }
 
     /// A path that opens this unnamed file again, for this process only.
@@ -231,6 +237,23 @@ package final class SpooledEntry {
 
     package func write(_ bytes: UnsafeRawBufferPointer) throws {
         try writeAll(fd, bytes, path: "(unzipped sheet)")
+    }
+
+    /// Moves the read position (`lseek`); the new offset, or -1.
+    package func seek(_ offset: Int64, _ whence: Int32) -> Int64 {
+        Int64(lseek(fd, off_t(offset), whence))
+    }
+
+    /// Writes all of `source` here, then goes back to the start.
+    package func fill(from source: ByteSource) throws {
+        let block = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        defer { block.deallocate() }
+        while true {
+            let n = try source(block)
+            if n == 0 { break }
+            try write(UnsafeRawBufferPointer(rebasing: block[0..<n]))
+        }
+        try rewind()
     }
 
     package func rewind() throws {

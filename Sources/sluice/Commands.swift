@@ -74,20 +74,21 @@ struct PullJSON: Encodable {
 struct Cat: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a stored version of a client's file to stdout.",
-        discussion: "The newest version unless --version N; unpacked when it is compressed (.gz, .bz2, .xz, .zst, by its content), the bytes as stored with --raw. Exit codes: 0 written; 1 the lake file is missing or unreadable, or does not unpack (damaged, or past max_unpacked_bytes or max_unpack_ratio); 2 usage or config error (unknown client, path, source or version).")
+        discussion: "The newest version unless --version N; unpacked when it is compressed (.gz, .bz2, .xz, .zst, by its content), the bytes as stored with --raw. With --member M, that member of an archive (.zip, .tar, .tgz, .tar.gz, .tar.bz2, .tar.xz, .7z; a member of an inner archive as inner.zip/name), unpacked unless --raw. Exit codes: 0 written; 1 the lake file is missing or unreadable, or does not unpack (damaged, encrypted with a zip password, or past max_unpacked_bytes, max_unpack_ratio, max_archive_members or max_archive_depth); 2 usage or config error (unknown client, path, source, version or member; --member on a file that is not an archive).")
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Client id from agent.conf.") var client: String
     @Argument(help: "The file's source-relative path, as `sluice history` shows it.") var path: String
     @Option(help: "The source, when more than one holds this path.") var source: String?
     @Option(help: "The version number (default: the newest).") var version: Int?
+    @Option(help: "One member of an archive, by its path inside (as `sluice history --members` lists it).") var member: String?
     @Flag(help: "Write the stored bytes as they are, without unpacking.") var raw = false
 
     func run() throws {
         let agent = try global.loadAgent()
         let out = FileHandle.standardOutput
         try SluiceAgentCLI.run { () throws(AgentError) in
-            try agent.cat(client: client, path: path, source: source, version: version, raw: raw) { bytes in
+            try agent.cat(client: client, path: path, source: source, version: version, member: member, raw: raw) { bytes in
                 try out.write(contentsOf: Data(bytes))
             }
         }
@@ -97,27 +98,56 @@ struct Cat: ParsableCommand {
 struct History: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List the stored versions of a client's files, newest first.",
-        discussion: "PATH narrows to one file, or to every file below a folder. Exit codes: 0 success; 2 usage or config error.")
+        discussion: "PATH narrows to one file, or to every file below a folder. --members lists each archive's members with their sizes (reading the archives). Exit codes: 0 success; 1 an archive's lake file cannot be read; 2 usage or config error.")
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Client id from agent.conf.") var client: String
     @Argument(help: "A source-relative path (file or folder).") var path: String?
     @Flag(help: "Print a JSON array.") var json = false
+    @Flag(help: "List each archive's members (path, size) under it.") var members = false
 
     func run() throws {
         let agent = try global.loadAgent()
         let rows = try SluiceAgentCLI.run { () throws(AgentError) in try agent.history(client: client, path: path) }
+        var listings: [Int: (members: [MemberListing], error: String?)] = [:]
+        if members {
+            for (i, r) in rows.enumerated() {
+                if let l = try SluiceAgentCLI.run({ () throws(AgentError) in try agent.archiveMembers(client: client, of: r) }) { listings[i] = l }
+            }
+        }
         if json {
-            try printJSON(rows)
+            try printJSON(rows.enumerated().map { HistoryEntry(record: $1, listing: members ? listings[$0] : nil) })
             return
         }
         if rows.isEmpty {
             say("no versions recorded for \(client)\(path.map { " under \($0)" } ?? "")")
             return
         }
-        for r in rows {
+        for (i, r) in rows.enumerated() {
             say("\(r.ingested_at)  \(r.source)/\(r.path)  v\(r.version)  \(r.size) B  sha256:\(r.sha256.prefix(16))…  \(r.lake_path)")
+            guard let l = listings[i] else { continue }
+            for m in l.members {
+                let size = m.size.map { "\($0) B" } ?? "size not declared"
+                say("    \(m.path)  " + (m.error.map { "cannot be opened: \($0)" } ?? size + (m.encrypted ? "  (encrypted with a zip password)" : "")))
+            }
+            if let e = l.error { say("    (listing stopped: \(e))") }
         }
+    }
+}
+
+/// A version as `history --json` prints it; with `--members`, an archive's members too.
+struct HistoryEntry: Encodable {
+    var record: VersionRecord
+    var listing: (members: [MemberListing], error: String?)?
+
+    enum Keys: String, CodingKey { case members, membersError = "members_error" }
+
+    func encode(to encoder: any Encoder) throws {
+        try record.encode(to: encoder)
+        guard let listing else { return }
+        var c = encoder.container(keyedBy: Keys.self)
+        try c.encode(listing.members, forKey: .members)
+        try c.encodeIfPresent(listing.error, forKey: .membersError)
     }
 }
 
@@ -250,9 +280,19 @@ func printTransforms(_ reports: [TransformReport]) {
         let what = switch t.status {
         case .ok: "\(t.dataset ?? ""): \(t.rowsWritten) rows → \(t.outputPath ?? "")" + (t.rowsRejected > 0 ? ", \(t.rowsRejected) rejected → \(t.rejectsPath ?? "")" : "")
         case .unmapped: "no dataset matches; kept raw"
-        case .failed: "\(t.dataset ?? ""): \(t.error ?? "")"
+        case .failed: (t.dataset.map { "\($0): " } ?? "") + (t.error ?? "")
         }
-        say("transform \(t.status.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) \(t.source)/\(t.path) v\(t.version)  \(what)")
+        let status = t.status.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)
+        if let member = t.member {
+            say("  member \(status) \(member)  \(what)")
+        } else if let m = t.members {
+            let n = m.ok + m.failed + m.unmapped
+            let summary = n == 0 ? "no members" : "\(n) member\(n == 1 ? "" : "s"): \(m.ok) ok, \(m.failed) failed, \(m.unmapped) unmapped"
+            let detail = t.status == .failed ? ": \(t.error ?? "")" : (t.rowsWritten > 0 ? ", \(t.rowsWritten) rows" : "")
+            say("transform \(status) \(t.source)/\(t.path) v\(t.version)  \(summary)\(detail)")
+        } else {
+            say("transform \(status) \(t.source)/\(t.path) v\(t.version)  \(what)")
+        }
     }
 }
 

@@ -19,11 +19,14 @@ struct FormatTests {
         try Data(contentsOf: CSVReaderTests.fixtures.appendingPathComponent(path))
     }
 
-    /// `sluice pull acme --json`: the exit status and the transforms, by source path.
+    /// `sluice pull acme --json`: the exit status and the transforms, by source path (an
+    /// archive's members by `path#member`).
     static func pull(_ dir: TempDir) throws -> (status: Int32, transforms: [String: [String: Any]]) {
         let (r, obj) = try SluiceBinary.json(["pull", "acme"], config: dir.sub("agent.conf"))
         var out: [String: [String: Any]] = [:]
-        for t in (obj as! [String: Any])["transforms"] as! [[String: Any]] { out[t["path"] as! String] = t }
+        for t in (obj as! [String: Any])["transforms"] as! [[String: Any]] {
+            out[(t["path"] as! String) + ((t["member"] as? String).map { "#" + $0 } ?? "")] = t
+        }
         return (r.status, out)
     }
 

@@ -1,0 +1,167 @@
+import Foundation
+import SluiceFormats
+import SluiceLake
+import SluiceParquet
+import SluiceSupport
+
+/// What walking an archive meets: a regular member to read, or a member that cannot be
+/// opened (an archive nested too deep, a damaged inner archive), with why.
+package enum ArchiveEntry {
+    case member(path: [UInt8], size: Int64?, encrypted: Bool, read: ByteSource)
+    case failed(path: [UInt8], message: String)
+}
+
+/// Walks the members of a stored archive, and of the archives inside it down to
+/// `max_archive_depth`, in the order they are stored. An inner zip or 7z (which libarchive
+/// must seek in) is spooled to an unnamed file first; an inner tar is read as a stream.
+package struct ArchiveWalker {
+    package let limits: UnpackLimits
+    /// An unnamed file for an inner archive that must be sought in.
+    package let spool: () throws -> SpooledEntry
+
+    package init(limits: UnpackLimits, spool: @escaping () throws -> SpooledEntry) {
+        self.limits = limits
+        self.spool = spool
+    }
+
+    /// The archive kind a stored name is, looking past a compression suffix (`.tar.gz`).
+    package static func kind(ofName name: [UInt8]) -> ArchiveKind? {
+        ArchiveKind.named(by: Compression.strippingSuffix(name) ?? name)
+    }
+
+    /// Opens a stored version as an archive of `kind` and walks it.
+    package func walk(_ file: LakeFile, kind: ArchiveKind, visit: (ArchiveEntry) throws -> Void) throws {
+        try walk(kind: kind, read: file.read, seek: file.seek, visit: visit)
+    }
+
+    /// Walks the archive of `kind` that `read` gives (`seek` when it can be sought in).
+    package func walk(kind: ArchiveKind, read: @escaping ByteSource, seek: ((Int64, Int32) -> Int64)?, visit: (ArchiveEntry) throws -> Void) throws {
+        do {
+            try walk(kind: kind, read: read, seek: seek, prefix: [], depth: 0) { entry in
+                do {
+                    try visit(entry)
+                } catch {
+                    throw VisitFailure(error: error)
+                }
+            }
+        } catch let v as VisitFailure {
+            throw v.error
+        }
+    }
+
+    /// An error of the visitor's, carried out of the walk untouched (an `UnpackError` of its
+    /// own is not an inner archive's).
+    private struct VisitFailure: Error { let error: any Error }
+
+    private func walk(kind: ArchiveKind, read: @escaping ByteSource, seek: ((Int64, Int32) -> Int64)?, prefix: [UInt8], depth: Int,
+                      visit: (ArchiveEntry) throws -> Void) throws {
+        var spooled: SpooledEntry?
+        var read = read, seek = seek
+        if seek == nil && kind.needsSeeking {
+            let s = try spool()
+            try s.fill(from: read)
+            read = s.read
+            seek = s.seek
+            spooled = s
+        }
+        defer { withExtendedLifetime(spooled) {} }
+        let reader = try ArchiveReader(kind: kind, limits: limits, read: read, seek: seek)
+        while let m = try reader.next() {
+            let path = prefix + m.path
+            guard let inner = Self.kind(ofName: m.path), !m.encrypted else {
+                try visit(.member(path: path, size: m.size, encrypted: m.encrypted, read: reader.memberSource))
+                continue
+            }
+            guard depth < limits.maxDepth else {
+                try visit(.failed(path: path, message: "it is an archive inside an archive \(depth + 1) level\(depth == 0 ? "" : "s") down, deeper than "
+                    + "max_archive_depth (\(limits.maxDepth)); ask the client to flatten it, or raise max_archive_depth in agent.conf"))
+                continue
+            }
+            do {
+                try walk(kind: inner, read: reader.memberSource, seek: nil, prefix: path + Array("/".utf8), depth: depth + 1, visit: visit)
+            } catch let e as UnpackError {
+                try visit(.failed(path: path, message: e.description))
+            }
+        }
+    }
+}
+
+extension Transformer {
+    /// The archive kind of a version that is transformed member by member: its name (past a
+    /// compression suffix) is an archive's, and no dataset with `unpack = "none"` takes the
+    /// version whole.
+    package func archiveKind(of input: TransformInput) -> ArchiveKind? {
+        guard let kind = ArchiveWalker.kind(ofName: input.path.bytes) else { return nil }
+        let whole = mapping.datasets.contains { d in
+            d.unpack == .none && (d.sources == nil || d.sources!.contains(input.source)) && d.match.contains { $0.matches(input.path.bytes) }
+        }
+        return whole ? nil : kind
+    }
+
+    /// Transforms every regular member of an archive version as a unit of its own: each is
+    /// matched against the datasets by its path inside, and one member's failure is that
+    /// member's, not its siblings'. The result is the archive's, with each member's.
+    package func runArchive(_ input: TransformInput, _ kind: ArchiveKind, options: ParquetOptions) -> TransformResult {
+        var result = TransformResult(status: .ok)
+        var fileError: String?
+        do {
+            let file = try LakeFile(lakeRoot: lakeRoot, input: input)
+            // A name that promises a compression must have it (a .tar.gz that is not gzip).
+            _ = try Self.compression(head: file.head(Compression.magicLength), name: input.path.bytes, shown: input.path.display)
+            try ArchiveWalker(limits: limits, spool: makeSpool).walk(file, kind: kind) { entry in
+                switch entry {
+                case .failed(let path, let message):
+                    var r = TransformResult(status: .failed, error: "\(input.path.display), member \(ArchiveMember.display(path)): \(message)")
+                    r.member = ArchiveMember.display(path)
+                    result.members.append(r)
+                case .member(let path, _, let encrypted, let read):
+                    var unit = input
+                    unit.member = TransformMember(path: path, read: read)
+                    var r: TransformResult
+                    if encrypted, let d = dataset(for: unit) {
+                        r = TransformResult(status: .failed, dataset: d.name, error: "\(unit.unitName): it is encrypted with a zip password, which Sluice does not take; "
+                            + "ask the client to send it without a password (OpenPGP encryption of the whole file is supported)")
+                    } else {
+                        r = run(unit, options: options)
+                    }
+                    r.member = unit.member!.display
+                    result.members.append(r)
+                }
+            }
+        } catch let e as UnpackError {
+            fileError = "\(input.path.display): \(e.description); the raw version is kept — after a fix, run `sluice transform \(input.client) --failed`"
+        } catch let e as TransformError {
+            fileError = e.message
+        } catch {
+            fileError = "\(input.path.display): \(error)"
+        }
+        let counts = result.memberCounts
+        result.rowsWritten = result.members.reduce(0) { $0 + $1.rowsWritten }
+        result.rowsRejected = result.members.reduce(0) { $0 + $1.rowsRejected }
+        if let fileError {
+            result.status = .failed
+            result.error = counts.ok + counts.failed + counts.unmapped == 0 ? fileError
+                : "\(fileError) (after \(result.members.count) member\(result.members.count == 1 ? "" : "s"): \(counts.ok) ok, \(counts.failed) failed, \(counts.unmapped) unmapped)"
+        } else if counts.failed > 0 {
+            result.status = .failed
+            let first = result.members.first { $0.status == .failed }!
+            result.error = "\(counts.failed) of \(result.members.count) members failed; the first: \(first.error ?? "")"
+        } else {
+            result.status = counts.ok > 0 ? .ok : .unmapped
+        }
+        return result
+    }
+}
+
+extension TransformResult {
+    /// How many members were ok, failed and unmapped.
+    package var memberCounts: (ok: Int, failed: Int, unmapped: Int) {
+        members.reduce(into: (0, 0, 0)) { c, m in
+            switch m.status {
+            case .ok: c.0 += 1
+            case .failed: c.1 += 1
+            case .unmapped: c.2 += 1
+            }
+        }
+    }
+}
