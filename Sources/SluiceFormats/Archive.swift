@@ -49,20 +49,15 @@ public struct ArchiveMember: Sendable {
     public var display: String { Self.display(path) }
 
     public static func display(_ path: [UInt8]) -> String {
+        var rest = path[...]
         var out = ""
-        let parts = path.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
-        for (i, part) in parts.enumerated() {
+        while rest.first == UInt8(ascii: "/") {
+            out += "%2F"
+            rest = rest.dropFirst()
+        }
+        for (i, part) in rest.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).enumerated() {
             if i > 0 { out += "/" }
-            if part.elementsEqual("..".utf8) {
-                out += "%2E%2E"
-                continue
-            }
-            if i == 0 && part.isEmpty && parts.count > 1 {
-                out += "%2F"
-                continue
-            }
-            let text = InvalidUTF8.escape(part, escapePercentAndControls: true, hexPrefix: "%")
-            out += text
+            out += part.elementsEqual("..".utf8) ? "%2E%2E" : InvalidUTF8.escape(ArraySlice(part), escapePercentAndControls: true, hexPrefix: "%")
         }
         return out
     }

@@ -138,7 +138,7 @@ public final class ParquetWriter {
 
     /// Makes `column` hold `value` in every row appended from now on.
     public func setConstant(_ column: Int, _ value: ParquetValue) throws {
-        guard column < fields.count, case let v = value, v != .null, Self.fits(v, fields[column].type) else {
+        guard column < fields.count, value == .null ? fields[column].nullable : Self.fits(value, fields[column].type) else {
             throw ParquetError("column \(column) cannot hold the constant \(value)")
         }
         let c = constants ?? ParquetRow(columns: fields.count)

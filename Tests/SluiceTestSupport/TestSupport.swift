@@ -81,6 +81,16 @@ package enum Shell {
         }
     }
 
+    /// Runs a program that must succeed (a fixture-making tool); a failure throws with its stderr.
+    package static func check(_ executable: String, _ args: [String]) throws {
+        let r = try run(executable, args)
+        guard r.status == 0 else { throw Failure(description: "\(executable) \(args.joined(separator: " ")) exited \(r.status): \(r.stderr)") }
+    }
+
+    package struct Failure: Error, CustomStringConvertible {
+        package let description: String
+    }
+
     /// Runs a program to completion. Output goes to temp files, not pipes, so a child that
     /// writes a lot to both streams can never block on a full pipe.
     package static func run(_ executable: String, _ args: [String], environment: [String: String]? = nil) throws -> Result {

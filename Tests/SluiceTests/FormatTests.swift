@@ -222,7 +222,8 @@ struct FormatTests {
         #expect(status == 1)
         let t = try #require(transforms["sales_bomb.xlsx"])
         #expect(t["status"] as? String == "failed" && (t["error"] as? String ?? "").contains("zip bomb"), "\(t)")
-        let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir.sub("lake/processed")).filter { $0.hasPrefix(".%tmp") }
+        let leftovers = ((try? FileManager.default.contentsOfDirectory(atPath: dir.sub("lake/processed"))) ?? []).filter { $0.hasPrefix(".%tmp") }
+            + ((try? FileManager.default.contentsOfDirectory(atPath: dir.sub("state/spool"))) ?? [])
         #expect(leftovers.isEmpty)
     }
 
