@@ -66,6 +66,11 @@ let package = Package(
             pkgConfig: "libarchive",
             providers: [.apt(["libarchive-dev"])]
         ),
+        .systemLibrary(
+            name: "CGPGME",
+            pkgConfig: "gpgme",
+            providers: [.apt(["libgpgme-dev"])]
+        ),
         .target(
             name: "SluiceSupport",
             dependencies: [
@@ -81,7 +86,7 @@ let package = Package(
         ),
         .target(
             name: "SluiceFormats",
-            dependencies: ["CArchive", "SluiceSupport"],
+            dependencies: ["CArchive", "CGPGME", "SluiceSupport"],
             swiftSettings: hotLoops
         ),
         .target(

@@ -161,7 +161,7 @@ public struct Agent: Sendable {
         let (manifest, lake) = try openStore()
         // New versions are transformed as their batch is committed, the rest (and any the
         // early transform declined or could not finish) after the pass.
-        let early = mappings[id].map { EarlyTransforms(transformer: Transformer(lake: lake, mapping: $0, limits: unpackLimits, spoolDirectory: spoolDirectory()), manifest: manifest, logger: logger) }
+        let early = mappings[id].map { EarlyTransforms(transformer: Transformer(lake: lake, mapping: $0, limits: unpackLimits, spoolDirectory: spoolDirectory(), keys: keys(client: id)), manifest: manifest, logger: logger) }
         let ingestor = Ingestor(lake: lake, manifest: manifest, stateDir: config.stateDir, logger: logger,
                                 syncMethod: config.syncMethod, hooks: hooks, early: early)
         var report: PullReport
@@ -242,7 +242,7 @@ public struct Agent: Sendable {
 
     package func runTransforms(_ mapping: ClientMapping, manifest: Manifest, lake: Lake, dataset: String?, selection: Manifest.TransformSelection,
                        shouldStop: () -> Bool = { false }, each: (TransformReport, Duration) -> Void = { _, _ in }) throws(AgentError) -> [TransformReport] {
-        let transformer = Transformer(lake: lake, mapping: mapping, limits: unpackLimits, spoolDirectory: spoolDirectory())
+        let transformer = Transformer(lake: lake, mapping: mapping, limits: unpackLimits, spoolDirectory: spoolDirectory(), keys: keys(client: mapping.client))
         var reports: [TransformReport] = []
         do {
             for c in try manifest.transformCandidates(client: mapping.client, selection: selection) {

@@ -48,6 +48,13 @@ extension Agent {
         let chosen = try storedVersion(client: id, path: path, source: source, version: version)
         let what = "\(chosen.source)/\(chosen.path) v\(chosen.version)"
         let file = try StoredFile(lakeDir: config.lakeDir, version: chosen, client: id)
+        let stored: (read: ByteSource, decrypted: Bool)
+        do {
+            stored = raw ? (file.read, false)
+                : try StoredBytes.decrypted(name: Array(chosen.path.utf8), shown: what, head: file.head(OpenPGP.magicLength), read: file.read, keys: keys(client: id), client: id)
+        } catch {
+            throw AgentError(.runtime, "\(error) (`--raw` writes the stored bytes)")
+        }
         func copy(_ source: @escaping ByteSource) throws {
             let peek = PeekableSource(source)
             let compression = raw ? nil : Compression.sniff(try peek.head(Compression.magicLength))
@@ -61,14 +68,14 @@ extension Agent {
             }
         }
         do {
-            guard let member else { return try copy(file.read) }
+            guard let member else { return try copy(stored.read) }
             guard let kind = ArchiveWalker.kind(ofName: Array(chosen.path.utf8)) else {
                 throw AgentError(.usage, "\(chosen.path) is not an archive (.zip, .tar, .tgz, .tar.gz, .tar.bz2, .tar.xz, .7z): leave out --member")
             }
             var names: [String] = []
             var found = false
             do {
-                try walker().walk(kind: kind, read: file.read, seek: file.seek) { entry in
+                try walker().walk(kind: kind, read: stored.read, seek: stored.decrypted ? nil : file.seek) { entry in
                     switch entry {
                     case .member(let p, _, let encrypted, let read):
                         let shown = ArchiveMember.display(p)
@@ -94,6 +101,8 @@ extension Agent {
             throw e
         } catch let e as UnpackError {
             throw AgentError(.runtime, "\(what)\(member.map { ", member \(PrintableText.escape($0))" } ?? ""): \(e.description) (`--raw` writes the stored bytes)")
+        } catch let e as OpenPGPError {
+            throw AgentError(.runtime, "\(e.description) (`--raw` writes the stored bytes)")
         } catch {
             throw AgentError(.runtime, "writing \(what) failed: \(error)")
         }
@@ -106,7 +115,9 @@ extension Agent {
         let file = try StoredFile(lakeDir: config.lakeDir, version: v, client: id)
         var members: [MemberListing] = []
         do {
-            try walker().walk(kind: kind, read: file.read, seek: file.seek) { entry in
+            let stored = try StoredBytes.decrypted(name: Array(v.path.utf8), shown: "\(v.source)/\(v.path) v\(v.version)", head: file.head(OpenPGP.magicLength),
+                                                   read: file.read, keys: keys(client: id), client: id)
+            try walker().walk(kind: kind, read: stored.read, seek: stored.decrypted ? nil : file.seek) { entry in
                 switch entry {
                 case .member(let p, let size, let encrypted, _):
                     members.append(MemberListing(path: ArchiveMember.display(p), size: size, encrypted: encrypted, error: nil))
@@ -153,4 +164,12 @@ private final class StoredFile {
     }
 
     func seek(_ offset: Int64, _ whence: Int32) -> Int64 { Int64(lseek(fd, off_t(offset), whence)) }
+
+    /// The first `count` bytes (fewer for a shorter file), without moving the read position.
+    func head(_ count: Int) throws(AgentError) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, count, 0) }
+        guard n >= 0 else { throw AgentError(.runtime, "reading \(lakePath) failed: \(String(cString: strerror(errno)))") }
+        return Array(out.prefix(n))
+    }
 }

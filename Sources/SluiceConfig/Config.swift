@@ -79,11 +79,33 @@ public struct ClientConfig: Sendable, Equatable {
     public var displayName: String?
     /// Sources in the order of their names.
     public var sources: [SourceConfig]
+    /// `[clients.<id>.pgp]`: how this client's OpenPGP deliveries are decrypted and checked.
+    public var pgp: PGPSettings?
 
-    package init(id: String, displayName: String? = nil, sources: [SourceConfig]) {
+    package init(id: String, displayName: String? = nil, sources: [SourceConfig], pgp: PGPSettings? = nil) {
         self.id = id
         self.displayName = displayName
         self.sources = sources
+        self.pgp = pgp
+    }
+}
+
+/// `[clients.<id>.pgp]`: key files (absolute paths), read when a keyring is built.
+public struct PGPSettings: Sendable, Equatable {
+    /// Our private key, for files encrypted to us (armoured or binary).
+    public var secretKey: String?
+    /// The file holding the secret key's passphrase.
+    public var passphraseFile: String?
+    /// Client keys whose signatures are accepted.
+    public var verifyKeys: [String]
+    /// A file without a valid signature from `verifyKeys` fails.
+    public var requireSignature: Bool
+
+    package init(secretKey: String?, passphraseFile: String?, verifyKeys: [String], requireSignature: Bool) {
+        self.secretKey = secretKey
+        self.passphraseFile = passphraseFile
+        self.verifyKeys = verifyKeys
+        self.requireSignature = requireSignature
     }
 }
 

@@ -240,7 +240,7 @@ package struct TableReader {
     }
 
     package func client(_ t: TOMLTable, id: String, path: String, stateDir: String) throws(ConfigError) -> ClientConfig {
-        try checkKeys(t, path: path, allowed: ["display_name", "sources"])
+        try checkKeys(t, path: path, allowed: ["display_name", "sources", "pgp"])
         let display = try string(t, "display_name", path, required: false)
         guard let st = try table(t, "sources", path), !st.isEmpty else {
             throw fail(path, "client '\(id)' has no sources: add a [\(path).sources.NAME] table")
@@ -254,7 +254,28 @@ package struct TableReader {
             guard let s = try table(st, name, "\(path).sources") else { continue }
             sources.append(try source(s, name: name, path: spath, stateDir: stateDir))
         }
-        return ClientConfig(id: id, displayName: display, sources: sources)
+        var settings: PGPSettings?
+        if let p = try table(t, "pgp", path) { settings = try pgp(p, path: "\(path).pgp") }
+        return ClientConfig(id: id, displayName: display, sources: sources, pgp: settings)
+    }
+
+    /// `[clients.<id>.pgp]`.
+    package func pgp(_ t: TOMLTable, path: String) throws(ConfigError) -> PGPSettings {
+        try checkKeys(t, path: path, allowed: ["secret_key", "passphrase_file", "verify_keys", "require_signature"])
+        let verify = try stringArray(t, "verify_keys", path) ?? []
+        let settings = PGPSettings(secretKey: try string(t, "secret_key", path, required: false).map(resolve),
+                                   passphraseFile: try string(t, "passphrase_file", path, required: false).map(resolve),
+                                   verifyKeys: verify.map(resolve), requireSignature: try bool(t, "require_signature", path) ?? false)
+        if settings.requireSignature && settings.verifyKeys.isEmpty {
+            throw fail("\(path).verify_keys", "require_signature = true needs the client's signing keys: verify_keys = [\"keys/client-signing.asc\"]")
+        }
+        if settings.secretKey == nil && settings.verifyKeys.isEmpty {
+            throw fail(path, "set secret_key (to decrypt files encrypted to us) or verify_keys (to check signatures), or remove the table")
+        }
+        if settings.passphraseFile != nil && settings.secretKey == nil {
+            throw fail("\(path).passphrase_file", "a passphrase is for secret_key, which is not set")
+        }
+        return settings
     }
 
     package static let defaultExclude = [".*", "**/.*", "*.part", "*.tmp", "*.partial"]

@@ -26,12 +26,7 @@ package struct ArchiveWalker {
 
     /// The archive kind a stored name is, looking past a compression suffix (`.tar.gz`).
     package static func kind(ofName name: [UInt8]) -> ArchiveKind? {
-        ArchiveKind.named(by: Compression.strippingSuffix(name) ?? name)
-    }
-
-    /// Opens a stored version as an archive of `kind` and walks it.
-    package func walk(_ file: LakeFile, kind: ArchiveKind, visit: (ArchiveEntry) throws -> Void) throws {
-        try walk(kind: kind, read: file.read, seek: file.seek, visit: visit)
+        ArchiveKind.named(by: StoredBytes.bareName(name) ?? name)
     }
 
     /// Walks the archive of `kind` that `read` gives (`seek` when it can be sought in).
@@ -106,9 +101,22 @@ extension Transformer {
         var fileError: String?
         do {
             let file = try LakeFile(lakeRoot: lakeRoot, input: input)
-            // A name that promises a compression must have it (a .tar.gz that is not gzip).
-            _ = try Self.compression(head: file.head(Compression.magicLength), name: input.path.bytes, shown: input.path.display)
-            try ArchiveWalker(limits: limits, spool: makeSpool).walk(file, kind: kind) { entry in
+            let head = try file.head(OpenPGP.magicLength)
+            let opened = try StoredBytes.decrypted(name: input.path.bytes, shown: input.path.display, head: head, read: file.read, keys: keys, client: input.client)
+            var read = opened.read, seek: ((Int64, Int32) -> Int64)? = file.seek
+            var spool: SpooledEntry?
+            if opened.decrypted {
+                // The members are trusted only once the whole archive's signature is checked,
+                // at the end of the message: the plaintext goes to an unnamed file first.
+                let s = try makeSpool()
+                try s.fill(from: read)
+                (read, seek, spool) = (s.read, s.seek, s)
+            } else {
+                // A name that promises a compression must have it (a .tar.gz that is not gzip).
+                _ = try Self.compression(head: Array(head.prefix(Compression.magicLength)), name: input.path.bytes, shown: input.path.display)
+            }
+            defer { withExtendedLifetime(spool) {} }
+            try ArchiveWalker(limits: limits, spool: makeSpool).walk(kind: kind, read: read, seek: seek) { entry in
                 switch entry {
                 case .failed(let path, let message):
                     var r = TransformResult(status: .failed, error: "\(input.path.display), member \(ArchiveMember.display(path)): \(message)")
@@ -132,6 +140,8 @@ extension Transformer {
             fileError = "\(input.path.display): \(e.description); the raw version is kept — after a fix, run `sluice transform \(input.client) --failed`"
         } catch let e as TransformError {
             fileError = e.message
+        } catch let e as OpenPGPError {
+            fileError = "\(e.description); the raw version is kept — after a fix, run `sluice transform \(input.client) --failed`"
         } catch {
             fileError = "\(input.path.display): \(error)"
         }

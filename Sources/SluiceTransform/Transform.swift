@@ -31,6 +31,9 @@ public struct TransformInput: Sendable {
     public var beforePublish: (@Sendable () throws -> Void)?
     /// Set when this is one member of an archive version: its path and its bytes.
     public var member: TransformMember?
+    /// The decrypted bytes of this version, read to their end (where the signature is
+    /// checked) before any output is published.
+    package var drain: Drain?
 
     /// What messages call this unit: the path, and the member inside it.
     package var unitName: String {
@@ -77,6 +80,21 @@ public final class TransformMember: @unchecked Sendable {  // reason: made and r
     }
 }
 
+/// A source to read to its end before publishing (an OpenPGP message's signature is known
+/// only there).
+package final class Drain: @unchecked Sendable {  // reason: set and read by the one thread that runs the transform
+    package var source: ByteSource?
+
+    /// Reads what is left of the source.
+    package func finish() throws {
+        guard let source else { return }
+        self.source = nil
+        let block = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
+        defer { block.deallocate() }
+        while try source(block) > 0 {}
+    }
+}
+
 public struct TransformResult: Sendable, Equatable {
     public typealias Status = TransformStatus
     public var status: Status
@@ -116,12 +134,19 @@ public struct Transformer: Sendable {
     /// Where plaintext that a reader must seek in (an xlsx inside a zip, an inner zip) is
     /// spooled to unnamed files: the agent's `state_dir/spool`; nil: the lake's `processed/`.
     public let spoolDirectory: String?
+    /// The client's OpenPGP keyring (`[clients.<id>.pgp]`), or why there is none.
+    package let keys: StoredBytes.Keys
 
-    public init(lake: Lake, mapping: ClientMapping, limits: UnpackLimits = UnpackLimits(), spoolDirectory: String? = nil) {
+    package init(lake: Lake, mapping: ClientMapping, limits: UnpackLimits = UnpackLimits(), spoolDirectory: String? = nil, keys: StoredBytes.Keys = .none) {
         self.lake = lake
         self.mapping = mapping
         self.limits = limits
         self.spoolDirectory = spoolDirectory
+        self.keys = keys
+    }
+
+    public init(lake: Lake, mapping: ClientMapping, limits: UnpackLimits = UnpackLimits(), spoolDirectory: String? = nil) {
+        self.init(lake: lake, mapping: mapping, limits: limits, spoolDirectory: spoolDirectory, keys: .none)
     }
 
     /// An unnamed file, readable by this process only, gone when it is closed.
@@ -136,7 +161,7 @@ public struct Transformer: Sendable {
     /// matched by its path inside the archive, by datasets that unpack only.
     public func dataset(for input: TransformInput) -> DatasetMapping? {
         let name = input.member?.path ?? input.path.bytes
-        let bare = Compression.strippingSuffix(name)
+        let bare = StoredBytes.bareName(name)
         return mapping.datasets.first { d in
             guard d.sources == nil || d.sources!.contains(input.source) else { return false }
             guard input.member == nil || d.unpack == .auto else { return false }
@@ -154,31 +179,48 @@ public struct Transformer: Sendable {
         func failure(_ e: UnpackError) -> TransformError {
             TransformError("\(name): \(e.description); the raw version is kept — after a fix, run `sluice transform \(client) --failed`")
         }
-        let stored: ByteSource, head: [UInt8]
+        var stored: ByteSource, head: [UInt8]
+        var decrypted = false
         if let member = input.member {
             let peek = PeekableSource(member.read)
             stored = peek.read
             head = try peek.head(Compression.magicLength)
         } else {
             let file = try LakeFile(lakeRoot: lakeRoot, input: input)
-            stored = file.read
-            head = try file.head(Compression.magicLength)
+            let fileHead = try file.head(OpenPGP.magicLength)
+            (stored, decrypted) = try StoredBytes.decrypted(name: input.path.bytes, shown: name, head: fileHead, read: file.read, keys: keys,
+                                                            client: client, decrypt: d.unpack == .auto)
+            if decrypted {
+                let peek = PeekableSource(stored)
+                stored = peek.read
+                head = try peek.head(Compression.magicLength)
+                // The signature is checked at the end of the message: what is left of it is read
+                // before anything is published, whether or not the format (or a decompressor,
+                // which stops at its own end) read that far.
+                input.drain?.source = stored
+            } else {
+                head = Array(fileHead.prefix(Compression.magicLength))
+            }
         }
-        let compression = d.unpack == .auto ? try Self.compression(head: head, name: input.member?.path ?? input.path.bytes, shown: name) : nil
+        let plainName = input.member?.path ?? (OpenPGP.strippingSuffix(input.path.bytes) ?? input.path.bytes)
+        let compression = d.unpack == .auto ? try Self.compression(head: head, name: plainName, shown: name) : nil
         let bytes: ByteSource
         do throws(UnpackError) {
             bytes = try Compression.unpacking(compression, limits: limits, source: stored)
         } catch {
             throw failure(error)
         }
-        guard compression != nil || input.member != nil else { return (bytes, false) }
-        return ({ (buffer: UnsafeMutableRawBufferPointer) throws -> Int in
+        guard compression != nil || input.member != nil || decrypted else { return (bytes, false) }
+        let unpacked: ByteSource = { (buffer: UnsafeMutableRawBufferPointer) throws -> Int in
             do {
                 return try bytes(buffer)
             } catch let e as UnpackError {
                 throw failure(e)
+            } catch let e as OpenPGPError {
+                throw TransformError("\(e.description); the raw version is kept — after a fix, run `sluice transform \(client) --failed`")
             }
-        }, true)
+        }
+        return (unpacked, true)
     }
 
     /// The compression of a stored version (or member), from its first bytes `head`; nil when
@@ -246,12 +288,29 @@ public struct Transformer: Sendable {
 
     public func run(_ input: TransformInput, options: ParquetOptions = ParquetOptions()) -> TransformResult {
         if input.member == nil, let kind = archiveKind(of: input) { return runArchive(input, kind, options: options) }
+        if input.member == nil, OpenPGP.named(by: input.path.bytes), let head = try? LakeFile(lakeRoot: lakeRoot, input: input).head(OpenPGP.magicLength),
+           StoredBytes.isArmouredNonMessage(head) {
+            // A detached signature or a key beside the data (orders.csv.asc): nothing to transform.
+            return TransformResult(status: .unmapped)
+        }
         guard let dataset = dataset(for: input) else { return TransformResult(status: .unmapped) }
         var result = TransformResult(status: .failed, dataset: dataset.name)
+        var input = input
+        if input.member == nil {
+            let drain = Drain()
+            let publish = input.beforePublish
+            input.drain = drain
+            input.beforePublish = {
+                try drain.finish()
+                try publish?()
+            }
+        }
         do {
             try dataset.format.transform(input, dataset, with: self, parquet: options, result: &result)
         } catch let e as TransformError {
             result.error = e.message
+        } catch let e as OpenPGPError {
+            result.error = "\(e.description); the raw version is kept — after a fix, run `sluice transform \(input.client) --failed`"
         } catch {
             result.error = "\(error)"
         }

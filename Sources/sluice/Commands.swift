@@ -187,7 +187,7 @@ struct CheckConfig: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-config",
         abstract: "Validate the config file.",
-        discussion: "Validates agent.conf, every mapping file in mappings_dir, the upload API's TLS certificate and key, the console's admin_token_file, and that a drop folder's absolute move target is on the drop folder's file system; warns when an s3 source's credentials (credentials_file and profile, or the AWS_* environment variables) or an sftp source's identity, passphrase or password file cannot be read; and shows which datasets' mappings changed since their outputs were written. Exit codes: 0 valid; 2 the config, a mapping or one of those files cannot be used (the message names the file, key and line).")
+        discussion: "Validates agent.conf, every mapping file in mappings_dir, the upload API's TLS certificate and key, the console's admin_token_file, every client's OpenPGP key files (imported into a throwaway keyring: a file that holds no key, a secret_key without a secret key, an expired or revoked key), and that a drop folder's absolute move target is on the drop folder's file system; warns when an s3 source's credentials (credentials_file and profile, or the AWS_* environment variables) or an sftp source's identity, passphrase or password file cannot be read; and shows which datasets' mappings changed since their outputs were written. Exit codes: 0 valid; 2 the config, a mapping or one of those files cannot be used (the message names the file, key and line).")
 
     @OptionGroup var global: GlobalOptions
 
@@ -201,6 +201,7 @@ struct CheckConfig: ParsableCommand {
         }
         // Secrets are read where the service runs (its environment may differ from this shell's),
         // so a problem with them is a warning here, not an invalid config.
+        let keyrings = try SluiceAgentCLI.run { () throws(AgentError) in try agent.checkKeyrings() }
         for problem in agent.sourceSecretProblems() {
             FileHandle.standardError.write(Data("warning: \(PrintableText.escape(problem)) (the source fails until this is fixed)\n".utf8))
         }
@@ -224,6 +225,7 @@ struct CheckConfig: ParsableCommand {
                 say("    (cannot compare with the outputs in the manifest: \(error.message))")
             }
         }
+        for line in keyrings { say("  \(line)") }
         for client in c.clients {
             say("  client \(client.id)\(client.displayName.map { " (\($0))" } ?? "")")
             for s in client.sources {
