@@ -25,8 +25,8 @@ public enum OpenPGP {
         return nil
     }
 
-    /// How many first bytes `sniff` needs.
-    public static let magicLength = 32
+    /// How many first bytes `sniff` and `isEncrypted` need (an armour's header lines too).
+    public static let magicLength = 512
 
     /// Whether `head` starts an OpenPGP message: an armoured `BEGIN PGP MESSAGE`, or a binary
     /// packet that opens one (a public- or symmetric-key encrypted session key, a one-pass
@@ -36,6 +36,28 @@ public enum OpenPGP {
         guard let first = head.first, first & 0x80 != 0 else { return false }
         let tag = first & 0x40 != 0 ? first & 0x3F : (first >> 2) & 0x0F
         return [1, 3, 4, 8].contains(tag)
+    }
+
+    /// The tag of the first packet: of the bytes, or of the armour's first base64 line.
+    static func firstPacketTag(_ head: [UInt8]) -> UInt8? {
+        var bytes = head
+        if head.starts(with: Array("-----BEGIN PGP".utf8)) {
+            // Header lines end at the first empty line; the base64 body follows.
+            let text = String(decoding: head, as: UTF8.self).replacingOccurrences(of: "\r\n", with: "\n")
+            guard let blank = text.range(of: "\n\n") else { return nil }
+            let body = text[blank.upperBound...].prefix(4)
+            guard body.count == 4, let decoded = Data(base64Encoded: String(body)) else { return nil }
+            bytes = Array(decoded)
+        }
+        guard let first = bytes.first, first & 0x80 != 0 else { return nil }
+        return first & 0x40 != 0 ? first & 0x3F : (first >> 2) & 0x0F
+    }
+
+    /// Whether the message is encrypted (its first packet is a session key); a message that is
+    /// only signed is verified instead.
+    public static func isEncrypted(_ head: [UInt8]) -> Bool {
+        guard let tag = firstPacketTag(head) else { return true }
+        return tag == 1 || tag == 3
     }
 
     /// Starts gpgme once. gpgme talks to gpg through pipes: a gpg that exits early must not
@@ -66,16 +88,16 @@ public enum OpenPGP {
             gpgme_release(ctx)
             throw OpenPGPError("gpg could not use the keyring \(home): \(message(err)) (is gnupg installed?)")
         }
-        if let passphrase {
-            gpgme_set_passphrase_cb(ctx, { hook, _, _, prevWasBad, fd in
-                // A wrong passphrase is not tried again: gpg would ask forever.
-                guard prevWasBad == 0, let hook else { return gpgme_error_t(GPG_ERR_BAD_PASSPHRASE.rawValue) }
-                let box = Unmanaged<PassphraseBox>.fromOpaque(hook).takeUnretainedValue()
-                let line = box.bytes + [0x0A]
-                _ = line.withUnsafeBytes { gpgme_io_writen(fd, $0.baseAddress, $0.count) }
-                return 0
-            }, Unmanaged.passUnretained(passphrase).toOpaque())
-        }
+        // Always a callback: without one, gpg in loopback mode gives up with "no data".
+        gpgme_set_passphrase_cb(ctx, { hook, _, _, prevWasBad, fd in
+            guard let hook else { return gpgme_error_t(GPG_ERR_NO_PASSPHRASE.rawValue) }
+            // A wrong passphrase is not tried again: gpg would ask forever.
+            guard prevWasBad == 0 else { return gpgme_error_t(GPG_ERR_BAD_PASSPHRASE.rawValue) }
+            let box = Unmanaged<PassphraseBox>.fromOpaque(hook).takeUnretainedValue()
+            let line = box.bytes + [0x0A]
+            _ = line.withUnsafeBytes { gpgme_io_writen(fd, $0.baseAddress, $0.count) }
+            return 0
+        }, passphrase.map { Unmanaged.passUnretained($0).toOpaque() })
         return ctx
     }
 }
@@ -254,8 +276,9 @@ public final class DecryptingReader {
         }
     }
 
-    /// `name` is what messages call the file.
-    public init(keyring: OpenPGPKeyring, name: String, source: @escaping ByteSource) throws(OpenPGPError) {
+    /// `name` is what messages call the file; `encrypted` false for a message that is only
+    /// signed (it is verified and unwrapped).
+    public init(keyring: OpenPGPKeyring, name: String, encrypted: Bool = true, source: @escaping ByteSource) throws(OpenPGPError) {
         self.keyring = keyring
         self.name = name
         var fds: [Int32] = [0, 0]
@@ -301,7 +324,7 @@ public final class DecryptingReader {
                 gpgme_data_release(cipher)
                 gpgme_data_release(plain)
             }
-            outcome.error = gpgme_op_decrypt_verify(ctx, cipher, plain)
+            outcome.error = encrypted ? gpgme_op_decrypt_verify(ctx, cipher, plain) : gpgme_op_verify(ctx, cipher, nil, plain)
             if let d = gpgme_op_decrypt_result(ctx) {
                 var r = d.pointee.recipients
                 while let x = r {

@@ -34,13 +34,16 @@ package enum StoredBytes {
         }
         guard isMessage, decrypt else { return (read, false) }
         switch keys {
+        case .none where !OpenPGP.isEncrypted(head):
+            throw OpenPGPError("\(shown) is an OpenPGP-signed message, but client '\(client)' has no [clients.\(client).pgp] table in agent.conf to check it: "
+                + "add verify_keys; the raw version is kept — then run `sluice transform \(client) --failed`")
         case .none:
             throw OpenPGPError("\(shown) is OpenPGP-encrypted, but client '\(client)' has no [clients.\(client).pgp] table in agent.conf: "
                 + "add secret_key (and passphrase_file); the raw version is kept — then run `sluice transform \(client) --failed`")
         case .broken(let why):
             throw OpenPGPError("\(shown): the keyring cannot be used: \(why)")
         case .ready(let keyring):
-            let reader = try DecryptingReader(keyring: keyring, name: shown, source: read)
+            let reader = try DecryptingReader(keyring: keyring, name: shown, encrypted: OpenPGP.isEncrypted(head), source: read)
             return ({ (buffer: UnsafeMutableRawBufferPointer) throws -> Int in try reader.read(buffer) }, true)
         }
     }
