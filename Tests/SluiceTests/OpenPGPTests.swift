@@ -52,9 +52,15 @@ struct PGPKeys {
 
     /// Stops the gpg-agents of the client's home and of every keyring Sluice made under `state`.
     func stopAgents() {
-        var homes = [home]
-        homes += ((try? FileManager.default.contentsOfDirectory(atPath: dir.sub("state/gnupg"))) ?? []).map { dir.sub("state/gnupg/\($0)") }
-        for h in homes { _ = try? Shell.run("/usr/bin/env", ["gpgconf", "--homedir", h, "--kill", "gpg-agent"]) }
+        _ = try? Shell.run("/usr/bin/env", ["gpgconf", "--homedir", home, "--kill", "gpg-agent"])
+        Self.stopAgents(in: dir)
+    }
+
+    /// Stops the gpg-agents of the keyrings Sluice made under `dir`'s `state`.
+    static func stopAgents(in dir: TempDir) {
+        for ring in (try? FileManager.default.contentsOfDirectory(atPath: dir.sub("state/gnupg"))) ?? [] {
+            _ = try? Shell.run("/usr/bin/env", ["gpgconf", "--homedir", dir.sub("state/gnupg/\(ring)"), "--kill", "gpg-agent"])
+        }
     }
 }
 
@@ -196,5 +202,73 @@ struct OpenPGPTests {
             let r = try SluiceBinary.run(["check-config"], config: conf)
             #expect(r.status == 2 && r.stderr.contains(message), "\(table): \(r.stderr)")
         }
+    }
+
+    /// A real `sluice pull` of an encrypted zip is SIGKILLed while a member's output is being
+    /// written: no decrypted or unpacked copy is left anywhere, and the next pull gives the same
+    /// output as a run that was never killed.
+    @Test func aSigkillDuringAnUnpackLeavesNoPlaintextAndARerunGivesTheSameOutput() throws {
+        let dir = Self.lake(Self.pgpTable())
+        let keys = try PGPKeys(dir)
+        defer { keys.stopAgents() }
+        let rows = 300_000
+        var csv = "Order No;Date;Customer;Total;Status;Note\n"
+        csv.reserveCapacity(rows * 50)
+        for i in 1...rows { csv += "\(i);01.10.2026 10:00;plaintext-marker customer \(i);\(i % 999),\(i % 90 + 10);A;\n" }
+        dir.write("src/orders_big.csv", csv)
+        dir.write("src/orders_small.csv", try FormatTests.fixture("acme/orders_2026-10-01.csv"))
+        try Shell.check("/bin/sh", ["-c", "cd '\(dir.sub("src"))' && zip -q ../batch.zip orders_small.csv orders_big.csv"])
+        try keys.encrypt(dir.sub("batch.zip"), to: dir.sub("drop/batch.zip.gpg"))
+        // The reference: the same delivery in a lake whose run is never killed.
+        let reference = Self.lake(Self.pgpTable())
+        for f in ["keys/sluice-secret.asc", "keys/passphrase", "keys/acme-signing.gpg", "drop/batch.zip.gpg"] {
+            reference.write(f, try Data(contentsOf: URL(fileURLWithPath: dir.sub(f))))
+        }
+        defer { PGPKeys.stopAgents(in: reference) }
+        let (refStatus, _) = try FormatTests.pull(reference)
+        #expect(refStatus == 0)
+
+        let conf = dir.sub("agent.conf")
+        func temps() -> [String] {
+            (FileManager.default.enumerator(atPath: dir.sub("lake/processed"))?.allObjects as? [String] ?? [])
+                .filter { ($0 as NSString).lastPathComponent.hasPrefix(".%tmp-") }
+        }
+        let p = try CrashTests.startPull(conf)
+        var caught = false
+        for _ in 0..<60_000 where p.isRunning {
+            if !temps().isEmpty {
+                kill(p.processIdentifier, SIGKILL)
+                caught = true
+                break
+            }
+            usleep(1000)
+        }
+        p.waitUntilExit()
+        try #require(caught, "the pull ended before a member's output could be caught being written")
+        // No decrypted or unpacked copy anywhere in the state folder (the spool's files have
+        // no name), and the lake holds only the encrypted delivery and output temp files.
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: dir.sub("state/spool"))) ?? [] == [])
+        let marker = Data("plaintext-marker".utf8)
+        for root in ["state", "lake/raw"] {
+            for case let f as String in FileManager.default.enumerator(atPath: dir.sub(root)) ?? NSEnumerator() {
+                let path = dir.sub("\(root)/\(f)")
+                guard let data = FileManager.default.contents(atPath: path) else { continue }
+                #expect(data.range(of: marker) == nil, "plaintext left in \(path)")
+            }
+        }
+        let (again, transforms) = try FormatTests.pull(dir)
+        #expect(again == 0)
+        #expect(temps().isEmpty, "the next start removes the dead run's temp files")
+        #expect(transforms["batch.zip.gpg#orders_big.csv"]?["rows_written"] as? Int == rows, "\(transforms)")
+        // The same rows as the run that was never killed (all but the ingest time).
+        func digest(_ d: TempDir) throws -> String {
+            let r = try Shell.run("/usr/bin/env", ["python3", "-c", """
+                import duckdb, sys
+                print(duckdb.connect().execute("SELECT count(*), sum(hash(t)) FROM (SELECT * EXCLUDE (_ingested_at) FROM read_parquet(?)) t", [sys.argv[1] + '/**/*.parquet']).fetchone())
+                """, d.sub("lake/processed/acme/orders")])
+            #expect(r.status == 0, "\(r.stderr)")
+            return r.stdout
+        }
+        #expect(try digest(dir) == digest(reference))
     }
 }
