@@ -47,8 +47,12 @@ MB=$(( $(du -sb "$W/src" | cut -f1) / 1000000 ))
 ZMB=$(( $(stat -c %s "$W/batch.zip") / 1000000 ))
 echo "$FILES CSVs, $MB MB, zipped to $ZMB MB" >&2
 
+# Every run gets fresh folders and nothing is deleted until the end: on ext4 without a journal
+# (this machine's disk), a file created within minutes of many deletions in the same block
+# group waits while the allocator skips the recently deleted inodes, which would time the
+# previous run's clean-up rather than either tool.
 setup() {
-  rm -rf "$1"; mkdir -p "$1/drop" "$1/mappings"
+  mkdir -p "$1/drop" "$1/mappings"
   ln "$W/batch.zip" "$1/drop/batch.zip" 2>/dev/null || cp "$W/batch.zip" "$1/drop/batch.zip"
   cat > "$1/agent.conf" <<CONF
 [agent]
@@ -76,8 +80,8 @@ MAP
 }
 
 sluice_run() {
-  setup "$W/run"
-  python3 - "$BIN" "$W/run/agent.conf" <<'PY'
+  setup "$W/run$1"
+  python3 - "$BIN" "$W/run$1/agent.conf" <<'PY'
 import resource, subprocess, sys, time
 t0 = time.perf_counter()
 p = subprocess.run([sys.argv[1], "pull", "bench", "--config", sys.argv[2], "--log-level", "error"], stdout=subprocess.DEVNULL)
@@ -89,8 +93,7 @@ PY
 
 # Prints "unzip_seconds duckdb_seconds".
 reference_run() {
-  rm -rf "$W/unzipped" "$W/duck.parquet"
-  python3 - "$W/batch.zip" "$W/unzipped" "$W/duck.parquet" <<'PY'
+  python3 - "$W/batch.zip" "$W/unzipped$1" "$W/duck$1.parquet" <<'PY'
 import duckdb, subprocess, sys, time
 t0 = time.perf_counter()
 subprocess.run(["unzip", "-q", sys.argv[1], "-d", sys.argv[2]], check=True)
@@ -107,8 +110,8 @@ PY
 cat "$W/batch.zip" > /dev/null
 s_best=999999; r_best=999999; rss=0; ratios=""
 for r in $(seq "$RUNS"); do
-  read -r s m < <(sluice_run)
-  read -r u d < <(reference_run)
+  read -r s m < <(sluice_run "$r")
+  read -r u d < <(reference_run "$r")
   ref=$(python3 -c "print(f'{$u + $d:.3f}')")
   echo "run $r: sluice ${s}s (RSS ${m} KiB); unzip ${u}s + duckdb ${d}s = ${ref}s; ratio $(python3 -c "print(f'{$s / $ref:.2f}')")" >&2
   s_best=$(python3 -c "print(min($s_best, $s))"); r_best=$(python3 -c "print(min($r_best, $ref))"); rss=$((m > rss ? m : rss))
@@ -117,7 +120,7 @@ done
 median=$(python3 -c "import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))" $ratios)
 
 # The outputs agree: every member's rows, read by DuckDB from Sluice's files and the reference's.
-python3 - "$W/run/lake/processed/bench/orders" "$W/duck.parquet" "$FILES" <<'PY'
+python3 - "$W/run1/lake/processed/bench/orders" "$W/duck1.parquet" "$FILES" <<'PY'
 import duckdb, glob, sys
 con = duckdb.connect()
 q = "SELECT count(*), sum(amount), sum(qty), sum(active::INT), count(DISTINCT id) FROM read_parquet('{}')"

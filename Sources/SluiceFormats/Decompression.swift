@@ -214,6 +214,12 @@ public final class PeekableSource {
 
     public init(_ source: @escaping ByteSource) { self.source = source }
 
+    /// A source that gives `prefix` (bytes already read from `source`) first.
+    public init(prefix: [UInt8], _ source: @escaping ByteSource) {
+        self.source = source
+        kept = prefix
+    }
+
     /// The first `count` bytes (fewer when the source is shorter).
     public func head(_ count: Int) throws -> [UInt8] {
         var chunk = [UInt8](repeating: 0, count: count)

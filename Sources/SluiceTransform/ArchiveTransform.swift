@@ -99,6 +99,8 @@ extension Transformer {
     package func runArchive(_ input: TransformInput, _ kind: ArchiveKind, options: ParquetOptions) -> TransformResult {
         var result = TransformResult(status: .ok)
         var fileError: String?
+        let batch = PublishBatch(lake: lake)
+        let pool = MemberPool(workers: max(1, min(4, ProcessInfo.processInfo.activeProcessorCount)))
         do {
             let file = try LakeFile(lakeRoot: lakeRoot, input: input)
             let head = try file.head(OpenPGP.magicLength)
@@ -122,17 +124,40 @@ extension Transformer {
                     var r = TransformResult(status: .failed, error: "\(input.path.display), member \(ArchiveMember.display(path)): \(message)")
                     r.member = ArchiveMember.display(path)
                     result.members.append(r)
-                case .member(let path, _, let encrypted, let read):
+                case .member(let path, let size, let encrypted, let read):
                     var unit = input
-                    unit.member = TransformMember(path: path, read: read)
+                    unit.member = TransformMember(path: path, size: size, read: read)
+                    unit.publishBatch = batch
+                    let display = unit.member!.display
                     var r: TransformResult
                     if encrypted, let d = dataset(for: unit) {
                         r = TransformResult(status: .failed, dataset: d.name, error: "\(unit.unitName): it is encrypted with a zip password, which Sluice does not take; "
                             + "ask the client to send it without a password (OpenPGP encryption of the whole file is supported)")
+                    } else if let size, size <= MemberPool.inMemory, dataset(for: unit) != nil {
+                        // A small member is read into memory here and transformed on another
+                        // core while the archive is read on.
+                        do {
+                            let bytes = try Self.readAll(read, limit: MemberPool.inMemory)
+                            unit.member = TransformMember(path: path, size: size, read: MemorySource(bytes).read)
+                            let index = result.members.count
+                            var placeholder = TransformResult(status: .failed)
+                            placeholder.member = display
+                            result.members.append(placeholder)
+                            let job = unit
+                            pool.submit(index) { [self] in run(job, options: options) }
+                            return
+                        } catch let e as UnpackError {
+                            r = TransformResult(status: .failed, dataset: dataset(for: unit)?.name,
+                                                error: "\(unit.unitName): \(e.description); the raw version is kept — after a fix, run `sluice transform \(input.client) --failed`")
+                        } catch let e as MemberPool.TooBig {
+                            // The archive declared less than it holds: the rest streams.
+                            unit.member = TransformMember(path: path, size: nil, read: PeekableSource(prefix: e.bytes, read).read)
+                            r = run(unit, options: options)
+                        }
                     } else {
                         r = run(unit, options: options)
                     }
-                    r.member = unit.member!.display
+                    r.member = display
                     result.members.append(r)
                 }
             }
@@ -145,6 +170,24 @@ extension Transformer {
         } catch {
             fileError = "\(input.path.display): \(error)"
         }
+        for (index, r) in pool.finish() {
+            var r = r
+            r.member = result.members[index].member
+            result.members[index] = r
+        }
+        // The members' outputs become durable and visible together (their siblings' failures
+        // do not hold them back).
+        do {
+            try batch.publish()
+        } catch {
+            batch.abandon()
+            for i in result.members.indices where result.members[i].status == .ok {
+                result.members[i].status = .failed
+                result.members[i].error = "\(input.unitName), member \(result.members[i].member ?? ""): its output could not be published: \(error)"
+                result.members[i].outputPath = nil
+                result.members[i].rejectsPath = nil
+            }
+        }
         let counts = result.memberCounts
         result.rowsWritten = result.members.reduce(0) { $0 + $1.rowsWritten }
         result.rowsRejected = result.members.reduce(0) { $0 + $1.rowsRejected }
@@ -155,11 +198,60 @@ extension Transformer {
         } else if counts.failed > 0 {
             result.status = .failed
             let first = result.members.first { $0.status == .failed }!
-            result.error = "\(counts.failed) of \(result.members.count) members failed; the first: \(first.error ?? "")"
+            let why = first.error ?? ""
+            let named = why.contains("member \(first.member ?? "")") ? why : "\(first.member ?? ""): \(why)"
+            result.error = "\(counts.failed) of \(result.members.count) members failed; the first: \(named)"
         } else {
             result.status = counts.ok > 0 ? .ok : .unmapped
         }
         return result
+    }
+}
+
+extension Transformer {
+    /// All of `read`, up to `limit` bytes; past it, throws `MemberPool.TooBig` with what it read.
+    fileprivate static func readAll(_ read: ByteSource, limit: Int64) throws -> [UInt8] {
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = try chunk.withUnsafeMutableBytes { try read($0) }
+            if n == 0 { return bytes }
+            bytes += chunk[0..<n]
+            if bytes.count > limit { throw MemberPool.TooBig(bytes: bytes) }
+        }
+    }
+}
+
+/// Transforms the small members of an archive on threads of the shared pool, at most
+/// `workers` at a time, while the archive is read on; results by member index.
+final class MemberPool: @unchecked Sendable {  // reason: `results` is guarded by `lock`
+    /// A member this small (declared size) is read into memory and handed to a worker.
+    static let inMemory: Int64 = 4 << 20
+
+    struct TooBig: Error { let bytes: [UInt8] }
+
+    private let slots: DispatchSemaphore
+    private let group = DispatchGroup()
+    private let lock = NSLock()
+    private var results: [Int: TransformResult] = [:]
+
+    init(workers: Int) { slots = DispatchSemaphore(value: workers) }
+
+    func submit(_ index: Int, _ body: @escaping @Sendable () -> TransformResult) {
+        slots.wait()
+        group.enter()
+        BlockingPool.run { [self] in
+            let r = body()
+            lock.withLock { results[index] = r }
+            slots.signal()
+            group.leave()
+        }
+    }
+
+    /// Waits for every submitted member.
+    func finish() -> [Int: TransformResult] {
+        group.wait()
+        return lock.withLock { results }
     }
 }
 

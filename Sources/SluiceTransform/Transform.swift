@@ -34,6 +34,8 @@ public struct TransformInput: Sendable {
     /// The decrypted bytes of this version, read to their end (where the signature is
     /// checked) before any output is published.
     package var drain: Drain?
+    /// Set for the members of an archive: their outputs are published together at its end.
+    package var publishBatch: PublishBatch?
 
     /// What messages call this unit: the path, and the member inside it.
     package var unitName: String {
@@ -73,8 +75,12 @@ public final class TransformMember: @unchecked Sendable {  // reason: made and r
     public let display: String
     package let read: ByteSource
 
-    package init(path: [UInt8], read: @escaping ByteSource) {
+    /// The size the archive declares for it, when it does.
+    public let size: Int64?
+
+    package init(path: [UInt8], size: Int64? = nil, read: @escaping ByteSource) {
         self.path = path
+        self.size = size
         display = ArchiveMember.display(path)
         self.read = read
     }
@@ -430,7 +436,11 @@ package final class OutputSink {
     package let outRel: String
     package let rejectsRel: String
     private let out: AtomicFile
-    private let rejects: AtomicFile
+    /// Made on the first rejected row: most outputs have none.
+    private var rejects: AtomicFile?
+    private let lake: Lake
+    /// Where a member of an archive leaves its files to be published with its siblings'.
+    private let batch: PublishBatch?
     private let writer: ParquetWriter?
     /// The lineage columns that are the same in every row (all but `_row_number`), by column.
     private let constants: [(column: Int, value: ParquetValue)]
@@ -452,16 +462,13 @@ package final class OutputSink {
         dataset = d
         client = input.client
         member = input.member?.display
+        let small = (input.member?.size ?? .max) < 4 << 20
         beforePublish = input.beforePublish
         outRel = Transformer.outputPath(input, dataset: d.name, extension: d.output == .parquet ? "parquet" : "jsonl")
         rejectsRel = Transformer.rejectsPath(ofOutput: outRel)
+        self.lake = lake
+        batch = input.publishBatch
         out = try AtomicFile(lake: lake, relative: outRel)
-        do {
-            rejects = try AtomicFile(lake: lake, relative: rejectsRel)
-        } catch {
-            out.abandon()
-            throw error
-        }
         fields = d.fields.map { ParquetField(name: $0.name, type: Transformer.parquetType($0.type), nullable: !$0.required) } + Transformer.lineage
         let out = self.out
         let columns = fields.count
@@ -479,19 +486,21 @@ package final class OutputSink {
         do {
             var options = options
             options.compression = d.compression
+            // A small member of an archive is encoded on this thread: for a few thousand rows
+            // two helper threads cost more than they save.
+            if small { options.backgroundCompression = false }
             writer = d.output == .parquet ? try ParquetWriter(fields: fields, options: options) { try out.write($0) } : nil
             // Parquet: the writer adds the constant lineage columns to every row itself.
             for c in constants { try writer?.setConstant(c.column, c.value) }
         } catch {
             out.abandon()
-            rejects.abandon()
             throw error
         }
         self.writer = writer
         // Batches of at most 64 Ki values (4,096 rows of up to 16 columns), so that the
         // pipeline's memory does not grow with the column count.
         let batchRows = Swift.max(64, Swift.min(4096, 65_536 / Swift.max(columns, 1)))
-        let pipeline = writer.map { EncodePipeline(writer: $0, columns: columns, batchRows: batchRows) }
+        let pipeline = small ? nil : writer.map { EncodePipeline(writer: $0, columns: columns, batchRows: batchRows) }
         self.pipeline = pipeline
         row = pipeline?.take() ?? ParquetRow(columns: columns)
     }
@@ -544,7 +553,9 @@ package final class OutputSink {
             memberJSON = "\"member\":" + String(decoding: quoted, as: UTF8.self) + ","
         }
         var text = "{" + memberJSON + "\"reasons\":" + String(decoding: reasonsText, as: UTF8.self) + ",\"row\":\(line),\"values\":" + valuesJSON + "}\n"
-        try text.withUTF8 { try rejects.write(UnsafeRawBufferPointer($0)) }
+        let file = try rejects ?? AtomicFile(lake: lake, relative: rejectsRel)
+        rejects = file
+        try text.withUTF8 { try file.write(UnsafeRawBufferPointer($0)) }
     }
 
     /// A rejected row whose raw values are Foundation JSON objects (strings, arrays, NSNull).
@@ -565,20 +576,29 @@ package final class OutputSink {
             // (the console shows the first ones). A re-run replaces them.
             do {
                 try beforePublish?()
-                try rejects.publish()
-                result.rejectsPath = rejectsRel
+                if let rejects {
+                    if let batch { rejects.publish(in: batch) } else { try rejects.publish() }
+                    // It is the batch's (or published) now: abandoning the output leaves it.
+                    self.rejects = nil
+                    result.rejectsPath = rejectsRel
+                }
             } catch {}
             throw Transformer.TransformError("\(rejected) of \(total) rows rejected, more than max_reject_ratio \(dataset.maxRejectRatio); fix the mapping or the file and run `sluice transform \(client) --failed`")
         }
         try beforePublish?()
-        try out.publish()
+        if let batch {
+            out.publish(in: batch)
+            rejects?.publish(in: batch)
+        } else {
+            try out.publish()
+            try rejects?.publish()
+        }
         result.outputPath = outRel
-        if rejected > 0 {
-            try rejects.publish()
+        if rejects != nil {
             result.rejectsPath = rejectsRel
         } else {
-            rejects.abandon()
-            unlink(rejects.final)
+            // An earlier run's rejects of this output go with it.
+            unlink("\(lake.root)/\(rejectsRel)")
         }
         open = false
         result.status = .ok
@@ -589,7 +609,39 @@ package final class OutputSink {
         open = false
         try? pipeline?.finish()
         out.abandon()
-        rejects.abandon()
+        rejects?.abandon()
+    }
+}
+
+/// Outputs written (to journaled temp files) and waiting to be published together: the
+/// members of an archive, each small, would otherwise cost an fsync of the file and one of its
+/// folder apiece. `publish` keeps the order that makes a crash safe: every temp file's bytes
+/// durable (one `syncfs` of the lake), then the renames, then each folder fsync'd once; the
+/// transform is recorded after that. A crash before leaves only temp files, which the next
+/// start removes, and no transform row, so the archive is transformed again.
+package final class PublishBatch: @unchecked Sendable {  // reason: `files` is guarded by `lock` (members finish on several threads)
+    private let lake: Lake
+    private let lock = NSLock()
+    private var files: [AtomicFile] = []
+
+    package init(lake: Lake) { self.lake = lake }
+
+    fileprivate func add(_ file: AtomicFile) { lock.withLock { files.append(file) } }
+
+    package var isEmpty: Bool { files.isEmpty }
+
+    package func publish() throws {
+        guard !files.isEmpty else { return }
+        try lake.syncFileSystem()
+        for f in files { try f.renameIntoPlace() }
+        try lake.syncDirectories(Set(files.map(\.folderName)))
+        files = []
+    }
+
+    /// Removes the temp files of a batch that will not be published.
+    package func abandon() {
+        for f in files { f.abandon() }
+        files = []
     }
 }
 
@@ -668,6 +720,21 @@ package final class AtomicFile {
         try systemCall("rename", final) { rename(temp, final) }
         try lake.syncDirectories([folder])
     }
+
+    /// Closes the finished temp file and leaves its publishing to `batch`, which makes many
+    /// outputs durable with one `syncfs` and fsyncs each folder once.
+    package func publish(in batch: PublishBatch) {
+        close(fd)
+        fd = -1
+        batch.add(self)
+    }
+
+    /// The renaming half of a batch's publish (the batch made the bytes durable).
+    fileprivate func renameIntoPlace() throws {
+        try systemCall("rename", final) { rename(temp, final) }
+    }
+
+    fileprivate var folderName: String { folder }
 
     package func abandon() {
         if fd >= 0 {
