@@ -68,7 +68,7 @@ PGP="${BENCH_PGP:-}"
 if [ -n "$PGP" ]; then
   mkdir -m 700 "$W/gnupg"
   G=(gpg --homedir "$W/gnupg" --batch --yes --no-tty --trust-model always)
-  "${G[@]}" --passphrase '' --quick-gen-key 'Sluice Bench <bench@example.com>' rsa3072 default never 2>/dev/null
+  "${G[@]}" --passphrase '' --quick-gen-key 'Sluice Bench <bench@example.com>' rsa3072 sign,encr never 2>/dev/null
   "${G[@]}" --armor --export-secret-keys bench@example.com > "$W/secret.asc"
 fi
 # Encrypts $1 to the bench key when BENCH_PGP is set; prints the name to deliver.
