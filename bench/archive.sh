@@ -9,16 +9,13 @@
 # Each is run BENCH_RUNS times (default 5), alternating; the median of the paired ratios and
 # the best of each are printed, with Sluice's peak RSS.
 #   bash bench/archive.sh
-# Env: BENCH_DIR (default /var/tmp), BENCH_FILES, BENCH_ROWS_PER_FILE (default 400), BENCH_RUNS.
+# Env: BENCH_DIR (default /var/tmp), BENCH_FILES, BENCH_ROWS_PER_FILE (default 400), BENCH_RUNS,
+#      BENCH_LOOP, SLUICE_BIN (as in bench/lib.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/deps.sh && build_libssh2 >&2
-if [ -n "${SLUICE_BIN:-}" ]; then BIN="$SLUICE_BIN"; else
-  swift build -c release --product sluice >/dev/null
-  BIN="$(swift build -c release --show-bin-path)/sluice"
-fi
-W="$(mktemp -d "${BENCH_DIR:-/var/tmp}/sluice-archive-bench.XXXXXX")"
-trap 'rm -rf "$W"' EXIT
+. bench/lib.sh
+# As root, on a fresh loop-mounted ext4 image (BENCH_LOOP=0: the disk as it is).
+bench_setup archive 3072
 FILES="${BENCH_FILES:-2000}"
 PER="${BENCH_ROWS_PER_FILE:-400}"
 RUNS="${BENCH_RUNS:-5}"
@@ -45,7 +42,7 @@ PY
 (cd "$W/src" && zip -q -r "$W/batch.zip" .)
 MB=$(( $(du -sb "$W/src" | cut -f1) / 1000000 ))
 ZMB=$(( $(stat -c %s "$W/batch.zip") / 1000000 ))
-echo "$FILES CSVs, $MB MB, zipped to $ZMB MB" >&2
+echo "$FILES CSVs, $MB MB, zipped to $ZMB MB; file system: $(df -T "$W" | awk 'NR==2 {print $1, $2}')${LOOP:+ (fresh loop-mounted image)}" >&2
 
 # Every run gets fresh folders and nothing is deleted until the end: on ext4 without a journal
 # (this machine's disk), a file created within minutes of many deletions in the same block

@@ -1,4 +1,4 @@
-# Sourced by bench/sftp.sh and bench/s3.sh: the release build, a work folder (as root on a fresh
+# Sourced by bench/sftp.sh, bench/s3.sh and bench/archive.sh: the release build, a work folder (as root on a fresh
 # loop-mounted ext4 image: ext4 on a busy disk slows inode allocation after mass deletions and
 # makes runs incomparable), cleanup of it and of the server the script starts, and small helpers.
 #   bench_setup NAME IMAGE_MB   sets BIN, W and LOOP; the script sets SERVER_PID once it starts one.

@@ -14,9 +14,10 @@ struct FixedDictionary {
         var index: UInt32 = 0
     }
 
-    /// `capacity` entries, a power of two; the owner calls `free()`.
+    /// `capacity` entries, a power of two; the owner calls `free()`. It starts small: a file
+    /// has a dictionary per column, and many files (an archive's members) are small.
     private var table: UnsafeMutablePointer<Entry>
-    private var capacity = 1024
+    private var capacity = 64
     private(set) var count = 0
     private var lastKey: UInt64 = 0
     private var lastIndex = UInt32.max
@@ -80,8 +81,8 @@ struct BytesDictionary {
     private var starts: [Int] = []
     private var lengths: [Int] = []
     private var hashes: [UInt64] = []
-    /// Dictionary index + 1; 0 = empty.
-    private var table = [UInt32](repeating: 0, count: 1024)
+    /// Dictionary index + 1; 0 = empty. Starts small, as `FixedDictionary` does.
+    private var table = [UInt32](repeating: 0, count: 64)
     private var last = UInt32.max
     private let seed = hashSeed
 

@@ -251,7 +251,8 @@ enum ConsolePages {
             b += "<th class=\"num\">Rows rejected</th><th>Reason</th><th>When</th></tr></thead><tbody>"
             for t in transforms {
                 let status = t.status == "failed" ? "<a href=\"/transforms/\(t.id)\">\(ConsolePages.status(t.status))</a>" : ConsolePages.status(t.status)
-                b += "<tr><td class=\"mono\"><a href=\"/transforms/\(t.id)\">\(esc(t.path))</a></td><td class=\"num\">\(t.version)</td>"
+                let member = t.member.map { " <span class=\"muted\">member</span> \(esc($0))" } ?? ""
+                b += "<tr><td class=\"mono\"><a href=\"/transforms/\(t.id)\">\(esc(t.path))</a>\(member)</td><td class=\"num\">\(t.version)</td>"
                 b += "<td>\(esc(t.dataset ?? "—"))</td><td>\(status)\(t.isLatest ? "" : " <span class=\"muted small\">superseded</span>")</td>"
                 b += "<td class=\"num\">\(t.rowsWritten)</td><td class=\"num\">\(t.rowsRejected > 0 ? "<span class=\"warn\">\(t.rowsRejected)</span>" : "0")</td>"
                 b += "<td class=\"err reason\">\(t.error.map { "<span class=\"\(t.isLatest && t.status == "failed" ? "bad" : "muted")\">\(esc($0))</span>" } ?? "")</td>"
@@ -272,6 +273,7 @@ enum ConsolePages {
         }
         b += "<div class=\"scroll\"><table><tbody>"
         b += "<tr><th>Status</th><td>\(status(t.status))\(t.isLatest ? "" : " <span class=\"muted small\">superseded by a later run</span>")</td></tr>"
+        if let member = t.member { b += "<tr><th>Archive member</th><td class=\"mono\">\(esc(member))</td></tr>" }
         b += "<tr><th>Dataset</th><td>\(esc(t.dataset ?? "— (no dataset matched: kept raw)"))</td></tr>"
         b += "<tr><th>Source</th><td>\(esc(t.source))</td></tr>"
         b += "<tr><th>Rows</th><td>\(t.rowsWritten) written, \(t.rowsRejected) rejected</td></tr>"

@@ -100,7 +100,7 @@ extension Transformer {
         var result = TransformResult(status: .ok)
         var fileError: String?
         let batch = PublishBatch(lake: lake)
-        let pool = MemberPool(workers: max(1, min(4, ProcessInfo.processInfo.activeProcessorCount)))
+        let pool = MemberPool(workers: max(2, min(8, ProcessInfo.processInfo.activeProcessorCount + 1)))
         do {
             let file = try LakeFile(lakeRoot: lakeRoot, input: input)
             let head = try file.head(OpenPGP.magicLength)
