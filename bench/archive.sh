@@ -49,43 +49,13 @@ echo "$FILES CSVs, $MB MB, zipped to $ZMB MB; file system: $(df -T "$W" | awk 'N
 # group waits while the allocator skips the recently deleted inodes, which would time the
 # previous run's clean-up rather than either tool.
 setup() {
-  mkdir -p "$1/drop" "$1/mappings"
+  bench_client "$1" "**/orders_*.csv" orders
   ln "$W/batch.zip" "$1/drop/batch.zip" 2>/dev/null || cp "$W/batch.zip" "$1/drop/batch.zip"
-  cat > "$1/agent.conf" <<CONF
-[agent]
-state_dir = "state"
-lake_dir = "lake"
-mappings_dir = "mappings"
-[clients.bench.sources.drop]
-type = "folder"
-path = "drop"
-min_age = "0s"
-CONF
-  cat > "$1/mappings/bench.toml" <<'MAP'
-[datasets.orders]
-match = ["**/orders_*.csv"]
-format = "csv"
-fields = [
-  { name = "id", source = "id", type = "int64", required = true },
-  { name = "created_at", source = "created_at", type = "timestamp" },
-  { name = "amount", source = "amount", type = "decimal(12,2)" },
-  { name = "name", source = "name", type = "string" },
-  { name = "active", source = "active", type = "bool" },
-  { name = "qty", source = "qty", type = "int64" },
-]
-MAP
 }
 
 sluice_run() {
   setup "$W/run$1"
-  python3 - "$BIN" "$W/run$1/agent.conf" <<'PY'
-import resource, subprocess, sys, time
-t0 = time.perf_counter()
-p = subprocess.run([sys.argv[1], "pull", "bench", "--config", sys.argv[2], "--log-level", "error"], stdout=subprocess.DEVNULL)
-t = time.perf_counter() - t0
-if p.returncode != 0: sys.exit(f"sluice pull failed with {p.returncode}")
-print(f"{t:.3f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}")
-PY
+  pull_timed "$W/run$1/agent.conf"
 }
 
 # Prints "unzip_seconds duckdb_seconds".

@@ -1,4 +1,4 @@
-# Sourced by bench/sftp.sh, bench/s3.sh and bench/archive.sh: the release build, a work folder (as root on a fresh
+# Sourced by bench/sftp.sh, bench/s3.sh, bench/archive.sh and bench/transform.sh: the release build, a work folder (as root on a fresh
 # loop-mounted ext4 image: ext4 on a busy disk slows inode allocation after mass deletions and
 # makes runs incomparable), cleanup of it and of the server the script starts, and small helpers.
 #   bench_setup NAME IMAGE_MB   sets BIN, W and LOOP; the script sets SERVER_PID once it starts one.
@@ -72,4 +72,37 @@ timed_pull() {
   t1=$(now)
   [ "$(find "$1/lake/raw" -type f | wc -l)" -ge 1 ] || { echo "sluice stored nothing" >&2; exit 1; }
   echo "$(calc "$t1 - $t0") $rss"
+}
+
+# Writes folder $1's agent.conf (client "bench", one drop folder $1/drop) and a mapping of the
+# generated CSVs' six columns (id, created_at, amount, name, active, qty) as dataset $3 whose
+# match glob is $2.
+bench_client() {
+  mkdir -p "$1/drop" "$1/mappings"
+  printf '[agent]\nstate_dir = "state"\nlake_dir = "lake"\nmappings_dir = "mappings"\n[clients.bench.sources.drop]\ntype = "folder"\npath = "drop"\nmin_age = "0s"\n' > "$1/agent.conf"
+  cat > "$1/mappings/bench.toml" <<MAP
+[datasets.$3]
+match = ["$2"]
+format = "csv"
+fields = [
+  { name = "id", source = "id", type = "int64", required = true },
+  { name = "created_at", source = "created_at", type = "timestamp" },
+  { name = "amount", source = "amount", type = "decimal(12,2)" },
+  { name = "name", source = "name", type = "string" },
+  { name = "active", source = "active", type = "bool" },
+  { name = "qty", source = "qty", type = "int64" },
+]
+MAP
+}
+
+# Prints "seconds peak_rss_kib" for one `sluice pull bench` of the config $1 (the binary $BIN).
+pull_timed() {
+  python3 - "$BIN" "$1" <<'PY'
+import resource, subprocess, sys, time
+t0 = time.perf_counter()
+p = subprocess.run([sys.argv[1], "pull", "bench", "--config", sys.argv[2], "--log-level", "error"], stdout=subprocess.DEVNULL)
+t = time.perf_counter() - t0
+if p.returncode != 0: sys.exit(f"sluice pull failed with {p.returncode}")
+print(f"{t:.3f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}")
+PY
 }

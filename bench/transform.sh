@@ -18,6 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh && build_libssh2 >&2  # libssh2 1.11 (patched), once
+. bench/lib.sh  # bench_client, pull_timed
 # SLUICE_BIN runs another build of sluice (an older one, to compare) instead of this checkout's.
 if [ -n "${SLUICE_BIN:-}" ]; then BIN="$SLUICE_BIN"; else
   swift build -c release --product sluice >/dev/null
@@ -82,45 +83,17 @@ INPUT=$(sealed "$INPUT")
 [ -n "$PGP" ] && echo "encrypted to RSA 3072: $(( $(stat -c %s "$INPUT") / 1000000 )) MB" >&2
 
 setup() { # $1 = dir, $2 = csv to drop in
-  rm -rf "$1"; mkdir -p "$1/drop" "$1/mappings"
+  rm -rf "$1"
+  bench_client "$1" "*.csv" data
   ln "$2" "$1/drop/$(basename "$2")" 2>/dev/null || cp "$2" "$1/drop/$(basename "$2")"
-  cat > "$1/agent.conf" <<CONF
-[agent]
-state_dir = "state"
-lake_dir = "lake"
-mappings_dir = "mappings"
-[clients.bench.sources.drop]
-type = "folder"
-path = "drop"
-min_age = "0s"
-CONF
   [ -n "$PGP" ] && printf '[clients.bench.pgp]\nsecret_key = "%s"\n' "$W/secret.asc" >> "$1/agent.conf"
-  cat > "$1/mappings/bench.toml" <<'MAP'
-[datasets.data]
-match = ["*.csv"]
-format = "csv"
-fields = [
-  { name = "id", source = "id", type = "int64", required = true },
-  { name = "created_at", source = "created_at", type = "timestamp" },
-  { name = "amount", source = "amount", type = "decimal(12,2)" },
-  { name = "name", source = "name", type = "string" },
-  { name = "active", source = "active", type = "bool" },
-  { name = "qty", source = "qty", type = "int64" },
-]
-MAP
+  return 0
 }
 
 # Prints "seconds peak_rss_kib" for one sluice pull of $1.
 sluice_run() {
   setup "$W/run" "$1"
-  python3 - "$BIN" "$W/run/agent.conf" <<'PY'
-import resource, subprocess, sys, time
-t0 = time.perf_counter()
-p = subprocess.run([sys.argv[1], "pull", "bench", "--config", sys.argv[2], "--log-level", "error"], stdout=subprocess.DEVNULL)
-t = time.perf_counter() - t0
-if p.returncode != 0: sys.exit(f"sluice pull failed with {p.returncode}")
-print(f"{t:.3f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}")
-PY
+  pull_timed "$W/run/agent.conf"
 }
 
 duck_run() {

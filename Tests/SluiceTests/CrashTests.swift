@@ -24,6 +24,29 @@ import Glibc
         return p
     }
 
+    /// The temp files of outputs being written under `<lake>/processed`.
+    static func outputTemps(_ lake: String) -> [String] {
+        (FileManager.default.enumerator(atPath: "\(lake)/processed")?.allObjects as? [String] ?? [])
+            .filter { ($0 as NSString).lastPathComponent.hasPrefix(".%tmp-") }
+    }
+
+    /// Starts a real `sluice pull` and SIGKILLs it as soon as an output's temp file appears;
+    /// whether it was caught so (false: the pull ended first).
+    static func pullKilledWhileWriting(_ conf: String, lake: String) throws -> Bool {
+        let p = try startPull(conf)
+        var caught = false
+        for _ in 0..<60_000 where p.isRunning {
+            if !outputTemps(lake).isEmpty {
+                kill(p.processIdentifier, SIGKILL)
+                caught = true
+                break
+            }
+            usleep(1000)
+        }
+        p.waitUntilExit()
+        return caught
+    }
+
     /// SIGKILLs a real `sluice pull` of thousands of files at several moments, then checks that
     /// a normal pull leaves a clean audit and every file stored exactly once with its hash.
     @Test func sigkillAtAnyMomentLosesNothingAndDuplicatesNothing() throws {
@@ -96,24 +119,9 @@ import Glibc
         for i in 1...rows { csv += "\(i),\(i % 9_999).\(i % 90 + 10),\"row \(i), of \(rows)\"\n" }
         dir.write("drop/big.csv", csv)
         let conf = dir.sub("agent.conf")
-        let processed = dir.sub("lake/processed")
-        func temps() -> [String] {
-            (FileManager.default.enumerator(atPath: processed)?.allObjects as? [String] ?? [])
-                .filter { ($0 as NSString).lastPathComponent.hasPrefix(".%tmp-") }
-        }
-
-        let p = try Self.startPull(conf)
-        var caught = false
-        for _ in 0..<60_000 where p.isRunning {
-            if !temps().isEmpty {
-                kill(p.processIdentifier, SIGKILL)
-                caught = true
-                break
-            }
-            usleep(1000)
-        }
-        p.waitUntilExit()
+        let caught = try Self.pullKilledWhileWriting(conf, lake: dir.sub("lake"))
         try #require(caught, "the pull ended before its transform output could be caught being written")
+        func temps() -> [String] { Self.outputTemps(dir.sub("lake")) }
         #expect(!temps().isEmpty, "the killed transform left its temp file")
 
         let (again, obj) = try SluiceBinary.json(["pull", "acme"], config: conf)

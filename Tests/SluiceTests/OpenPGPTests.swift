@@ -228,23 +228,9 @@ struct OpenPGPTests {
         let (refStatus, _) = try FormatTests.pull(reference)
         #expect(refStatus == 0)
 
-        let conf = dir.sub("agent.conf")
-        func temps() -> [String] {
-            (FileManager.default.enumerator(atPath: dir.sub("lake/processed"))?.allObjects as? [String] ?? [])
-                .filter { ($0 as NSString).lastPathComponent.hasPrefix(".%tmp-") }
-        }
-        let p = try CrashTests.startPull(conf)
-        var caught = false
-        for _ in 0..<60_000 where p.isRunning {
-            if !temps().isEmpty {
-                kill(p.processIdentifier, SIGKILL)
-                caught = true
-                break
-            }
-            usleep(1000)
-        }
-        p.waitUntilExit()
+        let caught = try CrashTests.pullKilledWhileWriting(dir.sub("agent.conf"), lake: dir.sub("lake"))
         try #require(caught, "the pull ended before a member's output could be caught being written")
+        func temps() -> [String] { CrashTests.outputTemps(dir.sub("lake")) }
         // No decrypted or unpacked copy anywhere in the state folder (the spool's files have
         // no name), and the lake holds only the encrypted delivery and output temp files.
         #expect((try? FileManager.default.contentsOfDirectory(atPath: dir.sub("state/spool"))) ?? [] == [])
