@@ -58,14 +58,7 @@ extension Agent {
         func copy(_ source: @escaping ByteSource) throws {
             let peek = PeekableSource(source)
             let compression = raw ? nil : Compression.sniff(try peek.head(Compression.magicLength))
-            let next = try Compression.unpacking(compression, limits: unpackLimits, source: peek.read)
-            let block = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
-            defer { block.deallocate() }
-            while true {
-                let n = try next(block)
-                if n == 0 { break }
-                try write(UnsafeRawBufferPointer(rebasing: block[0..<n]))
-            }
+            try pump(try Compression.unpacking(compression, limits: unpackLimits, source: peek.read), into: write)
         }
         do {
             guard let member else { return try copy(stored.read) }

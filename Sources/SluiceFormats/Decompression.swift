@@ -241,3 +241,14 @@ public final class PeekableSource {
         }
     }
 }
+
+/// Reads all of `source`, handing each block to `sink` (a 1 MiB block at a time).
+public func pump(_ source: ByteSource, into sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+    let block = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+    defer { block.deallocate() }
+    while true {
+        let n = try source(block)
+        if n == 0 { return }
+        try sink(UnsafeRawBufferPointer(rebasing: block[0..<n]))
+    }
+}

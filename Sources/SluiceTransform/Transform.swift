@@ -95,9 +95,7 @@ package final class Drain: @unchecked Sendable {  // reason: set and read by the
     package func finish() throws {
         guard let source else { return }
         self.source = nil
-        let block = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
-        defer { block.deallocate() }
-        while try source(block) > 0 {}
+        try pump(source) { _ in }
     }
 }
 

@@ -246,13 +246,7 @@ package final class SpooledEntry {
 
     /// Writes all of `source` here, then goes back to the start.
     package func fill(from source: ByteSource) throws {
-        let block = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
-        defer { block.deallocate() }
-        while true {
-            let n = try source(block)
-            if n == 0 { break }
-            try write(UnsafeRawBufferPointer(rebasing: block[0..<n]))
-        }
+        try pump(source, into: write)
         try rewind()
     }
 
