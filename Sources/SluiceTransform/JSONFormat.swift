@@ -100,7 +100,9 @@ extension Transformer {
         let row = sink.row
         row.clear()
         for (i, f) in d.fields.enumerated() {
-            let found = value.lookup(f.source ?? "")
+            // The source path, else the first alias the record has.
+            var found = value.lookup(f.source ?? "")
+            if found == nil { found = f.aliases.lazy.compactMap { value.lookup($0) }.first }
             do throws(ValueError) {
                 if f.type == .timestamp, case .number(let n)? = found {
                     // A JSON number in a timestamp field: seconds since the epoch.

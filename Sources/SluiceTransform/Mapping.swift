@@ -54,6 +54,12 @@ public struct FieldMapping: Sendable {
     public var name: String
     /// A header name, a 1-based column number, or a dotted JSON path (nil for fixed-width).
     public var source: String?
+    /// Other names the same column goes by (`aliases = ["Order Number", "OrderNo"]`): when the
+    /// header (or record) has no `source`, the first alias it has fills the field.
+    public var aliases: [String] = []
+
+    /// `source`, then the aliases: the names a column may have, in the order they are tried.
+    public var names: [String] { (source.map { [$0] } ?? []) + aliases }
     public var type: FieldType
     public var required: Bool
     /// strftime-style (`%Y %m %d %H %M %S %f %z`); nil = ISO 8601.
@@ -158,7 +164,8 @@ public struct ClientMapping: Sendable {
 
 extension TableReader {
     package static let commonDatasetKeys: Set<String> = ["match", "sources", "format", "output", "compression", "max_reject_ratio", "unpack", "fields"]
-    package static let fieldKeys: Set<String> = ["name", "source", "type", "required", "format", "timezone", "true_values", "false_values", "trim", "map", "default", "start", "width"]
+    package static let fieldKeys: Set<String> = ["name", "source", "aliases", "type", "required", "format", "timezone", "true_values", "false_values", "trim", "map", "default",
+                                                 "start", "width"]
 
     package func mapping(_ root: TOMLTable, client: String, sha256: String) throws(ConfigError) -> ClientMapping {
         try checkKeys(root, path: "", allowed: ["datasets"])
@@ -273,6 +280,13 @@ extension TableReader {
             if t["start"] != nil || t["width"] != nil { throw fail("\(fpath).start", "start and width are for fixed-width datasets only") }
             guard source != nil else { throw fail(fpath, "missing required key 'source' (a header name, a 1-based column number or a dotted JSON path)") }
         }
+        let aliases = try stringArray(t, "aliases", fpath) ?? []
+        if !aliases.isEmpty {
+            if format.positionalFields { throw fail("\(fpath).aliases", "aliases are for fields found by name; a fixed-width field is found by start and width") }
+            if let empty = aliases.firstIndex(where: \.isEmpty) { throw fail("\(fpath).aliases[\(empty)]", "an alias must not be empty") }
+            if let again = aliases.first(where: { $0 == source }) { throw fail("\(fpath).aliases", "\"\(again)\" is the field's source already") }
+            if Set(aliases).count != aliases.count { throw fail("\(fpath).aliases", "an alias is listed twice") }
+        }
         let formatText = try string(t, "format", fpath, required: false)
         if let formatText {
             guard type == .date || type == .timestamp else { throw fail("\(fpath).format", "format is for date and timestamp fields only") }
@@ -298,11 +312,13 @@ extension TableReader {
                 map[key] = v
             }
         }
-        return FieldMapping(
+        var field = FieldMapping(
             name: name, source: source, type: type, required: try bool(t, "required", fpath) ?? false, format: formatText, timezone: zone,
             trueValues: trueValues ?? ["true", "1", "yes", "y"], falseValues: falseValues ?? ["false", "0", "no", "n"],
             trim: try bool(t, "trim", fpath) ?? false, map: map, defaultValue: try string(t, "default", fpath, required: false),
             start: start, width: width)
+        field.aliases = aliases
+        return field
     }
 
     /// The first `%x` directive of `format` not in `allowed`, if any.

@@ -382,20 +382,22 @@ public struct Transformer: Sendable {
         var missing: [String] = []
         for f in d.fields {
             let source = f.source ?? ""
-            if let i = header.firstIndex(of: source) {
-                if let j = header[(i + 1)...].firstIndex(of: source) {
-                    throw TransformError("field \(f.name): the header has \"\(source)\" twice (columns \(i + 1) and \(j + 1)); map it by column number, source = \"\(i + 1)\" or \"\(j + 1)\"")
+            // The source, else the first alias the header has (a header name only once).
+            if let name = f.names.first(where: { header.contains($0) }) {
+                let i = header.firstIndex(of: name)!
+                if let j = header[(i + 1)...].firstIndex(of: name) {
+                    throw TransformError("field \(f.name): the header has \"\(name)\" twice (columns \(i + 1) and \(j + 1)); map it by column number, source = \"\(i + 1)\" or \"\(j + 1)\"")
                 }
                 columnOf.append(i)
             } else if let n = Int(source), n >= 1 {
                 columnOf.append(n - 1)
             } else {
-                if f.required { missing.append(source) }
+                if f.required { missing.append(f.names.map { "\"\($0)\"" }.joined(separator: " or ")) }
                 columnOf.append(-1)
             }
         }
         if !missing.isEmpty {
-            throw TransformError("missing required column\(missing.count > 1 ? "s" : "") \(missing.map { "\"\($0)\"" }.joined(separator: ", ")) (the header has \(header.joined(separator: ", ")))")
+            throw TransformError("missing required column\(missing.count > 1 ? "s" : "") \(missing.joined(separator: ", ")) (the header has \(header.joined(separator: ", ")))")
         }
         return columnOf
     }

@@ -62,6 +62,51 @@ struct FormatTests {
         ]
         """
 
+    /// A renamed column still fills its field through `aliases`, in CSV and in JSON records;
+    /// a required field missing under every name fails, naming them all.
+    @Test func aliasesFillAFieldWhoseColumnWasRenamed() throws {
+        let mapping = TransformTests.mapping
+            .replacingOccurrences(of: "source = \"Order No\",", with: "source = \"Order No\", aliases = [\"Order Number\", \"OrderNo\"],")
+            .replacingOccurrences(of: "source = \"Customer\",", with: "source = \"Customer\", aliases = [\"Customer Name\"],")
+            + """
+
+            [datasets.events]
+            match = ["events_*.jsonl"]
+            format = "jsonl"
+            fields = [
+              { name = "id", source = "id", aliases = ["event.id"], type = "int64", required = true },
+              { name = "kind", source = "type", aliases = ["event.kind"], type = "string" },
+            ]
+            """
+        let fixture = String(decoding: try Self.fixture("acme/orders_2026-10-01.csv"), as: UTF8.self)
+        let firstLine = fixture.prefix { $0 != "\n" && $0 != "\r" }
+        let renamed = fixture.replacingOccurrences(of: String(firstLine), with: String(firstLine)
+            .replacingOccurrences(of: "Order No", with: "Order Number").replacingOccurrences(of: "Customer", with: "Customer Name"))
+        let unnamed = fixture.replacingOccurrences(of: String(firstLine), with: String(firstLine).replacingOccurrences(of: "Order No", with: "Ref"))
+        let dir = Self.lake(mapping, files: [
+            "orders_a.csv": Data(fixture.utf8), "orders_b.csv": Data(renamed.utf8), "orders_c.csv": Data(unnamed.utf8),
+            "events_1.jsonl": Data("{\"id\": 1, \"type\": \"open\"}\n{\"event\": {\"id\": 2, \"kind\": \"close\"}}\n".utf8),
+        ])
+        let (status, transforms) = try Self.pull(dir)
+        #expect(status == 1, "the file without any of the names fails")
+        for name in ["orders_a.csv", "orders_b.csv"] {
+            #expect(transforms[name]?["status"] as? String == "ok" && transforms[name]?["rows_written"] as? Int == 38, "\(name): \(transforms[name] ?? [:])")
+        }
+        let same = try Self.check(dir.sub("lake/") + (transforms["orders_b.csv"]?["output_path"] as? String ?? ""), """
+            print(json.dumps({"ids": t.column('order_id').null_count, "customers": t.column('customer').null_count,
+                              "duck": duck("SELECT count(order_id), count(customer) FROM $P")[0]}))
+            """)
+        #expect(same["ids"] as? Int == 0 && same["customers"] as? Int == 0 && same["duck"] as? Int == 38, "\(same)")
+        let missing = ArchiveTests.error(transforms["orders_c.csv"])
+        #expect(missing.contains("missing required column \"Order No\" or \"Order Number\" or \"OrderNo\""), "\(missing)")
+        let events = try #require(transforms["events_1.jsonl"])
+        #expect(events["status"] as? String == "ok" && events["rows_written"] as? Int == 2, "\(events)")
+        let kinds = try Self.check(dir.sub("lake/") + (events["output_path"] as? String ?? ""), """
+            print(json.dumps({"kinds": t.column('kind').to_pylist(), "duck": duck("SELECT sum(id) FROM $P")[0]}))
+            """)
+        #expect(kinds["kinds"] as? [String] == ["open", "close"] && kinds["duck"] as? Int == 3, "\(kinds)")
+    }
+
     @Test func jsonRecordsUnderADottedPathWithNestedObjectsNullsAndMixedNumbers() throws {
         let dir = Self.lake(Self.ticketsMapping, files: ["tickets.json": try Self.fixture("initech/tickets.json")])
         let (status, transforms) = try Self.pull(dir)
