@@ -517,9 +517,12 @@ public final class Manifest: Sendable {
         public var member: String?
         /// For an archive's own row: how many members were ok, failed and unmapped.
         public var members: (ok: Int, failed: Int, unmapped: Int)?
+        /// The schema the unit was seen to have: its canonical JSON and that JSON's SHA-256.
+        public var sourceSchema: (json: String, sha256: String)?
 
         public init(dataset: String?, mappingSHA256: String, schemaSHA256: String?, status: String, rowsWritten: Int64, rowsRejected: Int64,
-                    outputPath: String?, rejectsPath: String?, error: String?, member: String? = nil, members: (ok: Int, failed: Int, unmapped: Int)? = nil) {
+                    outputPath: String?, rejectsPath: String?, error: String?, member: String? = nil, members: (ok: Int, failed: Int, unmapped: Int)? = nil,
+                    sourceSchema: (json: String, sha256: String)? = nil) {
             self.dataset = dataset
             self.mappingSHA256 = mappingSHA256
             self.schemaSHA256 = schemaSHA256
@@ -531,6 +534,7 @@ public final class Manifest: Sendable {
             self.error = error
             self.member = member
             self.members = members
+            self.sourceSchema = sourceSchema
         }
     }
 
@@ -540,13 +544,20 @@ public final class Manifest: Sendable {
         try write("recording a transform") { db in
             let insert = try db.cachedStatement(sql: """
                 INSERT INTO transform (version_id, dataset, mapping_sha256, schema_sha256, status, rows_written, rows_rejected, output_path, rejects_path,
-                                       error, transformed_at, member, parent_id, members_ok, members_failed, members_unmapped)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                       error, transformed_at, member, parent_id, members_ok, members_failed, members_unmapped, source_schema_id)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """)
             let now = Timestamp.now()
-            func row(_ r: TransformRecord, parent: Int64?) -> StatementArguments {
+            // Each distinct schema once; a unit's row points at it.
+            func schemaID(_ r: TransformRecord) throws -> Int64? {
+                guard let s = r.sourceSchema else { return nil }
+                try db.cachedStatement(sql: "INSERT INTO source_schema (sha256, schema, first_seen_at) VALUES (?, ?, ?) ON CONFLICT(sha256) DO NOTHING")
+                    .execute(arguments: [s.sha256, s.json, now])
+                return try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM source_schema WHERE sha256 = ?"), arguments: [s.sha256])
+            }
+            func row(_ r: TransformRecord, parent: Int64?) throws -> StatementArguments {
                 [versionID, r.dataset, r.mappingSHA256, r.schemaSHA256, r.status, r.rowsWritten, r.rowsRejected, r.outputPath, r.rejectsPath,
-                 r.error, now, r.member, parent, r.members?.ok, r.members?.failed, r.members?.unmapped]
+                 r.error, now, r.member, parent, r.members?.ok, r.members?.failed, r.members?.unmapped, try schemaID(r)]
             }
             try insert.execute(arguments: row(file, parent: nil))
             let parent = db.lastInsertedRowID

@@ -178,6 +178,21 @@ enum Schema {
                 CREATE INDEX transform_parent ON transform(parent_id) WHERE parent_id IS NOT NULL;
                 """)
         }
+        migrator.registerMigration("v11-source-schema") { db in
+            // The schema each transformed unit was seen to have (its columns in file order, the
+            // type its values look like, how it was read, which column filled each field), one
+            // row per distinct schema (by the SHA-256 of its canonical JSON), pointed at by
+            // the unit's transform row.
+            try db.execute(sql: """
+                CREATE TABLE source_schema (
+                    id INTEGER PRIMARY KEY,
+                    sha256 TEXT NOT NULL UNIQUE,
+                    schema TEXT NOT NULL,
+                    first_seen_at TEXT NOT NULL
+                );
+                ALTER TABLE transform ADD COLUMN source_schema_id INTEGER REFERENCES source_schema(id);
+                """)
+        }
         return migrator
     }
 }

@@ -44,10 +44,16 @@ extension Transformer {
         if o.header {
             guard let header = try reader.next() else { throw TransformError("the file is empty: no header row") }
             headerNames = header.fields.map { String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespaces) }
-            columnOf = try Self.columns(for: d, header: headerNames)
-        } else {
-            columnOf = try Self.columns(for: d, header: nil)
         }
+        // The header and the first records' values make the observed schema, recorded whether
+        // the transform succeeds or not (a missing column is a schema change too).
+        var sniffer = SchemaSniffer(columns: headerNames.count)
+        defer {
+            let names = o.header ? headerNames : (0..<sniffer.types.count).map { "column\($0 + 1)" }
+            result.observedSchema = ObservedSchema.headed(format: d.format.name, encoding: o.encoding.rawValue, delimiter: String(UnicodeScalar(o.delimiter)),
+                                                          header: names, sniffer: sniffer, fields: d.fields, columnOf: columnOf)
+        }
+        columnOf = try Self.columns(for: d, header: o.header ? headerNames : nil)
         let width = o.header ? headerNames.count : nil
 
         let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
@@ -62,6 +68,7 @@ extension Transformer {
             var reasons: [String: String] = [:]
             let blank = reader.withFields { fields in
                 if fields.count == 1 && fields[0].isEmpty { return true }
+                if sniffer.wantsMore { sniffer.observe(fields.count) { fields[$0] } }
                 if let m = reader.malformed { reasons["_row"] = m }
                 if let width, fields.count != width { reasons["_row"] = "row has \(fields.count) fields, the header has \(width)" }
                 guard reasons.isEmpty else { return false }

@@ -21,7 +21,7 @@ extension Transformer {
         func row(_ r: TransformResult) -> Manifest.TransformRecord {
             Manifest.TransformRecord(dataset: r.dataset, mappingSHA256: mapping.sha256, schemaSHA256: schema(r), status: r.status.rawValue,
                                      rowsWritten: r.rowsWritten, rowsRejected: r.rowsRejected, outputPath: r.outputPath, rejectsPath: r.rejectsPath,
-                                     error: r.error, member: r.member, members: nil)
+                                     error: r.error, member: r.member, members: nil, sourceSchema: r.observedSchema.map { ($0.json, $0.fingerprint) })
         }
         var file = row(r)
         if archive { file.members = counts }

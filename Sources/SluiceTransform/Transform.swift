@@ -113,6 +113,8 @@ public struct TransformResult: Sendable, Equatable {
     public var outputPath: String?
     public var rejectsPath: String?
     public var error: String?
+    /// The schema the unit was seen to have (nil where it was not read far enough).
+    public var observedSchema: ObservedSchema?
 
     package init(status: Status, dataset: String? = nil, rowsWritten: Int64 = 0, rowsRejected: Int64 = 0, outputPath: String? = nil, rejectsPath: String? = nil, error: String? = nil) {
         self.status = status

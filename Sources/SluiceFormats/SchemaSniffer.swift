@@ -1,0 +1,104 @@
+/// The type a column's values look like, as the schema sniffer sees them: the narrowest of
+/// these that every non-empty value read fits.
+public enum SniffedType: String, Sendable, Codable, CaseIterable {
+    /// No value but empty ones.
+    case empty
+    case bool
+    case integer
+    /// A number with a fractional part (`.` or `,`).
+    case decimal
+    case date
+    case timestamp
+    case text
+
+    /// The type of one non-empty value.
+    public static func of(_ v: UnsafeBufferPointer<UInt8>) -> SniffedType {
+        var s = v[...]
+        while let f = s.first, f == 0x20 || f == 0x09 { s = s.dropFirst() }
+        while let l = s.last, l == 0x20 || l == 0x09 { s = s.dropLast() }
+        if s.isEmpty { return .empty }
+        if isBool(s) { return .bool }
+        // Dates first: 01.10.2026 is digits and dots too.
+        if let t = dateOrTimestamp(s) { return t }
+        if let n = number(s) { return n }
+        return .text
+    }
+
+    /// The type of a column holding values of both types.
+    public func merged(with other: SniffedType) -> SniffedType {
+        if self == other || other == .empty { return self }
+        if self == .empty { return other }
+        switch (self, other) {
+        case (.integer, .decimal), (.decimal, .integer): return .decimal
+        case (.date, .timestamp), (.timestamp, .date): return .timestamp
+        default: return .text
+        }
+    }
+
+    private static let boolWords: [[UInt8]] = ["true", "false", "yes", "no"].map { Array($0.utf8) }
+
+    private static func isBool(_ s: Slice<UnsafeBufferPointer<UInt8>>) -> Bool {
+        guard s.count <= 5 else { return false }
+        let lower = s.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }
+        return boolWords.contains(lower)
+    }
+
+    private static func isDigit(_ b: UInt8) -> Bool { b >= 0x30 && b <= 0x39 }
+
+    /// Integer (`-12`, `1.234` is not one) or decimal (`-12.5`, `12,5`, `1.234,56`, `1,234.56`).
+    private static func number(_ s: Slice<UnsafeBufferPointer<UInt8>>) -> SniffedType? {
+        var i = s.startIndex
+        if s[i] == UInt8(ascii: "-") || s[i] == UInt8(ascii: "+") { i += 1 }
+        guard i < s.endIndex else { return nil }
+        var digits = 0, separators = 0
+        for j in i..<s.endIndex {
+            let b = s[j]
+            if isDigit(b) { digits += 1 } else if b == UInt8(ascii: ".") || b == UInt8(ascii: ",") { separators += 1 } else { return nil }
+        }
+        guard digits > 0, isDigit(s[i]), isDigit(s[s.endIndex - 1]) else { return nil }
+        return separators == 0 ? .integer : .decimal
+    }
+
+    /// `2026-10-01`, `01.10.2026`, `10/01/2026` (a date), with a time after a space or `T`
+    /// (a timestamp).
+    private static func dateOrTimestamp(_ s: Slice<UnsafeBufferPointer<UInt8>>) -> SniffedType? {
+        let b = Array(s)
+        func digits(_ from: Int, _ n: Int) -> Bool { from + n <= b.count && b[from..<(from + n)].allSatisfy(isDigit) }
+        var end = 0
+        if digits(0, 4), b.count >= 10, b[4] == b[7], b[4] == UInt8(ascii: "-") || b[4] == UInt8(ascii: "/"), digits(5, 2), digits(8, 2) {
+            end = 10
+        } else if digits(0, 2), b.count >= 10, b[2] == b[5], [UInt8(ascii: "."), UInt8(ascii: "/"), UInt8(ascii: "-")].contains(b[2]), digits(3, 2), digits(6, 4) {
+            end = 10
+        } else {
+            return nil
+        }
+        if end == b.count { return .date }
+        guard b[end] == UInt8(ascii: " ") || b[end] == UInt8(ascii: "T"), digits(end + 1, 2), end + 3 < b.count, b[end + 3] == UInt8(ascii: ":"),
+              digits(end + 4, 2) else { return nil }
+        return .timestamp
+    }
+}
+
+/// Watches the values of a file's columns (the first `sampleRows` records) and tells what type
+/// each looks like.
+public struct SchemaSniffer: Sendable {
+    public static let sampleRows = 1000
+    public private(set) var types: [SniffedType]
+    public private(set) var rows = 0
+
+    public init(columns: Int) { types = Array(repeating: .empty, count: columns) }
+
+    /// Whether it still wants records.
+    public var wantsMore: Bool { rows < Self.sampleRows }
+
+    /// One record's values (a record wider than the header widens the sniffer).
+    public mutating func observe(_ count: Int, _ value: (Int) -> UnsafeBufferPointer<UInt8>) {
+        rows += 1
+        if count > types.count { types += Array(repeating: .empty, count: count - types.count) }
+        for i in 0..<count {
+            let v = value(i)
+            guard !v.isEmpty, types[i] != .text else { continue }
+            types[i] = types[i].merged(with: SniffedType.of(v))
+        }
+    }
+}

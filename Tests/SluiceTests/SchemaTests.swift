@@ -1,0 +1,83 @@
+import Foundation
+import SluiceFormats
+import SluiceTestSupport
+import Testing
+
+/// Observed schemas: what the values of a column look like, and the manifest's record of
+/// each distinct schema a client's units were seen to have.
+struct SchemaSnifferTests {
+    static func type(_ text: String) -> SniffedType {
+        Array(text.utf8).withUnsafeBufferPointer { SniffedType.of($0) }
+    }
+
+    @Test(arguments: [
+        ("", SniffedType.empty), ("  ", .empty), ("true", .bool), ("No", .bool), ("42", .integer), ("-7", .integer), ("+3", .integer),
+        ("12.50", .decimal), ("12,5", .decimal), ("1.234,56", .decimal), ("-0.5", .decimal), ("2026-10-01", .date), ("01.10.2026", .date),
+        ("10/01/2026", .date), ("2026-10-01T10:00:00Z", .timestamp), ("01.10.2026 22:36", .timestamp), ("ACME", .text), ("1e5", .text),
+        ("12.", .text), ("2026-13", .text), ("O'Brien & Sons", .text),
+    ])
+    func aValueHasTheNarrowestTypeItFits(_ text: String, _ expected: SniffedType) {
+        #expect(Self.type(text) == expected, "\(text)")
+    }
+
+    @Test func aColumnTakesTheTypeEveryValueFits() {
+        #expect(SniffedType.integer.merged(with: .decimal) == .decimal)
+        #expect(SniffedType.date.merged(with: .timestamp) == .timestamp)
+        #expect(SniffedType.empty.merged(with: .bool) == .bool)
+        #expect(SniffedType.integer.merged(with: .empty) == .integer)
+        #expect(SniffedType.bool.merged(with: .integer) == .text)
+        #expect(SniffedType.date.merged(with: .integer) == .text)
+    }
+}
+
+@Suite(.enabled(if: ParquetTests.readersAvailable, "needs pyarrow and duckdb (python3 -m pip install pyarrow duckdb)"))
+struct ObservedSchemaTests {
+    static let mapping = """
+        [datasets.orders]
+        match = ["orders_*.csv"]
+        format = "csv"
+        delimiter = ";"
+        fields = [
+          { name = "id", source = "Id", aliases = ["Order Number"], type = "int64", required = true },
+          { name = "amount", source = "Amount", type = "string" },
+          { name = "note", source = "Note", type = "string" },
+        ]
+        """
+
+    @Test func everyTransformRecordsTheSchemaItSawAndIdenticalSchemasShareARow() throws {
+        let a = "Id;Amount;Day;Flag;Note\n1;12,50;01.10.2026;yes;\n2;3;02.10.2026;no;\n"
+        let dir = FormatTests.lake(Self.mapping, files: [
+            "orders_1.csv": Data(a.utf8),
+            "orders_2.csv": Data(a.replacingOccurrences(of: "1;12,50", with: "7;8,25").utf8),     // the same schema
+            "orders_3.csv": Data("Order Number;Amount;Day;Flag;Note;Extra\n1;x;2026-10-01 10:00;yes;n;\n".utf8),  // renamed, a new column
+        ])
+        let (status, transforms) = try FormatTests.pull(dir)
+        #expect(status == 0, "\(transforms)")
+        let rows = try Shell.run("/usr/bin/env", ["sqlite3", "-separator", "|", dir.sub("state/manifest.sqlite"), """
+            SELECT f.path, s.id, s.schema FROM transform t JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id
+            JOIN source_schema s ON s.id = t.source_schema_id ORDER BY f.path
+            """]).stdout.split(separator: "\n").map { $0.split(separator: "|", maxSplits: 2).map(String.init) }
+        #expect(rows.count == 3, "\(rows)")
+        guard rows.count == 3 else { return }
+        #expect(rows[0][1] == rows[1][1] && rows[2][1] != rows[0][1], "identical schemas share one row: \(rows)")
+        let first = try #require(try JSONSerialization.jsonObject(with: Data(rows[0][2].utf8)) as? [String: Any])
+        let columns = (first["columns"] as? [[String: String]] ?? []).map { "\($0["name"] ?? ""):\($0["type"] ?? "")" }
+        #expect(columns == ["Id:integer", "Amount:decimal", "Day:date", "Flag:bool", "Note:empty"], "\(columns)")
+        #expect(first["format"] as? String == "csv" && first["delimiter"] as? String == ";" && first["encoding"] as? String == "utf-8", "\(first)")
+        #expect(first["fields"] as? [String: String] == ["id": "Id", "amount": "Amount", "note": "Note"])
+        let third = try #require(try JSONSerialization.jsonObject(with: Data(rows[2][2].utf8)) as? [String: Any])
+        // The alias that filled the field is part of the schema, and so is the new column.
+        #expect((third["fields"] as? [String: String])?["id"] == "Order Number", "\(third)")
+        let third_columns = (third["columns"] as? [[String: String]] ?? []).map { "\($0["name"] ?? ""):\($0["type"] ?? "")" }
+        #expect(third_columns == ["Order Number:integer", "Amount:text", "Day:timestamp", "Flag:bool", "Note:text", "Extra:empty"], "\(third_columns)")
+    }
+
+    @Test func aFileMissingARequiredColumnStillRecordsWhatItHad() throws {
+        let dir = FormatTests.lake(Self.mapping, files: ["orders_1.csv": Data("Ref;Amount\n1;2\n".utf8)])
+        let (status, _) = try FormatTests.pull(dir)
+        #expect(status == 1)
+        let schema = try Shell.run("/usr/bin/env", ["sqlite3", dir.sub("state/manifest.sqlite"),
+                                                    "SELECT s.schema FROM transform t JOIN source_schema s ON s.id = t.source_schema_id"]).stdout
+        #expect(schema.contains("\"name\":\"Ref\"") && schema.contains("\"fields\":{}"), "\(schema)")
+    }
+}
