@@ -93,12 +93,63 @@ public struct SchemaSniffer: Sendable {
 
     /// One record's values (a record wider than the header widens the sniffer).
     public mutating func observe(_ count: Int, _ value: (Int) -> UnsafeBufferPointer<UInt8>) {
+        observeTypes(count) { SniffedType.of(value($0)) }
+    }
+
+    /// Observes one record of string cells (a spreadsheet row; nil = an empty cell).
+    public mutating func observe(cells: [String?]) {
+        observeTypes(cells.count) { i in
+            guard var cell = cells[i] else { return .empty }
+            return cell.withUTF8 { SniffedType.of($0) }
+        }
+    }
+
+    /// `type(i)` is asked only for columns whose type can still change.
+    private mutating func observeTypes(_ count: Int, _ type: (Int) -> SniffedType) {
         rows += 1
         if count > types.count { types += Array(repeating: .empty, count: count - types.count) }
-        for i in 0..<count {
-            let v = value(i)
-            guard !v.isEmpty, types[i] != .text else { continue }
-            types[i] = types[i].merged(with: SniffedType.of(v))
+        for i in 0..<count where types[i] != .text {
+            types[i] = types[i].merged(with: type(i))
+        }
+    }
+}
+
+/// Watches JSON records (the first `SchemaSniffer.sampleRows`) and tells which dotted paths
+/// occur, in the order first seen, and what type each path's values look like: a number is
+/// an integer or a decimal, a string is sniffed as text is, a nested object adds its members'
+/// paths, an array is text.
+public struct RecordSniffer: Sendable {
+    public private(set) var paths: [String] = []
+    public private(set) var types: [String: SniffedType] = [:]
+    public private(set) var rows = 0
+
+    public init() {}
+
+    public var wantsMore: Bool { rows < SchemaSniffer.sampleRows }
+
+    public mutating func observe(_ record: JSONValue) {
+        rows += 1
+        walk(record, prefix: "")
+    }
+
+    private mutating func walk(_ value: JSONValue, prefix: String) {
+        if case .object(let members) = value {
+            for m in members { walk(m.value, prefix: prefix.isEmpty ? m.key : "\(prefix).\(m.key)") }
+            return
+        }
+        let type: SniffedType = switch value {
+        case .null: .empty
+        case .bool: .bool
+        case .number(let n): n.contains { $0 == "." || $0 == "e" || $0 == "E" } ? .decimal : .integer
+        case .string(let s): Array(s.utf8).withUnsafeBufferPointer { SniffedType.of($0) }
+        case .array: .text
+        case .object: .text
+        }
+        if let seen = types[prefix] {
+            types[prefix] = seen.merged(with: type)
+        } else {
+            paths.append(prefix)
+            types[prefix] = type
         }
     }
 }

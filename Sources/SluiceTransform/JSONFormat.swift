@@ -48,6 +48,8 @@ extension Transformer {
     func transformJSONL(_ input: TransformInput, _ d: DatasetMapping, options: ParquetOptions, result: inout TransformResult) throws {
         let bytes = try inputBytes(input, d).read
         let lines = TextLineReader(encoding: .utf8, read: bytes)
+        var sniffer = RecordSniffer()
+        defer { result.observedSchema = ObservedSchema.records(format: d.format.name, sniffer: sniffer, fields: d.fields) }
         let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
         var number = 0
@@ -62,6 +64,7 @@ extension Transformer {
                                 reasons: ["_row": "not a JSON object (\(error.description))"])
                 continue
             }
+            if sniffer.wantsMore { sniffer.observe(value) }
             try jsonRecord(value, number: number, d, sink)
         }
         try sink.finish(into: &result)
@@ -74,6 +77,8 @@ extension Transformer {
     func transformJSON(_ input: TransformInput, _ d: DatasetMapping, _ o: JSONOptions, options: ParquetOptions, result: inout TransformResult) throws {
         let bytes = try inputBytes(input, d).read
         let reader = JSONRecordReader(records: o.records, read: bytes)
+        var sniffer = RecordSniffer()
+        defer { result.observedSchema = ObservedSchema.records(format: d.format.name, sniffer: sniffer, fields: d.fields) }
         let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
         while true {
@@ -84,6 +89,7 @@ extension Transformer {
                 throw TransformError("\(error.description); the raw version is kept — fix the mapping's records path or the file, then run `sluice transform \(input.client) --failed`")
             }
             guard let record else { break }
+            if sniffer.wantsMore { sniffer.observe(record.value) }
             try jsonRecord(record.value, number: record.index, d, sink)
         }
         try sink.finish(into: &result)

@@ -46,4 +46,17 @@ public struct ObservedSchema: Sendable, Equatable, Codable {
         for (f, c) in zip(fields, columnOf) where c >= 0 && c < names.count { matched[f.name] = names[c] }
         return ObservedSchema(format: format, encoding: encoding, delimiter: delimiter, columns: columns, fields: matched)
     }
+
+    /// The schema of JSON records: the paths that occurred in the sampled records, and for each
+    /// field the path (its `source` or an alias) that the records had.
+    package static func records(format: String, sniffer: RecordSniffer, fields: [FieldMapping]) -> ObservedSchema {
+        let columns = sniffer.paths.map { Column(name: $0, type: sniffer.types[$0] ?? .empty) }
+        var matched: [String: String] = [:]
+        for f in fields {
+            if let path = f.names.first(where: { name in sniffer.types[name] != nil || sniffer.paths.contains { $0.hasPrefix(name + ".") } }) {
+                matched[f.name] = path
+            }
+        }
+        return ObservedSchema(format: format, encoding: "utf-8", delimiter: nil, columns: columns, fields: matched)
+    }
 }

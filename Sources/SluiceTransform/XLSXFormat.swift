@@ -110,17 +110,24 @@ extension Transformer {
         var skipped = 0
         while skipped < o.skipRows, try nextRow() != nil { skipped += 1 }
         var columnOf: [Int] = []
+        var names: [String] = []
         if o.header {
             guard let header = try nextRow() else { throw TransformError("sheet \"\(sheet.name)\" is empty: no header row") }
-            let names = header.cells.map { ($0 ?? "").trimmingCharacters(in: .whitespaces) }
-            columnOf = try Self.columns(for: d, header: names)
-        } else {
-            columnOf = try Self.columns(for: d, header: nil)
+            names = header.cells.map { ($0 ?? "").trimmingCharacters(in: .whitespaces) }
         }
+        // The header row and the first rows' cells make the observed schema.
+        var sniffer = SchemaSniffer(columns: names.count)
+        defer {
+            let header = o.header ? names : (0..<sniffer.types.count).map { "column\($0 + 1)" }
+            result.observedSchema = ObservedSchema.headed(format: d.format.name, encoding: nil, delimiter: nil, header: header, sniffer: sniffer,
+                                                          fields: d.fields, columnOf: columnOf)
+        }
+        columnOf = try Self.columns(for: d, header: o.header ? names : nil)
 
         let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
         while let (number, cells) = try nextRow() {
+            if sniffer.wantsMore { sniffer.observe(cells: cells) }
             var reasons: [String: String] = [:]
             let row = sink.row
             row.clear()

@@ -80,4 +80,44 @@ struct ObservedSchemaTests {
                                                     "SELECT s.schema FROM transform t JOIN source_schema s ON s.id = t.source_schema_id"]).stdout
         #expect(schema.contains("\"name\":\"Ref\"") && schema.contains("\"fields\":{}"), "\(schema)")
     }
+
+    /// The schemas of a unit's rows recorded for `path` (its canonical JSON), read back.
+    static func schema(_ dir: TempDir, path: String) throws -> [String: Any] {
+        let text = try Shell.run("/usr/bin/env", ["sqlite3", dir.sub("state/manifest.sqlite"), """
+            SELECT s.schema FROM transform t JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id
+            JOIN source_schema s ON s.id = t.source_schema_id WHERE f.path = '\(path)'
+            """]).stdout
+        return (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:]
+    }
+
+    static func columns(_ schema: [String: Any]) -> [String] {
+        (schema["columns"] as? [[String: String]] ?? []).map { "\($0["name"] ?? ""):\($0["type"] ?? "")" }
+    }
+
+    @Test func jsonRecordsAndSpreadsheetsHaveObservedSchemasToo() throws {
+        let mapping = FormatTests.salesMapping + """
+
+            [datasets.events]
+            match = ["events_*.jsonl"]
+            format = "jsonl"
+            fields = [
+              { name = "id", source = "id", type = "int64", required = true },
+              { name = "city", source = "customer.city", aliases = ["city"], type = "string" },
+            ]
+            """
+        let jsonl = "{\"id\": 1, \"customer\": {\"city\": \"Berlin\", \"since\": \"2026-01-02\"}, \"total\": 12.5, \"tags\": [1]}\n"
+            + "{\"id\": 2, \"customer\": {\"city\": null}, \"total\": 3, \"paid\": true}\n"
+        let dir = FormatTests.lake(mapping, files: [
+            "events_1.jsonl": Data(jsonl.utf8), "sales_2026-09.xlsx": try FormatTests.fixture("hooli/sales_2026-09.xlsx"),
+        ])
+        let (_, transforms) = try FormatTests.pull(dir)
+        #expect(transforms["events_1.jsonl"]?["status"] as? String == "ok")
+        let events = try Self.schema(dir, path: "events_1.jsonl")
+        #expect(Self.columns(events) == ["id:integer", "customer.city:text", "customer.since:date", "total:decimal", "tags:text", "paid:bool"],
+                "\(events)")
+        #expect(events["fields"] as? [String: String] == ["id": "id", "city": "customer.city"] && events["format"] as? String == "jsonl", "\(events)")
+        let sales = try Self.schema(dir, path: "sales_2026-09.xlsx")
+        let names = Self.columns(sales)
+        #expect(!names.isEmpty && sales["format"] as? String == "xlsx" && (sales["fields"] as? [String: String])?.isEmpty == false, "\(sales)")
+    }
 }
