@@ -576,6 +576,37 @@ public final class Manifest: Sendable {
         public var outputs: Int
     }
 
+    /// One transformed unit's observed schema, as `sluice schema` reads them.
+    public struct SchemaOccurrence: Sendable {
+        public var dataset: String
+        public var source: String
+        public var path: String
+        public var version: Int
+        public var member: String?
+        public var transformedAt: String
+        public var sha256: String
+        public var schema: String
+    }
+
+    /// Every transformed unit of a client (optionally of one dataset) with its observed
+    /// schema, in the order the versions were ingested.
+    public func schemaOccurrences(client: String, dataset: String?) throws(ManifestError) -> [SchemaOccurrence] {
+        try read("reading observed schemas") { db in
+            let rows = try Row.fetchCursor(db, sql: """
+                SELECT t.dataset, f.source, f.path, v.version, t.member, t.transformed_at, s.sha256, s.schema
+                FROM transform t JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id
+                JOIN source_schema s ON s.id = t.source_schema_id
+                WHERE f.client = ? AND t.dataset IS NOT NULL \(dataset == nil ? "" : "AND t.dataset = ?")
+                ORDER BY v.id, t.id
+                """, arguments: StatementArguments([client] + (dataset.map { [$0] } ?? [])))
+            var out: [SchemaOccurrence] = []
+            while let r = try rows.next() {
+                out.append(SchemaOccurrence(dataset: r[0], source: r[1], path: r[2], version: r[3], member: r[4], transformedAt: r[5], sha256: r[6], schema: r[7]))
+            }
+            return out
+        }
+    }
+
     public func outputSchemas(client: String) throws(ManifestError) -> [OutputSchema] {
         try read("reading the schemas of the outputs") { db in
             let rows = try Row.fetchAll(db, sql: """

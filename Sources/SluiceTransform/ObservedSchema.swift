@@ -60,3 +60,52 @@ public struct ObservedSchema: Sendable, Equatable, Codable {
         return ObservedSchema(format: format, encoding: "utf-8", delimiter: nil, columns: columns, fields: matched)
     }
 }
+
+/// What changed from one observed schema to the next: columns added, removed, renamed (a
+/// field filled through another name, by its aliases), moved, and columns whose values now
+/// look like another type; and the mapped fields the newer one leaves unfilled.
+public struct SchemaDrift: Sendable, Equatable, Encodable {
+    public struct Renamed: Sendable, Equatable, Encodable { public var field, from, to: String }
+    public struct Moved: Sendable, Equatable, Encodable { public var column: String; public var from, to: Int }
+    public struct TypeChange: Sendable, Equatable, Encodable { public var column: String; public var from, to: SniffedType }
+
+    public var added: [String] = []
+    public var removed: [String] = []
+    public var renamed: [Renamed] = []
+    /// 1-based positions.
+    public var moved: [Moved] = []
+    public var typeChanges: [TypeChange] = []
+
+    enum CodingKeys: String, CodingKey { case added, removed, renamed, moved, typeChanges = "type_changes" }
+
+    public var isEmpty: Bool { added.isEmpty && removed.isEmpty && renamed.isEmpty && moved.isEmpty && typeChanges.isEmpty }
+
+    /// The drift from `old` to `new`. A column that was only empty in one of them has not
+    /// changed type: the sample said nothing.
+    public init(from old: ObservedSchema, to new: ObservedSchema) {
+        for (field, to) in new.fields.sorted(by: { $0.key < $1.key }) {
+            if let from = old.fields[field], from != to { renamed.append(Renamed(field: field, from: from, to: to)) }
+        }
+        let renamedFrom = Set(renamed.map(\.from)), renamedTo = Set(renamed.map(\.to))
+        let oldNames = old.columns.map(\.name), newNames = new.columns.map(\.name)
+        added = newNames.filter { !oldNames.contains($0) && !renamedTo.contains($0) }
+        removed = oldNames.filter { !newNames.contains($0) && !renamedFrom.contains($0) }
+        // Moved: the order of the columns both have changed.
+        let common = newNames.filter { oldNames.contains($0) }
+        let commonOld = oldNames.filter { newNames.contains($0) }
+        if common != commonOld {
+            for name in common {
+                let from = oldNames.firstIndex(of: name)!, to = newNames.firstIndex(of: name)!
+                if commonOld.firstIndex(of: name) != common.firstIndex(of: name) { moved.append(Moved(column: name, from: from + 1, to: to + 1)) }
+            }
+        }
+        var oldType: [String: SniffedType] = [:]
+        for c in old.columns { oldType[c.name] = c.type }
+        // A renamed column is compared with the column it replaced.
+        for r in renamed { if let t = old.columns.first(where: { $0.name == r.from })?.type { oldType[r.to] = t } }
+        for c in new.columns {
+            guard let from = oldType[c.name], from != c.type, from != .empty, c.type != .empty else { continue }
+            typeChanges.append(TypeChange(column: c.name, from: from, to: c.type))
+        }
+    }
+}

@@ -120,4 +120,40 @@ struct ObservedSchemaTests {
         let names = Self.columns(sales)
         #expect(!names.isEmpty && sales["format"] as? String == "xlsx" && (sales["fields"] as? [String: String])?.isEmpty == false, "\(sales)")
     }
+
+    @Test func theSchemaHistoryAfterFiveDeliveriesShowsEachChange() throws {
+        let dir = FormatTests.lake(Self.mapping, files: [:])
+        let conf = dir.sub("agent.conf")
+        let deliveries = [
+            "Id;Amount;Note\n1;12,50;a\n",
+            "Id;Amount;Note\n2;3,10;b\n",                         // the same schema
+            "Order Number;Amount;Note;Extra\n3;4,00;c;x\n",        // renamed through the alias, a column added
+            "Amount;Order Number;Note;Extra\n5,00;4;d;y\n",        // moved
+            "Order Number;Amount;Note;Extra\n5;n/a;e;z\n",         // moved back, Amount now text
+        ]
+        for (n, text) in deliveries.enumerated() {
+            dir.write("drop/orders_\(n + 1).csv", text)
+            _ = try FormatTests.pull(dir)
+        }
+        let (r, obj) = try SluiceBinary.json(["schema", "acme"], config: conf)
+        #expect(r.status == 0, "\(r.stderr)")
+        let datasets = obj as? [[String: Any]] ?? []
+        let schemas = datasets.first?["schemas"] as? [[String: Any]] ?? []
+        #expect(datasets.count == 1 && datasets.first?["dataset"] as? String == "orders" && schemas.count == 4, "\(obj)")
+        guard schemas.count == 4 else { return }
+        #expect(schemas[0]["units"] as? Int == 2 && schemas[0]["drift"] is NSNull)
+        #expect((schemas[0]["first"] as? [String: Any])?["path"] as? String == "orders_1.csv" && (schemas[0]["last"] as? [String: Any])?["path"] as? String == "orders_2.csv")
+        let d1 = schemas[1]["drift"] as? [String: Any] ?? [:]
+        #expect(d1["added"] as? [String] == ["Extra"] && d1["removed"] as? [String] == [], "\(d1)")
+        #expect((d1["renamed"] as? [[String: String]]) == [["field": "id", "from": "Id", "to": "Order Number"]], "\(d1)")
+        let d2 = schemas[2]["drift"] as? [String: Any] ?? [:]
+        #expect(((d2["moved"] as? [[String: Any]]) ?? []).contains { $0["column"] as? String == "Amount" && $0["from"] as? Int == 2 && $0["to"] as? Int == 1 }, "\(d2)")
+        let d3 = schemas[3]["drift"] as? [String: Any] ?? [:]
+        #expect((d3["type_changes"] as? [[String: String]]) == [["column": "Amount", "from": "decimal", "to": "text"]], "\(d3)")
+        // The text form says the same, and an unknown dataset is a usage error.
+        let text = try SluiceBinary.run(["schema", "acme"], config: conf)
+        #expect(text.stdout.contains("renamed: Id → Order Number (field id)") && text.stdout.contains("type changed: Amount decimal → text"), "\(text.stdout)")
+        let bad = try SluiceBinary.run(["schema", "acme", "--dataset", "nope"], config: conf)
+        #expect(bad.status == 2 && bad.stderr.contains("no dataset 'nope'"), "\(bad.stderr)")
+    }
 }
