@@ -38,6 +38,17 @@ extension Transformer {
     func transformFixed(_ input: TransformInput, _ d: DatasetMapping, _ o: FixedWidthOptions, options: ParquetOptions, result: inout TransformResult) throws {
         let bytes = try inputBytes(input, d).read
         let lines = TextLineReader(encoding: o.encoding, read: bytes)
+        // The observed schema: the defined fields (by position) with the type their text looks
+        // like in the first records, and the lengths of the data lines.
+        var sniffer = SchemaSniffer(columns: d.fields.count)
+        var lengths: ClosedRange<Int>?
+        defer {
+            let names = d.fields.map { "\($0.start ?? 1)-\(($0.start ?? 1) + ($0.width ?? 0) - 1)" }
+            var schema = ObservedSchema.headed(format: d.format.name, encoding: o.encoding.rawValue, delimiter: nil, header: names, sniffer: sniffer,
+                                               fields: d.fields, columnOf: Array(d.fields.indices))
+            schema.lineLength = lengths.map { [$0.lowerBound, $0.upperBound] }
+            result.observedSchema = schema
+        }
         let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
         var number = 0
@@ -50,6 +61,8 @@ extension Transformer {
             }
             if o.skipPrefixes.contains(where: { line.hasPrefix($0) }) { continue }
             let chars = Array(line.unicodeScalars)
+            if sniffer.wantsMore { lengths = lengths.map { Swift.min($0.lowerBound, chars.count)...Swift.max($0.upperBound, chars.count) } ?? chars.count...chars.count }
+            var cells: [String?] = []
             var values: [ParquetValue] = []
             var reasons: [String: String] = [:]
             for f in d.fields {
@@ -60,12 +73,14 @@ extension Transformer {
                     s.append(contentsOf: chars[from..<Swift.min(chars.count, from + (f.width ?? 0))])
                     raw = String(s).trimmingCharacters(in: .whitespaces)
                 }
+                cells.append(raw)
                 do throws(ValueError) {
                     values.append(try Self.value(raw, f, d))
                 } catch {
                     reasons[f.name] = error.description
                 }
             }
+            if sniffer.wantsMore { sniffer.observe(cells: cells) }
             if reasons.isEmpty {
                 try sink.accept(values, line: number)
             } else {

@@ -21,6 +21,10 @@ public struct ObservedSchema: Sendable, Equatable, Codable {
     /// Each mapped field's column name (its `source` or the alias the file had); a field no
     /// column filled is absent.
     public var fields: [String: String]
+    /// Fixed-width: the shortest and longest data line in the sample, in characters.
+    public var lineLength: [Int]?
+
+    enum CodingKeys: String, CodingKey { case format, encoding, delimiter, columns, fields, lineLength = "line_length" }
 
     /// The schema as canonical JSON (sorted keys): what the manifest stores and fingerprints.
     public var json: String {
@@ -44,7 +48,7 @@ public struct ObservedSchema: Sendable, Equatable, Codable {
         let columns = names.enumerated().map { Column(name: $1, type: $0 < sniffer.types.count ? sniffer.types[$0] : .empty) }
         var matched: [String: String] = [:]
         for (f, c) in zip(fields, columnOf) where c >= 0 && c < names.count { matched[f.name] = names[c] }
-        return ObservedSchema(format: format, encoding: encoding, delimiter: delimiter, columns: columns, fields: matched)
+        return ObservedSchema(format: format, encoding: encoding, delimiter: delimiter, columns: columns, fields: matched, lineLength: nil)
     }
 
     /// The schema of JSON records: the paths that occurred in the sampled records, and for each
@@ -57,7 +61,7 @@ public struct ObservedSchema: Sendable, Equatable, Codable {
                 matched[f.name] = path
             }
         }
-        return ObservedSchema(format: format, encoding: "utf-8", delimiter: nil, columns: columns, fields: matched)
+        return ObservedSchema(format: format, encoding: "utf-8", delimiter: nil, columns: columns, fields: matched, lineLength: nil)
     }
 }
 

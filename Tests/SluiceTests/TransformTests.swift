@@ -248,6 +248,10 @@ extension TransformTests {
         #expect(check.status == 0, "\(check.stderr)")
         #expect(check.stdout.contains("(-286423, '2026-10-02', 2)"), "\(check.stdout)")
         expectDatasetFoldersRead(dir)
+        // Its observed schema: the defined fields by position, their types, the line lengths.
+        let schema = try ObservedSchemaTests.schema(dir, path: "statement_202610.txt")
+        #expect(ObservedSchemaTests.columns(schema) == ["1-10:integer", "11-18:integer", "19-28:integer", "29-48:text"], "\(schema)")
+        #expect((schema["line_length"] as? [Int])?.count == 2 && schema["encoding"] as? String == "latin1", "\(schema)")
     }
 }
 
