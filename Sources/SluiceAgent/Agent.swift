@@ -105,6 +105,15 @@ public struct Agent: Sendable {
         return (manifest, lake)
     }
 
+    /// The observed schema of a dataset's previous delivery, read from the manifest (none when
+    /// it cannot be read: the policies then see no previous delivery).
+    package static func previousSchema(_ manifest: Manifest, client: String) -> @Sendable (String) -> ObservedSchema? {
+        { dataset in
+            guard let json = try? manifest.latestSchema(client: client, dataset: dataset) else { return nil }
+            return try? JSONDecoder().decode(ObservedSchema.self, from: Data(json.utf8))
+        }
+    }
+
     /// Where plaintext a reader must seek in is spooled, in unnamed files (`state_dir/spool`,
     /// mode 700, made here when missing).
     package func spoolDirectory() -> String {
@@ -161,7 +170,11 @@ public struct Agent: Sendable {
         let (manifest, lake) = try openStore()
         // New versions are transformed as their batch is committed, the rest (and any the
         // early transform declined or could not finish) after the pass.
-        let early = mappings[id].map { EarlyTransforms(transformer: Transformer(lake: lake, mapping: $0, limits: unpackLimits, spoolDirectory: spoolDirectory(), keys: keys(client: id)), manifest: manifest, logger: logger) }
+        let early = mappings[id].map { mapping in
+            var transformer = Transformer(lake: lake, mapping: mapping, limits: unpackLimits, spoolDirectory: spoolDirectory(), keys: keys(client: id))
+            transformer.previousSchema = Self.previousSchema(manifest, client: id)
+            return EarlyTransforms(transformer: transformer, manifest: manifest, logger: logger)
+        }
         let ingestor = Ingestor(lake: lake, manifest: manifest, stateDir: config.stateDir, logger: logger,
                                 syncMethod: config.syncMethod, hooks: hooks, early: early)
         var report: PullReport
@@ -242,7 +255,8 @@ public struct Agent: Sendable {
 
     package func runTransforms(_ mapping: ClientMapping, manifest: Manifest, lake: Lake, dataset: String?, selection: Manifest.TransformSelection,
                        shouldStop: () -> Bool = { false }, each: (TransformReport, Duration) -> Void = { _, _ in }) throws(AgentError) -> [TransformReport] {
-        let transformer = Transformer(lake: lake, mapping: mapping, limits: unpackLimits, spoolDirectory: spoolDirectory(), keys: keys(client: mapping.client))
+        var transformer = Transformer(lake: lake, mapping: mapping, limits: unpackLimits, spoolDirectory: spoolDirectory(), keys: keys(client: mapping.client))
+        transformer.previousSchema = Self.previousSchema(manifest, client: mapping.client)
         var reports: [TransformReport] = []
         do {
             for c in try manifest.transformCandidates(client: mapping.client, selection: selection) {

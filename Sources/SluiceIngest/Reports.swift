@@ -75,7 +75,8 @@ public struct PullReport: Sendable {
     public var afterIngestFailures = 0
     /// Transforms run after the pull (empty without a mapping file or with --no-transform).
     public var transforms: [TransformReport] = []
-    public var transformsFailed: Bool { transforms.contains { $0.status == .failed } }
+    /// A transform failed, or a schema-change policy held one: someone has to look.
+    public var transformsFailed: Bool { transforms.contains { $0.status == .failed || $0.status == .held } }
 
     public var succeeded: Bool { counts.failed == 0 && sourceErrors.isEmpty && afterIngestFailures == 0 }
 
@@ -138,6 +139,9 @@ public enum TransformStatus: String, Sendable, Encodable {
     case ok, failed
     /// No dataset of the client's mapping matches the file.
     case unmapped
+    /// Kept raw, nothing written: a schema change its dataset's policy holds for a person to
+    /// look at (`sluice transform CLIENT --held` re-runs it).
+    case held
 }
 
 /// One transform, as `pull` and `transform` print it.

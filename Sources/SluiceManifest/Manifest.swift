@@ -451,6 +451,8 @@ public final class Manifest: Sendable {
         case pendingAfter(Int64)
         /// Versions whose latest transform failed.
         case failed
+        /// Versions whose latest transform was held by a schema-change policy.
+        case held
         /// Every version.
         case all
         /// One version, if its latest transform failed (the console's Re-run).
@@ -475,6 +477,7 @@ public final class Manifest: Sendable {
             case .pending: neverTransformed
             case .pendingAfter(let id): "AND v.id > \(id) \(neverTransformed)"
             case .failed: "AND (SELECT t.status FROM transform t WHERE t.version_id = v.id AND t.parent_id IS NULL ORDER BY t.id DESC LIMIT 1) = 'failed'"
+            case .held: "AND (SELECT t.status FROM transform t WHERE t.version_id = v.id AND t.parent_id IS NULL ORDER BY t.id DESC LIMIT 1) = 'held'"
             case .all: ""
             case .failedVersion(let id):
                 "AND v.id = \(id) AND (SELECT t.status FROM transform t WHERE t.version_id = v.id AND t.parent_id IS NULL ORDER BY t.id DESC LIMIT 1) = 'failed'"
@@ -586,6 +589,18 @@ public final class Manifest: Sendable {
         public var transformedAt: String
         public var sha256: String
         public var schema: String
+    }
+
+    /// The observed schema (canonical JSON) of a client's dataset's latest unit that was
+    /// transformed ok: the previous delivery, for the schema-change policies.
+    public func latestSchema(client: String, dataset: String) throws(ManifestError) -> String? {
+        try read("reading the previous schema") { db in
+            try String.fetchOne(db, sql: """
+                SELECT s.schema FROM transform t JOIN source_schema s ON s.id = t.source_schema_id
+                JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id
+                WHERE t.dataset = ? AND t.status = 'ok' AND f.client = ? ORDER BY t.id DESC LIMIT 1
+                """, arguments: [dataset, client])
+        }
     }
 
     /// Every transformed unit of a client (optionally of one dataset) with its observed

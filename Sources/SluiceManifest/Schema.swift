@@ -193,6 +193,11 @@ enum Schema {
                 ALTER TABLE transform ADD COLUMN source_schema_id INTEGER REFERENCES source_schema(id);
                 """)
         }
+        migrator.registerMigration("v12-transform-dataset") { db in
+            // The schema-change policies read a dataset's latest ok unit with a schema before
+            // each transform: newest first along this index, not through every transform.
+            try db.execute(sql: "CREATE INDEX transform_dataset ON transform(dataset, id) WHERE status = 'ok' AND source_schema_id IS NOT NULL")
+        }
         return migrator
     }
 }

@@ -195,6 +195,10 @@ extension Transformer {
             result.status = .failed
             result.error = counts.ok + counts.failed + counts.unmapped == 0 ? fileError
                 : "\(fileError) (after \(result.members.count) member\(result.members.count == 1 ? "" : "s"): \(counts.ok) ok, \(counts.failed) failed, \(counts.unmapped) unmapped)"
+        } else if counts.failed > 0 && !result.members.contains(where: { $0.status == .failed }) {
+            result.status = .held
+            let first = result.members.first { $0.status == .held }!
+            result.error = "\(counts.failed) of \(result.members.count) members held; the first: \(first.member ?? ""): \(first.error ?? "")"
         } else if counts.failed > 0 {
             result.status = .failed
             let first = result.members.first { $0.status == .failed }!
@@ -261,7 +265,8 @@ extension TransformResult {
         members.reduce(into: (0, 0, 0)) { c, m in
             switch m.status {
             case .ok: c.0 += 1
-            case .failed: c.1 += 1
+            // A held member is not ok: it counts with the failed (its row says held).
+            case .failed, .held: c.1 += 1
             case .unmapped: c.2 += 1
             }
         }

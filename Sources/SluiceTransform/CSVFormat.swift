@@ -48,11 +48,12 @@ extension Transformer {
         // The header and the first records' values make the observed schema, recorded whether
         // the transform succeeds or not (a missing column is a schema change too).
         var sniffer = SchemaSniffer(columns: headerNames.count)
-        defer {
+        func observed() -> ObservedSchema {
             let names = o.header ? headerNames : (0..<sniffer.types.count).map { "column\($0 + 1)" }
-            result.observedSchema = ObservedSchema.headed(format: d.format.name, encoding: o.encoding.rawValue, delimiter: String(UnicodeScalar(o.delimiter)),
-                                                          header: names, sniffer: sniffer, fields: d.fields, columnOf: columnOf)
+            return ObservedSchema.headed(format: d.format.name, encoding: o.encoding.rawValue, delimiter: String(UnicodeScalar(o.delimiter)),
+                                         header: names, sniffer: sniffer, fields: d.fields, columnOf: columnOf)
         }
+        defer { result.observedSchema = observed() }
         columnOf = try Self.columns(for: d, header: o.header ? headerNames : nil)
         let width = o.header ? headerNames.count : nil
 
@@ -96,6 +97,7 @@ extension Transformer {
                 try sink.reject(line: line, values: values, reasons: reasons)
             }
         }
+        result.observedSchema = observed()
         try sink.finish(into: &result)
     }
 }

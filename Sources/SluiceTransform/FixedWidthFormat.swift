@@ -42,13 +42,14 @@ extension Transformer {
         // like in the first records, and the lengths of the data lines.
         var sniffer = SchemaSniffer(columns: d.fields.count)
         var lengths: ClosedRange<Int>?
-        defer {
+        func observed() -> ObservedSchema {
             let names = d.fields.map { "\($0.start ?? 1)-\(($0.start ?? 1) + ($0.width ?? 0) - 1)" }
             var schema = ObservedSchema.headed(format: d.format.name, encoding: o.encoding.rawValue, delimiter: nil, header: names, sniffer: sniffer,
                                                fields: d.fields, columnOf: Array(d.fields.indices))
             schema.lineLength = lengths.map { [$0.lowerBound, $0.upperBound] }
-            result.observedSchema = schema
+            return schema
         }
+        defer { result.observedSchema = observed() }
         let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
         var number = 0
@@ -87,6 +88,7 @@ extension Transformer {
                 try sink.reject(line: number, values: line, reasons: reasons)
             }
         }
+        result.observedSchema = observed()
         try sink.finish(into: &result)
     }
 }

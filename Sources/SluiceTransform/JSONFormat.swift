@@ -50,6 +50,7 @@ extension Transformer {
         let lines = TextLineReader(encoding: .utf8, read: bytes)
         var sniffer = RecordSniffer()
         defer { result.observedSchema = ObservedSchema.records(format: d.format.name, sniffer: sniffer, fields: d.fields) }
+        let observed = { [d] (sniffer: RecordSniffer) in ObservedSchema.records(format: d.format.name, sniffer: sniffer, fields: d.fields) }
         let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
         var number = 0
@@ -67,6 +68,7 @@ extension Transformer {
             if sniffer.wantsMore { sniffer.observe(value) }
             try jsonRecord(value, number: number, d, sink)
         }
+        result.observedSchema = observed(sniffer)
         try sink.finish(into: &result)
     }
 
@@ -79,6 +81,7 @@ extension Transformer {
         let reader = JSONRecordReader(records: o.records, read: bytes)
         var sniffer = RecordSniffer()
         defer { result.observedSchema = ObservedSchema.records(format: d.format.name, sniffer: sniffer, fields: d.fields) }
+        let observed = { [d] (sniffer: RecordSniffer) in ObservedSchema.records(format: d.format.name, sniffer: sniffer, fields: d.fields) }
         let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
         while true {
@@ -92,6 +95,7 @@ extension Transformer {
             if sniffer.wantsMore { sniffer.observe(record.value) }
             try jsonRecord(record.value, number: record.index, d, sink)
         }
+        result.observedSchema = observed(sniffer)
         try sink.finish(into: &result)
     }
 

@@ -119,6 +119,27 @@ public struct DatasetMapping: Sendable {
         case auto, none
     }
 
+    /// What a schema change does to a unit (the dataset's `on_new_column`,
+    /// `on_missing_column` and `on_type_change`): `hold` keeps the raw version and writes
+    /// nothing until `sluice transform CLIENT --held`; `fail` fails the unit.
+    public enum ChangePolicy: String, Sendable, CaseIterable {
+        /// `on_new_column` only: the column is dropped, as unmapped columns always are.
+        case ignore
+        /// `on_missing_column` only: the optional field is null.
+        case null
+        /// `on_type_change` only: values that do not parse are rejected rows.
+        case reject
+        case hold
+        case fail
+    }
+
+    /// A column the previous delivery did not have.
+    public var onNewColumn: ChangePolicy = .ignore
+    /// An optional field none of whose names the unit has.
+    public var onMissingColumn: ChangePolicy = .null
+    /// A mapped column whose values look like another type than in the previous delivery.
+    public var onTypeChange: ChangePolicy = .reject
+
     /// A fingerprint of the schema this dataset writes: output format and each field's name,
     /// type and nullability, in order (the lineage columns never change). Recorded with every
     /// transform, so that outputs written with other types can be found.
@@ -163,7 +184,8 @@ public struct ClientMapping: Sendable {
 }
 
 extension TableReader {
-    package static let commonDatasetKeys: Set<String> = ["match", "sources", "format", "output", "compression", "max_reject_ratio", "unpack", "fields"]
+    package static let commonDatasetKeys: Set<String> = ["match", "sources", "format", "output", "compression", "max_reject_ratio", "unpack", "fields",
+                                                         "on_new_column", "on_missing_column", "on_type_change"]
     package static let fieldKeys: Set<String> = ["name", "source", "aliases", "type", "required", "format", "timezone", "true_values", "false_values", "trim", "map", "default",
                                                  "start", "width"]
 
@@ -250,6 +272,16 @@ extension TableReader {
             maxRejectRatio: ratio, decimalSeparator: decimalSeparator, thousandsSeparator: thousands,
             nullValues: try stringArray(t, "null_values", path) ?? [""], fields: fields)
         dataset.unpack = unpack
+        func policy(_ key: String, _ allowed: [DatasetMapping.ChangePolicy], _ fallback: DatasetMapping.ChangePolicy) throws(ConfigError) -> DatasetMapping.ChangePolicy {
+            guard let text = try string(t, key, path, required: false) else { return fallback }
+            guard let p = DatasetMapping.ChangePolicy(rawValue: text), allowed.contains(p) else {
+                throw fail("\(path).\(key)", "expected \(allowed.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")), found \"\(text)\"")
+            }
+            return p
+        }
+        dataset.onNewColumn = try policy("on_new_column", [.ignore, .hold, .fail], .ignore)
+        dataset.onMissingColumn = try policy("on_missing_column", [.null, .hold, .fail], .null)
+        dataset.onTypeChange = try policy("on_type_change", [.reject, .hold, .fail], .reject)
         return dataset
     }
 

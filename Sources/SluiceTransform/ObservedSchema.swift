@@ -113,3 +113,44 @@ public struct SchemaDrift: Sendable, Equatable, Encodable {
         }
     }
 }
+
+/// A unit whose schema change its dataset's policy holds: nothing is published, and the
+/// transform is recorded `held` with `reason`.
+package struct SchemaHold: Error { package let reason: String }
+
+extension DatasetMapping {
+    /// Whether any policy can hold or fail a unit.
+    package var hasSchemaPolicies: Bool { onNewColumn != .ignore || onMissingColumn != .null || onTypeChange != .reject }
+
+    /// Applies the dataset's schema-change policies to a unit's observed schema, against the
+    /// previous delivery's (nil for the first): throws `SchemaHold`, or a failure, naming every
+    /// change and the key that decided.
+    package func enforce(_ schema: ObservedSchema?, previous: ObservedSchema?, client: String) throws {
+        guard let schema else { return }
+        var hold: [String] = [], fail: [String] = []
+        func decide(_ policy: ChangePolicy, _ key: String, _ what: String) {
+            switch policy {
+            case .hold: hold.append("\(what) (\(key) = \"hold\")")
+            case .fail: fail.append("\(what) (\(key) = \"fail\")")
+            default: break
+            }
+        }
+        let drift = previous.map { SchemaDrift(from: $0, to: schema) }
+        for column in drift?.added ?? [] { decide(onNewColumn, "on_new_column", "new column \"\(column)\"") }
+        if !format.positionalFields {
+            for f in fields where !f.required && schema.fields[f.name] == nil {
+                decide(onMissingColumn, "on_missing_column", "no column for field \(f.name) (\(f.names.map { "\"\($0)\"" }.joined(separator: " or ")))")
+            }
+        }
+        let mapped = Set(schema.fields.values)
+        for t in drift?.typeChanges ?? [] where mapped.contains(t.column) {
+            decide(onTypeChange, "on_type_change", "column \"\(t.column)\" was \(t.from.rawValue), is now \(t.to.rawValue)")
+        }
+        if !fail.isEmpty {
+            throw Transformer.TransformError("schema change: \(fail.joined(separator: "; ")); the raw version is kept — update the mapping, then run `sluice transform \(client) --failed`")
+        }
+        if !hold.isEmpty {
+            throw SchemaHold(reason: "schema change held: \(hold.joined(separator: "; ")); nothing was written — update the mapping or accept the change, then run `sluice transform \(client) --held`")
+        }
+    }
+}

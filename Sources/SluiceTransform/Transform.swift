@@ -36,6 +36,8 @@ public struct TransformInput: Sendable {
     package var drain: Drain?
     /// Set for the members of an archive: their outputs are published together at its end.
     package var publishBatch: PublishBatch?
+    /// The dataset's schema-change policies, applied to the observed schema before publishing.
+    package var schemaCheck: (@Sendable (ObservedSchema?) throws -> Void)?
 
     /// What messages call this unit: the path, and the member inside it.
     package var unitName: String {
@@ -142,6 +144,8 @@ public struct Transformer: Sendable {
     public let spoolDirectory: String?
     /// The client's OpenPGP keyring (`[clients.<id>.pgp]`), or why there is none.
     package let keys: StoredBytes.Keys
+    /// The observed schema of a dataset's previous delivery (for the schema-change policies).
+    package var previousSchema: (@Sendable (String) -> ObservedSchema?)?
 
     package init(lake: Lake, mapping: ClientMapping, limits: UnpackLimits = UnpackLimits(), spoolDirectory: String? = nil, keys: StoredBytes.Keys = .none) {
         self.lake = lake
@@ -302,6 +306,10 @@ public struct Transformer: Sendable {
         guard let dataset = dataset(for: input) else { return TransformResult(status: .unmapped) }
         var result = TransformResult(status: .failed, dataset: dataset.name)
         var input = input
+        if dataset.hasSchemaPolicies {
+            let previous = previousSchema?(dataset.name), client = input.client
+            input.schemaCheck = { try dataset.enforce($0, previous: previous, client: client) }
+        }
         if input.member == nil {
             let drain = Drain()
             let publish = input.beforePublish
@@ -317,6 +325,9 @@ public struct Transformer: Sendable {
             result.error = e.message
         } catch let e as OpenPGPError {
             result.error = "\(e.description); the raw version is kept — after a fix, run `sluice transform \(input.client) --failed`"
+        } catch let e as SchemaHold {
+            result.status = .held
+            result.error = e.reason
         } catch {
             result.error = "\(error)"
         }
@@ -443,6 +454,7 @@ package final class OutputSink {
     private let lake: Lake
     /// Where a member of an archive leaves its files to be published with its siblings'.
     private let batch: PublishBatch?
+    private let schemaCheck: (@Sendable (ObservedSchema?) throws -> Void)?
     private let writer: ParquetWriter?
     /// The lineage columns that are the same in every row (all but `_row_number`), by column.
     private let constants: [(column: Int, value: ParquetValue)]
@@ -470,6 +482,7 @@ package final class OutputSink {
         rejectsRel = Transformer.rejectsPath(ofOutput: outRel)
         self.lake = lake
         batch = input.publishBatch
+        schemaCheck = input.schemaCheck
         out = try AtomicFile(lake: lake, relative: outRel)
         fields = d.fields.map { ParquetField(name: $0.name, type: Transformer.parquetType($0.type), nullable: !$0.required) } + Transformer.lineage
         let out = self.out
@@ -589,6 +602,8 @@ package final class OutputSink {
             } catch {}
             throw Transformer.TransformError("\(rejected) of \(total) rows rejected, more than max_reject_ratio \(dataset.maxRejectRatio); fix the mapping or the file and run `sluice transform \(client) --failed`")
         }
+        // The dataset's schema-change policies decide before anything is published.
+        try schemaCheck?(result.observedSchema)
         try beforePublish?()
         if let batch {
             out.publish(in: batch)

@@ -117,11 +117,12 @@ extension Transformer {
         }
         // The header row and the first rows' cells make the observed schema.
         var sniffer = SchemaSniffer(columns: names.count)
-        defer {
+        func observed() -> ObservedSchema {
             let header = o.header ? names : (0..<sniffer.types.count).map { "column\($0 + 1)" }
-            result.observedSchema = ObservedSchema.headed(format: d.format.name, encoding: nil, delimiter: nil, header: header, sniffer: sniffer,
-                                                          fields: d.fields, columnOf: columnOf)
+            return ObservedSchema.headed(format: d.format.name, encoding: nil, delimiter: nil, header: header, sniffer: sniffer,
+                                         fields: d.fields, columnOf: columnOf)
         }
+        defer { result.observedSchema = observed() }
         columnOf = try Self.columns(for: d, header: o.header ? names : nil)
 
         let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
@@ -149,6 +150,7 @@ extension Transformer {
                 try sink.reject(line: number, values: cells.map { $0 as Any? ?? NSNull() }, reasons: reasons)
             }
         }
+        result.observedSchema = observed()
         try sink.finish(into: &result)
     }
 

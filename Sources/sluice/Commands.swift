@@ -282,7 +282,7 @@ func printTransforms(_ reports: [TransformReport]) {
         let what = switch t.status {
         case .ok: "\(t.dataset ?? ""): \(t.rowsWritten) rows → \(t.outputPath ?? "")" + (t.rowsRejected > 0 ? ", \(t.rowsRejected) rejected → \(t.rejectsPath ?? "")" : "")
         case .unmapped: "no dataset matches; kept raw"
-        case .failed: (t.dataset.map { "\($0): " } ?? "") + (t.error ?? "")
+        case .failed, .held: (t.dataset.map { "\($0): " } ?? "") + (t.error ?? "")
         }
         let status = t.status.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)
         if let member = t.member {
@@ -290,7 +290,7 @@ func printTransforms(_ reports: [TransformReport]) {
         } else if let m = t.members {
             let n = m.ok + m.failed + m.unmapped
             let summary = n == 0 ? "no members" : "\(n) member\(n == 1 ? "" : "s"): \(m.ok) ok, \(m.failed) failed, \(m.unmapped) unmapped"
-            let detail = t.status == .failed ? ": \(t.error ?? "")" : (t.rowsWritten > 0 ? ", \(t.rowsWritten) rows" : "")
+            let detail = t.status == .failed || t.status == .held ? ": \(t.error ?? "")" : (t.rowsWritten > 0 ? ", \(t.rowsWritten) rows" : "")
             say("transform \(status) \(t.source)/\(t.path) v\(t.version)  \(summary)\(detail)")
         } else {
             say("transform \(status) \(t.source)/\(t.path) v\(t.version)  \(what)")
@@ -305,8 +305,10 @@ struct Transform: ParsableCommand {
             By default it transforms the versions not transformed yet. --failed re-runs the failed ones (after a mapping \
             fix); --all re-runs every version (after a mapping change). Outputs are replaced atomically, so running it \
             twice gives the same result. With --failed, a warning on stderr names each dataset whose earlier outputs were \
-            written with other field types than the mapping has now (--all re-writes them). Exit codes: 0 every transform \
-            ok or unmapped; 1 a transform failed; 2 usage or config error (no mapping file, unknown dataset, bad mapping).
+            written with other field types than the mapping has now (--all re-writes them). --held re-runs the units a \
+            dataset's schema-change policy held (after a mapping change, or to accept the change); nothing else ever \
+            re-runs them. Exit codes: 0 every transform ok or unmapped; 1 a transform failed or was held; 2 usage or \
+            config error (no mapping file, unknown dataset, bad mapping).
             """)
 
     @OptionGroup var global: GlobalOptions
@@ -314,22 +316,24 @@ struct Transform: ParsableCommand {
     @Option(help: "Only versions of this dataset.") var dataset: String?
     @Flag(help: "Re-run the failed transforms.") var failed = false
     @Flag(help: "Re-run every version.") var all = false
+    @Flag(help: "Re-run the units held by a schema-change policy.") var held = false
     @Flag(help: "Print a JSON array.") var json = false
 
     func validate() throws {
-        if failed && all { throw ValidationError("--failed and --all exclude each other") }
+        if [failed, all, held].filter({ $0 }).count > 1 { throw ValidationError("--failed, --all and --held exclude each other") }
     }
 
     func run() throws {
         let agent = try global.loadAgent()
-        let selection: Manifest.TransformSelection = all ? .all : failed ? .failed : .pending
+        let selection: Manifest.TransformSelection = all ? .all : failed ? .failed : held ? .held : .pending
         let reports = try SluiceAgentCLI.run { () throws(AgentError) in try agent.transform(client: client, dataset: dataset, selection: selection) }
         if json {
             try printJSON(reports)
         } else {
             printTransforms(reports)
             let ok = reports.filter { $0.status == .ok }.count
-            say("\(client): \(reports.count) transformed: \(ok) ok, \(reports.filter { $0.status == .failed }.count) failed, \(reports.filter { $0.status == .unmapped }.count) unmapped")
+            let count = { (s: TransformStatus) in reports.filter { $0.status == s }.count }
+            say("\(client): \(reports.count) transformed: \(ok) ok, \(count(.failed)) failed, \(count(.held)) held, \(count(.unmapped)) unmapped")
         }
         if failed {
             // Re-running the failed ones with a changed mapping leaves the earlier outputs with
@@ -339,7 +343,7 @@ struct Transform: ParsableCommand {
                 FileHandle.standardError.write(Data("warning: \(PrintableText.escape(change.advice))\n".utf8))
             }
         }
-        if reports.contains(where: { $0.status == .failed }) { throw ExitCode(1) }
+        if reports.contains(where: { $0.status == .failed || $0.status == .held }) { throw ExitCode(1) }
     }
 }
 

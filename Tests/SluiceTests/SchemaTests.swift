@@ -156,4 +156,45 @@ struct ObservedSchemaTests {
         let bad = try SluiceBinary.run(["schema", "acme", "--dataset", "nope"], config: conf)
         #expect(bad.status == 2 && bad.stderr.contains("no dataset 'nope'"), "\(bad.stderr)")
     }
+
+    /// Each policy against the delivery before: `hold` keeps the raw version, writes nothing and
+    /// records `held` until `transform --held`; `fail` fails; the defaults change nothing.
+    @Test func schemaChangePoliciesHoldFailOrLetThrough() throws {
+        let policies = Self.mapping.replacingOccurrences(of: "delimiter = \";\"", with: """
+            delimiter = ";"
+            on_new_column = "hold"
+            on_missing_column = "fail"
+            on_type_change = "hold"
+            """)
+        let dir = FormatTests.lake(policies, files: ["orders_1.csv": Data("Id;Amount;Note\n1;12,50;a\n".utf8)])
+        let conf = dir.sub("agent.conf")
+        #expect(try FormatTests.pull(dir).status == 0)
+        dir.write("drop/orders_2.csv", "Id;Amount;Note;Extra\n2;3,10;b;x\n")          // a new column: held
+        dir.write("drop/orders_3.csv", "Id;Amount\n3;4,00\n")                          // note missing: fails
+        dir.write("drop/orders_4.csv", "Id;Amount;Note\n4;n/a;d\n")                    // Amount turns text: held
+        let (status, transforms) = try FormatTests.pull(dir)
+        #expect(status == 1, "held and failed units make pull exit 1")
+        let two = try #require(transforms["orders_2.csv"])
+        #expect(two["status"] as? String == "held" && two["output_path"] is NSNull, "\(two)")
+        #expect(ArchiveTests.error(two).contains("new column \"Extra\" (on_new_column = \"hold\")"), "\(two)")
+        #expect(transforms["orders_3.csv"]?["status"] as? String == "failed" && ArchiveTests.error(transforms["orders_3.csv"]).contains("no column for field note"), "\(transforms)")
+        let four = try #require(transforms["orders_4.csv"])
+        #expect(four["status"] as? String == "held" && ArchiveTests.error(four).contains("column \"Amount\" was decimal, is now text"), "\(four)")
+        let processed = (try? FileManager.default.subpathsOfDirectory(atPath: dir.sub("lake/processed"))) ?? []
+        #expect(!processed.contains { $0.contains("orders_2") || $0.contains("orders_4") }, "nothing of a held unit is written: \(processed)")
+        // --failed does not touch held units; a plain run and the next pull do not either.
+        let (_, failedRun) = try SluiceBinary.json(["transform", "acme", "--failed"], config: conf)
+        #expect(((failedRun as? [[String: Any]]) ?? []).map { $0["path"] as? String } == ["orders_3.csv"], "\(failedRun)")
+        let (_, pending) = try SluiceBinary.json(["transform", "acme"], config: conf)
+        #expect((pending as? [[String: Any]])?.isEmpty == true)
+        // Accept the changes (the defaults), then re-run the held ones.
+        dir.write("mappings/acme.toml", Self.mapping)
+        let (r, held) = try SluiceBinary.json(["transform", "acme", "--held"], config: conf)
+        #expect(r.status == 0, "\(r.stderr)")
+        let again = (held as? [[String: Any]]) ?? []
+        #expect(Set(again.compactMap { $0["path"] as? String }) == ["orders_2.csv", "orders_4.csv"] && again.allSatisfy { $0["status"] as? String == "ok" }, "\(again)")
+        let bad = FormatTests.lake(Self.mapping.replacingOccurrences(of: "delimiter = \";\"", with: "delimiter = \";\"\non_new_column = \"null\""), files: [:])
+        let check = try SluiceBinary.run(["check-config"], config: bad.sub("agent.conf"))
+        #expect(check.status == 2 && check.stderr.contains("datasets.orders.on_new_column") && check.stderr.contains("\"ignore\", \"hold\", \"fail\""), "\(check.stderr)")
+    }
 }
