@@ -47,7 +47,7 @@ extension Agent {
                     write: (UnsafeRawBufferPointer) throws -> Void) throws(AgentError) {
         let chosen = try storedVersion(client: id, path: path, source: source, version: version)
         let what = "\(chosen.source)/\(chosen.path) v\(chosen.version)"
-        let file = try StoredFile(lakeDir: config.lakeDir, version: chosen, client: id)
+        let file = try lakeFile(chosen)
         let stored: (read: ByteSource, decrypted: Bool)
         do {
             stored = raw ? (file.read, false)
@@ -105,7 +105,7 @@ extension Agent {
     /// the version is not an archive), and why the listing stopped early, if it did.
     public func archiveMembers(client id: String, of v: VersionRecord) throws(AgentError) -> (members: [MemberListing], error: String?)? {
         guard let kind = ArchiveWalker.kind(ofName: Array(v.path.utf8)) else { return nil }
-        let file = try StoredFile(lakeDir: config.lakeDir, version: v, client: id)
+        let file = try lakeFile(v)
         var members: [MemberListing] = []
         do {
             let stored = try StoredBytes.decrypted(name: Array(v.path.utf8), shown: "\(v.source)/\(v.path) v\(v.version)", head: file.head(OpenPGP.magicLength),
@@ -124,6 +124,14 @@ extension Agent {
         return (members, nil)
     }
 
+    private func lakeFile(_ v: VersionRecord) throws(AgentError) -> LakeFile {
+        do {
+            return try LakeFile(lakeRoot: config.lakeDir, lakePath: v.lake_path)
+        } catch {
+            throw AgentError(.runtime, "\(error)")
+        }
+    }
+
     private func walker() -> ArchiveWalker {
         let dir = spoolDirectory()
         return ArchiveWalker(limits: unpackLimits) { try SpooledEntry(directory: dir) }
@@ -132,37 +140,3 @@ extension Agent {
 
 /// Stops a walk once the member looked for is written.
 private struct WalkStop: Error {}
-
-/// A stored version's lake file, open for reading.
-private final class StoredFile {
-    private let fd: Int32
-    private let lakePath: String
-
-    init(lakeDir: String, version v: VersionRecord, client: String) throws(AgentError) {
-        lakePath = v.lake_path
-        fd = open("\(lakeDir)/\(v.lake_path)", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw AgentError(.runtime, "cannot open \(v.lake_path): \(String(cString: strerror(errno))) — run `sluice audit \(client)`")
-        }
-    }
-
-    deinit { close(fd) }
-
-    var read: ByteSource {
-        { [self] buffer in
-            let n = Glibc.read(fd, buffer.baseAddress!, buffer.count)
-            if n < 0 { throw AgentError(.runtime, "reading \(lakePath) failed: \(String(cString: strerror(errno)))") }
-            return n
-        }
-    }
-
-    func seek(_ offset: Int64, _ whence: Int32) -> Int64 { Int64(lseek(fd, off_t(offset), whence)) }
-
-    /// The first `count` bytes (fewer for a shorter file), without moving the read position.
-    func head(_ count: Int) throws(AgentError) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: count)
-        let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, count, 0) }
-        guard n >= 0 else { throw AgentError(.runtime, "reading \(lakePath) failed: \(String(cString: strerror(errno)))") }
-        return Array(out.prefix(n))
-    }
-}

@@ -72,13 +72,16 @@ extension Agent {
         return try Keyrings.keyring(pgp, client: id, stateDir: config.stateDir)
     }
 
-    /// A client's keyring for the transform: a keyring that cannot be built fails the client's
-    /// OpenPGP files (with why), not its other files.
-    package func keys(client id: String) -> StoredBytes.Keys {
-        do {
-            return try keyring(client: id).map { .ready($0) } ?? .none
-        } catch {
-            return .broken(error.message)
+    /// A client's keyring for the transform, built when the first OpenPGP file needs it: a
+    /// keyring that cannot be built fails the client's OpenPGP files (with why), not its other
+    /// files.
+    package func keys(client id: String) -> StoredBytes.KeySource {
+        StoredBytes.KeySource { [self] in
+            do throws(AgentError) {
+                return try keyring(client: id).map { .ready($0) } ?? .none
+            } catch {
+                return .broken(error.message)
+            }
         }
     }
 

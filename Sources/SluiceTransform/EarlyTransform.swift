@@ -26,8 +26,8 @@ extension Transformer {
         var file = row(r)
         if archive { file.members = counts }
         try manifest.recordTransform(versionID: versionID, file, members: r.members.map(row))
-        if r.status == .failed {
-            logger.warning("Transform failed", metadata: ["client": "\(mapping.client)", "source": "\(input.source)", "path": "\(input.path.display)",
+        if r.status == .failed || r.status == .held {
+            logger.warning(r.status == .held ? "Transform held" : "Transform failed", metadata: ["client": "\(mapping.client)", "source": "\(input.source)", "path": "\(input.path.display)",
                                                          "version": "\(input.version)", "dataset": "\(r.dataset ?? "")", "error": "\(r.error ?? "")"])
         }
         func report(_ r: TransformResult) -> TransformReport {

@@ -46,9 +46,14 @@ package final class LakeFile {
     package let path: String
     private let fd: Int32
 
-    package init(lakeRoot: String, input: TransformInput) throws {
-        path = input.lakePath
-        fd = open(input.readPath ?? "\(lakeRoot)/\(path)", O_RDONLY | O_CLOEXEC)
+    package convenience init(lakeRoot: String, input: TransformInput) throws {
+        try self.init(lakeRoot: lakeRoot, lakePath: input.lakePath, readPath: input.readPath)
+    }
+
+    /// The version at `lakePath` below `lakeRoot` (read from `readPath` instead when given).
+    package init(lakeRoot: String, lakePath: String, readPath: String? = nil) throws {
+        path = lakePath
+        fd = open(readPath ?? "\(lakeRoot)/\(path)", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             throw Transformer.TransformError("cannot open \(path): \(String(cString: strerror(errno))) — run `sluice audit`")
         }

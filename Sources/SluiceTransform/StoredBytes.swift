@@ -1,5 +1,6 @@
 import Foundation
 import SluiceFormats
+import Synchronization
 
 /// The layers a delivered file may wrap its data in, outermost first: OpenPGP encryption
 /// (`.pgp`, `.gpg`, `.asc`), then a compression (`.gz`, `.bz2`, `.xz`, `.zst`), then an
@@ -21,10 +22,30 @@ package enum StoredBytes {
         case broken(String)
     }
 
+    /// A client's keyring, built on first use: most transforms never meet an OpenPGP file, and
+    /// building one starts gpg.
+    package final class KeySource: Sendable {
+        private let make: @Sendable () -> Keys
+        private let made = Mutex<Keys?>(nil)
+
+        package init(_ make: @escaping @Sendable () -> Keys) { self.make = make }
+
+        package static let none = KeySource { .none }
+
+        package var keys: Keys {
+            made.withLock { made in
+                if let k = made { return k }
+                let k = make()
+                made = k
+                return k
+            }
+        }
+    }
+
     /// `read` decrypted when the content is an OpenPGP message (and `decrypt` is true), else
     /// `read` itself; whether it was decrypted. `head` is the stored file's first
     /// `OpenPGP.magicLength` bytes; `name` its name, `shown` what messages call it.
-    package static func decrypted(name: [UInt8], shown: String, head: [UInt8], read: @escaping ByteSource, keys: Keys, client: String,
+    package static func decrypted(name: [UInt8], shown: String, head: [UInt8], read: @escaping ByteSource, keys: KeySource, client: String,
                                   decrypt: Bool = true) throws -> (read: ByteSource, decrypted: Bool) {
         let isMessage = OpenPGP.sniff(head)
         if OpenPGP.named(by: name) && !isMessage {
@@ -33,7 +54,7 @@ package enum StoredBytes {
                 + "ask the client to resend it, or rename it in a new delivery")
         }
         guard isMessage, decrypt else { return (read, false) }
-        switch keys {
+        switch keys.keys {
         case .none where !OpenPGP.isEncrypted(head):
             throw OpenPGPError("\(shown) is an OpenPGP-signed message, but client '\(client)' has no [clients.\(client).pgp] table in agent.conf to check it: "
                 + "add verify_keys; the raw version is kept — then run `sluice transform \(client) --failed`")

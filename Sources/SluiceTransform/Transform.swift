@@ -143,11 +143,11 @@ public struct Transformer: Sendable {
     /// spooled to unnamed files: the agent's `state_dir/spool`; nil: the lake's `processed/`.
     public let spoolDirectory: String?
     /// The client's OpenPGP keyring (`[clients.<id>.pgp]`), or why there is none.
-    package let keys: StoredBytes.Keys
+    package let keys: StoredBytes.KeySource
     /// The observed schema of a dataset's previous delivery (for the schema-change policies).
     package var previousSchema: (@Sendable (String) -> ObservedSchema?)?
 
-    package init(lake: Lake, mapping: ClientMapping, limits: UnpackLimits = UnpackLimits(), spoolDirectory: String? = nil, keys: StoredBytes.Keys = .none) {
+    package init(lake: Lake, mapping: ClientMapping, limits: UnpackLimits = UnpackLimits(), spoolDirectory: String? = nil, keys: StoredBytes.KeySource = .none) {
         self.lake = lake
         self.mapping = mapping
         self.limits = limits
@@ -334,7 +334,11 @@ public struct Transformer: Sendable {
         return result
     }
 
-    package struct TransformError: Error { let message: String; init(_ m: String) { message = m } }
+    package struct TransformError: Error, CustomStringConvertible {
+        package let message: String
+        init(_ m: String) { message = m }
+        package var description: String { message }
+    }
 
     package static let lineage: [ParquetField] = [
         ParquetField(name: "_client", type: .string, nullable: false),

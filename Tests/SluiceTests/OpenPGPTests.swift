@@ -196,6 +196,9 @@ struct OpenPGPTests {
             (Self.pgpTable(verify: ["keys/old.asc"]), "has expired"),
             (Self.pgpTable(verify: ["keys/revoked.asc"]), "is revoked"),
             ("[clients.acme.pgp]\nrequire_signature = true\nsecret_key = \"keys/sluice-secret.asc\"\n", "clients.acme.pgp.verify_keys"),
+            ("[clients.acme.pgp]\nrequire_signature = false\n", "set secret_key"),
+            ("[clients.acme.pgp]\nverify_keys = [\"keys/acme-signing.gpg\"]\npassphrase_file = \"keys/passphrase\"\n", "clients.acme.pgp.passphrase_file"),
+            ("[clients.acme.pgp]\nsecret_key = \"keys/sluice-secret.asc\"\ncolour = 1\n", "clients.acme.pgp.colour"),
         ]
         for (table, message) in cases {
             dir.config(tables: "[clients.acme.sources.drop]\ntype = \"folder\"\npath = \"drop\"\nmin_age = \"0s\"\n\n" + table)
