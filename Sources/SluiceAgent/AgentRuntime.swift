@@ -113,6 +113,7 @@ public final class AgentRuntime: SourceHost, @unchecked Sendable {  // mutable s
             }
         }
         for id in mappingsSnapshot().keys.sorted() { transforms.enqueue(client: id) }
+        recordHeldGauge()
     }
 
     private func startRunner(client: String, source: SourceConfig) {
@@ -271,19 +272,30 @@ public final class AgentRuntime: SourceHost, @unchecked Sendable {  // mutable s
         return report
     }
 
-    /// Re-runs the transform of one version whose latest transform failed (after a mapping
-    /// fix), with the mappings as they are now, while no worker transforms its client.
-    public func rerunFailedTransform(client: String, versionID: Int64) throws(AgentError) -> TransformReport? {
+    /// Re-runs, with the mappings as they are now and while no worker transforms the client:
+    /// one version whose latest transform failed or was held (after a mapping fix), or every
+    /// held version of the client (the console's buttons).
+    public func rerunTransforms(client: String, selection: Manifest.TransformSelection) throws(AgentError) -> [TransformReport] {
         guard let mapping = try agentSnapshot().mappings()[client] else {
             throw AgentError(.usage, "client '\(client)' has no mapping file: create \(config.mappingsDir)/\(client).toml")
         }
         lock.withLock { mappings[client] = mapping }
         let result: Result<[TransformReport], AgentError> = transforms.exclusive(client: client) {
             Result { () throws(AgentError) in
-                try agentSnapshot().runTransforms(mapping, manifest: manifest, lake: lake, dataset: nil, selection: .failedVersion(versionID))
+                try agentSnapshot().runTransforms(mapping, manifest: manifest, lake: lake, dataset: nil, selection: selection)
             }
         }
-        return try result.get().first
+        defer { recordHeldGauge() }
+        return try result.get()
+    }
+
+    /// Sets `sluice_transforms_held{client}`: how many versions of each client are held by a
+    /// schema-change policy (0 for a client with none).
+    package func recordHeldGauge() {
+        guard let held = try? manifest.heldCounts() else { return }
+        for client in config.clients {
+            Gauge(label: "sluice_transforms_held", dimensions: [("client", client.id)]).record(held[client.id] ?? 0)
+        }
     }
 
     package func runPass(_ key: SourceKey, source: any Source, trigger: String) -> PullReport? {

@@ -68,8 +68,16 @@ extension Agent {
                 entries[i].last = unit
                 entries[i].units += 1
             } else {
-                entries.append(.init(sha256: o.sha256, schema: schema, first: unit, last: unit, units: 1,
-                                     drift: entries.last.map { SchemaDrift(from: $0.schema, to: schema) }))
+                var drift = entries.last.map { SchemaDrift(from: $0.schema, to: schema) }
+                // The examples of a type change are the ones its first unit recorded against the
+                // delivery before it (schemas keep no values).
+                if let recorded = o.drift.flatMap({ try? SchemaDrift(json: $0) }), drift != nil {
+                    for i in drift!.typeChanges.indices {
+                        let c = drift!.typeChanges[i]
+                        if let r = recorded.typeChanges.first(where: { $0.column == c.column && $0.to == c.to }) { drift!.typeChanges[i].examples = r.examples }
+                    }
+                }
+                entries.append(.init(sha256: o.sha256, schema: schema, first: unit, last: unit, units: 1, drift: drift))
             }
             byDataset[o.dataset] = entries
         }

@@ -139,7 +139,12 @@ package final class TransformPool: @unchecked Sendable {  // state guarded by `c
                 Counter(label: "sluice_rows_written_total", dimensions: dims).increment(by: Int(report.rowsWritten))
                 Counter(label: "sluice_rows_rejected_total", dimensions: dims).increment(by: Int(report.rowsRejected))
                 Counter(label: "sluice_transforms_total", dimensions: dims + [("status", report.status.rawValue)]).increment()
+                for (kind, n) in report.schemaChanges ?? [:] {
+                    Counter(label: "sluice_schema_changes_total", dimensions: dims + [("kind", kind)]).increment(by: n)
+                }
             }
+            // Read along the held index: a `sluice transform --held` from the shell shows too.
+            daemon.recordHeldGauge()
             if !isStopped() { condition.withLock { transformedThrough[client] = newest } }
         } catch {
             daemon.logger.error("Transforms failed", metadata: ["client": "\(client)", "error": "\(error)"])

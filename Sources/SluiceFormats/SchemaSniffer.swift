@@ -1,3 +1,5 @@
+import Foundation
+
 /// The type a column's values look like, as the schema sniffer sees them: the narrowest of
 /// these that every non-empty value read fits.
 public enum SniffedType: String, Sendable, Codable, CaseIterable {
@@ -79,37 +81,72 @@ public enum SniffedType: String, Sendable, Codable, CaseIterable {
     }
 }
 
+/// Up to `SampleValues.limit` distinct example values of each type: what a type change
+/// shows (`"N/A"` where a column of integers became text).
+public struct SampleValues: Sendable, Equatable {
+    public static let limit = 3
+    public private(set) var byType: [SniffedType: [String]] = [:]
+
+    public init() {}
+
+    public func count(_ type: SniffedType) -> Int { byType[type]?.count ?? 0 }
+
+    public func wants(_ type: SniffedType) -> Bool { type != .empty && count(type) < Self.limit }
+
+    public mutating func add(_ value: String, as type: SniffedType) {
+        guard wants(type), byType[type]?.contains(value) != true else { return }
+        byType[type, default: []].append(value)
+    }
+
+    /// The examples of the types that do not fit `type` (the values that made a column of
+    /// `type` something else), at most `limit`.
+    public func notFitting(_ type: SniffedType) -> [String] {
+        let order = SniffedType.allCases.filter { $0 != .empty && type.merged(with: $0) != type }
+        return Array(order.flatMap { byType[$0] ?? [] }.prefix(Self.limit))
+    }
+}
+
 /// Watches the values of a file's columns (the first `sampleRows` records) and tells what type
-/// each looks like.
+/// each looks like, with a few example values of each type.
 public struct SchemaSniffer: Sendable {
     public static let sampleRows = 1000
     public private(set) var types: [SniffedType]
+    public private(set) var samples: [SampleValues]
     public private(set) var rows = 0
 
-    public init(columns: Int) { types = Array(repeating: .empty, count: columns) }
+    public init(columns: Int) {
+        types = Array(repeating: .empty, count: columns)
+        samples = Array(repeating: SampleValues(), count: columns)
+    }
 
     /// Whether it still wants records.
     public var wantsMore: Bool { rows < Self.sampleRows }
 
     /// One record's values (a record wider than the header widens the sniffer).
     public mutating func observe(_ count: Int, _ value: (Int) -> UnsafeBufferPointer<UInt8>) {
-        observeTypes(count) { SniffedType.of(value($0)) }
+        observeTypes(count, { SniffedType.of(value($0)) }, { String(decoding: value($0), as: UTF8.self) })
     }
 
     /// Observes one record of string cells (a spreadsheet row; nil = an empty cell).
     public mutating func observe(cells: [String?]) {
-        observeTypes(cells.count) { i in
+        observeTypes(cells.count, { i in
             guard var cell = cells[i] else { return .empty }
             return cell.withUTF8 { SniffedType.of($0) }
-        }
+        }, { cells[$0] ?? "" })
     }
 
-    /// `type(i)` is asked only for columns whose type can still change.
-    private mutating func observeTypes(_ count: Int, _ type: (Int) -> SniffedType) {
+    /// `type(i)` is asked only for columns whose type can still change (or that still want an
+    /// example of text); `text(i)` only for a value kept as an example.
+    private mutating func observeTypes(_ count: Int, _ type: (Int) -> SniffedType, _ text: (Int) -> String) {
         rows += 1
-        if count > types.count { types += Array(repeating: .empty, count: count - types.count) }
-        for i in 0..<count where types[i] != .text {
-            types[i] = types[i].merged(with: type(i))
+        if count > types.count {
+            types += Array(repeating: .empty, count: count - types.count)
+            samples += Array(repeating: SampleValues(), count: count - samples.count)
+        }
+        for i in 0..<count where types[i] != .text || samples[i].wants(.text) {
+            let t = type(i)
+            types[i] = types[i].merged(with: t)
+            if samples[i].wants(t) { samples[i].add(text(i).trimmingCharacters(in: .whitespaces), as: t) }
         }
     }
 }
@@ -121,6 +158,7 @@ public struct SchemaSniffer: Sendable {
 public struct RecordSniffer: Sendable {
     public private(set) var paths: [String] = []
     public private(set) var types: [String: SniffedType] = [:]
+    public private(set) var samples: [String: SampleValues] = [:]
     public private(set) var rows = 0
 
     public init() {}
@@ -150,6 +188,15 @@ public struct RecordSniffer: Sendable {
         } else {
             paths.append(prefix)
             types[prefix] = type
+        }
+        if samples[prefix, default: SampleValues()].wants(type) {
+            let text: String = switch value {
+            case .bool(let b): b ? "true" : "false"
+            case .number(let n): n
+            case .string(let s): s
+            default: "[…]"
+            }
+            samples[prefix, default: SampleValues()].add(text, as: type)
         }
     }
 }

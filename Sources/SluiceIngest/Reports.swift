@@ -135,7 +135,7 @@ public protocol EarlyConsumer: Sendable {
 }
 
 /// How a version's transform ended, as the manifest's `transform.status` and `--json` say it.
-public enum TransformStatus: String, Sendable, Encodable {
+public enum TransformStatus: String, Sendable, Encodable, CaseIterable {
     case ok, failed
     /// No dataset of the client's mapping matches the file.
     case unmapped
@@ -160,6 +160,9 @@ public struct TransformReport: Sendable, Encodable {
     public var member: String?
     /// For an archive: how many of its members were ok, failed and unmapped.
     public var members: MemberCounts?
+    /// How many schema changes of each kind (added, removed, renamed, moved, type_changed) the
+    /// unit showed against the previous delivery (an archive: all its members'); nil: none.
+    public var schemaChanges: [String: Int]?
 
     public struct MemberCounts: Sendable, Encodable, Equatable {
         public var ok = 0
@@ -173,7 +176,9 @@ public struct TransformReport: Sendable, Encodable {
     }
 
     package init(source: String, path: String, version: Int, dataset: String? = nil, status: TransformStatus, rowsWritten: Int64, rowsRejected: Int64,
-                 outputPath: String? = nil, rejectsPath: String? = nil, error: String? = nil, member: String? = nil, members: MemberCounts? = nil) {
+                 outputPath: String? = nil, rejectsPath: String? = nil, error: String? = nil, member: String? = nil, members: MemberCounts? = nil,
+                 schemaChanges: [String: Int]? = nil) {
+        self.schemaChanges = schemaChanges
         self.source = source
         self.path = path
         self.version = version
@@ -190,7 +195,7 @@ public struct TransformReport: Sendable, Encodable {
 
     package enum CodingKeys: String, CodingKey {
         case source, path, version, member, dataset, status, rowsWritten = "rows_written", rowsRejected = "rows_rejected"
-        case outputPath = "output_path", rejectsPath = "rejects_path", error, members
+        case outputPath = "output_path", rejectsPath = "rejects_path", error, members, schemaChanges = "schema_changes"
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -207,5 +212,6 @@ public struct TransformReport: Sendable, Encodable {
         try c.encode(rejectsPath, forKey: .rejectsPath)
         try c.encode(error, forKey: .error)
         try c.encodeIfPresent(members, forKey: .members)
+        try c.encodeIfPresent(schemaChanges, forKey: .schemaChanges)
     }
 }

@@ -98,12 +98,15 @@ extension Manifest {
         public var isLatest: Bool
         /// The archive member this row is of; nil for a whole version.
         public var member: String?
+        /// What changed in the unit's schema against the delivery before it (JSON), if anything.
+        public var schemaDrift: String?
     }
 
     static let transformSelect = """
         SELECT t.id, t.version_id, f.client, f.source, f.path, v.version, t.dataset, t.status, t.rows_written, t.rows_rejected,
                t.output_path, t.rejects_path, t.error, t.transformed_at,
-               t.member, coalesce(t.parent_id, t.id) = (SELECT max(id) FROM transform WHERE version_id = t.version_id AND parent_id IS NULL) AS is_latest
+               t.member, t.schema_drift,
+               coalesce(t.parent_id, t.id) = (SELECT max(id) FROM transform WHERE version_id = t.version_id AND parent_id IS NULL) AS is_latest
         FROM transform t JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id
         """
 
@@ -111,7 +114,34 @@ extension Manifest {
         TransformRow(id: r["id"], versionID: r["version_id"], client: r["client"], source: r["source"], path: r["path"], version: r["version"],
                      dataset: r["dataset"], status: r["status"], rowsWritten: r["rows_written"], rowsRejected: r["rows_rejected"],
                      outputPath: r["output_path"], rejectsPath: r["rejects_path"], error: r["error"], transformedAt: r["transformed_at"],
-                     isLatest: r["is_latest"], member: r["member"])
+                     isLatest: r["is_latest"], member: r["member"], schemaDrift: r["schema_drift"])
+    }
+
+    /// A client's held units (versions, and members of archives, whose latest transform a
+    /// schema-change policy held), oldest first.
+    public func heldTransforms(client: String, limit: Int) throws(ManifestError) -> [TransformRow] {
+        try read("reading held transforms") { db in
+            try Row.fetchAll(db, sql: Self.transformSelect + """
+                 WHERE f.client = ? AND t.status = 'held'
+                   AND coalesce(t.parent_id, t.id) = (SELECT max(id) FROM transform WHERE version_id = t.version_id AND parent_id IS NULL)
+                 ORDER BY t.id LIMIT ?
+                """, arguments: [client, limit]).map(Self.transformRow)
+        }
+    }
+
+    /// How many versions of each client have a held latest transform (an archive with held
+    /// members counts once).
+    public func heldCounts() throws(ManifestError) -> [String: Int] {
+        try read("counting held transforms") { db in
+            var out: [String: Int] = [:]
+            for r in try Row.fetchAll(db, sql: """
+                SELECT f.client, count(*) FROM transform t JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id
+                WHERE t.status = 'held' AND t.parent_id IS NULL
+                  AND t.id = (SELECT max(id) FROM transform WHERE version_id = t.version_id AND parent_id IS NULL)
+                GROUP BY f.client
+                """) { out[r[0]] = r[1] }
+            return out
+        }
     }
 
     public func recentTransforms(client: String, limit: Int) throws(ManifestError) -> [TransformRow] {

@@ -455,8 +455,8 @@ public final class Manifest: Sendable {
         case held
         /// Every version.
         case all
-        /// One version, if its latest transform failed (the console's Re-run).
-        case failedVersion(Int64)
+        /// One version, if its latest transform failed or was held (the console's Re-run).
+        case rerunVersion(Int64)
     }
 
     /// A version to transform, with what the transform needs to know of it.
@@ -479,8 +479,8 @@ public final class Manifest: Sendable {
             case .failed: "AND (SELECT t.status FROM transform t WHERE t.version_id = v.id AND t.parent_id IS NULL ORDER BY t.id DESC LIMIT 1) = 'failed'"
             case .held: "AND (SELECT t.status FROM transform t WHERE t.version_id = v.id AND t.parent_id IS NULL ORDER BY t.id DESC LIMIT 1) = 'held'"
             case .all: ""
-            case .failedVersion(let id):
-                "AND v.id = \(id) AND (SELECT t.status FROM transform t WHERE t.version_id = v.id AND t.parent_id IS NULL ORDER BY t.id DESC LIMIT 1) = 'failed'"
+            case .rerunVersion(let id):
+                "AND v.id = \(id) AND (SELECT t.status FROM transform t WHERE t.version_id = v.id AND t.parent_id IS NULL ORDER BY t.id DESC LIMIT 1) IN ('failed', 'held')"
             }
             // Newer than an id: walk the versions from that id on (CROSS JOIN keeps version as
             // the outer loop), not every file of the client.
@@ -522,10 +522,13 @@ public final class Manifest: Sendable {
         public var members: (ok: Int, failed: Int, unmapped: Int)?
         /// The schema the unit was seen to have: its canonical JSON and that JSON's SHA-256.
         public var sourceSchema: (json: String, sha256: String)?
+        /// What changed against the previous delivery (JSON), when anything did.
+        public var schemaDrift: String?
 
         public init(dataset: String?, mappingSHA256: String, schemaSHA256: String?, status: String, rowsWritten: Int64, rowsRejected: Int64,
                     outputPath: String?, rejectsPath: String?, error: String?, member: String? = nil, members: (ok: Int, failed: Int, unmapped: Int)? = nil,
-                    sourceSchema: (json: String, sha256: String)? = nil) {
+                    sourceSchema: (json: String, sha256: String)? = nil, schemaDrift: String? = nil) {
+            self.schemaDrift = schemaDrift
             self.dataset = dataset
             self.mappingSHA256 = mappingSHA256
             self.schemaSHA256 = schemaSHA256
@@ -547,8 +550,9 @@ public final class Manifest: Sendable {
         try write("recording a transform") { db in
             let insert = try db.cachedStatement(sql: """
                 INSERT INTO transform (version_id, dataset, mapping_sha256, schema_sha256, status, rows_written, rows_rejected, output_path, rejects_path,
-                                       error, transformed_at, member, parent_id, members_ok, members_failed, members_unmapped, source_schema_id)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                       error, transformed_at, member, parent_id, members_ok, members_failed, members_unmapped, source_schema_id,
+                                       schema_drift)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """)
             let now = Timestamp.now()
             // Each distinct schema once; a unit's row points at it.
@@ -560,7 +564,7 @@ public final class Manifest: Sendable {
             }
             func row(_ r: TransformRecord, parent: Int64?) throws -> StatementArguments {
                 [versionID, r.dataset, r.mappingSHA256, r.schemaSHA256, r.status, r.rowsWritten, r.rowsRejected, r.outputPath, r.rejectsPath,
-                 r.error, now, r.member, parent, r.members?.ok, r.members?.failed, r.members?.unmapped, try schemaID(r)]
+                 r.error, now, r.member, parent, r.members?.ok, r.members?.failed, r.members?.unmapped, try schemaID(r), r.schemaDrift]
             }
             try insert.execute(arguments: row(file, parent: nil))
             let parent = db.lastInsertedRowID
@@ -589,6 +593,8 @@ public final class Manifest: Sendable {
         public var transformedAt: String
         public var sha256: String
         public var schema: String
+        /// The drift the unit showed against the delivery before it (JSON), if any.
+        public var drift: String?
     }
 
     /// The observed schema (canonical JSON) of a client's dataset's latest unit that was
@@ -608,7 +614,7 @@ public final class Manifest: Sendable {
     public func schemaOccurrences(client: String, dataset: String?) throws(ManifestError) -> [SchemaOccurrence] {
         try read("reading observed schemas") { db in
             let rows = try Row.fetchCursor(db, sql: """
-                SELECT t.dataset, f.source, f.path, v.version, t.member, t.transformed_at, s.sha256, s.schema
+                SELECT t.dataset, f.source, f.path, v.version, t.member, t.transformed_at, s.sha256, s.schema, t.schema_drift
                 FROM transform t JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id
                 JOIN source_schema s ON s.id = t.source_schema_id
                 WHERE f.client = ? AND t.dataset IS NOT NULL \(dataset == nil ? "" : "AND t.dataset = ?")
@@ -616,7 +622,7 @@ public final class Manifest: Sendable {
                 """, arguments: StatementArguments([client] + (dataset.map { [$0] } ?? [])))
             var out: [SchemaOccurrence] = []
             while let r = try rows.next() {
-                out.append(SchemaOccurrence(dataset: r[0], source: r[1], path: r[2], version: r[3], member: r[4], transformedAt: r[5], sha256: r[6], schema: r[7]))
+                out.append(SchemaOccurrence(dataset: r[0], source: r[1], path: r[2], version: r[3], member: r[4], transformedAt: r[5], sha256: r[6], schema: r[7], drift: r[8]))
             }
             return out
         }

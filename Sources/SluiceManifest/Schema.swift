@@ -198,6 +198,16 @@ enum Schema {
             // each transform: newest first along this index, not through every transform.
             try db.execute(sql: "CREATE INDEX transform_dataset ON transform(dataset, id) WHERE status = 'ok' AND source_schema_id IS NOT NULL")
         }
+        migrator.registerMigration("v13-schema-drift") { db in
+            // What changed in a unit's schema against the delivery before it (JSON: added,
+            // removed, renamed, moved, type_changes with example values); NULL when nothing did.
+            // The held units are found along their own index (the console and the
+            // sluice_transforms_held gauge count them), not through every transform.
+            try db.execute(sql: """
+                ALTER TABLE transform ADD COLUMN schema_drift TEXT;
+                CREATE INDEX transform_held ON transform(version_id) WHERE status = 'held';
+                """)
+        }
         return migrator
     }
 }

@@ -103,7 +103,12 @@ struct Console: Sendable {
         router.get("/clients/:client") { request, context in
             let client = context.parameters.get("client") ?? ""
             let page = request.uri.queryParameters["page"].flatMap { Int(String($0)) } ?? 1
-            return await self.page(request) { _ in try clientPage(client, page: max(1, page)) }
+            let message = request.uri.queryParameters["held"].map(String.init)
+            return await self.page(request) { csrf in try clientPage(client, page: max(1, page), csrf: csrf, message: message) }
+        }
+        router.post("/clients/:client/held/rerun") { request, context in
+            let client = context.parameters.get("client") ?? ""
+            return await post(request) { _ in try rerunHeld(client) }
         }
         router.get("/transforms/:id") { request, context in
             let id = context.parameters.get("id").flatMap { Int64($0) } ?? -1
@@ -247,14 +252,17 @@ struct Console: Sendable {
             }
         }
         let daily = try manifest.dailyIngest(since: since)
-        return ConsolePages.overview(rows: rows, clients: config.clients.map(\.id), daily: daily, since: since, alive: daemon.isAlive,
-                                     ready: daemon.isReady, queue: daemon.transformQueueDepth)
+        return ConsolePages.overview(rows: rows, clients: config.clients.map(\.id), daily: daily, since: since, held: try manifest.heldCounts(),
+                                     alive: daemon.isAlive, ready: daemon.isReady, queue: daemon.transformQueueDepth)
     }
 
     /// Versions shown per page of a client's page.
     static let versionsPerPage = 200
 
-    func clientPage(_ client: String, page: Int) throws -> String {
+    /// Held units shown on a client's page.
+    static let heldShown = 100
+
+    func clientPage(_ client: String, page: Int, csrf: String, message: String? = nil) throws -> String {
         guard let c = daemon.config.client(client) else {
             throw ConsoleError(.notFound, "No such client", "There is no client '\(client)' in agent.conf.")
         }
@@ -262,8 +270,10 @@ struct Console: Sendable {
         let total = try daemon.manifest.versionCount(client: client)
         let versions = try daemon.manifest.recentVersions(client: client, limit: perPage, offset: (page - 1) * perPage)
         let transforms = try daemon.manifest.recentTransforms(client: client, limit: 200)
+        let held = try daemon.manifest.heldTransforms(client: client, limit: Self.heldShown)
         return ConsolePages.client(id: client, displayName: c.displayName, sources: c.sources.map(\.name), versions: versions,
-                                   paging: .init(page: page, perPage: perPage, total: total), transforms: transforms)
+                                   paging: .init(page: page, perPage: perPage, total: total), held: held, heldTotal: try daemon.manifest.heldCounts()[client] ?? 0,
+                                   transforms: transforms, csrf: csrf, message: message)
     }
 
     func transformPage(_ id: Int64, csrf: String, message: String?) throws -> String {
@@ -281,12 +291,12 @@ struct Console: Sendable {
         guard let t = try daemon.manifest.transformRow(id: id) else {
             throw ConsoleError(.notFound, "No such transform", "There is no transform \(id) in the manifest.")
         }
-        guard t.isLatest, t.status == "failed" else {
-            throw ConsoleError(.conflict, "Nothing to re-run", "Transform \(id) is not the latest failed transform of \(t.path) v\(t.version).")
+        guard t.isLatest, t.status == "failed" || t.status == "held" else {
+            throw ConsoleError(.conflict, "Nothing to re-run", "Transform \(id) is not the latest failed or held transform of \(t.path) v\(t.version).")
         }
-        daemon.logger.notice("Console: re-running a failed transform", metadata: ["client": "\(t.client)", "path": "\(t.path)", "version": "\(t.version)"])
+        daemon.logger.notice("Console: re-running a \(t.status) transform", metadata: ["client": "\(t.client)", "path": "\(t.path)", "version": "\(t.version)"])
         do {
-            _ = try daemon.rerunFailedTransform(client: t.client, versionID: t.versionID)
+            _ = try daemon.rerunTransforms(client: t.client, selection: .rerunVersion(t.versionID))
         } catch {
             throw ConsoleError(.unprocessableContent, "The re-run could not start", error.message)
         }
@@ -294,6 +304,28 @@ struct Console: Sendable {
             throw ConsoleError(.internalServerError, "No transform recorded", "The re-run recorded nothing for \(t.path) v\(t.version).")
         }
         return Self.redirect("/transforms/\(latest.id)?rerun=\(latest.status)")
+    }
+
+    /// Re-runs every held unit of a client with its mapping as it is now (after a mapping
+    /// change, or to accept the change), then shows the client's page.
+    func rerunHeld(_ client: String) throws -> Response {
+        guard daemon.config.client(client) != nil else {
+            throw ConsoleError(.notFound, "No such client", "There is no client '\(client)' in agent.conf.")
+        }
+        daemon.logger.notice("Console: re-running held transforms", metadata: ["client": "\(client)"])
+        let reports: [TransformReport]
+        do {
+            reports = try daemon.rerunTransforms(client: client, selection: .held)
+        } catch {
+            throw ConsoleError(.unprocessableContent, "The re-run could not start", error.message)
+        }
+        let units = reports.filter { $0.member == nil }
+        let summary: String = TransformStatus.allCases.compactMap { s -> String? in
+            let n = units.filter { $0.status == s }.count
+            return n == 0 ? nil : "\(n) \(s.rawValue)"
+        }.joined(separator: ", ")
+        let outcome: String = summary.isEmpty ? "nothing was held" : summary
+        return Self.redirect("/clients/\(ConsolePages.url(client))?held=\(ConsolePages.url(outcome))#held")
     }
 
     func auditPage() throws -> String {

@@ -118,7 +118,7 @@ enum ConsolePages {
 
     static func status(_ s: String?) -> String {
         guard let s else { return "<span class=\"muted\">—</span>" }
-        let cls = ["ok", "stored"].contains(s) ? "ok" : (["failed", "interrupted", "aborted"].contains(s) ? "bad" : (s == "partial" ? "warn" : "muted"))
+        let cls = ["ok", "stored"].contains(s) ? "ok" : (["failed", "interrupted", "aborted"].contains(s) ? "bad" : (["partial", "held"].contains(s) ? "warn" : "muted"))
         return "<span class=\"pill \(cls)\">\(esc(s))</span>"
     }
 
@@ -140,7 +140,8 @@ enum ConsolePages {
         var bytesToday: Int64
     }
 
-    static func overview(rows: [SourceRow], clients: [String], daily: [Manifest.DailyIngest], since: String, alive: Bool, ready: Bool, queue: Int) -> String {
+    static func overview(rows: [SourceRow], clients: [String], daily: [Manifest.DailyIngest], since: String, held: [String: Int],
+                         alive: Bool, ready: Bool, queue: Int) -> String {
         var b = "<h1>Overview</h1>"
         b += "<p class=\"small\">\(alive ? "<span class=\"ok\">● running</span>" : "<span class=\"bad\">● a service loop has stopped</span>")"
         b += " · \(ready ? "ready" : "<span class=\"warn\">not ready yet</span>") · \(queue) transform\(queue == 1 ? "" : "s") queued</p>"
@@ -149,7 +150,9 @@ enum ConsolePages {
             return layout("Overview", b)
         }
         b += "<div class=\"scroll\"><table><thead><tr><th>Client</th><th>Source</th><th class=\"hide-narrow\">Type</th><th>Last success</th><th>Last error</th>"
-        b += "<th class=\"num\">Files today</th><th class=\"num\">Bytes today</th><th class=\"num\">Failed transforms</th></tr></thead><tbody>"
+        b += "<th class=\"num\">Files today</th><th class=\"num\">Bytes today</th><th class=\"num\">Failed transforms</th>"
+        b += "<th class=\"num\">Held <span class=\"muted small\">(client)</span></th></tr></thead><tbody>"
+        var heldShown = Set<String>()
         for r in rows {
             let s = r.summary
             b += "<tr><td><a href=\"/clients/\(url(r.client))\">\(esc(r.client))</a></td><td>\(esc(r.source))"
@@ -166,7 +169,11 @@ enum ConsolePages {
                 b += "<span class=\"muted\">none</span>"
             }
             b += "</td><td class=\"num\">\(r.filesToday)</td><td class=\"num\">\(bytes(r.bytesToday))</td>"
-            b += "<td class=\"num\">\(s.failedTransforms > 0 ? "<a class=\"bad\" href=\"/clients/\(url(r.client))#transforms\">\(s.failedTransforms)</a>" : "0")</td></tr>"
+            b += "<td class=\"num\">\(s.failedTransforms > 0 ? "<a class=\"bad\" href=\"/clients/\(url(r.client))#transforms\">\(s.failedTransforms)</a>" : "0")</td>"
+            // Held units are the client's (one mapping): counted on its first source's row.
+            let n = held[r.client] ?? 0
+            let cell = heldShown.insert(r.client).inserted ? (n > 0 ? "<a class=\"warn held-count\" href=\"/clients/\(url(r.client))#held\">\(n)</a>" : "0") : ""
+            b += "<td class=\"num\">\(cell)</td></tr>"
         }
         b += "</tbody></table></div>"
         b += "<h2>Last 30 days</h2><div class=\"cards\">"
@@ -223,7 +230,7 @@ enum ConsolePages {
     }
 
     static func client(id: String, displayName: String?, sources: [String], versions: [Manifest.VersionRow], paging: Paging,
-                       transforms: [Manifest.TransformRow]) -> String {
+                       held: [Manifest.TransformRow] = [], heldTotal: Int = 0, transforms: [Manifest.TransformRow], csrf: String = "", message: String? = nil) -> String {
         var b = "<h1>\(esc(displayName ?? id)) <span class=\"muted small\">\(esc(id)) · sources: \(esc(sources.joined(separator: ", ")))</span></h1>"
         b += "<h2>Versions</h2>"
         if versions.isEmpty && paging.total == 0 {
@@ -243,6 +250,7 @@ enum ConsolePages {
             }
             b += "</tbody></table></div>"
         }
+        b += heldSection(id: id, held: held, total: heldTotal, csrf: csrf, message: message)
         b += "<h2 id=\"transforms\">Transforms</h2>"
         if transforms.isEmpty {
             b += "<div class=\"empty\">No transforms yet — add a mapping file, <code>mappings/\(esc(id)).toml</code>, and new versions become Parquet.</div>"
@@ -250,7 +258,7 @@ enum ConsolePages {
             b += "<div class=\"scroll\"><table><thead><tr><th>Path</th><th class=\"num\">Version</th><th>Dataset</th><th>Status</th><th class=\"num\">Rows written</th>"
             b += "<th class=\"num\">Rows rejected</th><th>Reason</th><th>When</th></tr></thead><tbody>"
             for t in transforms {
-                let status = t.status == "failed" ? "<a href=\"/transforms/\(t.id)\">\(ConsolePages.status(t.status))</a>" : ConsolePages.status(t.status)
+                let status = ["failed", "held"].contains(t.status) ? "<a href=\"/transforms/\(t.id)\">\(ConsolePages.status(t.status))</a>" : ConsolePages.status(t.status)
                 let member = t.member.map { " <span class=\"muted\">member</span> \(esc($0))" } ?? ""
                 b += "<tr><td class=\"mono\"><a href=\"/transforms/\(t.id)\">\(esc(t.path))</a>\(member)</td><td class=\"num\">\(t.version)</td>"
                 b += "<td>\(esc(t.dataset ?? "—"))</td><td>\(status)\(t.isLatest ? "" : " <span class=\"muted small\">superseded</span>")</td>"
@@ -261,6 +269,44 @@ enum ConsolePages {
             b += "</tbody></table></div>"
         }
         return layout(id, b)
+    }
+
+    /// The units a schema-change policy held, each with what changed, and the button that
+    /// re-runs them all with the mapping as it is now.
+    static func heldSection(id: String, held: [Manifest.TransformRow], total: Int, csrf: String, message: String?) -> String {
+        var b = ""
+        if let message { b += "<p class=\"card ok\" id=\"held-result\">Re-run of the held units finished: \(esc(message)).</p>" }
+        guard !held.isEmpty else { return b }
+        b += "<h2 id=\"held\">Held <span class=\"muted small\">\(total) version\(total == 1 ? "" : "s") held by a schema-change policy</span></h2>"
+        b += "<p class=\"small\">Nothing was written for these. Change the mapping (an alias, a type, the dataset's <code>on_*</code> policy) "
+            + "or accept the change as it is, then re-run them: the re-run reads the mapping as it is now.</p>"
+        b += "<div class=\"scroll\"><table><thead><tr><th>Path</th><th class=\"num\">Version</th><th>Dataset</th><th>What changed</th><th>When</th></tr></thead><tbody>"
+        for t in held {
+            let member = t.member.map { " <span class=\"muted\">member</span> \(esc($0))" } ?? ""
+            b += "<tr class=\"held-unit\"><td class=\"mono\"><a href=\"/transforms/\(t.id)\">\(esc(t.path))</a>\(member)</td><td class=\"num\">\(t.version)</td>"
+            b += "<td>\(esc(t.dataset ?? "—"))</td><td class=\"drift\">\(drift(t))</td><td>\(time(t.transformedAt))</td></tr>"
+        }
+        b += "</tbody></table></div>"
+        b += "<form method=\"post\" action=\"/clients/\(url(id))/held/rerun\">\(hidden(csrf))<button type=\"submit\">Re-run the held units</button></form>"
+        return b
+    }
+
+    /// A unit's drift as a list: added, removed, renamed, moved, type changes with examples;
+    /// the recorded reason when there is no drift to show (a policy on a first delivery).
+    static func drift(_ t: Manifest.TransformRow) -> String {
+        guard let json = t.schemaDrift, let d = try? SchemaDrift(json: json) else {
+            return t.error.map { "<span class=\"muted\">\(esc($0))</span>" } ?? ""
+        }
+        var items: [String] = []
+        if !d.added.isEmpty { items.append("added: " + d.added.map { "<code>\(esc($0))</code>" }.joined(separator: ", ")) }
+        if !d.removed.isEmpty { items.append("removed: " + d.removed.map { "<code>\(esc($0))</code>" }.joined(separator: ", ")) }
+        for r in d.renamed { items.append("renamed: <code>\(esc(r.from))</code> → <code>\(esc(r.to))</code> (field \(esc(r.field)))") }
+        for m in d.moved { items.append("moved: <code>\(esc(m.column))</code> from position \(m.from) to \(m.to)") }
+        for c in d.typeChanges {
+            let examples = c.examples.isEmpty ? "" : ", e.g. " + c.examples.map { "<code>\(esc($0))</code>" }.joined(separator: " ")
+            items.append("type: <code>\(esc(c.column))</code> \(c.from.rawValue) → \(c.to.rawValue)\(examples)")
+        }
+        return "<ul class=\"small\">" + items.map { "<li>\($0)</li>" }.joined() + "</ul>"
     }
 
     // MARK: Transform
@@ -296,7 +342,8 @@ enum ConsolePages {
             }
             b += "</tbody></table></div>"
         }
-        if t.status == "failed" && t.isLatest {
+        if t.schemaDrift != nil { b += "<h2>What changed since the delivery before</h2>\(drift(t))" }
+        if (t.status == "failed" || t.status == "held") && t.isLatest {
             b += "<h2>Re-run</h2><p>Fix the mapping file (or the file's format) first; the re-run reads the mapping as it is now.</p>"
             b += "<form method=\"post\" action=\"/transforms/\(t.id)/rerun\">\(hidden(csrf))<button type=\"submit\">Re-run this transform</button></form>"
         }

@@ -21,7 +21,8 @@ extension Transformer {
         func row(_ r: TransformResult) -> Manifest.TransformRecord {
             Manifest.TransformRecord(dataset: r.dataset, mappingSHA256: mapping.sha256, schemaSHA256: schema(r), status: r.status.rawValue,
                                      rowsWritten: r.rowsWritten, rowsRejected: r.rowsRejected, outputPath: r.outputPath, rejectsPath: r.rejectsPath,
-                                     error: r.error, member: r.member, members: nil, sourceSchema: r.observedSchema.map { ($0.json, $0.fingerprint) })
+                                     error: r.error, member: r.member, members: nil, sourceSchema: r.observedSchema.map { ($0.json, $0.fingerprint) },
+                                     schemaDrift: r.drift?.json)
         }
         var file = row(r)
         if archive { file.members = counts }
@@ -33,10 +34,15 @@ extension Transformer {
         func report(_ r: TransformResult) -> TransformReport {
             TransformReport(source: input.source, path: input.path.display, version: input.version, dataset: r.dataset, status: r.status,
                             rowsWritten: r.rowsWritten, rowsRejected: r.rowsRejected, outputPath: r.outputPath,
-                            rejectsPath: r.rejectsPath, error: r.error, member: r.member)
+                            rejectsPath: r.rejectsPath, error: r.error, member: r.member, schemaChanges: r.drift?.counts)
         }
         var first = report(r)
-        if archive { first.members = TransformReport.MemberCounts(ok: counts.ok, failed: counts.failed, unmapped: counts.unmapped) }
+        if archive {
+            first.members = TransformReport.MemberCounts(ok: counts.ok, failed: counts.failed, unmapped: counts.unmapped)
+            // The archive's report carries its members' changes (the metrics count them).
+            let changes = r.members.compactMap(\.drift).reduce(into: [String: Int]()) { all, d in all.merge(d.counts, uniquingKeysWith: +) }
+            first.schemaChanges = changes.isEmpty ? nil : changes
+        }
         return [first] + r.members.map(report)
     }
 }

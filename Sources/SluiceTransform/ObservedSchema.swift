@@ -23,6 +23,9 @@ public struct ObservedSchema: Sendable, Equatable, Codable {
     public var fields: [String: String]
     /// Fixed-width: the shortest and longest data line in the sample, in characters.
     public var lineLength: [Int]?
+    /// A few example values of each type, by column: not part of the schema (nor of its
+    /// fingerprint), kept only for the drift a unit shows against the delivery before it.
+    public var samples: [String: SampleValues] = [:]
 
     enum CodingKeys: String, CodingKey { case format, encoding, delimiter, columns, fields, lineLength = "line_length" }
 
@@ -48,7 +51,9 @@ public struct ObservedSchema: Sendable, Equatable, Codable {
         let columns = names.enumerated().map { Column(name: $1, type: $0 < sniffer.types.count ? sniffer.types[$0] : .empty) }
         var matched: [String: String] = [:]
         for (f, c) in zip(fields, columnOf) where c >= 0 && c < names.count { matched[f.name] = names[c] }
-        return ObservedSchema(format: format, encoding: encoding, delimiter: delimiter, columns: columns, fields: matched, lineLength: nil)
+        var samples: [String: SampleValues] = [:]
+        for (i, name) in names.enumerated() where i < sniffer.samples.count && samples[name] == nil { samples[name] = sniffer.samples[i] }
+        return ObservedSchema(format: format, encoding: encoding, delimiter: delimiter, columns: columns, fields: matched, lineLength: nil, samples: samples)
     }
 
     /// The schema of JSON records: the paths that occurred in the sampled records, and for each
@@ -61,17 +66,28 @@ public struct ObservedSchema: Sendable, Equatable, Codable {
                 matched[f.name] = path
             }
         }
-        return ObservedSchema(format: format, encoding: "utf-8", delimiter: nil, columns: columns, fields: matched, lineLength: nil)
+        return ObservedSchema(format: format, encoding: "utf-8", delimiter: nil, columns: columns, fields: matched, lineLength: nil, samples: sniffer.samples)
     }
 }
 
 /// What changed from one observed schema to the next: columns added, removed, renamed (a
 /// field filled through another name, by its aliases), moved, and columns whose values now
 /// look like another type; and the mapped fields the newer one leaves unfilled.
-public struct SchemaDrift: Sendable, Equatable, Encodable {
-    public struct Renamed: Sendable, Equatable, Encodable { public var field, from, to: String }
-    public struct Moved: Sendable, Equatable, Encodable { public var column: String; public var from, to: Int }
-    public struct TypeChange: Sendable, Equatable, Encodable { public var column: String; public var from, to: SniffedType }
+public struct SchemaDrift: Sendable, Equatable, Codable {
+    public struct Renamed: Sendable, Equatable, Codable { public var field, from, to: String }
+    public struct Moved: Sendable, Equatable, Codable { public var column: String; public var from, to: Int }
+    public struct TypeChange: Sendable, Equatable, Codable {
+        public var column: String
+        public var from, to: SniffedType
+        /// Up to 3 of the new unit's values that do not fit the old type.
+        public var examples: [String] = []
+
+        /// `"amount" was integer, is now text (e.g. "N/A", "-")`.
+        public var description: String {
+            "column \"\(column)\" was \(from.rawValue), is now \(to.rawValue)"
+                + (examples.isEmpty ? "" : " (e.g. \(examples.map { "\"\($0)\"" }.joined(separator: ", ")))")
+        }
+    }
 
     public var added: [String] = []
     public var removed: [String] = []
@@ -83,6 +99,22 @@ public struct SchemaDrift: Sendable, Equatable, Encodable {
     enum CodingKeys: String, CodingKey { case added, removed, renamed, moved, typeChanges = "type_changes" }
 
     public var isEmpty: Bool { added.isEmpty && removed.isEmpty && renamed.isEmpty && moved.isEmpty && typeChanges.isEmpty }
+
+    /// How many changes of each kind (the `kind` of `sluice_schema_changes_total`): added,
+    /// removed, renamed, moved, type_changed; kinds without a change are absent.
+    public var counts: [String: Int] {
+        let all = ["added": added.count, "removed": removed.count, "renamed": renamed.count, "moved": moved.count, "type_changed": typeChanges.count]
+        return all.filter { $0.value > 0 }
+    }
+
+    /// The drift as JSON (what a transform row keeps).
+    public var json: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
+    }
+
+    public init(json: String) throws { self = try JSONDecoder().decode(SchemaDrift.self, from: Data(json.utf8)) }
 
     /// The drift from `old` to `new`. A column that was only empty in one of them has not
     /// changed type: the sample said nothing.
@@ -109,7 +141,7 @@ public struct SchemaDrift: Sendable, Equatable, Encodable {
         for r in renamed { if let t = old.columns.first(where: { $0.name == r.from })?.type { oldType[r.to] = t } }
         for c in new.columns {
             guard let from = oldType[c.name], from != c.type, from != .empty, c.type != .empty else { continue }
-            typeChanges.append(TypeChange(column: c.name, from: from, to: c.type))
+            typeChanges.append(TypeChange(column: c.name, from: from, to: c.type, examples: new.samples[c.name]?.notFitting(from) ?? []))
         }
     }
 }
@@ -126,6 +158,11 @@ extension DatasetMapping {
     /// previous delivery's (nil for the first): throws `SchemaHold`, or a failure, naming every
     /// change and the key that decided.
     package func enforce(_ schema: ObservedSchema?, previous: ObservedSchema?, client: String) throws {
+        try enforce(schema, drift: previous.flatMap { p in schema.map { SchemaDrift(from: p, to: $0) } }, client: client)
+    }
+
+    /// As above, with the drift already worked out (nil: no previous delivery).
+    package func enforce(_ schema: ObservedSchema?, drift: SchemaDrift?, client: String) throws {
         guard let schema else { return }
         var hold: [String] = [], fail: [String] = []
         func decide(_ policy: ChangePolicy, _ key: String, _ what: String) {
@@ -135,7 +172,6 @@ extension DatasetMapping {
             default: break
             }
         }
-        let drift = previous.map { SchemaDrift(from: $0, to: schema) }
         for column in drift?.added ?? [] { decide(onNewColumn, "on_new_column", "new column \"\(column)\"") }
         if !format.positionalFields {
             for f in fields where !f.required && schema.fields[f.name] == nil {
@@ -144,7 +180,7 @@ extension DatasetMapping {
         }
         let mapped = Set(schema.fields.values)
         for t in drift?.typeChanges ?? [] where mapped.contains(t.column) {
-            decide(onTypeChange, "on_type_change", "column \"\(t.column)\" was \(t.from.rawValue), is now \(t.to.rawValue)")
+            decide(onTypeChange, "on_type_change", t.description)
         }
         if !fail.isEmpty {
             throw Transformer.TransformError("schema change: \(fail.joined(separator: "; ")); the raw version is kept — update the mapping, then run `sluice transform \(client) --failed`")

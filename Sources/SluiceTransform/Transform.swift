@@ -117,6 +117,8 @@ public struct TransformResult: Sendable, Equatable {
     public var error: String?
     /// The schema the unit was seen to have (nil where it was not read far enough).
     public var observedSchema: ObservedSchema?
+    /// What changed against the previous delivery of the dataset (nil: nothing, or none before).
+    public var drift: SchemaDrift?
 
     package init(status: Status, dataset: String? = nil, rowsWritten: Int64 = 0, rowsRejected: Int64 = 0, outputPath: String? = nil, rejectsPath: String? = nil, error: String? = nil) {
         self.status = status
@@ -306,10 +308,12 @@ public struct Transformer: Sendable {
         guard let dataset = dataset(for: input) else { return TransformResult(status: .unmapped) }
         var result = TransformResult(status: .failed, dataset: dataset.name)
         var input = input
+        let previous = previousSchema?(dataset.name)
         if dataset.hasSchemaPolicies {
-            let previous = previousSchema?(dataset.name), client = input.client
+            let client = input.client
             input.schemaCheck = { try dataset.enforce($0, previous: previous, client: client) }
         }
+
         if input.member == nil {
             let drain = Drain()
             let publish = input.beforePublish
@@ -330,6 +334,11 @@ public struct Transformer: Sendable {
             result.error = e.reason
         } catch {
             result.error = "\(error)"
+        }
+        // Recorded with the unit, whatever its outcome: what changed since the delivery before.
+        if let previous, let observed = result.observedSchema {
+            let drift = SchemaDrift(from: previous, to: observed)
+            if !drift.isEmpty { result.drift = drift }
         }
         return result
     }

@@ -36,7 +36,10 @@ struct Schema: ParsableCommand {
                 if !drift.removed.isEmpty { say("     removed: \(drift.removed.joined(separator: ", "))") }
                 for r in drift.renamed { say("     renamed: \(r.from) → \(r.to) (field \(r.field))") }
                 for m in drift.moved { say("     moved: \(m.column) from column \(m.from) to \(m.to)") }
-                for t in drift.typeChanges { say("     type changed: \(t.column) \(t.from.rawValue) → \(t.to.rawValue)") }
+                for t in drift.typeChanges {
+                    let examples = t.examples.isEmpty ? "" : " (e.g. \(t.examples.map { "\"\($0)\"" }.joined(separator: ", ")))"
+                    say("     type changed: \(t.column) \(t.from.rawValue) → \(t.to.rawValue)\(examples)")
+                }
             }
         }
     }
