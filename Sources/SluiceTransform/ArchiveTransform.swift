@@ -98,6 +98,13 @@ extension Transformer {
     /// member's, not its siblings'. The result is the archive's, with each member's.
     package func runArchive(_ input: TransformInput, _ kind: ArchiveKind, options: ParquetOptions) -> TransformResult {
         var result = TransformResult(status: .ok)
+        // Every member is compared with the deliveries before the archive: read each dataset's once.
+        let members = previousSchema.map { lookup in
+            var t = self
+            let cached = PreviousSchemas(lookup)
+            t.previousSchema = { cached($0) }
+            return t
+        } ?? self
         var fileError: String?
         let batch = PublishBatch(lake: lake)
         let pool = MemberPool(workers: max(2, min(8, ProcessInfo.processInfo.activeProcessorCount + 1)))
@@ -152,10 +159,10 @@ extension Transformer {
                         } catch let e as MemberPool.TooBig {
                             // The archive declared less than it holds: the rest streams.
                             unit.member = TransformMember(path: path, size: nil, read: PeekableSource(prefix: e.bytes, read).read)
-                            r = run(unit, options: options)
+                            r = members.run(unit, options: options)
                         }
                     } else {
-                        r = run(unit, options: options)
+                        r = members.run(unit, options: options)
                     }
                     r.member = display
                     result.members.append(r)

@@ -30,7 +30,8 @@ struct DraftSample {
     var format: String
     var columns: [Column] = []
     var rows = 0
-    /// Sampled rows the transform rejects whatever the types (a ragged CSV row).
+    /// Sampled rows the transform rejects whatever the types (a ragged CSV row, a JSON line
+    /// that is not an object).
     var raggedRows = 0
     /// Whether the file goes on past the sample.
     var truncated = false
@@ -111,6 +112,7 @@ struct DraftSample {
             collector.add(value)
         }
         sample.truncated = try lines.next() != nil
+        sample.raggedRows = bad
         if bad > 0 { sample.notes.append("\(bad) sampled line\(bad == 1 ? " is" : "s are") not a JSON object: the transform rejects such lines") }
         sample.columns = collector.columns
         sample.rows = collector.rows
@@ -153,22 +155,15 @@ struct DraftSample {
         } catch {
             throw DraftError("not a readable .xlsx file (not a zip archive, or a damaged one: \(error))")
         }
-        let workbook = try XLSXWorkbook { entryPath in
-            guard let entry = archive[entryPath] else { return nil }
-            return MemorySource(try Transformer.unzip(archive, entry, name: entryPath)).read
-        }
+        let workbook = try Transformer.workbook(archive)
         var best: DraftSample?
         for sheet in workbook.sheets {
-            guard let entry = archive[sheet.entryPath] else { continue }
             let sheetFile = try SpooledEntry(directory: NSTemporaryDirectory())
-            let limit = Transformer.unzipLimit(entry)
-            var unzipped: UInt64 = 0
-            _ = try archive.extract(entry, bufferSize: 1 << 20, skipCRC32: false) { chunk in
-                unzipped += UInt64(chunk.count)
-                guard unzipped <= limit else { throw Transformer.bomb(sheet.entryPath, entry) }
-                try chunk.withUnsafeBytes { try sheetFile.write($0) }
+            do {
+                try Transformer.unzipSheet(sheet, of: archive, into: sheetFile)
+            } catch let e as Transformer.TransformError {
+                throw DraftError(e.message)
             }
-            try sheetFile.rewind()
             let reader = XLSXSheetReader(workbook: workbook, sheet: sheet, read: sheetFile.read)
             var rows: [[String]] = []
             while rows.count < sampleRecords, let row = try reader.next() { rows.append(row.cells.map { $0 ?? "" }) }

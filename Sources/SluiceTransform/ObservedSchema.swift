@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import SluiceFormats
+import Synchronization
 
 /// The schema a transformed unit (a file, or an archive member) was seen to have: its columns
 /// in file order with the type a sniffer sees in their values, how it was read, and which
@@ -188,5 +189,21 @@ extension DatasetMapping {
         if !hold.isEmpty {
             throw SchemaHold(reason: "schema change held: \(hold.joined(separator: "; ")); nothing was written — update the mapping or accept the change, then run `sluice transform \(client) --held`")
         }
+    }
+}
+
+/// Each dataset's previous schema, read once: the members of one archive all follow the same
+/// delivery, so a thousand members cost one manifest read per dataset, not a thousand.
+package final class PreviousSchemas: Sendable {
+    private let lookup: @Sendable (String) -> ObservedSchema?
+    private let seen = Mutex<[String: ObservedSchema?]>([:])
+
+    package init(_ lookup: @escaping @Sendable (String) -> ObservedSchema?) { self.lookup = lookup }
+
+    package func callAsFunction(_ dataset: String) -> ObservedSchema? {
+        if let hit = seen.withLock({ $0[dataset] }) { return hit }
+        let schema = lookup(dataset)
+        seen.withLock { $0[dataset] = .some(schema) }
+        return schema
     }
 }

@@ -68,30 +68,10 @@ extension Transformer {
         let workbook: XLSXWorkbook
         let sheet: XLSXWorkbook.Sheet
         do {
-            workbook = try XLSXWorkbook { entryPath in
-                guard let entry = archive[entryPath] else { return nil }
-                let data = try Self.unzip(archive, entry, name: entryPath)
-                return MemorySource(data).read
-            }
+            workbook = try Self.workbook(archive)
             sheet = try workbook.sheet(named: o.sheet)
-            guard let entry = archive[sheet.entryPath] else {
-                throw TransformError("the workbook lists sheet \"\(sheet.name)\" at \(sheet.entryPath), but the archive has no such part")
-            }
             sheetFile = try makeSpool()
-            let limit = Self.unzipLimit(entry)
-            var unzipped: UInt64 = 0
-            do {
-                _ = try archive.extract(entry, bufferSize: 1 << 20, skipCRC32: false) { chunk in
-                    unzipped += UInt64(chunk.count)
-                    guard unzipped <= limit else { throw Self.bomb(sheet.entryPath, entry) }
-                    try chunk.withUnsafeBytes { try sheetFile.write($0) }
-                }
-            } catch let e as TransformError {
-                throw e
-            } catch {
-                throw TransformError("\(sheet.entryPath) cannot be unzipped (\(error)): the .xlsx file is damaged")
-            }
-            try sheetFile.rewind()
+            try Self.unzipSheet(sheet, of: archive, into: sheetFile)
         } catch let e as TransformError {
             throw TransformError("\(input.path.display): \(e.message)")
         } catch {
@@ -170,6 +150,37 @@ extension Transformer {
     }
 
     /// A whole (small) zip entry: the workbook, its relationships, styles and shared strings.
+    /// The workbook of an opened .xlsx archive: its workbook, relationships, styles and shared
+    /// strings read into memory (each within the bomb limit), the sheets left in the archive.
+    package static func workbook(_ archive: Archive) throws -> XLSXWorkbook {
+        try XLSXWorkbook { entryPath in
+            guard let entry = archive[entryPath] else { return nil }
+            return MemorySource(try unzip(archive, entry, name: entryPath)).read
+        }
+    }
+
+    /// Unzips a sheet's XML into `file` (an unnamed spool file), stopping a zip bomb, and
+    /// rewinds it for reading.
+    package static func unzipSheet(_ sheet: XLSXWorkbook.Sheet, of archive: Archive, into file: SpooledEntry) throws {
+        guard let entry = archive[sheet.entryPath] else {
+            throw TransformError("the workbook lists sheet \"\(sheet.name)\" at \(sheet.entryPath), but the archive has no such part")
+        }
+        let limit = unzipLimit(entry)
+        var unzipped: UInt64 = 0
+        do {
+            _ = try archive.extract(entry, bufferSize: 1 << 20, skipCRC32: false) { chunk in
+                unzipped += UInt64(chunk.count)
+                guard unzipped <= limit else { throw bomb(sheet.entryPath, entry) }
+                try chunk.withUnsafeBytes { try file.write($0) }
+            }
+        } catch let e as TransformError {
+            throw e
+        } catch {
+            throw TransformError("\(sheet.entryPath) cannot be unzipped (\(error)): the .xlsx file is damaged")
+        }
+        try file.rewind()
+    }
+
     package static func unzip(_ archive: Archive, _ entry: Entry, name: String) throws -> [UInt8] {
         var out: [UInt8] = []
         let limit = min(unzipLimit(entry), 1 << 30)

@@ -203,3 +203,17 @@ package func spawnListener(_ words: [String], log: String, port: Int, name: Stri
     _ = waitpid(pid, &status, 0)
     throw TestFailure("\(name) did not start: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
 }
+
+/// curl with a cookie jar kept between calls, as a browser keeps the console's session and
+/// CSRF cookies: each call's HTTP status code and body.
+package struct CookieCurl {
+    package let jar: String
+
+    package init(jar: String) { self.jar = jar }
+
+    package func callAsFunction(_ args: [String]) throws -> (status: String, body: String) {
+        let r = try Shell.run("/usr/bin/curl", ["-sS", "-b", jar, "-c", jar, "-w", "\n%{http_code}"] + args)
+        let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+        return (String(lines.last ?? ""), lines.dropLast().joined(separator: "\n"))
+    }
+}

@@ -129,12 +129,7 @@ func expectDatasetFoldersRead(_ dir: TempDir, sourceLocation: SourceLocation = #
         let d = try DaemonProcess(dir: dir, port: port)
         try d.waitReady()
         let base = "http://127.0.0.1:\(port)"
-        let jar = dir.sub("cookies")
-        func curl(_ args: [String]) throws -> (status: String, body: String) {
-            let r = try Shell.run("/usr/bin/curl", ["-sS", "-b", jar, "-c", jar, "-w", "\n%{http_code}"] + args)
-            let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
-            return (String(lines.last ?? ""), lines.dropLast().joined(separator: "\n"))
-        }
+        let curl = CookieCurl(jar: dir.sub("cookies"))
         #expect(try curl(["\(base)/healthz"]).status == "200", "health stays open for probes")
         #expect(try curl(["\(base)/metrics"]).status == "200")
         #expect(try curl(["\(base)/"]).status == "303", "pages send a stranger to the login form")

@@ -364,12 +364,7 @@ struct HeldUnitDaemonTests {
 
         // The console lists it with its drift; the overview counts it.
         let base = "http://127.0.0.1:\(port)"
-        let jar = dir.sub("cookies")
-        func curl(_ args: [String]) throws -> (status: String, body: String) {
-            let r = try Shell.run("/usr/bin/curl", ["-sS", "-b", jar, "-c", jar, "-w", "\n%{http_code}"] + args)
-            let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
-            return (String(lines.last ?? ""), lines.dropLast().joined(separator: "\n"))
-        }
+        let curl = CookieCurl(jar: dir.sub("cookies"))
         let overview = try curl(["\(base)/"])
         #expect(overview.status == "200" && overview.body.contains("<a class=\"warn held-count\" href=\"/clients/acme#held\">1</a>"), "\(overview.body)")
         let page = try curl(["\(base)/clients/acme"])
