@@ -9,6 +9,7 @@
 # of Sluice is measured on the file and on one BENCH_BIG_FACTOR (default 4) times bigger, to
 # show that memory does not grow with the file.
 #   bash bench/transform.sh
+#   bash bench/transform.sh --matrix [SHAPE ...]   (seven shapes of file: see bench/matrix.py)
 # Env: BENCH_DIR (default /var/tmp), BENCH_ROWS (default 2300000), BENCH_RUNS, BENCH_BIG_FACTOR,
 #      BENCH_COMPRESS (gzip or zstd: both tools read the file compressed that way, as a client
 #      would deliver it; DuckDB unpacks .gz and .zst itself), BENCH_PGP=1 (the file, compressed
@@ -24,6 +25,8 @@ if [ -n "${SLUICE_BIN:-}" ]; then BIN="$SLUICE_BIN"; else
   swift build -c release --product sluice >/dev/null
   BIN="$(swift build -c release --show-bin-path)/sluice"
 fi
+# --matrix [SHAPE ...]: every shape of file against DuckDB (bench/matrix.py says which).
+if [ "${1:-}" = "--matrix" ]; then shift; exec python3 bench/matrix.py "$BIN" "$@"; fi
 W="$(mktemp -d "${BENCH_DIR:-/var/tmp}/sluice-transform-bench.XXXXXX")"
 trap 'rm -rf "$W"' EXIT
 ROWS="${BENCH_ROWS:-2300000}"

@@ -64,7 +64,7 @@ public enum DialectSniffer {
             }
             out.append(r.fields.map { String(decoding: $0, as: UTF8.self) })
         }
-        if truncated || out.count > limit { out.removeLast() }
+        if (truncated || out.count > limit) && !out.isEmpty { out.removeLast() }
         return out
     }
 

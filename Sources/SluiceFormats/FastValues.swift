@@ -43,57 +43,7 @@ public enum FastValues {
     /// decimal(precision, scale) with "." as the decimal separator and no thousands separator;
     /// nil also when the value does not fit (the `Values` function words that error).
     public static func decimal(_ b: UnsafeBufferPointer<UInt8>, precision: Int, scale: Int) -> Int128? {
-        // The digit limits below bound the value by 10^precision, so the arithmetic cannot
-        // overflow: 64-bit for precisions up to 18 (the common case), 128-bit above.
-        if precision <= 18 {
-            return decimalDigits(b, precision: precision, scale: scale, as: Int64.self).map { Int128($0) }
-        }
-        return decimalDigits(b, precision: precision, scale: scale, as: Int128.self)
-    }
-
-    @inline(__always)
-    private static func decimalDigits<T: FixedWidthInteger & SignedInteger>(_ b: UnsafeBufferPointer<UInt8>, precision: Int, scale: Int,
-                                                                           as: T.Type) -> T? {
-        var i = 0
-        var negative = false
-        if let first = b.first, first == UInt8(ascii: "-") || first == UInt8(ascii: "+") {
-            negative = first == UInt8(ascii: "-")
-            i = 1
-        }
-        var v: T = 0
-        var wholeDigits = 0
-        var sawDigit = false
-        while i < b.count, let d = digit(b[i]) {
-            sawDigit = true
-            if wholeDigits > 0 || d != 0 { wholeDigits += 1 }
-            guard wholeDigits <= precision - scale else { return nil }
-            v = v &* 10 &+ T(truncatingIfNeeded: d)
-            i += 1
-        }
-        var fractionDigits = 0
-        if i < b.count {
-            guard b[i] == UInt8(ascii: ".") else { return nil }
-            i += 1
-            // Trailing zeros beyond the scale are fine; a nonzero digit beyond it is not.
-            var pendingZeros = 0
-            while i < b.count {
-                guard let d = digit(b[i]) else { return nil }
-                sawDigit = true
-                if d == 0 {
-                    pendingZeros += 1
-                } else {
-                    guard fractionDigits + pendingZeros + 1 <= scale else { return nil }
-                    for _ in 0..<pendingZeros { v = v &* 10 }
-                    v = v &* 10 &+ T(truncatingIfNeeded: d)
-                    fractionDigits += pendingZeros + 1
-                    pendingZeros = 0
-                }
-                i += 1
-            }
-        }
-        guard sawDigit else { return nil }
-        for _ in fractionDigits..<scale { v = v &* 10 }
-        return negative ? 0 &- v : v
+        decimal(b, precision: precision, scale: scale, style: .plain)
     }
 
     /// The parts of a strict ISO 8601 date or date-time:

@@ -35,6 +35,24 @@ public enum JSONValue: Sendable, Equatable {
         return current
     }
 
+    /// The value at a path already split into its steps (`["customer", "id"]`), without making
+    /// a string per step: what a transform that looks the same paths up in every record uses.
+    public func lookup(steps path: [String]) -> JSONValue? {
+        if path.isEmpty || (path.count == 1 && path[0].isEmpty) { return self }
+        var current = self
+        for step in path {
+            guard case .object(let members) = current else { return nil }
+            var next: JSONValue?
+            for m in members where m.key == step {
+                next = m.value
+                break
+            }
+            guard let found = next else { return nil }
+            current = found
+        }
+        return current
+    }
+
     /// The value at a dotted path such as "customer.id" ("" = self); see `lookup(_: [Substring])`.
     public func lookup(_ path: String) -> JSONValue? {
         lookup(path.split(separator: ".", omittingEmptySubsequences: false))

@@ -335,7 +335,7 @@ struct JSONScanner {
     }
 
     /// `true`, `false` or `null`, at `pos`.
-    private mutating func literal(_ word: StaticString) throws(JSONError) {
+    mutating func literal(_ word: StaticString) throws(JSONError) {
         let letters = word.utf8Start
         for i in 0..<word.utf8CodeUnitCount {
             guard let b = try peek() else { throw endOfInput("inside '\(word)'") }
@@ -357,7 +357,7 @@ struct JSONScanner {
 
     /// A number at `pos`, checked against RFC 8259's grammar
     /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`; its text when `build`.
-    private mutating func scanNumber(build: Bool) throws(JSONError) -> String {
+    mutating func scanNumber(build: Bool) throws(JSONError) -> String {
         if !scratch.isEmpty { scratch.removeAll(keepingCapacity: true) }
         guard var c = try peek() else { throw endOfInput("inside a number") }
         if c == JSONByte.minus {

@@ -18,14 +18,20 @@ package final class FieldConverter {
     private let nullValues: [[UInt8]]
     private let trueValues: [[UInt8]]
     private let falseValues: [[UInt8]]
-    /// "." decimal separator and no "." thousands separator: plain numbers need no rewriting.
-    private let plainNumbers: Bool
+    /// The dataset's separators as bytes (nil: not single ASCII characters, the `String` way).
+    private let numbers: NumberBytes?
+    /// The field's `format`, compiled once.
+    private let plan: DateTimePlan?
     private let zone: ZoneConverter?
 
     /// The direct route for a field with no `trim` and no `map`: the type's byte-level parser
     /// alone, whose accepted forms are all ASCII (so no separate UTF-8 check). A value it
     /// does not take goes the general way.
-    private enum Direct { case string, int64, decimal(precision: Int, scale: Int), isoTimestamp, isoDate, bool, none }
+    private enum Direct {
+        case string, int64, decimal(precision: Int, scale: Int), float64, isoTimestamp, isoDate, bool, none
+        /// With a `format` (its plan is `plan`).
+        case formattedTimestamp, formattedDate
+    }
     private let direct: Direct
     /// The null markers are just "" (the default).
     private let onlyEmptyIsNull: Bool
@@ -37,7 +43,8 @@ package final class FieldConverter {
         nullValues = dataset.nullValues.map { Array($0.utf8) }
         trueValues = field.trueValues.map { Array($0.lowercased().utf8) }
         falseValues = field.falseValues.map { Array($0.lowercased().utf8) }
-        plainNumbers = dataset.decimalSeparator == "." && dataset.thousandsSeparator != "."
+        numbers = NumberBytes(decimal: dataset.decimalSeparator, thousands: dataset.thousandsSeparator)
+        plan = field.format.flatMap(DateTimePlan.init)
         zone = field.type == .timestamp ? ZoneConverter(zone: field.timezone) : nil
         onlyEmptyIsNull = dataset.nullValues == [""]
         if field.trim || !field.map.isEmpty {
@@ -45,12 +52,12 @@ package final class FieldConverter {
         } else {
             switch field.type {
             case .string: direct = .string
-            case .int64: direct = .int64
-            case .decimal(let p, let s): direct = plainNumbers ? .decimal(precision: p, scale: s) : .none
-            case .timestamp: direct = field.format == nil ? .isoTimestamp : .none
-            case .date: direct = field.format == nil ? .isoDate : .none
+            case .int64: direct = numbers == nil ? .none : .int64
+            case .decimal(let p, let s): direct = numbers == nil ? .none : .decimal(precision: p, scale: s)
+            case .timestamp: direct = field.format == nil ? .isoTimestamp : plan == nil ? .none : .formattedTimestamp
+            case .date: direct = field.format == nil ? .isoDate : plan == nil ? .none : .formattedDate
             case .bool: direct = .bool
-            case .float64: direct = .none
+            case .float64: direct = numbers == nil ? .none : .float64
             }
         }
     }
@@ -82,11 +89,22 @@ package final class FieldConverter {
             guard !isNull(b), FastValues.isASCII(b) else { return false }
             row.set(column, bytes: b)
         case .int64:
-            guard !isNull(b), let v = FastValues.int64(b) else { return false }
+            guard !isNull(b), let numbers, let v = FastValues.int64(b, style: numbers) else { return false }
             row.set(column, int64: v)
         case .decimal(let p, let s):
-            guard !isNull(b), let v = FastValues.decimal(b, precision: p, scale: s) else { return false }
+            guard !isNull(b), let numbers, let v = FastValues.decimal(b, precision: p, scale: s, style: numbers) else { return false }
             row.set(column, decimal: v)
+        case .float64:
+            guard !isNull(b), let numbers, let v = FastValues.float64(b, style: numbers) else { return false }
+            row.set(column, float64: v)
+        case .formattedTimestamp:
+            guard !isNull(b), let zone, let p = plan?.parse(b) else { return false }
+            let local = p.days * 86_400 + p.secondOfDay
+            let utc = p.offsetSeconds.map { local - $0 } ?? zone.utc(local: local)
+            row.set(column, timestamp: utc * 1_000_000 + p.micros)
+        case .formattedDate:
+            guard !isNull(b), let p = plan?.parse(b) else { return false }
+            row.set(column, date: Int32(truncatingIfNeeded: p.days))
         case .isoTimestamp:
             guard !isNull(b), let zone, let p = FastValues.iso(b) else { return false }
             let local = p.days * 86_400 + p.secondOfDay
@@ -127,12 +145,12 @@ package final class FieldConverter {
             row.set(column, bytes: b)
             return
         case .int64:
-            if ascii, let v = FastValues.int64(b) {
+            if ascii, let numbers, let v = FastValues.int64(b, style: numbers) {
                 row.set(column, int64: v)
                 return
             }
         case .decimal(let p, let s):
-            if ascii, plainNumbers, let v = FastValues.decimal(b, precision: p, scale: s) {
+            if ascii, let numbers, let v = FastValues.decimal(b, precision: p, scale: s, style: numbers) {
                 row.set(column, decimal: v)
                 return
             }
@@ -155,6 +173,12 @@ package final class FieldConverter {
                 row.set(column, timestamp: utc * 1_000_000 + p.micros)
                 return
             }
+            if ascii, let plan, let p = plan.parse(b) {
+                let local = p.days * 86_400 + p.secondOfDay
+                let utc = p.offsetSeconds.map { local - $0 } ?? zone.utc(local: local)
+                row.set(column, timestamp: utc * 1_000_000 + p.micros)
+                return
+            }
             if field.format != nil {
                 // A `format`: parsed as `Values` does, with this field's cached zone offsets.
                 row.set(column, timestamp: try Values.timestamp(String(decoding: b, as: UTF8.self), format: field.format, zone: zone))
@@ -165,8 +189,15 @@ package final class FieldConverter {
                 row.set(column, date: Int32(truncatingIfNeeded: p.days))
                 return
             }
+            if ascii, let plan, let p = plan.parse(b) {
+                row.set(column, date: Int32(truncatingIfNeeded: p.days))
+                return
+            }
         case .float64:
-            break
+            if ascii, let numbers, let v = FastValues.float64(b, style: numbers) {
+                row.set(column, float64: v)
+                return
+            }
         }
         try slow(b, into: row)
     }

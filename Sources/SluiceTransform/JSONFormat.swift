@@ -53,10 +53,22 @@ extension Transformer {
         let observed = { [d] (sniffer: RecordSniffer) in ObservedSchema.records(format: d.format.name, sniffer: sniffer, fields: d.fields) }
         let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
+        let fields = JSONFields(d)
+        let picker = fields.picker()
         var number = 0
         while let line = try lines.next() {
             number += 1
             if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
+            // Past the schema sample, the mapped paths are picked out of the line without
+            // building it; a line the picker or a field does not take goes the whole way.
+            if let picker, !sniffer.wantsMore {
+                let taken = try line.withUnsafeBytes { document throws -> Bool in
+                    guard picker.pick(document), fields.convert(picker, into: sink.row) else { return false }
+                    try sink.acceptRow(line: number)
+                    return true
+                }
+                if taken { continue }
+            }
             let value: JSONValue
             do {
                 value = try JSONValue.parse(line)
@@ -66,7 +78,7 @@ extension Transformer {
                 continue
             }
             if sniffer.wantsMore { sniffer.observe(value) }
-            try jsonRecord(value, number: number, d, sink)
+            try jsonRecord(value, number: number, fields, sink)
         }
         result.observedSchema = observed(sniffer)
         try sink.finish(into: &result)
@@ -84,6 +96,7 @@ extension Transformer {
         let observed = { [d] (sniffer: RecordSniffer) in ObservedSchema.records(format: d.format.name, sniffer: sniffer, fields: d.fields) }
         let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
+        let fields = JSONFields(d)
         while true {
             let record: (index: Int, line: Int, value: JSONValue)?
             do {
@@ -93,7 +106,7 @@ extension Transformer {
             }
             guard let record else { break }
             if sniffer.wantsMore { sniffer.observe(record.value) }
-            try jsonRecord(record.value, number: record.index, d, sink)
+            try jsonRecord(record.value, number: record.index, fields, sink)
         }
         result.observedSchema = observed(sniffer)
         try sink.finish(into: &result)
@@ -101,7 +114,7 @@ extension Transformer {
 
     /// One JSON record into a row (or a reject): each field's dotted path is looked up; a
     /// string, number or bool is read as text, a nested object or array as its JSON text.
-    func jsonRecord(_ value: JSONValue, number: Int, _ d: DatasetMapping, _ sink: OutputSink) throws {
+    func jsonRecord(_ value: JSONValue, number: Int, _ fields: JSONFields, _ sink: OutputSink) throws {
         guard case .object = value else {
             try sink.reject(line: number, valuesJSON: value.jsonText, reasons: ["_row": "record \(number) is \(Self.kind(value)), not a JSON object"])
             return
@@ -109,23 +122,17 @@ extension Transformer {
         var reasons: [String: String] = [:]
         let row = sink.row
         row.clear()
-        for (i, f) in d.fields.enumerated() {
+        for (i, field) in fields.fields.enumerated() {
             // The source path, else the first alias the record has.
-            var found = value.lookup(f.source ?? "")
-            if found == nil { found = f.aliases.lazy.compactMap { value.lookup($0) }.first }
+            var found: JSONValue?
+            for path in field.paths {
+                found = value.lookup(steps: path)
+                if found != nil { break }
+            }
             do throws(ValueError) {
-                if f.type == .timestamp, case .number(let n)? = found {
-                    // A JSON number in a timestamp field: seconds since the epoch.
-                    // Up to 9999-12-31T23:59:59Z, so that the microseconds always fit.
-                    guard let seconds = Double(n), seconds.isFinite, abs(seconds) <= 253_402_300_799 else {
-                        throw ValueError("\(n) is not a time in seconds since the epoch (up to the year 9999)")
-                    }
-                    row.set(i, timestamp: Int64((seconds * 1_000_000).rounded()))
-                } else {
-                    row.set(i, try Self.value(Self.text(found), f, d))
-                }
+                try field.convert(found, into: row)
             } catch {
-                reasons[f.name] = error.description
+                reasons[fields.dataset.fields[i].name] = error.description
             }
         }
         if reasons.isEmpty {
@@ -154,6 +161,92 @@ extension Transformer {
         case .number(let n)?: n
         case .bool(let b)?: b ? "true" : "false"
         case let other?: other.jsonText
+        }
+    }
+}
+
+/// A dataset's fields prepared for JSON records once per file: each field's paths (its source,
+/// then its aliases) split into steps, and its converter, so that a value goes from the
+/// record's text to the row by the same fast paths as a CSV field's.
+struct JSONFields {
+    struct Field {
+        let paths: [[String]]
+        let converter: FieldConverter
+        let epochSeconds: Bool
+
+        func convert(_ value: JSONValue?, into row: ParquetRow) throws(ValueError) {
+            if epochSeconds, case .number(let n)? = value {
+                // A JSON number in a timestamp field: seconds since the epoch.
+                // Up to 9999-12-31T23:59:59Z, so that the microseconds always fit.
+                guard let seconds = Double(n), seconds.isFinite, abs(seconds) <= 253_402_300_799 else {
+                    throw ValueError("\(n) is not a time in seconds since the epoch (up to the year 9999)")
+                }
+                row.set(converter.column, timestamp: Int64((seconds * 1_000_000).rounded()))
+                return
+            }
+            guard var text = Transformer.text(value) else { return try converter.convert(nil, into: row) }
+            let failure: ValueError? = text.withUTF8 { bytes in
+                do throws(ValueError) {
+                    try converter.convert(bytes, into: row)
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+            if let failure { throw failure }
+        }
+    }
+
+    let dataset: DatasetMapping
+    let fields: [Field]
+
+    /// A picker of every field's paths (source, then aliases), in field order.
+    func picker() -> JSONPicker? {
+        JSONPicker(paths: dataset.fields.flatMap(\.names))
+    }
+
+    private static let trueText = Array("true".utf8), falseText = Array("false".utf8)
+
+    /// Sets the row from a picked record; false (the row cleared) when a field's value does
+    /// not convert, for the `JSONValue` way to reject with every reason.
+    func convert(_ picker: JSONPicker, into row: ParquetRow) -> Bool {
+        var slot = 0
+        do throws(ValueError) {
+            for field in fields {
+                let names = field.paths.count
+                var found: JSONPicker.Picked = .absent
+                for k in slot..<(slot + names) {
+                    if case .absent = picker.picked[k] { continue }
+                    found = picker.picked[k]
+                    break
+                }
+                slot += names
+                let c = field.converter
+                switch found {
+                case .absent, .null: try c.convert(nil, into: row)
+                case .bool(let b): try (b ? Self.trueText : Self.falseText).withUnsafeBufferPointer { bytes throws(ValueError) in try c.convert(bytes, into: row) }
+                case .string(let raw): try c.convert(raw.assumingMemoryBound(to: UInt8.self), into: row)
+                case .owned(let bytes, _): try bytes.withUnsafeBufferPointer { b throws(ValueError) in try c.convert(b, into: row) }
+                case .number(let raw):
+                    if field.epochSeconds {
+                        try field.convert(.number(String(decoding: raw, as: UTF8.self)), into: row)
+                    } else {
+                        try c.convert(raw.assumingMemoryBound(to: UInt8.self), into: row)
+                    }
+                }
+            }
+            return true
+        } catch {
+            row.clear()
+            return false
+        }
+    }
+
+    init(_ d: DatasetMapping) {
+        dataset = d
+        fields = d.fields.enumerated().map { i, f in
+            Field(paths: f.names.map { $0.split(separator: ".", omittingEmptySubsequences: false).map(String.init) },
+                  converter: FieldConverter(field: f, dataset: d, column: i), epochSeconds: f.type == .timestamp)
         }
     }
 }

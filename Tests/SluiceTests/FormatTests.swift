@@ -130,6 +130,70 @@ struct FormatTests {
         expectDatasetFoldersRead(dir)
     }
 
+    /// Past the first 1,000 lines (the schema sample), JSON Lines values are picked out of each
+    /// line without building it. The same 600 lines twice: each line of the second copy (from
+    /// line 1,001 on, picked) must give what the same line gave in the first (built): values,
+    /// nulls, aliases, the first of two equal keys, escapes, nested values as JSON text, epoch
+    /// seconds, and rejects with the same reasons.
+    @Test func pickedJSONLinesGiveWhatBuiltOnesGive() throws {
+        let mapping = """
+            [datasets.events]
+            match = ["events_*.jsonl"]
+            format = "jsonl"
+            max_reject_ratio = 0.5
+            fields = [
+              { name = "id", source = "id", type = "int64", required = true },
+              { name = "ts", source = "ts", type = "timestamp" },
+              { name = "customer_id", source = "customer.id", aliases = ["cust_id"], type = "int64" },
+              { name = "name", source = "customer.name", type = "string" },
+              { name = "amount", source = "amount", type = "decimal(10,2)" },
+              { name = "tags", source = "tags", type = "string" },
+              { name = "meta", source = "meta", type = "string" },
+              { name = "active", source = "active", type = "bool" },
+            ]
+            """
+        let shapes = [
+            #"{"id": ID, "ts": "2026-10-01T10:00:00Z", "customer": {"id": 5, "name": "Zoë "q""}, "amount": 12.5, "tags": [1, 2], "active": true}"#,
+            #"{"id": ID, "ts": 1791000060, "customer": null, "amount": "7.25", "meta": {"a": 1, "b": [true, null]}, "active": false}"#,
+            #"{"id": ID, "cust_id": 77, "customer": {"name": "Müller"}, "amount": null}"#,
+            #"{"id": ID, "customer": "not an object", "amount": 1}"#,
+            #"{"id": ID, "id": 999, "amount": 3.10, "amount": 4}"#,
+            #"{"id": ID, "amount": 2}"#,
+            #"{"id": ID, "amount": "abc", "active": "maybe"}"#,
+            #"{"id": ID, "ts": "31.02.2026"}"#,
+            #"{"id": ID,"#,
+            #"[ID, 2]"#,
+            #"  {  "id" : ID , "customer" : { "id" : 8 , "id" : 9 } , "tags" : "[x]" }  "#,
+            #"{"id": ID, "customer": {"id": 1, "extra": {"deep": [1, {"x": "y"}]}}, "active": "YES"}"#,
+        ]
+        var lines: [String] = []
+        for k in 0..<600 { lines.append(shapes[k % shapes.count].replacingOccurrences(of: "ID", with: "\(k % 50)")) }
+        let text = (lines + lines).joined(separator: "\n") + "\n"
+        let dir = Self.lake(mapping, files: ["events_1.jsonl": Data(text.utf8)])
+        let (_, transforms) = try Self.pull(dir)
+        let t = try #require(transforms["events_1.jsonl"])
+        #expect(t["status"] as? String == "ok" && (t["rows_rejected"] as? Int ?? 0) > 0, "\(t)")
+        let r = try Shell.run("/usr/bin/env", ["python3", "-c", """
+            import json, re, sys, pyarrow.parquet as pq, duckdb
+            rows = pq.read_table(sys.argv[1]).to_pylist()
+            assert duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{sys.argv[1]}')").fetchone()[0] == len(rows)
+            by = {r['_row_number']: {k: v for k, v in r.items() if not k.startswith('_')} for r in rows}
+            rejects = {}
+            for line in open(sys.argv[2]):
+                j = json.loads(line)
+                # A reason may name its record's number, which differs between the copies.
+                rejects[j['row']] = {k: re.sub(r'record \\d+', 'record N', v) for k, v in j['reasons'].items()}
+            bad = []
+            for n in range(1, 601):
+                if by.get(n) != by.get(n + 600) or rejects.get(n) != rejects.get(n + 600):
+                    bad.append((n, by.get(n), by.get(n + 600), rejects.get(n), rejects.get(n + 600)))
+            print(json.dumps({"rows": len(rows), "rejects": len(rejects), "bad": bad[:5]}, default=str))
+            """, dir.sub("lake/") + (t["output_path"] as! String), dir.sub("lake/") + (t["rejects_path"] as! String)])
+        #expect(r.status == 0, "\(r.stderr)")
+        let out = (try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) as? [String: Any] ?? [:]
+        #expect((out["bad"] as? [Any])?.isEmpty == true && (out["rows"] as? Int ?? 0) > 500 && (out["rejects"] as? Int ?? 0) > 100, "\(r.stdout)")
+    }
+
     @Test func jsonOfTheWrongShapeFailsTheFileKeepsTheRawVersionAndReRunsAfterTheFix() throws {
         let wrong = Self.ticketsMapping.replacingOccurrences(of: #"records = "data.items""#, with: #"records = "data.rows""#)
         let dir = Self.lake(wrong, files: ["tickets.json": try Self.fixture("initech/tickets.json")])

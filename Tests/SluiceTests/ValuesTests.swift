@@ -118,6 +118,61 @@ import SluiceFormats
         }
     }
 
+    /// Separators: decimal commas, thousands points, commas and blanks, in int64, decimal and
+    /// float64, against `Values` (a fast path never takes what `Values` refuses).
+    @Test func numbersWithSeparatorsAgreeWithValues() {
+        let styles: [(Character, Character?)] = [(",", "."), (",", nil), (".", ","), (".", " "), (".", nil), (",", " ")]
+        let inputs = Self.samples("0123456789-+.,e ", count: 30_000, maxLength: 16) + [
+            "1.234,56", "-1.234.567,8", "12,5", "1,234.56", "1 234,5", "1.23,4", "12.34,5", "1,23", ",5", "5,", "1.234", "1,234", "1e5", "-2.5E-3", ".5e1",
+            "+1.234.567", "1..234", "1,,234", "00.001,5", "999.999.999.999.999.999", "1 234 567",
+        ]
+        for s in inputs {
+            for (point, thousands) in styles {
+                guard let style = NumberBytes(decimal: point, thousands: thousands) else { continue }
+                let fastInt = Self.bytes(s) { FastValues.int64($0, style: style) }
+                let slowInt = try? Values.int64(s, decimal: point, thousands: thousands)
+                if let fastInt { #expect(slowInt == fastInt, "int64 \"\(s)\" \(point) \(String(describing: thousands))") }
+                for (p, sc) in [(12, 2), (18, 4), (38, 10), (5, 0)] {
+                    let fast = Self.bytes(s) { FastValues.decimal($0, precision: p, scale: sc, style: style) }
+                    let slow = try? Values.decimal(s, precision: p, scale: sc, decimal: point, thousands: thousands)
+                    if let fast { #expect(slow == fast, "decimal(\(p),\(sc)) \"\(s)\" \(point) \(String(describing: thousands))") }
+                    if slow == nil { #expect(fast == nil, "decimal(\(p),\(sc)) \"\(s)\" refused by Values") }
+                }
+                let fastF = Self.bytes(s) { FastValues.float64($0, style: style) }
+                if let fastF { #expect((try? Values.float64(s, decimal: point, thousands: thousands)) == fastF, "float64 \"\(s)\" \(point)") }
+            }
+        }
+        // The shapes the fast paths exist for are taken.
+        let euro = NumberBytes(decimal: ",", thousands: ".")!
+        #expect(Self.bytes("-1.234.567,89") { FastValues.decimal($0, precision: 18, scale: 4, style: euro) } == -12_345_678_900)
+        #expect(Self.bytes("1.234") { FastValues.int64($0, style: euro) } == 1234)
+        #expect(Self.bytes("2,5e3") { FastValues.float64($0, style: euro) } == 2500)
+    }
+
+    /// Formats compiled into plans read what `Values.parse` reads, to the microsecond.
+    @Test func formattedDatesAndTimesAgreeWithValues() throws {
+        let utc = TimeZone(identifier: "UTC")!
+        let formats = ["%d.%m.%Y %H:%M", "%Y-%m-%dT%H:%M:%S", "%m/%d/%Y", "%Y%m%d", "%d/%m/%Y %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S%z", "%d.%m.%Y", "%H:%M %d-%m-%Y %%"]
+        let inputs = Self.samples("0123456789./-: T+Z,%", count: 20_000, maxLength: 24) + (0..<20_000).map { i in
+            let templates = ["dd.dd.dddd dd:dd", "dddd-dd-ddTdd:dd:dd", "dd/dd/dddd", "d/d/dddd", "dddddddd", "dd/dd/dddd dd:dd:dd.dddddddd", "dddd-dd-dd dd:dd:dd+dd:dd",
+                             "dddd-dd-dd dd:dd:ddZ", "dd.dd.dddd", "dd:dd dd-dd-dddd %", "dd.dd.dddd dd:dd.5", "dddd-dd-dd dd:dd:dd+dddd"]
+            return String(templates[i % templates.count].map { $0 == "d" ? Character(String(Int.random(in: 0...9))) : $0 })
+        }
+        for f in formats {
+            let plan = try #require(DateTimePlan(f))
+            var taken = 0
+            for s in inputs {
+                let slow = try? Values.timestamp(s, format: f, zone: utc)
+                guard let p = Self.bytes(s, { plan.parse($0) }) else { continue }
+                taken += 1
+                let local = p.days * 86_400 + p.secondOfDay
+                #expect(slow == (p.offsetSeconds.map { local - $0 } ?? local) * 1_000_000 + p.micros, "\(f): \"\(s)\"")
+                #expect((try? Values.date(s, format: f)) == Int32(p.days), "\(f): \"\(s)\"")
+            }
+            #expect(taken > 0, "\(f) read none of the samples")
+        }
+    }
+
     /// The per-day offset cache gives what the zone database gives, every 15 minutes of
     /// local time through 2025–2026, in zones with DST gaps and overlaps, half-hour shifts
     /// (Lord Howe) and odd offsets (Kathmandu).
