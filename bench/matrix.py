@@ -242,14 +242,16 @@ def sluice_run(sluice, work, shape, path):
     with open(os.path.join(run, "mappings", "bench.toml"), "w") as f:
         f.write(f'[datasets.data]\nmatch = ["{name}"]\n' + shape["mapping"] + "\n")
     errors = open(os.path.join(run, "stderr"), "w+b")
+    peak = os.path.join(run, "peak-rss")
+    # Through GNU time: a child of this process would report this process's own peak (Linux
+    # keeps the peak across exec), and a big Python with DuckDB in it is no measure of Sluice.
     t0 = time.perf_counter()
-    p = subprocess.Popen([sluice, "pull", "bench", "--json", "--config", os.path.join(run, "agent.conf")], stdout=subprocess.PIPE, stderr=errors)
-    out = p.stdout.read()
-    # wait4: this process's own peak RSS (KiB), not the largest child's so far.
-    _, status, usage = os.wait4(p.pid, 0)
+    p = subprocess.Popen(["/usr/bin/time", "-o", peak, "-f", "%M", sluice, "pull", "bench", "--json", "--config", os.path.join(run, "agent.conf")],
+                         stdout=subprocess.PIPE, stderr=errors)
+    out, _ = p.communicate()
     elapsed = time.perf_counter() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)
-    rss = usage.ru_maxrss
+    with open(peak) as f:
+        rss = int(f.read().split()[-1])
     report = json.loads(out)
     t = report["transforms"][0]
     if p.returncode != 0 or t["status"] != "ok":

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import SluiceSupport
 
 /// The text encodings a client file may use (the mapping's `encoding` values); everything is
@@ -443,20 +446,28 @@ public final class TextLineReader {
     deinit { raw.deallocate() }
 
     public func next() throws -> [UInt8]? {
+        try nextLine { Array($0) }
+    }
+
+    /// The next line as a view into the reader's buffer (valid only inside `body`): no copy,
+    /// for readers that take a line apart and keep nothing of it. nil at the end.
+    public func nextLine<R>(_ body: (UnsafeBufferPointer<UInt8>) throws -> R) throws -> R? {
         while true {
-            if let nl = pending[start...].firstIndex(of: 0x0A) {
-                var line = Array(pending[start..<nl])
-                start = nl + 1
-                if line.last == 0x0D { line.removeLast() }
-                return line
+            let from = start
+            let newline: Int? = pending.withUnsafeBufferPointer { buf in
+                guard from < buf.count, let base = buf.baseAddress, let hit = memchr(base + from, 0x0A, buf.count - from) else { return nil }
+                return UnsafePointer<UInt8>(hit.assumingMemoryBound(to: UInt8.self)) - base
             }
-            if atEnd {
-                guard start < pending.count else { return nil }
-                var line = Array(pending[start...])
-                start = pending.count
-                if line.last == 0x0D { line.removeLast() }
-                return line
+            if newline != nil || (atEnd && from < pending.count) {
+                let end = newline ?? pending.count
+                start = newline.map { $0 + 1 } ?? pending.count
+                return try pending.withUnsafeBufferPointer { buf in
+                    var e = end
+                    if e > from && buf[e - 1] == 0x0D { e -= 1 }
+                    return try body(UnsafeBufferPointer(rebasing: buf[from..<e]))
+                }
             }
+            if atEnd { return nil }
             pending.removeFirst(start)
             start = 0
             let n = try source(raw)

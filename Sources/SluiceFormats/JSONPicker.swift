@@ -14,8 +14,9 @@ public final class JSONPicker {
         /// and only while the document's memory is.
         case string(UnsafeRawBufferPointer)
         case number(UnsafeRawBufferPointer)
-        /// A string with escapes, decoded; or a nested array or object's compact JSON text.
-        case owned([UInt8], isString: Bool)
+        /// A string with escapes, decoded, or a nested array or object's compact JSON text:
+        /// `owned[index]`, until the next `pick`.
+        case owned(Int)
     }
 
     private struct Node {
@@ -23,15 +24,29 @@ public final class JSONPicker {
         var slots: [Int] = []
     }
 
-    private var nodes = [Node()]
-    /// The node a key was last met in (by object), so that a repeated key is passed over.
-    private var seen: [Int]
+    /// The trie, flattened once so that matching a key touches no reference counts: node n's
+    /// children are edges `firstChild[n] ..< firstChild[n + 1]`; edge e's key is
+    /// `keyBytes[keyStart[e] ..< keyStart[e] + keyLength[e]]` and it leads to `target[e]`; node
+    /// n's slots are `slotList[firstSlot[n] ..< firstSlot[n + 1]]`.
+    private let firstChild: UnsafeMutableBufferPointer<Int>
+    private let keyStart: UnsafeMutableBufferPointer<Int>
+    private let keyLength: UnsafeMutableBufferPointer<Int>
+    private let target: UnsafeMutableBufferPointer<Int>
+    private let keyBytes: UnsafeMutableBufferPointer<UInt8>
+    private let firstSlot: UnsafeMutableBufferPointer<Int>
+    private let slotList: UnsafeMutableBufferPointer<Int>
+    /// The object a node's key was last met in (by stamp), so that a repeated key is passed over.
+    private let seen: UnsafeMutableBufferPointer<Int>
     private var stamp = 0
-    public private(set) var picked: [Picked]
+    /// What each slot holds after `pick` (`picked(slot)`).
+    private let slots: UnsafeMutableBufferPointer<Picked>
+    /// The values `picked` holds by index (decoded strings, nested values' JSON text).
+    public private(set) var owned: [[UInt8]] = []
 
     /// One slot per path, in order; nil when a path is empty or is both a value and the
     /// parent of another path (the `JSONValue` way handles those).
     public init?(paths: [String]) {
+        var nodes = [Node()]
         for (slot, path) in paths.enumerated() {
             guard !path.isEmpty else { return nil }
             var node = 0
@@ -48,13 +63,43 @@ public final class JSONPicker {
             nodes[node].slots.append(slot)
         }
         guard nodes.allSatisfy({ $0.slots.isEmpty || $0.children.isEmpty }) else { return nil }
-        picked = Array(repeating: .absent, count: paths.count)
-        seen = Array(repeating: -1, count: nodes.count)
+        func table<T>(_ values: [T]) -> UnsafeMutableBufferPointer<T> {
+            let t = UnsafeMutableBufferPointer<T>.allocate(capacity: max(values.count, 1))
+            _ = t.initialize(from: values)
+            return t
+        }
+        let edges = nodes.flatMap(\.children)
+        firstChild = table(nodes.reduce(into: [0]) { $0.append($0.last! + $1.children.count) })
+        keyLength = table(edges.map(\.key.count))
+        var starts: [Int] = []
+        var offset = 0
+        for e in edges {
+            starts.append(offset)
+            offset += e.key.count
+        }
+        keyStart = table(starts)
+        target = table(edges.map(\.node))
+        keyBytes = table(edges.flatMap(\.key))
+        firstSlot = table(nodes.reduce(into: [0]) { $0.append($0.last! + $1.slots.count) })
+        slotList = table(nodes.flatMap(\.slots))
+        seen = table(Array(repeating: -1, count: nodes.count))
+        slots = table(Array(repeating: Picked.absent, count: paths.count))
+    }
+
+    /// What path `slot` held in the last document picked.
+    @inline(__always)
+    public func picked(_ slot: Int) -> Picked { slots[slot] }
+
+    deinit {
+        for t in [firstChild, keyStart, keyLength, target, firstSlot, slotList, seen] { t.deallocate() }
+        keyBytes.deallocate()
+        slots.deallocate()
     }
 
     /// Picks the paths out of `document`; false when the `JSONValue` way must read it.
     public func pick(_ document: UnsafeRawBufferPointer) -> Bool {
-        for i in picked.indices { picked[i] = .absent }
+        for i in slots.indices { slots[i] = .absent }
+        if !owned.isEmpty { owned.removeAll(keepingCapacity: true) }
         var s = JSONScanner(document: document)
         do throws(JSONError) {
             try s.skipByteOrderMark()
@@ -89,17 +134,19 @@ public final class JSONPicker {
             guard let colon = try s.skipWhitespace(), colon == JSONByte.colon else { throw s.syntax("expected ':' after an object key") }
             s.pos += 1
             guard let v = try s.skipWhitespace() else { throw s.endOfInput("inside an object") }
-            var child: Int?
-            for entry in nodes[node].children where entry.key.elementsEqual(key) {
-                child = entry.node
+            var child = -1
+            edges: for e in firstChild[node]..<firstChild[node + 1] where keyLength[e] == key.count {
+                let start = keyStart[e]
+                for k in 0..<key.count where keyBytes[start + k] != key[k] { continue edges }
+                child = target[e]
                 break
             }
-            if let target = child, seen[target] != mine {
-                seen[target] = mine
-                if nodes[target].children.isEmpty {
-                    try value(&s, v, slots: nodes[target].slots, depth: depth)
+            if child >= 0, seen[child] != mine {
+                seen[child] = mine
+                if firstChild[child] == firstChild[child + 1] {
+                    try value(&s, v, node: child, depth: depth)
                 } else if v == JSONByte.openBrace {
-                    guard try object(&s, node: target, depth: depth + 1) else { return false }
+                    guard try object(&s, node: child, depth: depth + 1) else { return false }
                 } else {
                     _ = try s.readValue(build: false, depth: depth + 1)
                 }
@@ -119,7 +166,7 @@ public final class JSONPicker {
     }
 
     /// The value starting with `b` at `s.pos`, into every slot whose path ends here.
-    private func value(_ s: inout JSONScanner, _ b: UInt8, slots: [Int], depth: Int) throws(JSONError) {
+    private func value(_ s: inout JSONScanner, _ b: UInt8, node: Int, depth: Int) throws(JSONError) {
         let got: Picked
         switch b {
         case JSONByte.quote:
@@ -129,7 +176,8 @@ public final class JSONPicker {
             let raw = UnsafeRawBufferPointer(rebasing: s.bytes[start..<(s.pos - 1)])
             if raw.contains(JSONByte.backslash) {
                 s.pos = start
-                got = .owned(Array(try s.scanString(build: true).utf8), isString: true)
+                owned.append(Array(try s.scanString(build: true).utf8))
+                got = .owned(owned.count - 1)
             } else {
                 got = .string(raw)
             }
@@ -148,8 +196,9 @@ public final class JSONPicker {
             got = .null
         default:
             let nested = try s.readValue(build: true, depth: depth + 1)
-            got = .owned(Array(nested.jsonText.utf8), isString: false)
+            owned.append(Array(nested.jsonText.utf8))
+            got = .owned(owned.count - 1)
         }
-        for slot in slots { picked[slot] = got }
+        for k in firstSlot[node]..<firstSlot[node + 1] { slots[slotList[k]] = got }
     }
 }

@@ -56,30 +56,27 @@ extension Transformer {
         let fields = JSONFields(d)
         let picker = fields.picker()
         var number = 0
-        while let line = try lines.next() {
+        // Each line is read in place in the reader's buffer.
+        while try lines.nextLine({ (line: UnsafeBufferPointer<UInt8>) throws -> Void in
             number += 1
-            if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
+            if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { return }
             // Past the schema sample, the mapped paths are picked out of the line without
             // building it; a line the picker or a field does not take goes the whole way.
-            if let picker, !sniffer.wantsMore {
-                let taken = try line.withUnsafeBytes { document throws -> Bool in
-                    guard picker.pick(document), fields.convert(picker, into: sink.row) else { return false }
-                    try sink.acceptRow(line: number)
-                    return true
-                }
-                if taken { continue }
+            if let picker, !sniffer.wantsMore, picker.pick(UnsafeRawBufferPointer(line)), fields.convert(picker, into: sink.row) {
+                try sink.acceptRow(line: number)
+                return
             }
             let value: JSONValue
-            do {
-                value = try JSONValue.parse(line)
+            do throws(JSONError) {
+                value = try JSONValue.parse(UnsafeRawBufferPointer(line))
             } catch {
                 try sink.reject(line: number, valuesJSON: JSONValue.string(String(decoding: line, as: UTF8.self)).jsonText,
                                 reasons: ["_row": "not a JSON object (\(error.description))"])
-                continue
+                return
             }
             if sniffer.wantsMore { sniffer.observe(value) }
             try jsonRecord(value, number: number, fields, sink)
-        }
+        }) != nil {}
         result.observedSchema = observed(sniffer)
         try sink.finish(into: &result)
     }
@@ -199,6 +196,9 @@ struct JSONFields {
 
     let dataset: DatasetMapping
     let fields: [Field]
+    /// Per field: how many names it has (its slots in the picker), and its converter unretained.
+    private let nameCounts: [Int]
+    private let unretained: [Unmanaged<FieldConverter>]
 
     /// A picker of every field's paths (source, then aliases), in field order.
     func picker() -> JSONPicker? {
@@ -212,28 +212,37 @@ struct JSONFields {
     func convert(_ picker: JSONPicker, into row: ParquetRow) -> Bool {
         var slot = 0
         do throws(ValueError) {
-            for field in fields {
-                let names = field.paths.count
+            for i in 0..<unretained.count {
+                let names = nameCounts[i]
                 var found: JSONPicker.Picked = .absent
                 for k in slot..<(slot + names) {
-                    if case .absent = picker.picked[k] { continue }
-                    found = picker.picked[k]
+                    let p = picker.picked(k)
+                    if case .absent = p { continue }
+                    found = p
                     break
                 }
                 slot += names
-                let c = field.converter
-                switch found {
-                case .absent, .null: try c.convert(nil, into: row)
-                case .bool(let b): try (b ? Self.trueText : Self.falseText).withUnsafeBufferPointer { bytes throws(ValueError) in try c.convert(bytes, into: row) }
-                case .string(let raw): try c.convert(raw.assumingMemoryBound(to: UInt8.self), into: row)
-                case .owned(let bytes, _): try bytes.withUnsafeBufferPointer { b throws(ValueError) in try c.convert(b, into: row) }
-                case .number(let raw):
-                    if field.epochSeconds {
-                        try field.convert(.number(String(decoding: raw, as: UTF8.self)), into: row)
-                    } else {
-                        try c.convert(raw.assumingMemoryBound(to: UInt8.self), into: row)
+                // `fields` keeps the converters alive; no reference counting per value.
+                var failure: ValueError?
+                unretained[i]._withUnsafeGuaranteedRef { c in
+                    do throws(ValueError) {
+                        switch found {
+                        case .absent, .null: try c.convert(nil, into: row)
+                        case .bool(let b): try (b ? Self.trueText : Self.falseText).withUnsafeBufferPointer { bytes throws(ValueError) in try c.convert(bytes, into: row) }
+                        case .string(let raw): try c.convert(raw.assumingMemoryBound(to: UInt8.self), into: row)
+                        case .owned(let k): try picker.owned[k].withUnsafeBufferPointer { b throws(ValueError) in try c.convert(b, into: row) }
+                        case .number(let raw):
+                            if fields[i].epochSeconds {
+                                try fields[i].convert(.number(String(decoding: raw, as: UTF8.self)), into: row)
+                            } else {
+                                try c.convert(raw.assumingMemoryBound(to: UInt8.self), into: row)
+                            }
+                        }
+                    } catch {
+                        failure = error
                     }
                 }
+                if let failure { throw failure }
             }
             return true
         } catch {
@@ -248,5 +257,7 @@ struct JSONFields {
             Field(paths: f.names.map { $0.split(separator: ".", omittingEmptySubsequences: false).map(String.init) },
                   converter: FieldConverter(field: f, dataset: d, column: i), epochSeconds: f.type == .timestamp)
         }
+        nameCounts = fields.map(\.paths.count)
+        unretained = fields.map { Unmanaged.passUnretained($0.converter) }
     }
 }
