@@ -54,21 +54,12 @@ extension Transformer {
         let sink = try OutputSink(lake: lake, input: input, dataset: d, options: options)
         defer { sink.abandonIfOpen() }
         let fields = JSONFields(d)
-        let picker = fields.picker()
-        var number = 0
-        // Each line is read in place in the reader's buffer.
-        while try lines.nextLine({ (line: UnsafeBufferPointer<UInt8>) throws -> Void in
-            number += 1
-            if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { return }
-            // Past the schema sample, the mapped paths are picked out of the line without
-            // building it; a line the picker or a field does not take goes the whole way.
-            if let picker, !sniffer.wantsMore, picker.pick(UnsafeRawBufferPointer(line)), fields.convert(picker, into: sink.row) {
-                try sink.acceptRow(line: number)
-                return
-            }
+        /// A line the whole way: parsed into a `JSONValue` (the schema sample sees it), then
+        /// its fields looked up; or a reject.
+        func whole(_ line: UnsafeRawBufferPointer, _ number: Int) throws {
             let value: JSONValue
             do throws(JSONError) {
-                value = try JSONValue.parse(UnsafeRawBufferPointer(line))
+                value = try JSONValue.parse(line)
             } catch {
                 try sink.reject(line: number, valuesJSON: JSONValue.string(String(decoding: line, as: UTF8.self)).jsonText,
                                 reasons: ["_row": "not a JSON object (\(error.description))"])
@@ -76,7 +67,56 @@ extension Transformer {
             }
             if sniffer.wantsMore { sniffer.observe(value) }
             try jsonRecord(value, number: number, fields, sink)
-        }) != nil {}
+        }
+        guard let picker = fields.picker() else {
+            // Paths the picker does not take: every line the whole way, read in place.
+            var number = 0
+            while try lines.nextLine({ (line: UnsafeBufferPointer<UInt8>) throws -> Void in
+                number += 1
+                if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { return }
+                try whole(UnsafeRawBufferPointer(line), number)
+            }) != nil {}
+            result.observedSchema = observed(sniffer)
+            return try sink.finish(into: &result)
+        }
+        // Lines are read and picked on another thread; past the schema sample, a picked line's
+        // values go straight into the row, and anything else the whole way.
+        let slots = fields.slotCount
+        let picked = PickedLines(lines: lines, picker: picker, slots: slots)
+        defer { picked.stop() }
+        while let batch = try picked.next() {
+            try batch.text.withUnsafeBytes { text in
+                try batch.owned.withUnsafeBytes { owned in
+                    var first = 0
+                    for line in batch.lines {
+                        let bytes = UnsafeRawBufferPointer(rebasing: text[line.start..<(line.start + line.length)])
+                        if line.picked {
+                            let base = first
+                            first += slots
+                            if !sniffer.wantsMore, fields.convert({ k in
+                                let v = batch.values[base + k]
+                                switch v.kind {
+                                case 0: return .absent
+                                case 1: return .null
+                                case 2: return .bool(true)
+                                case 3: return .bool(false)
+                                case 4: return .string(UnsafeRawBufferPointer(rebasing: text[v.offset..<(v.offset + v.length)]))
+                                case 5: return .number(UnsafeRawBufferPointer(rebasing: text[v.offset..<(v.offset + v.length)]))
+                                default: return .string(UnsafeRawBufferPointer(rebasing: owned[v.offset..<(v.offset + v.length)]))
+                                }
+                            }, into: sink.row) {
+                                try sink.acceptRow(line: line.number)
+                                continue
+                            }
+                        }
+                        try whole(bytes, line.number)
+                    }
+                }
+            }
+            let end = batch.end
+            picked.recycle(batch)
+            if end { break }
+        }
         result.observedSchema = observed(sniffer)
         try sink.finish(into: &result)
     }
@@ -207,21 +247,35 @@ struct JSONFields {
 
     private static let trueText = Array("true".utf8), falseText = Array("false".utf8)
 
-    /// Sets the row from a picked record; false (the row cleared) when a field's value does
-    /// not convert, for the `JSONValue` way to reject with every reason.
-    func convert(_ picker: JSONPicker, into row: ParquetRow) -> Bool {
-        var slot = 0
+    /// A picked slot's value, as the converters read it.
+    enum Slot {
+        case absent, null
+        case bool(Bool)
+        /// A string's UTF-8 (or a nested value's JSON text).
+        case string(UnsafeRawBufferPointer)
+        /// A number's source text.
+        case number(UnsafeRawBufferPointer)
+    }
+
+    /// How many paths the picker looks for (every field's source and aliases).
+    var slotCount: Int { nameCounts.reduce(0, +) }
+
+    /// Sets the row from a picked record, `slot(k)` being path k's value; false (the row
+    /// cleared) when a field's value does not convert, for the whole way to reject with
+    /// every reason.
+    func convert(_ slot: (Int) -> Slot, into row: ParquetRow) -> Bool {
+        var next = 0
         do throws(ValueError) {
             for i in 0..<unretained.count {
                 let names = nameCounts[i]
-                var found: JSONPicker.Picked = .absent
-                for k in slot..<(slot + names) {
-                    let p = picker.picked(k)
+                var found: Slot = .absent
+                for k in next..<(next + names) {
+                    let p = slot(k)
                     if case .absent = p { continue }
                     found = p
                     break
                 }
-                slot += names
+                next += names
                 // `fields` keeps the converters alive; no reference counting per value.
                 var failure: ValueError?
                 unretained[i]._withUnsafeGuaranteedRef { c in
@@ -230,7 +284,6 @@ struct JSONFields {
                         case .absent, .null: try c.convert(nil, into: row)
                         case .bool(let b): try (b ? Self.trueText : Self.falseText).withUnsafeBufferPointer { bytes throws(ValueError) in try c.convert(bytes, into: row) }
                         case .string(let raw): try c.convert(raw.assumingMemoryBound(to: UInt8.self), into: row)
-                        case .owned(let k): try picker.owned[k].withUnsafeBufferPointer { b throws(ValueError) in try c.convert(b, into: row) }
                         case .number(let raw):
                             if fields[i].epochSeconds {
                                 try fields[i].convert(.number(String(decoding: raw, as: UTF8.self)), into: row)

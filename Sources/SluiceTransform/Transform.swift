@@ -90,7 +90,7 @@ public final class TransformMember: @unchecked Sendable {  // reason: made and r
 
 /// A source to read to its end before publishing (an OpenPGP message's signature is known
 /// only there).
-package final class Drain: @unchecked Sendable {  // reason: set and read by the one thread that runs the transform
+package final class Drain: @unchecked Sendable {  // reason: used by one thread at a time: the transform's (a JSON Lines reader thread reads the source only until it has ended)
     package var source: ByteSource?
 
     /// Reads what is left of the source.
