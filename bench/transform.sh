@@ -25,7 +25,9 @@ if [ -n "${SLUICE_BIN:-}" ]; then BIN="$SLUICE_BIN"; else
   swift build -c release --product sluice >/dev/null
   BIN="$(swift build -c release --show-bin-path)/sluice"
 fi
-# --matrix [SHAPE ...]: every shape of file against DuckDB (bench/matrix.py says which).
+# --matrix [SHAPE ...]: every shape of file against DuckDB (bench/matrix.py says which), in
+# BENCH_DIR as this script's single file is (a loop-mounted image makes every fsync go through
+# the loop device to its backing file: slower, and not what a lake on a disk does).
 if [ "${1:-}" = "--matrix" ]; then shift; exec python3 bench/matrix.py "$BIN" "$@"; fi
 W="$(mktemp -d "${BENCH_DIR:-/var/tmp}/sluice-transform-bench.XXXXXX")"
 trap 'rm -rf "$W"' EXIT

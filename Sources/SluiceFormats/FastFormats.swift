@@ -25,6 +25,13 @@ public struct NumberBytes: Sendable, Equatable {
 }
 
 extension FastValues {
+    /// Whether `b` starts with a minus, and where its digits start (after a `-` or `+`).
+    @inline(__always)
+    static func sign(_ b: UnsafeBufferPointer<UInt8>) -> (negative: Bool, start: Int) {
+        guard let first = b.first, first == UInt8(ascii: "-") || first == UInt8(ascii: "+") else { return (false, 0) }
+        return (first == UInt8(ascii: "-"), 1)
+    }
+
     /// The whole part of a number from `i`: digits, with `style`'s thousands separator only
     /// between groups of three (the first group 1 to 3 digits), as `Values` allows it. Calls
     /// `digit` for each digit; returns the index after the whole part, or nil when a separator
@@ -55,15 +62,10 @@ extension FastValues {
     /// `[+-]?[0-9]{1,18}` with thousands separators where `style` has them.
     public static func int64(_ b: UnsafeBufferPointer<UInt8>, style: NumberBytes) -> Int64? {
         guard style.grouped else { return int64(b) }
-        var i = 0
-        var negative = false
-        if let first = b.first, first == UInt8(ascii: "-") || first == UInt8(ascii: "+") {
-            negative = first == UInt8(ascii: "-")
-            i = 1
-        }
+        let (negative, start) = sign(b)
         var v: Int64 = 0
         var digits = 0
-        guard let end = wholePart(b, from: i, style: style, { d in
+        guard let end = wholePart(b, from: start, style: style, { d in
             digits += 1
             v = v &* 10 &+ d
             return digits <= 18
@@ -82,12 +84,8 @@ extension FastValues {
     @inline(__always)
     static func decimalDigits<T: FixedWidthInteger & SignedInteger>(_ b: UnsafeBufferPointer<UInt8>, precision: Int, scale: Int,
                                                                    style: NumberBytes, as: T.Type) -> T? {
-        var i = 0
-        var negative = false
-        if let first = b.first, first == UInt8(ascii: "-") || first == UInt8(ascii: "+") {
-            negative = first == UInt8(ascii: "-")
-            i = 1
-        }
+        let (negative, start) = sign(b)
+        var i = start
         var v: T = 0
         var wholeDigits = 0
         var sawDigit = false

@@ -22,12 +22,8 @@ public enum FastValues {
 
     /// `[+-]?[0-9]{1,18}`.
     public static func int64(_ b: UnsafeBufferPointer<UInt8>) -> Int64? {
-        var i = 0
-        var negative = false
-        if let first = b.first, first == UInt8(ascii: "-") || first == UInt8(ascii: "+") {
-            negative = first == UInt8(ascii: "-")
-            i = 1
-        }
+        let (negative, start) = sign(b)
+        var i = start
         let digits = b.count - i
         guard digits >= 1 && digits <= 18 else { return nil }
         var v: Int64 = 0
