@@ -3,8 +3,8 @@
 /// text, a bool, a nested value's compact JSON text, or null. The whole document is checked
 /// as `JSONValue.parse` checks it, and a key is matched as `JSONValue.lookup` matches it (the
 /// first member with the key wins). Whatever it does not take (invalid JSON, a record that is
-/// not an object, a key with escapes) makes `pick` return false, and the caller goes the
-/// `JSONValue` way, which words the error.
+/// not an object, a key with escapes or non-ASCII characters) makes `pick` return false, and
+/// the caller goes the `JSONValue` way, which words the error.
 public final class JSONPicker {
     public enum Picked {
         case absent
@@ -48,7 +48,8 @@ public final class JSONPicker {
     public init?(paths: [String]) {
         var nodes = [Node()]
         for (slot, path) in paths.enumerated() {
-            guard !path.isEmpty else { return nil }
+            // Non-ASCII paths are compared as Swift strings: the whole way.
+            guard !path.isEmpty, path.utf8.allSatisfy({ $0 < 0x80 }) else { return nil }
             var node = 0
             for step in path.split(separator: ".", omittingEmptySubsequences: false) {
                 let key = Array(step.utf8)
@@ -130,7 +131,9 @@ public final class JSONPicker {
             let start = s.pos
             _ = try s.scanString(build: false)
             let key = UnsafeRawBufferPointer(rebasing: s.bytes[start..<(s.pos - 1)])
-            if key.contains(JSONByte.backslash) { return false }
+            // Escapes, and non-ASCII keys (which `JSONValue.lookup` compares as Swift strings,
+            // by canonical equivalence: "\u{212A}" is "K" there), go the whole way.
+            if key.contains(where: { $0 == JSONByte.backslash || $0 >= 0x80 }) { return false }
             guard let colon = try s.skipWhitespace(), colon == JSONByte.colon else { throw s.syntax("expected ':' after an object key") }
             s.pos += 1
             guard let v = try s.skipWhitespace() else { throw s.endOfInput("inside an object") }

@@ -45,6 +45,9 @@ public enum MappingDraft {
         if let f = request.format, !formats.contains(f) {
             throw Failure(description: "--format \(f): expected one of \(formats.joined(separator: ", "))", usage: true)
         }
+        if let c = request.client, !TableReader.isValidID(c) {
+            throw Failure(description: "--client \(c): a client id must match [a-z0-9][a-z0-9_-]{0,63}", usage: true)
+        }
         if let d = request.dataset, d.isEmpty || !d.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F }) {
             throw Failure(description: "--dataset \(d): a dataset name must match [a-z0-9_]+", usage: true)
         }

@@ -165,6 +165,9 @@ struct FormatTests {
             #"[ID, 2]"#,
             #"  {  "id" : ID , "customer" : { "id" : 8 , "id" : 9 } , "tags" : "[x]" }  "#,
             #"{"id": ID, "customer": {"id": 1, "extra": {"deep": [1, {"x": "y"}]}}, "active": "YES"}"#,
+            // Non-ASCII keys beside the mapped ones (U+212A KELVIN SIGN is "K" to a Swift
+            // string): the picker leaves such a line to the whole way.
+            "{\"id\": ID, \"Größe\": 3, \"amount\u{212A}\": 9, \"amount\": 5}",
         ]
         var lines: [String] = []
         for k in 0..<600 { lines.append(shapes[k % shapes.count].replacingOccurrences(of: "ID", with: "\(k % 50)")) }

@@ -71,6 +71,8 @@ struct MappingDraftTests {
         let csv = dir.write("orders.csv", "id,amount\n1,2.5\n")
         let format = try Self.draft([csv, "--format", "parquet"])
         #expect(format.status == 2 && format.stderr.contains("csv, json, jsonl, xlsx, fixed"), "\(format.stderr)")
+        let client = try Self.draft([csv, "--client", "two\nlines"])
+        #expect(client.status == 2 && client.stderr.contains("[a-z0-9][a-z0-9_-]{0,63}"), "\(client.stderr)")
         let dataset = try Self.draft([csv, "--dataset", "Bad-Name"])
         #expect(dataset.status == 2 && dataset.stderr.contains("[a-z0-9_]+"), "\(dataset.stderr)")
         let zip = try Shell.run("/usr/bin/env", ["zip", "-q", "-j", dir.sub("batch.zip"), csv])
