@@ -250,6 +250,26 @@ public enum MappingDraft {
         return out + "\""
     }
 
+    /// A comment's text on one line: a client's value or header name in it may hold a line
+    /// break or another control character, shown escaped (`\n`, `\u{1B}`).
+    static func comment(_ s: String) -> String {
+        var out = ""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if u.value < 0x20 || u.value == 0x7F || (0x80..<0xA0).contains(u.value) || u.value == 0x2028 || u.value == 0x2029 {
+                    out += "\\u{\(String(u.value, radix: 16, uppercase: true))}"
+                } else {
+                    out.unicodeScalars.append(u)
+                }
+            }
+        }
+        return out
+    }
+
     static func list(_ items: [String]) -> String { "[" + items.map(quoted).joined(separator: ", ") + "]" }
 
     static func render(_ sample: DraftSample, name: String, bareName: String, dataset: String, client: String?) -> String {
@@ -257,7 +277,7 @@ public enum MappingDraft {
         var out = "# Drafted by `sluice mapping draft` from \(name): \(sample.rows) row\(sample.rows == 1 ? "" : "s") sampled"
         out += sample.truncated ? " (the first of the file).\n" : " (the whole file).\n"
         out += "# Check every line with a comment, save it as <mappings_dir>/\(client ?? "CLIENT").toml, then run `sluice check-config`.\n"
-        for note in sample.notes { out += "# \(note)\n" }
+        for note in sample.notes { out += "# \(comment(note))\n" }
         out += "\n[datasets.\(dataset)]\n"
         out += "match = [\(quoted(glob(bareName)))]  # from the sample's name, its numbers and dates as *: widen it to every name the client uses\n"
         out += "format = \(quoted(sample.format))\n"
@@ -320,7 +340,7 @@ public enum MappingDraft {
             if f.trim { parts.append("trim = true") }
             if f.required { parts.append("required = true") }
             out += "  { \(parts.joined(separator: ", ")) },"
-            if !f.notes.isEmpty { out += "  # check: \(f.notes.joined(separator: "; "))" }
+            if !f.notes.isEmpty { out += "  # check: \(comment(f.notes.joined(separator: "; ")))" }
             out += "\n"
         }
         out += "]\n"

@@ -60,6 +60,12 @@ struct MappingDraftTests {
         #expect(preamble.stdout.contains("skip_rows = 3") && preamble.stdout.contains("Quarterly sales report"), "\(preamble.stdout)")
         let stray = try Self.draft([Self.corpus.appendingPathComponent("stray_text.csv").path])
         #expect(stray.stdout.contains("\"n.a.\"") && stray.stdout.contains("max_reject_ratio = 0.02"), "\(stray.stdout)")
+        // A stray value with a line break and an escape character, quoted in the CSV, is named
+        // in the comment escaped: the draft stays valid TOML.
+        let dir = TempDir("draft-notes")
+        let rows = (1...40).map { "\($0),\($0 * 3)" } + ["41,\"A\nB\u{1B}[31m\""]
+        let stray2 = try Self.draft([dir.write("counts.csv", "id,count\n" + rows.joined(separator: "\n") + "\n")])
+        #expect(stray2.status == 0 && stray2.stdout.contains(#""A\nB\u{1B}[31m""#) && !stray2.stdout.contains("\u{1B}"), "\(stray2.stdout) \(stray2.stderr)")
         let utf16 = try Self.draft([Self.corpus.appendingPathComponent("utf16_export.csv").path])
         #expect(utf16.stdout.contains("encoding = \"utf-16\"") && utf16.stdout.contains("delimiter = \"\\t\""), "\(utf16.stdout)")
     }
