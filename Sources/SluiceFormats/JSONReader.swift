@@ -21,22 +21,10 @@ public enum JSONValue: Sendable, Equatable {
     /// The members in source order.
     case object([(key: String, value: JSONValue)])
 
-    /// The value at a dotted path such as "customer.id", split into its steps (`[]` or `[""]`
-    /// is the value itself); nil when any step is absent or not an object. Keys compare as
-    /// Swift strings; with duplicate keys the first one wins.
-    public func lookup(_ path: [Substring]) -> JSONValue? {
-        if path.isEmpty || (path.count == 1 && path[0].isEmpty) { return self }
-        var current = self
-        for step in path {
-            let key = String(step)
-            guard case .object(let members) = current, let member = members.first(where: { $0.key == key }) else { return nil }
-            current = member.value
-        }
-        return current
-    }
-
-    /// The value at a path already split into its steps (`["customer", "id"]`), without making
-    /// a string per step: what a transform that looks the same paths up in every record uses.
+    /// The value at a path split into its steps (`["customer", "id"]`; `[]` or `[""]` is the
+    /// value itself); nil when any step is absent or not an object. Keys compare as Swift
+    /// strings; with duplicate keys the first one wins. A transform splits its paths once and
+    /// looks them up in every record this way.
     public func lookup(steps path: [String]) -> JSONValue? {
         if path.isEmpty || (path.count == 1 && path[0].isEmpty) { return self }
         var current = self
@@ -53,9 +41,9 @@ public enum JSONValue: Sendable, Equatable {
         return current
     }
 
-    /// The value at a dotted path such as "customer.id" ("" = self); see `lookup(_: [Substring])`.
+    /// The value at a dotted path such as "customer.id" ("" = self); see `lookup(steps:)`.
     public func lookup(_ path: String) -> JSONValue? {
-        lookup(path.split(separator: ".", omittingEmptySubsequences: false))
+        lookup(steps: path.split(separator: ".", omittingEmptySubsequences: false).map(String.init))
     }
 
     /// Parses one complete JSON document (a JSON Lines line, say). Throws `JSONError` on

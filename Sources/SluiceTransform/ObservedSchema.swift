@@ -117,6 +117,14 @@ public struct SchemaDrift: Sendable, Equatable, Codable {
 
     public init(json: String) throws { self = try JSONDecoder().decode(SchemaDrift.self, from: Data(json.utf8)) }
 
+    /// The drift from the previous delivery's schema to a unit's; nil when there was none
+    /// before, the unit was not read far enough, or nothing changed.
+    static func between(_ previous: ObservedSchema?, _ schema: ObservedSchema?) -> SchemaDrift? {
+        guard let previous, let schema else { return nil }
+        let drift = SchemaDrift(from: previous, to: schema)
+        return drift.isEmpty ? nil : drift
+    }
+
     /// The drift from `old` to `new`. A column that was only empty in one of them has not
     /// changed type: the sample said nothing.
     public init(from old: ObservedSchema, to new: ObservedSchema) {
@@ -155,14 +163,9 @@ extension DatasetMapping {
     /// Whether any policy can hold or fail a unit.
     package var hasSchemaPolicies: Bool { onNewColumn != .ignore || onMissingColumn != .null || onTypeChange != .reject }
 
-    /// Applies the dataset's schema-change policies to a unit's observed schema, against the
-    /// previous delivery's (nil for the first): throws `SchemaHold`, or a failure, naming every
-    /// change and the key that decided.
-    package func enforce(_ schema: ObservedSchema?, previous: ObservedSchema?, client: String) throws {
-        try enforce(schema, drift: previous.flatMap { p in schema.map { SchemaDrift(from: p, to: $0) } }, client: client)
-    }
-
-    /// As above, with the drift already worked out (nil: no previous delivery).
+    /// Applies the dataset's schema-change policies to a unit's observed schema and its drift
+    /// from the previous delivery (nil: none before, or no change): throws `SchemaHold`, or a
+    /// failure, naming every change and the key that decided.
     package func enforce(_ schema: ObservedSchema?, drift: SchemaDrift?, client: String) throws {
         guard let schema else { return }
         var hold: [String] = [], fail: [String] = []

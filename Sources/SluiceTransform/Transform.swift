@@ -311,7 +311,7 @@ public struct Transformer: Sendable {
         let previous = previousSchema?(dataset.name)
         if dataset.hasSchemaPolicies {
             let client = input.client
-            input.schemaCheck = { try dataset.enforce($0, previous: previous, client: client) }
+            input.schemaCheck = { try dataset.enforce($0, drift: SchemaDrift.between(previous, $0), client: client) }
         }
 
         if input.member == nil {
@@ -336,10 +336,7 @@ public struct Transformer: Sendable {
             result.error = "\(error)"
         }
         // Recorded with the unit, whatever its outcome: what changed since the delivery before.
-        if let previous, let observed = result.observedSchema {
-            let drift = SchemaDrift(from: previous, to: observed)
-            if !drift.isEmpty { result.drift = drift }
-        }
+        result.drift = SchemaDrift.between(previous, result.observedSchema)
         return result
     }
 
