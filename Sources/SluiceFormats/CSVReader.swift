@@ -446,12 +446,15 @@ public final class TextLineReader {
     deinit { raw.deallocate() }
 
     public func next() throws -> [UInt8]? {
-        try nextLine { Array($0) }
+        var line: [UInt8]?
+        guard try nextLine({ line = Array($0) }) else { return nil }
+        return line
     }
 
-    /// The next line as a view into the reader's buffer (valid only inside `body`): no copy,
-    /// for readers that take a line apart and keep nothing of it. nil at the end.
-    public func nextLine<R>(_ body: (UnsafeBufferPointer<UInt8>) throws -> R) throws -> R? {
+    /// Hands the next line to `body` as a view into the reader's buffer (valid only inside
+    /// `body`): no copy, for readers that take a line apart and keep nothing of it. False at
+    /// the end. (Not generic: a caller in another module pays no type lookup per line.)
+    public func nextLine(_ body: (UnsafeBufferPointer<UInt8>) throws -> Void) throws -> Bool {
         while true {
             let from = start
             let newline: Int? = pending.withUnsafeBufferPointer { buf in
@@ -461,13 +464,14 @@ public final class TextLineReader {
             if newline != nil || (atEnd && from < pending.count) {
                 let end = newline ?? pending.count
                 start = newline.map { $0 + 1 } ?? pending.count
-                return try pending.withUnsafeBufferPointer { buf in
+                try pending.withUnsafeBufferPointer { buf in
                     var e = end
                     if e > from && buf[e - 1] == 0x0D { e -= 1 }
-                    return try body(UnsafeBufferPointer(rebasing: buf[from..<e]))
+                    try body(UnsafeBufferPointer(rebasing: buf[from..<e]))
                 }
+                return true
             }
-            if atEnd { return nil }
+            if atEnd { return false }
             pending.removeFirst(start)
             start = 0
             let n = try source(raw)

@@ -20,6 +20,57 @@ public enum FastValues {
         return acc < 0x80
     }
 
+    /// True when the bytes are well-formed UTF-8 (as `String(validating:as: UTF8.self)` judges:
+    /// no overlong forms, surrogates, code points above U+10FFFF or cut sequences), read eight
+    /// ASCII bytes at a time.
+    public static func isValidUTF8(_ b: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard let base = b.baseAddress else { return true }
+        var i = 0
+        let n = b.count
+        while i < n {
+            if i + 8 <= n, UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self) & 0x8080_8080_8080_8080 == 0 {
+                i += 8
+                continue
+            }
+            if base[i] < 0x80 {
+                i += 1
+                continue
+            }
+            let length = utf8Sequence(base, i, n)
+            guard length > 0 else { return false }
+            i += length
+        }
+        return true
+    }
+
+    /// The length of the UTF-8 sequence of two to four bytes whose lead byte (≥ 0x80) is at
+    /// `base[i]`, the input ending at `end`; 0 when it is not well-formed.
+    @inline(__always)
+    public static func utf8Sequence(_ base: UnsafePointer<UInt8>, _ i: Int, _ end: Int) -> Int {
+        let lead = base[i]
+        var low: UInt8 = 0x80
+        var high: UInt8 = 0xBF
+        let count: Int
+        switch lead {
+        case 0xC2...0xDF: count = 1
+        case 0xE0: count = 2; low = 0xA0
+        case 0xE1...0xEC, 0xEE, 0xEF: count = 2
+        case 0xED: count = 2; high = 0x9F
+        case 0xF0: count = 3; low = 0x90
+        case 0xF1...0xF3: count = 3
+        case 0xF4: count = 3; high = 0x8F
+        default: return 0
+        }
+        guard i + count < end else { return 0 }
+        for k in 1...count {
+            let b = base[i + k]
+            guard b >= low && b <= high else { return 0 }
+            low = 0x80
+            high = 0xBF
+        }
+        return count + 1
+    }
+
     /// `[+-]?[0-9]{1,18}`.
     public static func int64(_ b: UnsafeBufferPointer<UInt8>) -> Int64? {
         let (negative, start) = sign(b)

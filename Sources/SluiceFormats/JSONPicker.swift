@@ -1,3 +1,5 @@
+import Foundation
+
 /// Picks the values at a fixed set of dotted paths out of one JSON object held in memory (a
 /// JSON Lines line), without building the rest of it: a string's bytes, a number's source
 /// text, a bool, a nested value's compact JSON text, or null. The whole document is checked
@@ -101,107 +103,329 @@ public final class JSONPicker {
     public func pick(_ document: UnsafeRawBufferPointer) -> Bool {
         for i in slots.indices { slots[i] = .absent }
         if !owned.isEmpty { owned.removeAll(keepingCapacity: true) }
-        var s = JSONScanner(document: document)
-        do throws(JSONError) {
-            try s.skipByteOrderMark()
-            guard let b = try s.skipWhitespace(), b == JSONByte.openBrace else { return false }
-            guard try object(&s, node: 0, depth: 0) else { return false }
-            try s.expectEndOfDocument()
-            return true
+        guard let base = document.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return false }
+        var c = Cursor(base: base, p: 0, end: document.count)
+        do throws(Refused) {
+            // A UTF-8 byte-order mark may open the document.
+            if c.end >= 3 && base[0] == 0xEF && base[1] == 0xBB && base[2] == 0xBF { c.p = 3 }
+            guard c.whitespace() == JSONByte.openBrace else { return false }
+            try object(&c, node: 0, depth: 0, document)
+            _ = c.whitespace()
+            return c.p == c.end
         } catch {
             return false
         }
     }
 
-    /// The object at `s.pos`, its members matched against `node`'s children; false for a key
-    /// with escapes.
-    private func object(_ s: inout JSONScanner, node: Int, depth: Int) throws(JSONError) -> Bool {
-        guard depth < JSONScanner.maxDepth else { throw s.syntax("nested too deep") }
+    /// The object at `c.p`, its members matched against `node`'s children.
+    private func object(_ c: inout Cursor, node: Int, depth: Int, _ document: UnsafeRawBufferPointer) throws(Refused) {
+        guard depth < Cursor.maxDepth else { throw Refused() }
         stamp += 1
         let mine = stamp
-        s.pos += 1
-        guard var c = try s.skipWhitespace() else { throw s.endOfInput("inside an object") }
-        if c == JSONByte.closeBrace {
-            s.pos += 1
-            return true
+        c.p += 1
+        var b = c.whitespace()
+        if b == JSONByte.closeBrace {
+            c.p += 1
+            return
         }
         while true {
-            guard c == JSONByte.quote else { throw s.unexpected(c, "expected a string key") }
-            s.pos += 1
-            let start = s.pos
-            _ = try s.scanString(build: false)
-            let key = UnsafeRawBufferPointer(rebasing: s.bytes[start..<(s.pos - 1)])
+            guard b == JSONByte.quote else { throw Refused() }
+            c.p += 1
+            let start = c.p
             // Escapes, and non-ASCII keys (which `JSONValue.lookup` compares as Swift strings,
             // by canonical equivalence: "\u{212A}" is "K" there), go the whole way.
-            if key.contains(where: { $0 == JSONByte.backslash || $0 >= 0x80 }) { return false }
-            guard let colon = try s.skipWhitespace(), colon == JSONByte.colon else { throw s.syntax("expected ':' after an object key") }
-            s.pos += 1
-            guard let v = try s.skipWhitespace() else { throw s.endOfInput("inside an object") }
+            guard try !c.string(), c.plainASCII(start, c.p - 1) else { throw Refused() }
+            let length = c.p - 1 - start
+            guard c.whitespace() == JSONByte.colon else { throw Refused() }
+            c.p += 1
+            let v = c.whitespace()
             var child = -1
-            edges: for e in firstChild[node]..<firstChild[node + 1] where keyLength[e] == key.count {
-                let start = keyStart[e]
-                for k in 0..<key.count where keyBytes[start + k] != key[k] { continue edges }
+            edges: for e in firstChild[node]..<firstChild[node + 1] where keyLength[e] == length {
+                let k0 = keyStart[e]
+                for k in 0..<length where keyBytes[k0 + k] != c.base[start + k] { continue edges }
                 child = target[e]
                 break
             }
             if child >= 0, seen[child] != mine {
                 seen[child] = mine
                 if firstChild[child] == firstChild[child + 1] {
-                    try value(&s, v, node: child, depth: depth)
+                    try value(&c, v, node: child, depth: depth, document)
                 } else if v == JSONByte.openBrace {
-                    guard try object(&s, node: child, depth: depth + 1) else { return false }
+                    try object(&c, node: child, depth: depth + 1, document)
                 } else {
-                    _ = try s.readValue(build: false, depth: depth + 1)
+                    try c.skipValue(v, depth: depth + 1)
                 }
             } else {
-                _ = try s.readValue(build: false, depth: depth + 1)
+                try c.skipValue(v, depth: depth + 1)
             }
-            guard let n = try s.skipWhitespace() else { throw s.endOfInput("inside an object") }
+            let n = c.whitespace()
             if n == JSONByte.closeBrace {
-                s.pos += 1
-                return true
+                c.p += 1
+                return
             }
-            guard n == JSONByte.comma else { throw s.unexpected(n, "expected ',' or '}' after an object member") }
-            s.pos += 1
-            guard let d = try s.skipWhitespace() else { throw s.endOfInput("inside an object") }
-            c = d
+            guard n == JSONByte.comma else { throw Refused() }
+            c.p += 1
+            b = c.whitespace()
         }
     }
 
-    /// The value starting with `b` at `s.pos`, into every slot whose path ends here.
-    private func value(_ s: inout JSONScanner, _ b: UInt8, node: Int, depth: Int) throws(JSONError) {
+    /// The value starting with `b` at `c.p`, into every slot whose path ends here.
+    private func value(_ c: inout Cursor, _ b: UInt8, node: Int, depth: Int, _ document: UnsafeRawBufferPointer) throws(Refused) {
         let got: Picked
         switch b {
         case JSONByte.quote:
-            s.pos += 1
-            let start = s.pos
-            _ = try s.scanString(build: false)
-            let raw = UnsafeRawBufferPointer(rebasing: s.bytes[start..<(s.pos - 1)])
-            if raw.contains(JSONByte.backslash) {
+            c.p += 1
+            let start = c.p
+            if try c.string() {
+                // A string with escapes, decoded by the scanner.
+                var s = JSONScanner(document: document)
                 s.pos = start
-                owned.append(Array(try s.scanString(build: true).utf8))
+                guard let text = try? s.scanString(build: true) else { throw Refused() }
+                owned.append(Array(text.utf8))
                 got = .owned(owned.count - 1)
             } else {
-                got = .string(raw)
+                got = .string(UnsafeRawBufferPointer(start: c.base + start, count: c.p - 1 - start))
             }
         case JSONByte.minus, JSONByte.zero...JSONByte.nine:
-            let start = s.pos
-            _ = try s.scanNumber(build: false)
-            got = .number(UnsafeRawBufferPointer(rebasing: s.bytes[start..<s.pos]))
+            let start = c.p
+            try c.number()
+            got = .number(UnsafeRawBufferPointer(start: c.base + start, count: c.p - start))
         case JSONByte.lowerT:
-            try s.literal("true")
+            try c.literal("true")
             got = .bool(true)
         case JSONByte.lowerF:
-            try s.literal("false")
+            try c.literal("false")
             got = .bool(false)
         case JSONByte.lowerN:
-            try s.literal("null")
+            try c.literal("null")
             got = .null
-        default:
-            let nested = try s.readValue(build: true, depth: depth + 1)
+        case JSONByte.openBrace, JSONByte.openBracket:
+            // A nested value, as its compact JSON text: built by the scanner.
+            var s = JSONScanner(document: document)
+            s.pos = c.p
+            guard let nested = try? s.readValue(build: true, depth: depth + 1) else { throw Refused() }
             owned.append(Array(nested.jsonText.utf8))
             got = .owned(owned.count - 1)
+            c.p = s.pos
+        default:
+            throw Refused()
         }
         for k in firstSlot[node]..<firstSlot[node + 1] { slots[slotList[k]] = got }
+    }
+}
+
+/// The picker's refusal: the document is one the `JSONValue` way must read (and, if it is not
+/// JSON, word the error for).
+private struct Refused: Error {}
+
+/// A position in a whole document held in memory, read by pointer. At each step it accepts
+/// exactly what `JSONValue.parse` accepts, or refuses; it also refuses nesting deeper than
+/// `maxDepth`, far below the parser's own bound, and leaves such a document to the parser.
+private struct Cursor {
+    static let maxDepth = 64
+    let base: UnsafePointer<UInt8>
+    var p: Int
+    let end: Int
+
+    /// Skips spaces, tabs, CRs and LFs; the next byte, or 0 at the end (a NUL byte is no more
+    /// valid where a token must come than the end is).
+    @inline(__always)
+    mutating func whitespace() -> UInt8 {
+        while p < end {
+            let b = base[p]
+            if b > JSONByte.space || (b != JSONByte.space && b != JSONByte.newline && b != JSONByte.tab && b != JSONByte.carriageReturn) { return b }
+            p += 1
+        }
+        return 0
+    }
+
+    /// True when `base[from..<to]` is all ASCII.
+    @inline(__always)
+    func plainASCII(_ from: Int, _ to: Int) -> Bool {
+        var acc: UInt8 = 0
+        for i in from..<to { acc |= base[i] }
+        return acc < 0x80
+    }
+
+    /// The rest of a string whose opening quote has been passed, through the closing quote,
+    /// checked (escapes, control characters, UTF-8). True when it had escapes.
+    @inline(__always)
+    mutating func string() throws(Refused) -> Bool {
+        var escaped = false
+        while true {
+            // Eight bytes at a time up to the first quote, backslash, control byte or non-ASCII
+            // byte. Each test flags its lowest byte exactly (a borrow only starts at a flagged
+            // byte), so the lowest flag of all of them is the first such byte.
+            while p + 8 <= end {
+                let w = UnsafeRawPointer(base + p).loadUnaligned(as: UInt64.self)
+                let ones: UInt64 = 0x0101_0101_0101_0101
+                let quote = w ^ (ones &* 0x22), backslash = w ^ (ones &* 0x5C)
+                let special = ((quote &- ones) & ~quote | (backslash &- ones) & ~backslash | (w &- ones &* 0x20) & ~w | w) & (ones &* 0x80)
+                if special != 0 {
+                    p += special.trailingZeroBitCount >> 3
+                    break
+                }
+                p += 8
+            }
+            guard p < end else { throw Refused() }
+            let b = base[p]
+            if b == JSONByte.quote {
+                p += 1
+                return escaped
+            } else if b == JSONByte.backslash {
+                escaped = true
+                try escape()
+            } else if b < 0x20 {
+                throw Refused()
+            } else if b >= 0x80 {
+                let n = FastValues.utf8Sequence(base, p, end)
+                guard n > 0 else { throw Refused() }
+                p += n
+            } else {
+                p += 1
+            }
+        }
+    }
+
+    /// An escape at `p` (its backslash), as the scanner reads it: a \u high surrogate must be
+    /// followed by a \u low one, and a low one may not stand alone.
+    private mutating func escape() throws(Refused) {
+        guard p + 1 < end else { throw Refused() }
+        switch base[p + 1] {
+        case JSONByte.quote, JSONByte.backslash, JSONByte.slash, 0x62, 0x66, 0x6E, 0x72, 0x74:  // " \ / b f n r t
+            p += 2
+        case JSONByte.lowerU:
+            p += 2
+            let scalar = try hex4()
+            if scalar >= 0xD800 && scalar < 0xDC00 {
+                guard p + 1 < end, base[p] == JSONByte.backslash, base[p + 1] == JSONByte.lowerU else { throw Refused() }
+                p += 2
+                let second = try hex4()
+                guard second >= 0xDC00 && second < 0xE000 else { throw Refused() }
+            } else if scalar >= 0xDC00 && scalar < 0xE000 {
+                throw Refused()
+            }
+        default:
+            throw Refused()
+        }
+    }
+
+    private mutating func hex4() throws(Refused) -> UInt32 {
+        guard p + 4 <= end else { throw Refused() }
+        var v: UInt32 = 0
+        for _ in 0..<4 {
+            let c = base[p]
+            let d: UInt8
+            switch c {
+            case 0x30...0x39: d = c - 0x30
+            case 0x41...0x46: d = c - 0x41 + 10
+            case 0x61...0x66: d = c - 0x61 + 10
+            default: throw Refused()
+            }
+            v = v << 4 | UInt32(d)
+            p += 1
+        }
+        return v
+    }
+
+    @inline(__always)
+    private func isDigit(_ i: Int) -> Bool { i < end && base[i] &- JSONByte.zero < 10 }
+
+    /// A number, checked against RFC 8259's grammar
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+    mutating func number() throws(Refused) {
+        if base[p] == JSONByte.minus { p += 1 }
+        guard p < end else { throw Refused() }
+        if base[p] == JSONByte.zero {
+            p += 1
+        } else if base[p] >= JSONByte.one && base[p] <= JSONByte.nine {
+            p += 1
+            while isDigit(p) { p += 1 }
+        } else {
+            throw Refused()
+        }
+        if p < end && base[p] == JSONByte.dot {
+            p += 1
+            guard isDigit(p) else { throw Refused() }
+            while isDigit(p) { p += 1 }
+        }
+        if p < end && (base[p] == JSONByte.lowerE || base[p] == JSONByte.upperE) {
+            p += 1
+            if p < end && (base[p] == JSONByte.plus || base[p] == JSONByte.minus) { p += 1 }
+            guard isDigit(p) else { throw Refused() }
+            while isDigit(p) { p += 1 }
+        }
+        try wordEnds()
+    }
+
+    /// `word` (ASCII) at `p`.
+    mutating func literal(_ word: StaticString) throws(Refused) {
+        let n = word.utf8CodeUnitCount
+        guard p + n <= end, memcmp(base + p, word.utf8Start, n) == 0 else { throw Refused() }
+        p += n
+        try wordEnds()
+    }
+
+    /// What may not directly follow a number or literal: a letter, digit, '.', '+', '-' or '_'.
+    @inline(__always)
+    private func wordEnds() throws(Refused) {
+        guard p < end else { return }
+        let b = base[p]
+        if b &- JSONByte.zero < 10 || (b | 0x20) &- 0x61 < 26 || b == JSONByte.dot || b == JSONByte.plus || b == JSONByte.minus || b == 0x5F {
+            throw Refused()
+        }
+    }
+
+    /// Checks and passes the value starting with `b` at `p`.
+    mutating func skipValue(_ b: UInt8, depth: Int) throws(Refused) {
+        switch b {
+        case JSONByte.quote:
+            p += 1
+            _ = try string()
+        case JSONByte.minus, JSONByte.zero...JSONByte.nine:
+            try number()
+        case JSONByte.lowerT: try literal("true")
+        case JSONByte.lowerF: try literal("false")
+        case JSONByte.lowerN: try literal("null")
+        case JSONByte.openBracket:
+            guard depth < Self.maxDepth else { throw Refused() }
+            p += 1
+            var c = whitespace()
+            if c == JSONByte.closeBracket {
+                p += 1
+                return
+            }
+            while true {
+                try skipValue(c, depth: depth + 1)
+                let n = whitespace()
+                p += 1
+                if n == JSONByte.closeBracket { return }
+                guard n == JSONByte.comma else { throw Refused() }
+                c = whitespace()
+            }
+        case JSONByte.openBrace:
+            guard depth < Self.maxDepth else { throw Refused() }
+            p += 1
+            var c = whitespace()
+            if c == JSONByte.closeBrace {
+                p += 1
+                return
+            }
+            while true {
+                guard c == JSONByte.quote else { throw Refused() }
+                p += 1
+                _ = try string()
+                guard whitespace() == JSONByte.colon else { throw Refused() }
+                p += 1
+                try skipValue(whitespace(), depth: depth + 1)
+                let n = whitespace()
+                p += 1
+                if n == JSONByte.closeBrace { return }
+                guard n == JSONByte.comma else { throw Refused() }
+                c = whitespace()
+            }
+        default:
+            throw Refused()
+        }
     }
 }

@@ -9,7 +9,7 @@ import SluiceFormats
 
 /// One mapped field, prepared once per file so that each value goes from its raw bytes
 /// straight into the output row. The common shapes (plain integers and decimals, ISO
-/// timestamps, ASCII booleans and strings) never become a `String`; anything else goes
+/// timestamps, ASCII booleans, UTF-8 strings) never become a `String`; anything else goes
 /// through `Transformer.value`, which has the last word on what is valid.
 package final class FieldConverter {
     package let field: FieldMapping
@@ -25,8 +25,8 @@ package final class FieldConverter {
     private let zone: ZoneConverter?
 
     /// The direct route for a field with no `trim` and no `map`: the type's byte-level parser
-    /// alone, whose accepted forms are all ASCII (so no separate UTF-8 check). A value it
-    /// does not take goes the general way.
+    /// alone, whose accepted forms are all ASCII (so no separate UTF-8 check), or a string's
+    /// bytes once they are checked to be UTF-8. A value it does not take goes the general way.
     private enum Direct {
         case string, int64, decimal(precision: Int, scale: Int), float64, isoTimestamp, isoDate, bool, none
         /// With a `format` (its plan is `plan`).
@@ -86,7 +86,7 @@ package final class FieldConverter {
         case .none:
             return false
         case .string:
-            guard !isNull(b), FastValues.isASCII(b) else { return false }
+            guard !isNull(b), FastValues.isValidUTF8(b) else { return false }
             row.set(column, bytes: b)
         case .int64:
             guard !isNull(b), let numbers, let v = FastValues.int64(b, style: numbers) else { return false }
@@ -132,7 +132,7 @@ package final class FieldConverter {
     private func convertGenerally(_ raw: UnsafeBufferPointer<UInt8>?, into row: ParquetRow) throws(ValueError) {
         guard var b = raw else { return try slow(nil, into: row) }
         let ascii = FastValues.isASCII(b)
-        if !ascii && String(validating: b, as: UTF8.self) == nil { throw Self.invalidUTF8(dataset) }
+        if !ascii && !FastValues.isValidUTF8(b) { throw Self.invalidUTF8(dataset) }
         if field.trim {
             // Unicode spaces at the edges are the `String` path's to trim.
             guard ascii else { return try slow(b, into: row) }

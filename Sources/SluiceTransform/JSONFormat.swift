@@ -75,7 +75,7 @@ extension Transformer {
                 number += 1
                 if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { return }
                 try whole(UnsafeRawBufferPointer(line), number)
-            }) != nil {}
+            }) {}
             result.observedSchema = observed(sniffer)
             return try sink.finish(into: &result)
         }
@@ -85,31 +85,34 @@ extension Transformer {
         let picked = PickedLines(lines: lines, picker: picker, slots: slots)
         defer { picked.stop() }
         while let batch = try picked.next() {
+            // Each array is reached once a batch, not once a value (no reference counting per value).
             try batch.text.withUnsafeBytes { text in
                 try batch.owned.withUnsafeBytes { owned in
-                    var first = 0
-                    for line in batch.lines {
-                        let bytes = UnsafeRawBufferPointer(rebasing: text[line.start..<(line.start + line.length)])
-                        if line.picked {
-                            let base = first
-                            first += slots
-                            if !sniffer.wantsMore, fields.convert({ k in
-                                let v = batch.values[base + k]
-                                switch v.kind {
-                                case 0: return .absent
-                                case 1: return .null
-                                case 2: return .bool(true)
-                                case 3: return .bool(false)
-                                case 4: return .string(UnsafeRawBufferPointer(rebasing: text[v.offset..<(v.offset + v.length)]))
-                                case 5: return .number(UnsafeRawBufferPointer(rebasing: text[v.offset..<(v.offset + v.length)]))
-                                default: return .string(UnsafeRawBufferPointer(rebasing: owned[v.offset..<(v.offset + v.length)]))
+                    try batch.values.withUnsafeBufferPointer { values in
+                        var first = 0
+                        for line in batch.lines {
+                            let bytes = UnsafeRawBufferPointer(rebasing: text[line.start..<(line.start + line.length)])
+                            if line.picked {
+                                let base = first
+                                first += slots
+                                if !sniffer.wantsMore, fields.convert({ k in
+                                    let v = values[base + k]
+                                    switch v.kind {
+                                    case 0: return .absent
+                                    case 1: return .null
+                                    case 2: return .bool(true)
+                                    case 3: return .bool(false)
+                                    case 4: return .string(UnsafeRawBufferPointer(rebasing: text[v.offset..<(v.offset + v.length)]))
+                                    case 5: return .number(UnsafeRawBufferPointer(rebasing: text[v.offset..<(v.offset + v.length)]))
+                                    default: return .string(UnsafeRawBufferPointer(rebasing: owned[v.offset..<(v.offset + v.length)]))
+                                    }
+                                }, into: sink.row) {
+                                    try sink.acceptRow(line: line.number)
+                                    continue
                                 }
-                            }, into: sink.row) {
-                                try sink.acceptRow(line: line.number)
-                                continue
                             }
+                            try whole(bytes, line.number)
                         }
-                        try whole(bytes, line.number)
                     }
                 }
             }

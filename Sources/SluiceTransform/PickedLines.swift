@@ -128,7 +128,7 @@ final class PickedLines: @unchecked Sendable {  // state guarded by `condition`:
                         batch.values.append(value)
                     }
                 }
-                if more == nil {
+                if !more {
                     batch.end = true
                     done = true
                     break

@@ -293,3 +293,103 @@ final class ByteFeed: @unchecked Sendable {  // used by one reader on one thread
         #expect(throws: ValueError.self) { try Self.convert(text, field: field, in: d) }
     }
 }
+
+/// The JSON Lines picker against the parser: whatever it takes, it reads as `JSONValue.parse`
+/// and `lookup` do, and it takes nothing the parser refuses.
+@Suite struct JSONPickerTests {
+    static let paths = ["id", "ts", "customer.id", "customer.name", "amount", "tags", "active", "meta"]
+    static let seeds = [
+        #"{"id": 1, "ts": "2026-09-06T07:53:23Z", "customer": {"id": 14593, "name": "alpha", "city": "Lyon"}, "amount": 46142.26, "active": true, "tags": []}"#,
+        #"{"id":-0.5e+3,"customer":{"name":"Zoë \"q\" \u00e9\ud83d\ude00 tab\tend","id":null},"tags":["a",{"b":[1,2.0,false]}],"meta":{},"active":false}"#,
+        "\u{FEFF}{ \"id\" : 0 , \"amount\" : -12E-2 ,\r\n \"customer\" : \"flat\" , \"meta\" : [ ] }\t",
+        #"{"id": 7, "id": 8, "customer": {"id": 1, "id": 2, "deep": {"a": [[[]]]}}, "active": null, "amount": "3.10"}"#,
+        #"{"customer": {"name": "Łódź – naïve 𝄞 ok", "x": "\\/\b\f\n\r\t"}, "ts": "a\u0000b", "amount": 1e5}"#,
+        #"{"Größe": 1, "id": 2}"#,
+        #"{}"#,
+    ]
+    static let noise: [UInt8] = [0x00, 0x09, 0x0A, 0x1F, 0x20, 0x22, 0x5C, 0x7B, 0x7D, 0x5B, 0x5D, 0x2C, 0x3A, 0x30, 0x31, 0x2D, 0x2B, 0x2E,
+                                 0x65, 0x45, 0x75, 0x6E, 0x74, 0x66, 0x78, 0x5F, 0x80, 0xBF, 0xC0, 0xC3, 0xE0, 0xED, 0xF0, 0xF4, 0xF5, 0xFF]
+
+    /// A small seeded generator, so that a failure repeats.
+    struct SplitMix: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+    }
+
+    /// Whether the picker took `document`; records a failure when it disagrees with the parser.
+    @discardableResult
+    static func agree(_ picker: JSONPicker, _ document: [UInt8]) -> Bool {
+        let parsed = try? JSONValue.parse(document)
+        return document.withUnsafeBytes { raw in
+            guard picker.pick(raw) else { return false }
+            guard let parsed else {
+                Issue.record("picked what the parser refuses: \(String(decoding: document, as: UTF8.self).debugDescription)")
+                return true
+            }
+            for (slot, path) in paths.enumerated() {
+                let want = parsed.lookup(path)
+                let ok: Bool
+                switch (picker.picked(slot), want) {
+                case (.absent, nil), (.null, .null?): ok = true
+                case (.bool(let a), .bool(let b)?): ok = a == b
+                case (.string(let a), .string(let b)?): ok = Array(a) == Array(b.utf8)
+                case (.number(let a), .number(let b)?): ok = Array(a) == Array(b.utf8)
+                case (.owned(let i), .string(let b)?): ok = picker.owned[i] == Array(b.utf8)
+                case (.owned(let i), let v?): ok = picker.owned[i] == Array(v.jsonText.utf8)
+                default: ok = false
+                }
+                if !ok { Issue.record("\(path): picked \(picker.picked(slot)), parsed \(String(describing: want)) in \(String(decoding: document, as: UTF8.self).debugDescription)") }
+            }
+            return true
+        }
+    }
+
+    @Test func picksWhatTheParserReadsAndNothingItRefuses() throws {
+        let picker = try #require(JSONPicker(paths: Self.paths))
+        // Every seed but the one with a non-ASCII key (the parser's way) is taken whole.
+        for seed in Self.seeds {
+            #expect(Self.agree(picker, Array(seed.utf8)) == !seed.contains("Größe"), "\(seed)")
+        }
+        var rng = SplitMix(state: 22)
+        var taken = 0, refused = 0
+        for k in 0..<40_000 {
+            var doc = Array(Self.seeds[k % Self.seeds.count].utf8)
+            for _ in 0...Int.random(in: 0...2, using: &rng) {
+                let at = Int.random(in: 0..<max(doc.count, 1), using: &rng)
+                switch Int.random(in: 0..<4, using: &rng) {
+                case 0 where !doc.isEmpty: doc[at] = Self.noise.randomElement(using: &rng)!
+                case 1 where !doc.isEmpty: doc.remove(at: at)
+                case 2: doc.insert(Self.noise.randomElement(using: &rng)!, at: min(at, doc.count))
+                default: doc.removeLast(Int.random(in: 0...min(3, doc.count), using: &rng))
+                }
+            }
+            if Self.agree(picker, doc) { taken += 1 } else { refused += 1 }
+        }
+        // Both sides of the line are exercised: many mutants stay valid, many do not.
+        #expect(taken > 1_000 && refused > 1_000, "taken \(taken), refused \(refused)")
+    }
+
+    @Test func utf8CheckJudgesAsTheStandardLibrary() {
+        var rng = SplitMix(state: 8)
+        let bytes: [UInt8] = [0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xE1, 0xEC, 0xED, 0xEE, 0xEF,
+                              0xF0, 0xF1, 0xF3, 0xF4, 0xF5, 0xFF]
+        var valid = 0
+        for _ in 0..<100_000 {
+            let s = (0..<Int.random(in: 0...12, using: &rng)).map { _ in bytes.randomElement(using: &rng)! }
+            let want = String(validating: s, as: UTF8.self) != nil
+            let got = s.withUnsafeBufferPointer { FastValues.isValidUTF8($0) }
+            #expect(got == want, "\(s.map { String($0, radix: 16) })")
+            if want { valid += 1 }
+        }
+        #expect(valid > 1_000)
+        for text in ["plain ascii words, longer than eight", "Zoë Łódź 𝄞 € naïve", ""] {
+            #expect(Array(text.utf8).withUnsafeBufferPointer { FastValues.isValidUTF8($0) })
+        }
+    }
+}
