@@ -67,6 +67,11 @@ let package = Package(
             providers: [.apt(["libarchive-dev"])]
         ),
         .systemLibrary(
+            name: "CCurl",
+            pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]
+        ),
+        .systemLibrary(
             name: "CGPGME",
             pkgConfig: "gpgme",
             providers: [.apt(["libgpgme-dev"])]
@@ -183,6 +188,7 @@ let package = Package(
             name: "SluiceAgent",
             dependencies: [
                 "CSluiceLinux",
+                "CCurl",
                 "SluiceSupport",
                 "SluiceLake",
                 "SluiceManifest",
@@ -198,6 +204,7 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: upcoming
         ),

@@ -65,7 +65,9 @@ public struct Agent: Sendable {
         do {
             try makeDirectories(config.stateDir)
             try checkWritable(config.stateDir, key: "agent.state_dir")
-            return try Manifest(path: config.manifestPath)
+            let manifest = try Manifest(path: config.manifestPath)
+            manifest.alertRouting = config.alerts.routing
+            return manifest
         } catch let e as AgentError {
             throw e
         } catch {
@@ -192,6 +194,8 @@ public struct Agent: Sendable {
             }
             report.transforms += try runTransforms(mapping, manifest: manifest, lake: lake, dataset: nil, selection: .pending)
         }
+        try? manifest.raiseAlerts(Self.hostKeyAlerts(client: id, report: report, sources: sources.map(\.name)))
+        deliverAlerts(manifest)
         return report
     }
 
@@ -205,6 +209,7 @@ public struct Agent: Sendable {
             throw AgentError(.usage, "\(mapping.file) has no dataset '\(dataset)' (datasets: \(mapping.datasets.map(\.name).joined(separator: ", ")))")
         }
         let (manifest, lake) = try openStore()
+        defer { deliverAlerts(manifest) }
         return try runTransforms(mapping, manifest: manifest, lake: lake, dataset: dataset, selection: selection)
     }
 
@@ -375,11 +380,17 @@ public struct Agent: Sendable {
         if let id { _ = try requireClient(id) }
         // An audit never creates a manifest: without one, every lake file is an orphan.
         let manifest = FileManager.default.fileExists(atPath: config.manifestPath) ? try openManifest() : nil
+        let report: AuditReport
         do {
-            return try Auditor.run(lakeDir: config.lakeDir, manifest: manifest, client: id, quick: quick)
+            report = try Auditor.run(lakeDir: config.lakeDir, manifest: manifest, client: id, quick: quick)
         } catch {
             throw AgentError(.runtime, error.description)
         }
+        if let manifest {
+            try? manifest.raiseAlerts([Self.auditAlert(report, client: id)])
+            deliverAlerts(manifest)
+        }
+        return report
     }
 }
 

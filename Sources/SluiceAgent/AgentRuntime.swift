@@ -79,6 +79,8 @@ public final class AgentRuntime: SourceHost, @unchecked Sendable {  // mutable s
     /// stay within the polling source's max_connections even when several sources share it.
     private var servers: [String: Slots] = [:]
     package private(set) var transforms: TransformPool!
+    /// Delivers alerts, checks the disk, queues reminders.
+    package private(set) var alerts: AlertLoop!
     /// Uploads to one path wait for each other.
     package let uploadLocks = PathLocks()
 
@@ -103,6 +105,7 @@ public final class AgentRuntime: SourceHost, @unchecked Sendable {  // mutable s
         mappings = try agent.mappings()
         transfers = Slots(agent.config.maxTransfers)
         transforms = TransformPool(daemon: self, workers: agent.config.transformWorkers)
+        alerts = AlertLoop(daemon: self)
     }
 
     /// Starts every source's runner, and transforms whatever is pending from before.
@@ -114,6 +117,7 @@ public final class AgentRuntime: SourceHost, @unchecked Sendable {  // mutable s
         }
         for id in mappingsSnapshot().keys.sorted() { transforms.enqueue(client: id) }
         recordHeldGauge()
+        alerts.start()
     }
 
     private func startRunner(client: String, source: SourceConfig) {
@@ -158,6 +162,7 @@ public final class AgentRuntime: SourceHost, @unchecked Sendable {  // mutable s
             keep.httpListen = old.config.httpListen
             keep.api = old.config.api
             agent = Agent(config: keep, logger: logger)
+            manifest.alertRouting = keep.alerts.routing
             mappings = newMappings
             transfers.setLimit(keep.maxTransfers)
             var wanted: [SourceKey: (String, SourceConfig)] = [:]
@@ -198,6 +203,9 @@ public final class AgentRuntime: SourceHost, @unchecked Sendable {  // mutable s
         var clean = true
         for r in all where !r.join(until: deadline) { clean = false }
         if !transforms.join(until: deadline) { clean = false }
+        // What the last passes queued goes out before the process ends (or at the next start).
+        alerts.stop()
+        if !alerts.join(until: deadline) { clean = false }
         if !clean {
             // Out of time: in-flight copies give up at their next chunk.
             shutdown.stop()
@@ -240,6 +248,7 @@ public final class AgentRuntime: SourceHost, @unchecked Sendable {  // mutable s
                 $0.lastError = "\(error)"
                 $0.consecutiveFailures += 1
             }
+            raiseSourceAlerts(key, report: nil, agent: agent)
             return nil
         }
         let elapsed = ContinuousClock.now - t0
@@ -269,7 +278,28 @@ public final class AgentRuntime: SourceHost, @unchecked Sendable {  // mutable s
             Gauge(label: "sluice_source_last_success_timestamp_seconds", dimensions: dims).record(Date().timeIntervalSince1970)
         }
         if report.counts.new > 0 { transforms.enqueue(client: key.client) }
+        raiseSourceAlerts(key, report: report, agent: agent)
         return report
+    }
+
+    /// `source_failing` once the source has failed `alert_after_failures` passes in a row
+    /// (resolved by the next pass that reaches it), and `host_key_changed`.
+    private func raiseSourceAlerts(_ key: SourceKey, report: PullReport?, agent: Agent) {
+        guard manifest.alertRouting != nil else { return }
+        let status = lock.withLock { statuses[key] }
+        let failures = status?.consecutiveFailures ?? 0
+        let e = AlertEvent(event: "source_failing", severity: "critical", client: key.client, source: key.source,
+                           message: "\(key.client)/\(key.source) failed \(failures) polls in a row: \(status?.lastError ?? "see the log")",
+                           id: "source_failing:\(key.client)/\(key.source)")
+        var events: [AlertEvent] = []
+        if failures >= agent.config.alerts.afterFailures {
+            events.append(e)
+        } else if failures == 0 {
+            events.append(e.resolution("\(key.client)/\(key.source) polled ok again"))
+        }
+        if let report { events += Agent.hostKeyAlerts(client: key.client, report: report, sources: [key.source]) }
+        try? manifest.raiseAlerts(events)
+        alerts.poke()
     }
 
     /// Re-runs, with the mappings as they are now and while no worker transforms the client:

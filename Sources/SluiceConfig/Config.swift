@@ -146,6 +146,8 @@ public struct AgentConfig: Sendable, Equatable {
     /// A file whose first line is the console's admin token: required to use the console when
     /// `http_listen` is not on loopback.
     public var adminTokenFile: String?
+    /// `[[alerts]]` and the agent's alert keys.
+    public var alerts = AlertSettings()
 
     public var manifestPath: String { "\(stateDir)/manifest.sqlite" }
 

@@ -130,14 +130,14 @@ package struct TableReader {
     }
 
     package func agentConfig(_ root: TOMLTable) throws(ConfigError) -> AgentConfig {
-        try checkKeys(root, path: "", allowed: ["agent", "api", "clients"])
+        try checkKeys(root, path: "", allowed: ["agent", "api", "clients", "alerts"])
         guard let agent = try table(root, "agent", "") else {
             throw fail("agent", "missing required table [agent] with state_dir and lake_dir")
         }
         try checkKeys(agent, path: "agent", allowed: [
             "state_dir", "lake_dir", "mappings_dir", "sync_method", "max_transfers", "transform_workers", "shutdown_timeout",
             "http_listen", "log_level", "admin_token_file", "max_unpacked_bytes", "max_unpack_ratio",
-            "max_archive_members", "max_archive_depth",
+            "max_archive_members", "max_archive_depth", "alert_after_failures", "alert_repeat", "alert_retry", "min_free_space",
         ])
         let stateDir = resolve(try string(agent, "state_dir", "agent", required: true)!)
         let lakeDir = resolve(try string(agent, "lake_dir", "agent", required: true)!)
@@ -190,6 +190,7 @@ package struct TableReader {
         if let api = try table(root, "api", "") {
             config.api = try apiConfig(api)
         }
+        config.alerts = try alertSettings(root, agent: agent, clients: clients)
         return config
     }
 

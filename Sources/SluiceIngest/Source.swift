@@ -46,6 +46,10 @@ public struct SourceError: Error, CustomStringConvertible, Sendable {
     public var vanished = false
     public init(_ message: String) { self.message = message }
 
+    /// What the message of a source whose server's host key changed says (the
+    /// `host_key_changed` alert looks for it).
+    public static let hostKeyChanged = "the host key has CHANGED"
+
     /// A file that was listed but is gone when it is opened.
     package static func vanished(_ message: String) -> SourceError {
         var e = SourceError(message)

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import SluiceSupport
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -118,6 +119,13 @@ public struct RunCounts: Sendable, Equatable {
 public final class Manifest: Sendable {
     public let path: String
     let pool: DatabasePool
+    private let routing = Mutex<AlertRouting?>(nil)
+
+    /// Where alerts go (nil: none are configured, and none are queued).
+    public var alertRouting: AlertRouting? {
+        get { routing.withLock { $0 } }
+        set { routing.withLock { $0 = newValue } }
+    }
 
     /// Opens (creating and migrating if needed) the manifest at `path`.
     public init(path: String) throws(ManifestError) {
@@ -546,7 +554,9 @@ public final class Manifest: Sendable {
 
     /// Records one transform of a version and, for an archive, of each of its members, in one
     /// transaction (the latest row without a parent is the version's current state).
-    public func recordTransform(versionID: Int64, _ file: TransformRecord, members: [TransformRecord] = []) throws(ManifestError) {
+    /// `alerts` (raised or resolved by the outcome) are queued in the same transaction.
+    public func recordTransform(versionID: Int64, _ file: TransformRecord, members: [TransformRecord] = [], alerts: [AlertEvent] = []) throws(ManifestError) {
+        let routing = alerts.isEmpty ? nil : alertRouting
         try write("recording a transform") { db in
             let insert = try db.cachedStatement(sql: """
                 INSERT INTO transform (version_id, dataset, mapping_sha256, schema_sha256, status, rows_written, rows_rejected, output_path, rejects_path,
@@ -569,6 +579,7 @@ public final class Manifest: Sendable {
             try insert.execute(arguments: row(file, parent: nil))
             let parent = db.lastInsertedRowID
             for m in members { try insert.execute(arguments: row(m, parent: parent)) }
+            try Self.queueAlerts(db, alerts, routing: routing)
         }
     }
 

@@ -208,6 +208,9 @@ enum Schema {
                 CREATE INDEX transform_held ON transform(version_id) WHERE status = 'held';
                 """)
         }
+        migrator.registerMigration("v14-alerts") { db in
+            try db.execute(sql: alertTables)
+        }
         return migrator
     }
 }

@@ -145,7 +145,7 @@ public struct SFTPSource: Source {
             throw SourceError("\(location): host key is not trusted yet\(also): \(key.type) \(key.fingerprint). Nothing was downloaded. "
                 + "Check the fingerprint with the client, then run `sluice trust \(client) --source \(name)` (known_hosts: \(config.knownHosts))")
         case .changed(let known, let lines):
-            throw SourceError("\(location): WARNING: the host key has CHANGED — possible man-in-the-middle attack. "
+            throw SourceError("\(location): WARNING: \(SourceError.hostKeyChanged) — possible man-in-the-middle attack. "
                 + "The server presents \(key.type) \(key.fingerprint), but \(config.knownHosts) line \(lines.map(String.init).joined(separator: ", ")) "
                 + "has \(known.joined(separator: ", ")). Nothing was ingested and nothing on the server was touched. "
                 + "If the client confirms the new key, run `sluice trust \(client) --source \(name) --replace`")

@@ -26,7 +26,7 @@ extension Transformer {
         }
         var file = row(r)
         if archive { file.members = counts }
-        try manifest.recordTransform(versionID: versionID, file, members: r.members.map(row))
+        try manifest.recordTransform(versionID: versionID, file, members: r.members.map(row), alerts: manifest.alertRouting == nil ? [] : alerts(for: r, of: input))
         if r.status == .failed || r.status == .held {
             logger.warning(r.status == .held ? "Transform held" : "Transform failed", metadata: ["client": "\(mapping.client)", "source": "\(input.source)", "path": "\(input.path.display)",
                                                          "version": "\(input.version)", "dataset": "\(r.dataset ?? "")", "error": "\(r.error ?? "")"])

@@ -187,7 +187,7 @@ struct CheckConfig: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-config",
         abstract: "Validate the config file.",
-        discussion: "Validates agent.conf, every mapping file in mappings_dir, the upload API's TLS certificate and key, the console's admin_token_file, every client's OpenPGP key files (imported into a throwaway keyring: a file that holds no key, a secret_key without a secret key, an expired or revoked key), and that a drop folder's absolute move target is on the drop folder's file system; warns when an s3 source's credentials (credentials_file and profile, or the AWS_* environment variables) or an sftp source's identity, passphrase or password file cannot be read; and shows which datasets' mappings changed since their outputs were written. Exit codes: 0 valid; 2 the config, a mapping or one of those files cannot be used (the message names the file, key and line).")
+        discussion: "Validates agent.conf, every mapping file in mappings_dir, the upload API's TLS certificate and key, the console's admin_token_file, every client's OpenPGP key files (imported into a throwaway keyring: a file that holds no key, a secret_key without a secret key, an expired or revoked key), the [[alerts]] entries (type, url, events and clients by name, smtp, addresses), and that a drop folder's absolute move target is on the drop folder's file system; warns when an s3 source's credentials (credentials_file and profile, or the AWS_* environment variables) or an sftp source's identity, passphrase or password file, or an alert's secret_file, password_file or ca_file, cannot be read; and shows which datasets' mappings changed since their outputs were written. Exit codes: 0 valid; 2 the config, a mapping or one of those files cannot be used (the message names the file, key and line).")
 
     @OptionGroup var global: GlobalOptions
 
@@ -205,6 +205,9 @@ struct CheckConfig: ParsableCommand {
         for problem in agent.sourceSecretProblems() {
             FileHandle.standardError.write(Data("warning: \(PrintableText.escape(problem)) (the source fails until this is fixed)\n".utf8))
         }
+        for problem in agent.alertSecretProblems() {
+            FileHandle.standardError.write(Data("warning: \(PrintableText.escape(problem)) (its alerts are not delivered until this is fixed)\n".utf8))
+        }
         say("\(c.file): OK")
         say("  state_dir    \(c.stateDir)")
         say("  lake_dir     \(c.lakeDir)")
@@ -214,6 +217,11 @@ struct CheckConfig: ParsableCommand {
         } else {
             say("  api          \(c.api.listen) \(c.api.tlsCert.map { "TLS \($0)" } ?? "plain HTTP (loopback)"), max_upload_size \(ByteSizeText.format(c.api.maxUploadSize)), "
                 + "max_concurrent_uploads \(c.api.maxConcurrentUploads)")
+        }
+        for t in c.alerts.targets {
+            let events = t.events.map { $0.sorted().joined(separator: ", ") } ?? "every event"
+            let clients = t.clients.map { $0.sorted().joined(separator: ", ") } ?? "every client"
+            say("  alert \(t.name)  \(t.kind.rawValue) \(t.kind == .email ? "\(t.smtp ?? "") to \(t.to.joined(separator: ", "))" : t.shownURL): \(events); \(clients)")
         }
         for (client, m) in mappings.sorted(by: { $0.key < $1.key }) {
             say("  mapping \(client): \(m.file), datasets \(m.datasets.map { "\($0.name) (\($0.formatName), \($0.fields.count) fields)" }.joined(separator: ", "))")

@@ -24,7 +24,7 @@ struct Sluice: AsyncParsableCommand {
             The config is read from --config, else $SLUICE_CONFIG, else /etc/sluice/agent.conf.
             """,
         version: SluiceVersion.full,
-        subcommands: [Run.self, Pull.self, Status.self, History.self, Cat.self, Audit.self, CheckConfig.self, Trust.self, Transform.self, Schema.self, Mapping.self, Token.self,
+        subcommands: [Run.self, Pull.self, Status.self, History.self, Cat.self, Audit.self, CheckConfig.self, Trust.self, Transform.self, Schema.self, Mapping.self, Token.self, Alerts.self,
                       VersionCommand.self]
     )
 }

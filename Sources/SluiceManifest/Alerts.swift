@@ -1,0 +1,234 @@
+import Foundation
+import GRDB
+import SluiceSupport
+
+/// One alert: something the team should hear about (`event`), or that it is over (`resolved`).
+/// `id` names the condition, the same for its first alert, its reminders and its resolution.
+public struct AlertEvent: Sendable, Equatable {
+    public var event: String
+    /// "critical", "error", "warning" or "info".
+    public var severity: String
+    public var client: String?
+    public var source: String?
+    public var dataset: String?
+    public var path: String?
+    public var version: Int?
+    public var message: String
+    /// RFC 3339, UTC.
+    public var at: String
+    public var id: String
+    public var resolved: Bool
+
+    public init(event: String, severity: String, client: String? = nil, source: String? = nil, dataset: String? = nil, path: String? = nil,
+                version: Int? = nil, message: String, at: String = Timestamp.now(), id: String, resolved: Bool = false) {
+        self.event = event
+        self.severity = severity
+        self.client = client
+        self.source = source
+        self.dataset = dataset
+        self.path = path
+        self.version = version
+        self.message = message
+        self.at = at
+        self.id = id
+        self.resolved = resolved
+    }
+
+    /// The same condition, over.
+    public func resolution(_ message: String, at: String = Timestamp.now()) -> AlertEvent {
+        var e = self
+        e.message = message
+        e.at = at
+        e.resolved = true
+        return e
+    }
+
+    /// The JSON object every channel sends: every field, null where it has no value.
+    public var json: String {
+        let object: [String: Any] = [
+            "event": event, "severity": severity, "client": client ?? NSNull(), "source": source ?? NSNull(), "dataset": dataset ?? NSNull(),
+            "path": path ?? NSNull(), "version": version ?? NSNull(), "message": message, "at": at, "id": id, "resolved": resolved,
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Reads `json` back (nil when it is not an alert).
+    public init?(json: String) {
+        guard let o = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any],
+              let event = o["event"] as? String, let severity = o["severity"] as? String, let message = o["message"] as? String,
+              let at = o["at"] as? String, let id = o["id"] as? String else { return nil }
+        self.init(event: event, severity: severity, client: o["client"] as? String, source: o["source"] as? String, dataset: o["dataset"] as? String,
+                  path: o["path"] as? String, version: o["version"] as? Int, message: message, at: at, id: id, resolved: o["resolved"] as? Bool ?? false)
+    }
+}
+
+/// Which targets (by name) an event goes to, and how often an open condition is repeated: the
+/// agent's `[[alerts]]`, handed to the manifest so that an alert is queued in the transaction
+/// of the event that caused it.
+public struct AlertRouting: Sendable {
+    public var targets: @Sendable (_ event: String, _ client: String?) -> [String]
+    public var repeatNanoseconds: Int64
+
+    public init(repeatNanoseconds: Int64, targets: @escaping @Sendable (_ event: String, _ client: String?) -> [String]) {
+        self.targets = targets
+        self.repeatNanoseconds = repeatNanoseconds
+    }
+}
+
+/// An alert for one target in the outbox: waiting, or sent.
+public struct OutboxEntry: Sendable {
+    public var id: Int64
+    public var target: String
+    public var event: String
+    public var conditionID: String
+    public var resolved: Bool
+    /// The event's JSON.
+    public var body: String
+    public var createdAt: String
+    public var attempts: Int
+    /// Nanoseconds since the epoch.
+    public var nextAttemptAt: Int64
+    public var sentAt: String?
+    public var lastError: String?
+}
+
+extension Manifest {
+    /// Queues `events` in the open write transaction `db`, for the targets the routing names.
+    /// A condition alerts once until it is resolved (again after `repeatNanoseconds` if it is
+    /// raised again); a resolution is sent only for a condition that alerted.
+    static func queueAlerts(_ db: Database, _ events: [AlertEvent], routing: AlertRouting?, now: Int64 = nowNanoseconds()) throws {
+        guard let routing else { return }
+        for e in events {
+            let targets = routing.targets(e.event, e.client)
+            guard !targets.isEmpty else { continue }
+            let state = try Row.fetchOne(db.cachedStatement(sql: "SELECT open, last_alerted_at FROM alert_condition WHERE id = ?"), arguments: [e.id])
+            let open = (state?["open"] as Int?) == 1
+            if e.resolved {
+                guard open else { continue }
+                try db.cachedStatement(sql: "UPDATE alert_condition SET open = 0, resolved_at = ?, body = ? WHERE id = ?").execute(arguments: [e.at, e.json, e.id])
+            } else if open {
+                let last: Int64 = state?["last_alerted_at"] ?? 0
+                guard now - last >= routing.repeatNanoseconds else { continue }
+                try db.cachedStatement(sql: "UPDATE alert_condition SET last_alerted_at = ?, body = ? WHERE id = ?").execute(arguments: [now, e.json, e.id])
+            } else {
+                try db.cachedStatement(sql: """
+                    INSERT INTO alert_condition (id, event, client, open, body, opened_at, last_alerted_at) VALUES (?, ?, ?, 1, ?, ?, ?)
+                    ON CONFLICT(id) DO UPDATE SET event = excluded.event, client = excluded.client, open = 1, body = excluded.body,
+                        opened_at = excluded.opened_at, last_alerted_at = excluded.last_alerted_at, resolved_at = NULL
+                    """).execute(arguments: [e.id, e.event, e.client, e.json, e.at, now])
+            }
+            try enqueue(db, e, targets: targets, now: now)
+        }
+    }
+
+    private static func enqueue(_ db: Database, _ e: AlertEvent, targets: [String], now: Int64) throws {
+        let insert = try db.cachedStatement(sql: """
+            INSERT INTO alert_outbox (target, event, condition_id, resolved, body, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+            """)
+        for target in targets { try insert.execute(arguments: [target, e.event, e.id, e.resolved, e.json, e.at, now]) }
+    }
+
+    /// Queues `events` in a transaction of their own (conditions the agent sees outside the
+    /// manifest: a source's failed polls, the free disk space, an audit).
+    public func raiseAlerts(_ events: [AlertEvent]) throws(ManifestError) {
+        let routing = alertRouting
+        guard routing != nil, !events.isEmpty else { return }
+        try write("queueing alerts") { db in try Self.queueAlerts(db, events, routing: routing) }
+    }
+
+    /// Queues a reminder of every condition still open `repeatNanoseconds` after it last
+    /// alerted; returns how many conditions were reminded.
+    @discardableResult
+    public func queueReminders(now: Int64 = nowNanoseconds()) throws(ManifestError) -> Int {
+        guard let routing = alertRouting else { return 0 }
+        return try write("queueing alert reminders") { db in
+            let due = try Row.fetchAll(db, sql: "SELECT id, body FROM alert_condition WHERE open = 1 AND last_alerted_at <= ?",
+                                       arguments: [now - routing.repeatNanoseconds])
+            var reminded = 0
+            for row in due {
+                guard var e = AlertEvent(json: row["body"]) else { continue }
+                e.at = Timestamp.iso8601(nanoseconds: now)
+                if !e.message.hasPrefix("Still ") { e.message = "Still open: " + e.message }
+                let targets = routing.targets(e.event, e.client)
+                try db.execute(sql: "UPDATE alert_condition SET last_alerted_at = ?, body = ? WHERE id = ?", arguments: [now, e.json, e.id])
+                try Self.enqueue(db, e, targets: targets, now: now)
+                reminded += targets.isEmpty ? 0 : 1
+            }
+            return reminded
+        }
+    }
+
+    /// Up to `limit` alerts whose next attempt is due, oldest first.
+    public func dueAlerts(now: Int64 = nowNanoseconds(), limit: Int = 100) throws(ManifestError) -> [OutboxEntry] {
+        try read("reading the alert outbox") { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM alert_outbox WHERE sent_at IS NULL AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+                             arguments: [now, limit]).map(Self.entry)
+        }
+    }
+
+    /// When the next unsent alert is due (nanoseconds since the epoch), if any is waiting.
+    public func nextAlertDue() throws(ManifestError) -> Int64? {
+        try read("reading the alert outbox") { db in
+            try Int64.fetchOne(db, sql: "SELECT min(next_attempt_at) FROM alert_outbox WHERE sent_at IS NULL")
+        }
+    }
+
+    public func markAlertSent(_ id: Int64) throws(ManifestError) {
+        try write("marking an alert sent") { db in
+            try db.execute(sql: "UPDATE alert_outbox SET sent_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?", arguments: [Timestamp.now(), id])
+        }
+    }
+
+    public func markAlertFailed(_ id: Int64, error: String, nextAttemptAt: Int64) throws(ManifestError) {
+        try write("recording a failed alert delivery") { db in
+            try db.execute(sql: "UPDATE alert_outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+                           arguments: [error, nextAttemptAt, id])
+        }
+    }
+
+    /// The newest `limit` alerts (only the unsent ones with `pendingOnly`), newest first.
+    public func recentAlerts(limit: Int = 50, pendingOnly: Bool = false) throws(ManifestError) -> [OutboxEntry] {
+        try read("reading the alert outbox") { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM alert_outbox \(pendingOnly ? "WHERE sent_at IS NULL" : "") ORDER BY id DESC LIMIT ?",
+                             arguments: [limit]).map(Self.entry)
+        }
+    }
+
+    private static func entry(_ r: Row) -> OutboxEntry {
+        OutboxEntry(id: r["id"], target: r["target"], event: r["event"], conditionID: r["condition_id"], resolved: r["resolved"], body: r["body"],
+                    createdAt: r["created_at"], attempts: r["attempts"], nextAttemptAt: r["next_attempt_at"], sentAt: r["sent_at"], lastError: r["last_error"])
+    }
+}
+
+extension Schema {
+    /// v14: the alert outbox (each alert for each target, until it is sent) and the conditions
+    /// it deduplicates by.
+    static let alertTables = """
+        CREATE TABLE alert_condition (
+            id TEXT PRIMARY KEY,
+            event TEXT NOT NULL,
+            client TEXT,
+            open INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            opened_at TEXT NOT NULL,
+            last_alerted_at INTEGER NOT NULL,
+            resolved_at TEXT
+        );
+        CREATE INDEX alert_condition_open ON alert_condition(last_alerted_at) WHERE open = 1;
+        CREATE TABLE alert_outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            target TEXT NOT NULL,
+            event TEXT NOT NULL,
+            condition_id TEXT NOT NULL,
+            resolved INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at INTEGER NOT NULL,
+            sent_at TEXT,
+            last_error TEXT
+        );
+        CREATE INDEX alert_outbox_due ON alert_outbox(next_attempt_at) WHERE sent_at IS NULL;
+        """
+}

@@ -1,0 +1,284 @@
+import Crypto
+import Foundation
+import SluiceTestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A receiver of alerts on loopback (Tests/support/alert_receiver.py): an HTTP server that
+/// answers 500 to its first `fails` requests, or aiosmtpd with STARTTLS and AUTH. It records
+/// every request it gets, one JSON object a line.
+final class AlertReceiver: @unchecked Sendable {
+    static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("support/alert_receiver.py").path
+    static var smtpAvailable: Bool { (try? Shell.run("/usr/bin/env", ["python3", "-c", "import aiosmtpd"]))?.status == 0 }
+
+    let dir: TempDir
+    let port: Int
+    private var pid: pid_t = 0
+    var log: String { dir.sub("received.jsonl") }
+
+    init(port: Int? = nil, dir: TempDir = TempDir("receiver")) throws {
+        self.dir = dir
+        self.port = try port ?? SSHServer.freePort()
+    }
+
+    func startHTTP(fails: Int = 0) throws {
+        pid = try spawnListener(["/usr/bin/env", "python3", Self.script, "http", "\(port)", log, "\(fails)"],
+                                log: dir.sub("receiver.out"), port: port, name: "alert receiver")
+    }
+
+    func startSMTP(user: String, password: String) throws {
+        try Shell.check("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                                             "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", dir.sub("key.pem"), "-out", dir.sub("cert.pem")])
+        pid = try spawnListener(["/usr/bin/env", "python3", Self.script, "smtp", "\(port)", log, dir.sub("cert.pem"), dir.sub("key.pem"), user, password],
+                                log: dir.sub("receiver.out"), port: port, name: "smtp receiver", seconds: 15)
+    }
+
+    func stop() {
+        guard pid > 0 else { return }
+        kill(pid, SIGKILL)
+        var status: Int32 = 0
+        _ = waitpid(pid, &status, 0)
+        pid = 0
+    }
+
+    deinit { stop() }
+
+    /// What it received so far.
+    var received: [[String: Any]] {
+        ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+    }
+
+    /// The alert events delivered (answered 200), decoded.
+    var delivered: [[String: Any]] {
+        received.filter { $0["status"] as? Int == 200 }.compactMap {
+            try? JSONSerialization.jsonObject(with: Data(($0["body"] as? String ?? "").utf8)) as? [String: Any]
+        }
+    }
+}
+
+@Suite struct AlertTests {
+    static let mapping = """
+        [datasets.orders]
+        match = ["orders_*.csv"]
+        format = "csv"
+        max_reject_ratio = 0
+        fields = [
+          { name = "id", source = "id", type = "int64", required = true },
+          { name = "amount", source = "amount", type = "decimal(10,2)" },
+        ]
+
+        [datasets.events]
+        match = ["events_*.json"]
+        format = "json"
+        records = "items"
+        fields = [
+          { name = "id", source = "id", type = "int64" },
+        ]
+        """
+
+    @Test func badAlertConfigIsRefusedNamingTheKey() throws {
+        let dir = TempDir("alert-config")
+        let cases: [(String, String)] = [
+            ("[[alerts]]\nname = \"a\"\ntype = \"pager\"\nurl = \"https://x.example/\"", "alerts[0].type"),
+            ("[[alerts]]\nname = \"a\"\ntype = \"webhook\"", "missing required key 'url'"),
+            ("[[alerts]]\nname = \"a\"\ntype = \"webhook\"\nurl = \"ftp://x.example/\"", "alerts[0].url"),
+            ("[[alerts]]\nname = \"a\"\ntype = \"webhook\"\nurl = \"https://x.example/\"\nevents = [\"transform_failed\", \"file_lost\"]", "alerts[0].events[1]"),
+            ("[[alerts]]\nname = \"a\"\ntype = \"slack\"\nurl = \"https://x.example/\"\nclients = [\"nobody\"]", "alerts[0].clients[0]"),
+            ("[[alerts]]\nname = \"a\"\ntype = \"slack\"\nurl = \"https://x.example/\"\nsecret_file = \"k\"", "alerts[0].secret_file"),
+            ("[[alerts]]\nname = \"a\"\ntype = \"email\"\nsmtp = \"mail:587\"\nfrom = \"s@example.com\"\nto = []", "alerts[0].to"),
+            ("[[alerts]]\nname = \"a\"\ntype = \"email\"\nsmtp = \"mail\"\nfrom = \"s@example.com\"\nto = [\"o@example.com\"]", "alerts[0].smtp"),
+            ("[[alerts]]\nname = \"a\"\ntype = \"email\"\nsmtp = \"mail:25\"\nfrom = \"s@example.com\"\nto = [\"o@example.com\"]\nusername = \"u\"", "alerts[0].password_file"),
+            ("[[alerts]]\nname = \"a\"\ntype = \"webhook\"\nurl = \"https://x.example/\"\n[[alerts]]\nname = \"a\"\ntype = \"webhook\"\nurl = \"https://y.example/\"", "alerts[1].name"),
+            ("[agent2]\n", "unknown key 'agent2'"),
+        ]
+        for (tables, key) in cases {
+            dir.config(extra: "\n" + tables)
+            let r = try SluiceBinary.run(["check-config"], config: dir.sub("agent.conf"))
+            #expect(r.status == 2 && r.stderr.contains(key), "\(tables): \(r.status) \(r.stderr)")
+        }
+        dir.config(extra: "\n[[alerts]]\nname = \"ok\"\ntype = \"webhook\"\nurl = \"https://hooks.example/secret-path\"\nevents = [\"*\"]\nclients = [\"acme\"]")
+        let ok = try SluiceBinary.run(["check-config"], config: dir.sub("agent.conf"))
+        #expect(ok.status == 0 && ok.stdout.contains("alert ok  webhook https://hooks.example/…") && !ok.stdout.contains("secret-path"), "\(ok.stdout) \(ok.stderr)")
+    }
+
+    /// Failed, rejected and held transforms alert once each through a real `sluice run`, signed,
+    /// retried through the receiver's 500s, and resolve when the file transforms ok.
+    @Test func transformAlertsAreSignedRetriedDeduplicatedAndResolved() throws {
+        let receiver = try AlertReceiver()
+        try receiver.startHTTP(fails: 2)
+        let dir = TempDir("alert-daemon")
+        let port = try SSHServer.freePort()
+        DaemonTests.folderConfig(dir, port: port, agentExtra: "alert_retry = \"1s\"")
+        let secret = "s3cret-hmac-key-\(UUID().uuidString)"
+        dir.write("secrets/webhook.key", secret + "\n")
+        let conf = try String(contentsOfFile: dir.sub("agent.conf"), encoding: .utf8)
+        dir.write("agent.conf", conf + """
+
+            [[alerts]]
+            name = "team-webhook"
+            type = "webhook"
+            url = "http://127.0.0.1:\(receiver.port)/sluice"
+            secret_file = "secrets/webhook.key"
+            events = ["*"]
+            clients = ["*"]
+            """)
+        dir.write("mappings/acme.toml", Self.mapping)
+        DaemonTests.renameIn(dir, "drop-acme/orders_1.csv", "id,amount\n1,2.50\nx,3.00\n")
+        DaemonTests.renameIn(dir, "drop-acme/events_1.json", "{\"items\": [{\"id\": 1},")
+        age(dir.sub("drop-acme/orders_1.csv"), seconds: 60)
+        age(dir.sub("drop-acme/events_1.json"), seconds: 60)
+        let d = try DaemonProcess(dir: dir, port: port)
+        try d.waitReady()
+        func events() -> [String] { receiver.delivered.map { "\($0["event"] ?? "")\($0["resolved"] as? Bool == true ? "/resolved" : "")" }.sorted() }
+        #expect(eventually(30) { events() == ["reject_ratio_exceeded", "transform_failed"] }, "\(receiver.received) \(d.log)")
+        // The first two attempts met a 500 and were tried again.
+        #expect(receiver.received.filter { $0["status"] as? Int == 500 }.count == 2)
+        for request in receiver.received {
+            let headers = request["headers"] as? [String: String] ?? [:]
+            let body = request["body"] as? String ?? ""
+            let mac = HMAC<SHA256>.authenticationCode(for: Data(body.utf8), using: SymmetricKey(data: Data(secret.utf8)))
+            #expect(headers["x-sluice-signature"] == "sha256=" + Data(mac).map { String(format: "%02x", $0) }.joined(), "\(headers)")
+            #expect(headers["content-type"] == "application/json")
+        }
+        let failed = try #require(receiver.delivered.first { $0["event"] as? String == "transform_failed" })
+        #expect(Set(failed.keys) == ["event", "severity", "client", "source", "dataset", "path", "version", "message", "at", "id", "resolved"])
+        #expect(failed["client"] as? String == "acme" && failed["path"] as? String == "events_1.json" && failed["version"] as? Int == 1
+                && failed["id"] as? String == "transform_failed:acme/drop/events_1.json" && (failed["at"] as? String)?.hasSuffix("Z") == true, "\(failed)")
+        // The same condition again (another failing version of the file) alerts no more.
+        DaemonTests.renameIn(dir, "drop-acme/events_1.json", "{\"items\": [{\"id\": 2},")
+        age(dir.sub("drop-acme/events_1.json"), seconds: 60)
+        #expect(eventually(20) { versionCount(dir) == 3 }, "\(d.log)")
+        // A good version resolves it, with the same id.
+        DaemonTests.renameIn(dir, "drop-acme/orders_1.csv", "id,amount\n1,2.50\n2,3.00\n")
+        age(dir.sub("drop-acme/orders_1.csv"), seconds: 60)
+        #expect(eventually(30) { events() == ["reject_ratio_exceeded", "reject_ratio_exceeded/resolved", "transform_failed"] }, "\(receiver.received) \(d.log)")
+        let resolved = try #require(receiver.delivered.first { $0["resolved"] as? Bool == true })
+        #expect(resolved["id"] as? String == "reject_ratio_exceeded:acme/drop/orders_1.csv")
+        // `sluice alerts` shows them sent, with their attempts; the secret is never logged.
+        let (r, list) = try SluiceBinary.json(["alerts"], config: dir.sub("agent.conf"))
+        let rows = list as? [[String: Any]] ?? []
+        #expect(r.status == 0 && rows.count == 3 && rows.allSatisfy { $0["state"] as? String == "sent" && $0["alert"] as? String == "team-webhook" }, "\(r.stdout)")
+        #expect(rows.contains { ($0["attempts"] as? Int ?? 0) >= 2 }, "\(rows)")
+        #expect(!d.log.contains(secret) && d.log.contains("Alert delivery failed"), "\(d.log)")
+        d.signal(SIGTERM)
+        #expect(d.waitForExit(seconds: 30) == 0)
+    }
+
+    /// An alert queued while its receiver is down outlives a SIGKILL of the daemon: it is
+    /// delivered once the daemon is back and the receiver answers.
+    @Test func anAlertQueuedBeforeASIGKILLIsStillDelivered() throws {
+        let receiver = try AlertReceiver()
+        let dir = TempDir("alert-kill")
+        let port = try SSHServer.freePort()
+        DaemonTests.folderConfig(dir, port: port, agentExtra: "alert_retry = \"1s\"")
+        let conf = try String(contentsOfFile: dir.sub("agent.conf"), encoding: .utf8)
+        dir.write("agent.conf", conf + "\n[[alerts]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:\(receiver.port)/\"\nevents = [\"transform_failed\"]\n")
+        dir.write("mappings/acme.toml", Self.mapping)
+        DaemonTests.renameIn(dir, "drop-acme/events_1.json", "not json")
+        age(dir.sub("drop-acme/events_1.json"), seconds: 60)
+        var d = try DaemonProcess(dir: dir, port: port)
+        try d.waitReady()
+        func pending() -> [[String: Any]] {
+            ((try? SluiceBinary.json(["alerts", "--pending"], config: dir.sub("agent.conf")).1) as? [[String: Any]]) ?? []
+        }
+        // Nothing listens: the alert waits in the outbox, its error recorded.
+        #expect(eventually(30) { pending().contains { ($0["attempts"] as? Int ?? 0) >= 1 } }, "\(pending()) \(d.log)")
+        #expect((pending().first?["last_error"] as? String ?? "").contains("127.0.0.1"), "\(pending())")
+        d.signal(SIGKILL)
+        _ = d.waitForExit(seconds: 10)
+        try receiver.startHTTP()
+        d = try DaemonProcess(dir: dir, port: port)
+        try d.waitReady()
+        #expect(eventually(30) { receiver.delivered.count >= 1 }, "\(d.log)")
+        #expect(receiver.delivered.allSatisfy { $0["event"] as? String == "transform_failed" && $0["id"] as? String == "transform_failed:acme/drop/events_1.json" })
+        #expect(eventually(10) { pending().isEmpty })
+        d.signal(SIGTERM)
+        #expect(d.waitForExit(seconds: 30) == 0)
+    }
+
+    /// A source that fails `alert_after_failures` polls in a row alerts once, and is resolved
+    /// by the next poll that works.
+    @Test(.enabled(if: MotoServer.available, "needs moto's S3 server"))
+    func aFailingSourceAlertsOnceAndResolves() throws {
+        let moto = try MotoServer()
+        try moto.bucket("feeds")
+        let receiver = try AlertReceiver()
+        try receiver.startHTTP()
+        let dir = TempDir("alert-source")
+        let port = try SSHServer.freePort()
+        dir.write("secrets/acme.s3", "[default]\naws_access_key_id = test\naws_secret_access_key = test\n")
+        dir.write("agent.conf", DaemonProcess.agentTable(port: port, extra: "alert_after_failures = 2\nalert_retry = \"1s\"")
+            + moto.sourceTable(bucket: "feeds", credentials: dir.sub("secrets/acme.s3"), extra: "poll_interval = \"1s\"\nmin_age = \"0s\"")
+            + "\n[[alerts]]\nname = \"hook\"\ntype = \"slack\"\nurl = \"http://127.0.0.1:\(receiver.port)/services/T0/B0/secret\"\nevents = [\"source_failing\"]\n")
+        let d = try DaemonProcess(dir: dir, port: port)
+        try d.waitReady()
+        #expect(eventually(15) { (d.status()["sources"] as? [[String: Any]])?.first?["last_success"] as? String != nil }, "\(d.log)")
+        moto.kill()
+        func texts() -> [String] { receiver.delivered.map { $0["text"] as? String ?? "" } }
+        #expect(eventually(40) { texts().count == 1 }, "\(receiver.received) \(d.log)")
+        #expect(texts().first?.hasPrefix("[CRITICAL] source_failing — acme/bucket") == true, "\(texts())")
+        let blocks = receiver.delivered.first?["blocks"] as? [[String: Any]] ?? []
+        #expect(blocks.first?["type"] as? String == "section" && blocks.count == 2, "\(blocks)")
+        // More failed polls, no second alert.
+        Thread.sleep(forTimeInterval: 4)
+        #expect(texts().count == 1, "\(texts())")
+        try moto.restart()
+        try moto.bucket("feeds")
+        #expect(eventually(40) { texts().count == 2 }, "\(receiver.received) \(d.log)")
+        #expect(texts().last?.hasPrefix("Resolved: source_failing") == true, "\(texts())")
+        #expect(!d.log.contains("/services/T0/B0/secret"))
+        d.signal(SIGTERM)
+        #expect(d.waitForExit(seconds: 30) == 0)
+    }
+
+    /// Email through aiosmtpd, which requires STARTTLS and AUTH: the test event arrives as
+    /// text with the JSON attached; a wrong password fails with exit 1 and is never printed.
+    @Test(.enabled(if: AlertReceiver.smtpAvailable, "needs aiosmtpd: pip install aiosmtpd"))
+    func emailGoesOutOverSTARTTLSWithAuth() throws {
+        let password = "pw-\(UUID().uuidString)"
+        let receiver = try AlertReceiver()
+        try receiver.startSMTP(user: "sluice", password: password)
+        let dir = TempDir("alert-mail")
+        dir.write("secrets/smtp.pass", password + "\n")
+        dir.write("secrets/wrong.pass", "not-the-password\n")
+        func config(_ passwordFile: String) {
+            dir.config(extra: """
+
+                [[alerts]]
+                name = "ops-mail"
+                type = "email"
+                smtp = "127.0.0.1:\(receiver.port)"
+                from = "sluice@example.com"
+                to = ["data-ops@example.com", "oncall@example.com"]
+                username = "sluice"
+                password_file = "\(passwordFile)"
+                ca_file = "\(receiver.dir.sub("cert.pem"))"
+                events = ["source_failing", "delivery_late", "audit_failed"]
+                """)
+        }
+        config("secrets/smtp.pass")
+        let r = try SluiceBinary.run(["alerts", "test", "ops-mail"], config: dir.sub("agent.conf"))
+        #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
+        let mail = try #require(receiver.received.first)
+        #expect(mail["tls"] as? Bool == true && mail["login"] as? String == "sluice" && mail["from"] as? String == "sluice@example.com", "\(mail)")
+        #expect(mail["to"] as? [String] == ["data-ops@example.com", "oncall@example.com"])
+        let data = mail["data"] as? String ?? ""
+        #expect(data.contains("Subject: [sluice] INFO: test") && data.contains("application/json") && data.contains("alert.json"), "\(data)")
+        // The attachment is the event's JSON, base64.
+        let base64 = data.components(separatedBy: "Content-Transfer-Encoding: base64").last?
+            .components(separatedBy: "--").first?.replacingOccurrences(of: "\r\n", with: "").replacingOccurrences(of: "\n", with: "") ?? ""
+        let event = Data(base64Encoded: base64).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+        #expect(event?["event"] as? String == "test" && event?["id"] as? String == "test:ops-mail", "\(base64)")
+        config("secrets/wrong.pass")
+        let bad = try SluiceBinary.run(["alerts", "test", "ops-mail"], config: dir.sub("agent.conf"))
+        #expect(bad.status == 1 && bad.stderr.contains("127.0.0.1:\(receiver.port)") && !bad.stderr.contains("not-the-password"), "\(bad.stderr)")
+        #expect(!(r.stdout + r.stderr).contains(password))
+        let unknown = try SluiceBinary.run(["alerts", "test", "pager"], config: dir.sub("agent.conf"))
+        #expect(unknown.status == 2 && unknown.stderr.contains("ops-mail"), "\(unknown.stderr)")
+    }
+}
