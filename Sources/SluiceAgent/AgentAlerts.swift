@@ -72,8 +72,9 @@ extension Agent {
     }
 }
 
-/// The daemon's alert loop: delivers the outbox as alerts come due, and every minute checks
-/// the free disk space and queues the reminders of conditions still open.
+/// The daemon's alert loop: delivers the outbox as alerts come due, every 20 s checks the
+/// delivery expectations' deadlines, and every minute checks the free disk space and queues
+/// the reminders of conditions still open.
 package final class AlertLoop: @unchecked Sendable {  // `job` is set once by start(), before stop or join
     private unowned let daemon: AgentRuntime
     package let waker = Waker()
@@ -91,6 +92,7 @@ package final class AlertLoop: @unchecked Sendable {  // `job` is set once by st
 
     private func run() {
         var lastCheck: Int64 = 0
+        var lastExpectations: Int64 = 0
         repeat {
             let agent = daemon.agentSnapshot()
             guard !agent.config.alerts.targets.isEmpty else { continue }
@@ -99,6 +101,11 @@ package final class AlertLoop: @unchecked Sendable {  // `job` is set once by st
                 lastCheck = now
                 try? daemon.manifest.raiseAlerts(agent.diskAlerts())
                 try? daemon.manifest.queueReminders(now: now)
+            }
+            // Deadlines pass by the clock, not by an event: looked at every 20 s.
+            if now - lastExpectations >= 20_000_000_000 {
+                lastExpectations = now
+                agent.checkExpectations(daemon.manifest, now: now / 1_000_000_000)
             }
             AlertSender(manifest: daemon.manifest, logger: daemon.logger, settings: agent.config.alerts).deliverDue()
         } while waker.sleep(nanoseconds: nextWait())

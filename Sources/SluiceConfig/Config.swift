@@ -81,12 +81,15 @@ public struct ClientConfig: Sendable, Equatable {
     public var sources: [SourceConfig]
     /// `[clients.<id>.pgp]`: how this client's OpenPGP deliveries are decrypted and checked.
     public var pgp: PGPSettings?
+    /// `[[clients.<id>.expect]]`: the deliveries the team expects.
+    public var expectations: [Expectation] = []
 
-    package init(id: String, displayName: String? = nil, sources: [SourceConfig], pgp: PGPSettings? = nil) {
+    package init(id: String, displayName: String? = nil, sources: [SourceConfig], pgp: PGPSettings? = nil, expectations: [Expectation] = []) {
         self.id = id
         self.displayName = displayName
         self.sources = sources
         self.pgp = pgp
+        self.expectations = expectations
     }
 }
 

@@ -241,7 +241,7 @@ package struct TableReader {
     }
 
     package func client(_ t: TOMLTable, id: String, path: String, stateDir: String) throws(ConfigError) -> ClientConfig {
-        try checkKeys(t, path: path, allowed: ["display_name", "sources", "pgp"])
+        try checkKeys(t, path: path, allowed: ["display_name", "sources", "pgp", "expect"])
         let display = try string(t, "display_name", path, required: false)
         guard let st = try table(t, "sources", path), !st.isEmpty else {
             throw fail(path, "client '\(id)' has no sources: add a [\(path).sources.NAME] table")
@@ -257,7 +257,8 @@ package struct TableReader {
         }
         var settings: PGPSettings?
         if let p = try table(t, "pgp", path) { settings = try pgp(p, path: "\(path).pgp") }
-        return ClientConfig(id: id, displayName: display, sources: sources, pgp: settings)
+        let expected = try expectations(t, path: path, sources: sources.map(\.name))
+        return ClientConfig(id: id, displayName: display, sources: sources, pgp: settings, expectations: expected)
     }
 
     /// `[clients.<id>.pgp]`.

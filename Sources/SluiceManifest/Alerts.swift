@@ -203,7 +203,8 @@ extension Manifest {
 
 extension Schema {
     /// v14: the alert outbox (each alert for each target, until it is sent) and the conditions
-    /// it deduplicates by.
+    /// it deduplicates by; when each delivery expectation was first evaluated (no alert for a
+    /// deadline before that); versions by ingest time (what arrived since a deadline).
     static let alertTables = """
         CREATE TABLE alert_condition (
             id TEXT PRIMARY KEY,
@@ -230,5 +231,55 @@ extension Schema {
             last_error TEXT
         );
         CREATE INDEX alert_outbox_due ON alert_outbox(next_attempt_at) WHERE sent_at IS NULL;
+        CREATE TABLE expectation_seen (
+            client TEXT NOT NULL,
+            key TEXT NOT NULL,
+            first_seen_at INTEGER NOT NULL,
+            PRIMARY KEY (client, key)
+        );
+        CREATE INDEX version_ingested_at ON version(ingested_at);
         """
+}
+
+extension Manifest {
+    /// When the expectation `key` of `client` was first evaluated, in nanoseconds since the
+    /// epoch: recorded as `now` the first time (`record`), else nil when it never was.
+    public func expectationFirstSeen(client: String, key: String, record now: Int64?) throws(ManifestError) -> Int64? {
+        if let now {
+            return try write("recording an expectation") { db in
+                try db.execute(sql: "INSERT OR IGNORE INTO expectation_seen (client, key, first_seen_at) VALUES (?, ?, ?)", arguments: [client, key, now])
+                return try Int64.fetchOne(db, sql: "SELECT first_seen_at FROM expectation_seen WHERE client = ? AND key = ?", arguments: [client, key])
+            }
+        }
+        return try read("reading an expectation") { db in
+            try Int64.fetchOne(db, sql: "SELECT first_seen_at FROM expectation_seen WHERE client = ? AND key = ?", arguments: [client, key])
+        }
+    }
+
+    /// A committed version: where it came from and when it was committed.
+    public struct Arrival: Sendable {
+        public var source: String
+        public var path: [UInt8]
+        public var displayPath: String
+        public var ingestedAt: String
+
+        package init(source: String, path: [UInt8], displayPath: String, ingestedAt: String) {
+            self.source = source
+            self.path = path
+            self.displayPath = displayPath
+            self.ingestedAt = ingestedAt
+        }
+    }
+
+    /// The versions of `client` committed after `since` (an RFC 3339 time), oldest first.
+    public func arrivals(client: String, since: String) throws(ManifestError) -> [Arrival] {
+        try read("reading recent deliveries") { db in
+            try Row.fetchAll(db, sql: """
+                SELECT f.source, f.path_bytes, f.path, v.ingested_at FROM version v JOIN file f ON f.id = v.file_id
+                WHERE v.ingested_at > ? AND f.client = ? ORDER BY v.ingested_at
+                """, arguments: [since, client]).map { r in
+                Arrival(source: r["source"], path: [UInt8]((r["path_bytes"] as Data?) ?? Data()), displayPath: r["path"], ingestedAt: r["ingested_at"])
+            }
+        }
+    }
 }

@@ -231,7 +231,8 @@ enum HTTPEndpoints {
         }
         router.get("/status") { _, _ -> Response in
             let body = StatusJSON(started_at: ISO8601DateFormatter().string(from: daemon.started), alive: daemon.isAlive, ready: daemon.isReady,
-                                  transform_queue: daemon.transformQueueDepth, sources: daemon.statusSnapshot)
+                                  transform_queue: daemon.transformQueueDepth, sources: daemon.statusSnapshot,
+                                  expectations: (try? daemon.agentSnapshot().expectationStatus(client: nil)) ?? [])
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
             let data = (try? encoder.encode(body)) ?? Data("{}".utf8)
@@ -257,5 +258,7 @@ enum HTTPEndpoints {
         var ready: Bool
         var transform_queue: Int
         var sources: [SourceStatus]
+        /// Each `[[clients.<id>.expect]]`: last fulfilment, next deadline, missing deadlines.
+        var expectations: [ExpectationStatus]
     }
 }

@@ -34,6 +34,15 @@ public enum ByteSizeText {
 }
 
 public enum DurationText {
+    /// A duration in the largest unit that states it whole: "90s", "30m", "2h", "0s".
+    public static func format(nanoseconds ns: Int64) -> String {
+        for (unit, size) in [("d", Int64(86_400_000_000_000)), ("h", 3_600_000_000_000), ("m", 60_000_000_000), ("s", 1_000_000_000), ("ms", 1_000_000)]
+        where ns != 0 && ns % size == 0 {
+            return "\(ns / size)\(unit)"
+        }
+        return ns == 0 ? "0s" : "\(ns / 1_000_000)ms"
+    }
+
     /// Parses `500ms`, `30s`, `5m`, `1h`, `1d` into nanoseconds.
     public static func parseNanoseconds(_ s: String) -> Int64? {
         let digits = s.prefix { $0.isASCII && $0.isNumber }

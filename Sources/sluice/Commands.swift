@@ -378,8 +378,8 @@ struct Run: AsyncParsableCommand {
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show each source's last run, last success, last error, what it holds and its failed transforms.",
-        discussion: "Read from the manifest, whether `sluice run` is running or not. Exit codes: 0 shown; 1 the manifest cannot be read; 2 usage or config error.")
+        abstract: "Show each source's last run, last success, last error, what it holds and its failed transforms, and each delivery expectation.",
+        discussion: "Read from the manifest, whether `sluice run` is running or not. An expectation shows its last fulfilment, its next deadline and the deadlines still missing; with --json each source row has `expectations`, the client's expectations that apply to it, each with its last 30 days of deadlines. Exit codes: 0 shown; 1 the manifest cannot be read; 2 usage or config error.")
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var listing: ListingOptions
@@ -387,6 +387,20 @@ struct Status: ParsableCommand {
     func run() throws {
         let agent = try global.loadAgent()
         let rows = try SluiceAgentCLI.run { () throws(AgentError) in try agent.status(client: listing.client) }
+        let expected = try SluiceAgentCLI.run { () throws(AgentError) in try agent.expectationStatus(client: listing.client) }
+        if listing.json {
+            try printJSON(rows.map { r in
+                StatusRowJSON(row: r, expectations: expected.filter { $0.client == r.client && ($0.source == nil || $0.source == r.source) })
+            })
+            return
+        }
+        defer {
+            for x in expected {
+                say("\(x.client) expects \(x.match)\(x.source.map { " from \($0)" } ?? "") (\(x.schedule) \(x.timezone), grace \(x.grace)): "
+                    + "last fulfilled \(x.last_fulfilled_at ?? "never")\(x.last_fulfilled_deadline.map { " for \($0)" } ?? ""), next deadline \(x.next_deadline ?? "none")"
+                    + (x.missing.isEmpty ? "" : "; MISSING \(x.missing.joined(separator: ", "))"))
+            }
+        }
         try listing.show(rows) { r in
             ["\(r.client)/\(r.source): last run \(r.lastRunAt ?? "never") (\(r.lastRunStatus ?? "-"), \(r.lastRunTrigger ?? "-")), "
                 + "last success \(r.lastSuccess ?? "never"); \(r.files) files, \(r.versions) versions, \(r.bytes) bytes; "
@@ -473,5 +487,19 @@ struct ListingOptions: ParsableArguments {
             return
         }
         for r in rows { describe(r).forEach { say($0) } }
+    }
+}
+
+/// A `sluice status --json` row: the source's summary, with the expectations that apply to it.
+struct StatusRowJSON: Encodable {
+    var row: Manifest.SourceSummary
+    var expectations: [ExpectationStatus]
+
+    enum CodingKeys: String, CodingKey { case expectations }
+
+    func encode(to encoder: any Encoder) throws {
+        try row.encode(to: encoder)
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(expectations, forKey: .expectations)
     }
 }
