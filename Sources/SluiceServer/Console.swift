@@ -120,6 +120,7 @@ struct Console: Sendable {
             return await post(request) { _ in try rerun(id) }
         }
         router.get("/audit") { request, _ in await page(request) { _ in try auditPage() } }
+        router.get("/alerts") { request, _ in await page(request) { _ in try alertsPage() } }
         router.get("/upload") { request, _ in await page(request) { csrf in try uploadPage(csrf: csrf) } }
         router.get("/versions/:id/download") { request, context in
             guard access.allows(request) else { return refused(request) }
@@ -273,7 +274,13 @@ struct Console: Sendable {
         let held = try daemon.manifest.heldTransforms(client: client, limit: Self.heldShown)
         return ConsolePages.client(id: client, displayName: c.displayName, sources: c.sources.map(\.name), versions: versions,
                                    paging: .init(page: page, perPage: perPage, total: total), held: held, heldTotal: try daemon.manifest.heldCounts()[client] ?? 0,
-                                   transforms: transforms, csrf: csrf, message: message)
+                                   transforms: transforms, expectations: (try? daemon.agentSnapshot().expectationStatus(client: client)) ?? [],
+                                   csrf: csrf, message: message)
+    }
+
+    func alertsPage() throws -> String {
+        let agent = daemon.agentSnapshot()
+        return ConsolePages.alerts(try daemon.manifest.recentAlerts(limit: 200).map(AlertRow.init), targets: agent.config.alerts.targets.map(\.name))
     }
 
     func transformPage(_ id: Int64, csrf: String, message: String?) throws -> String {

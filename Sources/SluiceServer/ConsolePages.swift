@@ -73,7 +73,7 @@ enum ConsolePages {
         """
         <!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
         <title>\(esc(title)) · Sluice</title><style>\(style)</style></head><body>
-        <header><strong><a href="/">Sluice</a></strong><a href="/">Overview</a><a href="/upload">Upload</a><a href="/audit">Audit</a>
+        <header><strong><a href="/">Sluice</a></strong><a href="/">Overview</a><a href="/upload">Upload</a><a href="/audit">Audit</a><a href="/alerts">Alerts</a>
         <span class="muted small">\(esc(ProcessInfo.processInfo.hostName))</span></header>
         <main>\(body)</main>\(localTimes)</body></html>
         """
@@ -230,8 +230,10 @@ enum ConsolePages {
     }
 
     static func client(id: String, displayName: String?, sources: [String], versions: [Manifest.VersionRow], paging: Paging,
-                       held: [Manifest.TransformRow] = [], heldTotal: Int = 0, transforms: [Manifest.TransformRow], csrf: String = "", message: String? = nil) -> String {
+                       held: [Manifest.TransformRow] = [], heldTotal: Int = 0, transforms: [Manifest.TransformRow], expectations: [ExpectationStatus] = [],
+                       csrf: String = "", message: String? = nil) -> String {
         var b = "<h1>\(esc(displayName ?? id)) <span class=\"muted small\">\(esc(id)) · sources: \(esc(sources.joined(separator: ", ")))</span></h1>"
+        b += calendar(expectations)
         b += "<h2>Versions</h2>"
         if versions.isEmpty && paging.total == 0 {
             b += "<div class=\"empty\">No files from \(esc(id)) yet — they appear here once a source delivers one (or upload one on the <a href=\"/upload\">upload page</a>).</div>"

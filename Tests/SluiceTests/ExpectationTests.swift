@@ -132,6 +132,12 @@ import Glibc
         #expect(r.status == 0 && x?["match"] as? String == "orders_*.csv" && x?["next_deadline"] as? String != nil
                 && !((x?["missing"] as? [String]) ?? []).isEmpty, "\(r.stdout)")
         #expect(((d.status()["expectations"] as? [[String: Any]]) ?? []).count == 1, "\(d.status())")
+        // The console: the alert on /alerts, the missed deadline on the client's calendar.
+        let alertsPage = d.get("/alerts")
+        #expect(alertsPage?.status == 200 && alertsPage?.body.contains("delivery_late") == true && alertsPage?.body.contains(">hook<") == true, "\(alertsPage?.body ?? "")")
+        let clientPage = d.get("/clients/acme")
+        #expect(clientPage?.status == 200 && clientPage?.body.contains("id=\"deliveries\"") == true && clientPage?.body.contains("class=\"day missing\"") == true,
+                "\(clientPage?.body.prefix(3000) ?? "")")
         DaemonTests.renameIn(dir, "drop-acme/orders_1.csv", "id\n1\n")
         // Delivered within a minute of the alert: the missed deadline's file, late.
         #expect(eventually(60) { late().contains { $0["id"] as? String == id && $0["resolved"] as? Bool == true } }, "\(receiver.received) \(d.log)")
