@@ -11,8 +11,9 @@ SLUICE_APT_PACKAGES=(libsqlite3-dev sqlite3 openssl curl util-linux procps pkg-c
 # Python packages the tests use: pyarrow and DuckDB read every Parquet file Sluice writes;
 # selenium drives chromium through the web console; moto's server is the S3 API the s3 source
 # is tested against, and boto3 puts the test objects into it; aiosmtpd is the SMTP server
-# (STARTTLS, AUTH) that email alerts are tested against.
-SLUICE_PIP_PACKAGES=(pyarrow duckdb selenium "moto[server]" boto3 aiosmtpd)
+# (STARTTLS, AUTH) that email alerts are tested against; openlineage-python's models of the
+# OpenLineage spec check every lineage event the tests see.
+SLUICE_PIP_PACKAGES=(pyarrow duckdb selenium "moto[server]" boto3 aiosmtpd openlineage-python)
 
 # Where libssh2 is built and installed: an ignored folder of the checkout unless
 # SLUICE_DEPS_DIR names another (a cache shared between checkouts, say).
@@ -25,7 +26,7 @@ SLUICE_LIBSSH2_PATCH="$SLUICE_ROOT/patches/libssh2-decrypt-path.patch"
 export PKG_CONFIG_PATH="$SLUICE_DEPS_DIR/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 
 install_pip_deps() {
-  python3 -c "import pyarrow, duckdb, selenium, moto.server, flask, boto3, aiosmtpd" 2>/dev/null && return 0
+  python3 -c "import pyarrow, duckdb, selenium, moto.server, flask, boto3, aiosmtpd, openlineage.client" 2>/dev/null && return 0
   echo "==> pip installing: ${SLUICE_PIP_PACKAGES[*]}"
   python3 -m pip install --quiet "${SLUICE_PIP_PACKAGES[@]}"
 }

@@ -66,7 +66,7 @@ public struct Agent: Sendable {
             try makeDirectories(config.stateDir)
             try checkWritable(config.stateDir, key: "agent.state_dir")
             let manifest = try Manifest(path: config.manifestPath)
-            manifest.alertRouting = config.alerts.routing
+            manifest.alertRouting = config.alerts.routing(lakeDir: config.lakeDir)
             return manifest
         } catch let e as AgentError {
             throw e
@@ -269,7 +269,8 @@ public struct Agent: Sendable {
                 if let dataset, transformer.dataset(for: input)?.name != dataset { continue }
                 if shouldStop() { break }
                 let t0 = ContinuousClock.now
-                let recorded = try transformer.record(transformer.run(input), of: input, versionID: c.versionID, in: manifest, logger: logger)
+                let startedAt = Timestamp.now()
+                let recorded = try transformer.record(transformer.run(input), of: input, versionID: c.versionID, in: manifest, logger: logger, startedAt: startedAt)
                 each(recorded[0], ContinuousClock.now - t0)
                 reports += recorded
             }

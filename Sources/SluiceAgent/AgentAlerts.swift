@@ -15,7 +15,7 @@ extension Agent {
     /// Sends the alerts that are due now: what a one-shot command queued (the daemon sends
     /// all the time). One that cannot be sent stays queued for the next command or the daemon.
     package func deliverAlerts(_ manifest: Manifest) {
-        guard !config.alerts.targets.isEmpty else { return }
+        guard config.alerts.sends else { return }
         AlertSender(manifest: manifest, logger: logger, settings: config.alerts).deliverDue()
     }
 
@@ -95,7 +95,7 @@ package final class AlertLoop: @unchecked Sendable {  // `job` is set once by st
         var lastExpectations: Int64 = 0
         repeat {
             let agent = daemon.agentSnapshot()
-            guard !agent.config.alerts.targets.isEmpty else { continue }
+            guard agent.config.alerts.sends else { continue }
             let now = nowNanoseconds()
             if now - lastCheck >= 60_000_000_000 {
                 lastCheck = now

@@ -162,7 +162,7 @@ public final class AgentRuntime: SourceHost, @unchecked Sendable {  // mutable s
             keep.httpListen = old.config.httpListen
             keep.api = old.config.api
             agent = Agent(config: keep, logger: logger)
-            manifest.alertRouting = keep.alerts.routing
+            manifest.alertRouting = keep.alerts.routing(lakeDir: keep.lakeDir)
             mappings = newMappings
             transfers.setLimit(keep.maxTransfers)
             var wanted: [SourceKey: (String, SourceConfig)] = [:]

@@ -9,14 +9,21 @@ import SluiceManifest
 import SluiceSupport
 
 extension AlertSettings {
-    /// The manifest's routing of events to targets; nil when no alert is configured.
-    package var routing: AlertRouting? {
-        guard !targets.isEmpty else { return nil }
+    /// The manifest's routing of events to targets (and of lineage events); nil when neither
+    /// alerts nor lineage are configured. `lakeDir` names the lake's files in lineage events.
+    package func routing(lakeDir: String) -> AlertRouting? {
+        guard !targets.isEmpty || lineage != nil else { return nil }
         let targets = self.targets
-        return AlertRouting(repeatNanoseconds: repeatNanoseconds) { event, client in
+        let lineage = self.lineage.map { l in
+            LineageRouting(namespace: l.namespace, lakeNamespace: "file://\(ProcessInfo.processInfo.hostName)", lakeRoot: lakeDir)
+        }
+        return AlertRouting(repeatNanoseconds: repeatNanoseconds, lineage: lineage) { event, client in
             targets.filter { $0.wants(event: event, client: client) }.map(\.name)
         }
     }
+
+    /// Whether the outbox has anything to send for this config.
+    package var sends: Bool { !targets.isEmpty || lineage != nil }
 }
 
 /// Why one delivery failed (the secret's file may be named, never its content).
@@ -54,6 +61,22 @@ package struct AlertSender: Sendable {
         guard let manifest, let due = try? manifest.dueAlerts(now: now) else { return (0, 0) }
         var sent = 0, failed = 0
         for entry in due {
+            if entry.target == OpenLineage.target {
+                guard let lineage = settings.lineage else {
+                    try? manifest.markAlertFailed(entry.id, error: "no [lineage] in the config any more", nextAttemptAt: now + 3_600_000_000_000)
+                    failed += 1
+                    continue
+                }
+                do throws(AlertDeliveryError) {
+                    try postLineage(entry.body, to: lineage)
+                    try? manifest.markAlertSent(entry.id)
+                    sent += 1
+                } catch {
+                    retry(entry, error, now: now, what: "lineage")
+                    failed += 1
+                }
+                continue
+            }
             guard let target = settings.targets.first(where: { $0.name == entry.target }) else {
                 // Its [[alerts]] entry is gone: kept, and tried again should it come back.
                 try? manifest.markAlertFailed(entry.id, error: "no [[alerts]] entry is named '\(entry.target)' any more", nextAttemptAt: now + 3_600_000_000_000)
@@ -65,16 +88,34 @@ package struct AlertSender: Sendable {
                 try? manifest.markAlertSent(entry.id)
                 sent += 1
             } catch {
-                let wait = min(settings.retryNanoseconds << min(entry.attempts, 20), 3_600_000_000_000)
-                try? manifest.markAlertFailed(entry.id, error: error.description, nextAttemptAt: now + wait)
-                logger.warning("Alert delivery failed; it will be tried again", metadata: [
-                    "alert": "\(target.name)", "event": "\(entry.event)", "attempt": "\(entry.attempts + 1)", "retry_in.s": "\(wait / 1_000_000_000)",
-                    "error": "\(error.description)",
-                ])
+                retry(entry, error, now: now, what: target.name)
                 failed += 1
             }
         }
         return (sent, failed)
+    }
+
+    /// Records a failed attempt: tried again after `alert_retry`, doubling up to an hour.
+    private func retry(_ entry: OutboxEntry, _ error: AlertDeliveryError, now: Int64, what: String) {
+        let wait = min(settings.retryNanoseconds << min(entry.attempts, 20), 3_600_000_000_000)
+        try? manifest?.markAlertFailed(entry.id, error: error.description, nextAttemptAt: now + wait)
+        logger.warning("Alert delivery failed; it will be tried again", metadata: [
+            "alert": "\(what)", "event": "\(entry.event)", "attempt": "\(entry.attempts + 1)", "retry_in.s": "\(wait / 1_000_000_000)",
+            "error": "\(error.description)",
+        ])
+    }
+
+    /// One OpenLineage event to the `[lineage]` endpoint.
+    private func postLineage(_ body: String, to lineage: LineageConfig) throws(AlertDeliveryError) {
+        var headers = [("Content-Type", "application/json"), ("User-Agent", "sluice")]
+        if let file = lineage.apiKeyFile {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8),
+                  let key = text.split(whereSeparator: \.isNewline).first.map({ $0.trimmingCharacters(in: .whitespaces) }), !key.isEmpty else {
+                throw AlertDeliveryError("lineage: cannot read api_key_file \(file) (or its first line is empty): give the user sluice runs as read access")
+            }
+            headers.append(("Authorization", "Bearer \(key)"))
+        }
+        try send(body, url: lineage.url, shown: lineage.shownURL, kind: "lineage", headers: headers)
     }
 
     /// Sends one event's JSON to `target`.
@@ -106,8 +147,10 @@ package struct AlertSender: Sendable {
     }
 
     private func post(_ body: String, to target: AlertTarget, headers: [(String, String)]) throws(AlertDeliveryError) {
-        let url = target.url ?? ""
-        let shown = target.shownURL
+        try send(body, url: target.url ?? "", shown: target.shownURL, kind: target.kind.rawValue, headers: headers)
+    }
+
+    private func send(_ body: String, url: String, shown: String, kind: String, headers: [(String, String)]) throws(AlertDeliveryError) {
         do {
             var request = try HTTPClient.Request(url: url, method: .POST, headers: .init(headers))
             request.body = .string(body)
@@ -115,12 +158,12 @@ package struct AlertSender: Sendable {
             guard (200..<300).contains(response.status.code) else {
                 var text = response.body.map { String(buffer: $0) } ?? ""
                 if text.count > 200 { text = String(text.prefix(200)) + "…" }
-                throw AlertDeliveryError("\(target.kind.rawValue) \(shown) answered \(response.status.code)\(text.isEmpty ? "" : ": \(text)")")
+                throw AlertDeliveryError("\(kind) \(shown) answered \(response.status.code)\(text.isEmpty ? "" : ": \(text)")")
             }
         } catch let e as AlertDeliveryError {
             throw e
         } catch {
-            throw AlertDeliveryError("\(target.kind.rawValue) \(shown): \(error)")
+            throw AlertDeliveryError("\(kind) \(shown): \(error)")
         }
     }
 

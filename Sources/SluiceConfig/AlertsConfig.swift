@@ -55,6 +55,21 @@ public struct AlertTarget: Sendable, Equatable {
     }
 }
 
+/// `[lineage]`: an OpenLineage HTTP endpoint (Marquez's `/api/v1/lineage`, or any other).
+public struct LineageConfig: Sendable, Equatable {
+    public var url: String
+    /// The jobs' namespace; default the host name.
+    public var namespace: String
+    /// A file whose first line is sent as `Authorization: Bearer <key>`.
+    public var apiKeyFile: String?
+
+    /// The URL without its path and query, as messages show it.
+    public var shownURL: String {
+        guard let u = URLComponents(string: url), let scheme = u.scheme, let host = u.host else { return "(no url)" }
+        return "\(scheme)://\(host)\(u.port.map { ":\($0)" } ?? "")/…"
+    }
+}
+
 /// The agent keys of alerting, with their defaults.
 public struct AlertSettings: Sendable, Equatable {
     public var targets: [AlertTarget] = []
@@ -66,6 +81,8 @@ public struct AlertSettings: Sendable, Equatable {
     public var retryNanoseconds: Int64 = 30_000_000_000
     /// `min_free_space`: `disk_low` below this many bytes, or this percentage of the filesystem.
     public var minFreeSpace: FreeSpace = .percent(5)
+    /// `[lineage]`: where OpenLineage events go (nil: nowhere).
+    public var lineage: LineageConfig?
 
     public enum FreeSpace: Sendable, Equatable {
         case bytes(Int64)
@@ -99,6 +116,18 @@ extension TableReader {
                 guard bytes >= 0 else { throw fail(path, "must not be negative") }
                 settings.minFreeSpace = .bytes(bytes)
             }
+        }
+        if let t = try table(root, "lineage", "") {
+            try checkKeys(t, path: "lineage", allowed: ["url", "namespace", "api_key_file"])
+            let url = try string(t, "url", "lineage", required: true)!
+            guard let u = URL(string: url), ["http", "https"].contains(u.scheme?.lowercased() ?? ""), u.host?.isEmpty == false else {
+                throw fail("lineage.url", "expected an http:// or https:// URL such as \"http://marquez:5000/api/v1/lineage\", found \"\(url)\"")
+            }
+            let namespace = try string(t, "namespace", "lineage", required: false) ?? ProcessInfo.processInfo.hostName
+            guard !namespace.isEmpty, !namespace.contains(where: { $0.isWhitespace || $0.isNewline }) else {
+                throw fail("lineage.namespace", "expected a namespace without spaces such as \"sluice-prod\"")
+            }
+            settings.lineage = LineageConfig(url: url, namespace: namespace, apiKeyFile: try string(t, "api_key_file", "lineage", required: false).map(resolve))
         }
         guard let value = root["alerts"] else { return settings }
         guard let entries = value.array else {

@@ -130,7 +130,7 @@ package struct TableReader {
     }
 
     package func agentConfig(_ root: TOMLTable) throws(ConfigError) -> AgentConfig {
-        try checkKeys(root, path: "", allowed: ["agent", "api", "clients", "alerts"])
+        try checkKeys(root, path: "", allowed: ["agent", "api", "clients", "alerts", "lineage"])
         guard let agent = try table(root, "agent", "") else {
             throw fail("agent", "missing required table [agent] with state_dir and lake_dir")
         }

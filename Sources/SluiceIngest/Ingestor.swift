@@ -55,7 +55,13 @@ public final class Ingestor: Sendable {
         let runID = try manifest.startRun(client: client, source: onlySource, trigger: trigger)
         var report = PullReport(client: client, runID: runID)
         var fatal: ManifestError?
+        let lineage = manifest.alertRouting?.lineage
+        var lineageEvents: [String] = []
         for source in sources {
+            let started = Timestamp.now()
+            defer {
+                if let lineage { lineageEvents += Self.lineage(of: source, client: client, report: report, startedAt: started, routing: lineage) }
+            }
             do {
                 try ingest(client: client, source: source, runID: runID, report: &report)
             } catch let e as SourceError {
@@ -73,9 +79,26 @@ public final class Ingestor: Sendable {
         let errorText = report.sourceErrors.map { "\($0.source): \($0.message)" }
             + (report.counts.failed > 0 ? ["\(report.counts.failed) file(s) failed"] : [])
             + (report.afterIngestFailures > 0 ? ["after_ingest failed for \(report.afterIngestFailures) file(s)"] : [])
-        try? manifest.finishRun(id: runID, status: status, error: errorText.isEmpty ? nil : errorText.joined(separator: "; "))
+        try? manifest.finishRun(id: runID, status: status, error: errorText.isEmpty ? nil : errorText.joined(separator: "; "), lineage: lineageEvents)
         if let fatal { throw fatal }
         return report
+    }
+
+    /// The OpenLineage run of one source's pass: job `ingest.<client>.<source>`, its inputs the
+    /// new versions' files at the source, its outputs their lake files; FAIL when the source or
+    /// a file failed.
+    static func lineage(of source: any Source, client: String, report: PullReport, startedAt: String, routing: LineageRouting) -> [String] {
+        let stored = report.files.filter { $0.source == source.name && $0.status == .new && $0.lakePath != nil }
+        let inputs = stored.map { f -> [String: Any] in
+            let d = f.rawPath.map(source.lineageDataset) ?? (namespace: "sluice://\(client)/\(source.name)", name: f.path)
+            return OpenLineage.dataset(namespace: d.namespace, name: d.name)
+        }
+        let outputs = stored.map { routing.lakeDataset($0.lakePath!) }
+        let failedFiles = report.files.filter { $0.source == source.name && $0.status == .failed }
+        let error = report.sourceErrors.first { $0.source == source.name }?.message
+            ?? (failedFiles.isEmpty ? nil : "\(failedFiles.count) file(s) failed: \(failedFiles.first?.path ?? ""): \(failedFiles.first?.error ?? "")")
+        return OpenLineage.run(job: "ingest.\(client).\(source.name)", namespace: routing.namespace, startedAt: startedAt, endedAt: Timestamp.now(),
+                               inputs: inputs, outputs: outputs, error: error)
     }
 
     package enum Staged {

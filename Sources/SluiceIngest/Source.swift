@@ -1,3 +1,4 @@
+import Foundation
 import SluiceLake
 import SluiceSupport
 import SluiceManifest
@@ -112,11 +113,18 @@ public protocol Source: Sendable {
     /// Whether passes over this source must not overlap (a lock per source, across
     /// processes). An upload pass offers one path and is ordered per path by its caller.
     var exclusivePasses: Bool { get }
+    /// The file at `path` as an OpenLineage dataset (namespace: the source's URI).
+    func lineageDataset(_ path: RelativePath) -> (namespace: String, name: String)
 }
 
 extension Source {
     public var knownScope: [RelativePath]? { nil }
     public var exclusivePasses: Bool { true }
+    /// A delivered file as an OpenLineage dataset: the source's URI as namespace and the
+    /// file's name there (each source type says; this is for those that have no URI).
+    public func lineageDataset(_ path: RelativePath) -> (namespace: String, name: String) {
+        ("sluice://\(ProcessInfo.processInfo.hostName)/\(name)", path.display)
+    }
 }
 
 /// One pass over a source. `open` may be called from several threads at once.

@@ -69,10 +69,13 @@ public struct AlertEvent: Sendable, Equatable {
 public struct AlertRouting: Sendable {
     public var targets: @Sendable (_ event: String, _ client: String?) -> [String]
     public var repeatNanoseconds: Int64
+    /// `[lineage]`: OpenLineage events are queued too (nil: none are).
+    public var lineage: LineageRouting?
 
-    public init(repeatNanoseconds: Int64, targets: @escaping @Sendable (_ event: String, _ client: String?) -> [String]) {
+    public init(repeatNanoseconds: Int64, lineage: LineageRouting? = nil, targets: @escaping @Sendable (_ event: String, _ client: String?) -> [String]) {
         self.targets = targets
         self.repeatNanoseconds = repeatNanoseconds
+        self.lineage = lineage
     }
 }
 

@@ -226,11 +226,12 @@ public final class Manifest: Sendable {
         }
     }
 
-    /// Records the end of a pass.
-    public func finishRun(id: Int64, status: RunStatus, error: String?) throws(ManifestError) {
+    /// Records the end of a pass, and queues its OpenLineage events (JSON) in the same transaction.
+    public func finishRun(id: Int64, status: RunStatus, error: String?, lineage: [String] = []) throws(ManifestError) {
         try write("finishing a run") { db in
             try db.cachedStatement(sql: "UPDATE run SET finished_at = ?, status = ?, error = ? WHERE id = ?")
                 .execute(arguments: [Timestamp.now(), status.rawValue, error, id])
+            try Self.queueLineage(db, lineage)
         }
     }
 
@@ -554,8 +555,10 @@ public final class Manifest: Sendable {
 
     /// Records one transform of a version and, for an archive, of each of its members, in one
     /// transaction (the latest row without a parent is the version's current state).
-    /// `alerts` (raised or resolved by the outcome) are queued in the same transaction.
-    public func recordTransform(versionID: Int64, _ file: TransformRecord, members: [TransformRecord] = [], alerts: [AlertEvent] = []) throws(ManifestError) {
+    /// `alerts` (raised or resolved by the outcome) and `lineage` (OpenLineage events, JSON) are
+    /// queued in the same transaction.
+    public func recordTransform(versionID: Int64, _ file: TransformRecord, members: [TransformRecord] = [], alerts: [AlertEvent] = [],
+                                lineage: [String] = []) throws(ManifestError) {
         let routing = alerts.isEmpty ? nil : alertRouting
         try write("recording a transform") { db in
             let insert = try db.cachedStatement(sql: """
@@ -580,6 +583,7 @@ public final class Manifest: Sendable {
             let parent = db.lastInsertedRowID
             for m in members { try insert.execute(arguments: row(m, parent: parent)) }
             try Self.queueAlerts(db, alerts, routing: routing)
+            try Self.queueLineage(db, lineage)
         }
     }
 

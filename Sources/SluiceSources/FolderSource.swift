@@ -26,6 +26,11 @@ public struct FolderSource: Source {
     /// inotify reported); they are taken as they are, with no `min_age` wait.
     public let only: [RelativePath]?
 
+    /// `file://<host>`, the file's absolute path.
+    public func lineageDataset(_ path: RelativePath) -> (namespace: String, name: String) {
+        ("file://\(ProcessInfo.processInfo.hostName)", config.path + "/" + path.display)
+    }
+
     public init(client: String, name: String, config: FolderSourceConfig, only: [RelativePath]? = nil) {
         self.client = client
         self.name = name

@@ -26,6 +26,11 @@ public struct S3Source: Source {
     public let config: S3SourceConfig
     package let logger: Logger
 
+    /// `s3://bucket`, the object's key.
+    public func lineageDataset(_ path: RelativePath) -> (namespace: String, name: String) {
+        ("s3://\(config.bucket)", config.prefix + path.display)
+    }
+
     public init(client: String, name: String, config: S3SourceConfig, logger: Logger) {
         self.client = client
         self.name = name

@@ -27,6 +27,11 @@ public struct SFTPSource: Source {
     /// next pass (nil: not kept).
     package let partials: PartialStore?
 
+    /// `sftp://host:port`, the file's path on the server.
+    public func lineageDataset(_ path: RelativePath) -> (namespace: String, name: String) {
+        ("sftp://\(config.host):\(config.port)", (config.remoteDir.hasSuffix("/") ? config.remoteDir : config.remoteDir + "/") + path.display)
+    }
+
     public init(client: String, name: String, config: SFTPSourceConfig, logger: Logger, stateDir: String? = nil) {
         self.client = client
         self.name = name

@@ -13,8 +13,9 @@ import Glibc
 extension Transformer {
     /// Records a transform's outcome in the manifest (and logs a failure); returns its reports:
     /// the version's, then (for an archive) each member's.
+    /// `startedAt`: when the transform began (its lineage START event's time).
     package func record(_ r: TransformResult, of input: TransformInput, versionID: Int64, in manifest: Manifest,
-                        logger: Logger) throws(ManifestError) -> [TransformReport] {
+                        logger: Logger, startedAt: String = Timestamp.now()) throws(ManifestError) -> [TransformReport] {
         func schema(_ r: TransformResult) -> String? { r.dataset.flatMap { name in mapping.datasets.first { $0.name == name }?.schemaSHA256 } }
         let counts = r.memberCounts
         let archive = input.member == nil && archiveKind(of: input) != nil
@@ -26,7 +27,9 @@ extension Transformer {
         }
         var file = row(r)
         if archive { file.members = counts }
-        try manifest.recordTransform(versionID: versionID, file, members: r.members.map(row), alerts: manifest.alertRouting == nil ? [] : alerts(for: r, of: input))
+        let routing = manifest.alertRouting
+        try manifest.recordTransform(versionID: versionID, file, members: r.members.map(row), alerts: routing == nil ? [] : alerts(for: r, of: input),
+                                     lineage: routing?.lineage.map { lineage(for: r, of: input, routing: $0, startedAt: startedAt) } ?? [])
         if r.status == .failed || r.status == .held {
             logger.warning(r.status == .held ? "Transform held" : "Transform failed", metadata: ["client": "\(mapping.client)", "source": "\(input.source)", "path": "\(input.path.display)",
                                                          "version": "\(input.version)", "dataset": "\(r.dataset ?? "")", "error": "\(r.error ?? "")"])
@@ -138,12 +141,13 @@ package final class EarlyTransforms: EarlyConsumer, @unchecked Sendable {  // st
             }
             let job = queue.removeFirst()
             condition.unlock()
+            let startedAt = Timestamp.now()
             let result = transformer.run(job.input)
             close(job.fd)
             // Nothing was published for a version that was not committed; it gets no row.
             guard let versionID = job.outcome.wait() else { continue }
             do {
-                let recorded = try transformer.record(result, of: job.input, versionID: versionID, in: manifest, logger: logger)
+                let recorded = try transformer.record(result, of: job.input, versionID: versionID, in: manifest, logger: logger, startedAt: startedAt)
                 condition.lock()
                 reports += recorded
                 condition.unlock()

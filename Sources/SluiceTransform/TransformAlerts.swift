@@ -1,3 +1,4 @@
+import Foundation
 import SluiceManifest
 import SluiceSupport
 
@@ -33,6 +34,38 @@ extension Transformer {
             case .unmapped:
                 return []
             }
+        }
+    }
+}
+
+extension Transformer {
+    /// OpenLineage events of a transform: for each unit that matched a dataset (the file, or
+    /// each archive member), a run of job `transform.<client>.<dataset>` whose input is the raw
+    /// version in the lake and whose outputs are the dataset's folder, `processed/<client>/<dataset>` (with the mapping's
+    /// `schema` and `outputStatistics`: rows and bytes written) and, when rows were rejected,
+    /// the rejects' folder.
+    package func lineage(for r: TransformResult, of input: TransformInput, routing: LineageRouting, startedAt: String) -> [String] {
+        let units = r.members.isEmpty ? [r] : r.members
+        let ended = Timestamp.now()
+        return units.flatMap { unit -> [String] in
+            guard let name = unit.dataset, let d = mapping.datasets.first(where: { $0.name == name }) else { return [] }
+            var raw = routing.lakeDataset(input.lakePath)
+            if let member = unit.member { raw["name"] = "\(raw["name"] ?? "")#\(member)" }
+            var outputs: [[String: Any]] = []
+            if let out = unit.outputPath {
+                let size = (try? FileManager.default.attributesOfItem(atPath: lakeRoot + "/" + out)[.size] as? Int64) ?? nil
+                outputs.append(routing.lakeDataset("processed/\(mapping.client)/\(name)",
+                                                   facets: ["schema": OpenLineage.schema(d.fields.map { ($0.name, $0.type.description) })],
+                                                   outputFacets: ["outputStatistics": OpenLineage.outputStatistics(rows: unit.rowsWritten, bytes: size)]))
+            }
+            if let rejects = unit.rejectsPath {
+                let size = (try? FileManager.default.attributesOfItem(atPath: lakeRoot + "/" + rejects)[.size] as? Int64) ?? nil
+                outputs.append(routing.lakeDataset("processed/\(mapping.client)/\(Self.rejectsFolder)/\(name)",
+                                                   outputFacets: ["outputStatistics": OpenLineage.outputStatistics(rows: unit.rowsRejected, bytes: size)]))
+            }
+            let failed = unit.status == .failed || unit.status == .held
+            return OpenLineage.run(job: "transform.\(mapping.client).\(name)", namespace: routing.namespace, startedAt: startedAt, endedAt: ended,
+                                   inputs: [raw], outputs: outputs, error: failed ? (unit.error ?? unit.status.rawValue) : nil)
         }
     }
 }

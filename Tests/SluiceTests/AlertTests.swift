@@ -24,8 +24,11 @@ final class AlertReceiver: @unchecked Sendable {
         self.port = try port ?? SSHServer.freePort()
     }
 
-    func startHTTP(fails: Int = 0) throws {
-        pid = try spawnListener(["/usr/bin/env", "python3", Self.script, "http", "\(port)", log, "\(fails)"],
+    static var lineageAvailable: Bool { (try? Shell.run("/usr/bin/env", ["python3", "-c", "import openlineage.client"]))?.status == 0 }
+
+    /// `lineage`: each body is also checked against openlineage-python's models of the spec.
+    func startHTTP(fails: Int = 0, lineage: Bool = false) throws {
+        pid = try spawnListener(["/usr/bin/env", "python3", Self.script, lineage ? "lineage" : "http", "\(port)", log, "\(fails)"],
                                 log: dir.sub("receiver.out"), port: port, name: "alert receiver")
     }
 
