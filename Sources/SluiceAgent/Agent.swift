@@ -194,7 +194,7 @@ public struct Agent: Sendable {
             }
             report.transforms += try runTransforms(mapping, manifest: manifest, lake: lake, dataset: nil, selection: .pending)
         }
-        try? manifest.raiseAlerts(Self.hostKeyAlerts(client: id, report: report, sources: sources.map(\.name)))
+        try? manifest.raiseAlerts(Self.hostKeyAlerts(client: id, report: report, sources: sources.map(\.name)) + diskAlerts())
         deliverAlerts(manifest)
         return report
     }

@@ -285,3 +285,106 @@ final class AlertReceiver: @unchecked Sendable {
         #expect(unknown.status == 2 && unknown.stderr.contains("ops-mail"), "\(unknown.stderr)")
     }
 }
+
+/// The events the one-shot commands raise and send before they exit: a held transform, an
+/// audit, a changed host key, low disk space, each resolved by the command that sees it over.
+@Suite struct OneShotAlertTests {
+    static func setUp(_ receiver: AlertReceiver, _ dir: TempDir, agent: String = "", tables: String? = nil) {
+        let hook = "\n[[alerts]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:\(receiver.port)/\"\n"
+        if let tables {
+            dir.config(agent: agent, tables: tables + hook)
+        } else {
+            dir.write("agent.conf", "[agent]\nstate_dir = \"state\"\nlake_dir = \"lake\"\n\(agent)\n\n[clients.acme.sources.drop]\ntype = \"folder\"\npath = \"drop\"\nmin_age = \"0s\"\n" + hook)
+        }
+    }
+
+    static func events(_ receiver: AlertReceiver, _ event: String) -> [String] {
+        receiver.delivered.filter { $0["event"] as? String == event }.map { "\($0["id"] ?? "") \($0["resolved"] as? Bool == true ? "resolved" : "raised")" }
+    }
+
+    @Test func aHeldTransformAlertsAndItsRerunResolves() throws {
+        let receiver = try AlertReceiver()
+        try receiver.startHTTP()
+        let dir = TempDir("alert-held")
+        Self.setUp(receiver, dir)
+        let mapping = """
+            [datasets.orders]
+            match = ["orders_*.csv"]
+            format = "csv"
+            POLICY
+            fields = [
+              { name = "id", source = "id", type = "int64", required = true },
+            ]
+            """
+        dir.write("mappings/acme.toml", mapping.replacingOccurrences(of: "POLICY", with: "on_new_column = \"hold\""))
+        dir.write("drop/orders_1.csv", "id\n1\n")
+        #expect(try SluiceBinary.run(["pull", "acme"], config: dir.sub("agent.conf")).status == 0)
+        dir.write("drop/orders_2.csv", "id,Extra\n2,x\n")
+        _ = try SluiceBinary.run(["pull", "acme"], config: dir.sub("agent.conf"))
+        #expect(Self.events(receiver, "transform_held") == ["transform_held:acme/drop/orders_2.csv raised"], "\(receiver.received)")
+        let held = try #require(receiver.delivered.first { $0["event"] as? String == "transform_held" })
+        #expect((held["message"] as? String ?? "").contains("Extra") && held["dataset"] as? String == "orders" && held["severity"] as? String == "warning", "\(held)")
+        // The mapping now takes the new column: the re-run is ok and resolves the condition.
+        dir.write("mappings/acme.toml", mapping.replacingOccurrences(of: "POLICY", with: "on_new_column = \"ignore\""))
+        let rerun = try SluiceBinary.run(["transform", "acme", "--held"], config: dir.sub("agent.conf"))
+        #expect(rerun.status == 0, "\(rerun.stdout) \(rerun.stderr)")
+        #expect(Self.events(receiver, "transform_held") == ["transform_held:acme/drop/orders_2.csv raised", "transform_held:acme/drop/orders_2.csv resolved"])
+    }
+
+    @Test func aFailedAuditAlertsAndACleanOneResolves() throws {
+        let receiver = try AlertReceiver()
+        try receiver.startHTTP()
+        let dir = TempDir("alert-audit")
+        Self.setUp(receiver, dir)
+        dir.write("drop/a.csv", "x\n1\n")
+        #expect(try SluiceBinary.run(["pull", "acme"], config: dir.sub("agent.conf")).status == 0)
+        let stray = dir.write("lake/raw/acme/drop/stray.v1.csv", "not in the manifest\n")
+        let bad = try SluiceBinary.run(["audit"], config: dir.sub("agent.conf"))
+        #expect(bad.status == 1)
+        #expect(Self.events(receiver, "audit_failed") == ["audit_failed:* raised"], "\(receiver.received)")
+        #expect((receiver.delivered.first?["message"] as? String ?? "").contains("1 orphan files"))
+        // Running it again while it still fails sends nothing new.
+        _ = try SluiceBinary.run(["audit"], config: dir.sub("agent.conf"))
+        #expect(Self.events(receiver, "audit_failed").count == 1)
+        try FileManager.default.removeItem(atPath: stray)
+        #expect(try SluiceBinary.run(["audit"], config: dir.sub("agent.conf")).status == 0)
+        #expect(Self.events(receiver, "audit_failed") == ["audit_failed:* raised", "audit_failed:* resolved"])
+    }
+
+    @Test func lowDiskSpaceAlertsAndResolves() throws {
+        let receiver = try AlertReceiver()
+        try receiver.startHTTP()
+        let dir = TempDir("alert-disk")
+        // No filesystem here is 99 % free: a pull raises disk_low for the lake's and the state's.
+        Self.setUp(receiver, dir, agent: "min_free_space = \"99%\"")
+        dir.write("drop/a.csv", "x\n1\n")
+        _ = try SluiceBinary.run(["pull", "acme"], config: dir.sub("agent.conf"))
+        let raised = Self.events(receiver, "disk_low")
+        #expect(raised.count == 1 && raised[0].hasPrefix("disk_low:\(dir.sub("lake")) raised"), "\(raised)")
+        #expect((receiver.delivered.first?["message"] as? String ?? "").contains("under min_free_space (99% of"), "\(receiver.delivered)")
+        Self.setUp(receiver, dir, agent: "min_free_space = \"1B\"")
+        _ = try SluiceBinary.run(["pull", "acme"], config: dir.sub("agent.conf"))
+        #expect(Self.events(receiver, "disk_low").count == 2 && Self.events(receiver, "disk_low").last?.hasSuffix("resolved") == true, "\(receiver.delivered)")
+    }
+
+    @Test func aChangedHostKeyAlertsAndTheReplacedKeyResolves() throws {
+        let receiver = try AlertReceiver()
+        try receiver.startHTTP()
+        let server = try SSHServer()
+        let dir = TempDir("alert-hostkey")
+        Self.setUp(receiver, dir, tables: server.sourceTable())
+        #expect(try SFTPTests.trust(dir).status == 0)
+        let port = server.port
+        server.stop()
+        let impostor = try SSHServer(port: port)
+        _ = impostor.serve("orders.csv", "id\n1\n")
+        Self.setUp(receiver, dir, tables: impostor.sourceTable())
+        #expect(try SFTPTests.pull(dir).0.status == 1)
+        #expect(Self.events(receiver, "host_key_changed") == ["host_key_changed:acme/outbox raised"], "\(receiver.received)")
+        let e = try #require(receiver.delivered.first { $0["event"] as? String == "host_key_changed" })
+        #expect(e["severity"] as? String == "critical" && (e["message"] as? String ?? "").contains("man-in-the-middle"), "\(e)")
+        #expect(try SFTPTests.trust(dir, extra: ["--replace"]).status == 0)
+        #expect(try SFTPTests.pull(dir).0.status == 0)
+        #expect(Self.events(receiver, "host_key_changed") == ["host_key_changed:acme/outbox raised", "host_key_changed:acme/outbox resolved"])
+    }
+}
