@@ -239,7 +239,11 @@ struct CheckConfig: ParsableCommand {
             for s in client.sources {
                 say("    source \(s.name): \(s.settings.summary)")
             }
+            for x in client.expectations {
+                say("    expects \(x.match)\(x.source.map { " from \($0)" } ?? ""): \(x.schedule) \(x.timezone), grace \(DurationText.format(nanoseconds: x.graceNanoseconds))")
+            }
         }
+        if let l = c.alerts.lineage { say("  lineage      \(l.shownURL) namespace \(l.namespace)\(l.apiKeyFile.map { ", api key from \($0)" } ?? "")") }
     }
 }
 
