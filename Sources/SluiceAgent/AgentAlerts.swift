@@ -134,27 +134,13 @@ public struct AlertRow: Sendable, Encodable {
     public var last_error: String?
     /// The event as it is sent.
     public var body: String
+}
 
+extension AlertRow {
     public init(_ e: OutboxEntry) {
         self.init(id: e.id, alert: e.target, event: e.event, condition: e.conditionID, resolved: e.resolved, created_at: e.createdAt,
                   state: e.sentAt == nil ? "pending" : "sent", attempts: e.attempts, sent_at: e.sentAt,
                   next_attempt_at: e.sentAt == nil ? Timestamp.iso8601(nanoseconds: e.nextAttemptAt) : nil, last_error: e.lastError, body: e.body)
-    }
-
-    init(id: Int64, alert: String, event: String, condition: String, resolved: Bool, created_at: String, state: String, attempts: Int,
-         sent_at: String?, next_attempt_at: String?, last_error: String?, body: String) {
-        self.id = id
-        self.alert = alert
-        self.event = event
-        self.condition = condition
-        self.resolved = resolved
-        self.created_at = created_at
-        self.state = state
-        self.attempts = attempts
-        self.sent_at = sent_at
-        self.next_attempt_at = next_attempt_at
-        self.last_error = last_error
-        self.body = body
     }
 }
 

@@ -61,34 +61,26 @@ package struct AlertSender: Sendable {
         guard let manifest, let due = try? manifest.dueAlerts(now: now) else { return (0, 0) }
         var sent = 0, failed = 0
         for entry in due {
-            if entry.target == OpenLineage.target {
-                guard let lineage = settings.lineage else {
-                    try? manifest.markAlertFailed(entry.id, error: "no [lineage] in the config any more", nextAttemptAt: now + 3_600_000_000_000)
-                    failed += 1
-                    continue
-                }
-                do throws(AlertDeliveryError) {
-                    try postLineage(entry.body, to: lineage)
-                    try? manifest.markAlertSent(entry.id)
-                    sent += 1
-                } catch {
-                    retry(entry, error, now: now, what: "lineage")
-                    failed += 1
-                }
-                continue
-            }
-            guard let target = settings.targets.first(where: { $0.name == entry.target }) else {
-                // Its [[alerts]] entry is gone: kept, and tried again should it come back.
-                try? manifest.markAlertFailed(entry.id, error: "no [[alerts]] entry is named '\(entry.target)' any more", nextAttemptAt: now + 3_600_000_000_000)
+            // Where it goes: the [lineage] endpoint, or the [[alerts]] entry of its name.
+            let send: (String) throws(AlertDeliveryError) -> Void
+            let what: String
+            if entry.target == OpenLineage.target, let lineage = settings.lineage {
+                (send, what) = ({ body throws(AlertDeliveryError) in try postLineage(body, to: lineage) }, "lineage")
+            } else if let target = settings.targets.first(where: { $0.name == entry.target }) {
+                (send, what) = ({ body throws(AlertDeliveryError) in try deliver(body, to: target) }, target.name)
+            } else {
+                // Its entry is gone from the config: kept, and tried again should it come back.
+                let missing = entry.target == OpenLineage.target ? "no [lineage] in the config any more" : "no [[alerts]] entry is named '\(entry.target)' any more"
+                try? manifest.markAlertFailed(entry.id, error: missing, nextAttemptAt: now + 3_600_000_000_000)
                 failed += 1
                 continue
             }
             do throws(AlertDeliveryError) {
-                try deliver(entry.body, to: target)
+                try send(entry.body)
                 try? manifest.markAlertSent(entry.id)
                 sent += 1
             } catch {
-                retry(entry, error, now: now, what: target.name)
+                retry(entry, error, now: now, what: what)
                 failed += 1
             }
         }

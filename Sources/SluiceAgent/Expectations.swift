@@ -132,9 +132,10 @@ package struct ExpectationCheck {
 
     private func localText(_ t: Int64) -> String {
         let local = t + zone.offset(at: t)
-        let (y, m, d) = CronSchedule.civil(CronSchedule.floorDiv(local, 86_400))
-        let s = local - CronSchedule.floorDiv(local, 86_400) * 86_400
-        return String(format: "%04d-%02d-%02d %02d:%02d", y, m, d, s / 3600, (s / 60) % 60)
+        let day = CivilDays.floorDiv(local, 86_400)
+        let (y, m, d) = CivilDays.date(day)
+        let s = local - day * 86_400
+        return String(format: "%04lld-%02lld-%02lld %02lld:%02lld", y, m, d, s / 3600, (s / 60) % 60)
     }
 
     static func rfc3339(_ seconds: Int64) -> String {

@@ -47,28 +47,30 @@ public enum FastValues {
     /// `base[i]`, the input ending at `end`; 0 when it is not well-formed.
     @inline(__always)
     public static func utf8Sequence(_ base: UnsafePointer<UInt8>, _ i: Int, _ end: Int) -> Int {
-        let lead = base[i]
-        var low: UInt8 = 0x80
-        var high: UInt8 = 0xBF
-        let count: Int
-        switch lead {
-        case 0xC2...0xDF: count = 1
-        case 0xE0: count = 2; low = 0xA0
-        case 0xE1...0xEC, 0xEE, 0xEF: count = 2
-        case 0xED: count = 2; high = 0x9F
-        case 0xF0: count = 3; low = 0x90
-        case 0xF1...0xF3: count = 3
-        case 0xF4: count = 3; high = 0x8F
-        default: return 0
-        }
-        guard i + count < end else { return 0 }
+        guard let (count, first) = utf8Lead(base[i]), i + count < end else { return 0 }
         for k in 1...count {
             let b = base[i + k]
-            guard b >= low && b <= high else { return 0 }
-            low = 0x80
-            high = 0xBF
+            guard k == 1 ? first.contains(b) : b & 0xC0 == 0x80 else { return 0 }
         }
         return count + 1
+    }
+
+    /// For a UTF-8 lead byte (≥ 0x80): how many continuation bytes follow, and the range the
+    /// first of them must be in (narrower than 0x80...0xBF after E0, ED, F0 and F4, which
+    /// refuses overlong forms, surrogates and code points above U+10FFFF); nil for a byte that
+    /// cannot lead.
+    @inline(__always)
+    public static func utf8Lead(_ lead: UInt8) -> (count: Int, first: ClosedRange<UInt8>)? {
+        switch lead {
+        case 0xC2...0xDF: (1, 0x80...0xBF)
+        case 0xE0: (2, 0xA0...0xBF)
+        case 0xE1...0xEC, 0xEE, 0xEF: (2, 0x80...0xBF)
+        case 0xED: (2, 0x80...0x9F)
+        case 0xF0: (3, 0x90...0xBF)
+        case 0xF1...0xF3: (3, 0x80...0xBF)
+        case 0xF4: (3, 0x80...0x8F)
+        default: nil
+        }
     }
 
     /// `[+-]?[0-9]{1,18}`.

@@ -464,28 +464,14 @@ struct JSONScanner {
     /// overlong forms, surrogates and code points above U+10FFFF.
     private mutating func scanMultibyte(build: Bool) throws(JSONError) {
         let lead = bytes[pos]
-        var low: UInt8 = 0x80
-        var high: UInt8 = 0xBF
-        let count: Int
-        switch lead {
-        case 0xC2...0xDF: count = 1
-        case 0xE0: count = 2; low = 0xA0
-        case 0xE1...0xEC, 0xEE, 0xEF: count = 2
-        case 0xED: count = 2; high = 0x9F
-        case 0xF0: count = 3; low = 0x90
-        case 0xF1...0xF3: count = 3
-        case 0xF4: count = 3; high = 0x8F
-        default: throw syntax("invalid UTF-8 in a string (byte \(Self.hex(lead)))")
-        }
+        guard let (count, first) = FastValues.utf8Lead(lead) else { throw syntax("invalid UTF-8 in a string (byte \(Self.hex(lead)))") }
         pos += 1
         if build { scratch.append(lead) }
-        for _ in 0..<count {
+        for k in 0..<count {
             guard let b = try peek() else { throw endOfInput("inside a string") }
-            guard b >= low && b <= high else {
+            guard k == 0 ? first.contains(b) : b & 0xC0 == 0x80 else {
                 throw syntax("invalid UTF-8 in a string (byte \(Self.hex(b)) after \(Self.hex(lead)))")
             }
-            low = 0x80
-            high = 0xBF
             pos += 1
             if build { scratch.append(b) }
         }

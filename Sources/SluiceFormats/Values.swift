@@ -100,15 +100,7 @@ public enum Values {
 
     /// `YYYY-MM-DD` of a day count since 1970-01-01 (the inverse of `days`).
     public static func civil(_ days: Int64) -> String {
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let d = doy - (153 * mp + 2) / 5 + 1
-        let m = mp < 10 ? mp + 3 : mp - 9
-        let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
+        let (y, m, d) = CivilDays.date(days)
         return String(format: "%04lld-%02lld-%02lld", y, m, d)
     }
 

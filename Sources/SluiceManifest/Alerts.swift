@@ -137,7 +137,15 @@ extension Manifest {
     public func raiseAlerts(_ events: [AlertEvent]) throws(ManifestError) {
         let routing = alertRouting
         guard routing != nil, !events.isEmpty else { return }
-        try write("queueing alerts") { db in try Self.queueAlerts(db, events, routing: routing) }
+        // Most of what a pass reports is "still fine": a resolution of a condition that is not
+        // open changes nothing, and needs no write lock.
+        let open = try read("reading open alerts") { db in
+            try Set(String.fetchAll(db, sql: "SELECT id FROM alert_condition WHERE open = 1 AND id IN (\(events.map { _ in "?" }.joined(separator: ",")))",
+                                    arguments: StatementArguments(events.map(\.id))))
+        }
+        let needed = events.filter { !$0.resolved || open.contains($0.id) }
+        guard !needed.isEmpty else { return }
+        try write("queueing alerts") { db in try Self.queueAlerts(db, needed, routing: routing) }
     }
 
     /// Queues a reminder of every condition still open `repeatNanoseconds` after it last

@@ -88,13 +88,13 @@ public struct CronSchedule: Sendable, Equatable, CustomStringConvertible {
         var out: [Int64] = []
         // Local days from the day before `after` (a local time there can fall after it in UTC)
         // to the day after `through`.
-        var dayNumber = Self.floorDiv(after + offset(after), 86_400) - 1
-        let lastDay = Self.floorDiv(through + offset(through), 86_400) + 1
+        var dayNumber = CivilDays.floorDiv(after + offset(after), 86_400) - 1
+        let lastDay = CivilDays.floorDiv(through + offset(through), 86_400) + 1
         let sortedHours = hours.sorted(), sortedMinutes = minutes.sorted()
         while dayNumber <= lastDay {
-            let (_, m, d) = Self.civil(dayNumber)
+            let (_, m, d) = CivilDays.date(dayNumber)
             let weekday = Int((dayNumber + 4) % 7 + 7) % 7  // 1970-01-01 was a Thursday
-            if matches(day: d, month: m, weekday: weekday) {
+            if matches(day: Int(d), month: Int(m), weekday: weekday) {
                 for h in sortedHours {
                     for mi in sortedMinutes {
                         let t = utc(dayNumber * 86_400 + Int64(h * 3600 + mi * 60))
@@ -127,20 +127,5 @@ public struct CronSchedule: Sendable, Equatable, CustomStringConvertible {
             to = from
         }
         return nil
-    }
-
-    package static func floorDiv(_ a: Int64, _ b: Int64) -> Int64 { a >= 0 ? a / b : (a - b + 1) / b }
-
-    /// Year, month, day of a day number (days since 1970-01-01).
-    package static func civil(_ z0: Int64) -> (Int, Int, Int) {
-        let z = z0 + 719_468
-        let era = floorDiv(z, 146_097)
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let d = doy - (153 * mp + 2) / 5 + 1
-        let m = mp < 10 ? mp + 3 : mp - 9
-        return (Int(yoe + era * 400 + (m <= 2 ? 1 : 0)), Int(m), Int(d))
     }
 }

@@ -1,5 +1,7 @@
 import Crypto
 import Foundation
+import SluiceManifest
+import SluiceSupport
 import SluiceTestSupport
 import Testing
 #if canImport(Glibc)
@@ -65,6 +67,37 @@ final class AlertReceiver: @unchecked Sendable {
 }
 
 @Suite struct AlertTests {
+    /// The outbox's rules on a real manifest: once per condition and target until resolved, a
+    /// reminder after alert_repeat, a resolution only of what alerted.
+    @Test func aConditionAlertsOnceUntilResolvedAndIsRemindedAfterAlertRepeat() throws {
+        let dir = TempDir("alert-outbox")
+        let m = try Manifest(path: dir.sub("manifest.sqlite"))
+        m.alertRouting = AlertRouting(repeatNanoseconds: 3_600_000_000_000) { event, client in event == "source_failing" && client == "acme" ? ["a", "b"] : [] }
+        let e = AlertEvent(event: "source_failing", severity: "critical", client: "acme", source: "drop", message: "down", id: "source_failing:acme/drop")
+        try m.raiseAlerts([e])
+        try m.raiseAlerts([e])
+        func rows() throws -> [String] { try m.recentAlerts(limit: 100).reversed().map { "\($0.target) \($0.resolved) \(AlertEvent(json: $0.body)?.message ?? "")" } }
+        #expect(try rows() == ["a false down", "b false down"])
+        // Not routed anywhere: nothing queued.
+        try m.raiseAlerts([AlertEvent(event: "source_failing", severity: "critical", client: "other", message: "down", id: "source_failing:other/x")])
+        #expect(try rows().count == 2)
+        #expect(try m.queueReminders(now: nowNanoseconds()) == 0)
+        #expect(try m.queueReminders(now: nowNanoseconds() + 3_600_000_000_001) == 1)
+        #expect(try rows().suffix(2) == ["a false Still open: down", "b false Still open: down"])
+        try m.raiseAlerts([e.resolution("up")])
+        try m.raiseAlerts([e.resolution("up")])
+        try m.raiseAlerts([AlertEvent(event: "source_failing", severity: "critical", client: "acme", message: "", id: "source_failing:acme/never").resolution("up")])
+        #expect(try rows().count == 6 && rows().suffix(2) == ["a true up", "b true up"])
+        try m.raiseAlerts([e])
+        #expect(try rows().count == 8, "raised again after its resolution, it alerts anew")
+        let due = try m.dueAlerts()
+        // The reminders were queued for the hour they were made for: not due yet.
+        #expect(try due.count == 6 && m.nextAlertDue() != nil)
+        try m.markAlertSent(due[0].id)
+        try m.markAlertFailed(due[1].id, error: "boom", nextAttemptAt: nowNanoseconds() + 60_000_000_000)
+        #expect(try m.dueAlerts().count == 4 && m.recentAlerts(pendingOnly: true).count == 7)
+    }
+
     static let mapping = """
         [datasets.orders]
         match = ["orders_*.csv"]
@@ -153,13 +186,13 @@ final class AlertReceiver: @unchecked Sendable {
         #expect(failed["client"] as? String == "acme" && failed["path"] as? String == "events_1.json" && failed["version"] as? Int == 1
                 && failed["id"] as? String == "transform_failed:acme/drop/events_1.json" && (failed["at"] as? String)?.hasSuffix("Z") == true, "\(failed)")
         // The same condition again (another failing version of the file) alerts no more.
-        DaemonTests.renameIn(dir, "drop-acme/events_1.json", "{\"items\": [{\"id\": 2},")
-        age(dir.sub("drop-acme/events_1.json"), seconds: 60)
-        #expect(eventually(20) { versionCount(dir) == 3 }, "\(d.log)")
+        DaemonTests.renameIn(dir, "drop-acme/events_1.json", "{\"items\": [{\"id\": 2}, {\"id\": 3},")
+        #expect(eventually(30) { versionCount(dir) == 3 }, "\(d.log)")
         // A good version resolves it, with the same id.
-        DaemonTests.renameIn(dir, "drop-acme/orders_1.csv", "id,amount\n1,2.50\n2,3.00\n")
-        age(dir.sub("drop-acme/orders_1.csv"), seconds: 60)
-        #expect(eventually(30) { events() == ["reject_ratio_exceeded", "reject_ratio_exceeded/resolved", "transform_failed"] }, "\(receiver.received) \(d.log)")
+        DaemonTests.renameIn(dir, "drop-acme/orders_1.csv", "id,amount\n1,2.50\n2,3.00\n3,4.00\n")
+        #expect(eventually(30) { versionCount(dir) == 4 }, "\(d.log)")
+        #expect(eventually(30) { events() == ["reject_ratio_exceeded", "reject_ratio_exceeded/resolved", "transform_failed"] },
+                "\(events()) \((try? SluiceBinary.run(["alerts"], config: dir.sub("agent.conf")).stdout) ?? "") \(d.log)")
         let resolved = try #require(receiver.delivered.first { $0["resolved"] as? Bool == true })
         #expect(resolved["id"] as? String == "reject_ratio_exceeded:acme/drop/orders_1.csv")
         // `sluice alerts` shows them sent, with their attempts; the secret is never logged.
