@@ -73,14 +73,17 @@ extension Agent {
 }
 
 /// The daemon's alert loop: delivers the outbox as alerts come due, every 20 s checks the
-/// delivery expectations' deadlines, and every minute checks the free disk space and queues
-/// the reminders of conditions still open.
+/// delivery expectations' deadlines, every minute checks the free disk space and queues the
+/// reminders of conditions still open, and every hour forgets what was sent 30 days ago.
 package final class AlertLoop: @unchecked Sendable {  // `job` is set once by start(), before stop or join
     private unowned let daemon: AgentRuntime
     package let waker = Waker()
     private var job: BackgroundJob?
 
     package init(daemon: AgentRuntime) { self.daemon = daemon }
+
+    /// How long sent alerts and lineage events stay in the outbox (`sluice alerts` lists them).
+    static let keepSent: Int64 = 30 * 86_400_000_000_000
 
     package func start() { job = BackgroundJob(name: "alerts") { [self] in run() } }
 
@@ -93,6 +96,7 @@ package final class AlertLoop: @unchecked Sendable {  // `job` is set once by st
     private func run() {
         var lastCheck: Int64 = 0
         var lastExpectations: Int64 = 0
+        var lastPrune: Int64 = 0
         repeat {
             let agent = daemon.agentSnapshot()
             guard agent.config.alerts.sends else { continue }
@@ -101,6 +105,10 @@ package final class AlertLoop: @unchecked Sendable {  // `job` is set once by st
                 lastCheck = now
                 try? daemon.manifest.raiseAlerts(agent.diskAlerts())
                 try? daemon.manifest.queueReminders(now: now)
+                if now - lastPrune >= 3_600_000_000_000 {
+                    lastPrune = now
+                    try? daemon.manifest.pruneSentAlerts(before: Timestamp.iso8601(nanoseconds: now - Self.keepSent))
+                }
             }
             // Deadlines pass by the clock, not by an event: looked at every 20 s.
             if now - lastExpectations >= 20_000_000_000 {

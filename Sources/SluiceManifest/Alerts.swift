@@ -198,6 +198,17 @@ extension Manifest {
         }
     }
 
+    /// Forgets what was sent before `before` (RFC 3339): a source polled every five minutes
+    /// sends two lineage events each time, and the outbox need not keep them for ever. Unsent
+    /// entries are never removed. Returns how many were.
+    @discardableResult
+    public func pruneSentAlerts(before: String) throws(ManifestError) -> Int {
+        try write("pruning the alert outbox") { db in
+            try db.execute(sql: "DELETE FROM alert_outbox WHERE sent_at IS NOT NULL AND sent_at < ?", arguments: [before])
+            return db.changesCount
+        }
+    }
+
     /// The newest `limit` alerts (only the unsent ones with `pendingOnly`), newest first.
     public func recentAlerts(limit: Int = 50, pendingOnly: Bool = false) throws(ManifestError) -> [OutboxEntry] {
         try read("reading the alert outbox") { db in

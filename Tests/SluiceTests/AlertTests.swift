@@ -96,6 +96,8 @@ final class AlertReceiver: @unchecked Sendable {
         try m.markAlertSent(due[0].id)
         try m.markAlertFailed(due[1].id, error: "boom", nextAttemptAt: nowNanoseconds() + 60_000_000_000)
         #expect(try m.dueAlerts().count == 4 && m.recentAlerts(pendingOnly: true).count == 7)
+        // Pruning forgets only what was sent.
+        #expect(try m.pruneSentAlerts(before: "2999-01-01T00:00:00Z") == 1 && m.recentAlerts(limit: 100).count == 7)
     }
 
     static let mapping = """
