@@ -60,7 +60,15 @@ package struct AlertSender: Sendable {
     package func deliverDue(now: Int64 = nowNanoseconds()) -> (sent: Int, failed: Int) {
         guard let manifest, let due = try? manifest.dueAlerts(now: now) else { return (0, 0) }
         var sent = 0, failed = 0
+        // A target that failed in this round is not tried again in it: a host that does not
+        // answer would otherwise cost a connect timeout per waiting entry.
+        var down: [String: AlertDeliveryError] = [:]
         for entry in due {
+            if let error = down[entry.target] {
+                retry(entry, error, now: now, what: entry.target, quiet: true)
+                failed += 1
+                continue
+            }
             // Where it goes: the [lineage] endpoint, or the [[alerts]] entry of its name.
             let send: (String) throws(AlertDeliveryError) -> Void
             let what: String
@@ -81,16 +89,19 @@ package struct AlertSender: Sendable {
                 sent += 1
             } catch {
                 retry(entry, error, now: now, what: what)
+                down[entry.target] = error
                 failed += 1
             }
         }
         return (sent, failed)
     }
 
-    /// Records a failed attempt: tried again after `alert_retry`, doubling up to an hour.
-    private func retry(_ entry: OutboxEntry, _ error: AlertDeliveryError, now: Int64, what: String) {
+    /// Records a failed attempt (logged unless `quiet`: another entry's failure in the same
+    /// round was): tried again after `alert_retry`, doubling up to an hour.
+    private func retry(_ entry: OutboxEntry, _ error: AlertDeliveryError, now: Int64, what: String, quiet: Bool = false) {
         let wait = min(settings.retryNanoseconds << min(entry.attempts, 20), 3_600_000_000_000)
         try? manifest?.markAlertFailed(entry.id, error: error.description, nextAttemptAt: now + wait)
+        if quiet { return }
         logger.warning("Alert delivery failed; it will be tried again", metadata: [
             "alert": "\(what)", "event": "\(entry.event)", "attempt": "\(entry.attempts + 1)", "retry_in.s": "\(wait / 1_000_000_000)",
             "error": "\(error.description)",
