@@ -387,40 +387,30 @@ private struct Cursor {
         case JSONByte.lowerT: try literal("true")
         case JSONByte.lowerF: try literal("false")
         case JSONByte.lowerN: try literal("null")
-        case JSONByte.openBracket:
+        case JSONByte.openBracket, JSONByte.openBrace:
             guard depth < Self.maxDepth else { throw Refused() }
+            let object = b == JSONByte.openBrace
+            let close = object ? JSONByte.closeBrace : JSONByte.closeBracket
             p += 1
             var c = whitespace()
-            if c == JSONByte.closeBracket {
+            if c == close {
                 p += 1
                 return
             }
             while true {
+                if object {
+                    // A member: its key (any string) and colon, then its value.
+                    guard c == JSONByte.quote else { throw Refused() }
+                    p += 1
+                    _ = try string()
+                    guard whitespace() == JSONByte.colon else { throw Refused() }
+                    p += 1
+                    c = whitespace()
+                }
                 try skipValue(c, depth: depth + 1)
                 let n = whitespace()
                 p += 1
-                if n == JSONByte.closeBracket { return }
-                guard n == JSONByte.comma else { throw Refused() }
-                c = whitespace()
-            }
-        case JSONByte.openBrace:
-            guard depth < Self.maxDepth else { throw Refused() }
-            p += 1
-            var c = whitespace()
-            if c == JSONByte.closeBrace {
-                p += 1
-                return
-            }
-            while true {
-                guard c == JSONByte.quote else { throw Refused() }
-                p += 1
-                _ = try string()
-                guard whitespace() == JSONByte.colon else { throw Refused() }
-                p += 1
-                try skipValue(whitespace(), depth: depth + 1)
-                let n = whitespace()
-                p += 1
-                if n == JSONByte.closeBrace { return }
+                if n == close { return }
                 guard n == JSONByte.comma else { throw Refused() }
                 c = whitespace()
             }

@@ -58,6 +58,12 @@ final class AlertReceiver: @unchecked Sendable {
         }
     }
 
+    /// An `[[alerts]]` webhook table that sends here.
+    func webhook(name: String = "hook", events: [String]? = nil, path: String = "/", extra: String = "") -> String {
+        "\n[[alerts]]\nname = \"\(name)\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:\(port)\(path)\"\n"
+            + (events.map { "events = [\($0.map { "\"\($0)\"" }.joined(separator: ", "))]\n" } ?? "") + extra
+    }
+
     /// The alert events delivered (answered 200), decoded.
     var delivered: [[String: Any]] {
         received.filter { $0["status"] as? Int == 200 }.compactMap {
@@ -155,16 +161,8 @@ final class AlertReceiver: @unchecked Sendable {
         let secret = "s3cret-hmac-key-\(UUID().uuidString)"
         dir.write("secrets/webhook.key", secret + "\n")
         let conf = try String(contentsOfFile: dir.sub("agent.conf"), encoding: .utf8)
-        dir.write("agent.conf", conf + """
-
-            [[alerts]]
-            name = "team-webhook"
-            type = "webhook"
-            url = "http://127.0.0.1:\(receiver.port)/sluice"
-            secret_file = "secrets/webhook.key"
-            events = ["*"]
-            clients = ["*"]
-            """)
+        dir.write("agent.conf", conf + receiver.webhook(name: "team-webhook", events: ["*"], path: "/sluice",
+                                                        extra: "secret_file = \"secrets/webhook.key\"\nclients = [\"*\"]\n"))
         dir.write("mappings/acme.toml", Self.mapping)
         DaemonTests.renameIn(dir, "drop-acme/orders_1.csv", "id,amount\n1,2.50\nx,3.00\n")
         DaemonTests.renameIn(dir, "drop-acme/events_1.json", "{\"items\": [{\"id\": 1},")
@@ -215,7 +213,7 @@ final class AlertReceiver: @unchecked Sendable {
         let port = try SSHServer.freePort()
         DaemonTests.folderConfig(dir, port: port, agentExtra: "alert_retry = \"1s\"")
         let conf = try String(contentsOfFile: dir.sub("agent.conf"), encoding: .utf8)
-        dir.write("agent.conf", conf + "\n[[alerts]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:\(receiver.port)/\"\nevents = [\"transform_failed\"]\n")
+        dir.write("agent.conf", conf + receiver.webhook(events: ["transform_failed"]))
         dir.write("mappings/acme.toml", Self.mapping)
         DaemonTests.renameIn(dir, "drop-acme/events_1.json", "not json")
         age(dir.sub("drop-acme/events_1.json"), seconds: 60)
@@ -325,7 +323,7 @@ final class AlertReceiver: @unchecked Sendable {
 /// audit, a changed host key, low disk space, each resolved by the command that sees it over.
 @Suite struct OneShotAlertTests {
     static func setUp(_ receiver: AlertReceiver, _ dir: TempDir, agent: String = "", tables: String? = nil) {
-        let hook = "\n[[alerts]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:\(receiver.port)/\"\n"
+        let hook = receiver.webhook()
         if let tables {
             dir.config(agent: agent, tables: tables + hook)
         } else {

@@ -112,13 +112,7 @@ import Glibc
             timezone = "Europe/Berlin"
             grace = "0s"
             source = "drop"
-
-            [[alerts]]
-            name = "hook"
-            type = "webhook"
-            url = "http://127.0.0.1:\(receiver.port)/"
-            events = ["delivery_late"]
-            """)
+            """ + receiver.webhook(events: ["delivery_late"]))
         let d = try DaemonProcess(dir: dir, port: port)
         try d.waitReady()
         func late() -> [[String: Any]] { receiver.delivered.filter { $0["event"] as? String == "delivery_late" } }
