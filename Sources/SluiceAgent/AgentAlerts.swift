@@ -13,10 +13,17 @@ import Glibc
 /// the daemon's sender (or a one-shot command, before it exits) delivers it.
 extension Agent {
     /// Sends the alerts that are due now: what a one-shot command queued (the daemon sends
-    /// all the time). One that cannot be sent stays queued for the next command or the daemon.
-    package func deliverAlerts(_ manifest: Manifest) {
+    /// all the time), for up to `budget`. One that cannot be sent (or is left when the budget
+    /// is up) stays queued for the next command or the daemon.
+    package func deliverAlerts(_ manifest: Manifest, budget: Duration = .seconds(60)) {
         guard config.alerts.sends else { return }
-        AlertSender(manifest: manifest, logger: logger, settings: config.alerts).deliverDue()
+        let sender = AlertSender(manifest: manifest, logger: logger, settings: config.alerts)
+        let deadline = ContinuousClock.now + budget
+        // A round sends up to 100; a pull of many files queues more lineage events than that.
+        while ContinuousClock.now < deadline {
+            let (sent, failed) = sender.deliverDue()
+            if sent == 0 || failed > 0 { break }
+        }
     }
 
     /// `host_key_changed` for each source of a pass whose server presented another key than
