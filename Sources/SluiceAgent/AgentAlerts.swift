@@ -124,6 +124,9 @@ package final class AlertLoop: @unchecked Sendable {  // `job` is set once by st
             }
             AlertSender(manifest: daemon.manifest, logger: daemon.logger, settings: agent.config.alerts).deliverDue()
         } while waker.sleep(nanoseconds: nextWait())
+        // Stopping: one last round for what the last passes queued (the rest waits for the next start).
+        let settings = daemon.agentSnapshot().config.alerts
+        if settings.sends { AlertSender(manifest: daemon.manifest, logger: daemon.logger, settings: settings).deliverDue() }
     }
 
     /// Until the next alert is due, at most a second.

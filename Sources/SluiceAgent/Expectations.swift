@@ -171,15 +171,19 @@ extension Agent {
         try? manifest.raiseAlerts(checks.flatMap { check, status, firstSeen in check.alerts(status.deadlines, firstSeen: firstSeen) })
     }
 
-    /// `sluice status`' and `/status`' expectations (read only: nothing is recorded).
-    public func expectationStatus(client: String?) throws(AgentError) -> [ExpectationStatus] {
-        guard config.clients.contains(where: { !$0.expectations.isEmpty && (client == nil || $0.id == client) }),
-              FileManager.default.fileExists(atPath: config.manifestPath) else {
+    /// `sluice status`' and `/status`' expectations (read only: nothing is recorded), from
+    /// `manifest` (the daemon's own), else from the manifest file when there is one.
+    public func expectationStatus(client: String?, manifest given: Manifest? = nil) throws(AgentError) -> [ExpectationStatus] {
+        let now = Int64(Date().timeIntervalSince1970)
+        guard config.clients.contains(where: { !$0.expectations.isEmpty && (client == nil || $0.id == client) }) else { return [] }
+        var manifest = given
+        if manifest == nil, FileManager.default.fileExists(atPath: config.manifestPath) { manifest = try openManifest() }
+        guard let manifest else {
+            // No manifest yet: nothing has arrived.
             return config.clients.filter { client == nil || $0.id == client }.flatMap { c in
-                c.expectations.map { ExpectationCheck(client: c.id, expectation: $0).status(now: Int64(Date().timeIntervalSince1970), arrivals: []) }
+                c.expectations.map { ExpectationCheck(client: c.id, expectation: $0).status(now: now, arrivals: []) }
             }
         }
-        let manifest = try openManifest()
-        return try expectationChecks(client: client, manifest: manifest, now: Int64(Date().timeIntervalSince1970), record: false).map(\.1)
+        return try expectationChecks(client: client, manifest: manifest, now: now, record: false).map(\.1)
     }
 }

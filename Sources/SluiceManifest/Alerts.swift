@@ -267,14 +267,13 @@ extension Manifest {
     /// When the expectation `key` of `client` was first evaluated, in nanoseconds since the
     /// epoch: recorded as `now` the first time (`record`), else nil when it never was.
     public func expectationFirstSeen(client: String, key: String, record now: Int64?) throws(ManifestError) -> Int64? {
-        if let now {
-            return try write("recording an expectation") { db in
-                try db.execute(sql: "INSERT OR IGNORE INTO expectation_seen (client, key, first_seen_at) VALUES (?, ?, ?)", arguments: [client, key, now])
-                return try Int64.fetchOne(db, sql: "SELECT first_seen_at FROM expectation_seen WHERE client = ? AND key = ?", arguments: [client, key])
-            }
-        }
-        return try read("reading an expectation") { db in
-            try Int64.fetchOne(db, sql: "SELECT first_seen_at FROM expectation_seen WHERE client = ? AND key = ?", arguments: [client, key])
+        let select = "SELECT first_seen_at FROM expectation_seen WHERE client = ? AND key = ?"
+        // Read first: after the first time, a check takes no write lock.
+        if let seen = try read("reading an expectation", { db in try Int64.fetchOne(db, sql: select, arguments: [client, key]) }) { return seen }
+        guard let now else { return nil }
+        return try write("recording an expectation") { db in
+            try db.execute(sql: "INSERT OR IGNORE INTO expectation_seen (client, key, first_seen_at) VALUES (?, ?, ?)", arguments: [client, key, now])
+            return try Int64.fetchOne(db, sql: select, arguments: [client, key])
         }
     }
 

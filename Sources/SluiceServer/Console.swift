@@ -274,7 +274,7 @@ struct Console: Sendable {
         let held = try daemon.manifest.heldTransforms(client: client, limit: Self.heldShown)
         return ConsolePages.client(id: client, displayName: c.displayName, sources: c.sources.map(\.name), versions: versions,
                                    paging: .init(page: page, perPage: perPage, total: total), held: held, heldTotal: try daemon.manifest.heldCounts()[client] ?? 0,
-                                   transforms: transforms, expectations: (try? daemon.agentSnapshot().expectationStatus(client: client)) ?? [],
+                                   transforms: transforms, expectations: (try? daemon.agentSnapshot().expectationStatus(client: client, manifest: daemon.manifest)) ?? [],
                                    csrf: csrf, message: message)
     }
 

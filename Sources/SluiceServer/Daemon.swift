@@ -232,7 +232,7 @@ enum HTTPEndpoints {
         router.get("/status") { _, _ -> Response in
             let body = StatusJSON(started_at: ISO8601DateFormatter().string(from: daemon.started), alive: daemon.isAlive, ready: daemon.isReady,
                                   transform_queue: daemon.transformQueueDepth, sources: daemon.statusSnapshot,
-                                  expectations: (try? daemon.agentSnapshot().expectationStatus(client: nil)) ?? [])
+                                  expectations: (try? daemon.agentSnapshot().expectationStatus(client: nil, manifest: daemon.manifest)) ?? [])
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
             let data = (try? encoder.encode(body)) ?? Data("{}".utf8)
