@@ -34,10 +34,11 @@ final class AlertReceiver: @unchecked Sendable {
                                 log: dir.sub("receiver.out"), port: port, name: "alert receiver")
     }
 
-    func startSMTP(user: String, password: String) throws {
+    /// `implicitTLS`: SMTPS (TLS from the first byte) instead of STARTTLS.
+    func startSMTP(user: String, password: String, implicitTLS: Bool = false) throws {
         try Shell.check("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
                                              "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", dir.sub("key.pem"), "-out", dir.sub("cert.pem")])
-        pid = try spawnListener(["/usr/bin/env", "python3", Self.script, "smtp", "\(port)", log, dir.sub("cert.pem"), dir.sub("key.pem"), user, password],
+        pid = try spawnListener(["/usr/bin/env", "python3", Self.script, implicitTLS ? "smtps" : "smtp", "\(port)", log, dir.sub("cert.pem"), dir.sub("key.pem"), user, password],
                                 log: dir.sub("receiver.out"), port: port, name: "smtp receiver", seconds: 15)
     }
 
@@ -316,6 +317,31 @@ final class AlertReceiver: @unchecked Sendable {
         #expect(!(r.stdout + r.stderr).contains(password))
         let unknown = try SluiceBinary.run(["alerts", "test", "pager"], config: dir.sub("agent.conf"))
         #expect(unknown.status == 2 && unknown.stderr.contains("ops-mail"), "\(unknown.stderr)")
+    }
+
+    /// `smtps://host:port`: TLS from the first byte, then AUTH.
+    @Test(.enabled(if: AlertReceiver.smtpAvailable, "needs aiosmtpd: pip install aiosmtpd"))
+    func emailGoesOutOverImplicitTLS() throws {
+        let receiver = try AlertReceiver()
+        try receiver.startSMTP(user: "sluice", password: "smtps-pass", implicitTLS: true)
+        let dir = TempDir("alert-smtps")
+        dir.write("secrets/smtp.pass", "smtps-pass\n")
+        dir.config(extra: """
+
+            [[alerts]]
+            name = "ops-mail"
+            type = "email"
+            smtp = "smtps://127.0.0.1:\(receiver.port)"
+            from = "sluice@example.com"
+            to = ["data-ops@example.com"]
+            username = "sluice"
+            password_file = "secrets/smtp.pass"
+            ca_file = "\(receiver.dir.sub("cert.pem"))"
+            """)
+        let r = try SluiceBinary.run(["alerts", "test", "ops-mail"], config: dir.sub("agent.conf"))
+        #expect(r.status == 0, "\(r.stdout) \(r.stderr) \((try? String(contentsOfFile: receiver.dir.sub("receiver.out"), encoding: .utf8)) ?? "")")
+        let mail = receiver.received.first
+        #expect(mail?["tls"] as? Bool == true && mail?["login"] as? String == "sluice" && (mail?["data"] as? String ?? "").contains("alert.json"), "\(String(describing: mail))")
     }
 }
 

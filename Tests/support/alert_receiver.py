@@ -11,6 +11,8 @@ request, in LOG.
       compared with what was sent, schema URLs included. Each line adds "valid" and "error".
   alert_receiver.py smtp PORT LOG CERT KEY USER PASSWORD
       aiosmtpd with STARTTLS (required) and AUTH (required, USER/PASSWORD).
+  alert_receiver.py smtps PORT LOG CERT KEY USER PASSWORD
+      The same with TLS from the first byte (SMTPS) instead of STARTTLS.
       Each line: {"from", "to", "data", "login"}.
 """
 import json
@@ -100,7 +102,7 @@ def http(port, log, fails, lineage=False):
     ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 
 
-def smtp(port, log, cert, key, user, password):
+def smtp(port, log, cert, key, user, password, implicit=False):
     import ssl
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -119,11 +121,18 @@ def smtp(port, log, cert, key, user, password):
     class Handler:
         async def handle_DATA(self, server, session, envelope):
             record(log, {"from": envelope.mail_from, "to": envelope.rcpt_tos, "data": envelope.content.decode("utf-8", "replace"),
-                         "login": logins.get(id(session)) if session.authenticated else None, "tls": session.ssl is not None})
+                         "login": logins.get(id(session)) if session.authenticated else None,
+                         # STARTTLS sets session.ssl; with SMTPS the socket was TLS from the start.
+                         "tls": session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None})
             return "250 Message accepted for delivery"
 
-    controller = Controller(Handler(), hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
-                            authenticator=authenticator, auth_required=True, auth_require_tls=True)
+    if implicit:
+        # SMTPS: TLS from the first byte (smtps://), no STARTTLS.
+        controller = Controller(Handler(), hostname="127.0.0.1", port=port, ssl_context=context,
+                                authenticator=authenticator, auth_required=True, auth_require_tls=False)
+    else:
+        controller = Controller(Handler(), hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
+                                authenticator=authenticator, auth_required=True, auth_require_tls=True)
     controller.start()
     while True:
         time.sleep(3600)
@@ -134,4 +143,4 @@ if __name__ == "__main__":
     if mode in ("http", "lineage"):
         http(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), lineage=mode == "lineage")
     else:
-        smtp(int(sys.argv[2]), sys.argv[3], *sys.argv[4:8])
+        smtp(int(sys.argv[2]), sys.argv[3], *sys.argv[4:8], implicit=mode == "smtps")
