@@ -65,6 +65,24 @@ final class AlertReceiver: @unchecked Sendable {
             + (events.map { "events = [\($0.map { "\"\($0)\"" }.joined(separator: ", "))]\n" } ?? "") + extra
     }
 
+    /// An `[[alerts]]` email table named ops-mail that sends here as user sluice, trusting this
+    /// receiver's certificate; `scheme` is "" (STARTTLS) or "smtps://".
+    func email(scheme: String = "", to: [String], passwordFile: String, extra: String = "") -> String {
+        """
+
+        [[alerts]]
+        name = "ops-mail"
+        type = "email"
+        smtp = "\(scheme)127.0.0.1:\(port)"
+        from = "sluice@example.com"
+        to = [\(to.map { "\"\($0)\"" }.joined(separator: ", "))]
+        username = "sluice"
+        password_file = "\(passwordFile)"
+        ca_file = "\(dir.sub("cert.pem"))"
+        \(extra)
+        """
+    }
+
     /// The alert events delivered (answered 200), decoded.
     var delivered: [[String: Any]] {
         received.filter { $0["status"] as? Int == 200 }.compactMap {
@@ -284,19 +302,8 @@ final class AlertReceiver: @unchecked Sendable {
         dir.write("secrets/smtp.pass", password + "\n")
         dir.write("secrets/wrong.pass", "not-the-password\n")
         func config(_ passwordFile: String) {
-            dir.config(extra: """
-
-                [[alerts]]
-                name = "ops-mail"
-                type = "email"
-                smtp = "127.0.0.1:\(receiver.port)"
-                from = "sluice@example.com"
-                to = ["data-ops@example.com", "oncall@example.com"]
-                username = "sluice"
-                password_file = "\(passwordFile)"
-                ca_file = "\(receiver.dir.sub("cert.pem"))"
-                events = ["source_failing", "delivery_late", "audit_failed"]
-                """)
+            dir.config(extra: receiver.email(to: ["data-ops@example.com", "oncall@example.com"], passwordFile: passwordFile,
+                                             extra: "events = [\"source_failing\", \"delivery_late\", \"audit_failed\"]"))
         }
         config("secrets/smtp.pass")
         let r = try SluiceBinary.run(["alerts", "test", "ops-mail"], config: dir.sub("agent.conf"))
@@ -326,18 +333,7 @@ final class AlertReceiver: @unchecked Sendable {
         try receiver.startSMTP(user: "sluice", password: "smtps-pass", implicitTLS: true)
         let dir = TempDir("alert-smtps")
         dir.write("secrets/smtp.pass", "smtps-pass\n")
-        dir.config(extra: """
-
-            [[alerts]]
-            name = "ops-mail"
-            type = "email"
-            smtp = "smtps://127.0.0.1:\(receiver.port)"
-            from = "sluice@example.com"
-            to = ["data-ops@example.com"]
-            username = "sluice"
-            password_file = "secrets/smtp.pass"
-            ca_file = "\(receiver.dir.sub("cert.pem"))"
-            """)
+        dir.config(extra: receiver.email(scheme: "smtps://", to: ["data-ops@example.com"], passwordFile: "secrets/smtp.pass"))
         let r = try SluiceBinary.run(["alerts", "test", "ops-mail"], config: dir.sub("agent.conf"))
         #expect(r.status == 0, "\(r.stdout) \(r.stderr) \((try? String(contentsOfFile: receiver.dir.sub("receiver.out"), encoding: .utf8)) ?? "")")
         let mail = receiver.received.first
