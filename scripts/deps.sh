@@ -5,9 +5,11 @@ SLUICE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # Debian packages the build and tests need. libssh2 is not among them: Sluice builds its own
 # (build-essential, pkg-config, libssl-dev, zlib1g-dev and dpkg-dev are what that takes).
+# postgresql gives initdb and pg_ctl: the PostgreSQL manifest tests start a server of their own.
 SLUICE_APT_PACKAGES=(libsqlite3-dev sqlite3 openssl curl util-linux procps pkg-config openssh-server openssh-client libzstd-dev
                      libsnappy-dev systemd chromium chromium-driver libxml2 build-essential libssl-dev zlib1g-dev dpkg-dev patch
-                     libarchive-dev gzip bzip2 xz-utils zstd zip unzip p7zip-full libgpgme-dev gnupg tar libcurl4-openssl-dev)
+                     libarchive-dev gzip bzip2 xz-utils zstd zip unzip p7zip-full libgpgme-dev gnupg tar libcurl4-openssl-dev
+                     postgresql)
 # Python packages the tests use: pyarrow and DuckDB read every Parquet file Sluice writes;
 # selenium drives chromium through the web console; moto's server is the S3 API the s3 source
 # is tested against, and boto3 puts the test objects into it; aiosmtpd is the SMTP server

@@ -65,11 +65,13 @@ public struct Agent: Sendable {
         do {
             try makeDirectories(config.stateDir)
             try checkWritable(config.stateDir, key: "agent.state_dir")
-            let manifest = try Manifest(path: config.manifestPath)
+            let manifest = try Manifest(config.manifest)
             manifest.alertRouting = config.alerts.routing(lakeDir: config.lakeDir)
             return manifest
         } catch let e as AgentError {
             throw e
+        } catch let e as ManifestError {
+            throw AgentError(.runtime, e.message)
         } catch {
             throw AgentError(.runtime, "state_dir \(config.stateDir): \(error)")
         }
@@ -241,7 +243,7 @@ public struct Agent: Sendable {
     /// written (none when nothing was transformed or there is no manifest yet).
     public func schemaChanges(client id: String) throws(AgentError) -> [SchemaChange] {
         _ = try requireClient(id)
-        guard let mapping = try mappings()[id], FileManager.default.fileExists(atPath: config.manifestPath) else { return [] }
+        guard let mapping = try mappings()[id], config.manifestMayExist else { return [] }
         let outputs: [Manifest.OutputSchema]
         do {
             outputs = try openManifest().outputSchemas(client: id)
@@ -283,7 +285,7 @@ public struct Agent: Sendable {
     /// `sluice history`: versions, newest first.
     public func history(client id: String, path: String?) throws(AgentError) -> [VersionRecord] {
         _ = try requireClient(id)
-        guard FileManager.default.fileExists(atPath: config.manifestPath) else { return [] }
+        guard config.manifestMayExist else { return [] }
         let manifest = try openManifest()
         do {
             return try manifest.history(client: id, path: path)
@@ -296,7 +298,7 @@ public struct Agent: Sendable {
     public func status(client id: String?) throws(AgentError) -> [Manifest.SourceSummary] {
         var clients = config.clients
         if let id { clients = [try requireClient(id)] }
-        guard FileManager.default.fileExists(atPath: config.manifestPath) else {
+        guard config.manifestMayExist else {
             return clients.flatMap { c in c.sources.map { Manifest.SourceSummary(client: c.id, source: $0.name) } }
         }
         let manifest = try openManifest()
@@ -353,7 +355,7 @@ public struct Agent: Sendable {
     /// `sluice token list`.
     public func tokens(client id: String?) throws(AgentError) -> [TokenRecord] {
         if let id { _ = try requireClient(id) }
-        guard FileManager.default.fileExists(atPath: config.manifestPath) else { return [] }
+        guard config.manifestMayExist else { return [] }
         let manifest = try openManifest()
         do {
             return try manifest.tokens(client: id)
@@ -380,7 +382,7 @@ public struct Agent: Sendable {
     public func audit(client id: String?, quick: Bool) throws(AgentError) -> AuditReport {
         if let id { _ = try requireClient(id) }
         // An audit never creates a manifest: without one, every lake file is an orphan.
-        let manifest = FileManager.default.fileExists(atPath: config.manifestPath) ? try openManifest() : nil
+        let manifest = config.manifestMayExist ? try openManifest() : nil
         let report: AuditReport
         do {
             report = try Auditor.run(lakeDir: config.lakeDir, manifest: manifest, client: id, quick: quick)

@@ -111,10 +111,10 @@ package final class AlertLoop: @unchecked Sendable {  // `job` is set once by st
             if now - lastCheck >= 60_000_000_000 {
                 lastCheck = now
                 try? daemon.manifest.raiseAlerts(agent.diskAlerts())
-                try? daemon.manifest.queueReminders(now: now)
+                _ = try? daemon.manifest.queueReminders(now: now)
                 if now - lastPrune >= 3_600_000_000_000 {
                     lastPrune = now
-                    try? daemon.manifest.pruneSentAlerts(before: Timestamp.iso8601(nanoseconds: now - Self.keepSent))
+                    _ = try? daemon.manifest.pruneSentAlerts(before: Timestamp.iso8601(nanoseconds: now - Self.keepSent))
                 }
             }
             // Deadlines pass by the clock, not by an event: looked at every 20 s.
@@ -166,7 +166,7 @@ extension Agent {
     /// `sluice alerts`: the newest alerts (or only the unsent ones) and how their delivery went.
     public func alerts(limit: Int, pendingOnly: Bool) throws(AgentError) -> [AlertRow] {
         // Listing never creates a manifest.
-        guard FileManager.default.fileExists(atPath: config.manifestPath) else { return [] }
+        guard config.manifestMayExist else { return [] }
         let manifest = try openManifest()
         do {
             return try manifest.recentAlerts(limit: limit, pendingOnly: pendingOnly).map(AlertRow.init)

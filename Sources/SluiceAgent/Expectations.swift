@@ -177,7 +177,7 @@ extension Agent {
         let now = Int64(Date().timeIntervalSince1970)
         guard config.clients.contains(where: { !$0.expectations.isEmpty && (client == nil || $0.id == client) }) else { return [] }
         var manifest = given
-        if manifest == nil, FileManager.default.fileExists(atPath: config.manifestPath) { manifest = try openManifest() }
+        if manifest == nil, config.manifestMayExist { manifest = try openManifest() }
         guard let manifest else {
             // No manifest yet: nothing has arrived.
             return config.clients.filter { client == nil || $0.id == client }.flatMap { c in

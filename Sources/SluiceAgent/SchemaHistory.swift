@@ -48,7 +48,7 @@ extension Agent {
         if let dataset, let mapping = try mappings()[id], !mapping.datasets.contains(where: { $0.name == dataset }) {
             throw AgentError(.usage, "client '\(id)' has no dataset '\(dataset)' (datasets: \(mapping.datasets.map(\.name).joined(separator: ", ")))")
         }
-        guard FileManager.default.fileExists(atPath: config.manifestPath) else { return [] }
+        guard config.manifestMayExist else { return [] }
         let occurrences: [Manifest.SchemaOccurrence]
         do {
             occurrences = try openManifest().schemaOccurrences(client: id, dataset: dataset)

@@ -2,6 +2,7 @@ import Foundation
 import TOMLKit
 import SluiceSupport
 import SluiceIngest
+import SluiceManifest
 
 /// A config that cannot be used: names the file, the key path, the line when known, and what
 /// was expected. Every command exits 2 on it.
@@ -152,7 +153,18 @@ public struct AgentConfig: Sendable, Equatable {
     /// `[[alerts]]` and the agent's alert keys.
     public var alerts = AlertSettings()
 
+    /// `[manifest]`: the PostgreSQL database, else the SQLite file in `state_dir`.
+    public var manifest: ManifestLocation = .sqlite(path: "")
+
+    /// The SQLite manifest's file (also where it would be with `[manifest]`).
     public var manifestPath: String { "\(stateDir)/manifest.sqlite" }
+
+    /// Whether a manifest may already hold something: the SQLite file exists, or the manifest is
+    /// a PostgreSQL database (whose tables the first open creates).
+    public var manifestMayExist: Bool {
+        if case .postgres = manifest { return true }
+        return FileManager.default.fileExists(atPath: manifestPath)
+    }
 
     public func client(_ id: String) -> ClientConfig? { clients.first { $0.id == id } }
 
@@ -208,6 +220,7 @@ public struct AgentConfig: Sendable, Equatable {
         self.clients = clients
         self.shutdownTimeoutNanoseconds = shutdownTimeoutNanoseconds
         self.adminTokenFile = adminTokenFile
+        manifest = .sqlite(path: "\(stateDir)/manifest.sqlite")
     }
 }
 

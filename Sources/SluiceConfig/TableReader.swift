@@ -130,7 +130,7 @@ package struct TableReader {
     }
 
     package func agentConfig(_ root: TOMLTable) throws(ConfigError) -> AgentConfig {
-        try checkKeys(root, path: "", allowed: ["agent", "api", "clients", "alerts", "lineage"])
+        try checkKeys(root, path: "", allowed: ["agent", "api", "clients", "alerts", "lineage", "manifest"])
         guard let agent = try table(root, "agent", "") else {
             throw fail("agent", "missing required table [agent] with state_dir and lake_dir")
         }
@@ -191,6 +191,7 @@ package struct TableReader {
             config.api = try apiConfig(api)
         }
         config.alerts = try alertSettings(root, agent: agent, clients: clients)
+        config.manifest = try manifestLocation(root, stateDir: stateDir)
         return config
     }
 

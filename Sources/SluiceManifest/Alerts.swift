@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import SluiceSupport
 
 /// One alert: something the team should hear about (`event`), or that it is over (`resolved`).
@@ -100,36 +99,36 @@ extension Manifest {
     /// Queues `events` in the open write transaction `db`, for the targets the routing names.
     /// A condition alerts once until it is resolved (again after `repeatNanoseconds` if it is
     /// raised again); a resolution is sent only for a condition that alerted.
-    static func queueAlerts(_ db: Database, _ events: [AlertEvent], routing: AlertRouting?, now: Int64 = nowNanoseconds()) throws {
+    static func queueAlerts(_ db: SQLDatabase, _ events: [AlertEvent], routing: AlertRouting?, now: Int64 = nowNanoseconds()) throws {
         guard let routing else { return }
         for e in events {
             let targets = routing.targets(e.event, e.client)
             guard !targets.isEmpty else { continue }
-            let state = try Row.fetchOne(db.cachedStatement(sql: "SELECT open, last_alerted_at FROM alert_condition WHERE id = ?"), arguments: [e.id])
+            let state = try db.row("SELECT open, last_alerted_at FROM alert_condition WHERE id = ?", [e.id])
             let open = (state?["open"] as Int?) == 1
             if e.resolved {
                 guard open else { continue }
-                try db.cachedStatement(sql: "UPDATE alert_condition SET open = 0, resolved_at = ?, body = ? WHERE id = ?").execute(arguments: [e.at, e.json, e.id])
+                try db.execute("UPDATE alert_condition SET open = 0, resolved_at = ?, body = ? WHERE id = ?", [e.at, e.json, e.id])
             } else if open {
                 let last: Int64 = state?["last_alerted_at"] ?? 0
                 guard now - last >= routing.repeatNanoseconds else { continue }
-                try db.cachedStatement(sql: "UPDATE alert_condition SET last_alerted_at = ?, body = ? WHERE id = ?").execute(arguments: [now, e.json, e.id])
+                try db.execute("UPDATE alert_condition SET last_alerted_at = ?, body = ? WHERE id = ?", [now, e.json, e.id])
             } else {
-                try db.cachedStatement(sql: """
+                try db.execute("""
                     INSERT INTO alert_condition (id, event, client, open, body, opened_at, last_alerted_at) VALUES (?, ?, ?, 1, ?, ?, ?)
                     ON CONFLICT(id) DO UPDATE SET event = excluded.event, client = excluded.client, open = 1, body = excluded.body,
                         opened_at = excluded.opened_at, last_alerted_at = excluded.last_alerted_at, resolved_at = NULL
-                    """).execute(arguments: [e.id, e.event, e.client, e.json, e.at, now])
+                    """, [e.id, e.event, e.client, e.json, e.at, now])
             }
             try enqueue(db, e, targets: targets, now: now)
         }
     }
 
-    private static func enqueue(_ db: Database, _ e: AlertEvent, targets: [String], now: Int64) throws {
-        let insert = try db.cachedStatement(sql: """
+    private static func enqueue(_ db: SQLDatabase, _ e: AlertEvent, targets: [String], now: Int64) throws {
+        let insert = """
             INSERT INTO alert_outbox (target, event, condition_id, resolved, body, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-            """)
-        for target in targets { try insert.execute(arguments: [target, e.event, e.id, e.resolved, e.json, e.at, now]) }
+            """
+        for target in targets { try db.execute(insert, [target, e.event, e.id, e.resolved, e.json, e.at, now]) }
     }
 
     /// Queues `events` in a transaction of their own (conditions the agent sees outside the
@@ -140,8 +139,8 @@ extension Manifest {
         // Most of what a pass reports is "still fine": a resolution of a condition that is not
         // open changes nothing, and needs no write lock.
         let open = try read("reading open alerts") { db in
-            try Set(String.fetchAll(db, sql: "SELECT id FROM alert_condition WHERE open = 1 AND id IN (\(events.map { _ in "?" }.joined(separator: ",")))",
-                                    arguments: StatementArguments(events.map(\.id))))
+            try Set(db.column("SELECT id FROM alert_condition WHERE open = 1 AND id IN (\(events.map { _ in "?" }.joined(separator: ",")))",
+                              SQLArguments(events.map(\.id))) as [String])
         }
         let needed = events.filter { !$0.resolved || open.contains($0.id) }
         guard !needed.isEmpty else { return }
@@ -154,15 +153,14 @@ extension Manifest {
     public func queueReminders(now: Int64 = nowNanoseconds()) throws(ManifestError) -> Int {
         guard let routing = alertRouting else { return 0 }
         return try write("queueing alert reminders") { db in
-            let due = try Row.fetchAll(db, sql: "SELECT id, body FROM alert_condition WHERE open = 1 AND last_alerted_at <= ?",
-                                       arguments: [now - routing.repeatNanoseconds])
+            let due = try db.rows("SELECT id, body FROM alert_condition WHERE open = 1 AND last_alerted_at <= ?", [now - routing.repeatNanoseconds])
             var reminded = 0
             for row in due {
                 guard var e = AlertEvent(json: row["body"]) else { continue }
                 e.at = Timestamp.iso8601(nanoseconds: now)
                 if !e.message.hasPrefix("Still ") { e.message = "Still open: " + e.message }
                 let targets = routing.targets(e.event, e.client)
-                try db.execute(sql: "UPDATE alert_condition SET last_alerted_at = ?, body = ? WHERE id = ?", arguments: [now, e.json, e.id])
+                try db.execute("UPDATE alert_condition SET last_alerted_at = ?, body = ? WHERE id = ?", [now, e.json, e.id])
                 try Self.enqueue(db, e, targets: targets, now: now)
                 reminded += targets.isEmpty ? 0 : 1
             }
@@ -173,28 +171,26 @@ extension Manifest {
     /// Up to `limit` alerts whose next attempt is due, oldest first.
     public func dueAlerts(now: Int64 = nowNanoseconds(), limit: Int = 100) throws(ManifestError) -> [OutboxEntry] {
         try read("reading the alert outbox") { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM alert_outbox WHERE sent_at IS NULL AND next_attempt_at <= ? ORDER BY id LIMIT ?",
-                             arguments: [now, limit]).map(Self.entry)
+            try db.rows("SELECT * FROM alert_outbox WHERE sent_at IS NULL AND next_attempt_at <= ? ORDER BY id LIMIT ?", [now, limit]).map(Self.entry)
         }
     }
 
     /// When the next unsent alert is due (nanoseconds since the epoch), if any is waiting.
     public func nextAlertDue() throws(ManifestError) -> Int64? {
         try read("reading the alert outbox") { db in
-            try Int64.fetchOne(db, sql: "SELECT min(next_attempt_at) FROM alert_outbox WHERE sent_at IS NULL")
+            try db.value("SELECT min(next_attempt_at) FROM alert_outbox WHERE sent_at IS NULL")
         }
     }
 
     public func markAlertSent(_ id: Int64) throws(ManifestError) {
         try write("marking an alert sent") { db in
-            try db.execute(sql: "UPDATE alert_outbox SET sent_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?", arguments: [Timestamp.now(), id])
+            try db.execute("UPDATE alert_outbox SET sent_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?", [Timestamp.now(), id])
         }
     }
 
     public func markAlertFailed(_ id: Int64, error: String, nextAttemptAt: Int64) throws(ManifestError) {
         try write("recording a failed alert delivery") { db in
-            try db.execute(sql: "UPDATE alert_outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
-                           arguments: [error, nextAttemptAt, id])
+            try db.execute("UPDATE alert_outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?", [error, nextAttemptAt, id])
         }
     }
 
@@ -204,20 +200,18 @@ extension Manifest {
     @discardableResult
     public func pruneSentAlerts(before: String) throws(ManifestError) -> Int {
         try write("pruning the alert outbox") { db in
-            try db.execute(sql: "DELETE FROM alert_outbox WHERE sent_at IS NOT NULL AND sent_at < ?", arguments: [before])
-            return db.changesCount
+            try db.execute("DELETE FROM alert_outbox WHERE sent_at IS NOT NULL AND sent_at < ?", [before])
         }
     }
 
     /// The newest `limit` alerts (only the unsent ones with `pendingOnly`), newest first.
     public func recentAlerts(limit: Int = 50, pendingOnly: Bool = false) throws(ManifestError) -> [OutboxEntry] {
         try read("reading the alert outbox") { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM alert_outbox \(pendingOnly ? "WHERE sent_at IS NULL" : "") ORDER BY id DESC LIMIT ?",
-                             arguments: [limit]).map(Self.entry)
+            try db.rows("SELECT * FROM alert_outbox \(pendingOnly ? "WHERE sent_at IS NULL" : "") ORDER BY id DESC LIMIT ?", [limit]).map(Self.entry)
         }
     }
 
-    private static func entry(_ r: Row) -> OutboxEntry {
+    private static func entry(_ r: SQLRow) -> OutboxEntry {
         OutboxEntry(id: r["id"], target: r["target"], event: r["event"], conditionID: r["condition_id"], resolved: r["resolved"], body: r["body"],
                     createdAt: r["created_at"], attempts: r["attempts"], nextAttemptAt: r["next_attempt_at"], sentAt: r["sent_at"], lastError: r["last_error"])
     }
@@ -269,11 +263,11 @@ extension Manifest {
     public func expectationFirstSeen(client: String, key: String, record now: Int64?) throws(ManifestError) -> Int64? {
         let select = "SELECT first_seen_at FROM expectation_seen WHERE client = ? AND key = ?"
         // Read first: after the first time, a check takes no write lock.
-        if let seen = try read("reading an expectation", { db in try Int64.fetchOne(db, sql: select, arguments: [client, key]) }) { return seen }
+        if let seen: Int64 = try read("reading an expectation", { db in try db.value(select, [client, key]) }) { return seen }
         guard let now else { return nil }
         return try write("recording an expectation") { db in
-            try db.execute(sql: "INSERT OR IGNORE INTO expectation_seen (client, key, first_seen_at) VALUES (?, ?, ?)", arguments: [client, key, now])
-            return try Int64.fetchOne(db, sql: select, arguments: [client, key])
+            try db.execute("INSERT INTO expectation_seen (client, key, first_seen_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [client, key, now])
+            return try db.value(select, [client, key])
         }
     }
 
@@ -295,11 +289,11 @@ extension Manifest {
     /// The versions of `client` committed after `since` (an RFC 3339 time), oldest first.
     public func arrivals(client: String, since: String) throws(ManifestError) -> [Arrival] {
         try read("reading recent deliveries") { db in
-            try Row.fetchAll(db, sql: """
+            try db.rows("""
                 SELECT f.source, f.path_bytes, f.path, v.ingested_at FROM version v JOIN file f ON f.id = v.file_id
                 WHERE v.ingested_at > ? AND f.client = ? ORDER BY v.ingested_at
-                """, arguments: [since, client]).map { r in
-                Arrival(source: r["source"], path: [UInt8]((r["path_bytes"] as Data?) ?? Data()), displayPath: r["path"], ingestedAt: r["ingested_at"])
+                """, [since, client]).map { r in
+                Arrival(source: r["source"], path: r["path_bytes"], displayPath: r["path"], ingestedAt: r["ingested_at"])
             }
         }
     }

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import SluiceSupport
 
 /// What the web console reads: everything from the manifest, read-only.
@@ -14,11 +13,11 @@ extension Manifest {
 
     public func dailyIngest(since day: String) throws(ManifestError) -> [DailyIngest] {
         try read("reading daily totals") { db in
-            try Row.fetchAll(db, sql: """
+            try db.rows("""
                 SELECT f.client, substr(v.ingested_at, 1, 10) AS day, count(*) AS files, sum(v.size) AS bytes
                 FROM version v JOIN file f ON f.id = v.file_id
                 WHERE v.ingested_at >= ? GROUP BY f.client, day ORDER BY f.client, day
-                """, arguments: [day]).map { DailyIngest(client: $0["client"], day: $0["day"], files: $0["files"], bytes: $0["bytes"]) }
+                """, [day]).map { DailyIngest(client: $0["client"], day: $0["day"], files: $0["files"], bytes: $0["bytes"]) }
         }
     }
 
@@ -26,10 +25,10 @@ extension Manifest {
     public func ingestedSince(_ since: String, client: String) throws(ManifestError) -> [String: (files: Int, bytes: Int64)] {
         try read("reading today's totals") { db in
             var out: [String: (files: Int, bytes: Int64)] = [:]
-            for row in try Row.fetchAll(db, sql: """
+            for row in try db.rows("""
                 SELECT f.source, count(*) AS files, sum(v.size) AS bytes FROM version v JOIN file f ON f.id = v.file_id
                 WHERE f.client = ? AND v.ingested_at >= ? GROUP BY f.source
-                """, arguments: [client, since]) {
+                """, [client, since]) {
                 out[row["source"]] = (row["files"], row["bytes"])
             }
             return out
@@ -51,29 +50,29 @@ extension Manifest {
     /// A client's versions, newest first: `limit` of them after skipping `offset`.
     public func recentVersions(client: String, limit: Int, offset: Int = 0) throws(ManifestError) -> [VersionRow] {
         try read("reading recent versions") { db in
-            try Row.fetchAll(db, sql: """
+            try db.rows("""
                 SELECT version_id, source, path, version, size, sha256, lake_path, ingested_at FROM versions
                 WHERE client = ? ORDER BY version_id DESC LIMIT ? OFFSET ?
-                """, arguments: [client, limit, offset]).map(Self.versionRow)
+                """, [client, limit, offset]).map(Self.versionRow)
         }
     }
 
     /// How many versions a client has.
     public func versionCount(client: String) throws(ManifestError) -> Int {
         try read("counting versions") { db in
-            try Int.fetchOne(db, sql: "SELECT count(*) FROM version v JOIN file f ON f.id = v.file_id WHERE f.client = ?", arguments: [client]) ?? 0
+            try db.value("SELECT count(*) FROM version v JOIN file f ON f.id = v.file_id WHERE f.client = ?", [client]) ?? 0
         }
     }
 
     public func versionRow(id: Int64) throws(ManifestError) -> (client: String, row: VersionRow)? {
         try read("looking up a version") { db in
-            try Row.fetchOne(db, sql: """
+            try db.row("""
                 SELECT client, version_id, source, path, version, size, sha256, lake_path, ingested_at FROM versions WHERE version_id = ?
-                """, arguments: [id]).map { ($0["client"], Self.versionRow($0)) }
+                """, [id]).map { ($0["client"], Self.versionRow($0)) }
         }
     }
 
-    static func versionRow(_ r: Row) -> VersionRow {
+    static func versionRow(_ r: SQLRow) -> VersionRow {
         VersionRow(id: r["version_id"], source: r["source"], path: r["path"], version: r["version"], size: r["size"],
                    sha256: r["sha256"], lakePath: r["lake_path"], ingestedAt: r["ingested_at"])
     }
@@ -110,7 +109,7 @@ extension Manifest {
         FROM transform t JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id
         """
 
-    static func transformRow(_ r: Row) -> TransformRow {
+    static func transformRow(_ r: SQLRow) -> TransformRow {
         TransformRow(id: r["id"], versionID: r["version_id"], client: r["client"], source: r["source"], path: r["path"], version: r["version"],
                      dataset: r["dataset"], status: r["status"], rowsWritten: r["rows_written"], rowsRejected: r["rows_rejected"],
                      outputPath: r["output_path"], rejectsPath: r["rejects_path"], error: r["error"], transformedAt: r["transformed_at"],
@@ -121,11 +120,11 @@ extension Manifest {
     /// schema-change policy held), oldest first.
     public func heldTransforms(client: String, limit: Int) throws(ManifestError) -> [TransformRow] {
         try read("reading held transforms") { db in
-            try Row.fetchAll(db, sql: Self.transformSelect + """
+            try db.rows(Self.transformSelect + """
                  WHERE f.client = ? AND t.status = 'held'
                    AND coalesce(t.parent_id, t.id) = (SELECT max(id) FROM transform WHERE version_id = t.version_id AND parent_id IS NULL)
                  ORDER BY t.id LIMIT ?
-                """, arguments: [client, limit]).map(Self.transformRow)
+                """, [client, limit]).map(Self.transformRow)
         }
     }
 
@@ -134,7 +133,7 @@ extension Manifest {
     public func heldCounts() throws(ManifestError) -> [String: Int] {
         try read("counting held transforms") { db in
             var out: [String: Int] = [:]
-            for r in try Row.fetchAll(db, sql: """
+            for r in try db.rows("""
                 SELECT f.client, count(*) FROM transform t JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id
                 WHERE t.status = 'held' AND t.parent_id IS NULL
                   AND t.id = (SELECT max(id) FROM transform WHERE version_id = t.version_id AND parent_id IS NULL)
@@ -146,22 +145,20 @@ extension Manifest {
 
     public func recentTransforms(client: String, limit: Int) throws(ManifestError) -> [TransformRow] {
         try read("reading recent transforms") { db in
-            try Row.fetchAll(db, sql: Self.transformSelect + " WHERE f.client = ? ORDER BY t.id DESC LIMIT ?",
-                             arguments: [client, limit]).map(Self.transformRow)
+            try db.rows(Self.transformSelect + " WHERE f.client = ? ORDER BY t.id DESC LIMIT ?", [client, limit]).map(Self.transformRow)
         }
     }
 
     public func transformRow(id: Int64) throws(ManifestError) -> TransformRow? {
         try read("looking up a transform") { db in
-            try Row.fetchOne(db, sql: Self.transformSelect + " WHERE t.id = ?", arguments: [id]).map(Self.transformRow)
+            try db.row(Self.transformSelect + " WHERE t.id = ?", [id]).map(Self.transformRow)
         }
     }
 
     /// The latest transform of a version.
     public func latestTransform(versionID: Int64) throws(ManifestError) -> TransformRow? {
         try read("looking up a transform") { db in
-            try Row.fetchOne(db, sql: Self.transformSelect + " WHERE t.version_id = ? AND t.parent_id IS NULL ORDER BY t.id DESC LIMIT 1",
-                             arguments: [versionID]).map(Self.transformRow)
+            try db.row(Self.transformSelect + " WHERE t.version_id = ? AND t.parent_id IS NULL ORDER BY t.id DESC LIMIT 1", [versionID]).map(Self.transformRow)
         }
     }
 }

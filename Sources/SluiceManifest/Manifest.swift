@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import SluiceSupport
 import Synchronization
 #if canImport(Glibc)
@@ -39,7 +38,7 @@ public struct KnownFile: Sendable {
 }
 
 /// One row of `sluice history`.
-public struct VersionRecord: Codable, Sendable, FetchableRecord, Equatable {
+public struct VersionRecord: Codable, Sendable, Equatable {
     public var client: String
     public var source: String
     public var path: String
@@ -50,6 +49,19 @@ public struct VersionRecord: Codable, Sendable, FetchableRecord, Equatable {
     public var lake_path: String
     public var ingested_at: String
     public var run_id: Int64?
+
+    init(row r: SQLRow) {
+        client = r["client"]
+        source = r["source"]
+        path = r["path"]
+        version = r["version"]
+        sha256 = r["sha256"]
+        size = r["size"]
+        source_mtime = r["source_mtime"]
+        lake_path = r["lake_path"]
+        ingested_at = r["ingested_at"]
+        run_id = r["run_id"]
+    }
 }
 
 /// One entry of a commit batch.
@@ -108,17 +120,12 @@ public struct RunCounts: Sendable, Equatable {
     }
 }
 
-/// The SQLite manifest: every version of every file, sightings, and pull runs.
-///
-/// WAL mode, `synchronous=FULL`, a busy timeout, so that `pull`, `audit` and the daemon can use
-/// it at once. Thread-safe.
-///
-/// The statements every pass runs (a pass per upload, poll or drop-folder event) are
-/// `cachedStatement`s: compiling one (SQLite's parser plus GRDB's authorizer) costs more than
-/// running it.
+/// The manifest: every version of every file, sightings, pull runs, transforms and alerts, in
+/// a SQLite file (one host, the default) or a PostgreSQL database (many agents). Thread-safe.
 public final class Manifest: Sendable {
+    /// The SQLite file, or the PostgreSQL URL without secrets: how messages name the manifest.
     public let path: String
-    let pool: DatabasePool
+    let store: any ManifestStore
     private let routing = Mutex<AlertRouting?>(nil)
 
     /// Where alerts go (nil: none are configured, and none are queued).
@@ -127,33 +134,40 @@ public final class Manifest: Sendable {
         set { routing.withLock { $0 = newValue } }
     }
 
-    /// Opens (creating and migrating if needed) the manifest at `path`.
-    public init(path: String) throws(ManifestError) {
-        self.path = path
-        var config = Configuration()
-        config.busyMode = .timeout(30)
-        config.foreignKeysEnabled = true
-        config.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-        }
-        // Two processes opening a new manifest at once would both see no migration applied and
-        // both try to create the tables: the migration runs under an flock on a sidecar file.
-        // (Not on the database file: closing another descriptor of it would drop SQLite's own
-        // POSIX locks.)
-        let lock = open(path + "-migrate.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        if lock >= 0 { while flock(lock, LOCK_EX) != 0 && errno == EINTR {} }
-        defer { if lock >= 0 { close(lock) } }
-        do {
-            pool = try DatabasePool(path: path, configuration: config)
-            try Schema.migrator().migrate(pool)
-        } catch {
-            throw ManifestError("cannot open the manifest \(path): \(error) — check that the state_dir exists, is writable by the user sluice runs as, and has free space")
+    /// Which server the manifest is on.
+    public var dialect: SQLDialect { store.dialect }
+
+    /// Opens (creating and migrating if needed) the SQLite manifest at `path`.
+    public convenience init(path: String) throws(ManifestError) {
+        try self.init(.sqlite(path: path))
+    }
+
+    /// Opens (creating and migrating if needed) the manifest at `location`.
+    public init(_ location: ManifestLocation) throws(ManifestError) {
+        switch location {
+        case .sqlite(let file):
+            path = file
+            do {
+                store = try SQLiteStore(path: file, migrations: Schema.migrations)
+            } catch {
+                throw ManifestError("cannot open the manifest \(file): \(error) — check that the state_dir exists, is writable by the user sluice runs as, and has free space")
+            }
+        case .postgres(let target):
+            path = target.display
+            do {
+                store = try PostgresStore(location: target, migrations: Schema.migrations)
+            } catch let e as ManifestError {
+                throw e
+            } catch {
+                throw ManifestError("cannot open the manifest \(target.display): \(PostgresStore.describe(error))")
+            }
         }
     }
 
-    func write<T>(_ what: String, _ body: (Database) throws -> T) throws(ManifestError) -> T {
+    @discardableResult
+    func write<T>(_ what: String, _ body: (SQLDatabase) throws -> T) throws(ManifestError) -> T {
         do {
-            return try pool.write(body)
+            return try store.write(body)
         } catch let e as ManifestError {
             throw e
         } catch {
@@ -161,9 +175,11 @@ public final class Manifest: Sendable {
         }
     }
 
-    func read<T>(_ what: String, _ body: (Database) throws -> T) throws(ManifestError) -> T {
+    func read<T>(_ what: String, _ body: (SQLDatabase) throws -> T) throws(ManifestError) -> T {
         do {
-            return try pool.read(body)
+            return try store.read(body)
+        } catch let e as ManifestError {
+            throw e
         } catch {
             throw ManifestError("manifest \(path): \(what) failed: \(error)")
         }
@@ -186,10 +202,8 @@ public final class Manifest: Sendable {
     /// Records the start of a pass; returns the run id.
     public func startRun(client: String, source: String?, trigger: String) throws(ManifestError) -> Int64 {
         try write("starting a run") { db in
-            try db.cachedStatement(sql: """
-                INSERT INTO run (client, source, trigger, pid, started_at, status) VALUES (?, ?, ?, ?, ?, ?)
-                """).execute(arguments: [client, source, trigger, Int(getpid()), Timestamp.now(), RunStatus.running.rawValue])
-            return db.lastInsertedRowID
+            try db.insert("INSERT INTO run (client, source, trigger, pid, started_at, status) VALUES (?, ?, ?, ?, ?, ?)",
+                          [client, source, trigger, Int(getpid()), Timestamp.now(), RunStatus.running.rawValue])
         }
     }
 
@@ -202,25 +216,25 @@ public final class Manifest: Sendable {
     public func markInterruptedRuns(client: String) throws(ManifestError) {
         // Usually nothing is left over: look before taking the write lock.
         let others = try read("looking for interrupted runs") { db in
-            try Int.fetchOne(db.cachedStatement(sql: Self.othersRunningRunsSQL), arguments: [client, Int(getpid())]) ?? 0
+            try db.value(Self.othersRunningRunsSQL, [client, Int(getpid())]) ?? 0
         }
         guard others > 0 else { return }
         try write("marking interrupted runs") { db in
-            let rows = try Row.fetchAll(db, sql: "SELECT id, pid FROM run WHERE client = ? AND status = 'running'", arguments: [client])
+            let rows = try db.rows("SELECT id, pid FROM run WHERE client = ? AND status = 'running'", [client])
             for row in rows {
                 let pid: Int32 = row["pid"]
                 if pid != getpid() && kill(pid, 0) != 0 && errno == ESRCH {
-                    try db.execute(sql: "UPDATE run SET status = 'interrupted', error = 'the process ended before the run finished' WHERE id = ?", arguments: [row["id"] as Int64])
+                    try db.execute("UPDATE run SET status = 'interrupted', error = 'the process ended before the run finished' WHERE id = ?", [row["id"] as Int64])
                 }
             }
         }
     }
 
-    /// Throws unless the manifest takes writes now: takes the write lock (`BEGIN IMMEDIATE`)
-    /// and rolls back, changing nothing.
+    /// Throws unless the manifest takes writes now (on SQLite: takes the write lock and rolls
+    /// back; on PostgreSQL: the server is a primary), changing nothing.
     public func checkWritable() throws(ManifestError) {
         do {
-            try pool.writeWithoutTransaction { db in try db.execute(sql: "BEGIN IMMEDIATE; ROLLBACK") }
+            try store.checkWritable()
         } catch {
             throw ManifestError("manifest \(path) does not take writes: \(error)")
         }
@@ -229,8 +243,7 @@ public final class Manifest: Sendable {
     /// Records the end of a pass, and queues its OpenLineage events (JSON) in the same transaction.
     public func finishRun(id: Int64, status: RunStatus, error: String?, lineage: [String] = []) throws(ManifestError) {
         try write("finishing a run") { db in
-            try db.cachedStatement(sql: "UPDATE run SET finished_at = ?, status = ?, error = ? WHERE id = ?")
-                .execute(arguments: [Timestamp.now(), status.rawValue, error, id])
+            try db.execute("UPDATE run SET finished_at = ?, status = ?, error = ? WHERE id = ?", [Timestamp.now(), status.rawValue, error, id])
             try Self.queueLineage(db, lineage)
         }
     }
@@ -252,19 +265,16 @@ public final class Manifest: Sendable {
                 LEFT JOIN sighting s ON s.id = (SELECT MAX(id) FROM sighting WHERE version_id = v.id)
                 WHERE f.client = ? AND f.source = ?
                 """
-            var queries: [(String, StatementArguments)] = [(select, [client, source])]
+            var queries: [(String, SQLArguments)] = [(select, [client, source])]
             if let paths {
-                queries = paths.map { (select + " AND f.path_bytes = ?", [client, source, Data($0)] as StatementArguments) }
+                queries = paths.map { (select + " AND f.path_bytes = ?", [client, source, $0]) }
             }
             var result: [[UInt8]: KnownFile] = [:]
             for (sql, arguments) in queries {
-                let rows = try Row.fetchCursor(db.cachedStatement(sql: sql), arguments: arguments)
-                while let row = try rows.next() {
-                    let bytes = [UInt8](row["path_bytes"] as Data)
-                    result[bytes] = KnownFile(
-                        fileID: row["file_id"], versionID: row["version_id"], version: row["version"],
-                        sha256: row["sha256"], lakePath: row["lake_path"],
-                        lastSize: row["last_size"], lastMtimeNs: row["last_mtime"], lastETag: row["last_etag"])
+                try db.each(sql, arguments) { row in
+                    result[row[1]] = KnownFile(
+                        fileID: row[0], versionID: row[2], version: row[3], sha256: row[4], lakePath: row[5],
+                        lastSize: row[6], lastMtimeNs: row[7], lastETag: row[8])
                 }
             }
             return result
@@ -279,17 +289,17 @@ public final class Manifest: Sendable {
         return try write("committing \(entries.count) entries") { db in
             var ids: [Int64] = []
             ids.reserveCapacity(entries.count)
-            let upsertFile = try db.cachedStatement(sql: """
+            let upsertFile = """
                 INSERT INTO file (client, source, path, path_bytes, first_seen_at) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT (client, source, path_bytes) DO UPDATE SET path = path RETURNING id
-                """)
-            let insertVersion = try db.cachedStatement(sql: """
+                ON CONFLICT (client, source, path_bytes) DO UPDATE SET path = file.path RETURNING id
+                """
+            let insertVersion = """
                 INSERT INTO version (file_id, version, sha256, size, source_mtime, source_mtime_ns, lake_path, ingested_at, run_id, source_etag)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """)
-            let insertSighting = try db.cachedStatement(sql: """
+                """
+            let insertSighting = """
                 INSERT INTO sighting (version_id, run_id, seen_at, size, source_mtime, source_mtime_ns, source_etag) VALUES (?, ?, ?, ?, ?, ?, ?)
-                """)
+                """
             for entry in entries {
                 switch entry {
                 case .version(let v):
@@ -297,30 +307,24 @@ public final class Manifest: Sendable {
                     if let known = v.fileID {
                         fileID = known
                     } else {
-                        upsertFile.setUncheckedArguments([v.client, v.source, v.path, Data(v.pathBytes), now])
-                        guard let id = try Int64.fetchOne(upsertFile) else {
+                        guard let id: Int64 = try db.value(upsertFile, [v.client, v.source, v.path, v.pathBytes, now]) else {
                             throw ManifestError("no file row for \(v.path)")
                         }
                         fileID = id
                     }
-                    insertVersion.setUncheckedArguments([
+                    ids.append(try db.insert(insertVersion, [
                         fileID, v.version, v.sha256, v.size, Timestamp.iso8601(nanoseconds: v.mtimeNs),
                         v.mtimeNs, v.lakePath, now, runID, v.etag,
-                    ])
-                    try insertVersion.execute()
-                    ids.append(db.lastInsertedRowID)
+                    ]))
                 case .sighting(let versionID, let size, let mtimeNs, let etag):
-                    insertSighting.setUncheckedArguments([
-                        versionID, runID, now, size, Timestamp.iso8601(nanoseconds: mtimeNs), mtimeNs, etag,
-                    ])
-                    try insertSighting.execute()
+                    try db.execute(insertSighting, [versionID, runID, now, size, Timestamp.iso8601(nanoseconds: mtimeNs), mtimeNs, etag])
                     ids.append(versionID)
                 }
             }
-            try db.cachedStatement(sql: """
+            try db.execute("""
                 UPDATE run SET new = new + ?, unchanged = unchanged + ?, skipped = skipped + ?,
                                failed = failed + ?, bytes = bytes + ? WHERE id = ?
-                """).execute(arguments: [counts.new, counts.unchanged, counts.skipped, counts.failed, counts.bytes, runID])
+                """, [counts.new, counts.unchanged, counts.skipped, counts.failed, counts.bytes, runID])
             return ids
         }
     }
@@ -328,7 +332,7 @@ public final class Manifest: Sendable {
     /// The version committed at `lakePath`, if any.
     public func version(atLakePath lakePath: String) throws(ManifestError) -> VersionRecord? {
         try read("looking up a lake path") { db in
-            try VersionRecord.fetchOne(db, sql: "SELECT * FROM versions WHERE lake_path = ?", arguments: [lakePath])
+            try db.row("SELECT * FROM versions WHERE lake_path = ?", [lakePath]).map(VersionRecord.init(row:))
         }
     }
 
@@ -339,14 +343,13 @@ public final class Manifest: Sendable {
         try read("reading history") { db in
             if let path, !path.isEmpty {
                 let folder = path.hasSuffix("/") ? path : path + "/"
-                return try VersionRecord.fetchAll(db, sql: """
-                    SELECT * FROM versions WHERE client = ? AND (path = ? OR substr(path, 1, ?) = ?)
+                return try db.rows("""
+                    SELECT * FROM versions WHERE client = ? AND (path = ? OR substr(path, 1, CAST(? AS INTEGER)) = ?)
                     ORDER BY ingested_at DESC, version_id DESC
-                    """, arguments: [client, path, folder.unicodeScalars.count, folder])  // substr counts characters, not bytes
+                    """, [client, path, folder.unicodeScalars.count, folder]).map(VersionRecord.init(row:))  // substr counts characters, not bytes
             }
-            return try VersionRecord.fetchAll(db, sql: """
-                SELECT * FROM versions WHERE client = ? ORDER BY ingested_at DESC, version_id DESC
-                """, arguments: [client])
+            return try db.rows("SELECT * FROM versions WHERE client = ? ORDER BY ingested_at DESC, version_id DESC", [client])
+                .map(VersionRecord.init(row:))
         }
     }
 
@@ -407,32 +410,29 @@ public final class Manifest: Sendable {
             var s = SourceSummary(client: client, source: source)
             // A run of this source, or a `pull` of all the client's sources.
             let mine = "client = ? AND (source = ? OR source IS NULL)"
-            if let r = try Row.fetchOne(db, sql: "SELECT started_at, status, trigger FROM run WHERE \(mine) ORDER BY id DESC LIMIT 1",
-                                        arguments: [client, source]) {
+            if let r = try db.row("SELECT started_at, status, trigger FROM run WHERE \(mine) ORDER BY id DESC LIMIT 1", [client, source]) {
                 s.lastRunAt = r[0]
                 s.lastRunStatus = r[1]
                 s.lastRunTrigger = r[2]
             }
-            s.lastSuccess = try String.fetchOne(db, sql: "SELECT finished_at FROM run WHERE \(mine) AND status = 'ok' ORDER BY id DESC LIMIT 1",
-                                                arguments: [client, source])
-            if let r = try Row.fetchOne(db, sql: "SELECT error, started_at FROM run WHERE \(mine) AND error IS NOT NULL ORDER BY id DESC LIMIT 1",
-                                        arguments: [client, source]) {
+            s.lastSuccess = try db.value("SELECT finished_at FROM run WHERE \(mine) AND status = 'ok' ORDER BY id DESC LIMIT 1", [client, source])
+            if let r = try db.row("SELECT error, started_at FROM run WHERE \(mine) AND error IS NOT NULL ORDER BY id DESC LIMIT 1", [client, source]) {
                 s.lastError = r[0]
                 s.lastErrorAt = r[1]
             }
-            if let r = try Row.fetchOne(db, sql: """
+            if let r = try db.row("""
                 SELECT count(DISTINCT f.id), count(v.id), coalesce(sum(v.size), 0) FROM file f JOIN version v ON v.file_id = f.id
                 WHERE f.client = ? AND f.source = ?
-                """, arguments: [client, source]) {
+                """, [client, source]) {
                 s.files = r[0]
                 s.versions = r[1]
                 s.bytes = r[2]
             }
-            s.failedTransforms = try Int.fetchOne(db, sql: """
+            s.failedTransforms = try db.value("""
                 SELECT count(*) FROM version v JOIN file f ON f.id = v.file_id
                 WHERE f.client = ? AND f.source = ?
                   AND (SELECT t.status FROM transform t WHERE t.version_id = v.id AND t.parent_id IS NULL ORDER BY t.id DESC LIMIT 1) = 'failed'
-                """, arguments: [client, source]) ?? 0
+                """, [client, source]) ?? 0
             return s
         }
     }
@@ -441,9 +441,8 @@ public final class Manifest: Sendable {
     public func lakeEntries(client: String?) throws(ManifestError) -> [(lakePath: String, sha256: String, size: Int64)] {
         try read("listing versions") { db in
             let sql = "SELECT lake_path, sha256, size FROM versions" + (client == nil ? "" : " WHERE client = ?")
-            let rows = try Row.fetchCursor(db, sql: sql, arguments: client.map { [$0] } ?? [])
             var out: [(String, String, Int64)] = []
-            while let r = try rows.next() { out.append((r[0], r[1], r[2])) }
+            try db.each(sql, client.map { [$0] } ?? []) { r in out.append((r[0], r[1], r[2])) }
             return out
         }
     }
@@ -493,16 +492,14 @@ public final class Manifest: Sendable {
             }
             // Newer than an id: walk the versions from that id on (CROSS JOIN keeps version as
             // the outer loop), not every file of the client.
-            let join = if case .pendingAfter = selection { "CROSS JOIN" } else { "JOIN" }
-            let rows = try Row.fetchCursor(db, sql: """
+            let join = if case .pendingAfter = selection, db.dialect == .sqlite { "CROSS JOIN" } else { "JOIN" }
+            var out: [TransformCandidate] = []
+            try db.each("""
                 SELECT v.id, f.source, f.path_bytes, v.version, v.sha256, v.lake_path, v.ingested_at
                 FROM version v \(join) file f ON f.id = v.file_id
                 WHERE f.client = ? \(filter) ORDER BY v.id
-                """, arguments: [client])
-            var out: [TransformCandidate] = []
-            while let r = try rows.next() {
-                let bytes: Data = r[2]
-                out.append(TransformCandidate(versionID: r[0], source: r[1], pathBytes: Array(bytes), version: r[3], sha256: r[4], lakePath: r[5], ingestedAt: r[6]))
+                """, [client]) { r in
+                out.append(TransformCandidate(versionID: r[0], source: r[1], pathBytes: r[2], version: r[3], sha256: r[4], lakePath: r[5], ingestedAt: r[6]))
             }
             return out
         }
@@ -511,7 +508,7 @@ public final class Manifest: Sendable {
     /// The newest version id of all clients (0 for none). Every version committed later gets
     /// a bigger one: the manifest has one writer at a time and never deletes a version.
     public func newestVersionID() throws(ManifestError) -> Int64 {
-        try read("reading the newest version id") { db in try Int64.fetchOne(db, sql: "SELECT max(id) FROM version") ?? 0 }
+        try read("reading the newest version id") { db in try db.value("SELECT max(id) FROM version") ?? 0 }
     }
 
     /// One transform row: of a whole version, or of one member of an archive.
@@ -561,27 +558,25 @@ public final class Manifest: Sendable {
                                 lineage: [String] = []) throws(ManifestError) {
         let routing = alerts.isEmpty ? nil : alertRouting
         try write("recording a transform") { db in
-            let insert = try db.cachedStatement(sql: """
+            let insert = """
                 INSERT INTO transform (version_id, dataset, mapping_sha256, schema_sha256, status, rows_written, rows_rejected, output_path, rejects_path,
                                        error, transformed_at, member, parent_id, members_ok, members_failed, members_unmapped, source_schema_id,
                                        schema_drift)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """)
+                """
             let now = Timestamp.now()
             // Each distinct schema once; a unit's row points at it.
             func schemaID(_ r: TransformRecord) throws -> Int64? {
                 guard let s = r.sourceSchema else { return nil }
-                try db.cachedStatement(sql: "INSERT INTO source_schema (sha256, schema, first_seen_at) VALUES (?, ?, ?) ON CONFLICT(sha256) DO NOTHING")
-                    .execute(arguments: [s.sha256, s.json, now])
-                return try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM source_schema WHERE sha256 = ?"), arguments: [s.sha256])
+                try db.execute("INSERT INTO source_schema (sha256, schema, first_seen_at) VALUES (?, ?, ?) ON CONFLICT(sha256) DO NOTHING", [s.sha256, s.json, now])
+                return try db.value("SELECT id FROM source_schema WHERE sha256 = ?", [s.sha256])
             }
-            func row(_ r: TransformRecord, parent: Int64?) throws -> StatementArguments {
+            func row(_ r: TransformRecord, parent: Int64?) throws -> SQLArguments {
                 [versionID, r.dataset, r.mappingSHA256, r.schemaSHA256, r.status, r.rowsWritten, r.rowsRejected, r.outputPath, r.rejectsPath,
                  r.error, now, r.member, parent, r.members?.ok, r.members?.failed, r.members?.unmapped, try schemaID(r), r.schemaDrift]
             }
-            try insert.execute(arguments: row(file, parent: nil))
-            let parent = db.lastInsertedRowID
-            for m in members { try insert.execute(arguments: row(m, parent: parent)) }
+            let parent = try db.insert(insert, row(file, parent: nil))
+            for m in members { try db.execute(insert, row(m, parent: parent)) }
             try Self.queueAlerts(db, alerts, routing: routing)
             try Self.queueLineage(db, lineage)
         }
@@ -616,11 +611,11 @@ public final class Manifest: Sendable {
     /// transformed ok: the previous delivery, for the schema-change policies.
     public func latestSchema(client: String, dataset: String) throws(ManifestError) -> String? {
         try read("reading the previous schema") { db in
-            try String.fetchOne(db, sql: """
+            try db.value("""
                 SELECT s.schema FROM transform t JOIN source_schema s ON s.id = t.source_schema_id
                 JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id
                 WHERE t.dataset = ? AND t.status = 'ok' AND f.client = ? ORDER BY t.id DESC LIMIT 1
-                """, arguments: [dataset, client])
+                """, [dataset, client])
         }
     }
 
@@ -628,15 +623,14 @@ public final class Manifest: Sendable {
     /// schema, in the order the versions were ingested.
     public func schemaOccurrences(client: String, dataset: String?) throws(ManifestError) -> [SchemaOccurrence] {
         try read("reading observed schemas") { db in
-            let rows = try Row.fetchCursor(db, sql: """
+            var out: [SchemaOccurrence] = []
+            try db.each("""
                 SELECT t.dataset, f.source, f.path, v.version, t.member, t.transformed_at, s.sha256, s.schema, t.schema_drift
                 FROM transform t JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id
                 JOIN source_schema s ON s.id = t.source_schema_id
                 WHERE f.client = ? AND t.dataset IS NOT NULL \(dataset == nil ? "" : "AND t.dataset = ?")
                 ORDER BY v.id, t.id
-                """, arguments: StatementArguments([client] + (dataset.map { [$0] } ?? [])))
-            var out: [SchemaOccurrence] = []
-            while let r = try rows.next() {
+                """, SQLArguments([client] + (dataset.map { [$0] } ?? []))) { r in
                 out.append(SchemaOccurrence(dataset: r[0], source: r[1], path: r[2], version: r[3], member: r[4], transformedAt: r[5], sha256: r[6], schema: r[7], drift: r[8]))
             }
             return out
@@ -645,13 +639,13 @@ public final class Manifest: Sendable {
 
     public func outputSchemas(client: String) throws(ManifestError) -> [OutputSchema] {
         try read("reading the schemas of the outputs") { db in
-            let rows = try Row.fetchAll(db, sql: """
+            let rows = try db.rows("""
                 SELECT t.dataset, t.schema_sha256, CASE WHEN t.schema_sha256 IS NULL THEN t.mapping_sha256 END, count(*)
                 FROM transform t JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id
                 WHERE f.client = ? AND t.status = 'ok' AND t.dataset IS NOT NULL
                   AND coalesce(t.parent_id, t.id) = (SELECT max(t2.id) FROM transform t2 WHERE t2.version_id = t.version_id AND t2.parent_id IS NULL)
                 GROUP BY 1, 2, 3 ORDER BY 1
-                """, arguments: [client])
+                """, [client])
             return rows.map { OutputSchema(dataset: $0[0], schemaSHA256: $0[1], mappingSHA256: $0[2], outputs: $0[3]) }
         }
     }
@@ -661,16 +655,15 @@ public final class Manifest: Sendable {
     /// Every folder `after_ingest = "move:…"` of this source has ever pointed at.
     public func moveTargets(client: String, source: String) throws(ManifestError) -> [String] {
         try read("reading the move targets") { db in
-            try String.fetchAll(db.cachedStatement(sql: "SELECT target FROM move_target WHERE client = ? AND source = ? ORDER BY target"),
-                                arguments: [client, source])
+            try db.column("SELECT target FROM move_target WHERE client = ? AND source = ? ORDER BY target", [client, source])
         }
     }
 
     /// Records a move target before anything is moved there.
     public func recordMoveTarget(client: String, source: String, target: String) throws(ManifestError) {
         try write("recording the move target") { db in
-            try db.execute(sql: "INSERT OR IGNORE INTO move_target (client, source, target, first_used_at) VALUES (?, ?, ?, ?)",
-                           arguments: [client, source, target, Timestamp.now()])
+            try db.execute("INSERT INTO move_target (client, source, target, first_used_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                           [client, source, target, Timestamp.now()])
         }
     }
 
@@ -679,13 +672,13 @@ public final class Manifest: Sendable {
     /// Whether the lake migration `name` has been completed.
     public func lakeMigrationDone(_ name: String) throws(ManifestError) -> Bool {
         try read("reading the lake migrations") { db in
-            try Bool.fetchOne(db, sql: "SELECT 1 FROM lake_migration WHERE name = ?", arguments: [name]) ?? false
+            try db.value("SELECT 1 FROM lake_migration WHERE name = ?", [name]) ?? false
         }
     }
 
     public func markLakeMigrationDone(_ name: String) throws(ManifestError) {
         try write("recording a lake migration") { db in
-            try db.execute(sql: "INSERT OR IGNORE INTO lake_migration (name, done_at) VALUES (?, ?)", arguments: [name, Timestamp.now()])
+            try db.execute("INSERT INTO lake_migration (name, done_at) VALUES (?, ?) ON CONFLICT DO NOTHING", [name, Timestamp.now()])
         }
     }
 
@@ -693,7 +686,7 @@ public final class Manifest: Sendable {
     /// their output before the `_rejects` folder), each once.
     public func rejectsInsideDatasets() throws(ManifestError) -> [String] {
         try read("listing the rejects files to move") { db in
-            try String.fetchAll(db, sql: """
+            try db.column("""
                 SELECT DISTINCT rejects_path FROM transform
                 WHERE rejects_path IS NOT NULL AND rejects_path NOT LIKE 'processed/%/\\_rejects/%' ESCAPE '\\'
                 """)
@@ -703,7 +696,7 @@ public final class Manifest: Sendable {
     /// Points every transform row that names the rejects file `old` at `new`.
     public func moveRejects(from old: String, to new: String) throws(ManifestError) {
         try write("moving a rejects file") { db in
-            try db.execute(sql: "UPDATE transform SET rejects_path = ? WHERE rejects_path = ?", arguments: [new, old])
+            try db.execute("UPDATE transform SET rejects_path = ? WHERE rejects_path = ?", [new, old])
         }
     }
 }

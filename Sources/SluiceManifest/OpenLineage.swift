@@ -78,14 +78,14 @@ public enum OpenLineage {
 
 extension Manifest {
     /// Queues lineage events (JSON) in the open write transaction `db`, in order.
-    static func queueLineage(_ db: Database, _ events: [String], now: Int64 = nowNanoseconds()) throws {
+    static func queueLineage(_ db: SQLDatabase, _ events: [String], now: Int64 = nowNanoseconds()) throws {
         guard !events.isEmpty else { return }
-        let insert = try db.cachedStatement(sql: """
+        let insert = """
             INSERT INTO alert_outbox (target, event, condition_id, resolved, body, created_at, next_attempt_at) VALUES (?, 'lineage', ?, 0, ?, ?, ?)
-            """)
+            """
         for body in events {
             let runID = (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]).flatMap { ($0["run"] as? [String: Any])?["runId"] as? String }
-            try insert.execute(arguments: [OpenLineage.target, runID ?? "", body, Timestamp.now(), now])
+            try db.execute(insert, [OpenLineage.target, runID ?? "", body, Timestamp.now(), now])
         }
     }
 }

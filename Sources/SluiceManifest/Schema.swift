@@ -1,216 +1,185 @@
-import GRDB
 import SluiceSupport
 
 /// The manifest's migrations. Named, and only ever appended: never edit a shipped one.
 enum Schema {
-    static func migrator() -> DatabaseMigrator {
-        var migrator = DatabaseMigrator()
-        migrator.registerMigration("v1-core") { db in
-            try db.execute(sql: """
-                CREATE TABLE run (
-                    id INTEGER PRIMARY KEY,
-                    client TEXT NOT NULL,
-                    source TEXT,
-                    trigger TEXT NOT NULL,
-                    pid INTEGER NOT NULL,
-                    started_at TEXT NOT NULL,
-                    finished_at TEXT,
-                    status TEXT NOT NULL,
-                    new INTEGER NOT NULL DEFAULT 0,
-                    unchanged INTEGER NOT NULL DEFAULT 0,
-                    skipped INTEGER NOT NULL DEFAULT 0,
-                    failed INTEGER NOT NULL DEFAULT 0,
-                    bytes INTEGER NOT NULL DEFAULT 0,
-                    error TEXT
-                );
-                CREATE INDEX run_client ON run(client, started_at);
+    static let migrations: [Migration] = [
+        Migration(identifier: "v1-core", sql: """
+            CREATE TABLE run (
+                id INTEGER PRIMARY KEY,
+                client TEXT NOT NULL,
+                source TEXT,
+                trigger TEXT NOT NULL,
+                pid INTEGER NOT NULL,
+                started_at TEXT NOT NULL,
+                finished_at TEXT,
+                status TEXT NOT NULL,
+                new INTEGER NOT NULL DEFAULT 0,
+                unchanged INTEGER NOT NULL DEFAULT 0,
+                skipped INTEGER NOT NULL DEFAULT 0,
+                failed INTEGER NOT NULL DEFAULT 0,
+                bytes INTEGER NOT NULL DEFAULT 0,
+                error TEXT
+            );
+            CREATE INDEX run_client ON run(client, started_at);
 
-                CREATE TABLE file (
-                    id INTEGER PRIMARY KEY,
-                    client TEXT NOT NULL,
-                    source TEXT NOT NULL,
-                    path TEXT NOT NULL,
-                    path_bytes BLOB NOT NULL,
-                    first_seen_at TEXT NOT NULL,
-                    UNIQUE (client, source, path_bytes)
-                );
-                CREATE INDEX file_path ON file(client, path);
+            CREATE TABLE file (
+                id INTEGER PRIMARY KEY,
+                client TEXT NOT NULL,
+                source TEXT NOT NULL,
+                path TEXT NOT NULL,
+                path_bytes BLOB NOT NULL,
+                first_seen_at TEXT NOT NULL,
+                UNIQUE (client, source, path_bytes)
+            );
+            CREATE INDEX file_path ON file(client, path);
 
-                CREATE TABLE version (
-                    id INTEGER PRIMARY KEY,
-                    file_id INTEGER NOT NULL REFERENCES file(id),
-                    version INTEGER NOT NULL,
-                    sha256 TEXT NOT NULL,
-                    size INTEGER NOT NULL,
-                    source_mtime TEXT NOT NULL,
-                    source_mtime_ns INTEGER NOT NULL,
-                    lake_path TEXT NOT NULL UNIQUE,
-                    ingested_at TEXT NOT NULL,
-                    run_id INTEGER REFERENCES run(id),
-                    UNIQUE (file_id, version)
-                );
+            CREATE TABLE version (
+                id INTEGER PRIMARY KEY,
+                file_id INTEGER NOT NULL REFERENCES file(id),
+                version INTEGER NOT NULL,
+                sha256 TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                source_mtime TEXT NOT NULL,
+                source_mtime_ns INTEGER NOT NULL,
+                lake_path TEXT NOT NULL UNIQUE,
+                ingested_at TEXT NOT NULL,
+                run_id INTEGER REFERENCES run(id),
+                UNIQUE (file_id, version)
+            );
 
-                CREATE TABLE sighting (
-                    id INTEGER PRIMARY KEY,
-                    version_id INTEGER NOT NULL REFERENCES version(id),
-                    run_id INTEGER REFERENCES run(id),
-                    seen_at TEXT NOT NULL,
-                    size INTEGER NOT NULL,
-                    source_mtime TEXT NOT NULL,
-                    source_mtime_ns INTEGER NOT NULL
-                );
-                CREATE INDEX sighting_version ON sighting(version_id, id);
+            CREATE TABLE sighting (
+                id INTEGER PRIMARY KEY,
+                version_id INTEGER NOT NULL REFERENCES version(id),
+                run_id INTEGER REFERENCES run(id),
+                seen_at TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                source_mtime TEXT NOT NULL,
+                source_mtime_ns INTEGER NOT NULL
+            );
+            CREATE INDEX sighting_version ON sighting(version_id, id);
 
-                CREATE VIEW versions AS
-                    SELECT f.client, f.source, f.path, v.version, v.sha256, v.size,
-                           v.source_mtime, v.lake_path, v.ingested_at, v.run_id, v.id AS version_id
-                    FROM version v JOIN file f ON f.id = v.file_id;
-                """)
-        }
-        migrator.registerMigration("v2-transform") { db in
-            try db.execute(sql: """
-                CREATE TABLE transform (
-                    id INTEGER PRIMARY KEY,
-                    version_id INTEGER NOT NULL REFERENCES version(id),
-                    dataset TEXT,
-                    mapping_sha256 TEXT,
-                    status TEXT NOT NULL,
-                    rows_written INTEGER NOT NULL DEFAULT 0,
-                    rows_rejected INTEGER NOT NULL DEFAULT 0,
-                    output_path TEXT,
-                    rejects_path TEXT,
-                    error TEXT,
-                    transformed_at TEXT NOT NULL
-                );
-                CREATE INDEX transform_version ON transform(version_id, id);
-                """)
-        }
-        migrator.registerMigration("v3-token") { db in
-            // Upload API tokens: only each token's SHA-256 is kept.
-            try db.execute(sql: """
-                CREATE TABLE token (
-                    id INTEGER PRIMARY KEY,
-                    client TEXT NOT NULL,
-                    source TEXT,
-                    sha256 TEXT NOT NULL UNIQUE,
-                    created_at TEXT NOT NULL,
-                    expires_at TEXT,
-                    revoked_at TEXT,
-                    last_used_at TEXT,
-                    note TEXT
-                );
-                CREATE INDEX token_client ON token(client, id);
-                """)
-        }
-        migrator.registerMigration("v4-upload") { db in
-            // Every upload through the API once its sender is known: who, from where, what
-            // arrived and what became of it.
-            try db.execute(sql: """
-                CREATE TABLE upload (
-                    id INTEGER PRIMARY KEY,
-                    token_id INTEGER REFERENCES token(id),
-                    client TEXT NOT NULL,
-                    source TEXT NOT NULL,
-                    path TEXT NOT NULL,
-                    remote_addr TEXT,
-                    size INTEGER NOT NULL DEFAULT 0,
-                    sha256 TEXT,
-                    status TEXT NOT NULL,
-                    http_status INTEGER NOT NULL,
-                    version INTEGER,
-                    lake_path TEXT,
-                    error TEXT,
-                    started_at TEXT NOT NULL,
-                    finished_at TEXT NOT NULL
-                );
-                CREATE INDEX upload_client ON upload(client, id);
-                """)
-        }
-        migrator.registerMigration("v5-etag") { db in
-            // The ETag an object store gave each version and sighting (s3 sources): with the
-            // size, it is what tells an unchanged object from a changed one.
-            try db.execute(sql: """
-                ALTER TABLE version ADD COLUMN source_etag TEXT;
-                ALTER TABLE sighting ADD COLUMN source_etag TEXT;
-                """)
-        }
-        migrator.registerMigration("v6-run-running") { db in
-            // Every pass first looks for runs of its client still marked running (left by a
-            // process that died). Through run_client that read walked every run the client
-            // ever had: one per upload or poll, so each pass got slower as the manifest grew
-            // (1 ms a pass at 7,000 runs). Only a handful of runs are running at a time.
-            try db.execute(sql: "CREATE INDEX run_running ON run(client) WHERE status = 'running'")
-        }
-        migrator.registerMigration("v7-move-target") { db in
-            // Every folder a source's `after_ingest = "move:…"` has pointed at: what Sluice
-            // moved there must never come back as a new delivery, even after the target changed.
-            try db.execute(sql: """
-                CREATE TABLE move_target (
-                    client TEXT NOT NULL,
-                    source TEXT NOT NULL,
-                    target TEXT NOT NULL,
-                    first_used_at TEXT NOT NULL,
-                    PRIMARY KEY (client, source, target)
-                );
-                """)
-        }
-        migrator.registerMigration("v8-transform-schema") { db in
-            // The fingerprint of the output schema each transform wrote (the dataset's field
-            // names, types and nullability), so a changed mapping can be told from an old one.
-            try db.execute(sql: "ALTER TABLE transform ADD COLUMN schema_sha256 TEXT")
-        }
-        migrator.registerMigration("v9-lake-migration") { db in
-            // Changes to the lake's layout that move files (run by the agent, not by SQL), each
-            // recorded once it is complete.
-            try db.execute(sql: "CREATE TABLE lake_migration (name TEXT PRIMARY KEY, done_at TEXT NOT NULL)")
-        }
-        migrator.registerMigration("v10-transform-member") { db in
-            // An archive's members are transformed one by one: a row per member (member set,
-            // parent_id naming the archive's own row, written first in the same transaction),
-            // and the archive's row (member NULL, parent_id NULL) with how many members were
-            // ok, failed and unmapped. A version's state is its latest row without a parent.
-            try db.execute(sql: """
-                ALTER TABLE transform ADD COLUMN member TEXT;
-                ALTER TABLE transform ADD COLUMN parent_id INTEGER REFERENCES transform(id);
-                ALTER TABLE transform ADD COLUMN members_ok INTEGER;
-                ALTER TABLE transform ADD COLUMN members_failed INTEGER;
-                ALTER TABLE transform ADD COLUMN members_unmapped INTEGER;
-                CREATE INDEX transform_parent ON transform(parent_id) WHERE parent_id IS NOT NULL;
-                """)
-        }
-        migrator.registerMigration("v11-source-schema") { db in
-            // The schema each transformed unit was seen to have (its columns in file order, the
-            // type its values look like, how it was read, which column filled each field), one
-            // row per distinct schema (by the SHA-256 of its canonical JSON), pointed at by
-            // the unit's transform row.
-            try db.execute(sql: """
-                CREATE TABLE source_schema (
-                    id INTEGER PRIMARY KEY,
-                    sha256 TEXT NOT NULL UNIQUE,
-                    schema TEXT NOT NULL,
-                    first_seen_at TEXT NOT NULL
-                );
-                ALTER TABLE transform ADD COLUMN source_schema_id INTEGER REFERENCES source_schema(id);
-                """)
-        }
-        migrator.registerMigration("v12-transform-dataset") { db in
-            // The schema-change policies read a dataset's latest ok unit with a schema before
-            // each transform: newest first along this index, not through every transform.
-            try db.execute(sql: "CREATE INDEX transform_dataset ON transform(dataset, id) WHERE status = 'ok' AND source_schema_id IS NOT NULL")
-        }
-        migrator.registerMigration("v13-schema-drift") { db in
-            // What changed in a unit's schema against the delivery before it (JSON: added,
-            // removed, renamed, moved, type_changes with example values); NULL when nothing did.
-            // The held units are found along their own index (the console and the
-            // sluice_transforms_held gauge count them), not through every transform.
-            try db.execute(sql: """
-                ALTER TABLE transform ADD COLUMN schema_drift TEXT;
-                CREATE INDEX transform_held ON transform(version_id) WHERE status = 'held';
-                """)
-        }
-        migrator.registerMigration("v14-alerts") { db in
-            try db.execute(sql: alertTables)
-        }
-        return migrator
-    }
+            CREATE VIEW versions AS
+                SELECT f.client, f.source, f.path, v.version, v.sha256, v.size,
+                       v.source_mtime, v.lake_path, v.ingested_at, v.run_id, v.id AS version_id
+                FROM version v JOIN file f ON f.id = v.file_id;
+            """),
+        Migration(identifier: "v2-transform", sql: """
+            CREATE TABLE transform (
+                id INTEGER PRIMARY KEY,
+                version_id INTEGER NOT NULL REFERENCES version(id),
+                dataset TEXT,
+                mapping_sha256 TEXT,
+                status TEXT NOT NULL,
+                rows_written INTEGER NOT NULL DEFAULT 0,
+                rows_rejected INTEGER NOT NULL DEFAULT 0,
+                output_path TEXT,
+                rejects_path TEXT,
+                error TEXT,
+                transformed_at TEXT NOT NULL
+            );
+            CREATE INDEX transform_version ON transform(version_id, id);
+            """),
+        // Upload API tokens: only each token's SHA-256 is kept.
+        Migration(identifier: "v3-token", sql: """
+            CREATE TABLE token (
+                id INTEGER PRIMARY KEY,
+                client TEXT NOT NULL,
+                source TEXT,
+                sha256 TEXT NOT NULL UNIQUE,
+                created_at TEXT NOT NULL,
+                expires_at TEXT,
+                revoked_at TEXT,
+                last_used_at TEXT,
+                note TEXT
+            );
+            CREATE INDEX token_client ON token(client, id);
+            """),
+        // Every upload through the API once its sender is known: who, from where, what
+        // arrived and what became of it.
+        Migration(identifier: "v4-upload", sql: """
+            CREATE TABLE upload (
+                id INTEGER PRIMARY KEY,
+                token_id INTEGER REFERENCES token(id),
+                client TEXT NOT NULL,
+                source TEXT NOT NULL,
+                path TEXT NOT NULL,
+                remote_addr TEXT,
+                size INTEGER NOT NULL DEFAULT 0,
+                sha256 TEXT,
+                status TEXT NOT NULL,
+                http_status INTEGER NOT NULL,
+                version INTEGER,
+                lake_path TEXT,
+                error TEXT,
+                started_at TEXT NOT NULL,
+                finished_at TEXT NOT NULL
+            );
+            CREATE INDEX upload_client ON upload(client, id);
+            """),
+        // The ETag an object store gave each version and sighting (s3 sources): with the
+        // size, it is what tells an unchanged object from a changed one.
+        Migration(identifier: "v5-etag", sql: """
+            ALTER TABLE version ADD COLUMN source_etag TEXT;
+            ALTER TABLE sighting ADD COLUMN source_etag TEXT;
+            """),
+        // Every pass first looks for runs of its client still marked running (left by a
+        // process that died). Through run_client that read walked every run the client
+        // ever had: one per upload or poll, so each pass got slower as the manifest grew
+        // (1 ms a pass at 7,000 runs). Only a handful of runs are running at a time.
+        Migration(identifier: "v6-run-running", sql: "CREATE INDEX run_running ON run(client) WHERE status = 'running'"),
+        // Every folder a source's `after_ingest = "move:…"` has pointed at: what Sluice
+        // moved there must never come back as a new delivery, even after the target changed.
+        Migration(identifier: "v7-move-target", sql: """
+            CREATE TABLE move_target (
+                client TEXT NOT NULL,
+                source TEXT NOT NULL,
+                target TEXT NOT NULL,
+                first_used_at TEXT NOT NULL,
+                PRIMARY KEY (client, source, target)
+            );
+            """),
+        // The fingerprint of the output schema each transform wrote (the dataset's field
+        // names, types and nullability), so a changed mapping can be told from an old one.
+        Migration(identifier: "v8-transform-schema", sql: "ALTER TABLE transform ADD COLUMN schema_sha256 TEXT"),
+        // Changes to the lake's layout that move files (run by the agent, not by SQL), each
+        // recorded once it is complete.
+        Migration(identifier: "v9-lake-migration", sql: "CREATE TABLE lake_migration (name TEXT PRIMARY KEY, done_at TEXT NOT NULL)"),
+        // An archive's members are transformed one by one: a row per member (member set,
+        // parent_id naming the archive's own row, written first in the same transaction),
+        // and the archive's row (member NULL, parent_id NULL) with how many members were
+        // ok, failed and unmapped. A version's state is its latest row without a parent.
+        Migration(identifier: "v10-transform-member", sql: """
+            ALTER TABLE transform ADD COLUMN member TEXT;
+            ALTER TABLE transform ADD COLUMN parent_id INTEGER REFERENCES transform(id);
+            ALTER TABLE transform ADD COLUMN members_ok INTEGER;
+            ALTER TABLE transform ADD COLUMN members_failed INTEGER;
+            ALTER TABLE transform ADD COLUMN members_unmapped INTEGER;
+            CREATE INDEX transform_parent ON transform(parent_id) WHERE parent_id IS NOT NULL;
+            """),
+        // The schema each transformed unit was seen to have (its columns in file order, the
+        // type its values look like, how it was read, which column filled each field), one
+        // row per distinct schema (by the SHA-256 of its canonical JSON), pointed at by
+        // the unit's transform row.
+        Migration(identifier: "v11-source-schema", sql: """
+            CREATE TABLE source_schema (
+                id INTEGER PRIMARY KEY,
+                sha256 TEXT NOT NULL UNIQUE,
+                schema TEXT NOT NULL,
+                first_seen_at TEXT NOT NULL
+            );
+            ALTER TABLE transform ADD COLUMN source_schema_id INTEGER REFERENCES source_schema(id);
+            """),
+        // The schema-change policies read a dataset's latest ok unit with a schema before
+        // each transform: newest first along this index, not through every transform.
+        Migration(identifier: "v12-transform-dataset", sql: "CREATE INDEX transform_dataset ON transform(dataset, id) WHERE status = 'ok' AND source_schema_id IS NOT NULL"),
+        // What changed in a unit's schema against the delivery before it (JSON: added,
+        // removed, renamed, moved, type_changes with example values); NULL when nothing did.
+        // The held units are found along their own index (the console and the
+        // sluice_transforms_held gauge count them), not through every transform.
+        Migration(identifier: "v13-schema-drift", sql: """
+            ALTER TABLE transform ADD COLUMN schema_drift TEXT;
+            CREATE INDEX transform_held ON transform(version_id) WHERE status = 'held';
+            """),
+        Migration(identifier: "v14-alerts", sql: alertTables),
+    ]
 }

@@ -1,10 +1,9 @@
 import Crypto
 import Foundation
-import GRDB
 import SluiceSupport
 
 /// An upload API token as the manifest keeps it: never the token itself, only its SHA-256.
-public struct TokenRecord: Codable, Sendable, FetchableRecord, Equatable {
+public struct TokenRecord: Codable, Sendable, Equatable {
     public var id: Int64
     public var client: String
     /// nil: any source of the client.
@@ -14,6 +13,17 @@ public struct TokenRecord: Codable, Sendable, FetchableRecord, Equatable {
     public var revoked_at: String?
     public var last_used_at: String?
     public var note: String?
+
+    init(row r: SQLRow) {
+        id = r["id"]
+        client = r["client"]
+        source = r["source"]
+        created_at = r["created_at"]
+        expires_at = r["expires_at"]
+        revoked_at = r["revoked_at"]
+        last_used_at = r["last_used_at"]
+        note = r["note"]
+    }
 
     public func encode(to encoder: any Encoder) throws {
         enum K: String, CodingKey { case id, client, source, created_at, expires_at, revoked_at, last_used_at, note }
@@ -60,10 +70,8 @@ extension Manifest {
     /// Records a new token by its SHA-256; returns its id.
     public func createToken(client: String, source: String?, sha256: String, expiresAt: String?, note: String?) throws(ManifestError) -> Int64 {
         try write("creating a token") { db in
-            try db.execute(sql: """
-                INSERT INTO token (client, source, sha256, created_at, expires_at, note) VALUES (?, ?, ?, ?, ?, ?)
-                """, arguments: [client, source, sha256, Timestamp.now(), expiresAt, note])
-            return db.lastInsertedRowID
+            try db.insert("INSERT INTO token (client, source, sha256, created_at, expires_at, note) VALUES (?, ?, ?, ?, ?, ?)",
+                          [client, source, sha256, Timestamp.now(), expiresAt, note])
         }
     }
 
@@ -71,9 +79,9 @@ extension Manifest {
         try read("listing tokens") { db in
             let columns = "id, client, source, created_at, expires_at, revoked_at, last_used_at, note"
             if let client {
-                return try TokenRecord.fetchAll(db, sql: "SELECT \(columns) FROM token WHERE client = ? ORDER BY id", arguments: [client])
+                return try db.rows("SELECT \(columns) FROM token WHERE client = ? ORDER BY id", [client]).map(TokenRecord.init(row:))
             }
-            return try TokenRecord.fetchAll(db, sql: "SELECT \(columns) FROM token ORDER BY id")
+            return try db.rows("SELECT \(columns) FROM token ORDER BY id").map(TokenRecord.init(row:))
         }
     }
 
@@ -81,10 +89,9 @@ extension Manifest {
     /// nil when there is no such token; revoking twice keeps the first time.
     public func revokeToken(id: Int64) throws(ManifestError) -> TokenRecord? {
         try write("revoking token \(id)") { db in
-            try db.execute(sql: "UPDATE token SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?", arguments: [Timestamp.now(), id])
-            return try TokenRecord.fetchOne(db, sql: """
-                SELECT id, client, source, created_at, expires_at, revoked_at, last_used_at, note FROM token WHERE id = ?
-                """, arguments: [id])
+            try db.execute("UPDATE token SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?", [Timestamp.now(), id])
+            return try db.row("SELECT id, client, source, created_at, expires_at, revoked_at, last_used_at, note FROM token WHERE id = ?", [id])
+                .map(TokenRecord.init(row:))
         }
     }
 
@@ -94,12 +101,12 @@ extension Manifest {
     public func authenticate(token presented: String, now: String = Timestamp.now()) throws(ManifestError) -> TokenRecord? {
         let digest = UploadToken.sha256(presented)
         let found = try read("checking a token") { db -> TokenRecord? in
-            guard let row = try Row.fetchOne(db.cachedStatement(sql: """
+            guard let row = try db.row("""
                 SELECT id, client, source, created_at, expires_at, revoked_at, last_used_at, note, sha256 FROM token WHERE sha256 = ?
-                """), arguments: [digest]) else { return nil }
+                """, [digest]) else { return nil }
             let stored: String = row["sha256"]
             guard UploadToken.constantTimeEqual(stored, digest) else { return nil }
-            return try TokenRecord(row: row)
+            return TokenRecord(row: row)
         }
         guard let token = found, token.revoked_at == nil else { return nil }
         if let expires = token.expires_at, expires <= now { return nil }
@@ -119,7 +126,7 @@ extension Manifest {
     public func recordUse(of token: TokenRecord, now: String = Timestamp.now()) throws(ManifestError) {
         guard Self.useIsDue(token, now: now) else { return }
         try write("recording a token's use") { db in
-            try db.execute(sql: "UPDATE token SET last_used_at = ? WHERE id = ?", arguments: [now, token.id])
+            try db.execute("UPDATE token SET last_used_at = ? WHERE id = ?", [now, token.id])
         }
     }
 }

@@ -1,9 +1,8 @@
 import Foundation
-import GRDB
 import SluiceSupport
 
 /// One upload through the API, as the manifest records it.
-public struct UploadRecord: Codable, Sendable, FetchableRecord, Equatable {
+public struct UploadRecord: Codable, Sendable, Equatable {
     public var id: Int64?
     /// nil for an operator's upload from the console.
     public var token_id: Int64?
@@ -49,13 +48,12 @@ extension Manifest {
     @discardableResult
     public func recordUpload(_ u: UploadRecord) throws(ManifestError) -> Int64 {
         try write("recording an upload") { db in
-            try db.cachedStatement(sql: """
+            try db.insert("""
                 INSERT INTO upload (token_id, client, source, path, remote_addr, size, sha256, status, http_status, version,
                                     lake_path, error, started_at, finished_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """).execute(arguments: [u.token_id, u.client, u.source, u.path, u.remote_addr, u.size, u.sha256, u.status, u.http_status,
+                """, [u.token_id, u.client, u.source, u.path, u.remote_addr, u.size, u.sha256, u.status, u.http_status,
                                  u.version, u.lake_path, u.error, u.started_at, u.finished_at])
-            return db.lastInsertedRowID
         }
     }
 
@@ -65,13 +63,11 @@ extension Manifest {
         guard !sources.isEmpty else { return [] }
         return try read("listing versions") { db in
             let marks = Array(repeating: "?", count: sources.count).joined(separator: ", ")
-            var arguments: StatementArguments = [client]
-            arguments += StatementArguments(sources)
-            arguments += [prefix.unicodeScalars.count, prefix]  // substr counts characters
-            return try VersionRecord.fetchAll(db, sql: """
-                SELECT * FROM versions WHERE client = ? AND source IN (\(marks)) AND substr(path, 1, ?) = ?
+            let arguments: SQLArguments = [client] + SQLArguments(sources) + [prefix.unicodeScalars.count, prefix]  // substr counts characters
+            return try db.rows("""
+                SELECT * FROM versions WHERE client = ? AND source IN (\(marks)) AND substr(path, 1, CAST(? AS INTEGER)) = ?
                 ORDER BY source, path, version
-                """, arguments: arguments)
+                """, arguments).map(VersionRecord.init(row:))
         }
     }
 
@@ -79,13 +75,11 @@ extension Manifest {
     public func version(client: String, source: String, path: String, version: Int?) throws(ManifestError) -> VersionRecord? {
         try read("looking up a version") { db in
             if let version {
-                return try VersionRecord.fetchOne(db, sql: """
-                    SELECT * FROM versions WHERE client = ? AND source = ? AND path = ? AND version = ?
-                    """, arguments: [client, source, path, version])
+                return try db.row("SELECT * FROM versions WHERE client = ? AND source = ? AND path = ? AND version = ?",
+                                  [client, source, path, version]).map(VersionRecord.init(row:))
             }
-            return try VersionRecord.fetchOne(db, sql: """
-                SELECT * FROM versions WHERE client = ? AND source = ? AND path = ? ORDER BY version DESC LIMIT 1
-                """, arguments: [client, source, path])
+            return try db.row("SELECT * FROM versions WHERE client = ? AND source = ? AND path = ? ORDER BY version DESC LIMIT 1",
+                              [client, source, path]).map(VersionRecord.init(row:))
         }
     }
 }
