@@ -206,4 +206,13 @@ extension Agent {
             }
         }
     }
+
+    /// `[manifest] password_file` or `ca_file` that cannot be read.
+    public func manifestSecretProblems() -> [String] {
+        guard case .postgres(let pg) = config.manifest else { return [] }
+        return [("password_file", pg.passwordFile), ("ca_file", pg.caFile)].compactMap { key, file -> String? in
+            guard let file, access(file, R_OK) != 0 else { return nil }
+            return "manifest.\(key) \(file) cannot be read: \(String(cString: strerror(errno)))"
+        }
+    }
 }

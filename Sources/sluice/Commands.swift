@@ -205,12 +205,21 @@ struct CheckConfig: ParsableCommand {
         for problem in agent.sourceSecretProblems() {
             FileHandle.standardError.write(Data("warning: \(PrintableText.escape(problem)) (the source fails until this is fixed)\n".utf8))
         }
+        for problem in agent.manifestSecretProblems() {
+            FileHandle.standardError.write(Data("warning: \(PrintableText.escape(problem)) (the agent cannot open the manifest until this is fixed)\n".utf8))
+        }
         for problem in agent.alertSecretProblems() {
             FileHandle.standardError.write(Data("warning: \(PrintableText.escape(problem)) (its alerts are not delivered until this is fixed)\n".utf8))
         }
         say("\(c.file): OK")
         say("  state_dir    \(c.stateDir)")
         say("  lake_dir     \(c.lakeDir)")
+        switch c.manifest {
+        case .sqlite(let path):
+            say("  manifest     \(path) (SQLite, this host only)")
+        case .postgres(let pg):
+            say("  manifest     \(pg.display) (PostgreSQL, tls \(pg.tls.rawValue)\(pg.passwordFile.map { ", password from \($0)" } ?? ""); shared by every agent that names it)")
+        }
         say("  mappings_dir \(c.mappingsDir)\(FileManager.default.fileExists(atPath: c.mappingsDir) ? "" : " (absent: no client has a mapping yet)")")
         if c.api.listen.isEmpty {
             say("  api          off (no [api] listen)")
@@ -237,7 +246,9 @@ struct CheckConfig: ParsableCommand {
         for client in c.clients {
             say("  client \(client.id)\(client.displayName.map { " (\($0))" } ?? "")")
             for s in client.sources {
-                say("    source \(s.name): \(s.settings.summary)")
+                // With a shared manifest, a watched folder is still a folder of this host.
+                let local = if case .postgres = c.manifest, case .watch = s.settings.drive { " (local to this host: only its agent ingests it)" } else { "" }
+                say("    source \(s.name): \(s.settings.summary)\(local)")
             }
             for x in client.expectations {
                 say("    expects \(x.match)\(x.source.map { " from \($0)" } ?? ""): \(x.schedule) \(x.timezone), grace \(DurationText.format(nanoseconds: x.graceNanoseconds))")

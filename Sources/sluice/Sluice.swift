@@ -18,15 +18,34 @@ import SluiceTransform
 struct Sluice: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
-        abstract: "Collect client files, keep every version in a data lake, record them in a SQLite manifest.",
+        abstract: "Collect client files, keep every version in a data lake, record them in a manifest (SQLite, or PostgreSQL for many hosts).",
         discussion: """
             Exit codes: 0 success; 1 some work failed or the audit found problems; 2 usage or config error.
             The config is read from --config, else $SLUICE_CONFIG, else /etc/sluice/agent.conf.
             """,
         version: SluiceVersion.full,
-        subcommands: [Run.self, Pull.self, Status.self, History.self, Cat.self, Audit.self, CheckConfig.self, Trust.self, Transform.self, Schema.self, Mapping.self, Token.self, Alerts.self,
+        subcommands: [Run.self, Pull.self, Status.self, History.self, Cat.self, Audit.self, CheckConfig.self, Trust.self, Transform.self, Schema.self, Mapping.self, Token.self, Alerts.self, ManifestCommand.self,
                       VersionCommand.self]
     )
+
+    /// As `AsyncParsableCommand.main`, except that a usage error (a bad or missing argument)
+    /// exits 2 like every other usage or config error, not argument-parser's 64.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
 }
 
 enum SluiceVersion {

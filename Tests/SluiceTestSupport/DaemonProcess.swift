@@ -149,8 +149,8 @@ package func eventually(_ seconds: Double, _ condition: () throws -> Bool) rethr
 /// How many versions the manifest holds (0 before it exists).
 package func versionCount(_ dir: TempDir, client: String? = nil) -> Int {
     let sql = "SELECT count(*) FROM versions" + (client.map { " WHERE client = '\($0)'" } ?? "")
-    guard FileManager.default.fileExists(atPath: dir.sub("state/manifest.sqlite")),
-          let r = try? Shell.run("/usr/bin/sqlite3", ["-cmd", ".timeout 5000", dir.sub("state/manifest.sqlite"), sql]) else { return 0 }
+    guard TestManifest.onPostgres || FileManager.default.fileExists(atPath: dir.sub("state/manifest.sqlite")),
+          let r = try? TestManifest.query(dir, sql) else { return 0 }
     return Int(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
 }
 

@@ -117,9 +117,9 @@ package final class PostgresServer: @unchecked Sendable {
     /// Runs SQL with psql as the `sluice` role (a superuser) in `database`; returns its output
     /// (unaligned, tuples only).
     @discardableResult
-    package func psql(_ database: String, _ sql: String) throws -> String {
+    package func psql(_ database: String, _ sql: String, separator: String = "|") throws -> String {
         let password = (try String(contentsOfFile: passwordFile, encoding: .utf8)).trimmingCharacters(in: .newlines)
-        let r = try Shell.run("/usr/bin/psql", ["-h", "127.0.0.1", "-p", "\(port)", "-U", user, "-d", database, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql],
+        let r = try Shell.run("/usr/bin/psql", ["-h", "127.0.0.1", "-p", "\(port)", "-U", user, "-d", database, "-v", "ON_ERROR_STOP=1", "-At", "-F", separator, "-c", sql],
                               environment: ProcessInfo.processInfo.environment.merging(["PGPASSWORD": password]) { $1 })
         guard r.status == 0 else { throw TestFailure("psql failed: \(r.stderr)") }
         return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)

@@ -31,10 +31,24 @@ package final class TempDir: @unchecked Sendable {
 
     package func sub(_ name: String) -> String { "\(path)/\(name)" }
 
+    /// Writes a text file. An agent's config (`[agent]` in a `.conf`) gets a `[manifest]` table
+    /// naming a database of its own when the tests run on PostgreSQL (`SLUICE_TEST_MANIFEST`).
     @discardableResult
     package func write(_ relative: String, _ content: String) -> String {
-        write(relative, Data(content.utf8))
+        var text = content
+        if TestManifest.onPostgres, relative.hasSuffix(".conf"), text.contains("[agent]"), !text.contains("[manifest]") {
+            text += "\n" + TestManifest.table(for: self)
+        }
+        return write(relative, Data(text.utf8))
     }
+
+    /// The PostgreSQL database of this folder's agents (PostgreSQL runs only).
+    package var manifestDatabase: String? {
+        get { lock.withLock { database } }
+        set { lock.withLock { database = newValue } }
+    }
+    private let lock = NSLock()
+    private var database: String?
 
     @discardableResult
     package func write(_ relative: String, _ data: Data) -> String {
@@ -65,6 +79,34 @@ package final class TempDir: @unchecked Sendable {
             \(sourceExtra)
             \(extra)
             """)
+    }
+}
+
+/// Which manifest the tests' agents use: the SQLite file in their state folder, or, with
+/// `SLUICE_TEST_MANIFEST=postgres`, a database of their own on the tests' PostgreSQL server.
+package enum TestManifest {
+    package static var onPostgres: Bool { ProcessInfo.processInfo.environment["SLUICE_TEST_MANIFEST"] == "postgres" }
+
+    /// The `[manifest]` table for the agents of `dir` (its database made on first use).
+    package static func table(for dir: TempDir) -> String {
+        do {
+            let server = try PostgresServer.shared()
+            if dir.manifestDatabase == nil { dir.manifestDatabase = try server.createDatabase("agent") }
+            return server.manifestTable(dir.manifestDatabase!)
+        } catch {
+            fatalError("SLUICE_TEST_MANIFEST=postgres, but the PostgreSQL server did not start: \(error)")
+        }
+    }
+
+    /// Runs SQL against the manifest of the agents of `dir` (`state/manifest.sqlite` there, or
+    /// their PostgreSQL database), printed as sqlite3 prints it: a row a line, columns joined by
+    /// `separator`, NULL as nothing.
+    package static func query(_ dir: TempDir, _ sql: String, separator: String = "|") throws -> Shell.Result {
+        if onPostgres, let db = dir.manifestDatabase {
+            let out = try PostgresServer.shared().psql(db, sql, separator: separator)
+            return Shell.Result(status: 0, stdout: out.isEmpty ? "" : out + "\n", stderr: "")
+        }
+        return try Shell.run("/usr/bin/sqlite3", ["-cmd", ".timeout 5000", "-separator", separator, dir.sub("state/manifest.sqlite"), sql])
     }
 }
 

@@ -90,11 +90,11 @@ struct ArchiveTests {
             """)
         #expect(nulls["arrow"] as? Int == 38 && nulls["duck"] as? Int == 38 && nulls["type"] as? String == "string", "\(nulls)")
         // One row for the archive (with its counts), one per member pointing at it.
-        let rows = try Shell.run("/usr/bin/env", ["sqlite3", dir.sub("state/manifest.sqlite"), """
+        let rows = try TestManifest.query(dir, """
             SELECT coalesce(t.member, '-'), t.status, coalesce(p.member, '-'), coalesce(t.members_ok, -1), coalesce(t.members_unmapped, -1)
             FROM transform t JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id LEFT JOIN transform p ON p.id = t.parent_id
             WHERE f.path = 'batch.zip' ORDER BY t.id
-            """]).stdout.split(separator: "\n").map(String.init)
+            """).stdout.split(separator: "\n").map(String.init)
         #expect(rows.first == "-|ok|-|3|2" && rows.count == 6, "\(rows)")
         #expect(rows.dropFirst().allSatisfy { $0.contains("|-|-1|-1") }, "\(rows)")
     }

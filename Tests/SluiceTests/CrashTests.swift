@@ -80,8 +80,7 @@ import Glibc
         #expect(o["checked"] as? Int == count)
         #expect(o["ok"] as? Int == count)
 
-        let rows = try Shell.run("/usr/bin/sqlite3", ["-separator", "\t", dir.sub("state/manifest.sqlite"),
-                                                      "SELECT path, version, sha256, size, lake_path FROM versions"])
+        let rows = try TestManifest.query(dir, "SELECT path, version, sha256, size, lake_path FROM versions", separator: "\t")
         var seen: [String: Int] = [:]
         for line in rows.stdout.split(separator: "\n") {
             let cols = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
@@ -92,7 +91,7 @@ import Glibc
         }
         #expect(seen.count == count)
         #expect(seen.values.allSatisfy { $0 == 1 })
-        let interrupted = try Shell.run("/usr/bin/sqlite3", [dir.sub("state/manifest.sqlite"), "SELECT count(*) FROM run WHERE status = 'running'"])
+        let interrupted = try TestManifest.query(dir, "SELECT count(*) FROM run WHERE status = 'running'")
         #expect(interrupted.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "0")
     }
 
@@ -139,7 +138,7 @@ import Glibc
             print(json.dumps({"rows": t.num_rows, "duck": [int(x) for x in d]}))
             """)
         #expect(read["rows"] as? Int == rows && read["duck"] as? [Int] == [rows, rows], "\(read)")
-        let versions = try Shell.run("/usr/bin/sqlite3", [dir.sub("state/manifest.sqlite"), "SELECT count(*) FROM versions"])
+        let versions = try TestManifest.query(dir, "SELECT count(*) FROM versions")
         #expect(versions.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "1")
         let (audit, _) = try SluiceBinary.json(["audit"], config: conf)
         #expect(audit.status == 0, "\(audit.stdout)")

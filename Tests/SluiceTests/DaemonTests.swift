@@ -66,8 +66,7 @@ import Glibc
         for i in 0..<5 { Self.writeInPlace(dir.sub("drop-acme/new/sub/f\(i).csv"), "id\n\(10 + i)\n") }
         #expect(eventually(15) { versionCount(dir) == 8 }, "\(versionCount(dir)) versions; log: \(d.log)")
         #expect(eventually(15) {
-            (try? Shell.run("/usr/bin/sqlite3", ["-cmd", ".timeout 5000", dir.sub("state/manifest.sqlite"),
-                                                "SELECT count(*) FROM transform WHERE status = 'ok'"]).stdout.hasPrefix("8")) ?? false
+            (try? TestManifest.query(dir, "SELECT count(*) FROM transform WHERE status = 'ok'").stdout.hasPrefix("8")) ?? false
         }, "every version is transformed by the workers")
 
         // A transform's metrics are recorded just after its row: wait for them too.

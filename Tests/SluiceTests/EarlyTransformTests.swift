@@ -41,10 +41,10 @@ struct EarlyTransformTests {
         #expect(pulled.transforms.count == files && pulled.transforms.allSatisfy { $0.status == .ok && $0.rowsWritten == 2 },
                 "\(pulled.transforms.filter { $0.status != .ok })")
         #expect(Set(pulled.transforms.map(\.path)).count == files)
-        let rows = try Shell.run("/usr/bin/sqlite3", ["-separator", "\t", dir.sub("state/manifest.sqlite"), """
+        let rows = try TestManifest.query(dir, """
             SELECT count(*), count(DISTINCT version_id) FROM transform;
             SELECT v.ingested_at, t.output_path FROM transform t JOIN version v ON v.id = t.version_id ORDER BY t.id LIMIT 1;
-            """]).stdout.split(separator: "\n").map { $0.split(separator: "\t").map(String.init) }
+            """, separator: "\t").stdout.split(separator: "\n").map { $0.split(separator: "\t").map(String.init) }
         #expect(rows.first == ["\(files)", "\(files)"])
         let first = try #require(rows.dropFirst().first)
         let o = try FormatTests.check(dir.sub("lake/\(first[1])"), """
@@ -80,7 +80,7 @@ struct EarlyTransformTests {
         #expect(try early.finish().isEmpty)
         let processed = FileManager.default.enumerator(atPath: dir.sub("lake/processed"))?.allObjects as? [String] ?? []
         #expect(processed.allSatisfy { !$0.hasSuffix(".parquet") && !$0.contains(".%tmp") }, "\(processed)")
-        let count = try Shell.run("/usr/bin/sqlite3", [dir.sub("state/manifest.sqlite"), "SELECT count(*) FROM transform"])
+        let count = try TestManifest.query(dir, "SELECT count(*) FROM transform")
         #expect(count.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "0")
     }
 }

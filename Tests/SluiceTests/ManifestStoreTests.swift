@@ -1,4 +1,5 @@
 import Foundation
+import SluiceConfig
 import SluiceManifest
 import SluiceSupport
 import SluiceTestSupport
@@ -290,5 +291,114 @@ private func newVersion(_ path: String, _ version: Int, sha: String, size: Int64
         } else {
             Issue.record("a password in the URL was taken")
         }
+    }
+}
+
+@Suite struct ManifestConfigTests {
+    static let base = "[agent]\nstate_dir = \"/var/lib/sluice\"\nlake_dir = \"/srv/lake\"\n"
+
+    func parse(_ manifest: String) throws -> AgentConfig {
+        try AgentConfig.parse(text: Self.base + manifest, file: "/etc/sluice/agent.conf")
+    }
+
+    func problem(_ manifest: String) -> String {
+        do {
+            _ = try parse(manifest)
+            return ""
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test func manifestTableKeysAndDefaults() throws {
+        #expect(try parse("").manifest == .sqlite(path: "/var/lib/sluice/manifest.sqlite"))
+        let c = try parse("""
+            [manifest]
+            url = "postgresql://sluice@db.internal/ingest"
+            password_file = "secrets/pg.pass"
+            """)
+        #expect(c.manifest == .postgres(PostgresLocation(host: "db.internal", port: 5432, user: "sluice", database: "ingest",
+                                                         passwordFile: "/etc/sluice/secrets/pg.pass", tls: .prefer)))
+        let full = try parse("""
+            [manifest]
+            url = "postgres://ops%40acme@10.0.0.5:6432/lake"
+            tls = "verify-full"
+            ca_file = "/etc/ssl/db-ca.pem"
+            """)
+        #expect(full.manifest == .postgres(PostgresLocation(host: "10.0.0.5", port: 6432, user: "ops@acme", database: "lake", passwordFile: nil,
+                                                            tls: .verifyFull, caFile: "/etc/ssl/db-ca.pem")))
+    }
+
+    @Test(arguments: [
+        ("url = \"postgresql://sluice:hunter2@db/x\"", "manifest.url", "password_file"),
+        ("url = \"mysql://sluice@db/x\"", "manifest.url", "postgresql://USER@HOST:PORT/DATABASE"),
+        ("url = \"postgresql://db/x\"", "manifest.url", "no user"),
+        ("url = \"postgresql://sluice@db\"", "manifest.url", "no database"),
+        ("url = \"postgresql://sluice@db/x?sslmode=require\"", "manifest.url", "tls"),
+        ("url = \"postgresql://sluice@db/x\"\ntls = \"always\"", "manifest.tls", "verify-full"),
+        ("url = \"postgresql://sluice@db/x\"\nca_file = \"ca.pem\"", "manifest.ca_file", "verify-full"),
+        ("url = \"postgresql://sluice@db/x\"\nuser = \"x\"", "user", "manifest"),
+        ("password_file = \"x\"", "manifest", "missing required key 'url'"),
+    ])
+    func aBadManifestTableIsNamed(_ lines: String, _ key: String, _ hint: String) {
+        let message = problem("[manifest]\n" + lines + "\n")
+        #expect(message.contains(key) && message.contains(hint), "\(message)")
+        #expect(!message.contains("hunter2"), "the password is never echoed")
+    }
+}
+
+/// `sluice manifest copy`: a host's manifest moves into an empty PostgreSQL database, verified,
+/// and the agent goes on there as if nothing happened.
+@Suite struct ManifestCopyTests {
+    /// JSON with sorted keys: two parses of the same output compare equal.
+    func canonical(_ object: Any) throws -> String {
+        String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
+    }
+
+    @Test func aManifestMovesToPostgresAndTheAgentGoesOnThere() throws {
+        let server = try PostgresServer.shared()
+        let dir = TempDir("copy")
+        dir.config()
+        dir.write("mappings/acme.toml", TransformTests.mapping)
+        dir.write("drop/orders_2026-10-01.csv", "Order No;Date;Customer;Total;Status;Note\n1;01.10.2026 10:00;X;1,00;A;\n")
+        dir.write("drop/ünï €.csv", "a,b\n")
+        dir.write("drop/sub/b.csv", "Order No;Date;Customer;Total;Status;Note\nbad;01.10.2026 10:00;X;1,00;A;\n")
+        let conf = dir.sub("agent.conf")
+        #expect(try SluiceBinary.run(["pull", "acme"], config: conf).status != 2)
+        dir.write("drop/ünï €.csv", "a,b\n1,2\n")
+        #expect(try SluiceBinary.run(["pull", "acme"], config: conf).status != 2)
+        let (_, history) = try SluiceBinary.json(["history", "acme"], config: conf)
+        let (_, statusBefore) = try SluiceBinary.json(["status", "acme"], config: conf)
+        let database = try server.createDatabase("copy")
+
+        let (copy, out) = try SluiceBinary.json(["manifest", "copy", "--to", server.url(database), "--password-file", server.passwordFile, "--tls", "disable"],
+                                                config: conf)
+        #expect(copy.status == 0, "\(copy.stderr)")
+        let tables = (out as? [String: Any])?["tables"] as? [[String: Any]] ?? []
+        #expect((out as? [String: Any])?["verified"] as? Bool == true)
+        #expect(tables.first { $0["table"] as? String == "version" }?["rows"] as? Int == 4, "\(tables)")
+        #expect(tables.first { $0["table"] as? String == "transform" }.map { ($0["rows"] as? Int ?? 0) >= 3 } == true, "\(tables)")
+        #expect(try server.psql(database, "SELECT count(*) FROM version") == "4")
+
+        // A second copy into the same database is refused: it is not empty.
+        let again = try SluiceBinary.run(["manifest", "copy", "--to", server.url(database), "--password-file", server.passwordFile, "--tls", "disable"],
+                                         config: conf)
+        #expect(again.status == 2 && again.stderr.contains("not empty"), "\(again.stderr)")
+        let badURL = try SluiceBinary.run(["manifest", "copy", "--to", "postgresql://u:pw@h/x"], config: conf)
+        #expect(badURL.status == 2 && badURL.stderr.contains("password_file"), "\(badURL.stderr)")
+
+        // The agent on the copy: the same history and status, and new versions go on from there.
+        let text = try String(contentsOfFile: conf, encoding: .utf8)
+        let moved = text.components(separatedBy: "\n[manifest]")[0] + "\n" + server.manifestTable(database)
+        dir.write("agent.conf", moved)
+        let (_, historyAfter) = try SluiceBinary.json(["history", "acme"], config: conf)
+        #expect(try canonical(historyAfter) == canonical(history))
+        let (_, statusAfter) = try SluiceBinary.json(["status", "acme"], config: conf)
+        #expect(try canonical(statusAfter) == canonical(statusBefore))
+        dir.write("drop/new.csv", "x\n")
+        #expect(try SluiceBinary.run(["pull", "acme", "--no-transform"], config: conf).status == 0)
+        #expect(try server.psql(database, "SELECT count(*), count(DISTINCT id) FROM version") == "5|5")
+        let audit = try SluiceBinary.run(["audit", "acme"], config: conf)
+        #expect(audit.status == 0, "\(audit.stdout) \(audit.stderr)")
     }
 }

@@ -95,9 +95,8 @@ import Glibc
         let dir = Self.dropClient("rejects-migrate")
         dir.write("drop/a.csv", "id,amount\n1,2.50\nbad,1\n")
         #expect(try Self.pull(dir).0.status == 0)
-        let manifest = dir.sub("state/manifest.sqlite")
         func sql(_ q: String) throws -> String {
-            try Shell.run("/usr/bin/sqlite3", [manifest, q]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            try TestManifest.query(dir, q).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         }
         // Put the lake back as an earlier version left it.
         let now = try sql("SELECT rejects_path FROM transform WHERE rejects_path IS NOT NULL")
@@ -140,7 +139,7 @@ import Glibc
         dir.config(sourceExtra: "min_age = \"0s\"")
         (r, files, _) = try Self.pull(dir)
         #expect(r.status == 0 && files.isEmpty, "\(files)")
-        let rows = try Shell.run("/usr/bin/sqlite3", [dir.sub("state/manifest.sqlite"), "SELECT sum(rows_written) FROM transform"])
+        let rows = try TestManifest.query(dir, "SELECT sum(rows_written) FROM transform")
         #expect(rows.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "3", "no row transformed twice")
     }
 

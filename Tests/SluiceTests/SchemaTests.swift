@@ -53,10 +53,10 @@ struct ObservedSchemaTests {
         ])
         let (status, transforms) = try FormatTests.pull(dir)
         #expect(status == 0, "\(transforms)")
-        let rows = try Shell.run("/usr/bin/env", ["sqlite3", "-separator", "|", dir.sub("state/manifest.sqlite"), """
+        let rows = try TestManifest.query(dir, """
             SELECT f.path, s.id, s.schema FROM transform t JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id
             JOIN source_schema s ON s.id = t.source_schema_id ORDER BY f.path
-            """]).stdout.split(separator: "\n").map { $0.split(separator: "|", maxSplits: 2).map(String.init) }
+            """).stdout.split(separator: "\n").map { $0.split(separator: "|", maxSplits: 2).map(String.init) }
         #expect(rows.count == 3, "\(rows)")
         guard rows.count == 3 else { return }
         #expect(rows[0][1] == rows[1][1] && rows[2][1] != rows[0][1], "identical schemas share one row: \(rows)")
@@ -76,17 +76,16 @@ struct ObservedSchemaTests {
         let dir = FormatTests.lake(Self.mapping, files: ["orders_1.csv": Data("Ref;Amount\n1;2\n".utf8)])
         let (status, _) = try FormatTests.pull(dir)
         #expect(status == 1)
-        let schema = try Shell.run("/usr/bin/env", ["sqlite3", dir.sub("state/manifest.sqlite"),
-                                                    "SELECT s.schema FROM transform t JOIN source_schema s ON s.id = t.source_schema_id"]).stdout
+        let schema = try TestManifest.query(dir, "SELECT s.schema FROM transform t JOIN source_schema s ON s.id = t.source_schema_id").stdout
         #expect(schema.contains("\"name\":\"Ref\"") && schema.contains("\"fields\":{}"), "\(schema)")
     }
 
     /// The schemas of a unit's rows recorded for `path` (its canonical JSON), read back.
     static func schema(_ dir: TempDir, path: String) throws -> [String: Any] {
-        let text = try Shell.run("/usr/bin/env", ["sqlite3", dir.sub("state/manifest.sqlite"), """
+        let text = try TestManifest.query(dir, """
             SELECT s.schema FROM transform t JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id
             JOIN source_schema s ON s.id = t.source_schema_id WHERE f.path = '\(path)'
-            """]).stdout
+            """).stdout
         return (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:]
     }
 
@@ -285,10 +284,10 @@ struct SchemaDriftTests {
             if want.type != nil { wantCounts["type_changed"] = 1 }
             #expect(changes == wantCounts, "\(format) \(name): the report counts the changes: \(t)")
             // The manifest keeps the drift with the unit, examples and all.
-            let text = try Shell.run("/usr/bin/env", ["sqlite3", dir.sub("state/manifest.sqlite"), """
+            let text = try TestManifest.query(dir, """
                 SELECT coalesce(t.schema_drift, '') FROM transform t JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id
                 WHERE f.path = '\(name)'
-                """]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+                """).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             guard i > 0 else {
                 #expect(text.isEmpty, "the first delivery has nothing to drift from: \(text)")
                 continue
@@ -337,9 +336,9 @@ struct HeldUnitDaemonTests {
         var d = try DaemonProcess(dir: dir, port: port)
         try d.waitReady()
         func statuses() -> [String] {
-            ((try? Shell.run("/usr/bin/env", ["sqlite3", dir.sub("state/manifest.sqlite"), """
+            ((try? TestManifest.query(dir, """
                 SELECT f.path || ':' || t.status FROM transform t JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id ORDER BY t.id
-                """]).stdout) ?? "").split(separator: "\n").map(String.init)
+                """).stdout) ?? "").split(separator: "\n").map(String.init)
         }
         #expect(eventually(20) { statuses() == ["orders_1.csv:ok"] }, "\(statuses()) \(d.log)")
         DaemonTests.renameIn(dir, "drop-acme/orders_2.csv", "id;note;Extra\n2;b;x\n")

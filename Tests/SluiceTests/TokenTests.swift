@@ -26,7 +26,7 @@ import SluiceFormats
         #expect(other != token)
 
         // Only the SHA-256 is kept: the token appears nowhere in the manifest.
-        let dump = try Shell.run("/usr/bin/sqlite3", [dir.sub("state/manifest.sqlite"), ".dump token"])
+        let dump = try TestManifest.query(dir, "SELECT * FROM token")
         #expect(!dump.stdout.contains(token) && dump.stdout.contains(UploadToken.sha256(token)))
 
         let (listed, obj) = try SluiceBinary.json(["token", "list", "acme"], config: conf)

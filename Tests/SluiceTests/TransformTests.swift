@@ -157,8 +157,7 @@ extension TransformTests {
         #expect(a1.status == 0 && a2.status == 0)
         #expect(a1.stdout == a2.stdout)
         #expect(try sha256(ofFile: output) == first, "a re-run writes the same bytes")
-        let rows = try Shell.run("/usr/bin/sqlite3", [dir.sub("state/manifest.sqlite"),
-            "SELECT status, count(*) FROM transform GROUP BY status ORDER BY status"])
+        let rows = try TestManifest.query(dir, "SELECT status, count(*) FROM transform GROUP BY status ORDER BY status")
         #expect(rows.stdout == "failed|1\nok|3\nunmapped|3\n", "every run is recorded: \(rows.stdout)")
         let noMapping = try SluiceBinary.run(["transform", "acme", "--dataset", "nope"], config: conf)
         #expect(noMapping.status == 2)
@@ -268,7 +267,7 @@ extension TransformTests {
         }
         let conf = dir.sub("agent.conf")
         #expect(try SluiceBinary.run(["pull", "acme"], config: conf).status == 0)
-        let manifest = try Manifest(path: dir.sub("state/manifest.sqlite"))
+        let manifest = try loadAgent(dir).openManifest()
         let newest = try manifest.newestVersionID()
         #expect(newest > 0)
         #expect(try manifest.transformCandidates(client: "acme", selection: .pending).isEmpty)

@@ -98,7 +98,7 @@ final class RawUpload {
         }
 
         func sql(_ query: String) throws -> String {
-            try Shell.run("/usr/bin/sqlite3", ["-cmd", ".timeout 5000", dir.sub("state/manifest.sqlite"), query]).stdout
+            try TestManifest.query(dir, query).stdout
                 .trimmingCharacters(in: .whitespacesAndNewlines)
         }
 
