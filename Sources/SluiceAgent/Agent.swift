@@ -303,10 +303,17 @@ public struct Agent: Sendable {
         }
         let manifest = try openManifest()
         var out: [Manifest.SourceSummary] = []
+        let holders: [String: LeaseHolder]
+        do { holders = try manifest.leaseHolders() } catch { throw AgentError(.runtime, error.description) }
         for c in clients {
             for s in c.sources {
                 do {
-                    out.append(try manifest.sourceSummary(client: c.id, source: s.name))
+                    var row = try manifest.sourceSummary(client: c.id, source: s.name)
+                    if let h = holders["\(c.id)/\(s.name)"] {
+                        row.owner = h.expired ? nil : h.owner
+                        row.leaseExpiresAt = h.expiresAt
+                    }
+                    out.append(row)
                 } catch {
                     throw AgentError(.runtime, error.description)
                 }

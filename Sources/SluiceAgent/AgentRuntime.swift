@@ -81,6 +81,8 @@ public final class AgentRuntime: SourceHost, @unchecked Sendable {  // mutable s
     package private(set) var transforms: TransformPool!
     /// Delivers alerts, checks the disk, queues reminders.
     package private(set) var alerts: AlertLoop!
+    /// The leases of the polled sources this agent polls.
+    package private(set) var leases: LeaseKeeper!
     /// Uploads to one path wait for each other.
     package let uploadLocks = PathLocks()
 
@@ -106,6 +108,7 @@ public final class AgentRuntime: SourceHost, @unchecked Sendable {  // mutable s
         transfers = Slots(agent.config.maxTransfers)
         transforms = TransformPool(daemon: self, workers: agent.config.transformWorkers)
         alerts = AlertLoop(daemon: self)
+        leases = LeaseKeeper(daemon: self, owner: agent.config.name, ttlNanoseconds: agent.config.leaseTTLNanoseconds)
     }
 
     /// Starts every source's runner, and transforms whatever is pending from before.
@@ -118,6 +121,7 @@ public final class AgentRuntime: SourceHost, @unchecked Sendable {  // mutable s
         for id in mappingsSnapshot().keys.sorted() { transforms.enqueue(client: id) }
         recordHeldGauge()
         alerts.start()
+        leases.start()
     }
 
     private func startRunner(client: String, source: SourceConfig) {
@@ -174,6 +178,7 @@ public final class AgentRuntime: SourceHost, @unchecked Sendable {  // mutable s
                     runner.stop()
                     runners[key] = nil
                     statuses[key] = nil
+                    if wanted[key] == nil { leases.forget(key) }
                     continue
                 }
                 wanted[key] = nil
@@ -203,6 +208,8 @@ public final class AgentRuntime: SourceHost, @unchecked Sendable {  // mutable s
         var clean = true
         for r in all where !r.join(until: deadline) { clean = false }
         if !transforms.join(until: deadline) { clean = false }
+        // The passes are over: the sources go to the other agents at once.
+        leases.stop()
         // What the last passes queued goes out before the process ends (or at the next start).
         alerts.stop()
         if !alerts.join(until: deadline) { clean = false }
@@ -225,14 +232,15 @@ public final class AgentRuntime: SourceHost, @unchecked Sendable {  // mutable s
     /// `syncMethod` overrides the config's (an upload, one file, fsyncs just that file rather
     /// than syncing the lake's whole file system).
     package func ingest(_ key: SourceKey, source: any Source, trigger: String, stoppable: Bool = true,
-                abandon: (@Sendable () -> Bool)? = nil, syncMethod: SyncMethod? = nil) -> PullReport? {
+                abandon: (@Sendable () -> Bool)? = nil, syncMethod: SyncMethod? = nil, fence: LeaseFence? = nil) -> PullReport? {
         let agent = agentSnapshot()
         let (draining, shutdown) = (self.draining, self.shutdown)
         var stopRequested: (@Sendable () -> Bool)?
         if stoppable { stopRequested = { draining.isStopped } }
         let abortRequested: @Sendable () -> Bool = abandon ?? { shutdown.isStopped }
         let ingestor = Ingestor(lake: lake, manifest: manifest, stateDir: agent.config.stateDir, logger: logger,
-                                syncMethod: syncMethod ?? agent.config.syncMethod, stopRequested: stopRequested, abortRequested: abortRequested)
+                                syncMethod: syncMethod ?? agent.config.syncMethod, stopRequested: stopRequested, abortRequested: abortRequested,
+                                fence: fence)
         let t0 = ContinuousClock.now
         let dims = [("client", key.client), ("source", key.source)]
         update(key) {
@@ -358,7 +366,15 @@ public final class AgentRuntime: SourceHost, @unchecked Sendable {  // mutable s
     }
 
     public var statusSnapshot: [SourceStatus] {
-        lock.withLock { statuses.keys.sorted().map { statuses[$0]! } }
+        let rows = lock.withLock { statuses.keys.sorted().map { statuses[$0]! } }
+        return rows.map { row in
+            var r = row
+            if let h = leases.holder(SourceKey(client: r.client, source: r.source)) {
+                r.owner = h.expired ? nil : h.owner
+                r.leaseExpiresAt = h.expiresAt
+            }
+            return r
+        }
     }
 
     public var transformQueueDepth: Int { transforms.depth }
@@ -420,6 +436,14 @@ package final class SourcePoller: SourceRunner, @unchecked Sendable {  // `loop`
         var wait = Int64.random(in: 0...min(interval / 10, 2_000_000_000))
         var failures = 0
         while waker.sleep(nanoseconds: wait) {
+            // One agent polls a source at a time: the one holding its lease.
+            guard let fence = daemon.leases.claim(key) else {
+                daemon.leases.refreshHolders()
+                daemon.update(key) { $0.state = .elsewhere }
+                daemon.cycleStarted()  // ready: the source has an agent, just not this one
+                wait = min(daemon.leases.renewInterval, interval)
+                continue
+            }
             let slots = daemon.transfers
             let turn = daemon.serverSlot(server)
             daemon.update(key) { $0.state = .waiting }
@@ -430,7 +454,7 @@ package final class SourcePoller: SourceRunner, @unchecked Sendable {  // `loop`
             }
             daemon.update(key) { $0.state = .polling }
             daemon.cycleStarted()
-            let report = daemon.ingest(key, source: makeSource(), trigger: "schedule")
+            let report = daemon.ingest(key, source: makeSource(), trigger: "schedule", fence: fence)
             turn.release()
             slots.release()
             if let report, report.sourceErrors.isEmpty { failures = 0 } else { failures += 1 }

@@ -153,6 +153,20 @@ public struct AgentConfig: Sendable, Equatable {
     /// `[[alerts]]` and the agent's alert keys.
     public var alerts = AlertSettings()
 
+    /// `[agent] name`: this agent among those sharing a manifest (default: the host name).
+    public var name = AgentConfig.defaultName
+    /// `[agent] lease_ttl`: how long a polled source's lease lasts without renewal; renewed
+    /// every third of it, taken over by another agent once it has run out.
+    public var leaseTTLNanoseconds: Int64 = 30_000_000_000
+
+    /// The host name, as an agent name (its first label, when it is fully qualified).
+    public static var defaultName: String {
+        let host = ProcessInfo.processInfo.hostName
+        let first = host.split(separator: ".").first.map(String.init) ?? host
+        let cleaned = String(first.map { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) ? $0 : "-" }.prefix(64))
+        return cleaned.isEmpty ? "sluice" : cleaned
+    }
+
     /// `[manifest]`: the PostgreSQL database, else the SQLite file in `state_dir`.
     public var manifest: ManifestLocation = .sqlite(path: "")
 

@@ -96,6 +96,8 @@ public enum SourceState: String, Sendable, Encodable {
     case scanning
     case ingesting
     case stopped
+    /// Another agent sharing the manifest holds the source's lease and polls it.
+    case elsewhere
 }
 
 /// What `/status` shows for one source.
@@ -116,11 +118,15 @@ public struct SourceStatus: Sendable, Encodable {
     public var bytesNew: Int64 = 0
     /// Files seen by inotify and not yet ingested (drop folders), or 0.
     public var queueDepth = 0
+    /// Polled sources: the agent holding the source's lease, and when it runs out unless renewed.
+    public var owner: String?
+    public var leaseExpiresAt: String?
 
     package enum CodingKeys: String, CodingKey {
         case client, source, type, state, lastPoll = "last_poll", lastSuccess = "last_success", lastError = "last_error"
         case nextPoll = "next_poll", consecutiveFailures = "consecutive_failures", filesNew = "files_new"
         case filesUnchanged = "files_unchanged", filesFailed = "files_failed", bytesNew = "bytes_new", queueDepth = "queue_depth"
+        case owner, leaseExpiresAt = "lease_expires_at"
     }
 
     /// Every field, the ones not known yet as `null` (not left out).
@@ -140,6 +146,8 @@ public struct SourceStatus: Sendable, Encodable {
         try c.encode(filesFailed, forKey: .filesFailed)
         try c.encode(bytesNew, forKey: .bytesNew)
         try c.encode(queueDepth, forKey: .queueDepth)
+        try c.encode(owner, forKey: .owner)
+        try c.encode(leaseExpiresAt, forKey: .leaseExpiresAt)
     }
 
     package init(client: String, source: String, type: String, lastPoll: String? = nil, lastSuccess: String? = nil, lastError: String? = nil, nextPoll: String? = nil, bytesNew: Int64 = 0) {

@@ -138,6 +138,7 @@ package struct TableReader {
             "state_dir", "lake_dir", "mappings_dir", "sync_method", "max_transfers", "transform_workers", "shutdown_timeout",
             "http_listen", "log_level", "admin_token_file", "max_unpacked_bytes", "max_unpack_ratio",
             "max_archive_members", "max_archive_depth", "alert_after_failures", "alert_repeat", "alert_retry", "min_free_space",
+            "name", "lease_ttl",
         ])
         let stateDir = resolve(try string(agent, "state_dir", "agent", required: true)!)
         let lakeDir = resolve(try string(agent, "lake_dir", "agent", required: true)!)
@@ -192,6 +193,16 @@ package struct TableReader {
         }
         config.alerts = try alertSettings(root, agent: agent, clients: clients)
         config.manifest = try manifestLocation(root, stateDir: stateDir)
+        if let name = try string(agent, "name", "agent", required: false) {
+            guard (1...64).contains(name.count), name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }) else {
+                throw fail("agent.name", "expected 1 to 64 letters, digits, '.', '_' or '-' (unique among the agents sharing a manifest), found \"\(name)\"")
+            }
+            config.name = name
+        }
+        if let ttl = try duration(agent, "lease_ttl", "agent") {
+            guard ttl >= 3_000_000_000 else { throw fail("agent.lease_ttl", "must be at least \"3s\" (the lease is renewed every lease_ttl / 3)") }
+            config.leaseTTLNanoseconds = ttl
+        }
         return config
     }
 

@@ -29,13 +29,18 @@ public final class Ingestor: Sendable {
     public let stopRequested: (@Sendable () -> Bool)?
     /// The shutdown's time is up: polled between the chunks of a file, true drops the copy.
     public let abortRequested: (@Sendable () -> Bool)?
+    /// The lease this pass holds on its source (`sluice run`'s polled sources): every commit
+    /// carries it and is refused once another agent has taken the source over.
+    public let fence: LeaseFence?
     /// Threads that rename staged files into place (same-folder renames contend on the folder).
     package let publishThreads = 2
     package static let copyBufferSize = 2 << 20
 
     public init(lake: Lake, manifest: Manifest, stateDir: String, logger: Logger,
                 workers: Int? = nil, batchSize: Int = 512, syncMethod: SyncMethod = .syncfs, hooks: IngestHooks = IngestHooks(),
-                early: (any EarlyConsumer)? = nil, stopRequested: (@Sendable () -> Bool)? = nil, abortRequested: (@Sendable () -> Bool)? = nil) {
+                early: (any EarlyConsumer)? = nil, stopRequested: (@Sendable () -> Bool)? = nil, abortRequested: (@Sendable () -> Bool)? = nil,
+                fence: LeaseFence? = nil) {
+        self.fence = fence
         self.syncMethod = syncMethod
         self.early = early
         self.stopRequested = stopRequested
@@ -216,7 +221,7 @@ public final class Ingestor: Sendable {
             report.afterIngestFailures += result.afterIngestFailures
         }
         report.counts += listing.counts
-        if listing.counts != RunCounts() { _ = try manifest.commit([], runID: runID, counts: listing.counts) }
+        if listing.counts != RunCounts() { _ = try manifest.commit([], runID: runID, counts: listing.counts, fence: fence) }
         if let failure { throw failure }
         if source.afterIngest != .keep {
             // Already committed in an earlier pass whose after-ingest step did not run.
@@ -544,13 +549,25 @@ public final class Ingestor: Sendable {
             let t0 = nowNanoseconds()
             try lake.syncDirectories(folders)
             let t1 = nowNanoseconds()
-            ids = try manifest.commit(entries, runID: runID, counts: counts, at: at)
+            ids = try manifest.commit(entries, runID: runID, counts: counts, at: at, fence: fence)
             logger.debug("Batch committed", metadata: [
                 "batch.files": "\(entries.count)", "dirsync.ms": "\((t1 - t0) / 1_000_000)", "commit.ms": "\((nowNanoseconds() - t1) / 1_000_000)",
                 "publish.ms": "\((t0 - publishStart) / 1_000_000)",
             ])
         } catch {
+            if let lost = (error as? ManifestError)?.leaseLost {
+                // Another agent has the source now and may already have adopted (or moved
+                // aside) what this batch published: leave the lake as it is.
+                logger.about(client: client, source: source.name).error("Commit refused: the lease was lost", metadata: [
+                    "files": "\(entries.count)", "token": "\(lost.fence.token)", "holder": "\(lost.holder?.owner ?? "none")",
+                ])
+                throw error
+            }
             // Nothing points at what this batch published: take it back so no orphan is left.
+            // Not under a lease: if the manifest could not be reached, the lease may have run
+            // out meanwhile and another agent adopted those files; the next pass (ours or its)
+            // adopts them instead.
+            guard fence == nil else { throw error }
             for p in published { unlink("\(lake.root)/\(p)") }
             try? lake.syncDirectories(folders)
             throw error

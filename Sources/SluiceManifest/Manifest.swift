@@ -8,7 +8,13 @@ import Glibc
 /// An error opening or writing the manifest, with what to do about it.
 public struct ManifestError: Error, CustomStringConvertible, Sendable {
     public let message: String
-    public init(_ message: String) { self.message = message }
+    /// Set when a commit was refused because its lease had been lost (another agent may
+    /// already have adopted what it published: leave the lake as it is).
+    public let leaseLost: LeaseLost?
+    public init(_ message: String, leaseLost: LeaseLost? = nil) {
+        self.message = message
+        self.leaseLost = leaseLost
+    }
     public var description: String { message }
 }
 
@@ -170,6 +176,8 @@ public final class Manifest: Sendable {
             return try store.write(body)
         } catch let e as ManifestError {
             throw e
+        } catch let e as LeaseLost {
+            throw ManifestError("manifest \(path): \(e)", leaseLost: e)
         } catch {
             throw ManifestError("manifest \(path): \(what) failed: \(error)")
         }
@@ -284,9 +292,13 @@ public final class Manifest: Sendable {
     /// Commits a batch in one transaction and adds `counts` to the run. Returns, for each entry,
     /// the version id it recorded or refers to. `at` (default: now) is the new versions'
     /// `ingested_at`.
-    public func commit(_ entries: [ManifestEntry], runID: Int64, counts: RunCounts, at: String? = nil) throws(ManifestError) -> [Int64] {
+    /// `fence`: the lease the pass holds (polled sources of `sluice run`): the commit is refused
+    /// with `leaseLost` set when another agent has taken the source over.
+    public func commit(_ entries: [ManifestEntry], runID: Int64, counts: RunCounts, at: String? = nil,
+                       fence: LeaseFence? = nil) throws(ManifestError) -> [Int64] {
         let now = at ?? Timestamp.now()
         return try write("committing \(entries.count) entries") { db in
+            if let fence { try Self.checkFence(db, fence) }
             var ids: [Int64] = []
             ids.reserveCapacity(entries.count)
             let upsertFile = """
@@ -368,6 +380,10 @@ public final class Manifest: Sendable {
         public var versions = 0
         public var bytes: Int64 = 0
         public var failedTransforms = 0
+        /// Polled sources: the agent holding the source's lease (nil when none does), and when
+        /// the lease runs out unless renewed.
+        public var owner: String?
+        public var leaseExpiresAt: String?
 
         public init(client: String, source: String) {
             self.client = client
@@ -385,7 +401,7 @@ public final class Manifest: Sendable {
         enum CodingKeys: String, CodingKey {
             case client, source, lastRunAt = "last_run_at", lastRunStatus = "last_run_status", lastRunTrigger = "last_run_trigger"
             case lastSuccess = "last_success", lastError = "last_error", lastErrorAt = "last_error_at", files, versions, bytes
-            case failedTransforms = "failed_transforms"
+            case failedTransforms = "failed_transforms", owner, leaseExpiresAt = "lease_expires_at"
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -402,6 +418,8 @@ public final class Manifest: Sendable {
             try c.encode(versions, forKey: .versions)
             try c.encode(bytes, forKey: .bytes)
             try c.encode(failedTransforms, forKey: .failedTransforms)
+            try c.encode(owner, forKey: .owner)
+            try c.encode(leaseExpiresAt, forKey: .leaseExpiresAt)
         }
     }
 

@@ -10,7 +10,7 @@ extension Manifest {
     static let copiedTables: [(name: String, key: String)] = [
         ("run", "id"), ("file", "id"), ("version", "id"), ("sighting", "id"), ("source_schema", "id"), ("transform", "id"),
         ("token", "id"), ("upload", "id"), ("move_target", "client, source, target"), ("lake_migration", "name"),
-        ("alert_condition", "id"), ("alert_outbox", "id"), ("expectation_seen", "client, key"),
+        ("alert_condition", "id"), ("alert_outbox", "id"), ("expectation_seen", "client, key"), ("source_lease", "client, source"),
     ]
 
     /// One table as copied or checked: its rows and the SHA-256 of their values in key order.

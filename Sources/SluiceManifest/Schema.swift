@@ -181,5 +181,6 @@ enum Schema {
             CREATE INDEX transform_held ON transform(version_id) WHERE status = 'held';
             """),
         Migration(identifier: "v14-alerts", sql: alertTables),
+        Migration(identifier: "v15-source-lease", sql: leaseTable),
     ]
 }

@@ -1,0 +1,113 @@
+import Foundation
+import Logging
+import SluiceConfig
+import SluiceIngest
+import SluiceManifest
+import SluiceSupport
+
+/// The leases this agent holds on its polled sources: each source is polled by one agent at a
+/// time among those sharing the manifest. A lease is claimed before a poll and renewed every
+/// `lease_ttl / 3` (while polls run and between them, so that a source stays with its agent);
+/// another agent takes it over once it has run out. Every commit of a pass carries the lease's
+/// fencing token, and the manifest refuses it once the lease has changed hands.
+package final class LeaseKeeper: @unchecked Sendable {  // `held` and `holders` guarded by `lock`
+    package let owner: String
+    package let ttlNanoseconds: Int64
+    private unowned let daemon: AgentRuntime
+    private let lock = NSLock()
+    private var held: [SourceKey: Int64] = [:]
+    private var holders: [SourceKey: LeaseHolder] = [:]
+    private let waker = Waker()
+    private var loop: BackgroundJob?
+
+    package init(daemon: AgentRuntime, owner: String, ttlNanoseconds: Int64) {
+        self.daemon = daemon
+        self.owner = owner
+        self.ttlNanoseconds = ttlNanoseconds
+    }
+
+    package var renewInterval: Int64 { ttlNanoseconds / 3 }
+
+    /// Claims (or renews) the lease of `key`; the fence for its commits, or nil while another
+    /// agent holds it (or the manifest cannot be reached).
+    package func claim(_ key: SourceKey) -> LeaseFence? {
+        let logger = daemon.logger.about(client: key.client, source: key.source)
+        let token: Int64?
+        do {
+            token = try daemon.manifest.claimLease(client: key.client, source: key.source, owner: owner, ttlMillis: ttlNanoseconds / 1_000_000)
+        } catch {
+            logger.warning("Cannot claim the source's lease", metadata: ["error": "\(error.message)"])
+            return nil
+        }
+        let expires = Timestamp.iso8601(nanoseconds: nowNanoseconds() + ttlNanoseconds)
+        let before = lock.withLock { () -> Int64? in
+            let b = held[key]
+            held[key] = token
+            if let token { holders[key] = LeaseHolder(owner: owner, token: token, expiresAt: expires, expired: false) }
+            return b
+        }
+        if let token {
+            if before == nil {
+                logger.notice("Took the source's lease", metadata: ["owner": "\(owner)", "token": "\(token)"])
+            } else if before != token {
+                logger.warning("The source's lease ran out and was taken again; commits with the old token are refused", metadata: [
+                    "old_token": "\(before!)", "token": "\(token)",
+                ])
+            }
+            return LeaseFence(client: key.client, source: key.source, owner: owner, token: token)
+        }
+        if let before {
+            logger.error("Lost the source's lease to another agent; its commits are refused", metadata: ["token": "\(before)"])
+        }
+        return nil
+    }
+
+    /// The current fence of `key`, if this agent holds its lease.
+    package func fence(_ key: SourceKey) -> LeaseFence? {
+        lock.withLock { held[key].map { LeaseFence(client: key.client, source: key.source, owner: owner, token: $0) } }
+    }
+
+    /// Who holds `key`'s lease, as last read (for /status and the console).
+    package func holder(_ key: SourceKey) -> LeaseHolder? { lock.withLock { holders[key] } }
+
+    package func start() { loop = BackgroundJob(name: "leases") { [self] in run() } }
+
+    private func run() {
+        while waker.sleep(nanoseconds: renewInterval) {
+            for key in lock.withLock({ Array(held.keys) }) { _ = claim(key) }
+            refreshHolders()
+        }
+    }
+
+    /// Reads every lease's holder (one query).
+    package func refreshHolders() {
+        guard let all = try? daemon.manifest.leaseHolders() else { return }
+        lock.withLock {
+            holders = [:]
+            for (k, h) in all {
+                let parts = k.split(separator: "/", maxSplits: 1).map(String.init)
+                guard parts.count == 2 else { continue }
+                holders[SourceKey(client: parts[0], source: parts[1])] = h
+            }
+        }
+    }
+
+    /// Stops renewing and hands `key`'s lease back (a source removed by a reload).
+    package func release(_ key: SourceKey) {
+        guard let fence = lock.withLock({ held.removeValue(forKey: key).map { LeaseFence(client: key.client, source: key.source, owner: owner, token: $0) } })
+        else { return }
+        try? daemon.manifest.releaseLease(fence)
+    }
+
+    /// Stops renewing `key`'s lease (a source a reload removed): it runs out by itself.
+    package func forget(_ key: SourceKey) {
+        lock.withLock { held[key] = nil }
+    }
+
+    /// Stops renewing and hands every lease back, so that other agents take the sources at once.
+    package func stop() {
+        waker.stop()
+        _ = loop?.wait(until: Date(timeIntervalSinceNow: 5))
+        for key in lock.withLock({ Array(held.keys) }) { release(key) }
+    }
+}

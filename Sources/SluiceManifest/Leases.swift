@@ -1,0 +1,129 @@
+import Foundation
+import SluiceSupport
+
+/// The lease an agent holds on one polled source, and the fencing token its commits carry.
+public struct LeaseFence: Sendable, Equatable {
+    public var client: String
+    public var source: String
+    public var owner: String
+    public var token: Int64
+
+    public init(client: String, source: String, owner: String, token: Int64) {
+        self.client = client
+        self.source = source
+        self.owner = owner
+        self.token = token
+    }
+}
+
+/// Who holds a source's lease, and until when (RFC 3339, by the database's clock).
+public struct LeaseHolder: Sendable, Equatable {
+    public var owner: String
+    public var token: Int64
+    public var expiresAt: String
+    public var expired: Bool
+
+    public init(owner: String, token: Int64, expiresAt: String, expired: Bool) {
+        self.owner = owner
+        self.token = token
+        self.expiresAt = expiresAt
+        self.expired = expired
+    }
+}
+
+/// A commit that carried a lease no longer held: another agent has taken the source over.
+public struct LeaseLost: Error, CustomStringConvertible, Sendable {
+    public let fence: LeaseFence
+    public let holder: LeaseHolder?
+    public var description: String {
+        let now = holder.map { $0.owner == fence.owner ? "its lease expired (token \($0.token) now)" : "\($0.owner) holds it now (token \($0.token))" } ?? "nobody holds it now"
+        return "commit refused: \(fence.owner) no longer holds the lease of \(fence.client)/\(fence.source) (token \(fence.token)); \(now)"
+    }
+}
+
+extension SQLDatabase {
+    /// Milliseconds since the epoch by the database's clock: every agent's leases expire by
+    /// the same clock, whatever the hosts' clocks say.
+    var nowMillisSQL: String {
+        switch dialect {
+        case .sqlite: "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+        case .postgres: "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+        }
+    }
+}
+
+extension Manifest {
+    /// Takes or renews the lease of `client`/`source` for `owner` for `ttlMillis`: renewed
+    /// (same token) while `owner` holds it, taken (token + 1) when it is free or expired.
+    /// Returns the token, or nil when another agent holds an unexpired lease.
+    public func claimLease(client: String, source: String, owner: String, ttlMillis: Int64) throws(ManifestError) -> Int64? {
+        try write("claiming the lease of \(client)/\(source)") { db in
+            let now = db.nowMillisSQL
+            let held = "source_lease.owner = excluded.owner AND source_lease.expires_at > \(now)"
+            return try db.value("""
+                INSERT INTO source_lease (client, source, owner, token, expires_at, acquired_at) VALUES (?, ?, ?, 1, \(now) + ?, ?)
+                ON CONFLICT (client, source) DO UPDATE SET
+                    token = CASE WHEN \(held) THEN source_lease.token ELSE source_lease.token + 1 END,
+                    acquired_at = CASE WHEN \(held) THEN source_lease.acquired_at ELSE excluded.acquired_at END,
+                    owner = excluded.owner, expires_at = excluded.expires_at
+                WHERE source_lease.owner = excluded.owner OR source_lease.expires_at <= \(now)
+                RETURNING token
+                """, [client, source, owner, ttlMillis, Timestamp.now()])
+        }
+    }
+
+    /// Gives a lease up (an agent that stops, or no longer has the source), so that another
+    /// agent takes the source at once instead of after the lease expires.
+    public func releaseLease(_ fence: LeaseFence) throws(ManifestError) {
+        try write("releasing the lease of \(fence.client)/\(fence.source)") { db in
+            try db.execute("UPDATE source_lease SET expires_at = 0 WHERE client = ? AND source = ? AND owner = ? AND token = ?",
+                           [fence.client, fence.source, fence.owner, fence.token])
+        }
+    }
+
+    /// Every source's lease holder, by "client/source".
+    public func leaseHolders() throws(ManifestError) -> [String: LeaseHolder] {
+        try read("reading the source leases") { db in
+            var out: [String: LeaseHolder] = [:]
+            try db.each("SELECT client, source, owner, token, expires_at, expires_at <= \(db.nowMillisSQL) FROM source_lease") { r in
+                let expires: Int64 = r[4]
+                out["\(r[0] as String)/\(r[1] as String)"] = LeaseHolder(owner: r[2], token: r[3], expiresAt: Timestamp.iso8601(nanoseconds: expires * 1_000_000),
+                                                                       expired: r[5])
+            }
+            return out
+        }
+    }
+
+    /// In a commit's transaction, before anything is written: throws `LeaseLost` unless the
+    /// fence's lease is still held. On PostgreSQL the lease row stays locked until the commit
+    /// ends, so an agent taking the source over waits for this commit, then takes a new token.
+    static func checkFence(_ db: SQLDatabase, _ fence: LeaseFence) throws {
+        let lock = db.dialect == .postgres ? " FOR UPDATE" : ""
+        let held: Int64? = try db.value("""
+            SELECT token FROM source_lease WHERE client = ? AND source = ? AND owner = ? AND token = ? AND expires_at > \(db.nowMillisSQL)\(lock)
+            """, [fence.client, fence.source, fence.owner, fence.token])
+        guard held == nil else { return }
+        let row = try db.row("SELECT owner, token, expires_at, expires_at <= \(db.nowMillisSQL) FROM source_lease WHERE client = ? AND source = ?",
+                             [fence.client, fence.source])
+        throw LeaseLost(fence: fence, holder: row.map {
+            LeaseHolder(owner: $0[0], token: $0[1], expiresAt: Timestamp.iso8601(nanoseconds: ($0[2] as Int64) * 1_000_000), expired: $0[3])
+        })
+    }
+}
+
+extension Schema {
+    /// v15: one lease per polled source: the agent that owns it, the fencing token (bumped
+    /// each time the lease changes hands), and when it expires (ms since the epoch, by the
+    /// database's clock).
+    static let leaseTable = """
+        CREATE TABLE source_lease (
+            client TEXT NOT NULL,
+            source TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            token INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            acquired_at TEXT NOT NULL,
+            PRIMARY KEY (client, source)
+        );
+        """
+}
