@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need (if missing), builds libssh2 (once) and runs libssh2's own tests
-# on the patched build, then Sluice's whole test suite.
+# on the patched build, then Sluice's whole test suite: once with the manifests in SQLite, once
+# with every agent's manifest in PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
@@ -8,3 +9,5 @@ install_deps
 check_libssh2
 swift build --build-tests
 swift test --skip-build
+# The whole suite again, every test agent's manifest on PostgreSQL (a server the tests start).
+SLUICE_TEST_MANIFEST=postgres swift test --skip-build

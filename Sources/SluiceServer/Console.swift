@@ -248,13 +248,17 @@ struct Console: Sendable {
             for s in c.sources {
                 let summary = try manifest.sourceSummary(client: c.id, source: s.name)
                 let status = live["\(c.id)/\(s.name)"]
-                rows.append(.init(client: c.id, source: s.name, type: status?.type ?? "", state: status?.state.rawValue ?? "", summary: summary,
+                // With agents sharing the manifest: who polls each polled source.
+                let state = status.map { s in
+                    s.state == .elsewhere ? "polled by \(s.owner ?? "another agent")" : s.state.rawValue + (s.owner.map { " · lease: \($0)" } ?? "")
+                } ?? ""
+                rows.append(.init(client: c.id, source: s.name, type: status?.type ?? "", state: state, summary: summary,
                                   filesToday: todays[s.name]?.files ?? 0, bytesToday: todays[s.name]?.bytes ?? 0))
             }
         }
         let daily = try manifest.dailyIngest(since: since)
         return ConsolePages.overview(rows: rows, clients: config.clients.map(\.id), daily: daily, since: since, held: try manifest.heldCounts(),
-                                     alive: daemon.isAlive, ready: daemon.isReady, queue: daemon.transformQueueDepth)
+                                     alive: daemon.isAlive, ready: daemon.isReady, queue: daemon.transformQueueDepth, agent: config.name)
     }
 
     /// Versions shown per page of a client's page.

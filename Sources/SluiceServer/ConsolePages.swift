@@ -141,10 +141,10 @@ enum ConsolePages {
     }
 
     static func overview(rows: [SourceRow], clients: [String], daily: [Manifest.DailyIngest], since: String, held: [String: Int],
-                         alive: Bool, ready: Bool, queue: Int) -> String {
+                         alive: Bool, ready: Bool, queue: Int, agent: String) -> String {
         var b = "<h1>Overview</h1>"
         b += "<p class=\"small\">\(alive ? "<span class=\"ok\">● running</span>" : "<span class=\"bad\">● a service loop has stopped</span>")"
-        b += " · \(ready ? "ready" : "<span class=\"warn\">not ready yet</span>") · \(queue) transform\(queue == 1 ? "" : "s") queued</p>"
+        b += " · \(ready ? "ready" : "<span class=\"warn\">not ready yet</span>") · \(queue) transform\(queue == 1 ? "" : "s") queued · agent \(esc(agent))</p>"
         if rows.isEmpty {
             b += "<div class=\"empty\">No sources yet — add one to agent.conf (a <code>[clients.NAME.sources.SOURCE]</code> table) and reload with <code>systemctl reload sluice</code>.</div>"
             return layout("Overview", b)
