@@ -261,7 +261,8 @@ public struct Agent: Sendable {
     }
 
     package func runTransforms(_ mapping: ClientMapping, manifest: Manifest, lake: Lake, dataset: String?, selection: Manifest.TransformSelection,
-                       shouldStop: () -> Bool = { false }, each: (TransformReport, Duration) -> Void = { _, _ in }) throws(AgentError) -> [TransformReport] {
+                       shouldStop: () -> Bool = { false }, fence: LeaseFence? = nil,
+                       each: (TransformReport, Duration) -> Void = { _, _ in }) throws(AgentError) -> [TransformReport] {
         var transformer = Transformer(lake: lake, mapping: mapping, limits: unpackLimits, spoolDirectory: spoolDirectory(), keys: keys(client: mapping.client))
         transformer.previousSchema = Self.previousSchema(manifest, client: mapping.client)
         var reports: [TransformReport] = []
@@ -272,7 +273,8 @@ public struct Agent: Sendable {
                 if shouldStop() { break }
                 let t0 = ContinuousClock.now
                 let startedAt = Timestamp.now()
-                let recorded = try transformer.record(transformer.run(input), of: input, versionID: c.versionID, in: manifest, logger: logger, startedAt: startedAt)
+                let recorded = try transformer.record(transformer.run(input), of: input, versionID: c.versionID, in: manifest, logger: logger,
+                                                      startedAt: startedAt, fence: fence)
                 each(recorded[0], ContinuousClock.now - t0)
                 reports += recorded
             }

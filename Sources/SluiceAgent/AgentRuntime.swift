@@ -437,11 +437,23 @@ package final class SourcePoller: SourceRunner, @unchecked Sendable {  // `loop`
         var failures = 0
         while waker.sleep(nanoseconds: wait) {
             // One agent polls a source at a time: the one holding its lease.
-            guard let fence = daemon.leases.claim(key) else {
-                daemon.leases.refreshHolders()
+            let fence: LeaseFence
+            switch daemon.leases.claim(key) {
+            case .held(let f):
+                fence = f
+            case .elsewhere:
                 daemon.update(key) { $0.state = .elsewhere }
                 daemon.cycleStarted()  // ready: the source has an agent, just not this one
                 wait = min(daemon.leases.renewInterval, interval)
+                continue
+            case .failed(let why):
+                failures += 1
+                wait = Self.delay(interval: interval, failures: failures)
+                daemon.update(key) {
+                    $0.state = .backoff
+                    $0.lastError = "cannot claim the source's lease: \(why)"
+                    $0.consecutiveFailures += 1
+                }
                 continue
             }
             let slots = daemon.transfers

@@ -28,16 +28,25 @@ package final class LeaseKeeper: @unchecked Sendable {  // `held` and `holders` 
 
     package var renewInterval: Int64 { ttlNanoseconds / 3 }
 
-    /// Claims (or renews) the lease of `key`; the fence for its commits, or nil while another
-    /// agent holds it (or the manifest cannot be reached).
-    package func claim(_ key: SourceKey) -> LeaseFence? {
+    /// What claiming a lease came to.
+    package enum Claim {
+        /// This agent holds the lease: the fence for the pass's commits.
+        case held(LeaseFence)
+        /// Another agent holds it.
+        case elsewhere
+        /// The manifest could not be asked (the lease, if held, runs out unless renewed soon).
+        case failed(String)
+    }
+
+    /// Claims (or renews) the lease of `key`.
+    package func claim(_ key: SourceKey) -> Claim {
         let logger = daemon.logger.about(client: key.client, source: key.source)
         let token: Int64?
         do {
             token = try daemon.manifest.claimLease(client: key.client, source: key.source, owner: owner, ttlMillis: ttlNanoseconds / 1_000_000)
         } catch {
             logger.warning("Cannot claim the source's lease", metadata: ["error": "\(error.message)"])
-            return nil
+            return .failed(error.message)
         }
         let expires = Timestamp.iso8601(nanoseconds: nowNanoseconds() + ttlNanoseconds)
         let before = lock.withLock { () -> Int64? in
@@ -48,18 +57,19 @@ package final class LeaseKeeper: @unchecked Sendable {  // `held` and `holders` 
         }
         if let token {
             if before == nil {
-                logger.notice("Took the source's lease", metadata: ["owner": "\(owner)", "token": "\(token)"])
+                // A client's transforms lease changes hands every round: not worth a notice.
+                logger.log(level: key.source.hasPrefix("*") ? .debug : .notice, "Took the source's lease", metadata: ["owner": "\(owner)", "token": "\(token)"])
             } else if before != token {
                 logger.warning("The source's lease ran out and was taken again; commits with the old token are refused", metadata: [
                     "old_token": "\(before!)", "token": "\(token)",
                 ])
             }
-            return LeaseFence(client: key.client, source: key.source, owner: owner, token: token)
+            return .held(LeaseFence(client: key.client, source: key.source, owner: owner, token: token))
         }
         if let before {
             logger.error("Lost the source's lease to another agent; its commits are refused", metadata: ["token": "\(before)"])
         }
-        return nil
+        return .elsewhere
     }
 
     /// The current fence of `key`, if this agent holds its lease.

@@ -122,17 +122,37 @@ package final class TransformPool: @unchecked Sendable {  // state guarded by `c
         return body()
     }
 
+    /// The lease name under which one agent at a time transforms a client's versions (source
+    /// names cannot hold `*`).
+    static let leaseName = "*transforms"
+
     private func transform(client: String) {
         guard let mapping = daemon.mappingsSnapshot()[client] else { return }
         let agent = daemon.agentSnapshot()
-        let after = condition.withLock { transformedThrough[client] }
+        // Agents sharing the manifest: one transforms a client's pending versions at a time,
+        // under the client's transforms lease (its record is refused once the lease is lost).
+        // The lease is handed back after the round, so that whichever agent has new versions
+        // next takes it; one that finds it held looks again a little later.
+        let leaseKey = SourceKey(client: client, source: Self.leaseName)
+        guard case .held(let fence) = daemon.leases.claim(leaseKey) else {
+            DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(daemon.leases.renewInterval))) { [weak self] in
+                guard let self, !self.isStopped() else { return }
+                self.enqueue(client: client)
+            }
+            return
+        }
+        defer { daemon.leases.release(leaseKey) }
+        // With other agents committing too, a version with a smaller id can be committed after
+        // a round read the newest id: every round then reads all pending versions.
+        let shared = daemon.manifest.dialect == .postgres
+        let after = shared ? nil : condition.withLock { transformedThrough[client] }
         do {
             // Read before the candidates: every version up to it is among them, so once they
             // are all transformed, the next round can start above it.
             let newest = try daemon.manifest.newestVersionID()
             _ = try agent.runTransforms(mapping, manifest: daemon.manifest, lake: daemon.lake, dataset: nil,
                                         selection: after.map { .pendingAfter($0) } ?? .pending,
-                                        shouldStop: { [self] in isStopped() }) { report, elapsed in
+                                        shouldStop: { [self] in isStopped() }, fence: fence) { report, elapsed in
                 let dims = [("client", client), ("dataset", report.dataset ?? "")]
                 Metrics.Timer(label: "sluice_transform_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds)
                     .recordNanoseconds(elapsed.nanoseconds)

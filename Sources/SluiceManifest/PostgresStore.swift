@@ -125,13 +125,14 @@ final class PostgresStore: ManifestStore {
 
     // MARK: connections
 
-    private func acquire() throws -> PostgresConnection {
-        while let c = idle.withLockedValue({ $0.popLast() }) {
-            if !c.isClosed { return c }
+    /// A pooled connection (`pooled` true), else a new one.
+    private func acquire(fresh: Bool = false) throws -> (connection: PostgresConnection, pooled: Bool) {
+        while !fresh, let c = idle.withLockedValue({ $0.popLast() }) {
+            if !c.isClosed { return (c, true) }
         }
         let id = nextID.withLockedValue { $0 += 1; return $0 }
         do {
-            return try PostgresConnection.connect(on: group.next(), configuration: configuration, id: id, logger: logger).wait()
+            return (try PostgresConnection.connect(on: group.next(), configuration: configuration, id: id, logger: logger).wait(), false)
         } catch {
             throw ManifestError("cannot connect to \(location.display): \(Self.describe(error)) — check that the server is up, the URL, password_file and tls")
         }
@@ -152,11 +153,20 @@ final class PostgresStore: ManifestStore {
 
     /// Runs `body` between `begin` and COMMIT on one pooled connection.
     private func transaction<T>(_ begin: String, _ body: (SQLDatabase) throws -> T) throws -> T {
-        let conn = try acquire()
-        let c = Connection(conn: conn, logger: logger)
+        var (conn, pooled) = try acquire()
+        var c = Connection(conn: conn, logger: logger)
         var reusable = false
         defer { release(conn, reusable: reusable) }
-        _ = try c.execute(begin, [])
+        do {
+            _ = try c.execute(begin, [])
+        } catch where pooled {
+            // An idle connection the server closed meanwhile (a restart, a failover, an idle
+            // timeout): once more on a new one.
+            conn.closeQuietly()
+            (conn, pooled) = try acquire(fresh: true)
+            c = Connection(conn: conn, logger: logger)
+            _ = try c.execute(begin, [])
+        }
         do {
             let result = try body(SQLDatabase(connection: c))
             _ = try c.execute("COMMIT", [])
@@ -219,7 +229,7 @@ final class PostgresStore: ManifestStore {
     /// Applies the migrations not yet applied, under an advisory lock, so that agents starting
     /// together migrate once. The applied ones are listed in `grdb_migrations`, as on SQLite.
     private func migrate(_ migrations: [Migration]) throws {
-        let conn = try acquire()
+        let conn = try acquire().connection
         let c = Connection(conn: conn, logger: logger)
         var reusable = false
         defer { release(conn, reusable: reusable) }

@@ -15,7 +15,7 @@ extension Transformer {
     /// the version's, then (for an archive) each member's.
     /// `startedAt`: when the transform began (its lineage START event's time).
     package func record(_ r: TransformResult, of input: TransformInput, versionID: Int64, in manifest: Manifest,
-                        logger: Logger, startedAt: String = Timestamp.now()) throws(ManifestError) -> [TransformReport] {
+                        logger: Logger, startedAt: String = Timestamp.now(), fence: LeaseFence? = nil) throws(ManifestError) -> [TransformReport] {
         func schema(_ r: TransformResult) -> String? { r.dataset.flatMap { name in mapping.datasets.first { $0.name == name }?.schemaSHA256 } }
         let counts = r.memberCounts
         let archive = input.member == nil && archiveKind(of: input) != nil
@@ -29,7 +29,7 @@ extension Transformer {
         if archive { file.members = counts }
         let routing = manifest.alertRouting
         try manifest.recordTransform(versionID: versionID, file, members: r.members.map(row), alerts: routing == nil ? [] : alerts(for: r, of: input),
-                                     lineage: routing?.lineage.map { lineage(for: r, of: input, routing: $0, startedAt: startedAt) } ?? [])
+                                     lineage: routing?.lineage.map { lineage(for: r, of: input, routing: $0, startedAt: startedAt) } ?? [], fence: fence)
         if r.status == .failed || r.status == .held {
             logger.warning(r.status == .held ? "Transform held" : "Transform failed", metadata: ["client": "\(mapping.client)", "source": "\(input.source)", "path": "\(input.path.display)",
                                                          "version": "\(input.version)", "dataset": "\(r.dataset ?? "")", "error": "\(r.error ?? "")"])

@@ -113,6 +113,12 @@ extension LeaseTests {
 
                 \(moto.sourceTable(bucket: "shared", prefix: "in/", credentials: dir.sub("secrets/acme.s3"), extra: "min_age = \"0s\"\npoll_interval = \"1s\""))
                 """)
+            dir.write("mappings/acme.toml", """
+                [datasets.orders]
+                match = ["**/*.csv"]
+                format = "csv"
+                fields = [ { name = "id", source = "id", type = "int64", required = true } ]
+                """)
             let d = try DaemonProcess(dir: dir, port: port)
             try d.waitReady()
             return (dir, d)
@@ -130,6 +136,8 @@ extension LeaseTests {
         a.signal(SIGSTOP)
         try moto.put("shared", Dictionary(uniqueKeysWithValues: (20..<25).map { ("in/o\($0).csv", "id\n\($0)\n") }))
         #expect(eventually(30) { versions() == 25 }, "\(b.log)")
+        func transformed() -> Int { Int((try? server.psql(database, "SELECT count(DISTINCT version_id) FROM transform")) ?? "") ?? -1 }
+        #expect(eventually(30) { transformed() == 25 }, "b transforms what it ingested: \(b.log)")
         #expect(owner(b) == "b", "\(b.status())")
         #expect(b.log.contains("Took the source's lease"))
         a.signal(SIGCONT)
@@ -141,6 +149,10 @@ extension LeaseTests {
         #expect(a.waitForExit(seconds: 30) == 0)
         #expect(b.waitForExit(seconds: 30) == 0)
         #expect(try server.psql(database, "SELECT count(*), count(DISTINCT f.path) FROM version v JOIN file f ON f.id = v.file_id") == "25|25")
+        // Both agents' workers transform, one agent per client at a time: no version twice.
+        #expect(try server.psql(database, "SELECT count(*), count(DISTINCT version_id), count(*) FILTER (WHERE status = 'ok') FROM transform") == "25|25|25")
+        let outputs = (try FileManager.default.subpathsOfDirectory(atPath: shared.sub("lake/processed/acme/orders"))).filter { $0.hasSuffix(".parquet") }
+        #expect(outputs.count == 25, "\(outputs.sorted())")
         let raw = (try FileManager.default.subpathsOfDirectory(atPath: shared.sub("lake/raw/acme/bucket"))).filter { $0.hasSuffix(".csv") }
         #expect(raw.count == 25, "each object once in the lake: \(raw.sorted())")
         let audit = try SluiceBinary.run(["audit"], config: dirB.sub("agent.conf"))
