@@ -94,7 +94,9 @@ final class PostgresStore: ManifestStore {
             guard let data = FileManager.default.contents(atPath: file) else {
                 throw ManifestError("cannot read the password_file \(file) — create it (one line, the database password) readable by the user sluice runs as")
             }
-            password = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .newlines)
+            // The first line, as every other secret file is read.
+            password = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).first
+                .map { String($0).trimmingCharacters(in: CharacterSet(charactersIn: "\r")) } ?? ""
         }
         let tls: PostgresConnection.Configuration.TLS
         switch location.tls {

@@ -75,10 +75,12 @@ import Glibc
         #expect(report.counts.new == 5 && report.counts.failed == 0, "\(report.files.map { "\($0.path) \($0.status) \($0.error ?? "")" })")
         let history = try other.history(client: "acme", path: nil)
         #expect(Set(history.map(\.path)).count == 5 && history.count == 5)
+        let buffer = IOBuffer(size: 1 << 16)  // alive while the hash reads into it
         for v in history {
-            let digest = try FileDigest.sha256(path: f.dir.sub("lake/\(v.lake_path)"), buffer: IOBuffer(size: 1 << 16).raw)
+            let digest = try FileDigest.sha256(path: f.dir.sub("lake/\(v.lake_path)"), buffer: buffer.raw)
             #expect(digest.sha256 == v.sha256, "\(v.lake_path)")
         }
+        withExtendedLifetime(buffer) {}
         let files = (try FileManager.default.subpathsOfDirectory(atPath: f.dir.sub("lake/raw/acme/fake"))).filter { $0.hasSuffix(".csv") }
         #expect(files.count == 5, "each file once in the lake: \(files)")
     }
