@@ -329,6 +329,25 @@ private func newVersion(_ path: String, _ version: Int, sha: String, size: Int64
                                                             tls: .verifyFull, caFile: "/etc/ssl/db-ca.pem")))
     }
 
+    /// `[agent] name` and `lease_ttl`: what agents sharing a manifest go by.
+    @Test func agentNameAndLeaseTTL() throws {
+        let defaults = try parse("")
+        #expect(defaults.name == AgentConfig.defaultName && !defaults.name.isEmpty)
+        #expect(defaults.leaseTTLNanoseconds == 30_000_000_000)
+        let c = try AgentConfig.parse(text: "[agent]\nstate_dir = \"s\"\nlake_dir = \"l\"\nname = \"ingest-2.eu\"\nlease_ttl = \"1m\"\n", file: "/etc/sluice/agent.conf")
+        #expect(c.name == "ingest-2.eu" && c.leaseTTLNanoseconds == 60_000_000_000)
+        for (line, key, hint) in [("name = \"two words\"", "agent.name", "letters, digits"), ("name = \"\"", "agent.name", "1 to 64"),
+                                  ("lease_ttl = \"1s\"", "agent.lease_ttl", "at least \"3s\""), ("lease_ttl = \"soon\"", "agent.lease_ttl", "bad duration")] {
+            var message = ""
+            do {
+                _ = try AgentConfig.parse(text: "[agent]\nstate_dir = \"s\"\nlake_dir = \"l\"\n\(line)\n", file: "/etc/sluice/agent.conf")
+            } catch {
+                message = "\(error)"
+            }
+            #expect(message.contains(key) && message.contains(hint), "\(line): \(message)")
+        }
+    }
+
     @Test(arguments: [
         ("url = \"postgresql://sluice:hunter2@db/x\"", "manifest.url", "password_file"),
         ("url = \"mysql://sluice@db/x\"", "manifest.url", "postgresql://USER@HOST:PORT/DATABASE"),
