@@ -305,8 +305,12 @@ public struct Agent: Sendable {
         }
         let manifest = try openManifest()
         var out: [Manifest.SourceSummary] = []
-        let holders: [String: LeaseHolder]
-        do { holders = try manifest.leaseHolders() } catch { throw AgentError(.runtime, error.description) }
+        var holders: [String: LeaseHolder] = [:]
+        do {
+            for lease in try manifest.leaseHolders() { holders["\(lease.client)/\(lease.source)"] = lease.holder }
+        } catch {
+            throw AgentError(.runtime, error.description)
+        }
         for c in clients {
             for s in c.sources {
                 do {

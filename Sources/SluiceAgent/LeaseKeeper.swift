@@ -94,11 +94,7 @@ package final class LeaseKeeper: @unchecked Sendable {  // `held` and `holders` 
         guard let all = try? daemon.manifest.leaseHolders() else { return }
         lock.withLock {
             holders = [:]
-            for (k, h) in all {
-                let parts = k.split(separator: "/", maxSplits: 1).map(String.init)
-                guard parts.count == 2 else { continue }
-                holders[SourceKey(client: parts[0], source: parts[1])] = h
-            }
+            for lease in all { holders[SourceKey(client: lease.client, source: lease.source)] = lease.holder }
         }
     }
 

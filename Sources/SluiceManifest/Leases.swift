@@ -81,17 +81,18 @@ extension Manifest {
         }
     }
 
-    /// Every source's lease holder, by "client/source".
-    public func leaseHolders() throws(ManifestError) -> [String: LeaseHolder] {
+    /// Every lease: its source and who holds it.
+    public func leaseHolders() throws(ManifestError) -> [(client: String, source: String, holder: LeaseHolder)] {
         try read("reading the source leases") { db in
-            var out: [String: LeaseHolder] = [:]
-            try db.each("SELECT client, source, owner, token, expires_at, expires_at <= \(db.nowMillisSQL) FROM source_lease") { r in
-                let expires: Int64 = r[4]
-                out["\(r[0] as String)/\(r[1] as String)"] = LeaseHolder(owner: r[2], token: r[3], expiresAt: Timestamp.iso8601(nanoseconds: expires * 1_000_000),
-                                                                       expired: r[5])
-            }
-            return out
+            try db.rows("SELECT client, source, \(Self.holderColumns(db)) FROM source_lease").map { ($0[0], $0[1], Self.holder($0, at: 2)) }
         }
+    }
+
+    /// The columns `holder(_:at:)` reads: owner, token, expiry, and whether it is past.
+    static func holderColumns(_ db: SQLDatabase) -> String { "owner, token, expires_at, expires_at <= \(db.nowMillisSQL)" }
+
+    static func holder(_ r: SQLRow, at i: Int) -> LeaseHolder {
+        LeaseHolder(owner: r[i], token: r[i + 1], expiresAt: Timestamp.iso8601(nanoseconds: (r[i + 2] as Int64) * 1_000_000), expired: r[i + 3])
     }
 
     /// In a commit's transaction, before anything is written: throws `LeaseLost` unless the
@@ -103,11 +104,8 @@ extension Manifest {
             SELECT token FROM source_lease WHERE client = ? AND source = ? AND owner = ? AND token = ? AND expires_at > \(db.nowMillisSQL)\(lock)
             """, [fence.client, fence.source, fence.owner, fence.token])
         guard held == nil else { return }
-        let row = try db.row("SELECT owner, token, expires_at, expires_at <= \(db.nowMillisSQL) FROM source_lease WHERE client = ? AND source = ?",
-                             [fence.client, fence.source])
-        throw LeaseLost(fence: fence, holder: row.map {
-            LeaseHolder(owner: $0[0], token: $0[1], expiresAt: Timestamp.iso8601(nanoseconds: ($0[2] as Int64) * 1_000_000), expired: $0[3])
-        })
+        let row = try db.row("SELECT \(holderColumns(db)) FROM source_lease WHERE client = ? AND source = ?", [fence.client, fence.source])
+        throw LeaseLost(fence: fence, holder: row.map { holder($0, at: 0) })
     }
 }
 

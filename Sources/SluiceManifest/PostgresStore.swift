@@ -5,6 +5,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import PostgresNIO
+import SluiceSupport
 
 /// How the connection to PostgreSQL is protected (`[manifest] tls`).
 public enum PostgresTLS: String, Sendable, CaseIterable {
@@ -91,12 +92,10 @@ final class PostgresStore: ManifestStore {
         self.location = location
         var password: String?
         if let file = location.passwordFile {
-            guard let data = FileManager.default.contents(atPath: file) else {
+            guard let line = secretFirstLine(file) else {
                 throw ManifestError("cannot read the password_file \(file) — create it (one line, the database password) readable by the user sluice runs as")
             }
-            // The first line, as every other secret file is read.
-            password = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).first
-                .map { String($0).trimmingCharacters(in: CharacterSet(charactersIn: "\r")) } ?? ""
+            password = line
         }
         let tls: PostgresConnection.Configuration.TLS
         switch location.tls {

@@ -54,12 +54,10 @@ public struct SFTPSource: Source {
 
     /// Reads a secret file: the first line, without its line ending. Never logged.
     package static func readSecret(_ path: String, key: String) throws(SourceError) -> String {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard let line = secretFirstLine(path) else {
             throw SourceError("\(key) \(path) cannot be read: \(String(cString: strerror(errno))) — create it (mode 600) or fix the path")
         }
-        let text = String(decoding: data, as: UTF8.self)
-        return String(text.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
-            .trimmingCharacters(in: CharacterSet(charactersIn: "\r"))
+        return line
     }
 
     package func credentials() throws(SourceError) -> SSHCredentials {
