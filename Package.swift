@@ -100,6 +100,7 @@ let package = Package(
             dependencies: [
                 "CSluiceLinux",
                 "SluiceSupport",
+                "SluiceS3",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: upcoming

@@ -66,7 +66,7 @@ public struct Agent: Sendable {
             try makeDirectories(config.stateDir)
             try checkWritable(config.stateDir, key: "agent.state_dir")
             let manifest = try Manifest(config.manifest)
-            manifest.alertRouting = config.alerts.routing(lakeDir: config.lakeDir)
+            manifest.alertRouting = config.alerts.routing(lake: config)
             return manifest
         } catch let e as AgentError {
             throw e
@@ -84,15 +84,38 @@ public struct Agent: Sendable {
     }
 
     /// Opens the lake (creating it), cleaning staging files left by dead processes.
+    ///
+    /// With `[lake] url`, `lake_dir` holds this host's staging only, and the multipart uploads
+    /// that crashed processes left in the bucket are aborted.
     public func openLake() throws(AgentError) -> Lake {
+        let lake: Lake
         do {
             try makeDirectories(config.lakeDir)
             try checkWritable(config.lakeDir, key: "agent.lake_dir")
-            return try Lake(root: config.lakeDir)
+            lake = try Lake(root: config.lakeDir, bucket: try openBucket())
         } catch let e as AgentError {
             throw e
         } catch {
             throw AgentError(.runtime, "lake_dir \(config.lakeDir): \(error)")
+        }
+        let (aborted, failure) = lake.abortUnfinishedUploads()
+        if !aborted.isEmpty {
+            logger.notice("Aborted unfinished uploads to the lake", metadata: ["lake": "\(config.lakeDisplay)", "uploads": "\(aborted.count)", "keys": "\(aborted.prefix(5).joined(separator: ", "))"])
+        }
+        if let failure {
+            logger.warning("Could not abort unfinished uploads to the lake; the next start tries again", metadata: ["lake": "\(config.lakeDisplay)", "error": "\(failure)"])
+        }
+        return lake
+    }
+
+    /// The `[lake]` bucket, with its credentials; nil for a lake on local disk.
+    package func openBucket() throws(AgentError) -> LakeBucket? {
+        guard let settings = config.lakeBucket else { return nil }
+        do {
+            let credentials = try S3CredentialsFile.load(file: settings.credentialsFile, profile: settings.profile, key: "lake")
+            return LakeBucket(settings: settings, credentials: credentials)
+        } catch {
+            throw AgentError(.runtime, "\(config.file): \(error.message)")
         }
     }
 
@@ -104,7 +127,7 @@ public struct Agent: Sendable {
         do {
             try LakeMigration.run(lake: lake, manifest: manifest)
         } catch {
-            throw AgentError(.runtime, "updating the lake's layout in \(config.lakeDir) failed: \(error) — fix the cause and run again; nothing was lost")
+            throw AgentError(.runtime, "updating the lake's layout in \(config.lakeDisplay) failed: \(error) — fix the cause and run again; nothing was lost")
         }
         return (manifest, lake)
     }
@@ -397,8 +420,9 @@ public struct Agent: Sendable {
         // An audit never creates a manifest: without one, every lake file is an orphan.
         let manifest = config.manifestMayExist ? try openManifest() : nil
         let report: AuditReport
+        let bucket = try openBucket()
         do {
-            report = try Auditor.run(lakeDir: config.lakeDir, manifest: manifest, client: id, quick: quick)
+            report = try Auditor.run(lakeDir: config.lakeDir, bucket: bucket, manifest: manifest, client: id, quick: quick)
         } catch {
             throw AgentError(.runtime, error.description)
         }

@@ -156,17 +156,18 @@ public final class AgentRuntime: SourceHost, @unchecked Sendable {  // mutable s
                                ("http_listen", old.config.httpListen != new.config.httpListen)] where changed {
             logger.warning("Config change needs a restart; the old value stays in use until then", metadata: ["key": "agent.\(key)"])
         }
-        if old.config.api != new.config.api {
-            logger.warning("Config change needs a restart; the old value stays in use until then", metadata: ["key": "api"])
+        for (key, changed) in [("api", old.config.api != new.config.api), ("lake", old.config.lakeBucket != new.config.lakeBucket)] where changed {
+            logger.warning("Config change needs a restart; the old value stays in use until then", metadata: ["key": "\(key)"])
         }
         lock.withLock {
             var keep = new.config
             keep.stateDir = old.config.stateDir
             keep.lakeDir = old.config.lakeDir
+            keep.lakeBucket = old.config.lakeBucket
             keep.httpListen = old.config.httpListen
             keep.api = old.config.api
             agent = Agent(config: keep, logger: logger)
-            manifest.alertRouting = keep.alerts.routing(lakeDir: keep.lakeDir)
+            manifest.alertRouting = keep.alerts.routing(lake: keep)
             mappings = newMappings
             transfers.setLimit(keep.maxTransfers)
             var wanted: [SourceKey: (String, SourceConfig)] = [:]

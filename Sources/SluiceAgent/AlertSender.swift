@@ -11,11 +11,12 @@ import SluiceSupport
 extension AlertSettings {
     /// The manifest's routing of events to targets (and of lineage events); nil when neither
     /// alerts nor lineage are configured. `lakeDir` names the lake's files in lineage events.
-    package func routing(lakeDir: String) -> AlertRouting? {
+    package func routing(lake config: AgentConfig) -> AlertRouting? {
         guard !targets.isEmpty || lineage != nil else { return nil }
         let targets = self.targets
         let lineage = self.lineage.map { l in
-            LineageRouting(namespace: l.namespace, lakeNamespace: "file://\(ProcessInfo.processInfo.hostName)", lakeRoot: lakeDir)
+            config.lakeBucket.map { LineageRouting(namespace: l.namespace, lakeNamespace: "s3://\($0.bucket)", lakeRoot: String($0.prefix.dropLast())) }
+                ?? LineageRouting(namespace: l.namespace, lakeNamespace: "file://\(ProcessInfo.processInfo.hostName)", lakeRoot: config.lakeDir)
         }
         return AlertRouting(repeatNanoseconds: repeatNanoseconds, lineage: lineage) { event, client in
             targets.filter { $0.wants(event: event, client: client) }.map(\.name)

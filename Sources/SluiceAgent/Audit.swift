@@ -67,7 +67,20 @@ public struct AuditReport: Sendable, Encodable {
 /// and leftover staging files. Reads only: it never changes the lake or the manifest.
 public enum Auditor {
     /// `manifest` is nil when none exists yet: then every file in `raw/` is an orphan.
-    public static func run(lakeDir: String, manifest: Manifest?, client: String?, quick: Bool, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws(ManifestError) -> AuditReport {
+    ///
+    /// With a `bucket`, the objects are listed and streamed from it (hashed as they arrive,
+    /// on `threads` connections at least 8); `lakeDir` then holds only staging files.
+    public static func run(lakeDir: String, bucket: LakeBucket? = nil, manifest: Manifest?, client: String?, quick: Bool,
+                           threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws(ManifestError) -> AuditReport {
+        let scope = client.map { "\(LakeNames.rawFolder)/\($0)" } ?? LakeNames.rawFolder
+        var listed: [String: Int64] = [:]
+        if let bucket {
+            do {
+                listed = try bucket.list(under: scope)
+            } catch {
+                throw ManifestError("listing \(bucket.settings.url)\(scope)/ failed: \(error)")
+            }
+        }
         var entries = try manifest?.lakeEntries(client: client) ?? []
         // Largest first, so the last file to finish is a small one.
         entries.sort { $0.size > $1.size }
@@ -75,8 +88,18 @@ public enum Auditor {
         let results = SlotArray<Outcome>(count: entries.count)
         let hashed = Atomic<Int64>(0)
         let frozen = entries
-        parallelFor(count: frozen.count, threads: max(1, threads), setup: { IOBuffer(size: 1 << 20) }) { i, buffer in
+        let objects = listed
+        parallelFor(count: frozen.count, threads: bucket == nil ? max(1, threads) : max(8, threads), setup: { IOBuffer(size: 1 << 20) }) { i, buffer in
             let e = frozen[i]
+            if let bucket {
+                guard let size = objects[e.lakePath] else { return results.set(i, .missing) }
+                if quick { return results.set(i, size == e.size ? .ok : .corrupt(actualSHA: nil, actualSize: size)) }
+                guard let got = try? bucket.download(e.lakePath, to: nil, path: e.lakePath) else {
+                    return results.set(i, .corrupt(actualSHA: nil, actualSize: size))
+                }
+                hashed.add(got.size, ordering: .relaxed)
+                return results.set(i, got.sha256 == e.sha256 && got.size == e.size ? .ok : .corrupt(actualSHA: got.sha256, actualSize: got.size))
+            }
             let full = "\(lakeDir)/\(e.lakePath)"
             var st = stat()
             guard lstat(full, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
@@ -112,9 +135,8 @@ public enum Auditor {
         report.corrupt.sort { $0.lakePath < $1.lakePath }
 
         let known = Set(entries.map(\.lakePath))
-        let scope = client.map { "\(LakeNames.rawFolder)/\($0)" } ?? LakeNames.rawFolder
-        var files: [String] = []
-        listFiles(root: lakeDir, relative: scope, into: &files)
+        var files: [String] = bucket == nil ? [] : listed.keys.sorted()
+        if bucket == nil { listFiles(root: lakeDir, relative: scope, into: &files) }
         var temps = Set<String>()
         for stale in Lake.staleOwners(root: lakeDir) {
             for f in stale.tempFiles { temps.insert(String(f.dropFirst(lakeDir.count + 1))) }

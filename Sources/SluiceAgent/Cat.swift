@@ -126,7 +126,13 @@ extension Agent {
 
     private func lakeFile(_ v: VersionRecord) throws(AgentError) -> LakeFile {
         do {
-            return try LakeFile(lakeRoot: config.lakeDir, lakePath: v.lake_path)
+            guard config.lakeBucket != nil else { return try LakeFile(lakeRoot: config.lakeDir, lakePath: v.lake_path) }
+            // The download is removed when the copy goes; the open descriptor keeps it readable.
+            let lake = try openLake()
+            let copy = try lake.localCopy(of: v.lake_path, sha256: v.sha256)
+            let file = try LakeFile(lakeRoot: config.lakeDir, lakePath: v.lake_path, readPath: copy.path)
+            withExtendedLifetime((lake, copy)) {}
+            return file
         } catch {
             throw AgentError(.runtime, "\(error)")
         }

@@ -22,6 +22,9 @@ package enum LakeMigration {
 
     package static func run(lake: Lake, manifest: Manifest) throws {
         guard try !manifest.lakeMigrationDone(rejectsOutOfDatasets) else { return }
+        if lake.bucket != nil, try !manifest.rejectsInsideDatasets().isEmpty {
+            throw AgentError(.runtime, "the manifest lists rejects in the lake's old layout: start this version once with the lake on disk (before moving it to the bucket)")
+        }
         try moveRejectsOutOfDatasets(lake: lake, manifest: manifest)
         try manifest.markLakeMigrationDone(rejectsOutOfDatasets)
     }

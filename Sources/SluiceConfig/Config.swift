@@ -2,6 +2,7 @@ import Foundation
 import TOMLKit
 import SluiceSupport
 import SluiceIngest
+import SluiceLake
 import SluiceManifest
 
 /// A config that cannot be used: names the file, the key path, the line when known, and what
@@ -167,6 +168,11 @@ public struct AgentConfig: Sendable, Equatable {
         return cleaned.isEmpty ? "sluice" : cleaned
     }
 
+    /// `[lake]`: the bucket the lake is in; nil: `lake_dir` on local disk (which, with a
+    /// bucket, holds only this host's staging files).
+    public var lakeBucket: LakeBucketSettings?
+    /// Where the lake is, as messages name it.
+    public var lakeDisplay: String { lakeBucket?.url ?? lakeDir }
     /// `[manifest]`: the PostgreSQL database, else the SQLite file in `state_dir`.
     public var manifest: ManifestLocation = .sqlite(path: "")
 

@@ -130,7 +130,7 @@ package struct TableReader {
     }
 
     package func agentConfig(_ root: TOMLTable) throws(ConfigError) -> AgentConfig {
-        try checkKeys(root, path: "", allowed: ["agent", "api", "clients", "alerts", "lineage", "manifest"])
+        try checkKeys(root, path: "", allowed: ["agent", "api", "clients", "alerts", "lineage", "manifest", "lake"])
         guard let agent = try table(root, "agent", "") else {
             throw fail("agent", "missing required table [agent] with state_dir and lake_dir")
         }
@@ -193,6 +193,7 @@ package struct TableReader {
         }
         config.alerts = try alertSettings(root, agent: agent, clients: clients)
         config.manifest = try manifestLocation(root, stateDir: stateDir)
+        config.lakeBucket = try lakeBucket(root)
         if let name = try string(agent, "name", "agent", required: false) {
             guard (1...64).contains(name.count), name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }) else {
                 throw fail("agent.name", "expected 1 to 64 letters, digits, '.', '_' or '-' (unique among the agents sharing a manifest), found \"\(name)\"")

@@ -34,6 +34,8 @@ public final class Ingestor: Sendable {
     public let fence: LeaseFence?
     /// Threads that rename staged files into place (same-folder renames contend on the folder).
     package let publishThreads = 2
+    /// Uploads in flight at once when the lake is a bucket (each waits on the network).
+    package let uploadThreads = 16
     package static let copyBufferSize = 2 << 20
 
     public init(lake: Lake, manifest: Manifest, stateDir: String, logger: Logger,
@@ -492,7 +494,7 @@ public final class Ingestor: Sendable {
 
         // The renames run on a few threads (each is independent; the folder locks order them).
         let publishing = SlotArray<Result<Bool, any Error>>(count: staged.count)
-        parallelFor(count: staged.count, threads: publishThreads, setup: {}) { [self] i, _ in
+        parallelFor(count: staged.count, threads: lake.bucket == nil ? publishThreads : uploadThreads, setup: {}) { [self] i, _ in
             guard case .staged(let sealed) = staged[i], let target = targets[i] else { return }
             publishing.set(i, Result { try publish(tmp: sealed.path, sha256: sealed.sha256, lakePath: target.lakePath) })
         }
@@ -568,7 +570,7 @@ public final class Ingestor: Sendable {
             // out meanwhile and another agent adopted those files; the next pass (ours or its)
             // adopts them instead.
             guard fence == nil else { throw error }
-            for p in published { unlink("\(lake.root)/\(p)") }
+            for p in published { try? lake.remove(published: p) }
             try? lake.syncDirectories(folders)
             throw error
         }
@@ -602,15 +604,14 @@ public final class Ingestor: Sendable {
     /// was adopted.
     private func publish(tmp: String, sha256: String, lakePath: String) throws -> Bool {
         for _ in 0..<2 {
-            switch try lake.publish(stagedPath: tmp, to: lakePath) {
+            switch try lake.publish(stagedPath: tmp, to: lakePath, sha256: sha256) {
             case .published:
                 return true
             case .exists:
                 if let owner = try manifest.version(atLakePath: lakePath) {
                     throw SourceError("lake path \(lakePath) is already recorded for \(owner.path) v\(owner.version); the manifest and the lake disagree — run `sluice audit`")
                 }
-                let buffer = IOBuffer(size: 256 << 10)
-                let existing = try FileDigest.sha256(path: "\(lake.root)/\(lakePath)", buffer: buffer.raw)
+                let existing = try lake.sha256(ofPublished: lakePath)
                 if existing.sha256 == sha256 {
                     unlink(tmp)
                     logger.notice("Adopted an unrecorded lake file left by an interrupted run", metadata: ["lake_path": "\(lakePath)"])

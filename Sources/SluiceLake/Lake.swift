@@ -19,8 +19,13 @@ import Glibc
 /// listing (fsync'd before first use) every folder it stages in. At start,
 /// a process removes the temp files of every owner whose lock is free, folder by folder from
 /// that owner's journal, so clean-up never walks the whole lake. Thread-safe.
+///
+/// With a `bucket` (`[lake] url`), published files are objects in it and `root` holds only
+/// this host's staging: temp files are made in the staging folder and uploaded by `publish`.
 public final class Lake: Sendable {
     public let root: String
+    /// The S3 lake the files are published to; nil: they are published below `root`.
+    public let bucket: LakeBucket?
     /// This process's staging folder (absolute).
     public let stagingDirectory: String
     /// This process's owner id, part of every temp name.
@@ -38,17 +43,23 @@ public final class Lake: Sendable {
     /// began before a newer folder was made there does not strike that folder off.
     private let unsyncedParents = Mutex<(entries: [String: Int], created: Int)>(([:], 0))
 
+    /// Multipart uploads to the bucket that processes of this host started and died before
+    /// finishing: `abortUnfinishedUploads` aborts them.
+    public let uploadsLeftByCrashes: [(key: String, uploadID: String)]
+
     /// The prefix of every temp file name.
     public static let tempPrefix = ".%tmp-"
 
     /// Opens (creating if needed) the lake at `root`, removes temp files left by dead
     /// processes and creates this process's own staging folder.
-    public init(root: String) throws(SystemCallError) {
+    public init(root: String, bucket: LakeBucket? = nil) throws(SystemCallError) {
         self.root = root
+        self.bucket = bucket
         try makeDirectories(root)
         let tmpRoot = "\(root)/\(LakeNames.internalFolder)/tmp"
         try makeDirectories(tmpRoot)
-        try makeDirectories("\(root)/\(LakeNames.rawFolder)")
+        if bucket == nil { try makeDirectories("\(root)/\(LakeNames.rawFolder)") }
+        uploadsLeftByCrashes = bucket == nil ? [] : Self.staleOwners(root: root).flatMap(\.uploads)
         Self.removeStaleStaging(root: root)
         // The lock comes first and stays outside the owner's folder: a folder never exists
         // without a held lock, so another process's clean-up can never take a live one.
@@ -116,6 +127,8 @@ public final class Lake: Sendable {
     public struct StaleOwner: Sendable {
         public var folder: String
         public var tempFiles: [String]
+        /// Multipart uploads to an S3 lake it started (`uploads` in its folder): key and id.
+        public var uploads: [(key: String, uploadID: String)]
     }
 
     /// Owners under `<root>/.sluice/tmp` whose process is gone, with the temp files they left.
@@ -146,7 +159,7 @@ public final class Lake: Sendable {
             }
             // No lock file at all: left by a clean-up that was cut short; the folder is stale.
             let dir = "\(tmpRoot)/\(owner)"
-            stale.append(StaleOwner(folder: dir, tempFiles: tempFiles(root: root, owner: owner, dir: dir)))
+            stale.append(StaleOwner(folder: dir, tempFiles: tempFiles(root: root, owner: owner, dir: dir), uploads: uploads(dir: dir)))
         }
         let result = body(stale)
         for h in held { closeQuietly(h.fd) }
@@ -165,7 +178,29 @@ public final class Lake: Sendable {
                 files.append("\(root)/\(folder)/\(name)")
             }
         }
+        // An S3 lake's temp files are in the owner's folder itself.
+        for name in listDirectory(dir) where name.hasPrefix(prefix) { files.append("\(dir)/\(name)") }
         return files
+    }
+
+    /// The journal of multipart uploads an owner started: `<upload id> <key>` lines.
+    private static func uploads(dir: String) -> [(key: String, uploadID: String)] {
+        let journal = (try? readSmallFile("\(dir)/uploads")) ?? []
+        return journal.split(separator: UInt8(ascii: "\n")).compactMap { line in
+            guard let space = line.firstIndex(of: UInt8(ascii: " ")) else { return nil }
+            return (String(decoding: line[(space + 1)...], as: UTF8.self), String(decoding: line[..<space], as: UTF8.self))
+        }
+    }
+
+    /// Notes a multipart upload this process started, so that the next start aborts it if
+    /// this process dies before it is completed or aborted.
+    func journalUpload(key: String, uploadID: String) {
+        let line = Array("\(uploadID) \(key)\n".utf8)
+        let path = "\(stagingDirectory)/uploads"
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return }
+        _ = line.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
+        closeQuietly(fd)
     }
 
     /// Whether a temp file name belongs to a live process (its owner's lock is held).
@@ -215,7 +250,7 @@ public final class Lake: Sendable {
     /// Call `prepare(folders:)` for the folder first, once per batch.
     public func stage(inFolder folder: String) throws(SystemCallError) -> StagedFile {
         let n = counter.add(1, ordering: .relaxed).newValue
-        let path = "\(root)/\(folder)/\(Self.tempPrefix)\(owner)-\(n)"
+        let path = "\(directory(staging: folder))/\(Self.tempPrefix)\(owner)-\(n)"
         let fd = try systemCall("open", path) { open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o440) }
         return StagedFile(fd: fd, path: path)
     }
@@ -226,7 +261,13 @@ public final class Lake: Sendable {
     public func tempPath(inFolder folder: String) throws(SystemCallError) -> String {
         try prepare(folder: folder)
         let n = counter.add(1, ordering: .relaxed).newValue
-        return "\(root)/\(folder)/\(Self.tempPrefix)\(owner)-\(n)"
+        return "\(directory(staging: folder))/\(Self.tempPrefix)\(owner)-\(n)"
+    }
+
+    /// Where temp files for `folder` are made: the folder itself, or, on an S3 lake, this
+    /// process's staging folder (removed whole after a crash).
+    private func directory(staging folder: String) -> String {
+        bucket == nil ? "\(root)/\(folder)" : stagingDirectory
     }
 
     /// Makes sure each folder exists and is in this process's journal before the first temp
@@ -237,6 +278,7 @@ public final class Lake: Sendable {
     }
 
     private func prepare(folder: String) throws(SystemCallError) {
+        if bucket != nil { return }
         if readyFolders.withLock({ $0.contains(folder) }) { return }
         try readyFolders.withLock { (ready) throws(SystemCallError) in
             if ready.contains(folder) { return }
@@ -272,6 +314,18 @@ public final class Lake: Sendable {
     /// Publishes a finished staging file at `lakePath` (relative to the root) with a rename that
     /// cannot overwrite. The temp file must be in the same folder. The caller must fsync the
     /// folder before committing the manifest.
+    ///
+    /// On an S3 lake, uploads it with `If-None-Match: *` and its SHA-256 (hex, computed while
+    /// it was written), then removes it; a 412 is `.exists`, and the temp file stays.
+    public func publish(stagedPath: String, to lakePath: String, sha256: String?) throws -> PublishOutcome {
+        if let bucket {
+            guard try bucket.upload(path: stagedPath, to: lakePath, sha256: sha256, noClobber: true, started: journal(lakePath)) else { return .exists }
+            unlink(stagedPath)
+            return .published
+        }
+        return try publish(stagedPath: stagedPath, to: lakePath)
+    }
+
     public func publish(stagedPath: String, to lakePath: String) throws(SystemCallError) -> PublishOutcome {
         let target = "\(root)/\(lakePath)"
         while true {
@@ -286,6 +340,7 @@ public final class Lake: Sendable {
     /// `syncfs` on the lake's file system: every file written so far is durable when it returns
     /// (writeback errors of any of them are reported, Linux 5.8+).
     public func syncFileSystem() throws(SystemCallError) {
+        if bucket != nil { return }  // staged copies need no durability: objects are durable once written
         let fd = try systemCall("open", root) { open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
         defer { closeQuietly(fd) }
         try systemCall("syncfs", root) { CSluiceLinux_syncfs(fd) }
@@ -294,6 +349,7 @@ public final class Lake: Sendable {
     /// fsyncs each folder once (paths relative to the root), and, before it, every folder
     /// above it that holds the entry of a folder this process created and has not synced yet.
     public func syncDirectories(_ relativeFolders: some Sequence<String>) throws(SystemCallError) {
+        if bucket != nil { return }
         let folders = Set(relativeFolders).map { $0.isEmpty ? root : "\(root)/\($0)" }
         let parents = unsyncedParents.withLock { state in
             state.entries.filter { p, _ in folders.contains { $0 == p || $0.hasPrefix(p + "/") } }
@@ -319,11 +375,15 @@ public final class Lake: Sendable {
 
     /// Moves a file that is in the way of a publish, but that no manifest row points to, into
     /// `<root>/.sluice/quarantine/`. Returns the new path relative to the root.
-    public func quarantine(lakePath: String) throws(SystemCallError) -> String {
+    public func quarantine(lakePath: String) throws -> String {
         let qdir = "\(LakeNames.internalFolder)/quarantine"
-        try makeDirectories("\(root)/\(qdir)")
         let flat = lakePath.replacingSlashes()
         let target = "\(qdir)/\(nowNanoseconds())-\(flat)"
+        if let bucket {
+            try bucket.move(lakePath, to: target)
+            return target
+        }
+        try makeDirectories("\(root)/\(qdir)")
         try systemCall("rename", target) { rename("\(root)/\(lakePath)", "\(root)/\(target)") }
         try syncDirectory("\(root)/\(qdir)")
         return target

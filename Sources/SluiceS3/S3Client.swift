@@ -139,11 +139,12 @@ public final class S3Client: Sendable {
     // MARK: Requests
 
     /// A signed request for the bucket (`key == nil`) or an object.
+    /// `payloadSHA256` is the body's SHA-256 in hex (the service checks it), the empty body's by default.
     func request(_ method: HTTPMethod, key: String?, query: [(name: String, value: String?)] = [],
-                 headers extra: [(String, String)] = []) throws(S3Error) -> HTTPClient.Request {
+                 headers extra: [(String, String)] = [], payloadSHA256: String = SigV4Signer.emptyPayloadSHA256) throws(S3Error) -> HTTPClient.Request {
         var r = SigV4Signer.Request(method: method.rawValue, path: bucket.path(key: key), query: query,
-                                    headers: [("Host", bucket.hostHeader), ("x-amz-content-sha256", SigV4Signer.emptyPayloadSHA256)] + extra,
-                                    payloadSHA256: SigV4Signer.emptyPayloadSHA256)
+                                    headers: [("Host", bucket.hostHeader), ("x-amz-content-sha256", payloadSHA256)] + extra,
+                                    payloadSHA256: payloadSHA256)
         let authorization = signer.sign(&r)
         var headers = HTTPHeaders(r.headers.map { ($0.name, $0.value) })
         headers.add(name: "Authorization", value: authorization)
@@ -246,9 +247,9 @@ public final class S3Client: Sendable {
 
     /// Starts a GET of an object (or of `range`), only while its ETag is `ifMatch`. The
     /// delegate gets the body as it arrives; the returned task ends when the body has.
-    public func get(key: String, ifMatch etag: String, range: Range<Int64>? = nil,
+    public func get(key: String, ifMatch etag: String?, range: Range<Int64>? = nil,
                     body: @escaping @Sendable (ByteBuffer, any EventLoop) -> EventLoopFuture<Void>) throws(S3Error) -> HTTPClient.Task<Void> {
-        var headers: [(String, String)] = [("If-Match", etag)]
+        var headers: [(String, String)] = etag.map { [("If-Match", $0)] } ?? []
         if let range { headers.append(("Range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)")) }
         let r = try request(.GET, key: key, headers: headers)
         let delegate = BodyDelegate(bucket: bucket, what: "downloading \(key)", expectPartial: range != nil, body: body)

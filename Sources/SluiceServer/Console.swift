@@ -293,7 +293,7 @@ struct Console: Sendable {
         }
         var rejects: [String] = []
         if let rel = t.rejectsPath {
-            rejects = Self.firstLines(of: "\(daemon.lake.root)/\(rel)", count: 20)
+            if let copy = try? daemon.lake.localCopy(of: rel) { rejects = Self.firstLines(of: copy.path, count: 20) }
         }
         return ConsolePages.transform(t, rejects: rejects, csrf: csrf, message: message)
     }
@@ -357,13 +357,16 @@ struct Console: Sendable {
         guard let found = try? await NIOThreadPool.singleton.runIfActive({ try manifest.versionRow(id: id) }), let row = found.row as Manifest.VersionRow? else {
             return ConsolePages.html(.notFound, ConsolePages.message(title: "No such version", text: "There is no version \(id) in the manifest."))
         }
-        guard let body = try? await FileIO().loadFile(path: "\(daemon.lake.root)/\(row.lakePath)", context: context) else {
+        let lake = daemon.lake
+        let copy = try? await NIOThreadPool.singleton.runIfActive { try lake.localCopy(of: row.lakePath, sha256: row.sha256) }
+        guard let copy, let body = try? await FileIO().loadFile(path: copy.path, context: context) else {
             return ConsolePages.html(.internalServerError, ConsolePages.message(title: "Cannot read the lake file", text: "\(row.lakePath): run `sluice audit`."))
         }
         let name = (row.path as NSString).lastPathComponent.replacingOccurrences(of: "\"", with: "")
         var headers: HTTPFields = [.contentType: "application/octet-stream", .contentLength: "\(row.size)", .eTag: "\"\(row.sha256)\""]
         headers[.contentDisposition] = "attachment; filename=\"\(name)\""
         headers[HTTPField.Name("X-Content-SHA256")!] = row.sha256
+        withExtendedLifetime(copy) {}
         return Response(status: .ok, headers: headers, body: body)
     }
 

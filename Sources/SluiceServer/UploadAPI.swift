@@ -390,7 +390,10 @@ struct UploadAPI: Sendable {
             return Self.error(.unprocessableContent, "\(path.display) is in several upload sources (\(found.map(\.source).joined(separator: ", "))): name one with ?source=NAME")
         }
         do {
-            let body = try await FileIO().loadFile(path: "\(daemon.lake.root)/\(record.lake_path)", context: context)
+            let lake = daemon.lake
+            let copy = try await NIOThreadPool.singleton.runIfActive { try lake.localCopy(of: record.lake_path, sha256: record.sha256) }
+            let body = try await FileIO().loadFile(path: copy.path, context: context)
+            withExtendedLifetime(copy) {}
             let digest = Data(Self.bytes(hex: record.sha256)).base64EncodedString()
             var headers: HTTPFields = [
                 .contentType: "application/octet-stream",

@@ -71,7 +71,14 @@ public struct S3Source: Source {
 public enum S3CredentialsFile {
     public static func load(config: S3SourceConfig, key: String,
                             environment: [String: String] = ProcessInfo.processInfo.environment) throws(SourceError) -> S3Credentials {
-        guard let path = config.credentialsFile else {
+        try load(file: config.credentialsFile, profile: config.profile, key: key, environment: environment)
+    }
+
+    /// The credentials in `file`'s `[profile]`, or without a file those of the environment;
+    /// `key` (the config table) names them in errors.
+    public static func load(file: String?, profile: String, key: String,
+                            environment: [String: String] = ProcessInfo.processInfo.environment) throws(SourceError) -> S3Credentials {
+        guard let path = file else {
             guard let id = environment["AWS_ACCESS_KEY_ID"], !id.isEmpty, let secret = environment["AWS_SECRET_ACCESS_KEY"], !secret.isEmpty else {
                 throw SourceError("\(key): no credentials_file is set and AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are not in the environment "
                     + "— set credentials_file (an INI file like ~/.aws/credentials, mode 600) or export them to the service")
@@ -82,15 +89,15 @@ public enum S3CredentialsFile {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw SourceError("\(key).credentials_file \(path) cannot be read: \(String(cString: strerror(errno))) — create it (mode 600) or fix the path")
         }
-        let values = parse(String(decoding: data, as: UTF8.self), profile: config.profile)
+        let values = parse(String(decoding: data, as: UTF8.self), profile: profile)
         guard let values else {
-            throw SourceError("\(key).credentials_file \(path) has no [\(config.profile)] section — add it or set profile")
+            throw SourceError("\(key).credentials_file \(path) has no [\(profile)] section — add it or set profile")
         }
         guard let id = values["aws_access_key_id"], !id.isEmpty else {
-            throw SourceError("\(key).credentials_file \(path): [\(config.profile)] has no aws_access_key_id")
+            throw SourceError("\(key).credentials_file \(path): [\(profile)] has no aws_access_key_id")
         }
         guard let secret = values["aws_secret_access_key"], !secret.isEmpty else {
-            throw SourceError("\(key).credentials_file \(path): [\(config.profile)] has no aws_secret_access_key")
+            throw SourceError("\(key).credentials_file \(path): [\(profile)] has no aws_secret_access_key")
         }
         return S3Credentials(accessKeyID: id, secretAccessKey: secret, sessionToken: values["aws_session_token"].flatMap { $0.isEmpty ? nil : $0 })
     }
@@ -528,39 +535,22 @@ package struct S3SourceType: SourceType {
             "type", "endpoint", "region", "bucket", "prefix", "path_style", "credentials_file", "profile",
             "include", "exclude", "min_age", "after_ingest", "max_connections", "poll_interval",
         ])
-        let endpointText = try reader.string(t, "endpoint", path, required: true)!
-        guard let endpoint = URL(string: endpointText), let scheme = endpoint.scheme, ["http", "https"].contains(scheme),
-              let host = endpoint.host, !host.isEmpty, endpoint.query == nil, endpoint.user == nil else {
-            throw reader.fail("\(path).endpoint", "expected an http(s) URL such as \"https://s3.eu-central-1.amazonaws.com\", found \"\(endpointText)\"")
-        }
-        let region = try reader.string(t, "region", path, required: true)!
-        guard !region.isEmpty, region.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }) else {
-            throw reader.fail("\(path).region", "expected a region such as \"eu-central-1\", found \"\(region)\"")
-        }
         let bucket = try reader.string(t, "bucket", path, required: true)!
-        guard (1...255).contains(bucket.count), bucket.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-._".contains($0)) }) else {
+        guard TableReader.isBucketName(bucket) else {
             throw reader.fail("\(path).bucket", "expected a bucket name (letters, digits, '-', '.', '_'), found \"\(bucket)\"")
         }
         let prefix = try reader.string(t, "prefix", path, required: false) ?? ""
         guard !prefix.hasPrefix("/"), !prefix.utf8.contains(0) else {
             throw reader.fail("\(path).prefix", "a key prefix has no leading '/': write \"\(prefix.drop { $0 == "/" })\"")
         }
-        let pathStyle = try reader.bool(t, "path_style", path) ?? false
-        if !pathStyle && bucket.contains(".") && scheme == "https" {
-            throw reader.fail("\(path).path_style", "bucket \"\(bucket)\" has dots, which break TLS with virtual-hosted addressing: set path_style = true")
-        }
-        let credentials = try reader.string(t, "credentials_file", path, required: false).map(reader.resolve)
-        let profile = try reader.string(t, "profile", path, required: false) ?? "default"
-        guard !profile.isEmpty, !profile.contains(where: { $0 == "]" || $0 == "[" || $0.isNewline }) else {
-            throw reader.fail("\(path).profile", "expected a profile name such as \"default\"")
-        }
+        let s3 = try reader.s3Endpoint(t, path: path, bucket: bucket)
         // Keys are listed recursively: `recursive` is not among the allowed keys.
         let common = try reader.commonKeys(t, path)
         let maxConnections = try reader.integer(t, "max_connections", path, range: 1...64) ?? 4
         let poll = try reader.duration(t, "poll_interval", path) ?? 300_000_000_000
         guard poll > 0 else { throw reader.fail("\(path).poll_interval", "must be longer than 0") }
-        return S3SourceConfig(endpoint: endpoint, region: region, bucket: bucket, prefix: prefix, pathStyle: pathStyle,
-                              credentialsFile: credentials, profile: profile, filter: common.filter,
+        return S3SourceConfig(endpoint: s3.endpoint, region: s3.region, bucket: bucket, prefix: prefix, pathStyle: s3.pathStyle,
+                              credentialsFile: s3.credentialsFile, profile: s3.profile, filter: common.filter,
                               minAgeNanoseconds: common.minAge, afterIngest: common.afterIngest, maxConnections: maxConnections, pollIntervalNanoseconds: poll)
     }
 }

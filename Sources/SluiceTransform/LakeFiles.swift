@@ -28,6 +28,11 @@ package final class PublishBatch: @unchecked Sendable {  // reason: `files` is g
 
     package func publish() throws {
         guard !files.isEmpty else { return }
+        if let bucket = lake.bucket {
+            for f in files { try lake.uploadReplacing(bucket, temp: f.temp, to: f.relative) }
+            files = []
+            return
+        }
         try lake.syncFileSystem()
         for f in files { try f.renameIntoPlace() }
         try lake.syncDirectories(Set(files.map(\.folderName)))
@@ -88,6 +93,8 @@ package final class LakeFile {
 /// that the next start does not remove.
 package final class AtomicFile {
     package let final: String
+    /// The output's lake path.
+    package let relative: String
     package let temp: String
     private let lake: Lake
     private let folder: String
@@ -97,6 +104,7 @@ package final class AtomicFile {
 
     package init(lake: Lake, relative: String) throws {
         self.lake = lake
+        self.relative = relative
         final = "\(lake.root)/\(relative)"
         folder = (relative as NSString).deletingLastPathComponent
         temp = try lake.tempPath(inFolder: folder)
@@ -115,6 +123,11 @@ package final class AtomicFile {
     }
 
     package func publish() throws {
+        if let bucket = lake.bucket {
+            close(fd)
+            fd = -1
+            return try lake.uploadReplacing(bucket, temp: temp, to: relative)
+        }
         try systemCall("fsync", temp) { fsync(fd) }
         close(fd)
         fd = -1

@@ -299,6 +299,22 @@ public struct Transformer: Sendable {
     public static let rejectsFolder = "_rejects"
 
     public func run(_ input: TransformInput, options: ParquetOptions = ParquetOptions()) -> TransformResult {
+        guard lake.bucket != nil, input.member == nil, input.readPath == nil else { return runLocal(input, options: options) }
+        // On an S3 lake the version is read from a checked local copy, removed afterwards.
+        let archive = archiveKind(of: input) != nil
+        if !archive && dataset(for: input) == nil && !OpenPGP.named(by: input.path.bytes) { return TransformResult(status: .unmapped) }
+        let copy: LocalCopy
+        do {
+            copy = try lake.localCopy(of: input.lakePath, sha256: input.sha256)
+        } catch {
+            return TransformResult(status: .failed, error: "\(input.path.display): reading \(input.lakePath) from the lake failed: \(error); after a fix, run `sluice transform \(input.client) --failed`")
+        }
+        var local = input
+        local.readPath = copy.path
+        return withExtendedLifetime(copy) { runLocal(local, options: options) }
+    }
+
+    private func runLocal(_ input: TransformInput, options: ParquetOptions) -> TransformResult {
         if input.member == nil, let kind = archiveKind(of: input) { return runArchive(input, kind, options: options) }
         if input.member == nil, OpenPGP.named(by: input.path.bytes), let head = try? LakeFile(lakeRoot: lakeRoot, input: input).head(OpenPGP.magicLength),
            StoredBytes.isArmouredNonMessage(head) {
@@ -627,7 +643,7 @@ package final class OutputSink {
             result.rejectsPath = rejectsRel
         } else {
             // An earlier run's rejects of this output go with it.
-            unlink("\(lake.root)/\(rejectsRel)")
+            try? lake.remove(published: rejectsRel)
         }
         open = false
         result.status = .ok

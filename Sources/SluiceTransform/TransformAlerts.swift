@@ -53,13 +53,13 @@ extension Transformer {
             if let member = unit.member { raw["name"] = "\(raw["name"] ?? "")#\(member)" }
             var outputs: [[String: Any]] = []
             if let out = unit.outputPath {
-                let size = (try? FileManager.default.attributesOfItem(atPath: lakeRoot + "/" + out)[.size] as? Int64) ?? nil
+                let size = lake.size(ofPublished: out)
                 outputs.append(routing.lakeDataset("processed/\(mapping.client)/\(name)",
                                                    facets: ["schema": OpenLineage.schema(d.fields.map { ($0.name, $0.type.description) })],
                                                    outputFacets: ["outputStatistics": OpenLineage.outputStatistics(rows: unit.rowsWritten, bytes: size)]))
             }
             if let rejects = unit.rejectsPath {
-                let size = (try? FileManager.default.attributesOfItem(atPath: lakeRoot + "/" + rejects)[.size] as? Int64) ?? nil
+                let size = lake.size(ofPublished: rejects)
                 outputs.append(routing.lakeDataset("processed/\(mapping.client)/\(Self.rejectsFolder)/\(name)",
                                                    outputFacets: ["outputStatistics": OpenLineage.outputStatistics(rows: unit.rowsRejected, bytes: size)]))
             }

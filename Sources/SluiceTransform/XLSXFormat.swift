@@ -224,7 +224,7 @@ package final class SpooledEntry {
     private let fd: Int32
 
     package init(lake: Lake, folder: String) throws {
-        let directory = "\(lake.root)/\(folder)"
+        let directory = lake.bucket == nil ? "\(lake.root)/\(folder)" : lake.stagingDirectory
         // Through the lake, so that a folder made here (`processed/`, on a new lake) is synced
         // in its parent with the first output published under it.
         try lake.prepare(folders: [folder])

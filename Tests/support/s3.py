@@ -10,6 +10,9 @@ Operations:
   {"op": "delete", "bucket": B, "key": K}
   {"op": "keys", "bucket": B}                                  result: every key in the bucket
   {"op": "etag", "bucket": B, "key": K}                        result: the object's ETag
+  {"op": "get", "bucket": B, "key": K}                         result: the object's bytes as text
+  {"op": "checksum", "bucket": B, "key": K}                    result: its x-amz-checksum-sha256 (None without)
+  {"op": "uploads", "bucket": B}                               result: the keys of its unfinished multipart uploads
   {"op": "iam_user"}                                           create a user with full access, then turn on
                                                                moto's credential checks; result: [key id, secret]
 """
@@ -63,6 +66,12 @@ def run(op):
         return sorted(keys)
     elif kind == "etag":
         return s3.head_object(Bucket=op["bucket"], Key=op["key"])["ETag"]
+    elif kind == "get":
+        return s3.get_object(Bucket=op["bucket"], Key=op["key"])["Body"].read().decode()
+    elif kind == "checksum":
+        return s3.head_object(Bucket=op["bucket"], Key=op["key"], ChecksumMode="ENABLED").get("ChecksumSHA256")
+    elif kind == "uploads":
+        return sorted(u["Key"] for u in s3.list_multipart_uploads(Bucket=op["bucket"]).get("Uploads", []))
     elif kind == "iam_user":
         iam = boto3.client("iam", endpoint_url=endpoint, **creds)
         iam.create_user(UserName="tester")
