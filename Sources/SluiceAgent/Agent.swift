@@ -286,23 +286,52 @@ public struct Agent: Sendable {
     package func runTransforms(_ mapping: ClientMapping, manifest: Manifest, lake: Lake, dataset: String?, selection: Manifest.TransformSelection,
                        shouldStop: () -> Bool = { false }, fence: LeaseFence? = nil,
                        each: (TransformReport, Duration) -> Void = { _, _ in }) throws(AgentError) -> [TransformReport] {
+        let candidates: [Manifest.TransformCandidate]
+        do {
+            candidates = try manifest.transformCandidates(client: mapping.client, selection: selection)
+        } catch {
+            throw AgentError(.runtime, error.description)
+        }
+        return try runTransforms(mapping, manifest: manifest, lake: lake, dataset: dataset, units: candidates.map { ($0, fence) },
+                                 shouldStop: shouldStop, each: each)
+    }
+
+    /// Transforms versions this agent has claimed (`Manifest.claimPendingTransforms`), each
+    /// recorded under its claim's fence. `recording` is called with a claim just before its
+    /// record (which removes the claim); a claim lost meanwhile is logged and its version left
+    /// to the agent that has it now.
+    package func runTransforms(_ mapping: ClientMapping, manifest: Manifest, lake: Lake, claimed: [(candidate: Manifest.TransformCandidate, fence: LeaseFence)],
+                               shouldStop: () -> Bool, recording: (LeaseFence) -> Void,
+                               each: (TransformReport, Duration) -> Void) throws(AgentError) -> [TransformReport] {
+        try runTransforms(mapping, manifest: manifest, lake: lake, dataset: nil, units: claimed.map { ($0.candidate, $0.fence) },
+                          shouldStop: shouldStop, recording: recording, each: each)
+    }
+
+    private func runTransforms(_ mapping: ClientMapping, manifest: Manifest, lake: Lake, dataset: String?, units: [(Manifest.TransformCandidate, LeaseFence?)],
+                               shouldStop: () -> Bool, recording: (LeaseFence) -> Void = { _ in },
+                               each: (TransformReport, Duration) -> Void) throws(AgentError) -> [TransformReport] {
         var transformer = Transformer(lake: lake, mapping: mapping, limits: unpackLimits, spoolDirectory: spoolDirectory(), keys: keys(client: mapping.client))
         transformer.previousSchema = Self.previousSchema(manifest, client: mapping.client)
         var reports: [TransformReport] = []
-        do {
-            for c in try manifest.transformCandidates(client: mapping.client, selection: selection) {
-                let input = TransformInput(client: mapping.client, candidate: c)
-                if let dataset, transformer.dataset(for: input)?.name != dataset { continue }
-                if shouldStop() { break }
-                let t0 = ContinuousClock.now
-                let startedAt = Timestamp.now()
-                let recorded = try transformer.record(transformer.run(input), of: input, versionID: c.versionID, in: manifest, logger: logger,
-                                                      startedAt: startedAt, fence: fence)
+        for (c, fence) in units {
+            let input = TransformInput(client: mapping.client, candidate: c)
+            if let dataset, transformer.dataset(for: input)?.name != dataset { continue }
+            if shouldStop() { break }
+            let t0 = ContinuousClock.now
+            let startedAt = Timestamp.now()
+            let result = transformer.run(input)
+            if let fence { recording(fence) }
+            do {
+                let recorded = try transformer.record(result, of: input, versionID: c.versionID, in: manifest, logger: logger, startedAt: startedAt, fence: fence)
                 each(recorded[0], ContinuousClock.now - t0)
                 reports += recorded
+            } catch let e where e.leaseLost != nil && fence?.source.hasPrefix(Manifest.versionClaimPrefix) == true {
+                logger.about(client: mapping.client, source: c.source).error("Transform refused: the claim on the version was lost", metadata: [
+                    "path": "\(input.path.display)", "version": "\(c.version)", "error": "\(e.message)",
+                ])
+            } catch {
+                throw AgentError(.runtime, error.description)
             }
-        } catch {
-            throw AgentError(.runtime, error.description)
         }
         return reports
     }

@@ -209,10 +209,12 @@ extension Agent {
 
     /// `[manifest] password_file` or `ca_file` that cannot be read.
     public func manifestSecretProblems() -> [String] {
-        guard case .postgres(let pg) = config.manifest else { return [] }
-        return [("password_file", pg.passwordFile), ("ca_file", pg.caFile)].compactMap { key, file -> String? in
+        var files: [(String, String?)] = []
+        if case .postgres(let pg) = config.manifest { files += [("manifest.password_file", pg.passwordFile), ("manifest.ca_file", pg.caFile)] }
+        if let lake = config.lakeBucket { files.append(("lake.credentials_file", lake.credentialsFile)) }
+        return files.compactMap { key, file -> String? in
             guard let file, access(file, R_OK) != 0 else { return nil }
-            return "manifest.\(key) \(file) cannot be read: \(String(cString: strerror(errno)))"
+            return "\(key) \(file) cannot be read: \(String(cString: strerror(errno)))"
         }
     }
 }

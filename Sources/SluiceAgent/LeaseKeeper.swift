@@ -72,6 +72,26 @@ package final class LeaseKeeper: @unchecked Sendable {  // `held` and `holders` 
         return .elsewhere
     }
 
+    /// Renews the claim on a version (never taking it anew: its record removes it).
+    private func renewClaim(_ key: SourceKey) {
+        guard let fence = fence(key) else { return }
+        do {
+            if try !daemon.manifest.renewLease(fence, ttlMillis: ttlNanoseconds / 1_000_000), self.fence(key) == fence {
+                forget(key)
+                daemon.logger.about(client: key.client, source: nil).warning("Lost the claim on a version being transformed; its record will be refused", metadata: [
+                    "claim": "\(key.source)", "token": "\(fence.token)",
+                ])
+            }
+        } catch {
+            daemon.logger.warning("Cannot renew the claim on a version", metadata: ["claim": "\(key.source)", "error": "\(error.message)"])
+        }
+    }
+
+    /// Renews a lease taken elsewhere (a claim on a version) until `forget` or `release`.
+    package func adopt(_ fence: LeaseFence) {
+        lock.withLock { held[SourceKey(client: fence.client, source: fence.source)] = fence.token }
+    }
+
     /// The current fence of `key`, if this agent holds its lease.
     package func fence(_ key: SourceKey) -> LeaseFence? {
         lock.withLock { held[key].map { LeaseFence(client: key.client, source: key.source, owner: owner, token: $0) } }
@@ -84,7 +104,9 @@ package final class LeaseKeeper: @unchecked Sendable {  // `held` and `holders` 
 
     private func run() {
         while waker.sleep(nanoseconds: renewInterval) {
-            for key in lock.withLock({ Array(held.keys) }) { _ = claim(key) }
+            for key in lock.withLock({ Array(held.keys) }) {
+                if key.source.hasPrefix(Manifest.versionClaimPrefix) { renewClaim(key) } else { _ = claim(key) }
+            }
             refreshHolders()
         }
     }

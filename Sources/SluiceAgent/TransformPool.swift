@@ -7,6 +7,7 @@ import SluiceLake
 import SluiceIngest
 import SluiceConfig
 import SluiceFormats
+import SluiceTransform
 
 /// The daemon's transform workers (`[agent] transform_workers`): after a pass commits new
 /// versions, their client is queued, and a worker transforms every version of it still
@@ -126,8 +127,26 @@ package final class TransformPool: @unchecked Sendable {  // state guarded by `c
     /// names cannot hold `*`).
     static let leaseName = "*transforms"
 
+    /// Versions claimed at a time on a shared manifest: few, so that the agents share a busy
+    /// client's backlog evenly.
+    static let claimBatch = 4
+
+    /// The metrics of one transform.
+    private func count(_ report: TransformReport, client: String, elapsed: Duration) {
+        let dims = [("client", client), ("dataset", report.dataset ?? "")]
+        Metrics.Timer(label: "sluice_transform_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds)
+            .recordNanoseconds(elapsed.nanoseconds)
+        Counter(label: "sluice_rows_written_total", dimensions: dims).increment(by: Int(report.rowsWritten))
+        Counter(label: "sluice_rows_rejected_total", dimensions: dims).increment(by: Int(report.rowsRejected))
+        Counter(label: "sluice_transforms_total", dimensions: dims + [("status", report.status.rawValue)]).increment()
+        for (kind, n) in report.schemaChanges ?? [:] {
+            Counter(label: "sluice_schema_changes_total", dimensions: dims + [("kind", kind)]).increment(by: n)
+        }
+    }
+
     private func transform(client: String) {
         guard let mapping = daemon.mappingsSnapshot()[client] else { return }
+        if daemon.manifest.dialect == .postgres { return transformClaimed(client: client, mapping: mapping) }
         let agent = daemon.agentSnapshot()
         // Agents sharing the manifest: one transforms a client's pending versions at a time,
         // under the client's transforms lease (its record is refused once the lease is lost).
@@ -152,16 +171,8 @@ package final class TransformPool: @unchecked Sendable {  // state guarded by `c
             let newest = try daemon.manifest.newestVersionID()
             _ = try agent.runTransforms(mapping, manifest: daemon.manifest, lake: daemon.lake, dataset: nil,
                                         selection: after.map { .pendingAfter($0) } ?? .pending,
-                                        shouldStop: { [self] in isStopped() }, fence: fence) { report, elapsed in
-                let dims = [("client", client), ("dataset", report.dataset ?? "")]
-                Metrics.Timer(label: "sluice_transform_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds)
-                    .recordNanoseconds(elapsed.nanoseconds)
-                Counter(label: "sluice_rows_written_total", dimensions: dims).increment(by: Int(report.rowsWritten))
-                Counter(label: "sluice_rows_rejected_total", dimensions: dims).increment(by: Int(report.rowsRejected))
-                Counter(label: "sluice_transforms_total", dimensions: dims + [("status", report.status.rawValue)]).increment()
-                for (kind, n) in report.schemaChanges ?? [:] {
-                    Counter(label: "sluice_schema_changes_total", dimensions: dims + [("kind", kind)]).increment(by: n)
-                }
+                                        shouldStop: { [self] in isStopped() }, fence: fence) { [self] report, elapsed in
+                count(report, client: client, elapsed: elapsed)
             }
             // Read along the held index: a `sluice transform --held` from the shell shows too.
             daemon.recordHeldGauge()
@@ -169,5 +180,44 @@ package final class TransformPool: @unchecked Sendable {  // state guarded by `c
         } catch {
             daemon.logger.error("Transforms failed", metadata: ["client": "\(client)", "error": "\(error)"])
         }
+    }
+
+    /// On a shared (PostgreSQL) manifest every agent's workers take part in a client's backlog:
+    /// each claims a few pending versions at a time (`SELECT … FOR UPDATE SKIP LOCKED`), keeps
+    /// the claims renewed while it works, and records each transform under its claim, which the
+    /// record removes. A claim this agent could not use (it stopped) is handed back; one that a
+    /// stalled agent lost runs out and is claimed again, and the stalled agent's record is refused.
+    private func transformClaimed(client: String, mapping: ClientMapping) {
+        let agent = daemon.agentSnapshot()
+        let leases: LeaseKeeper = daemon.leases
+        while !isStopped() {
+            let claimed: [(candidate: Manifest.TransformCandidate, fence: LeaseFence)]
+            do {
+                claimed = try daemon.manifest.claimPendingTransforms(client: client, owner: leases.owner, ttlMillis: leases.ttlNanoseconds / 1_000_000,
+                                                                     limit: Self.claimBatch)
+            } catch {
+                daemon.logger.error("Transforms failed", metadata: ["client": "\(client)", "error": "\(error)"])
+                return
+            }
+            if claimed.isEmpty { break }
+            for c in claimed { leases.adopt(c.fence) }
+            var recorded = Set<String>()
+            do {
+                _ = try agent.runTransforms(mapping, manifest: daemon.manifest, lake: daemon.lake, claimed: claimed, shouldStop: { [self] in isStopped() },
+                                            recording: { fence in
+                                                // Renewing stops before the record removes the claim.
+                                                leases.forget(SourceKey(client: fence.client, source: fence.source))
+                                                recorded.insert(fence.source)
+                                            }) { [self] report, elapsed in
+                    count(report, client: client, elapsed: elapsed)
+                }
+            } catch {
+                daemon.logger.error("Transforms failed", metadata: ["client": "\(client)", "error": "\(error)"])
+            }
+            for c in claimed where !recorded.contains(c.fence.source) {
+                leases.release(SourceKey(client: client, source: c.fence.source))
+            }
+        }
+        daemon.recordHeldGauge()
     }
 }

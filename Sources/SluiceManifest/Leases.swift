@@ -58,17 +58,67 @@ extension Manifest {
     /// Returns the token, or nil when another agent holds an unexpired lease.
     public func claimLease(client: String, source: String, owner: String, ttlMillis: Int64) throws(ManifestError) -> Int64? {
         try write("claiming the lease of \(client)/\(source)") { db in
+            try Self.claim(db, client: client, source: source, owner: owner, ttlMillis: ttlMillis)
+        }
+    }
+
+    static func claim(_ db: SQLDatabase, client: String, source: String, owner: String, ttlMillis: Int64) throws -> Int64? {
+        let now = db.nowMillisSQL
+        let held = "source_lease.owner = excluded.owner AND source_lease.expires_at > \(now)"
+        return try db.value("""
+            INSERT INTO source_lease (client, source, owner, token, expires_at, acquired_at) VALUES (?, ?, ?, 1, \(now) + ?, ?)
+            ON CONFLICT (client, source) DO UPDATE SET
+                token = CASE WHEN \(held) THEN source_lease.token ELSE source_lease.token + 1 END,
+                acquired_at = CASE WHEN \(held) THEN source_lease.acquired_at ELSE excluded.acquired_at END,
+                owner = excluded.owner, expires_at = excluded.expires_at
+            WHERE source_lease.owner = excluded.owner OR source_lease.expires_at <= \(now)
+            RETURNING token
+            """, [client, source, owner, ttlMillis, Timestamp.now()])
+    }
+
+    /// The lease "source" of a claim on one version: `*version:<id>` (source names cannot
+    /// hold `*`).
+    public static let versionClaimPrefix = "*version:"
+
+    /// Claims up to `limit` of `client`'s versions that were never transformed and that no
+    /// other agent has claimed (or whose claim ran out), oldest first, for `owner` for
+    /// `ttlMillis`: each claim is a lease on the version (renewed like a source's), whose
+    /// token fences the transform's record, and which the record removes. On PostgreSQL the
+    /// versions are picked with `FOR UPDATE SKIP LOCKED`, so agents claiming at once take
+    /// different versions without waiting for each other; the lease's own upsert settles a
+    /// race the skip misses.
+    public func claimPendingTransforms(client: String, owner: String, ttlMillis: Int64, limit: Int) throws(ManifestError) -> [(candidate: TransformCandidate, fence: LeaseFence)] {
+        try write("claiming versions to transform") { db in
+            let skip = db.dialect == .postgres ? "FOR UPDATE OF v SKIP LOCKED" : ""
+            let rows = try db.rows("""
+                SELECT v.id, f.source, f.path_bytes, v.version, v.sha256, v.lake_path, v.ingested_at
+                FROM version v JOIN file f ON f.id = v.file_id
+                WHERE f.client = ? AND NOT EXISTS (SELECT 1 FROM transform t WHERE t.version_id = v.id)
+                  AND NOT EXISTS (SELECT 1 FROM source_lease l WHERE l.client = f.client AND l.source = ? || CAST(v.id AS TEXT)
+                                  AND l.expires_at > \(db.nowMillisSQL))
+                ORDER BY v.id LIMIT \(max(1, limit)) \(skip)
+                """, [client, Self.versionClaimPrefix])
+            var out: [(candidate: TransformCandidate, fence: LeaseFence)] = []
+            for r in rows {
+                let c = TransformCandidate(versionID: r[0], source: r[1], pathBytes: r[2], version: r[3], sha256: r[4], lakePath: r[5], ingestedAt: r[6])
+                let source = "\(Self.versionClaimPrefix)\(c.versionID)"
+                guard let token = try Self.claim(db, client: client, source: source, owner: owner, ttlMillis: ttlMillis) else { continue }
+                out.append((c, LeaseFence(client: client, source: source, owner: owner, token: token)))
+            }
+            return out
+        }
+    }
+
+    /// Extends a lease `fence` still holds by `ttlMillis`, without ever taking it anew: false
+    /// when it is no longer held (or its row is gone).
+    public func renewLease(_ fence: LeaseFence, ttlMillis: Int64) throws(ManifestError) -> Bool {
+        try write("renewing the lease of \(fence.client)/\(fence.source)") { db in
             let now = db.nowMillisSQL
-            let held = "source_lease.owner = excluded.owner AND source_lease.expires_at > \(now)"
-            return try db.value("""
-                INSERT INTO source_lease (client, source, owner, token, expires_at, acquired_at) VALUES (?, ?, ?, 1, \(now) + ?, ?)
-                ON CONFLICT (client, source) DO UPDATE SET
-                    token = CASE WHEN \(held) THEN source_lease.token ELSE source_lease.token + 1 END,
-                    acquired_at = CASE WHEN \(held) THEN source_lease.acquired_at ELSE excluded.acquired_at END,
-                    owner = excluded.owner, expires_at = excluded.expires_at
-                WHERE source_lease.owner = excluded.owner OR source_lease.expires_at <= \(now)
+            let renewed: Int64? = try db.value("""
+                UPDATE source_lease SET expires_at = \(now) + ? WHERE client = ? AND source = ? AND owner = ? AND token = ? AND expires_at > \(now)
                 RETURNING token
-                """, [client, source, owner, ttlMillis, Timestamp.now()])
+                """, [ttlMillis, fence.client, fence.source, fence.owner, fence.token])
+            return renewed != nil
         }
     }
 

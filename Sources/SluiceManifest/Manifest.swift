@@ -572,12 +572,19 @@ public final class Manifest: Sendable {
     /// transaction (the latest row without a parent is the version's current state).
     /// `alerts` (raised or resolved by the outcome) and `lineage` (OpenLineage events, JSON) are
     /// queued in the same transaction.
-    /// `fence`: the client's transforms lease (`sluice run`): refused once another agent has it.
+    /// `fence`: the claim on the version (`sluice run` on a shared manifest), or the client's
+    /// transforms lease: refused once another agent has it.
     public func recordTransform(versionID: Int64, _ file: TransformRecord, members: [TransformRecord] = [], alerts: [AlertEvent] = [],
                                 lineage: [String] = [], fence: LeaseFence? = nil) throws(ManifestError) {
         let routing = alerts.isEmpty ? nil : alertRouting
         try write("recording a transform") { db in
-            if let fence { try Self.checkFence(db, fence) }
+            if let fence {
+                try Self.checkFence(db, fence)
+                // A claim on this version is done with once its transform is recorded.
+                if fence.source.hasPrefix(Self.versionClaimPrefix) {
+                    try db.execute("DELETE FROM source_lease WHERE client = ? AND source = ?", [fence.client, fence.source])
+                }
+            }
             let insert = """
                 INSERT INTO transform (version_id, dataset, mapping_sha256, schema_sha256, status, rows_written, rows_rejected, output_path, rejects_path,
                                        error, transformed_at, member, parent_id, members_ok, members_failed, members_unmapped, source_schema_id,

@@ -206,14 +206,19 @@ struct CheckConfig: ParsableCommand {
             FileHandle.standardError.write(Data("warning: \(PrintableText.escape(problem)) (the source fails until this is fixed)\n".utf8))
         }
         for problem in agent.manifestSecretProblems() {
-            FileHandle.standardError.write(Data("warning: \(PrintableText.escape(problem)) (the agent cannot open the manifest until this is fixed)\n".utf8))
+            FileHandle.standardError.write(Data("warning: \(PrintableText.escape(problem)) (the agent cannot open the manifest or the lake until this is fixed)\n".utf8))
         }
         for problem in agent.alertSecretProblems() {
             FileHandle.standardError.write(Data("warning: \(PrintableText.escape(problem)) (its alerts are not delivered until this is fixed)\n".utf8))
         }
         say("\(c.file): OK")
         say("  state_dir    \(c.stateDir)")
-        say("  lake_dir     \(c.lakeDir)")
+        if let lake = c.lakeBucket {
+            say("  lake         \(lake.url) at \(lake.endpoint.absoluteString) (\(lake.region)\(lake.credentialsFile.map { ", credentials from \($0)" } ?? ", credentials from the environment"))")
+            say("  lake_dir     \(c.lakeDir) (this host's staging only)")
+        } else {
+            say("  lake_dir     \(c.lakeDir)")
+        }
         switch c.manifest {
         case .sqlite(let path):
             say("  manifest     \(path) (SQLite, this host only)")

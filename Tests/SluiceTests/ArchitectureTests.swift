@@ -15,7 +15,8 @@ import Testing
         ["SluiceSources", "SluiceTransform"],
         ["SluiceConfig"],
         ["SluiceIngest"],
-        ["SluiceLake", "SluiceManifest", "SluiceSFTP", "SluiceS3", "SluiceFormats", "SluiceParquet"],
+        ["SluiceLake", "SluiceManifest", "SluiceSFTP", "SluiceFormats", "SluiceParquet"],
+        ["SluiceS3"],
         ["SluiceSupport"],
     ]
 

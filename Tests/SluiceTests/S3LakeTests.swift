@@ -1,4 +1,5 @@
 import Foundation
+import SluiceConfig
 import SluiceTestSupport
 import Testing
 #if canImport(Glibc)
@@ -201,5 +202,54 @@ struct S3LakeTests {
         #expect(head.count == 2 && head[0].hasSuffix("-25\"") && !head[1].isEmpty, "25 parts of 16 MiB, with their checksums: \(head)")
         let audit = try SluiceBinary.run(["audit"], config: config)
         #expect(audit.status == 0, "\(audit.stdout)")
+    }
+}
+
+/// `[lake]`: where the bucket is, its prefix made to end in `/`, and an error naming the key
+/// for every bad value.
+@Suite struct LakeConfigTests {
+    static let base = "[agent]\nstate_dir = \"/var/lib/sluice\"\nlake_dir = \"/srv/lake\"\n"
+    static let endpoint = "endpoint = \"https://s3.eu-central-1.amazonaws.com\"\nregion = \"eu-central-1\"\n"
+
+    func parse(_ lake: String) throws -> AgentConfig {
+        try AgentConfig.parse(text: Self.base + lake, file: "/etc/sluice/agent.conf")
+    }
+
+    func problem(_ lake: String) -> String {
+        do {
+            _ = try parse(lake)
+            return ""
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test func lakeTableKeysAndDefaults() throws {
+        #expect(try parse("").lakeBucket == nil)
+        let c = try parse("[lake]\nurl = \"s3://ingest-lake/prod\"\n\(Self.endpoint)credentials_file = \"secrets/lake.s3\"\n")
+        let lake = try #require(c.lakeBucket)
+        #expect(lake.bucket == "ingest-lake" && lake.prefix == "prod/" && lake.region == "eu-central-1" && !lake.pathStyle)
+        #expect(lake.credentialsFile == "/etc/sluice/secrets/lake.s3" && lake.profile == "default")
+        #expect(lake.url == "s3://ingest-lake/prod/" && c.lakeDisplay == "s3://ingest-lake/prod/")
+        let bare = try #require(try parse("[lake]\nurl = \"s3://lake\"\n\(Self.endpoint)path_style = true\nprofile = \"ops\"\n").lakeBucket)
+        #expect(bare.prefix == "" && bare.pathStyle && bare.profile == "ops" && bare.credentialsFile == nil)
+        #expect(try parse("[lake]\nurl = \"s3://lake/a/b/\"\n\(Self.endpoint)").lakeBucket?.prefix == "a/b/")
+    }
+
+    @Test func badLakeTablesNameTheKey() {
+        for (lake, key, words) in [
+            ("[lake]\n\(Self.endpoint)", "lake", "missing required key 'url'"),
+            ("[lake]\nurl = \"https://lake/prod\"\n\(Self.endpoint)", "lake.url", "s3://BUCKET/PREFIX"),
+            ("[lake]\nurl = \"s3://bad bucket/x\"\n\(Self.endpoint)", "lake.url", "bucket name"),
+            ("[lake]\nurl = \"s3://lake/a//b\"\n\(Self.endpoint)", "lake.url", "empty"),
+            ("[lake]\nurl = \"s3://lake/a/../b\"\n\(Self.endpoint)", "lake.url", "'..'"),
+            ("[lake]\nurl = \"s3://lake\"\nregion = \"x\"\n", "lake", "missing required key 'endpoint'"),
+            ("[lake]\nurl = \"s3://lake\"\nendpoint = \"ftp://x\"\nregion = \"x\"\n", "lake.endpoint", "http(s) URL"),
+            ("[lake]\nurl = \"s3://my.lake\"\n\(Self.endpoint)", "lake.path_style", "dots"),
+            ("[lake]\nurl = \"s3://lake\"\n\(Self.endpoint)bucket = \"x\"\n", "lake.bucket", "unknown"),
+        ] {
+            let p = problem(lake)
+            #expect(p.contains(key) && p.contains(words), "\(lake) → \(p)")
+        }
     }
 }
