@@ -106,3 +106,40 @@ if p.returncode != 0: sys.exit(f"sluice pull failed with {p.returncode}")
 print(f"{t:.3f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}")
 PY
 }
+
+# Starts Debian's PostgreSQL on a free loopback port in $W/pg (initdb + pg_ctl, fsync and
+# synchronous_commit on, as in production; password login over TCP as role sluice, the
+# password in $W/pg.pass) and stops it with the benchmark. Sets PGPORT and PGVER.
+start_postgres() {
+  PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  [ -x "$PGBIN/pg_ctl" ] || { echo "PostgreSQL is needed: apt-get install -y postgresql" >&2; exit 2; }
+  PG="$W/pg"; mkdir -p "$PG"; chmod 755 "$W" "$PG"
+  AS=(); [ "$(id -u)" -eq 0 ] && { chown postgres "$PG"; AS=(runuser -u postgres --); }
+  head -c 24 /dev/urandom | base64 > "$W/pg.pass"; chmod 644 "$W/pg.pass"
+  "${AS[@]}" "$PGBIN/initdb" -D "$PG/data" -U sluice --pwfile "$W/pg.pass" --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C >/dev/null
+  PGPORT=$(free_port)
+  "${AS[@]}" "$PGBIN/pg_ctl" -D "$PG/data" -l "$PG/log" -w -o "-p $PGPORT -k $PG -c listen_addresses=127.0.0.1" start >/dev/null
+  trap '"${AS[@]}" "$PGBIN/pg_ctl" -D "$PG/data" -m fast -w stop >/dev/null 2>&1 || true; bench_cleanup' EXIT
+  PGVER=$("$PGBIN/postgres" --version)
+}
+
+# Creates database $1 on that server and prints its [manifest] table.
+pg_database() {
+  PGPASSWORD=$(cat "$W/pg.pass") psql -h 127.0.0.1 -p "$PGPORT" -U sluice -d postgres -qAtc "CREATE DATABASE $1" >/dev/null
+  printf '[manifest]\nurl = "postgresql://sluice@127.0.0.1:%s/%s"\npassword_file = "%s"\ntls = "disable"\n' "$PGPORT" "$1" "$W/pg.pass"
+}
+
+# Runs SQL on database $1 of that server; prints the rows (| between columns).
+pg_query() { PGPASSWORD=$(cat "$W/pg.pass") psql -h 127.0.0.1 -p "$PGPORT" -U sluice -d "$1" -qAtc "$2"; }
+
+# Starts moto's S3 server on a free loopback port (the benchmark's server: SERVER_PID), with
+# credentials bench/bench in $W/credentials and in the environment. Sets PORT and EP.
+start_moto() {
+  PORT=$(free_port)
+  EP="http://127.0.0.1:$PORT"
+  python3 -m moto.server -H 127.0.0.1 -p "$PORT" >"$W/moto.log" 2>&1 &
+  SERVER_PID=$!
+  wait_port "$PORT"
+  export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_DEFAULT_REGION=us-east-1
+  printf '[default]\naws_access_key_id = bench\naws_secret_access_key = bench\n' > "$W/credentials"
+}

@@ -11,19 +11,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-[ -x "$PGBIN/pg_ctl" ] || { echo "PostgreSQL is needed: apt-get install -y postgresql" >&2; exit 2; }
 FILES=${BENCH_FILES:-10000}; SIZE=${BENCH_SIZE:-512}; RUNS=${BENCH_RUNS:-3}
 bench_setup manifest 2048
 
-PG="$W/pg"; mkdir -p "$PG"; chmod 755 "$W" "$PG"
-AS=(); [ "$(id -u)" -eq 0 ] && { chown postgres "$PG"; AS=(runuser -u postgres --); }
-head -c 24 /dev/urandom | base64 > "$W/pg.pass"; chmod 644 "$W/pg.pass"
-"${AS[@]}" "$PGBIN/initdb" -D "$PG/data" -U sluice --pwfile "$W/pg.pass" --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C >/dev/null
-PGPORT=$(free_port)
-"${AS[@]}" "$PGBIN/pg_ctl" -D "$PG/data" -l "$PG/log" -w -o "-p $PGPORT -k $PG -c listen_addresses=127.0.0.1" start >/dev/null
-trap '"${AS[@]}" "$PGBIN/pg_ctl" -D "$PG/data" -m fast -w stop >/dev/null 2>&1 || true; bench_cleanup' EXIT
-PGVER=$("$PGBIN/postgres" --version)
+start_postgres
 
 mkdir -p "$W/drop" "$W/empty"
 for i in $(seq 1 "$FILES"); do head -c "$SIZE" /dev/urandom > "$W/drop/f$i.csv"; done
@@ -33,8 +24,7 @@ run_one() {  # $1 sqlite|postgres $2 run number; prints seconds
   local d="$W/run-$1-$2" manifest=""
   mkdir -p "$d"
   if [ "$1" = postgres ]; then
-    PGPASSWORD=$(cat "$W/pg.pass") psql -h 127.0.0.1 -p "$PGPORT" -U sluice -d postgres -qAtc "CREATE DATABASE r$2" >/dev/null
-    manifest=$'[manifest]\nurl = "postgresql://sluice@127.0.0.1:'"$PGPORT"'/r'"$2"$'"\npassword_file = "'"$W/pg.pass"$'"\ntls = "disable"'
+    manifest=$(pg_database "r$2")
   fi
   conf() {  # $1 the drop folder
     cat > "$d/agent.conf" <<CONF

@@ -18,13 +18,7 @@ CONNECTIONS="${BENCH_CONNECTIONS:-4}"
 . bench/lib.sh
 bench_setup s3 $(( BIG_MB * 3 + 2048 ))
 
-PORT=$(free_port)
-EP="http://127.0.0.1:$PORT"
-python3 -m moto.server -H 127.0.0.1 -p "$PORT" >"$W/moto.log" 2>&1 &
-SERVER_PID=$!
-wait_port "$PORT"
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_DEFAULT_REGION=us-east-1
-printf '[default]\naws_access_key_id = bench\naws_secret_access_key = bench\n' > "$W/credentials"
+start_moto
 
 echo "file system: $(df -T "$W" | awk 'NR==2 {print $1, $2}')${LOOP:+ (fresh loop-mounted image)}; moto on $EP" >&2
 echo "putting one ${BIG_MB} MiB object and $SMALL x 8 KiB objects ..." >&2

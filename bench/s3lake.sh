@@ -14,13 +14,7 @@ RUNS="${BENCH_RUNS:-3}"; SMALL="${BENCH_SMALL:-2000}"; BIG_MB="${BENCH_BIG_MB:-2
 . bench/lib.sh
 BENCH_LOOP=0 bench_setup s3lake 0
 
-PORT=$(free_port)
-EP="http://127.0.0.1:$PORT"
-python3 -m moto.server -H 127.0.0.1 -p "$PORT" >"$W/moto.log" 2>&1 &
-SERVER_PID=$!
-wait_port "$PORT"
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_DEFAULT_REGION=us-east-1
-printf '[default]\naws_access_key_id = bench\naws_secret_access_key = bench\n' > "$W/credentials"
+start_moto
 mkdir -p "$W/small/d" "$W/big/d"
 python3 - "$W/small/d" "$SMALL" <<'PY'
 import os, sys

@@ -108,6 +108,11 @@ package final class LeaseKeeper: @unchecked Sendable {  // `held` and `holders` 
                 if key.source.hasPrefix(Manifest.versionClaimPrefix) { renewClaim(key) } else { _ = claim(key) }
             }
             refreshHolders()
+            // Versions other agents commit are transformed by every agent's workers: each
+            // renewal, every client with a mapping is looked at for versions to claim.
+            if daemon.manifest.dialect == .postgres {
+                for id in daemon.mappingsSnapshot().keys.sorted() { daemon.transforms.enqueue(client: id) }
+            }
         }
     }
 

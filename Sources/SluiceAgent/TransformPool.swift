@@ -189,6 +189,13 @@ package final class TransformPool: @unchecked Sendable {  // state guarded by `c
     /// stalled agent lost runs out and is claimed again, and the stalled agent's record is refused.
     private func transformClaimed(client: String, mapping: ClientMapping) {
         let agent = daemon.agentSnapshot()
+        // Claims keep this agent's own workers apart too: `transform_workers` claimers at once.
+        let claimers = max(1, agent.config.transformWorkers)
+        parallelFor(count: claimers, threads: claimers, setup: {}) { [self] _, _ in claimAndTransform(client: client, mapping: mapping, agent: agent) }
+        daemon.recordHeldGauge()
+    }
+
+    private func claimAndTransform(client: String, mapping: ClientMapping, agent: Agent) {
         let leases: LeaseKeeper = daemon.leases
         while !isStopped() {
             let claimed: [(candidate: Manifest.TransformCandidate, fence: LeaseFence)]
@@ -199,7 +206,7 @@ package final class TransformPool: @unchecked Sendable {  // state guarded by `c
                 daemon.logger.error("Transforms failed", metadata: ["client": "\(client)", "error": "\(error)"])
                 return
             }
-            if claimed.isEmpty { break }
+            if claimed.isEmpty { return }
             for c in claimed { leases.adopt(c.fence) }
             var recorded = Set<String>()
             do {
@@ -218,6 +225,5 @@ package final class TransformPool: @unchecked Sendable {  // state guarded by `c
                 leases.release(SourceKey(client: client, source: c.fence.source))
             }
         }
-        daemon.recordHeldGauge()
     }
 }

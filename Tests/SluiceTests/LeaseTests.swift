@@ -45,6 +45,51 @@ import Glibc
         #expect(try a.claimLease(client: "acme", source: "bucket", owner: "a", ttlMillis: 60_000) == 3)
     }
 
+    /// Claims on versions to transform: agents claiming at once get different versions, a
+    /// record removes its claim, a claim that ran out goes to another agent with a new token
+    /// and the first one's late record is refused; claims renew without ever being taken anew.
+    @Test(arguments: ManifestBackend.allCases) func versionsAreClaimedOnceAndALateRecordIsRefused(_ backend: ManifestBackend) throws {
+        let f = try ManifestFixture(backend, label: "claims")
+        let a = f.manifest
+        let b = try f.reopen()
+        let run = try a.startRun(client: "acme", source: "drop", trigger: "pull")
+        _ = try a.commit((0..<10).map { i in
+            .version(NewVersion(client: "acme", source: "drop", path: "f\(i).csv", pathBytes: Array("f\(i).csv".utf8), version: 1, sha256: "s\(i)",
+                                size: 1, mtimeNs: 0, lakePath: "raw/acme/drop/f\(i).v1.csv"))
+        }, runID: run, counts: RunCounts())
+        let first = try a.claimPendingTransforms(client: "acme", owner: "a", ttlMillis: 60_000, limit: 4)
+        let second = try b.claimPendingTransforms(client: "acme", owner: "b", ttlMillis: 60_000, limit: 4)
+        #expect(first.map(\.candidate.version) == [1, 1, 1, 1] && first.count == 4 && second.count == 4)
+        #expect(Set(first.map(\.candidate.versionID)).isDisjoint(with: second.map(\.candidate.versionID)), "no version claimed twice")
+        #expect(first.map(\.candidate.versionID) == first.map(\.candidate.versionID).sorted(), "oldest first")
+        #expect(try b.claimPendingTransforms(client: "acme", owner: "b", ttlMillis: 60_000, limit: 10).count == 2, "what is left")
+        #expect(try a.claimPendingTransforms(client: "acme", owner: "a", ttlMillis: 60_000, limit: 10).isEmpty)
+
+        let record = Manifest.TransformRecord(dataset: "d", mappingSHA256: "m", schemaSHA256: nil, status: "ok", rowsWritten: 1, rowsRejected: 0,
+                                              outputPath: nil, rejectsPath: nil, error: nil)
+        try a.recordTransform(versionID: first[0].candidate.versionID, record, fence: first[0].fence)
+        #expect(try !a.leaseHolders().contains { $0.source == first[0].fence.source }, "the record removed its claim")
+        #expect(try a.renewLease(first[1].fence, ttlMillis: 60_000))
+        #expect(try !a.renewLease(first[0].fence, ttlMillis: 60_000), "a removed claim is not renewed back")
+
+        // a's claim on one version runs out (a stalled): b claims it anew and records it; a's
+        // late record is refused and nothing of it is kept.
+        #expect(try a.renewLease(first[1].fence, ttlMillis: 1))
+        usleep(50_000)
+        let taken = try b.claimPendingTransforms(client: "acme", owner: "b", ttlMillis: 60_000, limit: 10)
+        #expect(taken.map(\.candidate.versionID) == [first[1].candidate.versionID] && taken.first?.fence.token == 2, "\(taken)")
+        try b.recordTransform(versionID: taken[0].candidate.versionID, record, fence: taken[0].fence)
+        do {
+            try a.recordTransform(versionID: first[1].candidate.versionID, record, fence: first[1].fence)
+            Issue.record("a's late record was taken")
+        } catch {
+            #expect(error.leaseLost != nil, "\(error)")
+        }
+        #expect(try b.transformCandidates(client: "acme", selection: .all).count == 10)
+        #expect(try b.transformCandidates(client: "acme", selection: .pending).count == 8)
+        #expect(try a.renewLease(first[1].fence, ttlMillis: 60_000) == false)
+    }
+
     /// A pass whose lease was taken over while it ran (the agent was paused past its lease):
     /// its commit is refused, what it published stays in the lake (the new owner may have
     /// adopted it already), and the new owner's pass records every file exactly once.

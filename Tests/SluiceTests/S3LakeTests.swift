@@ -51,6 +51,17 @@ struct S3LakeTests {
         """
     }
 
+    /// `agent.conf` for client acme with one drop folder `drop/`, the lake in bucket `lake`.
+    static func dropAgent(_ dir: TempDir, moto: MotoServer) -> String {
+        dir.write("secrets/lake.s3", "[default]\naws_access_key_id = test\naws_secret_access_key = test\n")
+        return dir.config(tables: lakeTable(moto, bucket: "lake", dir: dir) + """
+            [clients.acme.sources.drop]
+            type = "folder"
+            path = "drop"
+            min_age = "0s"
+            """)
+    }
+
     static func pull(_ config: String, _ client: String) throws -> [String: Any] {
         let (r, obj) = try SluiceBinary.json(["pull", client], config: config)
         #expect(r.status == 0, "\(client): \(r.stderr)")
@@ -140,13 +151,7 @@ struct S3LakeTests {
         let dir = TempDir("s3lake-taken")
         dir.write("drop/same.csv", "id\n1\n")
         dir.write("drop/other.csv", "id\n2\n")
-        dir.write("secrets/lake.s3", "[default]\naws_access_key_id = test\naws_secret_access_key = test\n")
-        let config = dir.config(tables: Self.lakeTable(moto, bucket: "lake", dir: dir) + """
-            [clients.acme.sources.drop]
-            type = "folder"
-            path = "drop"
-            min_age = "0s"
-            """)
+        let config = Self.dropAgent(dir, moto: moto)
         try moto.put("lake", ["prod/raw/acme/drop/same.v1.csv": "id\n1\n", "prod/raw/acme/drop/other.v1.csv": "something else\n"])
         let report = try Self.pull(config, "acme")
         let files = SFTPTests.files(report)
@@ -170,13 +175,7 @@ struct S3LakeTests {
         let moto = try MotoServer()
         try moto.bucket("lake")
         let dir = TempDir("s3lake-big")
-        dir.write("secrets/lake.s3", "[default]\naws_access_key_id = test\naws_secret_access_key = test\n")
-        let config = dir.config(tables: Self.lakeTable(moto, bucket: "lake", dir: dir) + """
-            [clients.acme.sources.drop]
-            type = "folder"
-            path = "drop"
-            min_age = "0s"
-            """)
+        let config = Self.dropAgent(dir, moto: moto)
         _ = try Shell.run("/bin/mkdir", ["-p", dir.sub("drop")])
         _ = try Shell.run("/usr/bin/env", ["python3", "-c", "import random,sys; r=random.Random(7); f=open(sys.argv[1],'wb'); [f.write(r.randbytes(1<<20)) for _ in range(400)]", dir.sub("drop/big.bin")])
         let pid = try spawnProcess([SluiceBinary.path, "pull", "acme", "--config", config], stdout: .devNull, stderr: .truncate(dir.sub("pull.log")))
