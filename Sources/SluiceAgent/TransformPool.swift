@@ -11,9 +11,10 @@ import SluiceTransform
 
 /// The daemon's transform workers (`[agent] transform_workers`): after a pass commits new
 /// versions, their client is queued, and a worker transforms every version of it still
-/// pending. One client is transformed by one worker at a time (a client queued again while
-/// it runs goes round once more), so no version is ever transformed twice at once. A failed
-/// transform is recorded and never stops ingestion.
+/// pending. One client is taken by one worker at a time (a client queued again while it runs
+/// goes round once more), so no version is ever transformed twice at once; on a shared
+/// (PostgreSQL) manifest that worker runs several claimers, and claims keep them and other
+/// agents apart. A failed transform is recorded and never stops ingestion.
 package final class TransformPool: @unchecked Sendable {  // state guarded by `condition`: workers wait on it
     package unowned let daemon: AgentRuntime
     private let condition = NSCondition()
@@ -189,8 +190,10 @@ package final class TransformPool: @unchecked Sendable {  // state guarded by `c
     /// stalled agent lost runs out and is claimed again, and the stalled agent's record is refused.
     private func transformClaimed(client: String, mapping: ClientMapping) {
         let agent = daemon.agentSnapshot()
-        // Claims keep this agent's own workers apart too: `transform_workers` claimers at once.
-        let claimers = max(1, agent.config.transformWorkers)
+        // Claims keep this agent's own claimers apart too: the workers' threads are shared
+        // among the clients being transformed, so that they stay `transform_workers` in all.
+        let busy = condition.withLock { max(1, running.count) }
+        let claimers = max(1, agent.config.transformWorkers / busy)
         parallelFor(count: claimers, threads: claimers, setup: {}) { [self] _, _ in claimAndTransform(client: client, mapping: mapping, agent: agent) }
         daemon.recordHeldGauge()
     }

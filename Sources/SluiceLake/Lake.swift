@@ -59,8 +59,7 @@ public final class Lake: Sendable {
         let tmpRoot = "\(root)/\(LakeNames.internalFolder)/tmp"
         try makeDirectories(tmpRoot)
         if bucket == nil { try makeDirectories("\(root)/\(LakeNames.rawFolder)") }
-        uploadsLeftByCrashes = bucket == nil ? [] : Self.staleOwners(root: root).flatMap(\.uploads)
-        Self.removeStaleStaging(root: root)
+        uploadsLeftByCrashes = Self.removeStaleStaging(root: root)
         // The lock comes first and stays outside the owner's folder: a folder never exists
         // without a held lock, so another process's clean-up can never take a live one.
         var owner = ""
@@ -216,17 +215,16 @@ public final class Lake: Sendable {
         return flock(fd, LOCK_EX | LOCK_NB) != 0
     }
 
-    /// Removes the temp files, journal folder and lock file of every owner whose process is gone.
-    @discardableResult
-    static func removeStaleStaging(root: String) -> Int {
+    /// Removes the temp files, journal folder and lock file of every owner whose process is
+    /// gone; returns the multipart uploads those owners had started (to abort).
+    static func removeStaleStaging(root: String) -> [(key: String, uploadID: String)] {
         withStaleOwners(root: root) { stale in
-            var removed = 0
             for owner in stale {
-                for f in owner.tempFiles where unlink(f) == 0 { removed += 1 }
+                for f in owner.tempFiles { unlink(f) }
                 removeTree(owner.folder)
                 unlink("\(owner.folder).lock")
             }
-            return removed
+            return stale.flatMap(\.uploads)
         }
     }
 
