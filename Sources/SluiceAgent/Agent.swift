@@ -65,7 +65,12 @@ public struct Agent: Sendable {
         do {
             try makeDirectories(config.stateDir)
             try checkWritable(config.stateDir, key: "agent.state_dir")
-            let manifest = try Manifest(config.manifest)
+            var location = config.manifest
+            if case .postgres(var pg) = location {
+                pg.idleTransactionTimeoutMillis = config.leaseTTLNanoseconds / 1_000_000
+                location = .postgres(pg)
+            }
+            let manifest = try Manifest(location)
             manifest.alertRouting = config.alerts.routing(lake: config)
             return manifest
         } catch let e as AgentError {

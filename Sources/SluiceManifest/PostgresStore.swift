@@ -29,6 +29,11 @@ public struct PostgresLocation: Sendable, Equatable {
     public var tls: PostgresTLS
     /// PEM file of the CAs trusted for `verify-full` (default: the system's).
     public var caFile: String?
+    /// The server ends a session that sits this long inside a transaction
+    /// (`idle_in_transaction_session_timeout`): an agent that stalls mid-transaction (SIGSTOP,
+    /// a network split) then holds no lock that other agents wait on or skip. Agents set it
+    /// to their `lease_ttl`: its transactions never wait on anything but the database.
+    public var idleTransactionTimeoutMillis: Int64?
 
     public init(host: String, port: Int, user: String, database: String, passwordFile: String?, tls: PostgresTLS, caFile: String? = nil) {
         self.host = host
@@ -116,6 +121,7 @@ final class PostgresStore: ManifestStore {
                                                  database: location.database, tls: tls)
         c.options.connectTimeout = .seconds(15)
         c.options.additionalStartupParameters = [("application_name", "sluice")]
+            + (location.idleTransactionTimeoutMillis.map { [("idle_in_transaction_session_timeout", "\($0)")] } ?? [])
         configuration = c
         try migrate(migrations)
     }
