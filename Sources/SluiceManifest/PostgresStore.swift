@@ -278,6 +278,11 @@ final class PostgresStore: ManifestStore {
                 }
             }
             let query = PostgresQuery(unsafeSQL: SQLText.numberedPlaceholders(sql), binds: binds)
+            // A query sent on a connection that is already closed (the server ended the
+            // session: a restart, or an idle-in-transaction timeout) never completes.
+            if conn.isClosed {
+                throw ManifestError("the server closed the connection (a restart, or this agent sat in a transaction longer than lease_ttl)")
+            }
             do {
                 return try conn.query(query, logger: logger).wait()
             } catch let e as PSQLError {
