@@ -20,7 +20,7 @@ package final class SSHServer: @unchecked Sendable {
     package static var user: String { String(cString: getpwuid(geteuid())!.pointee.pw_name) }
 
     package let dir: TempDir
-    package let port: Int
+    package private(set) var port: Int
     package let login: Login
     /// The folder the tests serve files from.
     package let served: String
@@ -53,7 +53,16 @@ package final class SSHServer: @unchecked Sendable {
         try Self.keygen(clientKey, type: clientKeyType, passphrase: clientPassphrase)
         try FileManager.default.copyItem(atPath: clientKey + ".pub", toPath: dir.sub("authorized_keys"))
         self.extraConfig = extraConfig
-        try start(extraConfig: extraConfig)
+        // A free port can be taken by another test between the probe and sshd's bind: try
+        // another one (only when the caller did not ask for this port).
+        for attempt in 1... {
+            do {
+                try start(extraConfig: extraConfig)
+                return
+            } catch let error as TestFailure where port == nil && attempt < 5 && "\(error)".contains("Address already in use") {
+                self.port = try Self.freePort()
+            }
+        }
     }
 
     /// Starts the same server again (same port, keys and files) after `stop()`.

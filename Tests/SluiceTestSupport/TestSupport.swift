@@ -134,31 +134,24 @@ package enum Shell {
     }
 
     /// Runs a program to completion. Output goes to temp files, not pipes, so a child that
-    /// writes a lot to both streams can never block on a full pipe.
+    /// writes a lot to both streams can never block on a full pipe. Spawned with posix_spawn
+    /// and reaped with waitpid: Foundation's `Process.waitUntilExit` can miss a child's exit
+    /// and wait forever (seen in a TempDir's clean-up).
     package static func run(_ executable: String, _ args: [String], environment: [String: String]? = nil) throws -> Result {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-shell-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        let outURL = dir.appendingPathComponent("out")
-        let errURL = dir.appendingPathComponent("err")
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        let out = try FileHandle(forWritingTo: outURL)
-        let err = try FileHandle(forWritingTo: errURL)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = args
-        if let environment { p.environment = environment }
-        p.standardOutput = out
-        p.standardError = err
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        try? out.close()
-        try? err.close()
-        return Result(status: p.terminationStatus,
-                      stdout: String(decoding: try Data(contentsOf: outURL), as: UTF8.self),
-                      stderr: String(decoding: try Data(contentsOf: errURL), as: UTF8.self))
+        let outPath = dir.appendingPathComponent("out").path
+        let errPath = dir.appendingPathComponent("err").path
+        let pid = try spawnProcess([executable] + args, stdout: .truncate(outPath), stderr: .truncate(errPath),
+                                   environment: environment ?? ProcessInfo.processInfo.environment)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        // Exited: its exit code; killed: the signal's number (as Process reports it).
+        let code = status & 0x7f == 0 ? (status >> 8) & 0xff : status & 0x7f
+        return Result(status: code,
+                      stdout: String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: outPath))) ?? Data(), as: UTF8.self),
+                      stderr: String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: errPath))) ?? Data(), as: UTF8.self))
     }
 }
 
