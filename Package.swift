@@ -19,6 +19,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "sluice", targets: ["sluice"]),
+        .executable(name: "sluice-fuzz", targets: ["sluice-fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -263,6 +264,32 @@ let package = Package(
             ],
             swiftSettings: upcoming
         ),
+        // The fuzz harnesses (Fuzz/, `bash scripts/fuzz.sh`): a library the corpus tests call
+        // too, and the program libFuzzer drives.
+        .target(name: "CFuzzDriver", path: "Fuzz/CFuzzDriver"),
+        .target(
+            name: "SluiceFuzzHarnesses",
+            dependencies: [
+                "SluiceSupport",
+                "SluiceFormats",
+                "SluiceParquet",
+                "SluiceConfig",
+                "SluiceSFTP",
+                "SluiceS3",
+                "SluiceSources",
+                "SluiceTransform",
+                .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Fuzz/Harnesses",
+            swiftSettings: upcoming
+        ),
+        .executableTarget(
+            name: "sluice-fuzz",
+            dependencies: ["SluiceFuzzHarnesses", "CFuzzDriver"],
+            path: "Fuzz/Driver",
+            swiftSettings: upcoming
+        ),
         .target(
             name: "SluiceTestSupport",
             dependencies: [
@@ -298,6 +325,7 @@ let package = Package(
                 "SluiceS3",
                 "SluiceParquet",
                 "SluiceTransform",
+                "SluiceFuzzHarnesses",
                 "CSluiceLinux",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),

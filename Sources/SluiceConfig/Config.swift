@@ -217,15 +217,7 @@ public struct AgentConfig: Sendable, Equatable {
 
     /// Validates config text; `file` is used for messages and to resolve relative paths.
     package static func parse(text: String, file: String, sourceTypes: [any SourceType]) throws(ConfigError) -> AgentConfig {
-        let table: TOMLTable
-        do {
-            table = try TOMLTable(string: text)
-        } catch let e as TOMLParseError {
-            throw ConfigError(file: file, keyPath: nil, line: e.source.begin.line,
-                              message: "TOML syntax error: \(e.description) (column \(e.source.begin.column))")
-        } catch {
-            throw ConfigError(file: file, keyPath: nil, line: nil, message: "TOML syntax error: \(error)")
-        }
+        let table = try TOMLText.parse(text, file: file)
         var reader = TableReader(file: file, text: text)
         reader.sourceTypes = sourceTypes
         return try reader.agentConfig(table)

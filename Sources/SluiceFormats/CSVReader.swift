@@ -64,9 +64,14 @@ public final class CSVReader {
     /// Why the current record is malformed, if it is (the transform rejects such a record).
     public private(set) var malformed: String?
 
+    /// The longest record read (its bytes as UTF-8): a file with no line ends, or with a
+    /// quote that never closes, is refused there instead of being held whole.
+    private let maxRecordBytes: Int
+
     /// `read` fills a buffer and returns the byte count, 0 at the end.
     public init(delimiter: UInt8 = UInt8(ascii: ","), quote: UInt8 = UInt8(ascii: "\""), encoding: SourceEncoding = .utf8,
-                blockSize: Int = 1 << 20, read: @escaping (UnsafeMutableRawBufferPointer) throws -> Int) {
+                blockSize: Int = 1 << 20, maxRecordBytes: Int = TextTooLong.defaultLimit, read: @escaping (UnsafeMutableRawBufferPointer) throws -> Int) {
+        self.maxRecordBytes = maxRecordBytes
         self.source = read
         self.delimiter = delimiter
         self.quote = quote
@@ -173,6 +178,10 @@ public final class CSVReader {
         var state = State.fieldStart
         while true {
             if i >= end {
+                if i - recordStart >= maxRecordBytes {
+                    throw TextTooLong(what: "record", line: recordLine, limit: maxRecordBytes,
+                                      why: state == .quoted ? "the quoted field that starts on line \(quoteLine) never ends" : nil)
+                }
                 position = i
                 let (shift, gotMore) = try more(keeping: recordStart)
                 recordStart -= shift
@@ -436,8 +445,14 @@ public final class TextLineReader {
     private var start = 0
     private var atEnd = false
     private var raw: UnsafeMutableRawBufferPointer
+    /// Where the search for the current line's end goes on (the bytes before it have none).
+    private var scanned = 0
+    private var line = 0
+    private let maxLineBytes: Int
 
-    public init(encoding: SourceEncoding, blockSize: Int = 1 << 20, read: @escaping (UnsafeMutableRawBufferPointer) throws -> Int) {
+    public init(encoding: SourceEncoding, blockSize: Int = 1 << 20, maxLineBytes: Int = TextTooLong.defaultLimit,
+                read: @escaping (UnsafeMutableRawBufferPointer) throws -> Int) {
+        self.maxLineBytes = maxLineBytes
         source = read
         decoder = Decoder(encoding)
         raw = UnsafeMutableRawBufferPointer.allocate(byteCount: blockSize, alignment: 16)
@@ -457,13 +472,16 @@ public final class TextLineReader {
     public func nextLine(_ body: (UnsafeBufferPointer<UInt8>) throws -> Void) throws -> Bool {
         while true {
             let from = start
+            let searchFrom = max(from, scanned)
             let newline: Int? = pending.withUnsafeBufferPointer { buf in
-                guard from < buf.count, let base = buf.baseAddress, let hit = memchr(base + from, 0x0A, buf.count - from) else { return nil }
+                guard searchFrom < buf.count, let base = buf.baseAddress, let hit = memchr(base + searchFrom, 0x0A, buf.count - searchFrom) else { return nil }
                 return UnsafePointer<UInt8>(hit.assumingMemoryBound(to: UInt8.self)) - base
             }
             if newline != nil || (atEnd && from < pending.count) {
                 let end = newline ?? pending.count
                 start = newline.map { $0 + 1 } ?? pending.count
+                scanned = start
+                line += 1
                 try pending.withUnsafeBufferPointer { buf in
                     var e = end
                     if e > from && buf[e - 1] == 0x0D { e -= 1 }
@@ -472,8 +490,12 @@ public final class TextLineReader {
                 return true
             }
             if atEnd { return false }
+            if pending.count - start >= maxLineBytes {
+                throw TextTooLong(what: "line", line: line + 1, limit: maxLineBytes, why: nil)
+            }
             pending.removeFirst(start)
             start = 0
+            scanned = pending.count
             let n = try source(raw)
             if n == 0 {
                 atEnd = true
@@ -508,5 +530,21 @@ func forEachUTF8Byte(of scalar: UInt32, _ emit: (UInt8) -> Void) {
         emit(UInt8(0x80 | ((scalar >> 12) & 0x3F)))
         emit(UInt8(0x80 | ((scalar >> 6) & 0x3F)))
         emit(UInt8(0x80 | (scalar & 0x3F)))
+    }
+}
+
+/// A record or line longer than the readers hold: a file with no line ends (or a quote that
+/// never closes) is refused at this length instead of being read into memory whole.
+public struct TextTooLong: Error, Sendable, CustomStringConvertible {
+    /// 64 MiB: far beyond any real record, small enough to hold.
+    public static let defaultLimit = 64 << 20
+    public let what: String
+    public let line: Int
+    public let limit: Int
+    public let why: String?
+
+    public var description: String {
+        "the \(what) that starts on line \(line) is longer than \(limit >> 20 > 0 ? "\(limit >> 20) MiB" : "\(limit) bytes") without ending: "
+            + (why ?? "is the file text with line ends, in the format and encoding the mapping says?")
     }
 }

@@ -138,8 +138,13 @@ public final class JSONRecordReader {
         case failed(JSONError)
     }
 
-    /// `read` fills a buffer and returns the byte count, 0 at the end.
-    public init(records: String, blockSize: Int = 1 << 20, read: @escaping (UnsafeMutableRawBufferPointer) throws -> Int) {
+    private let maxRecordBytes: Int
+
+    /// `read` fills a buffer and returns the byte count, 0 at the end. A record longer than
+    /// `maxRecordBytes` is an error.
+    public init(records: String, blockSize: Int = 1 << 20, maxRecordBytes: Int = TextTooLong.defaultLimit,
+                read: @escaping (UnsafeMutableRawBufferPointer) throws -> Int) {
+        self.maxRecordBytes = maxRecordBytes
         path = records.isEmpty ? [] : records.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
         storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, blockSize), alignment: 16)
         scanner = JSONScanner(storage: storage, source: read)
@@ -179,6 +184,8 @@ public final class JSONRecordReader {
                 return nil
             }
             let line = scanner.line
+            scanner.record = (scanner.offset, line, maxRecordBytes)
+            defer { scanner.record = nil }
             let value = try scanner.readValue(build: true, depth: path.count + 1)
             // Hand a record out only once something follows it: a number cut short by the
             // end of the input ("12" of "1234") would otherwise pass for a whole one.

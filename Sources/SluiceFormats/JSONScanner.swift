@@ -59,6 +59,12 @@ struct JSONScanner {
     private var frames: [Frame] = []
     /// How many elements the outermost container of the last `readValue` had.
     private(set) var outerElements = 0
+    /// While a record is read: where it starts (input offset, line) and how long it may be,
+    /// so that a record with no end is refused there instead of being built whole.
+    var record: (offset: Int, line: Int, limit: Int)?
+
+    /// The input offset of the next byte.
+    var offset: Int { base + pos }
 
     /// A container being built. Each owns its array, appended to in place through `frames`
     /// and moved out whole when the container closes, so no element is ever copied.
@@ -96,6 +102,10 @@ struct JSONScanner {
         guard !atEOF, let source, let storage else {
             atEOF = true
             return false
+        }
+        if let record, base + end - record.offset > record.limit {
+            throw JSONError(TextTooLong(what: "record", line: record.line, limit: record.limit,
+                                        why: "is the file JSON, with the records at the path the mapping says?").description)
         }
         base += end
         pos = 0

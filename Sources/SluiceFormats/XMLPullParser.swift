@@ -10,8 +10,8 @@ import SluiceSupport
 /// Comments, processing instructions and a DOCTYPE without an internal subset are skipped;
 /// a DTD internal subset (entity declarations) is refused, as are UTF-16 and other non-UTF-8
 /// encodings. Anything not well-formed, truncation included, is an `XLSXError` naming the entry.
-final class XMLPullParser {
-    enum Event { case start, end, eof }
+package final class XMLPullParser {
+    package enum Event { case start, end, eof }
 
     /// The archive entry, for error messages.
     let entry: String
@@ -30,7 +30,7 @@ final class XMLPullParser {
     /// Where the local name starts in `name` (after the prefix's colon).
     private(set) var localStart = 0
     /// The number of open elements (an element's start event counts it, its end event does not).
-    private(set) var depth = 0
+    package private(set) var depth = 0
     private var pendingEnd = false
     private let stack = ByteStore()
     private let stackEnds = PlainStore<Int>(capacity: 16)
@@ -47,14 +47,18 @@ final class XMLPullParser {
     private let attributes = PlainStore<Attribute>(capacity: 16)
 
     /// While set, character data is appended to `text` (the caller clears it).
-    var collectText = false
+    package var collectText = false
     let text = ByteStore()
+    /// `text` as a string (invalid UTF-8 repaired).
+    package var textString: String { text.string() }
+    /// The current element's local name.
+    package var localName: String { name.string(localStart..<name.count) }
 
     /// Caps on one tag's names and attributes, and on collected text, so junk input cannot grow memory without bound.
     static let maxTag = 1 << 20
     static let maxText = 1 << 26
 
-    init(entry: String, blockSize: Int = 1 << 16, read: @escaping ByteSource) {
+    package init(entry: String, blockSize: Int = 1 << 16, read: @escaping ByteSource) {
         self.entry = entry
         source = read
         raw = UnsafeMutableRawBufferPointer.allocate(byteCount: max(blockSize, 1), alignment: 16)
@@ -117,7 +121,7 @@ final class XMLPullParser {
     // MARK: Events
 
     /// The next element start or end, or `.eof` after the root element has ended.
-    func next() throws -> Event {
+    package func next() throws -> Event {
         if pendingEnd {
             pendingEnd = false
             depth -= 1
@@ -151,7 +155,7 @@ final class XMLPullParser {
 
     /// Collects the character data of the element just started, up to and including its end
     /// tag, into `text` (the text of any child elements included).
-    func readText() throws {
+    package func readText() throws {
         text.removeAll()
         if pendingEnd {
             _ = try next()
@@ -168,7 +172,7 @@ final class XMLPullParser {
 
     /// Collects the text of the rich-text element just started (`si` or `is`), up to and
     /// including its end tag, into `text`: its `t` runs joined, phonetic runs (`rPh`) left out.
-    func readRichText() throws {
+    package func readRichText() throws {
         text.removeAll()
         if pendingEnd {
             _ = try next()
@@ -199,7 +203,7 @@ final class XMLPullParser {
     }
 
     /// Skips the element just started, up to and including its end tag.
-    func skipElement() throws {
+    package func skipElement() throws {
         let collecting = collectText
         collectText = false
         defer { collectText = collecting }
@@ -266,11 +270,11 @@ final class XMLPullParser {
         try body(attributeData.slice(r))
     }
 
-    func attributeString(_ local: StaticString) -> String? {
+    package func attributeString(_ local: StaticString) -> String? {
         attribute(local).map { attributeData.string($0) }
     }
 
-    func attributeInt(_ local: StaticString) -> Int? {
+    package func attributeInt(_ local: StaticString) -> Int? {
         attribute(local).flatMap { Int(attributeData.string($0)) }
     }
 

@@ -16,6 +16,13 @@ public struct ManifestError: Error, CustomStringConvertible, Sendable {
         self.leaseLost = leaseLost
     }
     public var description: String { message }
+
+    /// The manifest was migrated by a newer Sluice than this one.
+    static func newerSchema(_ manifest: String, unknown: Set<String>) -> ManifestError {
+        ManifestError("the manifest \(manifest) was written by a newer Sluice: it has schema migration\(unknown.count == 1 ? "" : "s") "
+            + "\(unknown.sorted().joined(separator: ", ")), which this sluice does not know. Nothing was changed: run the newer sluice, "
+            + "or restore a backup of the manifest taken before it was upgraded")
+    }
 }
 
 /// What the manifest knows of one file of a source: its latest version and the size and mtime
@@ -155,6 +162,8 @@ public final class Manifest: Sendable {
             path = file
             do {
                 store = try SQLiteStore(path: file, migrations: Schema.migrations)
+            } catch let e as ManifestError {
+                throw e
             } catch {
                 throw ManifestError("cannot open the manifest \(file): \(error) — check that the state_dir exists, is writable by the user sluice runs as, and has free space")
             }

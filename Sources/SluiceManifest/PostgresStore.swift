@@ -245,6 +245,8 @@ final class PostgresStore: ManifestStore {
         _ = try c.execute("CREATE TABLE IF NOT EXISTS grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY)", [])
         var applied = Set<String>()
         try c.query("SELECT identifier FROM grdb_migrations", []) { applied.insert($0[0]) }
+        let unknown = applied.subtracting(migrations.map(\.identifier))
+        if !unknown.isEmpty { throw ManifestError.newerSchema(location.display, unknown: unknown) }
         for m in migrations where !applied.contains(m.identifier) {
             _ = try c.execute("BEGIN", [])
             do {

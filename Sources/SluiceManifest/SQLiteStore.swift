@@ -29,11 +29,23 @@ final class SQLiteStore: ManifestStore {
         let lock = open(path + "-migrate.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         if lock >= 0 { while flock(lock, LOCK_EX) != 0 && errno == EINTR {} }
         defer { if lock >= 0 { close(lock) } }
-        pool = try DatabasePool(path: path, configuration: config)
         var migrator = DatabaseMigrator()
         for m in migrations {
             migrator.registerMigration(m.identifier) { db in try db.execute(sql: m.sql) }
         }
+        // A manifest a newer Sluice migrated further is left as it is: this build would write
+        // rows without the columns and tables the newer one relies on. Looked at through a
+        // read-only connection, before the pool (whose set-up writes to the file) opens it.
+        if access(path, F_OK) == 0 {
+            var readOnly = Configuration()
+            readOnly.readonly = true
+            readOnly.busyMode = .timeout(30)
+            let unknown = try DatabaseQueue(path: path, configuration: readOnly).read { db in
+                try migrator.hasBeenSuperseded(db) ? try migrator.appliedIdentifiers(db) : []
+            }.subtracting(migrations.map(\.identifier))
+            if !unknown.isEmpty { throw ManifestError.newerSchema(path, unknown: unknown) }
+        }
+        pool = try DatabasePool(path: path, configuration: config)
         try migrator.migrate(pool)
     }
 

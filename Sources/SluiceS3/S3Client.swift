@@ -351,16 +351,26 @@ final class BodyDelegate: HTTPClientResponseDelegate, @unchecked Sendable {  // 
 
 // MARK: XML
 
+/// S3's answers are UTF-8 XML. Foundation's XMLParser crashes the process on a tag name with
+/// bytes that are not UTF-8 (found by the `s3_xml` fuzz harness), so such an answer is never
+/// handed to it: it is an answer that cannot be read.
+enum S3XML {
+    static func parser(_ data: Data) -> XMLParser? {
+        guard data.withUnsafeBytes({ String(validating: $0, as: UTF8.self) != nil }) else { return nil }
+        return XMLParser(data: data)
+    }
+}
+
 /// Parses a ListObjectsV2 answer (`<ListBucketResult>`).
 ///
 /// With `urlEncoded` (the request asked for `encoding-type=url`), keys are URL-decoded. That
 /// is decided by the request, not by the answer's `<EncodingType>`, which a server may send
 /// after the `<Contents>` it applies to (moto does) or not at all. Continuation tokens are
 /// opaque and go back to the server exactly as they came (S3 never encodes them).
-enum ListParser {
-    static func parse(_ data: Data, urlEncoded: Bool) -> S3ListPage? {
+package enum ListParser {
+    package static func parse(_ data: Data, urlEncoded: Bool) -> S3ListPage? {
         let delegate = Delegate(urlEncoded: urlEncoded)
-        let parser = XMLParser(data: data)
+        guard let parser = S3XML.parser(data) else { return nil }
         parser.delegate = delegate
         guard parser.parse(), delegate.sawRoot else { return nil }
         return S3ListPage(objects: delegate.objects, nextContinuationToken: delegate.truncated ? delegate.next : nil)
@@ -420,13 +430,13 @@ enum ListParser {
 }
 
 /// Parses an `<Error>` answer.
-enum ErrorParser {
-    struct Parsed { var code: String?, message: String?, region: String? }
+package enum ErrorParser {
+    package struct Parsed { var code: String?, message: String?, region: String? }
 
-    static func parse(_ data: Data) -> Parsed? {
+    package static func parse(_ data: Data) -> Parsed? {
         guard !data.isEmpty else { return nil }
         let delegate = Delegate()
-        let parser = XMLParser(data: data)
+        guard let parser = S3XML.parser(data) else { return nil }
         parser.delegate = delegate
         guard parser.parse(), delegate.sawError else { return nil }
         return delegate.parsed

@@ -237,17 +237,18 @@ extension S3Client {
 
 /// Picks named text fields out of a small XML answer: those outside any `record` element
 /// (`top`), and each `record` element's.
-enum XMLFields {
-    static func parse(_ body: ByteBuffer?, record: String?, fields: Set<String>) -> (top: [String: String], records: [[String: String]]) {
+package enum XMLFields {
+    package static func parse(_ body: ByteBuffer?, record: String?, fields: Set<String>) -> (top: [String: String], records: [[String: String]]) {
         let delegate = Delegate(record: record, fields: fields)
-        let parser = XMLParser(data: Data((body ?? ByteBuffer()).readableBytesView))
-        parser.delegate = delegate
-        _ = parser.parse()
+        if let parser = S3XML.parser(Data((body ?? ByteBuffer()).readableBytesView)) {
+            parser.delegate = delegate
+            _ = parser.parse()
+        }
         return (delegate.top, delegate.records)
     }
 
     /// The code and message of an `<Error>` answer.
-    static func error(_ body: ByteBuffer?) -> (code: String, message: String)? {
+    package static func error(_ body: ByteBuffer?) -> (code: String, message: String)? {
         guard let body, body.readableBytes > 0 else { return nil }
         guard let e = ErrorParser.parse(Data(body.readableBytesView)), let code = e.code else { return nil }
         return (code, e.message ?? "")

@@ -45,8 +45,13 @@ public struct KnownHosts: Sendable {
             if access(path, F_OK) != 0 { return [] }
             throw SSHError(.other, "known_hosts \(path) cannot be read: \(String(cString: strerror(errno)))")
         }
-        // Swift reads "\r\n" as one Character: split on the bytes so CRLF files work too.
-        return data.split(separator: 0x0A, omittingEmptySubsequences: false).map { line in
+        return Self.lines(of: data)
+    }
+
+    /// A known_hosts file's lines. Swift reads "\r\n" as one Character: split on the bytes so
+    /// CRLF files work too.
+    package static func lines(of data: Data) -> [String] {
+        data.split(separator: 0x0A, omittingEmptySubsequences: false).map { line in
             String(decoding: line.last == 0x0D ? line.dropLast() : line, as: UTF8.self)
         }
     }
@@ -102,13 +107,17 @@ public struct KnownHosts: Sendable {
 
     /// Judges `key` for `host:port`.
     public func verdict(host: String, port: Int, key: HostKey) throws(SSHError) -> Verdict {
-        let name = Self.lookupName(host: host, port: port)
+        Self.verdict(lines: try readLines(), name: Self.lookupName(host: host, port: port), key: key)
+    }
+
+    /// Judges `key` for the lookup name `name` by a known_hosts file's lines.
+    package static func verdict(lines: [String], name: String, key: HostKey) -> Verdict {
         let keyText = key.base64
         var sameType: [(fingerprint: String, line: Int)] = []
         var otherTypes: [String] = []
         var trusted = false
-        for (i, line) in try readLines().enumerated() {
-            guard let e = Self.parse(line, number: i + 1), Self.hostField(e.hosts, matches: name) else { continue }
+        for (i, line) in lines.enumerated() {
+            guard let e = parse(line, number: i + 1), hostField(e.hosts, matches: name) else { continue }
             switch e.marker {
             case "@revoked":
                 if e.keyBase64 == keyText { return .revoked(line: e.line) }

@@ -147,9 +147,7 @@ struct UploadAPI: Sendable {
     /// The bearer token's principal, or nil. Tokens are checked against the manifest on every
     /// request, so a revoked one is refused at once.
     func bearer(_ request: Request) async -> Principal? {
-        guard let header = request.headers[.authorization], header.count > 7, header.prefix(7).lowercased() == "bearer " else { return nil }
-        let presented = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
-        guard presented.hasPrefix(UploadToken.prefix) else { return nil }
+        guard let presented = UploadRequestText.bearerToken(request.headers[.authorization]) else { return nil }
         let manifest = daemon.manifest
         let record = try? await NIOThreadPool.singleton.runIfActive { try manifest.authenticate(token: presented) }
         return (record ?? nil).map { .token($0) }
@@ -224,7 +222,7 @@ struct UploadAPI: Sendable {
         }
         sourceName = name
         let path: RelativePath
-        switch Self.uploadPath(rawPath) {
+        switch UploadRequestText.uploadPath(rawPath) {
         case .failure(let why):
             return refuse(.unprocessableContent, why.description)
         case .success(let p):
@@ -235,7 +233,7 @@ struct UploadAPI: Sendable {
             return refuse(.unprocessableContent, "\(path.display) is outside the include/exclude patterns of source '\(name)' of client '\(client)'")
         }
         let expected: String?
-        switch Self.declaredSHA256(request.headers) {
+        switch UploadRequestText.declaredSHA256(hex: request.headers[HTTPField.Name("X-Content-SHA256")!], contentDigest: request.headers[HTTPField.Name("Content-Digest")!]) {
         case .failure(let why): return refuse(.badRequest, why.description)
         case .success(let sha): expected = sha
         }
@@ -366,7 +364,7 @@ struct UploadAPI: Sendable {
         } catch {
             return error.response
         }
-        guard case .success(let path) = Self.uploadPath(String(request.uri.path.dropFirst(Self.prefix.count + 1))) else {
+        guard case .success(let path) = UploadRequestText.uploadPath(String(request.uri.path.dropFirst(Self.prefix.count + 1))) else {
             return Self.error(.unprocessableContent, "not a valid file path")
         }
         let versionParam = request.uri.queryParameters["version"].map(String.init)
@@ -394,7 +392,7 @@ struct UploadAPI: Sendable {
             let copy = try await NIOThreadPool.singleton.runIfActive { try lake.localCopy(of: record.lake_path, sha256: record.sha256) }
             let body = try await FileIO().loadFile(path: copy.path, context: context)
             withExtendedLifetime(copy) {}
-            let digest = Data(Self.bytes(hex: record.sha256)).base64EncodedString()
+            let digest = Data(UploadRequestText.bytes(hex: record.sha256)).base64EncodedString()
             var headers: HTTPFields = [
                 .contentType: "application/octet-stream",
                 .contentLength: "\(record.size)",
@@ -410,85 +408,6 @@ struct UploadAPI: Sendable {
     }
 
     // MARK: Helpers
-
-    /// The path of an upload from the URL: percent-decoded bytes, relative, without `.`/`..`
-    /// components, empty components or NUL bytes.
-    static func uploadPath(_ raw: String) -> Result<RelativePath, UploadPathError> {
-        var bytes: [UInt8] = []
-        var it = Array(raw.utf8).makeIterator()
-        while let b = it.next() {
-            if b == UInt8(ascii: "%") {
-                guard let h = it.next(), let l = it.next(), let hi = hexValue(h), let lo = hexValue(l) else {
-                    return .failure(.init("the path has a bad percent escape"))
-                }
-                bytes.append(hi << 4 | lo)
-            } else {
-                bytes.append(b)
-            }
-        }
-        if bytes.isEmpty { return .failure(.init("the path is empty: PUT /api/v1/files/<path>")) }
-        if bytes.contains(0) { return .failure(.init("the path contains a NUL byte")) }
-        if bytes.first == UInt8(ascii: "/") { return .failure(.init("the path must be relative: it starts with '/'")) }
-        if bytes.count > 4096 { return .failure(.init("the path is longer than 4096 bytes")) }
-        for component in bytes.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false) {
-            if component.isEmpty { return .failure(.init("the path has an empty component ('//' or a trailing '/')")) }
-            if component.elementsEqual(".".utf8) || component.elementsEqual("..".utf8) {
-                return .failure(.init("the path has a '.' or '..' component"))
-            }
-            if component.count > 255 { return .failure(.init("a path component is longer than 255 bytes")) }
-        }
-        return .success(RelativePath(bytes: bytes))
-    }
-
-    struct UploadPathError: Error, CustomStringConvertible {
-        var description: String
-        init(_ d: String) { description = d }
-    }
-
-    static func hexValue(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
-        default: nil
-        }
-    }
-
-    static func bytes(hex: String) -> [UInt8] {
-        var out: [UInt8] = []
-        var it = Array(hex.utf8).makeIterator()
-        while let h = it.next(), let l = it.next(), let hi = hexValue(h), let lo = hexValue(l) { out.append(hi << 4 | lo) }
-        return out
-    }
-
-    /// The SHA-256 the sender declared, from `X-Content-SHA256: <hex>` or RFC 9530's
-    /// `Content-Digest: sha-256=:<base64>:`; nil when it declared none.
-    static func declaredSHA256(_ headers: HTTPFields) -> Result<String?, UploadPathError> {
-        var declared: [String] = []
-        if let hex = headers[HTTPField.Name("X-Content-SHA256")!] {
-            let h = hex.trimmingCharacters(in: .whitespaces).lowercased()
-            guard h.utf8.count == 64, h.utf8.allSatisfy({ hexValue($0) != nil }) else {
-                return .failure(.init("X-Content-SHA256 must be 64 hex digits"))
-            }
-            declared.append(h)
-        }
-        if let digest = headers[HTTPField.Name("Content-Digest")!] {
-            for member in digest.split(separator: ",") {
-                let parts = member.split(separator: "=", maxSplits: 1)
-                guard parts.count == 2, parts[0].trimmingCharacters(in: .whitespaces).lowercased() == "sha-256" else { continue }
-                let value = parts[1].trimmingCharacters(in: .whitespaces)
-                guard value.count >= 2, value.hasPrefix(":"), value.hasSuffix(":"),
-                      let data = Data(base64Encoded: String(value.dropFirst().dropLast())), data.count == 32 else {
-                    return .failure(.init("Content-Digest's sha-256 must be :<base64 of 32 bytes>: (RFC 9530)"))
-                }
-                declared.append(hexString(data))
-            }
-        }
-        if declared.count > 1, Set(declared).count > 1 {
-            return .failure(.init("X-Content-SHA256 and Content-Digest disagree"))
-        }
-        return .success(declared.first)
-    }
 
     /// The peer's address; behind a reverse proxy on loopback, the `X-Real-IP` it sets.
     static func remoteAddress(_ request: Request, channel: any Channel) -> String? {

@@ -356,3 +356,94 @@ package struct HTTPSourceType: SourceType {
         return HTTPSourceConfig(filter: PathFilter(include: include, exclude: exclude))
     }
 }
+
+/// The parts of an upload API request that come from the sender as text: the path, the
+/// declared checksum and the bearer token. Checked here, below the HTTP server, so that they
+/// can be fuzzed on their own (Fuzz/).
+package enum UploadRequestText {
+    /// The path of an upload from the URL: percent-decoded bytes, relative, without `.`/`..`
+    /// components, empty components or NUL bytes.
+    package static func uploadPath(_ raw: String) -> Result<RelativePath, UploadPathError> {
+        var bytes: [UInt8] = []
+        var it = Array(raw.utf8).makeIterator()
+        while let b = it.next() {
+            if b == UInt8(ascii: "%") {
+                guard let h = it.next(), let l = it.next(), let hi = hexValue(h), let lo = hexValue(l) else {
+                    return .failure(.init("the path has a bad percent escape"))
+                }
+                bytes.append(hi << 4 | lo)
+            } else {
+                bytes.append(b)
+            }
+        }
+        if bytes.isEmpty { return .failure(.init("the path is empty: PUT /api/v1/files/<path>")) }
+        if bytes.contains(0) { return .failure(.init("the path contains a NUL byte")) }
+        if bytes.first == UInt8(ascii: "/") { return .failure(.init("the path must be relative: it starts with '/'")) }
+        if bytes.count > 4096 { return .failure(.init("the path is longer than 4096 bytes")) }
+        for component in bytes.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false) {
+            if component.isEmpty { return .failure(.init("the path has an empty component ('//' or a trailing '/')")) }
+            if component.elementsEqual(".".utf8) || component.elementsEqual("..".utf8) {
+                return .failure(.init("the path has a '.' or '..' component"))
+            }
+            if component.count > 255 { return .failure(.init("a path component is longer than 255 bytes")) }
+        }
+        return .success(RelativePath(bytes: bytes))
+    }
+
+    package struct UploadPathError: Error, CustomStringConvertible {
+        package var description: String
+        package init(_ d: String) { description = d }
+    }
+
+    package static func hexValue(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+
+    package static func bytes(hex: String) -> [UInt8] {
+        var out: [UInt8] = []
+        var it = Array(hex.utf8).makeIterator()
+        while let h = it.next(), let l = it.next(), let hi = hexValue(h), let lo = hexValue(l) { out.append(hi << 4 | lo) }
+        return out
+    }
+
+    /// The SHA-256 the sender declared, from `X-Content-SHA256: <hex>` or RFC 9530's
+    /// `Content-Digest: sha-256=:<base64>:`; nil when it declared none.
+    package static func declaredSHA256(hex: String?, contentDigest: String?) -> Result<String?, UploadPathError> {
+        var declared: [String] = []
+        if let hex {
+            let h = hex.trimmingCharacters(in: .whitespaces).lowercased()
+            guard h.utf8.count == 64, h.utf8.allSatisfy({ hexValue($0) != nil }) else {
+                return .failure(.init("X-Content-SHA256 must be 64 hex digits"))
+            }
+            declared.append(h)
+        }
+        if let digest = contentDigest {
+            for member in digest.split(separator: ",") {
+                let parts = member.split(separator: "=", maxSplits: 1)
+                guard parts.count == 2, parts[0].trimmingCharacters(in: .whitespaces).lowercased() == "sha-256" else { continue }
+                let value = parts[1].trimmingCharacters(in: .whitespaces)
+                guard value.count >= 2, value.hasPrefix(":"), value.hasSuffix(":"),
+                      let data = Data(base64Encoded: String(value.dropFirst().dropLast())), data.count == 32 else {
+                    return .failure(.init("Content-Digest's sha-256 must be :<base64 of 32 bytes>: (RFC 9530)"))
+                }
+                declared.append(hexString(data))
+            }
+        }
+        if declared.count > 1, Set(declared).count > 1 {
+            return .failure(.init("X-Content-SHA256 and Content-Digest disagree"))
+        }
+        return .success(declared.first)
+    }
+
+    /// The token of an `Authorization: Bearer <token>` header, when it is one of Sluice's.
+    package static func bearerToken(_ header: String?) -> String? {
+        guard let header, header.count > 7, header.prefix(7).lowercased() == "bearer " else { return nil }
+        let presented = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+        return presented.hasPrefix(UploadToken.prefix) ? presented : nil
+    }
+}

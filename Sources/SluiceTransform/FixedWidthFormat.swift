@@ -67,13 +67,7 @@ extension Transformer {
             var values: [ParquetValue] = []
             var reasons: [String: String] = [:]
             for f in d.fields {
-                let from = (f.start ?? 1) - 1
-                var raw: String?
-                if from < chars.count {
-                    var s = String.UnicodeScalarView()
-                    s.append(contentsOf: chars[from..<Swift.min(chars.count, from + (f.width ?? 0))])
-                    raw = String(s).trimmingCharacters(in: .whitespaces)
-                }
+                let raw = Self.cell(chars, f)
                 cells.append(raw)
                 do throws(ValueError) {
                     values.append(try Self.value(raw, f, d))
@@ -90,5 +84,15 @@ extension Transformer {
         }
         result.observedSchema = observed()
         try sink.finish(into: &result)
+    }
+
+    /// Field `f`'s text in a line's characters: `width` of them from `start`, trimmed; nil
+    /// when the line ends before `start`.
+    package static func cell(_ chars: [Unicode.Scalar], _ f: FieldMapping) -> String? {
+        let from = (f.start ?? 1) - 1
+        guard from >= 0, from < chars.count else { return nil }
+        var s = String.UnicodeScalarView()
+        s.append(contentsOf: chars[from..<Swift.min(chars.count, from + Swift.max(f.width ?? 0, 0))])
+        return String(s).trimmingCharacters(in: .whitespaces)
     }
 }

@@ -381,14 +381,7 @@ extension AgentConfig {
             guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
                 throw ConfigError(file: file, keyPath: nil, line: nil, message: "cannot read the mapping file (not UTF-8 text, or not readable)")
             }
-            let table: TOMLTable
-            do {
-                table = try TOMLTable(string: text)
-            } catch let e as TOMLParseError {
-                throw ConfigError(file: file, keyPath: nil, line: e.source.begin.line, message: "TOML syntax error: \(e.description)")
-            } catch {
-                throw ConfigError(file: file, keyPath: nil, line: nil, message: "TOML syntax error: \(error)")
-            }
+            let table = try TOMLText.parse(text, file: file)
             let sha = hexString(SHA256.hash(data: data))
             out[clientID] = try TableReader(file: file, text: text).mapping(table, client: clientID, sha256: sha)
         }

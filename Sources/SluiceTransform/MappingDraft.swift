@@ -350,7 +350,7 @@ public enum MappingDraft {
     /// The draft is read as `check-config` reads a mapping file; a draft it refuses is a bug.
     static func validate(_ text: String, client: String) throws(Failure) {
         do {
-            let table = try TOMLTable(string: text)
+            let table = try TOMLText.parse(text, file: "(draft)")
             _ = try TableReader(file: "(draft)", text: text).mapping(table, client: client, sha256: hexString(SHA256.hash(data: Data(text.utf8))))
         } catch {
             throw Failure(description: "the drafted mapping does not pass check-config (a bug in Sluice; please report it with the file): \(error)\n\(text)", usage: false)

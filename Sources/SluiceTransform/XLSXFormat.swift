@@ -181,12 +181,19 @@ extension Transformer {
         try file.rewind()
     }
 
+    /// The most of a part held in memory (the shared strings of a big workbook are tens of MiB).
+    package static let wholePartLimit: UInt64 = 256 << 20
+
     package static func unzip(_ archive: Archive, _ entry: Entry, name: String) throws -> [UInt8] {
         var out: [UInt8] = []
-        let limit = min(unzipLimit(entry), 1 << 30)
+        let limit = min(unzipLimit(entry), wholePartLimit)
         do {
             _ = try archive.extract(entry, bufferSize: 1 << 16, skipCRC32: false) { chunk in
-                guard UInt64(out.count + chunk.count) <= limit else { throw bomb(name, entry) }
+                guard UInt64(out.count + chunk.count) <= limit else {
+                    guard limit < unzipLimit(entry) else { throw bomb(name, entry) }
+                    throw TransformError("\(name) unzips to more than \(wholePartLimit >> 20) MiB, and Sluice reads this part of a workbook into "
+                        + "memory: ask the client for the sheet as CSV, or for a workbook with fewer distinct texts")
+                }
                 out.append(contentsOf: chunk)
             }
         } catch let e as TransformError {

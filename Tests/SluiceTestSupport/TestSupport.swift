@@ -131,6 +131,7 @@ package enum Shell {
 
     package struct Failure: Error, CustomStringConvertible {
         package let description: String
+        package init(description: String) { self.description = description }
     }
 
     /// Runs a program to completion. Output goes to temp files, not pipes, so a child that

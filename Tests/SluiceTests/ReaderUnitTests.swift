@@ -6,6 +6,7 @@ import SluiceSources
 import SluiceTestSupport
 import SluiceTransform
 import Testing
+import SluiceFuzzHarnesses
 
 /// Feeds bytes to a reader at most `chunk` bytes a call, so that every token boundary falls
 /// inside a block somewhere.
@@ -128,6 +129,27 @@ final class ByteFeed: @unchecked Sendable {  // used by one reader on one thread
     @Test func legacyEncodingsBecomeUTF8() throws {
         #expect(try Self.lines([0x63, 0x61, 0x66, 0xE9, 0x0A, 0x80], encoding: .windows1252, chunk: 1) == ["café", "€"])
         #expect(try Self.lines([0xDF, 0x0A], encoding: .latin1) == ["ß"])
+    }
+
+    /// A line (or a CSV record) longer than the limit is refused there, naming its line,
+    /// instead of being read into memory whole; lines up to the limit are read.
+    @Test func aLineOrRecordPastTheLimitIsRefusedNotHeld() throws {
+        let text = Array("short\n".utf8) + [UInt8](repeating: 0x61, count: 5000) + Array("\nafter\n".utf8)
+        let feed = ByteFeed(text, chunk: 7)
+        let lines = TextLineReader(encoding: .utf8, blockSize: 64, maxLineBytes: 1000) { feed.read($0) }
+        #expect(try lines.next() == Array("short".utf8))
+        #expect { try lines.next() } throws: { "\($0)".contains("the line that starts on line 2 is longer than 1000 bytes") }
+        let fits = ByteFeed(text, chunk: 7)
+        let roomy = TextLineReader(encoding: .utf8, blockSize: 64, maxLineBytes: 5001) { fits.read($0) }
+        var count = 0
+        while try roomy.next() != nil { count += 1 }
+        #expect(count == 3)
+
+        let csv = Array("a,b\n1,\"never closed\n".utf8) + [UInt8](repeating: 0x78, count: 5000)
+        let cfeed = ByteFeed(csv, chunk: 5)
+        let reader = CSVReader(blockSize: 16, maxRecordBytes: 1000) { cfeed.read($0) }
+        #expect(try reader.next()?.fields.count == 2)
+        #expect { try reader.next() } throws: { "\($0)".contains("the record that starts on line 2") && "\($0)".contains("the quoted field that starts on line 2 never ends") }
     }
 }
 
@@ -322,32 +344,12 @@ final class ByteFeed: @unchecked Sendable {  // used by one reader on one thread
         }
     }
 
-    /// Whether the picker took `document`; records a failure when it disagrees with the parser.
+    /// Whether the picker took `document`; records a failure when it disagrees with the parser
+    /// (the fuzz harness `jsonl` checks the same).
     @discardableResult
     static func agree(_ picker: JSONPicker, _ document: [UInt8]) -> Bool {
-        let parsed = try? JSONValue.parse(document)
-        return document.withUnsafeBytes { raw in
-            guard picker.pick(raw) else { return false }
-            guard let parsed else {
-                Issue.record("picked what the parser refuses: \(String(decoding: document, as: UTF8.self).debugDescription)")
-                return true
-            }
-            for (slot, path) in paths.enumerated() {
-                let want = parsed.lookup(path)
-                let ok: Bool
-                switch (picker.picked(slot), want) {
-                case (.absent, nil), (.null, .null?): ok = true
-                case (.bool(let a), .bool(let b)?): ok = a == b
-                case (.string(let a), .string(let b)?): ok = Array(a) == Array(b.utf8)
-                case (.number(let a), .number(let b)?): ok = Array(a) == Array(b.utf8)
-                case (.owned(let i), .string(let b)?): ok = picker.owned[i] == Array(b.utf8)
-                case (.owned(let i), let v?): ok = picker.owned[i] == Array(v.jsonText.utf8)
-                default: ok = false
-                }
-                if !ok { Issue.record("\(path): picked \(picker.picked(slot)), parsed \(String(describing: want)) in \(String(decoding: document, as: UTF8.self).debugDescription)") }
-            }
-            return true
-        }
+        if let problem = JSONPickerOracle.disagreement(picker, paths: paths, document: document) { Issue.record("\(problem)") }
+        return document.withUnsafeBytes { picker.pick($0) }
     }
 
     @Test func picksWhatTheParserReadsAndNothingItRefuses() throws {

@@ -1,0 +1,100 @@
+import Foundation
+import SluiceConfig
+import SluiceFuzzHarnesses
+import SluiceS3
+import SluiceTestSupport
+import Testing
+
+/// The fuzz harnesses in a plain build: every committed seed (Fuzz/corpus/) and every input a
+/// fuzzer once found a bug with (Fuzz/regressions/) goes through its harness again. A harness
+/// traps on a finding, so a bug that comes back stops the run here, naming no input: replay the
+/// folder with `swift run sluice-fuzz HARNESS Fuzz/regressions/HARNESS` to see which.
+@Suite struct FuzzCorpusTests {
+    static let fuzz = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Fuzz").path
+
+    static func inputs(_ folder: String, _ harness: String) -> [String] {
+        let dir = "\(fuzz)/\(folder)/\(harness)"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        return names.filter { !$0.hasPrefix(".") }.sorted().map { "\(dir)/\($0)" }
+    }
+
+    @Test(arguments: FuzzHarnesses.all.map(\.name))
+    func seedsAndFoundInputsRunClean(harness: String) throws {
+        let h = try #require(FuzzHarnesses.named(harness))
+        let seeds = Self.inputs("corpus", harness)
+        #expect(!seeds.isEmpty, "Fuzz/corpus/\(harness)/ has no seeds: run python3 Fuzz/make_corpus.py")
+        for file in seeds + Self.inputs("regressions", harness) {
+            let data = try #require(FileManager.default.contents(atPath: file), "\(file)")
+            data.withUnsafeBytes { h.run($0) }
+        }
+    }
+
+    @Test func everyCorpusFolderIsAHarness() throws {
+        let names = Set(FuzzHarnesses.all.map(\.name))
+        for folder in ["corpus", "regressions"] {
+            for dir in (try? FileManager.default.contentsOfDirectory(atPath: "\(Self.fuzz)/\(folder)")) ?? [] where !dir.hasPrefix(".") {
+                #expect(names.contains(dir), "Fuzz/\(folder)/\(dir) is for no harness (harnesses: \(names.sorted()))")
+            }
+        }
+    }
+}
+
+/// The bugs the fuzzers found, each as the user meets it (the inputs themselves are in
+/// Fuzz/regressions/ and replayed above).
+@Suite struct FuzzFindingTests {
+    /// toml++ aborted the process on a table name starting with a byte no key starts with, and
+    /// on an array element starting with `}`.
+    @Test(arguments: [
+        ("[!", "a table name must start with"), ("[ \u{0F}", "a table name must start with"), ("[[#x]]", "a table name must start with"),
+        ("[\u{7F}]", "a table name must start with"), ("a = 1\n\n  [ ?x]\n", "a table name must start with"),
+        ("f = [}", "expected a value or ']' in an array"), ("f = [1,\n  # c\n}]", "expected a value or ']' in an array"),
+        ("f = {a = [ }}", "expected a value or ']' in an array"),
+    ])
+    func toml_sAbortsAreConfigErrorsNotCrashes(text: String, message: String) throws {
+        let dir = TempDir("toml")
+        dir.write("agent.conf", Data(text.utf8))
+        let r = try SluiceBinary.run(["check-config"], config: dir.sub("agent.conf"))
+        #expect(r.status == 2, "\(r.stderr)")
+        #expect(r.stderr.contains(message), "\(r.stderr)")
+        dir.config()
+        dir.write("mappings/acme.toml", Data(text.utf8))
+        let m = try SluiceBinary.run(["check-config"], config: dir.sub("agent.conf"))
+        #expect(m.status == 2 && m.stderr.contains("acme.toml") && m.stderr.contains(message), "\(m.stderr)")
+    }
+
+    /// The check knows a value's brackets and strings from a table header.
+    @Test func validTOMLWithBracketsOpeningLinesIsNotRefused() throws {
+        let text = """
+            a = [
+              [1, 2],
+              [ {x = 1} ],
+              { y = "[!" },
+            ]
+            b = \"\"\"
+            [! not a header
+            \"\"\"
+            c = '''
+            [? nor this'''
+            d = "[# nor this" # [! a comment
+            e = [ "}", '}', \"\"\"}\"\"\", # }
+              {x = 1}, {y = [2, {z = "}"}]},
+            ]
+            [ "quoted table" ]
+            [[ 'array'.of-tables ]]
+            """
+        #expect(TOMLText.crashingConstruct(Array(text.utf8)) == nil)
+        #expect(throws: Never.self) { try TOMLText.parse(text, file: "t.toml") }
+        #expect(TOMLText.crashingConstruct(Array("x = 1\n[\u{01}]".utf8))?.line == 2)
+        #expect(TOMLText.crashingConstruct(Array("x = [\n\n  }]".utf8))?.column == 3)
+    }
+
+    /// Foundation's XMLParser crashed the process on a tag name that is not UTF-8; such an S3
+    /// answer is now one that cannot be read.
+    @Test func anS3AnswerThatIsNotUTF8IsUnreadableNotACrash() {
+        let bytes = Data("<ListBucketResult><Key".utf8) + Data([0xFF, 0xFE, 0xFF]) + Data("></Key></ListBucketResult>".utf8)
+        #expect(ListParser.parse(bytes, urlEncoded: false) == nil)
+        #expect(ErrorParser.parse(bytes) == nil)
+        #expect(ListParser.parse(Data("<ListBucketResult><Contents><Key>é</Key><Size>1</Size></Contents></ListBucketResult>".utf8), urlEncoded: false)?.objects.count == 1)
+    }
+}
