@@ -24,6 +24,7 @@ import CFuzzDriver
             fail("set SLUICE_FUZZ_HARNESS to one of: \(FuzzHarnesses.all.map(\.name).joined(separator: ", "))")
         }
         harness = h
+        h.prepare()
         var argc = CommandLine.argc
         var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
         exit(LLVMFuzzerRunDriver(&argc, &argv) { data, size in

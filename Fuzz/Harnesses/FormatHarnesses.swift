@@ -14,8 +14,9 @@ extension FuzzHarnesses {
         FuzzHarness(name: "jsonl", about: "the JSON records reader (lines, arrays, a records path) and the JSON Lines picker checked against the parser") { fuzzJSONL($0) },
         FuzzHarness(name: "xml", about: "the XLSX reader's XML pull parser: events, text, attributes, skipped elements") { fuzzXML($0) },
         FuzzHarness(name: "xlsx", about: "the XLSX reader: workbook, relationships, styles, shared strings and a sheet") { fuzzXLSX($0) },
-        FuzzHarness(name: "fixedwidth", about: "fixed-width lines in each encoding, cut into fields and typed") { fuzzFixedWidth($0) },
-        FuzzHarness(name: "values", about: "numbers with separators, decimals, dates and timestamps with formats, booleans: the fast and the general conversion must agree") { fuzzValues($0) },
+        FuzzHarness(name: "fixedwidth", about: "fixed-width lines in each encoding, cut into fields and typed", prepare: { _ = fixedDataset }) { fuzzFixedWidth($0) },
+        FuzzHarness(name: "values", about: "numbers with separators, decimals, dates and timestamps with formats, booleans: the fast and the general conversion must agree",
+                    prepare: { _ = valueFields }) { fuzzValues($0) },
     ]
 
     // Inputs are at most 64 KiB: a larger block reads them whole just the same.

@@ -11,6 +11,16 @@ public struct FuzzHarness: Sendable {
     /// What it feeds, for `sluice-fuzz --list` and README.
     public let about: String
     public let run: @Sendable (UnsafeRawBufferPointer) -> Void
+    /// Set-up done once before the first input (a test keyring, mappings), so that it is not
+    /// timed as part of an input.
+    public let prepare: @Sendable () -> Void
+
+    init(name: String, about: String, prepare: @escaping @Sendable () -> Void = {}, run: @escaping @Sendable (UnsafeRawBufferPointer) -> Void) {
+        self.name = name
+        self.about = about
+        self.prepare = prepare
+        self.run = run
+    }
 }
 
 public enum FuzzHarnesses {

@@ -6,7 +6,8 @@ import SluiceFormats
 extension FuzzHarnesses {
     static let unpackHarnesses: [FuzzHarness] = [
         FuzzHarness(name: "archive", about: "zip, tar and 7z archives and gzip, bzip2, xz and zstd streams through libarchive, with the unpack limits") { fuzzArchive($0) },
-        FuzzHarness(name: "openpgp", about: "OpenPGP messages: the packet sniffing, then decryption and signature checks through gpgme with a test key") { fuzzOpenPGP($0) },
+        FuzzHarness(name: "openpgp", about: "OpenPGP messages: the packet sniffing, then decryption and signature checks through gpgme with a test key",
+                    prepare: { _ = keyring }) { fuzzOpenPGP($0) },
     ]
 
     /// Small limits, so that a bomb is stopped soon.

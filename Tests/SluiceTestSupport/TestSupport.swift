@@ -115,6 +115,8 @@ package enum Shell {
         package var status: Int32
         package var stdout: String
         package var stderr: String
+        /// The child's peak resident memory (wait4's ru_maxrss), in KiB.
+        package var maxRSSKiB: Int = 0
 
         package init(status: Int32, stdout: String, stderr: String) {
             self.status = status
@@ -147,12 +149,15 @@ package enum Shell {
         let pid = try spawnProcess([executable] + args, stdout: .truncate(outPath), stderr: .truncate(errPath),
                                    environment: environment ?? ProcessInfo.processInfo.environment)
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        var usage = rusage()
+        while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
         // Exited: its exit code; killed: the signal's number (as Process reports it).
         let code = status & 0x7f == 0 ? (status >> 8) & 0xff : status & 0x7f
-        return Result(status: code,
-                      stdout: String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: outPath))) ?? Data(), as: UTF8.self),
-                      stderr: String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: errPath))) ?? Data(), as: UTF8.self))
+        var result = Result(status: code,
+                            stdout: String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: outPath))) ?? Data(), as: UTF8.self),
+                            stderr: String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: errPath))) ?? Data(), as: UTF8.self))
+        result.maxRSSKiB = usage.ru_maxrss
+        return result
     }
 }
 
