@@ -256,7 +256,10 @@ public final class Ingestor: Sendable {
         if let unprepared { return chunk.map { _ in .failed(unprepared) } }
         let stopRequested = self.stopRequested
         let abortRequested = self.abortRequested
+        let overlong = chunk.map { LakeNames.overlongName($0.path) }
         parallelFor(count: chunk.count, threads: workers, setup: { IOBuffer(size: Self.copyBufferSize) }) { i, buffer in
+            // Refused before a byte is copied: the lake could not hold its name.
+            if let why = overlong[i] { return results.set(i, .failed(why)) }
             results.set(i, Self.stageOne(chunk[i], into: folders[i], latestSHA: latestSHA[i], pass: pass, lake: lake, buffer: buffer, hooks: hooks,
                                          writeback: writeback, stopRequested: stopRequested, abortRequested: abortRequested))
         }

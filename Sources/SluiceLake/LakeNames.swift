@@ -40,6 +40,24 @@ public enum LakeNames {
         return (stem, ext)
     }
 
+    /// A lake file or folder name may have this many bytes (NAME_MAX of Linux file systems).
+    public static let maxNameBytes = 255
+
+    /// Why the lake cannot hold versions of `path` (a folder or file name that, as the lake
+    /// writes it with its version number, is longer than a file system allows), or nil.
+    public static func overlongName(_ path: RelativePath) -> String? {
+        let parts = path.components
+        for (i, part) in parts.enumerated() {
+            // The file's name gains ".v<version>": room is kept for a version of 9 digits.
+            let length = encode(part).utf8.count + (i == parts.count - 1 ? 11 : 0)
+            guard length > maxNameBytes else { continue }
+            return "the \(i == parts.count - 1 ? "file" : "folder") name \(encode(part).prefix(40))… is \(part.count) bytes long, and the lake's "
+                + "file system takes names of at most \(maxNameBytes) bytes (with the version number Sluice adds): nothing was copied; "
+                + "ask the client to use a shorter name"
+        }
+        return nil
+    }
+
     /// Percent-encodes one path component for the lake.
     public static func encode(_ component: ArraySlice<UInt8>) -> String {
         InvalidUTF8.escape(component, escapePercentAndControls: true, hexPrefix: "%")

@@ -193,3 +193,29 @@ import Testing
         #expect(skipped.status == .skipped && skipped.error?.contains("outside the source root") == true, "\(skipped)")
     }
 }
+
+/// Names a local file system cannot hold come from object stores.
+@Suite(.enabled(if: MotoServer.available, "needs moto's S3 server: pip install 'moto[server]' boto3"))
+struct HostileNameTests {
+    /// An object key whose last part is 300 bytes (a lake file name may have 255): that object
+    /// fails with a message naming it; the others are stored, and the next pass tries it again.
+    @Test func aThreeHundredByteNameFailsAloneAndClearly() throws {
+        let moto = try MotoServer()
+        try moto.bucket("long-names")
+        let long = String(repeating: "n", count: 300) + ".csv"
+        try moto.put("long-names", ["in/\(long)": "too long\n", "in/ok.csv": "fine\n"])
+        let dir = S3Tests.setUp(moto, bucket: "long-names", prefix: "in/")
+        let (r, report, files) = try S3Tests.pull(dir)
+        #expect(r.status == 1, "one file failed: \(r.stderr)")
+        #expect(files["ok.csv"]?["status"] as? String == "new")
+        let failed = try #require(files[long], "\(report)")
+        #expect(failed["status"] as? String == "failed" || failed["status"] as? String == "skipped", "\(failed)")
+        let error = failed["error"] as? String ?? ""
+        #expect(error.contains("is 304 bytes long") && error.contains("at most 255 bytes") && error.contains("nothing was copied"), "\(error)")
+        #expect(moto.gets("long-names", "in/\(long)") == 0, "refused before it was downloaded")
+        #expect(lakeLeftovers(dir).isEmpty)
+        #expect(try SluiceBinary.run(["audit"], config: dir.sub("agent.conf")).status == 0)
+        let (again, _, files2) = try S3Tests.pull(dir)
+        #expect(again.status == 1 && files2[long]?["error"] as? String == error, "the same clear error next pass")
+    }
+}
