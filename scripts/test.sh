@@ -2,7 +2,7 @@
 # Installs what the tests need (if missing), builds libssh2 (once) and runs libssh2's own tests
 # on the patched build, then Sluice's whole test suite: once with the manifests in SQLite, once
 # with every agent's manifest in PostgreSQL; then every fuzz harness for 30 s on its committed
-# seeds (scripts/fuzz.sh).
+# seeds (scripts/fuzz.sh), and a 2-minute soak of the agent under faults (scripts/soak.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
@@ -14,3 +14,5 @@ swift test --skip-build
 SLUICE_TEST_MANIFEST=postgres swift test --skip-build
 # Every fuzz harness for 30 s, with the address sanitizer (README: Reliability).
 bash scripts/fuzz.sh all 30
+# A 2-minute soak with faults, on the debug build the tests used (README: Reliability).
+SLUICE_BIN="$(swift build --show-bin-path)/sluice" SOAK_MAX_BYTES=20000000 bash scripts/soak.sh 2
