@@ -23,7 +23,8 @@ the figures and exits 1 when a check fails.
     python3 scripts/soak.py MINUTES        (scripts/soak.sh builds sluice and calls this)
 
 Environment: SLUICE_BIN (default .build/release/sluice), SOAK_MAX_BYTES (largest file,
-default 200 MB), SOAK_SEED, SOAK_KEEP=1 (keep the work folder), SOAK_REPORT (JSON report path).
+default 200 MB), SOAK_LAKE_BYTES (the lake's tmpfs, default 200 MB a minute, at least 2 GiB),
+SOAK_SEED, SOAK_KEEP=1 (keep the work folder), SOAK_REPORT (JSON report path).
 """
 import hashlib
 import json
@@ -183,7 +184,8 @@ class Soak:
             os.makedirs(os.path.join(w, d), exist_ok=True)
         self.lakefs = os.path.join(w, "lakefs")
         if self.root:
-            size = max(2 << 30, int(self.max_bytes * 12))
+            # Room for what a run sends (about 80 MB a minute) and its outputs.
+            size = int(os.environ.get("SOAK_LAKE_BYTES", str(max(2 << 30, int(self.minutes * 200e6)))))
             self.sh("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", self.lakefs)
         self.lake = os.path.join(self.lakefs, "lake")
         # The clock shim and its offset file.

@@ -59,18 +59,21 @@ struct FuzzInput {
 }
 
 /// Bytes in memory as a byte source that hands out at most `chunk` bytes a read, so that the
-/// readers' refills land anywhere in a token; it can seek, as a zip or a 7z needs.
-final class ChunkedSource {
+/// readers' refills land anywhere in a token; it can seek, as a zip or a 7z needs. The readers'
+/// unit tests feed them through it too.
+public final class ChunkedSource: @unchecked Sendable {  // used by one reader on one thread
     private let bytes: [UInt8]
     private let chunk: Int
     private var offset = 0
 
-    init(_ bytes: [UInt8], chunk: Int) {
+    public init(_ bytes: [UInt8], chunk: Int = .max) {
         self.bytes = bytes
         self.chunk = max(chunk, 1)
     }
 
-    func read(_ buffer: UnsafeMutableRawBufferPointer) -> Int {
+    public convenience init(_ text: String, chunk: Int = .max) { self.init(Array(text.utf8), chunk: chunk) }
+
+    public func read(_ buffer: UnsafeMutableRawBufferPointer) -> Int {
         let n = min(buffer.count, chunk, bytes.count - offset)
         guard n > 0 else { return 0 }
         bytes.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + offset, byteCount: n) }
@@ -78,7 +81,7 @@ final class ChunkedSource {
         return n
     }
 
-    func seek(_ to: Int64, _ whence: Int32) -> Int64 {
+    public func seek(_ to: Int64, _ whence: Int32) -> Int64 {
         let base: Int64 = switch whence {
         case SEEK_SET: 0
         case SEEK_CUR: Int64(offset)

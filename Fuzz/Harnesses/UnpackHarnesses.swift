@@ -19,7 +19,8 @@ extension FuzzHarnesses {
         let source = ChunkedSource(input.bytes, chunk: input.pick([1, 4096, 1 << 16]))
         if mode < ArchiveKind.allCases.count {
             let kind = ArchiveKind.allCases[mode]
-            guard let reader = try? ArchiveReader(kind: kind, limits: limits, read: source.read, seek: kind.needsSeeking ? source.seek : nil) else { return }
+            let seek: ((Int64, Int32) -> Int64)? = kind.needsSeeking ? { source.seek($0, $1) } : nil
+            guard let reader = try? ArchiveReader(kind: kind, limits: limits, read: { source.read($0) }, seek: seek) else { return }
             while let member = try? reader.next() {
                 _ = member.display
                 drain(reader.memberSource)

@@ -82,6 +82,26 @@ package final class TempDir: @unchecked Sendable {
     }
 }
 
+/// The bundled example's three drop-folder clients (examples/agent.conf), their folders at
+/// `drop/<client>` beside the config.
+package let exampleClientTables = """
+    [clients.acme.sources.drop]
+    type = "folder"
+    path = "drop/acme"
+    min_age = "0s"
+
+    [clients.initech.sources.drop]
+    type = "folder"
+    path = "drop/initech"
+    include = ["**/*.json", "**/*.jsonl"]
+    min_age = "0s"
+
+    [clients.hooli.sources.drop]
+    type = "folder"
+    path = "drop/hooli"
+    min_age = "0s"
+    """
+
 /// Which manifest the tests' agents use: the SQLite file in their state folder, or, with
 /// `SLUICE_TEST_MANIFEST=postgres`, a database of their own on the tests' PostgreSQL server.
 package enum TestManifest {

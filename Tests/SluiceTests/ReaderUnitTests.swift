@@ -9,27 +9,8 @@ import Testing
 import SluiceFuzzHarnesses
 
 /// Feeds bytes to a reader at most `chunk` bytes a call, so that every token boundary falls
-/// inside a block somewhere.
-final class ByteFeed: @unchecked Sendable {  // used by one reader on one thread
-    private let bytes: [UInt8]
-    private let chunk: Int
-    private var offset = 0
-
-    init(_ bytes: [UInt8], chunk: Int = .max) {
-        self.bytes = bytes
-        self.chunk = max(1, chunk)
-    }
-
-    convenience init(_ text: String, chunk: Int = .max) { self.init(Array(text.utf8), chunk: chunk) }
-
-    func read(_ buffer: UnsafeMutableRawBufferPointer) -> Int {
-        let n = min(buffer.count, chunk, bytes.count - offset)
-        guard n > 0 else { return 0 }
-        bytes.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + offset, byteCount: n) }
-        offset += n
-        return n
-    }
-}
+/// inside a block somewhere (the fuzz harnesses' source).
+typealias ByteFeed = ChunkedSource
 
 /// The JSON record reader on its own, without Python or a transform around it.
 @Suite struct JSONReaderTests {
@@ -104,6 +85,19 @@ final class ByteFeed: @unchecked Sendable {  // used by one reader on one thread
     @Test func nestingDeeperThan512IsRefused() {
         let deep = "[" + String(repeating: "[", count: 600) + String(repeating: "]", count: 600) + "]"
         #expect(throws: JSONError.self) { try Self.records(deep, path: "") }
+    }
+
+    /// A record longer than the limit is refused there, naming its line; the records before it
+    /// are read.
+    @Test func aRecordPastTheLimitIsRefusedNotBuilt() throws {
+        let text = "[{\"id\": 1},\n{\"note\": \"" + String(repeating: "x", count: 5000) + "\"}]"
+        let feed = ByteFeed(text, chunk: 7)
+        let reader = JSONRecordReader(records: "", blockSize: 64, maxRecordBytes: 1000) { feed.read($0) }
+        #expect(try reader.next()?.value == .object([("id", .number("1"))]))
+        #expect { try reader.next() } throws: { "\($0)".contains("the record that starts on line 2 is longer than 1000 bytes") }
+        let roomy = ByteFeed(text, chunk: 7)
+        let all = JSONRecordReader(records: "", blockSize: 64, maxRecordBytes: 6000) { roomy.read($0) }
+        #expect(try all.next() != nil && all.next() != nil && all.next() == nil)
     }
 }
 

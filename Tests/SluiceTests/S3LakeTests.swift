@@ -19,24 +19,7 @@ struct S3LakeTests {
         _ = try Shell.run("/bin/cp", ["-r", "\(repository)/examples/drop", "\(repository)/examples/mappings", dir.path])
         dir.write("secrets/lake.s3", "[default]\naws_access_key_id = test\naws_secret_access_key = test\n")
         let lake = moto.map { lakeTable($0, bucket: bucket, dir: dir) } ?? ""
-        return dir.config(tables: lake + """
-
-            [clients.acme.sources.drop]
-            type = "folder"
-            path = "drop/acme"
-            min_age = "0s"
-
-            [clients.initech.sources.drop]
-            type = "folder"
-            path = "drop/initech"
-            include = ["**/*.json", "**/*.jsonl"]
-            min_age = "0s"
-
-            [clients.hooli.sources.drop]
-            type = "folder"
-            path = "drop/hooli"
-            min_age = "0s"
-            """)
+        return dir.config(tables: lake + "\n" + exampleClientTables)
     }
 
     static func lakeTable(_ moto: MotoServer, bucket: String, dir: TempDir) -> String {

@@ -13,28 +13,7 @@ import Testing
     /// manifest on SQLite whatever the test run uses (the files below are SQLite manifests).
     static func example(_ label: String) throws -> TempDir {
         let dir = TempDir(label)
-        let text = """
-            [agent]
-            state_dir = "state"
-            lake_dir = "lake"
-            mappings_dir = "mappings"
-
-            [clients.acme.sources.drop]
-            type = "folder"
-            path = "drop/acme"
-            min_age = "0s"
-
-            [clients.initech.sources.drop]
-            type = "folder"
-            path = "drop/initech"
-            include = ["**/*.json", "**/*.jsonl"]
-            min_age = "0s"
-
-            [clients.hooli.sources.drop]
-            type = "folder"
-            path = "drop/hooli"
-            min_age = "0s"
-            """
+        let text = "[agent]\nstate_dir = \"state\"\nlake_dir = \"lake\"\nmappings_dir = \"mappings\"\n\n" + exampleClientTables
         dir.write("agent.conf", Data(text.utf8))
         try Shell.check("/bin/cp", ["-R", repository.appendingPathComponent("examples/drop").path, dir.sub("drop")])
         try Shell.check("/bin/cp", ["-R", repository.appendingPathComponent("examples/mappings").path, dir.sub("mappings")])
