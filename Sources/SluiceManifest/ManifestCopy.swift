@@ -41,40 +41,7 @@ extension Manifest {
     public func copy(to destination: Manifest, progress: (TableDigest) -> Void = { _ in }) throws(ManifestError) -> [TableDigest] {
         if let busy = try destination.notEmpty() { throw ManifestError(busy) }
         let copied: [TableDigest] = try read("reading the manifest to copy") { source in
-            try destination.store.write { target in
-                var out: [TableDigest] = []
-                for t in Self.copiedTables {
-                    var hash = SHA256()
-                    var rows = 0
-                    var columns: [String] = []
-                    var batch: [[SQLValue]] = []
-                    func flush() throws {
-                        guard !batch.isEmpty else { return }
-                        let marks = "(" + Array(repeating: "?", count: columns.count).joined(separator: ", ") + ")"
-                        let sql = "INSERT INTO \(t.name) (\(columns.joined(separator: ", "))) VALUES "
-                            + Array(repeating: marks, count: batch.count).joined(separator: ", ")
-                        try target.execute(sql, SQLArguments(batch.flatMap { $0 }))
-                        batch.removeAll(keepingCapacity: true)
-                    }
-                    try source.each(Self.orderedSelect(t.name, key: t.key, dialect: source.dialect)) { row in
-                        if columns.isEmpty { columns = row.columns }
-                        rows += 1
-                        Self.digest(row.values, into: &hash)
-                        batch.append(row.values)
-                        // PostgreSQL takes at most 65,535 parameters in a statement.
-                        if batch.count * columns.count >= 30_000 { try flush() }
-                    }
-                    try flush()
-                    if rows > 0, t.key == "id", target.dialect == .postgres {
-                        // The identity continues after the copied ids.
-                        try target.execute("SELECT setval(pg_get_serial_sequence('\(t.name)', 'id'), (SELECT max(id) FROM \(t.name)))")
-                    }
-                    let d = TableDigest(table: t.name, rows: rows, sha256: hexString(hash.finalize()))
-                    progress(d)
-                    out.append(d)
-                }
-                return out
-            }
+            try destination.store.write { target in try Self.copyRows(from: source, into: target, tables: Self.copiedTables, progress: progress) }
         }
         let check = try destination.tableDigests()
         for (a, b) in zip(copied, check) where a != b {
@@ -82,6 +49,44 @@ extension Manifest {
                 + "\(b.rows) rows (sha256 \(b.sha256.prefix(12))) in \(destination.path) — do not switch to it; drop the database and copy again")
         }
         return copied
+    }
+
+    /// Copies every row of `tables` from `source` into `target` (in its transaction), going on
+    /// with each identity after the copied ids; the rows and checksum of each table.
+    static func copyRows(from source: SQLDatabase, into target: SQLDatabase, tables: [(name: String, key: String)],
+                         progress: (TableDigest) -> Void = { _ in }) throws -> [TableDigest] {
+        var out: [TableDigest] = []
+        for t in tables {
+            var hash = SHA256()
+            var rows = 0
+            var columns: [String] = []
+            var batch: [[SQLValue]] = []
+            func flush() throws {
+                guard !batch.isEmpty else { return }
+                let marks = "(" + Array(repeating: "?", count: columns.count).joined(separator: ", ") + ")"
+                let sql = "INSERT INTO \(t.name) (\(columns.joined(separator: ", "))) VALUES "
+                    + Array(repeating: marks, count: batch.count).joined(separator: ", ")
+                try target.execute(sql, SQLArguments(batch.flatMap { $0 }))
+                batch.removeAll(keepingCapacity: true)
+            }
+            try source.each(Self.orderedSelect(t.name, key: t.key, dialect: source.dialect)) { row in
+                if columns.isEmpty { columns = row.columns }
+                rows += 1
+                Self.digest(row.values, into: &hash)
+                batch.append(row.values)
+                // PostgreSQL takes at most 65,535 parameters in a statement.
+                if batch.count * columns.count >= 30_000 { try flush() }
+            }
+            try flush()
+            if rows > 0, t.key == "id", target.dialect == .postgres {
+                // The identity continues after the copied ids.
+                try target.execute("SELECT setval(pg_get_serial_sequence('\(t.name)', 'id'), (SELECT max(id) FROM \(t.name)))")
+            }
+            let d = TableDigest(table: t.name, rows: rows, sha256: hexString(hash.finalize()))
+            progress(d)
+            out.append(d)
+        }
+        return out
     }
 
     /// Why this manifest cannot take a copy (a table has rows), or nil when it is empty.
