@@ -323,10 +323,13 @@ fields = [
         self.last_ping = time.time()
 
     def kill_agent(self, sig, why):
+        """Signals the agent if it is running; whether it was."""
         with self.lock:
-            self.expected_exit = True
             if self.agent and self.agent.poll() is None:
+                self.expected_exit = True
                 self.agent.send_signal(sig)
+                return True
+            return False
 
     def supervisor(self):
         """Restarts the agent after it dies (RestartSec=1), kills it when it misses the
@@ -449,8 +452,8 @@ fields = [
     # MARK: faults
 
     def fault_sigkill(self):
-        self.kill_agent(signal.SIGKILL, "fault")
-        self.faults["sigkill"] += 1
+        if self.kill_agent(signal.SIGKILL, "fault"):
+            self.faults["sigkill"] += 1
 
     def fault_sshd(self):
         self.sshd.kill()
@@ -700,6 +703,8 @@ fields = [
             "minutes": self.minutes, "seconds": round(seconds), "seed": self.seed, "sluice": self.bin,
             "faults": self.faults, "agent_restarts": self.restarts, "watchdog_pings": self.pings, "watchdog_kills": self.watchdog_kills,
             "files": {k: v[0] for k, v in self.sent.items()}, "bytes": {k: v[1] for k, v in self.sent.items()},
+            "largest_file": max((size for _, size in ledger.values()), default=0),
+            "files_over_5mb": sum(1 for _, size in ledger.values() if size > 5 << 20),
             "versions": len(versions), "ok_transforms": sum(ok.values()), "audit_clean": audit.returncode == 0,
             "memory": flat, "problems": problems, "result": "pass" if not problems else "fail",
         }
