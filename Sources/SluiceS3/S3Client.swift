@@ -351,12 +351,22 @@ final class BodyDelegate: HTTPClientResponseDelegate, @unchecked Sendable {  // 
 
 // MARK: XML
 
-/// S3's answers are UTF-8 XML. Foundation's XMLParser crashes the process on a tag name with
-/// bytes that are not UTF-8 (found by the `s3_xml` fuzz harness), so such an answer is never
-/// handed to it: it is an answer that cannot be read.
+/// S3's answers are plain UTF-8 XML: a declaration, then elements and text. Foundation's
+/// XMLParser crashes the process on a tag name with bytes that are not UTF-8, and on a
+/// processing instruction without data (`<?x?>`), both found by the `s3_xml` fuzz harness. So
+/// only plain XML is handed to it: no other processing instruction, and no `<!` (comments,
+/// CDATA, DOCTYPE: which also keeps DTDs and entities out). Anything else is an answer that
+/// cannot be read.
 enum S3XML {
     static func parser(_ data: Data) -> XMLParser? {
-        guard data.withUnsafeBytes({ String(validating: $0, as: UTF8.self) != nil }) else { return nil }
+        guard let text = data.withUnsafeBytes({ String(validating: $0, as: UTF8.self) }) else { return nil }
+        var body = text.utf8.drop { $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }
+        if body.starts(with: "\u{FEFF}".utf8) { body = body.dropFirst(3) }
+        if body.starts(with: "<?xml".utf8) {
+            guard let end = body.firstRange(of: "?>".utf8) else { return nil }
+            body = body[end.upperBound...]
+        }
+        if body.firstRange(of: "<?".utf8) != nil || body.firstRange(of: "<!".utf8) != nil { return nil }
         return XMLParser(data: data)
     }
 }

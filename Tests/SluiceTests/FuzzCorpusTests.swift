@@ -97,4 +97,18 @@ import Testing
         #expect(ErrorParser.parse(bytes) == nil)
         #expect(ListParser.parse(Data("<ListBucketResult><Contents><Key>é</Key><Size>1</Size></Contents></ListBucketResult>".utf8), urlEncoded: false)?.objects.count == 1)
     }
+
+    /// It crashed too on a processing instruction without data; S3 answers are plain XML, so
+    /// one with a processing instruction (past the declaration), a comment, CDATA or a DOCTYPE
+    /// cannot be read.
+    @Test(arguments: ["<?x?>", "<!-- c -->", "<!DOCTYPE x [<!ENTITY e \"y\">]>", "<![CDATA[k]]>"])
+    func anS3AnswerThatIsNotPlainXMLIsUnreadableNotACrash(inside: String) {
+        let answer = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult>\(inside)<Contents><Key>k</Key><Size>1</Size></Contents></ListBucketResult>"
+        #expect(ListParser.parse(Data(answer.utf8), urlEncoded: false) == nil)
+        for plain in ["<?xml version=\"1.0\"?>\n<ListBucketResult><Contents><Key>k</Key><Size>1</Size></Contents></ListBucketResult>",
+                      "\u{FEFF}<?xml version=\"1.0\"?><ListBucketResult><Contents><Key>k</Key><Size>1</Size></Contents></ListBucketResult>",
+                      "<ListBucketResult><Contents><Key>k</Key><Size>1</Size></Contents></ListBucketResult>"] {
+            #expect(ListParser.parse(Data(plain.utf8), urlEncoded: false)?.objects.count == 1, "\(plain)")
+        }
+    }
 }
