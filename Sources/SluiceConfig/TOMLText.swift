@@ -29,7 +29,9 @@ package enum TOMLText {
     /// array element that starts with `}`. Its 1-based line and column, the byte, and what was
     /// expected there.
     package static func crashingConstruct(_ b: [UInt8]) -> (line: Int, column: Int, byte: UInt8, what: String)? {
-        var i = 0, line = 1, lineStart = 0
+        // toml++ skips a UTF-8 byte-order mark: the first line starts after it.
+        let bom = b.starts(with: [0xEF, 0xBB, 0xBF]) ? 3 : 0
+        var i = bom, line = 1, lineStart = bom
         var open: [UInt8] = []  // the open arrays and inline tables of a value
         var expectElement = false  // just after an array's `[` or a `,` in it
         var atLineStart = true

@@ -49,7 +49,7 @@ import Testing
         ("[!", "a table name must start with"), ("[ \u{0F}", "a table name must start with"), ("[[#x]]", "a table name must start with"),
         ("[\u{7F}]", "a table name must start with"), ("a = 1\n\n  [ ?x]\n", "a table name must start with"),
         ("f = [}", "expected a value or ']' in an array"), ("f = [1,\n  # c\n}]", "expected a value or ']' in an array"),
-        ("f = {a = [ }}", "expected a value or ']' in an array"),
+        ("f = {a = [ }}", "expected a value or ']' in an array"), ("\u{FEFF}[=", "a table name must start with"),
     ])
     func toml_sAbortsAreConfigErrorsNotCrashes(text: String, message: String) throws {
         let dir = TempDir("toml")
