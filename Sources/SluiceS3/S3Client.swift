@@ -362,7 +362,8 @@ enum S3XML {
         guard let text = data.withUnsafeBytes({ String(validating: $0, as: UTF8.self) }) else { return nil }
         var body = text.utf8.drop { $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }
         if body.starts(with: "\u{FEFF}".utf8) { body = body.dropFirst(3) }
-        if body.starts(with: "<?xml".utf8) {
+        // The declaration is `<?xml` and a space; `<?xmlF?>` is a processing instruction.
+        if body.starts(with: "<?xml".utf8), let after = body.dropFirst(5).first, [0x20, 0x09, 0x0A, 0x0D].contains(after) {
             guard let end = body.firstRange(of: "?>".utf8) else { return nil }
             body = body[end.upperBound...]
         }

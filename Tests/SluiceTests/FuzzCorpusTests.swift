@@ -105,6 +105,8 @@ import Testing
     func anS3AnswerThatIsNotPlainXMLIsUnreadableNotACrash(inside: String) {
         let answer = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult>\(inside)<Contents><Key>k</Key><Size>1</Size></Contents></ListBucketResult>"
         #expect(ListParser.parse(Data(answer.utf8), urlEncoded: false) == nil)
+        // A processing instruction whose target starts with "xml" is not the declaration.
+        #expect(ListParser.parse(Data("<?xmlF?>\n<ListBucketResult></ListBucketResult>".utf8), urlEncoded: false) == nil)
         for plain in ["<?xml version=\"1.0\"?>\n<ListBucketResult><Contents><Key>k</Key><Size>1</Size></Contents></ListBucketResult>",
                       "\u{FEFF}<?xml version=\"1.0\"?><ListBucketResult><Contents><Key>k</Key><Size>1</Size></Contents></ListBucketResult>",
                       "<ListBucketResult><Contents><Key>k</Key><Size>1</Size></Contents></ListBucketResult>"] {
