@@ -5,7 +5,8 @@ import TOMLKit
 /// toml++ (under TOMLKit) asserts, and so aborts the process, on some malformed documents that
 /// the `config` and `mapping` fuzz harnesses found: a table header whose name starts with a byte
 /// that cannot start a key (`[!`, `[ \x0f`), and an array element that starts with `}`
-/// (`f = [}`, `f = [1,\n}]`). Those are refused here first, with the line and column, so that a
+/// (`f = [}`, `f = [1,\n}]`), and a date followed by a one-digit time (`d = 2026-10-01 9`). Those
+/// are refused here first, with the line and column, so that a
 /// typo in a config is an error message and never a crash.
 package enum TOMLText {
     package static func parse(_ text: String, file: String) throws(ConfigError) -> TOMLTable {
@@ -115,6 +116,10 @@ package enum TOMLText {
                 if !open.isEmpty { open.removeLast() }
             case UInt8(ascii: ","):
                 expectElement = open.last == UInt8(ascii: "[")
+            case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "+"), UInt8(ascii: "-"):
+                if i == 0 || isValueStartBoundary(b[i - 1]), let bad = dateThenOneDigit(b, at: i) {
+                    return (line, bad - lineStart + 1, b[bad], "a date and a time must be written as 2026-10-01T09:00:00 or 2026-10-01 09:00:00")
+                }
             default:
                 break
             }
@@ -122,6 +127,33 @@ package enum TOMLText {
             i += 1
         }
         return nil
+    }
+
+    /// Bytes after which a value's first byte stands.
+    static func isValueStartBoundary(_ c: UInt8) -> Bool {
+        c == 0x20 || c == 0x09 || c == UInt8(ascii: "=") || c == UInt8(ascii: "[") || c == UInt8(ascii: ",") || c == UInt8(ascii: "{")
+    }
+
+    /// Bytes that end a bare value.
+    static func isValueTerminator(_ c: UInt8) -> Bool {
+        c == 0x20 || c == 0x09 || c == 0x0A || c == 0x0D || c == UInt8(ascii: ",") || c == UInt8(ascii: "]") || c == UInt8(ascii: "}")
+            || c == UInt8(ascii: "#")
+    }
+
+    /// toml++ aborts on a bare value of ten characters (underscores not counted) shaped like a
+    /// date (`-` fifth and eighth), a space, one digit and the value's end (`2026-10-01 9`,
+    /// found by the `config` fuzz harness): where that digit is, or nil.
+    static func dateThenOneDigit(_ b: [UInt8], at start: Int) -> Int? {
+        var chars: [UInt8] = []
+        var j = start
+        while j < b.count, !isValueTerminator(b[j]) {
+            if b[j] != UInt8(ascii: "_") { chars.append(b[j]) }
+            j += 1
+        }
+        guard chars.count == 10, chars[4] == UInt8(ascii: "-"), chars[7] == UInt8(ascii: "-"),
+              j + 2 < b.count, b[j] == 0x20, b[j + 1] >= UInt8(ascii: "0"), b[j + 1] <= UInt8(ascii: "9"), isValueTerminator(b[j + 2])
+        else { return nil }
+        return j + 1
     }
 
     /// A bare key's characters, and the quotes of a quoted key.
