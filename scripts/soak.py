@@ -322,7 +322,7 @@ fields = [
         self.incarnation_start = time.time()
         self.last_ping = time.time()
 
-    def kill_agent(self, sig, why):
+    def kill_agent(self, sig):
         """Signals the agent if it is running; whether it was."""
         with self.lock:
             if self.agent and self.agent.poll() is None:
@@ -364,9 +364,9 @@ fields = [
             now = time.time()
             if now - self.last_ping > WATCHDOG_SECONDS + 2 and now - self.incarnation_start > WATCHDOG_SECONDS + 2:
                 log("watchdog: no ping: SIGABRT, then SIGKILL")
-                self.kill_agent(signal.SIGABRT, "watchdog")
+                self.kill_agent(signal.SIGABRT)
                 time.sleep(3)
-                self.kill_agent(signal.SIGKILL, "watchdog")
+                self.kill_agent(signal.SIGKILL)
                 agent.wait()
                 self.watchdog_kills += 1
                 continue
@@ -452,7 +452,7 @@ fields = [
     # MARK: faults
 
     def fault_sigkill(self):
-        if self.kill_agent(signal.SIGKILL, "fault"):
+        if self.kill_agent(signal.SIGKILL):
             self.faults["sigkill"] += 1
 
     def fault_sshd(self):
@@ -622,7 +622,7 @@ fields = [
             time.sleep(3)
         log(f"catch-up: {state[1]} after {time.time() - fault_end:.0f} s")
         self.agent_wanted = False
-        self.kill_agent(signal.SIGTERM, "end")
+        self.kill_agent(signal.SIGTERM)
         try:
             code = self.agent.wait(timeout=120)
         except subprocess.TimeoutExpired:
