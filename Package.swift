@@ -182,6 +182,7 @@ let package = Package(
                 "CSluiceLinux",
                 "SluiceSupport",
                 "SluiceLake",
+                "SluiceS3",
                 "SluiceManifest",
                 "SluiceIngest",
                 "SluiceConfig",

@@ -222,7 +222,10 @@ public struct Agent: Sendable {
             } catch {
                 throw AgentError(.runtime, error.description)
             }
-            report.transforms += try runTransforms(mapping, manifest: manifest, lake: lake, dataset: nil, selection: .pending)
+            // One postponed for a full disk: the rest would meet it too, and stay pending.
+            if !report.transforms.contains(where: \.postponed) {
+                report.transforms += try runTransforms(mapping, manifest: manifest, lake: lake, dataset: nil, selection: .pending)
+            }
         }
         try? manifest.raiseAlerts(Self.hostKeyAlerts(client: id, report: report, sources: sources.map(\.name)) + diskAlerts())
         deliverAlerts(manifest)
@@ -325,11 +328,13 @@ public struct Agent: Sendable {
             let t0 = ContinuousClock.now
             let startedAt = Timestamp.now()
             let result = transformer.run(input)
-            if let fence { recording(fence) }
+            if let fence, !result.retryLater { recording(fence) }
             do {
                 let recorded = try transformer.record(result, of: input, versionID: c.versionID, in: manifest, logger: logger, startedAt: startedAt, fence: fence)
                 each(recorded[0], ContinuousClock.now - t0)
                 reports += recorded
+                // The next versions would meet the same full disk: the round stops here.
+                if result.retryLater { break }
             } catch let e where e.leaseLost != nil && fence?.source.hasPrefix(Manifest.versionClaimPrefix) == true {
                 logger.about(client: mapping.client, source: c.source).error("Transform refused: the claim on the version was lost", metadata: [
                     "path": "\(input.path.display)", "version": "\(c.version)", "error": "\(e.message)",

@@ -27,6 +27,8 @@ package final class TransformPool: @unchecked Sendable {  // state guarded by `c
     /// Per client, a version id up to which every version has a transform row (a round that
     /// went through all its pending versions): the next round reads only newer versions.
     private var transformedThrough: [String: Int64] = [:]
+    /// Per client, how many rounds in a row could not finish (`retryLater(client:)`).
+    private var failedRounds: [String: Int] = [:]
 
     package init(daemon: AgentRuntime, workers: Int) {
         self.daemon = daemon
@@ -155,10 +157,7 @@ package final class TransformPool: @unchecked Sendable {  // state guarded by `c
         // next takes it; one that finds it held looks again a little later.
         let leaseKey = SourceKey(client: client, source: Self.leaseName)
         guard case .held(let fence) = daemon.leases.claim(leaseKey) else {
-            DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(daemon.leases.renewInterval))) { [weak self] in
-                guard let self, !self.isStopped() else { return }
-                self.enqueue(client: client)
-            }
+            enqueue(client: client, after: .nanoseconds(daemon.leases.renewInterval))
             return
         }
         defer { daemon.leases.release(leaseKey) }
@@ -170,18 +169,50 @@ package final class TransformPool: @unchecked Sendable {  // state guarded by `c
             // Read before the candidates: every version up to it is among them, so once they
             // are all transformed, the next round can start above it.
             let newest = try daemon.manifest.newestVersionID()
-            _ = try agent.runTransforms(mapping, manifest: daemon.manifest, lake: daemon.lake, dataset: nil,
-                                        selection: after.map { .pendingAfter($0) } ?? .pending,
-                                        shouldStop: { [self] in isStopped() }, fence: fence) { [self] report, elapsed in
+            let reports = try agent.runTransforms(mapping, manifest: daemon.manifest, lake: daemon.lake, dataset: nil,
+                                                  selection: after.map { .pendingAfter($0) } ?? .pending,
+                                                  shouldStop: { [self] in isStopped() }, fence: fence) { [self] report, elapsed in
                 count(report, client: client, elapsed: elapsed)
             }
             // Read along the held index: a `sluice transform --held` from the shell shows too.
             daemon.recordHeldGauge()
-            if !isStopped() { condition.withLock { transformedThrough[client] = newest } }
+            if reports.contains(where: \.postponed) {
+                retryLater(client: client)
+            } else if !isStopped() {
+                condition.withLock {
+                    transformedThrough[client] = newest
+                    failedRounds[client] = nil
+                }
+            }
         } catch {
             daemon.logger.error("Transforms failed", metadata: ["client": "\(client)", "error": "\(error)"])
+            retryLater(client: client)
         }
     }
+
+    /// Queues `client` again after `delay` (unless the pool stops meanwhile).
+    private func enqueue(client: String, after delay: Duration) {
+        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(delay.nanoseconds))) { [weak self] in
+            guard let self, !self.isStopped() else { return }
+            self.enqueue(client: client)
+        }
+    }
+
+    /// A round that could not finish (the manifest busy or away, the disk full): the client's
+    /// pending versions are tried again after a delay that doubles with each such round in a
+    /// row, from `retryDelay` up to `maxRetryDelay`. A new version's commit queues it sooner.
+    private func retryLater(client: String) {
+        let n = condition.withLock {
+            failedRounds[client, default: 0] += 1
+            return failedRounds[client]!
+        }
+        let delay = min(Self.retryDelay * (1 << min(n - 1, 16)), Self.maxRetryDelay)
+        daemon.logger.notice("Pending transforms are tried again later", metadata: ["client": "\(client)", "in_seconds": "\(delay.components.seconds)"])
+        enqueue(client: client, after: delay)
+    }
+
+    static let retryDelay = Duration.seconds(5)
+    static let maxRetryDelay = Duration.seconds(300)
 
     /// On a shared (PostgreSQL) manifest every agent's workers take part in a client's backlog:
     /// each claims a few pending versions at a time (`SELECT … FOR UPDATE SKIP LOCKED`), keeps
@@ -207,25 +238,35 @@ package final class TransformPool: @unchecked Sendable {  // state guarded by `c
                                                                      limit: Self.claimBatch)
             } catch {
                 daemon.logger.error("Transforms failed", metadata: ["client": "\(client)", "error": "\(error)"])
+                retryLater(client: client)
                 return
             }
-            if claimed.isEmpty { return }
+            if claimed.isEmpty {
+                condition.withLock { failedRounds[client] = nil }
+                return
+            }
             for c in claimed { leases.adopt(c.fence) }
             var recorded = Set<String>()
+            var postponed = false
             do {
-                _ = try agent.runTransforms(mapping, manifest: daemon.manifest, lake: daemon.lake, claimed: claimed, shouldStop: { [self] in isStopped() },
+                postponed = try agent.runTransforms(mapping, manifest: daemon.manifest, lake: daemon.lake, claimed: claimed, shouldStop: { [self] in isStopped() },
                                             recording: { fence in
                                                 // Renewing stops before the record removes the claim.
                                                 leases.forget(SourceKey(client: fence.client, source: fence.source))
                                                 recorded.insert(fence.source)
                                             }) { [self] report, elapsed in
                     count(report, client: client, elapsed: elapsed)
-                }
+                }.contains(where: \.postponed)
             } catch {
                 daemon.logger.error("Transforms failed", metadata: ["client": "\(client)", "error": "\(error)"])
+                postponed = true
             }
             for c in claimed where !recorded.contains(c.fence.source) {
                 leases.release(SourceKey(client: client, source: c.fence.source))
+            }
+            if postponed {
+                retryLater(client: client)
+                return
             }
         }
     }

@@ -163,6 +163,9 @@ public struct TransformReport: Sendable, Encodable {
     /// How many schema changes of each kind (added, removed, renamed, moved, type_changed) the
     /// unit showed against the previous delivery (an archive: all its members'); nil: none.
     public var schemaChanges: [String: Int]?
+    /// Not recorded: it failed for a reason that passes (a full file system), and the version
+    /// stays pending (`TransformResult.retryLater`). Not in the JSON: its error says so.
+    package var postponed = false
 
     public struct MemberCounts: Sendable, Encodable, Equatable {
         public var ok = 0

@@ -33,6 +33,11 @@ public struct SystemCallError: Error, CustomStringConvertible, Sendable {
     }
 }
 
+extension SystemCallError {
+    /// The file system is full (or the user's quota spent): nothing about the data written.
+    public var isOutOfSpace: Bool { errno == ENOSPC || errno == EDQUOT }
+}
+
 /// Runs one system call, retrying on `EINTR`, and throws `SystemCallError` on a negative result.
 @inline(__always)
 @discardableResult

@@ -176,11 +176,20 @@ extension Transformer {
             fileError = "\(e.description); the raw version is kept — after a fix, run `sluice transform \(input.client) --failed`"
         } catch {
             fileError = "\(input.path.display): \(error)"
+            result.retryLater = Self.passes(error)
         }
         for (index, r) in pool.finish() {
             var r = r
             r.member = result.members[index].member
             result.members[index] = r
+        }
+        // Out of room (or the bucket away) for one member: the whole archive is tried again
+        // later, and none of its outputs is published meanwhile.
+        if let first = result.members.first(where: \.retryLater) ?? (result.retryLater ? result : nil) {
+            batch.abandon()
+            var later = TransformResult(status: .failed, error: first.member.map { "\(input.path.display), member \($0): \(first.error ?? "")" } ?? fileError)
+            later.retryLater = true
+            return later
         }
         // The members' outputs become durable and visible together (their siblings' failures
         // do not hold them back).

@@ -12,7 +12,8 @@ import Glibc
 
 extension Transformer {
     /// Records a transform's outcome in the manifest (and logs a failure); returns its reports:
-    /// the version's, then (for an archive) each member's.
+    /// the version's, then (for an archive) each member's. One to try again later
+    /// (`retryLater`) is not recorded: its one report is `postponed`.
     /// `startedAt`: when the transform began (its lineage START event's time).
     package func record(_ r: TransformResult, of input: TransformInput, versionID: Int64, in manifest: Manifest,
                         logger: Logger, startedAt: String = Timestamp.now(), fence: LeaseFence? = nil) throws(ManifestError) -> [TransformReport] {
@@ -24,6 +25,15 @@ extension Transformer {
                                      rowsWritten: r.rowsWritten, rowsRejected: r.rowsRejected, outputPath: r.outputPath, rejectsPath: r.rejectsPath,
                                      error: r.error, member: r.member, members: nil, sourceSchema: r.observedSchema.map { ($0.json, $0.fingerprint) },
                                      schemaDrift: r.drift?.json)
+        }
+        if r.retryLater {
+            // Not the file's doing: no record, so the version stays pending and is tried again.
+            logger.warning("Transform postponed", metadata: ["client": "\(mapping.client)", "source": "\(input.source)", "path": "\(input.path.display)",
+                                                           "version": "\(input.version)", "error": "\(r.error ?? "")"])
+            var report = TransformReport(source: input.source, path: input.path.display, version: input.version, dataset: r.dataset, status: .failed,
+                                         rowsWritten: 0, rowsRejected: 0, error: "\(r.error ?? ""); not recorded: the version stays pending and is transformed again")
+            report.postponed = true
+            return [report]
         }
         var file = row(r)
         if archive { file.members = counts }

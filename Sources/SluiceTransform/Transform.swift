@@ -4,6 +4,7 @@ import Foundation
 import SluiceLake
 import SluiceManifest
 import SluiceParquet
+import SluiceS3
 import SluiceSupport
 import SluiceIngest
 import SluiceConfig
@@ -119,6 +120,10 @@ public struct TransformResult: Sendable, Equatable {
     public var observedSchema: ObservedSchema?
     /// What changed against the previous delivery of the dataset (nil: nothing, or none before).
     public var drift: SchemaDrift?
+    /// It failed for a reason outside the file that passes: a file system it writes to (the
+    /// lake's `processed/`, the spool) is full, or the lake's bucket did not answer. Such a
+    /// result is not recorded: the version stays pending and is transformed again later.
+    public var retryLater = false
 
     package init(status: Status, dataset: String? = nil, rowsWritten: Int64 = 0, rowsRejected: Int64 = 0, outputPath: String? = nil, rejectsPath: String? = nil, error: String? = nil) {
         self.status = status
@@ -307,7 +312,10 @@ public struct Transformer: Sendable {
         do {
             copy = try lake.localCopy(of: input.lakePath, sha256: input.sha256)
         } catch {
-            return TransformResult(status: .failed, error: "\(input.path.display): reading \(input.lakePath) from the lake failed: \(error); after a fix, run `sluice transform \(input.client) --failed`")
+            var failed = TransformResult(status: .failed, error: "\(input.path.display): reading \(input.lakePath) from the lake failed: \(error)")
+            failed.retryLater = Self.passes(error)
+            if !failed.retryLater { failed.error! += "; after a fix, run `sluice transform \(input.client) --failed`" }
+            return failed
         }
         var local = input
         local.readPath = copy.path
@@ -350,10 +358,19 @@ public struct Transformer: Sendable {
             result.error = e.reason
         } catch {
             result.error = "\(error)"
+            result.retryLater = Self.passes(error)
         }
         // Recorded with the unit, whatever its outcome: what changed since the delivery before.
         result.drift = SchemaDrift.between(previous, result.observedSchema)
         return result
+    }
+
+    /// Whether `error` says nothing about the file, and passes: a full file system, or a
+    /// bucket that did not answer (`TransformResult.retryLater`).
+    package static func passes(_ error: any Error) -> Bool {
+        if let e = error as? SystemCallError { return e.isOutOfSpace }
+        if let e = error as? S3Error { return e.retryable }
+        return false
     }
 
     package struct TransformError: Error, CustomStringConvertible {
