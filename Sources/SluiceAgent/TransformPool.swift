@@ -212,7 +212,7 @@ package final class TransformPool: @unchecked Sendable {  // state guarded by `c
     }
 
     static let retryDelay = Duration.seconds(5)
-    static let maxRetryDelay = Duration.seconds(300)
+    static let maxRetryDelay = Duration.seconds(60)
 
     /// On a shared (PostgreSQL) manifest every agent's workers take part in a client's backlog:
     /// each claims a few pending versions at a time (`SELECT … FOR UPDATE SKIP LOCKED`), keeps
