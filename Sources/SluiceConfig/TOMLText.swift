@@ -3,11 +3,12 @@ import TOMLKit
 /// Every TOML file Sluice reads (agent.conf, mapping files) is parsed here.
 ///
 /// toml++ (under TOMLKit) asserts, and so aborts the process, on some malformed documents that
-/// the `config` and `mapping` fuzz harnesses found: a table header whose name starts with a byte
-/// that cannot start a key (`[!`, `[ \x0f`), and an array element that starts with `}`
-/// (`f = [}`, `f = [1,\n}]`), and a date followed by a one-digit time (`d = 2026-10-01 9`). Those
-/// are refused here first, with the line and column, so that a
-/// typo in a config is an error message and never a crash.
+/// the `config` and `mapping` fuzz harnesses (and a review of toml++'s asserts) found: a table
+/// header whose name starts with a byte that cannot start a key (`[!`, `[ \x0f`), an array
+/// element that starts with `}` or a Unicode line separator (`f = [}`, `f = [1,\n}]`), and
+/// malformed dates and times (`d = 2026-10-01 9`, `d = 1979-05-27T:00`). Those are refused here
+/// first, with the line and column (every date and time: no setting takes one), so that a typo
+/// in a config is an error message and never a crash.
 package enum TOMLText {
     package static func parse(_ text: String, file: String) throws(ConfigError) -> TOMLTable {
         if let bad = crashingConstruct(Array(text.utf8)) {
@@ -26,15 +27,15 @@ package enum TOMLText {
     }
 
     /// The first construct toml++ would abort on: a table header (`[` or `[[` first on a line,
-    /// outside any value and string) whose name starts with a byte that cannot start a key, or an
-    /// array element that starts with `}`. Its 1-based line and column, the byte, and what was
-    /// expected there.
+    /// outside any value and string) whose name starts with a byte that cannot start a key; an
+    /// array element that starts with `}`, U+0085, U+2028 or U+2029; or a bare date or time
+    /// (see `dateOrTime`). Its 1-based line and column, the byte, and what was expected there.
     package static func crashingConstruct(_ b: [UInt8]) -> (line: Int, column: Int, byte: UInt8, what: String)? {
         // toml++ skips a UTF-8 byte-order mark: the first line starts after it.
         let bom = b.starts(with: [0xEF, 0xBB, 0xBF]) ? 3 : 0
         var i = bom, line = 1, lineStart = bom
         var open: [UInt8] = []  // the open arrays and inline tables of a value
-        var expectElement = false  // just after an array's `[` or a `,` in it
+        var valueStart = false  // the next significant byte starts a value: after `=`, or an array's `[` or `,`
         var atLineStart = true
         func skipString(quote: UInt8, escapes: Bool) {
             // At the opening quote. Multi-line strings (three quotes) may span lines.
@@ -72,6 +73,8 @@ package enum TOMLText {
                 line += 1
                 lineStart = i + 1
                 atLineStart = true
+                // A value does not go on past the line's end, but an array's elements do.
+                if open.isEmpty { valueStart = false }
                 i += 1
                 continue
             case 0x20, 0x09, 0x0D:
@@ -83,10 +86,15 @@ package enum TOMLText {
             default:
                 break
             }
-            if expectElement && c == UInt8(ascii: "}") && open.last == UInt8(ascii: "[") {
-                return (line, i - lineStart + 1, c, "expected a value or ']' in an array")
+            if valueStart {
+                valueStart = false
+                if open.last == UInt8(ascii: "[") && (c == UInt8(ascii: "}") || isLineSeparator(b, at: i)) {
+                    return (line, i - lineStart + 1, c, "expected a value or ']' in an array")
+                }
+                if dateOrTime(b, at: i) {
+                    return (line, i - lineStart + 1, c, "a date or time is no value any setting takes; if it is text, write it in quotes (\"2026-10-01\")")
+                }
             }
-            expectElement = false
             switch c {
             case UInt8(ascii: "\""), UInt8(ascii: "'"):
                 skipString(quote: c, escapes: c == UInt8(ascii: "\""))
@@ -109,17 +117,15 @@ package enum TOMLText {
                     continue
                 }
                 open.append(c)
-                expectElement = true
+                valueStart = true
             case UInt8(ascii: "{"):
                 open.append(c)
             case UInt8(ascii: "]"), UInt8(ascii: "}"):
                 if !open.isEmpty { open.removeLast() }
             case UInt8(ascii: ","):
-                expectElement = open.last == UInt8(ascii: "[")
-            case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "+"), UInt8(ascii: "-"):
-                if i == 0 || isValueStartBoundary(b[i - 1]), let bad = dateThenOneDigit(b, at: i) {
-                    return (line, bad - lineStart + 1, b[bad], "a date and a time must be written as 2026-10-01T09:00:00 or 2026-10-01 09:00:00")
-                }
+                valueStart = open.last == UInt8(ascii: "[")
+            case UInt8(ascii: "="):
+                valueStart = true
             default:
                 break
             }
@@ -129,31 +135,34 @@ package enum TOMLText {
         return nil
     }
 
-    /// Bytes after which a value's first byte stands.
-    static func isValueStartBoundary(_ c: UInt8) -> Bool {
-        c == 0x20 || c == 0x09 || c == UInt8(ascii: "=") || c == UInt8(ascii: "[") || c == UInt8(ascii: ",") || c == UInt8(ascii: "{")
+    /// U+0085, U+2028 or U+2029 at `i`: toml++ ends a value there but does not skip them
+    /// between an array's elements, and aborts.
+    static func isLineSeparator(_ b: [UInt8], at i: Int) -> Bool {
+        (i + 1 < b.count && b[i] == 0xC2 && b[i + 1] == 0x85)
+            || (i + 2 < b.count && b[i] == 0xE2 && b[i + 1] == 0x80 && (b[i + 2] == 0xA8 || b[i + 2] == 0xA9))
     }
 
-    /// Bytes that end a bare value.
-    static func isValueTerminator(_ c: UInt8) -> Bool {
-        c == 0x20 || c == 0x09 || c == 0x0A || c == 0x0D || c == UInt8(ascii: ",") || c == UInt8(ascii: "]") || c == UInt8(ascii: "}")
-            || c == UInt8(ascii: "#")
-    }
-
-    /// toml++ aborts on a bare value of ten characters (underscores not counted) shaped like a
-    /// date (`-` fifth and eighth), a space, one digit and the value's end (`2026-10-01 9`,
-    /// found by the `config` fuzz harness): where that digit is, or nil.
-    static func dateThenOneDigit(_ b: [UInt8], at start: Int) -> Int? {
-        var chars: [UInt8] = []
+    /// A bare value at `i` that toml++ would read as a date or a time: a digit (after an
+    /// optional sign), and, underscores aside, a `:`, or a `-` that is not an exponent's sign
+    /// (`2026-10-01`, `07:30`, `1979-05-27T07:32:00Z`). toml++'s date and time parser aborts on
+    /// several malformed ones (`2026-10-01 9`, `1979-05-27T:00`, a date padded with 120
+    /// underscores, found by the `config` fuzz harness and a review of its asserts), and no
+    /// Sluice setting takes a date or a time, so none reaches it.
+    static func dateOrTime(_ b: [UInt8], at start: Int) -> Bool {
         var j = start
-        while j < b.count, !isValueTerminator(b[j]) {
-            if b[j] != UInt8(ascii: "_") { chars.append(b[j]) }
+        if j < b.count && (b[j] == UInt8(ascii: "+") || b[j] == UInt8(ascii: "-")) { j += 1 }
+        guard j < b.count, b[j] >= UInt8(ascii: "0"), b[j] <= UInt8(ascii: "9") else { return false }
+        var previous: UInt8 = 0
+        while j < b.count {
+            let c = b[j]
+            // toml++'s value terminators; any byte past ASCII ends the look here too.
+            if c <= 0x20 || c >= 0x7F || c == UInt8(ascii: ",") || c == UInt8(ascii: "]") || c == UInt8(ascii: "}") || c == UInt8(ascii: "#") { return false }
+            if c == UInt8(ascii: ":") { return true }
+            if c == UInt8(ascii: "-") && previous != UInt8(ascii: "e") && previous != UInt8(ascii: "E") { return true }
+            if c != UInt8(ascii: "_") { previous = c }
             j += 1
         }
-        guard chars.count == 10, chars[4] == UInt8(ascii: "-"), chars[7] == UInt8(ascii: "-"),
-              j + 2 < b.count, b[j] == 0x20, b[j + 1] >= UInt8(ascii: "0"), b[j + 1] <= UInt8(ascii: "9"), isValueTerminator(b[j + 2])
-        else { return nil }
-        return j + 1
+        return false
     }
 
     /// A bare key's characters, and the quotes of a quoted key.

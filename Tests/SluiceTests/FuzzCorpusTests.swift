@@ -43,15 +43,25 @@ import Testing
 /// The bugs the fuzzers found, each as the user meets it (the inputs themselves are in
 /// Fuzz/regressions/ and replayed above).
 @Suite struct FuzzFindingTests {
-    /// toml++ aborted the process on a table name starting with a byte no key starts with, and
-    /// on an array element starting with `}`.
+    static let date = "a date or time is no value any setting takes"
+
+    /// toml++ aborted the process on a table name starting with a byte no key starts with, on
+    /// an array element starting with `}`, and on malformed dates and times.
     @Test(arguments: [
         ("[!", "a table name must start with"), ("[ \u{0F}", "a table name must start with"), ("[[#x]]", "a table name must start with"),
         ("[\u{7F}]", "a table name must start with"), ("a = 1\n\n  [ ?x]\n", "a table name must start with"),
         ("f = [}", "expected a value or ']' in an array"), ("f = [1,\n  # c\n}]", "expected a value or ']' in an array"),
         ("f = {a = [ }}", "expected a value or ']' in an array"), ("\u{FEFF}[=", "a table name must start with"),
-        ("e = 2026-10-01 9\n", "a date and a time must be written as"), ("e = [2026-10-01 9]", "a date and a time must be written as"),
-        ("e=2222----dd 9 ", "a date and a time must be written as"),
+        // Dates and times: the fuzzer's, then those a review of toml++'s asserts found (a `T`
+        // without a time; a terminator the first check did not know; an element first on its
+        // line; a date padded past toml++'s 127-character look-back).
+        ("e = 2026-10-01 9\n", date), ("e = [2026-10-01 9]", date), ("e=2222----dd 9 ", date),
+        ("d = 1979-05-27T:00\n", date), ("d = 2026-10-01T+01:00\n", date), ("d = {a = 1979-05-27T:00}\n", date),
+        ("d = 2026-10-01 9\u{0B}", date), ("d = 2026-10-01 9\u{2028}\n", date), ("f = [\n2026-10-01 9\n]\n", date),
+        ("d = 2" + String(repeating: "_", count: 115) + "026-10-01 9x\n", date), ("d = 07:32:00\n", date), ("d = -1979-05-27\n", date),
+        // An array element starting with a Unicode line separator.
+        ("f = [\u{2028}]\n", "expected a value or ']' in an array"), ("f = [1,\n\u{85}]", "expected a value or ']' in an array"),
+        ("t = {a = [\u{2029}]}\n", "expected a value or ']' in an array"),
     ])
     func toml_sAbortsAreConfigErrorsNotCrashes(text: String, message: String) throws {
         let dir = TempDir("toml")
@@ -89,9 +99,14 @@ import Testing
         #expect(throws: Never.self) { try TOMLText.parse(text, file: "t.toml") }
         #expect(TOMLText.crashingConstruct(Array("x = 1\n[\u{01}]".utf8))?.line == 2)
         #expect(TOMLText.crashingConstruct(Array("x = [\n\n  }]".utf8))?.column == 3)
-        // Dates and times toml++ takes are not refused.
-        for ok in ["d = 2026-10-01 09:00:00\n", "d = 2026-10-01\n", "d = [2026-10-01, 1979-05-27]", "n = -1_000 # x\n", "d = 2026-10-01 9x\n"] {
+        // Numbers, and keys and strings shaped like dates, are not refused; dates are, even
+        // valid ones (no setting takes one), where the value starts.
+        for ok in ["n = -1_000 # x\n", "x = 1e-5\n", "y = [-3, +4, 1_000E-3, 0xff, inf, -nan]\n", "s = \"2026-10-01\"\n", "2026-10-01 = 1\n",
+                   "t = {2026-10-01 = 1, 07:30 = 2}\n", "[2026-10-01]\nk = 1\n", "a = 1 # 2026-10-01 9\n"] {
             #expect(TOMLText.crashingConstruct(Array(ok.utf8)) == nil, "\(ok)")
+        }
+        for bad in ["d = 2026-10-01 09:00:00\n", "d = 2026-10-01\n", "d = [1, 2026-10-01]"] {
+            #expect(TOMLText.crashingConstruct(Array(bad.utf8))?.what.hasPrefix(Self.date) == true, "\(bad)")
         }
     }
 
