@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Metrics
+import Synchronization
 import SluiceManifest
 import SluiceSupport
 import SluiceLake
@@ -225,11 +226,18 @@ package final class TransformPool: @unchecked Sendable {  // state guarded by `c
         // among the clients being transformed, so that they stay `transform_workers` in all.
         let busy = condition.withLock { max(1, running.count) }
         let claimers = max(1, agent.config.transformWorkers / busy)
-        parallelFor(count: claimers, threads: claimers, setup: {}) { [self] _, _ in claimAndTransform(client: client, mapping: mapping, agent: agent) }
+        let unfinished = Mutex(false)
+        parallelFor(count: claimers, threads: claimers, setup: {}) { [self] _, _ in
+            if !claimAndTransform(client: client, mapping: mapping, agent: agent) { unfinished.withLock { $0 = true } }
+        }
         daemon.recordHeldGauge()
+        // Once a round, however many of its claimers stopped short.
+        if unfinished.withLock({ $0 }) { retryLater(client: client) }
     }
 
-    private func claimAndTransform(client: String, mapping: ClientMapping, agent: Agent) {
+    /// Claims and transforms the client's pending versions until none is left (true), or until
+    /// the pool stops (true), or until a claim or a transform could not finish (false).
+    private func claimAndTransform(client: String, mapping: ClientMapping, agent: Agent) -> Bool {
         let leases: LeaseKeeper = daemon.leases
         while !isStopped() {
             let claimed: [(candidate: Manifest.TransformCandidate, fence: LeaseFence)]
@@ -238,12 +246,11 @@ package final class TransformPool: @unchecked Sendable {  // state guarded by `c
                                                                      limit: Self.claimBatch)
             } catch {
                 daemon.logger.error("Transforms failed", metadata: ["client": "\(client)", "error": "\(error)"])
-                retryLater(client: client)
-                return
+                return false
             }
             if claimed.isEmpty {
                 condition.withLock { failedRounds[client] = nil }
-                return
+                return true
             }
             for c in claimed { leases.adopt(c.fence) }
             var recorded = Set<String>()
@@ -264,10 +271,8 @@ package final class TransformPool: @unchecked Sendable {  // state guarded by `c
             for c in claimed where !recorded.contains(c.fence.source) {
                 leases.release(SourceKey(client: client, source: c.fence.source))
             }
-            if postponed {
-                retryLater(client: client)
-                return
-            }
+            if postponed { return false }
         }
+        return true
     }
 }
