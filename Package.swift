@@ -172,7 +172,6 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             swiftSettings: upcoming
         ),
@@ -189,7 +188,6 @@ let package = Package(
                 "SluiceFormats",
                 "SluiceParquet",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -279,7 +277,6 @@ let package = Package(
                 "SluiceS3",
                 "SluiceSources",
                 "SluiceTransform",
-                .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "Fuzz/Harnesses",

@@ -3,7 +3,6 @@ import SluiceConfig
 import SluiceSFTP
 import SluiceSources
 import SluiceTransform
-import TOMLKit
 
 // The files an operator writes: agent.conf, mapping files, known_hosts.
 

@@ -3,7 +3,6 @@ import SluiceConfig
 import SluiceFormats
 import SluiceParquet
 import SluiceTransform
-import TOMLKit
 
 // The readers of client files, and the value parsers their fields go through.
 

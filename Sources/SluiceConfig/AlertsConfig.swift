@@ -1,5 +1,4 @@
 import Foundation
-import TOMLKit
 import SluiceSupport
 
 /// One `[[alerts]]` entry: where alerts go and which of them.

@@ -1,5 +1,4 @@
 import Foundation
-import TOMLKit
 import SluiceSupport
 import SluiceIngest
 import SluiceLake

@@ -1,5 +1,4 @@
 import Foundation
-import TOMLKit
 import SluiceSupport
 
 /// `[[clients.<id>.expect]]`: a delivery the team expects, by a schedule.

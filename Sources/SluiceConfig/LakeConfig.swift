@@ -1,6 +1,5 @@
 import Foundation
 import SluiceLake
-import TOMLKit
 
 /// Where an S3 API is and how to sign for it: the keys `type = "s3"` sources and `[lake]` share.
 package struct S3EndpointSettings: Sendable {

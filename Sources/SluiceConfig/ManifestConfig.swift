@@ -1,6 +1,5 @@
 import Foundation
 import SluiceManifest
-import TOMLKit
 
 extension TableReader {
     /// `[manifest]`: the PostgreSQL database the manifest is in, shared by every agent that

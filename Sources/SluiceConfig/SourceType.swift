@@ -2,7 +2,6 @@ import Foundation
 import Logging
 import SluiceIngest
 import SluiceSupport
-import TOMLKit
 
 // The seam for source types. A source type is one conformance to `SourceType` (its `type`
 // name and how its table in agent.conf is read) whose settings conform to `SourceSettings`

@@ -1,4 +1,4 @@
-import TOMLKit
+import Foundation
 
 /// Every TOML file Sluice reads (agent.conf, mapping files) is parsed here.
 ///
@@ -10,19 +10,17 @@ import TOMLKit
 /// first, with the line and column (every date and time: no setting takes one), so that a typo
 /// in a config is an error message and never a crash.
 package enum TOMLText {
+    /// Parses `text` into Sluice's own `TOMLTable` (see `TOMLTree.swift`).
     package static func parse(_ text: String, file: String) throws(ConfigError) -> TOMLTable {
         if let bad = crashingConstruct(Array(text.utf8)) {
             let b = bad.byte
             let shown = b >= 0x20 && b < 0x7F ? "'\(Character(UnicodeScalar(b)))'" : String(format: "byte 0x%02X", b)
             throw ConfigError(file: file, keyPath: nil, line: bad.line, message: "TOML syntax error: \(bad.what), found \(shown) (column \(bad.column))")
         }
-        do {
-            return try TOMLTable(string: text)
-        } catch let e as TOMLParseError {
-            throw ConfigError(file: file, keyPath: nil, line: e.source.begin.line,
-                              message: "TOML syntax error: \(e.description) (column \(e.source.begin.column))")
-        } catch {
-            throw ConfigError(file: file, keyPath: nil, line: nil, message: "TOML syntax error: \(error)")
+        switch TOMLTable.parseScreened(text) {
+        case .success(let table): return table
+        case .failure(let e):
+            throw ConfigError(file: file, keyPath: nil, line: e.line, message: "TOML syntax error: \(e.message) (column \(e.column))")
         }
     }
 

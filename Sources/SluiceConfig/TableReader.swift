@@ -1,5 +1,4 @@
 import Foundation
-import TOMLKit
 import SluiceSupport
 import SluiceIngest
 
@@ -65,17 +64,7 @@ package struct TableReader {
         }
     }
 
-    package func typeName(_ v: any TOMLValueConvertible) -> String {
-        switch v.type {
-        case .table: "a table"
-        case .array: "an array"
-        case .string: "a string"
-        case .int: "an integer"
-        case .double: "a float"
-        case .bool: "a boolean"
-        case .date, .time, .dateTime: "a date/time"
-        }
-    }
+    package func typeName(_ v: TOMLValue) -> String { v.kindName }
 
     package func string(_ t: TOMLTable, _ key: String, _ path: String, required: Bool) throws(ConfigError) -> String? {
         guard let v = t[key] else {

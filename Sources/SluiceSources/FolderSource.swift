@@ -1,5 +1,4 @@
 import Foundation
-import TOMLKit
 import CSluiceLinux
 import SluiceLake
 import SluiceSupport

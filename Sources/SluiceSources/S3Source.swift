@@ -1,7 +1,6 @@
 import AsyncHTTPClient
 import Foundation
 import Synchronization
-import TOMLKit
 import Logging
 import NIOCore
 import SluiceLake

@@ -1,6 +1,5 @@
 import Crypto
 import Foundation
-import TOMLKit
 import Logging
 import NIOCore
 import SluiceSupport

@@ -5,7 +5,6 @@ import SluiceIngest
 import SluiceLake
 import SluiceParquet
 import SluiceSupport
-import TOMLKit
 
 /// `format = "csv"`: delimited text, with or without a header row.
 package struct CSVOptions: FormatOptions, Equatable {

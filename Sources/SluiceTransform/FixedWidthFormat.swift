@@ -5,7 +5,6 @@ import SluiceIngest
 import SluiceLake
 import SluiceParquet
 import SluiceSupport
-import TOMLKit
 
 /// `format = "fixed"`: fixed-width text, each field at its `start` and `width`.
 package struct FixedWidthOptions: FormatOptions, Equatable {

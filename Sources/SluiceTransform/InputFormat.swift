@@ -1,7 +1,6 @@
 import SluiceConfig
 import SluiceFormats
 import SluiceParquet
-import TOMLKit
 
 // The seam for input formats. A format is one conformance to `InputFormat` in a file of its
 // own (its options struct, how its keys are read, and how a version in it becomes rows) and

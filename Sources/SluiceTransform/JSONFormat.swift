@@ -5,7 +5,6 @@ import SluiceIngest
 import SluiceLake
 import SluiceParquet
 import SluiceSupport
-import TOMLKit
 
 /// `format = "json"`: one document whose records are the elements of the array at `records`.
 package struct JSONOptions: FormatOptions, Equatable {

@@ -3,7 +3,6 @@ import Foundation
 import SluiceSupport
 import SluiceLake
 import SluiceParquet
-import TOMLKit
 import SluiceManifest
 import SluiceIngest
 import SluiceConfig

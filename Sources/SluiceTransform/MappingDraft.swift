@@ -3,7 +3,6 @@ import Foundation
 import SluiceConfig
 import SluiceFormats
 import SluiceSupport
-import TOMLKit
 #if canImport(Glibc)
 import Glibc
 #endif

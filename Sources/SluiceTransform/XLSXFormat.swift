@@ -8,7 +8,6 @@ import SluiceManifest
 import SluiceIngest
 import SluiceConfig
 import SluiceFormats
-import TOMLKit
 #if canImport(Glibc)
 import Glibc
 #endif
