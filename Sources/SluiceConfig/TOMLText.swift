@@ -151,16 +151,40 @@ package enum TOMLText {
         if j < b.count && (b[j] == UInt8(ascii: "+") || b[j] == UInt8(ascii: "-")) { j += 1 }
         guard j < b.count, b[j] >= UInt8(ascii: "0"), b[j] <= UInt8(ascii: "9") else { return false }
         var previous: UInt8 = 0
-        while j < b.count {
+        while j < b.count && !isValueTerminator(b, at: j) {
             let c = b[j]
-            // toml++'s value terminators; any byte past ASCII ends the look here too.
-            if c <= 0x20 || c >= 0x7F || c == UInt8(ascii: ",") || c == UInt8(ascii: "]") || c == UInt8(ascii: "}") || c == UInt8(ascii: "#") { return false }
             if c == UInt8(ascii: ":") { return true }
             if c == UInt8(ascii: "-") && previous != UInt8(ascii: "e") && previous != UInt8(ascii: "E") { return true }
             if c != UInt8(ascii: "_") { previous = c }
             j += 1
         }
         return false
+    }
+
+    /// Where toml++ ends a bare value: ASCII and Unicode white space (tab, space, line feed to
+    /// carriage return, U+0085, U+00A0, U+1680, U+180E, U+2000 to U+200B, U+2028, U+2029, U+202F,
+    /// U+205F, U+2060, U+3000, U+FEFF), `,`, `]`, `}` and `#`. Other control bytes, DEL and other
+    /// letters do not end it: toml++ reads on through them (`1a5\u{7F}-r\u{7F}-e\u{12} 5` is
+    /// read as far as the space, and took its date path; found by the `config` fuzz harness).
+    static func isValueTerminator(_ b: [UInt8], at j: Int) -> Bool {
+        let c = b[j]
+        if c < 0x80 {
+            return c == 0x09 || c == 0x20 || (c >= 0x0A && c <= 0x0D) || c == UInt8(ascii: ",") || c == UInt8(ascii: "]")
+                || c == UInt8(ascii: "}") || c == UInt8(ascii: "#")
+        }
+        var scalar: UInt32
+        var count: Int
+        switch c {
+        case 0xC2...0xDF: (scalar, count) = (UInt32(c & 0x1F), 2)
+        case 0xE0...0xEF: (scalar, count) = (UInt32(c & 0x0F), 3)
+        default: return false  // a continuation byte, or a scalar past U+FFFF: none is white space
+        }
+        guard j + count <= b.count else { return false }
+        for k in 1..<count { scalar = scalar << 6 | UInt32(b[j + k] & 0x3F) }
+        switch scalar {
+        case 0x85, 0xA0, 0x1680, 0x180E, 0x2000...0x200B, 0x2028, 0x2029, 0x202F, 0x205F, 0x2060, 0x3000, 0xFEFF: return true
+        default: return false
+        }
     }
 
     /// A bare key's characters, and the quotes of a quoted key.
