@@ -1,7 +1,7 @@
 # Sourced by bench/sftp.sh, bench/s3.sh, bench/archive.sh and bench/transform.sh: the release build, a work folder (as root on a fresh
 # loop-mounted ext4 image: ext4 on a busy disk slows inode allocation after mass deletions and
 # makes runs incomparable), cleanup of it and of the server the script starts, and small helpers.
-#   bench_setup NAME IMAGE_MB   sets BIN, W and LOOP; the script sets SERVER_PID once it starts one.
+#   bench_setup NAME IMAGE_MB [INODES]   sets BIN, W and LOOP; the script sets SERVER_PID once it starts one.
 bench_setup() {
   . scripts/deps.sh && build_libssh2 >&2  # libssh2 1.11 (patched), once
   if [ -n "${SLUICE_BIN:-}" ]; then BIN="$SLUICE_BIN"; else
@@ -11,7 +11,7 @@ bench_setup() {
   W="$(mktemp -d "${BENCH_DIR:-/var/tmp}/sluice-$1-bench.XXXXXX")"
   LOOP=""
   if [ "$(id -u)" -eq 0 ] && [ "${BENCH_LOOP:-1}" = 1 ] && command -v mkfs.ext4 >/dev/null; then
-    truncate -s "$2M" "$W.img" && mkfs.ext4 -q -F "$W.img" && mount -o loop "$W.img" "$W" && LOOP=1
+    truncate -s "$2M" "$W.img" && mkfs.ext4 -q -F ${3:+-N "$3"} "$W.img" && mount -o loop "$W.img" "$W" && LOOP=1
   fi
   SERVER_PID=""
   trap bench_cleanup EXIT

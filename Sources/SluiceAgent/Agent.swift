@@ -373,18 +373,15 @@ public struct Agent: Sendable {
         } catch {
             throw AgentError(.runtime, error.description)
         }
-        for c in clients {
-            for s in c.sources {
-                do {
-                    var row = try manifest.sourceSummary(client: c.id, source: s.name)
-                    if let h = holders["\(c.id)/\(s.name)"] {
-                        row.owner = h.expired ? nil : h.owner
-                        row.leaseExpiresAt = h.expiresAt
-                    }
-                    out.append(row)
-                } catch {
-                    throw AgentError(.runtime, error.description)
-                }
+        do {
+            out = try manifest.sourceSummaries(clients.flatMap { c in c.sources.map { (c.id, $0.name) } })
+        } catch {
+            throw AgentError(.runtime, error.description)
+        }
+        for i in out.indices {
+            if let h = holders["\(out[i].client)/\(out[i].source)"] {
+                out[i].owner = h.expired ? nil : h.owner
+                out[i].leaseExpiresAt = h.expiresAt
             }
         }
         return out

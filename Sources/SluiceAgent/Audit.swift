@@ -65,7 +65,14 @@ public struct AuditReport: Sendable, Encodable {
 
 /// Re-hashes every lake file on every core and compares it with the manifest; finds orphans
 /// and leftover staging files. Reads only: it never changes the lake or the manifest.
+///
+/// The manifest's versions come page by page in byte order of their lake paths, and the lake's
+/// folders are walked in the same order beside them (a merge of two sorted lists), so that an
+/// audit holds one page and the folders on the way down, whatever the size of the history.
 public enum Auditor {
+    /// Versions checked (hashed, or looked at with --quick) together, on every core.
+    static let pageSize = 8192
+
     /// `manifest` is nil when none exists yet: then every file in `raw/` is an orphan.
     ///
     /// With a `bucket`, the objects are listed and streamed from it (hashed as they arrive,
@@ -81,16 +88,75 @@ public enum Auditor {
                 throw ManifestError("listing \(bucket.settings.url)\(scope)/ failed: \(error)")
             }
         }
-        var entries = try manifest?.lakeEntries(client: client) ?? []
+        var report = AuditReport()
+        report.quick = quick
+        var walk = LakeWalk(root: lakeDir, relative: scope)
+        var orphans: [String] = []
+        var temps = Set<String>()
+        // A file the walk found that is no version's.
+        func unknown(_ f: String) {
+            let name = f[f.index(after: f.lastIndex(of: "/")!)...]
+            if name.hasPrefix(Lake.tempPrefix) {
+                // A live process's staging file is not a problem; a dead one's is leftover.
+                if !Lake.isLiveTemp(root: lakeDir, name: String(name)) { temps.insert(f) }
+            } else {
+                orphans.append(f)
+            }
+        }
+        try manifest?.eachLakeEntryPage(under: scope + "/", pageSize: pageSize) { page in
+            report.checked += page.count
+            var present: [Manifest.LakeEntry] = []
+            present.reserveCapacity(page.count)
+            for e in page {
+                if bucket != nil {
+                    present.append(e)
+                    continue
+                }
+                while let f = walk.peek(), f.bytePrecedes(e.lakePath) {
+                    unknown(f)
+                    _ = walk.next()
+                }
+                if walk.peek() == e.lakePath { _ = walk.next() }
+                // Not seen by the walk (which read its folder before the version was published,
+                // or the file is gone): looked at again below, as every other one.
+                present.append(e)
+            }
+            report.bytesHashed += check(present, lakeDir: lakeDir, bucket: bucket, objects: listed, quick: quick, threads: threads, into: &report)
+            if bucket != nil { for e in page { listed[e.lakePath] = nil } }
+        }
+        while let f = walk.next() { unknown(f) }
+        report.missing.sort()
+        report.corrupt.sort { $0.lakePath < $1.lakePath }
+
+        // The bucket's objects no version has, and the walk's files that no version had when
+        // it passed them (one committed since is not an orphan).
+        orphans += listed.keys
+        var confirmed: [String] = []
+        for f in orphans {
+            if try manifest?.version(atLakePath: f) == nil { confirmed.append(f) }
+        }
+        report.orphans = confirmed.sorted()
+        for stale in Lake.staleOwners(root: lakeDir) {
+            for f in stale.tempFiles { temps.insert(String(f.dropFirst(lakeDir.count + 1))) }
+        }
+        if client != nil {
+            temps = temps.filter { $0.hasPrefix(scope + "/") }
+        }
+        report.tempFiles = temps.sorted()
+        return report
+    }
+
+    /// Hashes (or, `quick`, sizes) one page of versions on every core and adds the outcomes to
+    /// `report`; returns the bytes hashed.
+    private static func check(_ page: [Manifest.LakeEntry], lakeDir: String, bucket: LakeBucket?, objects: [String: Int64], quick: Bool,
+                              threads: Int, into report: inout AuditReport) -> Int64 {
+        let hashed = Atomic<Int64>(0)
         // Largest first, so the last file to finish is a small one.
-        entries.sort { $0.size > $1.size }
+        let entries = quick ? page : page.sorted { $0.size > $1.size }
         enum Outcome { case ok, missing, corrupt(actualSHA: String?, actualSize: Int64) }
         let results = SlotArray<Outcome>(count: entries.count)
-        let hashed = Atomic<Int64>(0)
-        let frozen = entries
-        let objects = listed
-        parallelFor(count: frozen.count, threads: bucket == nil ? max(1, threads) : max(8, threads), setup: { IOBuffer(size: 1 << 20) }) { i, buffer in
-            let e = frozen[i]
+        parallelFor(count: entries.count, threads: bucket == nil ? max(1, threads) : max(8, threads), setup: { Worker(lakeDir: lakeDir, quick: quick) }) { i, worker in
+            let e = entries[i]
             if let bucket {
                 guard let size = objects[e.lakePath] else { return results.set(i, .missing) }
                 if quick { return results.set(i, size == e.size ? .ok : .corrupt(actualSHA: nil, actualSize: size)) }
@@ -102,7 +168,7 @@ public enum Auditor {
             }
             let full = "\(lakeDir)/\(e.lakePath)"
             var st = stat()
-            guard lstat(full, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            guard worker.lstat(e.lakePath, &st), (st.st_mode & S_IFMT) == S_IFREG else {
                 results.set(i, .missing)
                 return
             }
@@ -111,17 +177,13 @@ public enum Auditor {
                 return
             }
             do {
-                let (sha, size) = try FileDigest.sha256(path: full, buffer: buffer.raw)
+                let (sha, size) = try FileDigest.sha256(path: full, buffer: worker.buffer.raw)
                 hashed.add(size, ordering: .relaxed)
                 results.set(i, sha == e.sha256 && size == e.size ? .ok : .corrupt(actualSHA: sha, actualSize: size))
             } catch {
                 results.set(i, .corrupt(actualSHA: nil, actualSize: Int64(st.st_size)))
             }
         }
-        var report = AuditReport()
-        report.quick = quick
-        report.checked = entries.count
-        report.bytesHashed = hashed.load(ordering: .relaxed)
         for (i, outcome) in results.values.enumerated() {
             switch outcome! {
             case .ok: report.ok += 1
@@ -131,45 +193,35 @@ public enum Auditor {
                                             expectedSize: entries[i].size, actualSize: size))
             }
         }
-        report.missing.sort()
-        report.corrupt.sort { $0.lakePath < $1.lakePath }
-
-        let known = Set(entries.map(\.lakePath))
-        var files: [String] = bucket == nil ? [] : listed.keys.sorted()
-        if bucket == nil { listFiles(root: lakeDir, relative: scope, into: &files) }
-        var temps = Set<String>()
-        for stale in Lake.staleOwners(root: lakeDir) {
-            for f in stale.tempFiles { temps.insert(String(f.dropFirst(lakeDir.count + 1))) }
-        }
-        var orphans: [String] = []
-        for f in files {
-            let name = f[f.index(after: f.lastIndex(of: "/")!)...]
-            if name.hasPrefix(Lake.tempPrefix) {
-                // A live process's staging file is not a problem; a dead one's is leftover.
-                if !Lake.isLiveTemp(root: lakeDir, name: String(name)) { temps.insert(f) }
-            } else if !known.contains(f) {
-                orphans.append(f)
-            }
-        }
-        if client != nil {
-            temps = temps.filter { $0.hasPrefix(scope + "/") }
-        }
-        report.orphans = orphans.sorted()
-        report.tempFiles = temps.sorted()
-        return report
+        return hashed.load(ordering: .relaxed)
     }
 
-    /// Every non-folder entry below `root/relative`, as paths relative to `root`.
-    package static func listFiles(root: String, relative: String, into out: inout [String]) {
-        for name in Lake.listDirectory("\(root)/\(relative)") {
-            let rel = "\(relative)/\(name)"
-            var st = stat()
-            guard lstat("\(root)/\(rel)", &st) == 0 else { continue }
-            if (st.st_mode & S_IFMT) == S_IFDIR {
-                listFiles(root: root, relative: rel, into: &out)
-            } else {
-                out.append(rel)
+    /// One thread's means: a buffer to hash with, and the lake folder it last looked in, open,
+    /// so that the files of one folder (which come one after another) are each one step from it.
+    private final class Worker: @unchecked Sendable {  // used by one thread at a time
+        let lakeDir: String
+        let buffer: IOBuffer
+        private var folder = ""
+        private var fd: Int32 = -1
+
+        init(lakeDir: String, quick: Bool) {
+            self.lakeDir = lakeDir
+            buffer = IOBuffer(size: quick ? 4096 : 1 << 20)
+        }
+
+        deinit { if fd >= 0 { close(fd) } }
+
+        /// `lstat` of a path relative to the lake's root.
+        func lstat(_ relative: String, _ st: inout stat) -> Bool {
+            guard let slash = relative.lastIndex(of: "/") else { return Glibc.lstat("\(lakeDir)/\(relative)", &st) == 0 }
+            let dir = String(relative[..<slash])
+            if dir != folder || fd < 0 {
+                if fd >= 0 { close(fd) }
+                folder = dir
+                fd = open("\(lakeDir)/\(dir)", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             }
+            guard fd >= 0 else { return false }
+            return fstatat(fd, String(relative[relative.index(after: slash)...]), &st, AT_SYMLINK_NOFOLLOW) == 0
         }
     }
 }

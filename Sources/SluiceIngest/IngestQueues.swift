@@ -43,7 +43,12 @@ package final class CandidateQueue: @unchecked Sendable {  // state guarded by `
 package final class ListingResult: @unchecked Sendable {  // written by the listing thread only, read after it has ended
     package var counts = RunCounts()
     package var files: [FileReport] = []
-    package var unchanged: [Candidate] = []
+    /// Files unchanged since their latest version: how many, and (when the source moves or
+    /// deletes what it ingested) which, with that version.
+    package var unchangedCount = 0
+    package var unchanged: [(candidate: Candidate, known: KnownFile)] = []
+    /// Why looking up the listed files in the manifest failed (the pass then fails).
+    package var lookupError: ManifestError?
 
     package func add(issue: ListingIssue, source: String) {
         switch issue.kind {
@@ -53,6 +58,19 @@ package final class ListingResult: @unchecked Sendable {  // written by the list
         files.append(FileReport(source: source, path: issue.path.display, status: issue.kind == .skipped ? .skipped : .failed, error: issue.message,
                               rawPath: issue.path))
     }
+}
+
+/// The latest versions the manifest has of the files a pass copies, looked up a batch at a time
+/// as the listing goes (never the whole history of the source at once), for the copy and
+/// commit jobs.
+package final class KnownIndex: Sendable {
+    private let files = Mutex<[[UInt8]: KnownFile]>([:])
+
+    package init() {}
+
+    package subscript(_ path: [UInt8]) -> KnownFile? { files.withLock { $0[path] } }
+
+    package func add(_ path: [UInt8], _ known: KnownFile) { files.withLock { $0[path] = known } }
 }
 
 /// Batch results in batch order, filled by the commit jobs.

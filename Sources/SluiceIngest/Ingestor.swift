@@ -37,6 +37,8 @@ public final class Ingestor: Sendable {
     /// Uploads in flight at once when the lake is a bucket (each waits on the network).
     package let uploadThreads = 16
     package static let copyBufferSize = 2 << 20
+    /// Listed files looked up in the manifest together (one query).
+    static let lookupBatch = 512
 
     public init(lake: Lake, manifest: Manifest, stateDir: String, logger: Logger,
                 workers: Int? = nil, batchSize: Int = 512, syncMethod: SyncMethod = .syncfs, hooks: IngestHooks = IngestHooks(),
@@ -134,38 +136,64 @@ public final class Ingestor: Sendable {
         }
         let pass = try source.beginPass(moveTargets: moveTargets)
         defer { pass.end() }
-        let known = try manifest.knownFiles(client: client, source: source.name, paths: source.knownScope?.map(\.bytes))
-
         // The listing runs on its own thread and feeds the copier batch by batch, so that
-        // copying starts with the first batch instead of after the whole listing.
+        // copying starts with the first batch instead of after the whole listing. It looks up
+        // what the manifest has of the listed files a batch at a time, so that a pass holds
+        // the files it copies, not everything the source ever delivered.
+        let known = KnownIndex()
         let queue = CandidateQueue()
         let listing = ListingResult()
         let minAge = source.minAgeNanoseconds
         let sourceName = source.name
+        let keepsUnchanged = source.afterIngest != .keep
+        let manifest = self.manifest
         let lister = BackgroundJob.pooled { [logger] in
             defer { queue.close() }
             let start = nowNanoseconds()
             var seen = 0
+            var found = 0
+            var batch: [Candidate] = []
+            func classify() {
+                guard !batch.isEmpty, listing.lookupError == nil else { return batch.removeAll() }
+                let latest: [[UInt8]: KnownFile]
+                do {
+                    latest = try manifest.knownFiles(client: client, source: sourceName, paths: batch.map(\.path.bytes))
+                } catch {
+                    listing.lookupError = error
+                    return batch.removeAll()
+                }
+                found += latest.count
+                for c in batch {
+                    let k = latest[c.path.bytes]
+                    if let k, k.lastSize == c.size, c.etag.map({ $0 == k.lastETag }) ?? (k.lastMtimeNs == c.mtimeNs) {
+                        listing.unchangedCount += 1
+                        if keepsUnchanged { listing.unchanged.append((c, k)) }
+                        continue
+                    }
+                    let age = nowNanoseconds() - c.mtimeNs
+                    if age < minAge {
+                        listing.counts.skipped += 1
+                        listing.files.append(FileReport(source: sourceName, path: c.path.display, status: .skipped,
+                                                        error: "\(Self.notStableYet): modified \(age / 1_000_000) ms ago, min_age is \(minAge / 1_000_000) ms",
+                                                        rawPath: c.path, problem: .notStableYet))
+                        continue
+                    }
+                    if let k { known.add(c.path.bytes, k) }
+                    queue.push(c)
+                }
+                batch.removeAll(keepingCapacity: true)
+            }
             try pass.list(issue: { issue in
                 listing.add(issue: issue, source: sourceName)
             }, candidate: { c in
                 seen += 1
-                if let k = known[c.path.bytes], k.lastSize == c.size, c.etag.map({ $0 == k.lastETag }) ?? (k.lastMtimeNs == c.mtimeNs) {
-                    listing.unchanged.append(c)
-                    return
-                }
-                let age = nowNanoseconds() - c.mtimeNs
-                if age < minAge {
-                    listing.counts.skipped += 1
-                    listing.files.append(FileReport(source: sourceName, path: c.path.display, status: .skipped,
-                                                    error: "\(Self.notStableYet): modified \(age / 1_000_000) ms ago, min_age is \(minAge / 1_000_000) ms",
-                                                    rawPath: c.path, problem: .notStableYet))
-                    return
-                }
-                queue.push(c)
+                batch.append(c)
+                if batch.count >= Self.lookupBatch { classify() }
             })
+            classify()
+            if let e = listing.lookupError { throw e }
             logger.debug("Source listed", metadata: [
-                "source": "\(sourceName)", "files": "\(seen)", "known": "\(known.count)",
+                "source": "\(sourceName)", "files": "\(seen)", "known": "\(found)",
                 "list.ms": "\((nowNanoseconds() - start) / 1_000_000)",
             ])
         }
@@ -215,7 +243,7 @@ public final class Ingestor: Sendable {
         }
         do { try lister.wait() } catch { failure = failure ?? error }
 
-        listing.counts.unchanged = listing.unchanged.count
+        listing.counts.unchanged = listing.unchangedCount
         report.files += listing.files
         for result in results.all {
             report.counts += result.counts
@@ -227,19 +255,18 @@ public final class Ingestor: Sendable {
         if let failure { throw failure }
         if source.afterIngest != .keep {
             // Already committed in an earlier pass whose after-ingest step did not run.
-            for c in listing.unchanged {
+            for (c, k) in listing.unchanged {
                 guard let why = afterIngest(source: source, pass: pass, candidate: c, client: client) else { continue }
                 report.afterIngestFailures += 1
-                let k = known[c.path.bytes]
-                report.files.append(FileReport(source: source.name, path: c.path.display, version: k?.version, sha256: k?.sha256,
-                                               size: c.size, lakePath: k?.lakePath, status: .unchanged, error: why, rawPath: c.path))
+                report.files.append(FileReport(source: source.name, path: c.path.display, version: k.version, sha256: k.sha256,
+                                               size: c.size, lakePath: k.lakePath, status: .unchanged, error: why, rawPath: c.path))
             }
         }
     }
 
     /// Copies and hashes a chunk of candidates into temp files in parallel, starting each
     /// file's writeback as soon as it is written.
-    private func copy(_ chunk: [Candidate], client: String, source: String, pass: any SourcePass, known: [[UInt8]: KnownFile]) -> [Staged] {
+    private func copy(_ chunk: [Candidate], client: String, source: String, pass: any SourcePass, known: KnownIndex) -> [Staged] {
         let t0 = nowNanoseconds()
         let results = SlotArray<Staged>(count: chunk.count)
         let lake = self.lake
@@ -485,7 +512,7 @@ public final class Ingestor: Sendable {
     /// after-ingest actions. If the commit fails, the files it published are taken back.
     private func commitBatch(client: String, source: any Source, pass: any SourcePass, chunk: [Candidate], staged: [Staged],
                              targets: [(version: Int, lakePath: String)?], at: String, runID: Int64,
-                             known: [[UInt8]: KnownFile]) throws -> BatchResult {
+                             known: KnownIndex) throws -> BatchResult {
         var entries: [ManifestEntry] = []
         var entryIndex: [Int] = []           // chunk index of each entry
         var published: [String] = []          // lake paths we created in this batch

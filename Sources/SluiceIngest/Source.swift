@@ -107,9 +107,6 @@ public protocol Source: Sendable {
     /// source's `after_ingest = "move:…"` ever had (from the manifest): what lies in them was
     /// moved there by Sluice, so the pass skips each one that is below its root.
     func beginPass(moveTargets: [String]) throws(SourceError) -> any SourcePass
-    /// The only paths a pass can offer, when known in advance (the manifest then reads just
-    /// their records); nil for a listing of the whole source.
-    var knownScope: [RelativePath]? { get }
     /// Whether passes over this source must not overlap (a lock per source, across
     /// processes). An upload pass offers one path and is ordered per path by its caller.
     var exclusivePasses: Bool { get }
@@ -118,7 +115,6 @@ public protocol Source: Sendable {
 }
 
 extension Source {
-    public var knownScope: [RelativePath]? { nil }
     public var exclusivePasses: Bool { true }
     /// A delivered file as an OpenLineage dataset: the source's URI as namespace and the
     /// file's name there (each source type says; this is for those that have no URI).

@@ -291,8 +291,8 @@ extension Manifest {
         try read("reading recent deliveries") { db in
             try db.rows("""
                 SELECT f.source, f.path_bytes, f.path, v.ingested_at FROM version v JOIN file f ON f.id = v.file_id
-                WHERE v.ingested_at > ? AND f.client = ? ORDER BY v.ingested_at
-                """, [since, client]).map { r in
+                WHERE v.client = ? AND v.ingested_at > ? ORDER BY v.ingested_at
+                """, [client, since]).map { r in
                 Arrival(source: r["source"], path: r["path_bytes"], displayPath: r["path"], ingestedAt: r["ingested_at"])
             }
         }

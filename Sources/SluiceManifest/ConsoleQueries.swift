@@ -3,38 +3,6 @@ import SluiceSupport
 
 /// What the web console reads: everything from the manifest, read-only.
 extension Manifest {
-    /// Files and bytes ingested per client and UTC day since `since` (an ISO date).
-    public struct DailyIngest: Sendable, Equatable {
-        public var client: String
-        public var day: String
-        public var files: Int
-        public var bytes: Int64
-    }
-
-    public func dailyIngest(since day: String) throws(ManifestError) -> [DailyIngest] {
-        try read("reading daily totals") { db in
-            try db.rows("""
-                SELECT f.client, substr(v.ingested_at, 1, 10) AS day, count(*) AS files, sum(v.size) AS bytes
-                FROM version v JOIN file f ON f.id = v.file_id
-                WHERE v.ingested_at >= ? GROUP BY f.client, day ORDER BY f.client, day
-                """, [day]).map { DailyIngest(client: $0["client"], day: $0["day"], files: $0["files"], bytes: $0["bytes"]) }
-        }
-    }
-
-    /// Files and bytes each source of `client` took since `since`, by source.
-    public func ingestedSince(_ since: String, client: String) throws(ManifestError) -> [String: (files: Int, bytes: Int64)] {
-        try read("reading today's totals") { db in
-            var out: [String: (files: Int, bytes: Int64)] = [:]
-            for row in try db.rows("""
-                SELECT f.source, count(*) AS files, sum(v.size) AS bytes FROM version v JOIN file f ON f.id = v.file_id
-                WHERE f.client = ? AND v.ingested_at >= ? GROUP BY f.source
-                """, [client, since]) {
-                out[row["source"]] = (row["files"], row["bytes"])
-            }
-            return out
-        }
-    }
-
     /// A version as the console lists it.
     public struct VersionRow: Sendable {
         public var id: Int64
@@ -45,23 +13,6 @@ extension Manifest {
         public var sha256: String
         public var lakePath: String
         public var ingestedAt: String
-    }
-
-    /// A client's versions, newest first: `limit` of them after skipping `offset`.
-    public func recentVersions(client: String, limit: Int, offset: Int = 0) throws(ManifestError) -> [VersionRow] {
-        try read("reading recent versions") { db in
-            try db.rows("""
-                SELECT version_id, source, path, version, size, sha256, lake_path, ingested_at FROM versions
-                WHERE client = ? ORDER BY version_id DESC LIMIT ? OFFSET ?
-                """, [client, limit, offset]).map(Self.versionRow)
-        }
-    }
-
-    /// How many versions a client has.
-    public func versionCount(client: String) throws(ManifestError) -> Int {
-        try read("counting versions") { db in
-            try db.value("SELECT count(*) FROM version v JOIN file f ON f.id = v.file_id WHERE f.client = ?", [client]) ?? 0
-        }
     }
 
     public func versionRow(id: Int64) throws(ManifestError) -> (client: String, row: VersionRow)? {
@@ -143,9 +94,16 @@ extension Manifest {
         }
     }
 
+    /// The transforms of a client's newest `limit` versions (each version's rows, archive
+    /// members included), newest first: read along `version_client` and `transform_version`,
+    /// never through everyone's transforms. (A re-run of an older version shows on its
+    /// version's and its transform's pages, and among the held units while it is held.)
     public func recentTransforms(client: String, limit: Int) throws(ManifestError) -> [TransformRow] {
         try read("reading recent transforms") { db in
-            try db.rows(Self.transformSelect + " WHERE f.client = ? ORDER BY t.id DESC LIMIT ?", [client, limit]).map(Self.transformRow)
+            try db.rows(Self.transformSelect + """
+                 WHERE t.version_id IN (SELECT id FROM version WHERE client = ? ORDER BY ingested_at DESC, id DESC LIMIT ?)
+                 ORDER BY t.id DESC LIMIT ?
+                """, [client, limit, limit]).map(Self.transformRow)
         }
     }
 

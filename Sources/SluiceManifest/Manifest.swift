@@ -284,7 +284,12 @@ public final class Manifest: Sendable {
                 """
             var queries: [(String, SQLArguments)] = [(select, [client, source])]
             if let paths {
-                queries = paths.map { (select + " AND f.path_bytes = ?", [client, source, $0]) }
+                // Along the file key (client, source, path_bytes), up to 500 paths a query.
+                queries = stride(from: 0, to: paths.count, by: 500).map { start in
+                    let some = paths[start..<min(paths.count, start + 500)]
+                    let marks = Array(repeating: "?", count: some.count).joined(separator: ", ")
+                    return (select + " AND f.path_bytes IN (\(marks))", [client, source] + SQLArguments(some.map { SQLValue.blob($0) as (any SQLBindable)? }))
+                }
             }
             var result: [[UInt8]: KnownFile] = [:]
             for (sql, arguments) in queries {
@@ -315,9 +320,10 @@ public final class Manifest: Sendable {
                 ON CONFLICT (client, source, path_bytes) DO UPDATE SET path = file.path RETURNING id
                 """
             let insertVersion = """
-                INSERT INTO version (file_id, version, sha256, size, source_mtime, source_mtime_ns, lake_path, ingested_at, run_id, source_etag)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO version (file_id, version, sha256, size, source_mtime, source_mtime_ns, lake_path, ingested_at, run_id, source_etag, client)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """
+            var totals: [RollupKey: Rollup] = [:]
             let insertSighting = """
                 INSERT INTO sighting (version_id, run_id, seen_at, size, source_mtime, source_mtime_ns, source_etag) VALUES (?, ?, ?, ?, ?, ?, ?)
                 """
@@ -335,13 +341,15 @@ public final class Manifest: Sendable {
                     }
                     ids.append(try db.insert(insertVersion, [
                         fileID, v.version, v.sha256, v.size, Timestamp.iso8601(nanoseconds: v.mtimeNs),
-                        v.mtimeNs, v.lakePath, now, runID, v.etag,
+                        v.mtimeNs, v.lakePath, now, runID, v.etag, v.client,
                     ]))
+                    totals[RollupKey(client: v.client, source: v.source), default: Rollup()].add(v)
                 case .sighting(let versionID, let size, let mtimeNs, let etag):
                     try db.execute(insertSighting, [versionID, runID, now, size, Timestamp.iso8601(nanoseconds: mtimeNs), mtimeNs, etag])
                     ids.append(versionID)
                 }
             }
+            try Self.addToRollups(db, totals, day: String(now.prefix(10)))
             try db.execute("""
                 UPDATE run SET new = new + ?, unchanged = unchanged + ?, skipped = skipped + ?,
                                failed = failed + ?, bytes = bytes + ? WHERE id = ?
@@ -354,123 +362,6 @@ public final class Manifest: Sendable {
     public func version(atLakePath lakePath: String) throws(ManifestError) -> VersionRecord? {
         try read("looking up a lake path") { db in
             try db.row("SELECT * FROM versions WHERE lake_path = ?", [lakePath]).map(VersionRecord.init(row:))
-        }
-    }
-
-    // MARK: queries
-
-    /// Versions of a client, newest first; `path` narrows to one file or one folder.
-    public func history(client: String, path: String?) throws(ManifestError) -> [VersionRecord] {
-        try read("reading history") { db in
-            if let path, !path.isEmpty {
-                let folder = path.hasSuffix("/") ? path : path + "/"
-                return try db.rows("""
-                    SELECT * FROM versions WHERE client = ? AND (path = ? OR substr(path, 1, CAST(? AS INTEGER)) = ?)
-                    ORDER BY ingested_at DESC, version_id DESC
-                    """, [client, path, folder.unicodeScalars.count, folder]).map(VersionRecord.init(row:))  // substr counts characters, not bytes
-            }
-            return try db.rows("SELECT * FROM versions WHERE client = ? ORDER BY ingested_at DESC, version_id DESC", [client])
-                .map(VersionRecord.init(row:))
-        }
-    }
-
-    /// What the manifest knows of one source: its last run, last success, last error, what
-    /// it holds, and its versions whose latest transform failed (`sluice status`).
-    public struct SourceSummary: Sendable, Encodable {
-        public var client: String
-        public var source: String
-        public var lastRunAt: String?
-        public var lastRunStatus: String?
-        public var lastRunTrigger: String?
-        public var lastSuccess: String?
-        public var lastError: String?
-        public var lastErrorAt: String?
-        public var files = 0
-        public var versions = 0
-        public var bytes: Int64 = 0
-        public var failedTransforms = 0
-        /// Polled sources: the agent holding the source's lease (nil when none does), and when
-        /// the lease runs out unless renewed.
-        public var owner: String?
-        public var leaseExpiresAt: String?
-
-        public init(client: String, source: String) {
-            self.client = client
-            self.source = source
-        }
-
-        /// Whether the last error is newer than the last success (an error that a later
-        /// success followed is history).
-        public var errorIsCurrent: Bool {
-            guard let lastErrorAt else { return false }
-            guard let lastSuccess else { return true }
-            return lastErrorAt > lastSuccess
-        }
-
-        enum CodingKeys: String, CodingKey {
-            case client, source, lastRunAt = "last_run_at", lastRunStatus = "last_run_status", lastRunTrigger = "last_run_trigger"
-            case lastSuccess = "last_success", lastError = "last_error", lastErrorAt = "last_error_at", files, versions, bytes
-            case failedTransforms = "failed_transforms", owner, leaseExpiresAt = "lease_expires_at"
-        }
-
-        public func encode(to encoder: any Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(client, forKey: .client)
-            try c.encode(source, forKey: .source)
-            try c.encode(lastRunAt, forKey: .lastRunAt)
-            try c.encode(lastRunStatus, forKey: .lastRunStatus)
-            try c.encode(lastRunTrigger, forKey: .lastRunTrigger)
-            try c.encode(lastSuccess, forKey: .lastSuccess)
-            try c.encode(lastError, forKey: .lastError)
-            try c.encode(lastErrorAt, forKey: .lastErrorAt)
-            try c.encode(files, forKey: .files)
-            try c.encode(versions, forKey: .versions)
-            try c.encode(bytes, forKey: .bytes)
-            try c.encode(failedTransforms, forKey: .failedTransforms)
-            try c.encode(owner, forKey: .owner)
-            try c.encode(leaseExpiresAt, forKey: .leaseExpiresAt)
-        }
-    }
-
-    public func sourceSummary(client: String, source: String) throws(ManifestError) -> SourceSummary {
-        try read("reading the status of \(client)/\(source)") { db in
-            var s = SourceSummary(client: client, source: source)
-            // A run of this source, or a `pull` of all the client's sources.
-            let mine = "client = ? AND (source = ? OR source IS NULL)"
-            if let r = try db.row("SELECT started_at, status, trigger FROM run WHERE \(mine) ORDER BY id DESC LIMIT 1", [client, source]) {
-                s.lastRunAt = r[0]
-                s.lastRunStatus = r[1]
-                s.lastRunTrigger = r[2]
-            }
-            s.lastSuccess = try db.value("SELECT finished_at FROM run WHERE \(mine) AND status = 'ok' ORDER BY id DESC LIMIT 1", [client, source])
-            if let r = try db.row("SELECT error, started_at FROM run WHERE \(mine) AND error IS NOT NULL ORDER BY id DESC LIMIT 1", [client, source]) {
-                s.lastError = r[0]
-                s.lastErrorAt = r[1]
-            }
-            if let r = try db.row("""
-                SELECT count(DISTINCT f.id), count(v.id), coalesce(sum(v.size), 0) FROM file f JOIN version v ON v.file_id = f.id
-                WHERE f.client = ? AND f.source = ?
-                """, [client, source]) {
-                s.files = r[0]
-                s.versions = r[1]
-                s.bytes = r[2]
-            }
-            s.failedTransforms = try db.value("""
-                SELECT count(*) FROM version v JOIN file f ON f.id = v.file_id
-                WHERE f.client = ? AND f.source = ?
-                  AND (SELECT t.status FROM transform t WHERE t.version_id = v.id AND t.parent_id IS NULL ORDER BY t.id DESC LIMIT 1) = 'failed'
-                """, [client, source]) ?? 0
-            return s
-        }
-    }
-
-    /// Every version's lake path, hash and size, optionally for one client only.
-    public func lakeEntries(client: String?) throws(ManifestError) -> [(lakePath: String, sha256: String, size: Int64)] {
-        try read("listing versions") { db in
-            let sql = "SELECT lake_path, sha256, size FROM versions" + (client == nil ? "" : " WHERE client = ?")
-            var out: [(String, String, Int64)] = []
-            try db.each(sql, client.map { [$0] } ?? []) { r in out.append((r[0], r[1], r[2])) }
-            return out
         }
     }
 

@@ -11,6 +11,7 @@ extension Manifest {
         ("run", "id"), ("file", "id"), ("version", "id"), ("sighting", "id"), ("source_schema", "id"), ("transform", "id"),
         ("token", "id"), ("upload", "id"), ("move_target", "client, source, target"), ("lake_migration", "name"),
         ("alert_condition", "id"), ("alert_outbox", "id"), ("expectation_seen", "client, key"), ("source_lease", "client, source"),
+        ("ingest_day", "client, source, day"), ("source_total", "client, source"),
     ]
 
     /// One table as copied or checked: its rows and the SHA-256 of their values in key order.

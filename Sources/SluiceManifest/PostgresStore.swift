@@ -250,7 +250,7 @@ final class PostgresStore: ManifestStore {
         for m in migrations where !applied.contains(m.identifier) {
             _ = try c.execute("BEGIN", [])
             do {
-                for statement in SQLText.statements(SQLText.postgresDDL(m.sql)) { _ = try c.execute(statement, []) }
+                for statement in SQLText.statements(SQLText.postgresDDL(m.sql) + ";" + (m.postgresOnly ?? "")) { _ = try c.execute(statement, []) }
                 _ = try c.execute("INSERT INTO grdb_migrations (identifier) VALUES ($1)", [.text(m.identifier)])
                 _ = try c.execute("COMMIT", [])
             } catch {

@@ -211,6 +211,8 @@ protocol ManifestStore: Sendable {
 struct Migration: Sendable {
     let identifier: String
     let sql: String
+    /// Statements run after `sql` on PostgreSQL only (what SQLite has no words for).
+    var postgresOnly: String? = nil
 }
 
 package enum SQLText {

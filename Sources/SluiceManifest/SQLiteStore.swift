@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -50,11 +51,11 @@ final class SQLiteStore: ManifestStore {
     }
 
     func read<T>(_ body: (SQLDatabase) throws -> T) throws -> T {
-        try pool.read { db in try body(SQLDatabase(connection: Connection(db: db))) }
+        try pool.read { db in try body(SQLDatabase(connection: Connection(db: db, path: path))) }
     }
 
     func write<T>(_ body: (SQLDatabase) throws -> T) throws -> T {
-        try pool.write { db in try body(SQLDatabase(connection: Connection(db: db))) }
+        try pool.write { db in try body(SQLDatabase(connection: Connection(db: db, path: path))) }
     }
 
     /// Takes the write lock (`BEGIN IMMEDIATE`) and rolls back, changing nothing.
@@ -62,11 +63,24 @@ final class SQLiteStore: ManifestStore {
         try pool.writeWithoutTransaction { db in try db.execute(sql: "BEGIN IMMEDIATE; ROLLBACK") }
     }
 
+    /// Hears the query plan (`EXPLAIN QUERY PLAN`, one detail a line) of every statement run
+    /// while set: the tests check with it that no read of the history walks a whole table.
+    package static let planRecorder = Mutex<(@Sendable (_ path: String, _ sql: String, _ plan: [String]) -> Void)?>(nil)
+
     struct Connection: SQLConnection {
         let db: GRDB.Database
+        /// The manifest's file.
+        let path: String
         var dialect: SQLDialect { .sqlite }
 
+        private func recordPlan(_ sql: String, _ arguments: [SQLValue]) throws {
+            guard let record = SQLiteStore.planRecorder.withLock({ $0 }) else { return }
+            let rows = try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql, arguments: StatementArguments(arguments.map(Self.databaseValue)))
+            record(path, sql, rows.map { $0["detail"] as String? ?? "" })
+        }
+
         func execute(_ sql: String, _ arguments: [SQLValue]) throws -> Int {
+            try recordPlan(sql, arguments)
             let statement = try db.cachedStatement(sql: sql)
             statement.setUncheckedArguments(StatementArguments(arguments.map(Self.databaseValue)))
             try statement.execute()
@@ -74,6 +88,7 @@ final class SQLiteStore: ManifestStore {
         }
 
         func query(_ sql: String, _ arguments: [SQLValue], _ body: (SQLRow) throws -> Void) throws {
+            try recordPlan(sql, arguments)
             let statement = try db.cachedStatement(sql: sql)
             statement.setUncheckedArguments(StatementArguments(arguments.map(Self.databaseValue)))
             let columns = statement.columnNames

@@ -102,9 +102,12 @@ struct Console: Sendable {
         router.get("/") { request, _ in await page(request) { _ in try overview() } }
         router.get("/clients/:client") { request, context in
             let client = context.parameters.get("client") ?? ""
-            let page = request.uri.queryParameters["page"].flatMap { Int(String($0)) } ?? 1
-            let message = request.uri.queryParameters["held"].map(String.init)
-            return await self.page(request) { csrf in try clientPage(client, page: max(1, page), csrf: csrf, message: message) }
+            let q = request.uri.queryParameters
+            let at = VersionPage(after: q["after"].flatMap { Manifest.VersionCursor(text: String($0)) },
+                                 before: q["before"].flatMap { Manifest.VersionCursor(text: String($0)) },
+                                 offset: q["n"].flatMap { Int(String($0)) }.map { max(0, $0) } ?? 0)
+            let message = q["held"].map(String.init)
+            return await self.page(request) { csrf in try clientPage(client, at: at, csrf: csrf, message: message) }
         }
         router.post("/clients/:client/held/rerun") { request, context in
             let client = context.parameters.get("client") ?? ""
@@ -243,10 +246,11 @@ struct Console: Sendable {
         var rows: [ConsolePages.SourceRow] = []
         var live: [String: SourceStatus] = [:]
         for s in daemon.statusSnapshot { live["\(s.client)/\(s.source)"] = s }
+        var summaries = try manifest.sourceSummaries(config.clients.flatMap { c in c.sources.map { (c.id, $0.name) } })[...]
         for c in config.clients {
             let todays = try manifest.ingestedSince(today, client: c.id)
             for s in c.sources {
-                let summary = try manifest.sourceSummary(client: c.id, source: s.name)
+                let summary = summaries.removeFirst()
                 let status = live["\(c.id)/\(s.name)"]
                 // With agents sharing the manifest: who polls each polled source.
                 let state = status.map { s in
@@ -267,17 +271,38 @@ struct Console: Sendable {
     /// Held units shown on a client's page.
     static let heldShown = 100
 
-    func clientPage(_ client: String, page: Int, csrf: String, message: String? = nil) throws -> String {
+    /// Which page of a client's versions to show: the one after (older than) or before (newer
+    /// than) a row, read along the index (keyset paging: as fast deep in the history as at its
+    /// top); `offset` is how many newer versions there are, for the "showing" line only.
+    struct VersionPage {
+        var after: Manifest.VersionCursor?
+        var before: Manifest.VersionCursor?
+        var offset = 0
+    }
+
+    func clientPage(_ client: String, at: VersionPage = VersionPage(), csrf: String, message: String? = nil) throws -> String {
         guard let c = daemon.config.client(client) else {
             throw ConsoleError(.notFound, "No such client", "There is no client '\(client)' in agent.conf.")
         }
         let perPage = Self.versionsPerPage
         let total = try daemon.manifest.versionCount(client: client)
-        let versions = try daemon.manifest.recentVersions(client: client, limit: perPage, offset: (page - 1) * perPage)
+        var offset = at.offset
+        var versions: [Manifest.VersionRow]
+        if let before = at.before {
+            versions = try daemon.manifest.recentVersions(client: client, limit: perPage, before: before)
+            // Fewer than a page newer than it: the newest page.
+            if versions.count < perPage {
+                versions = try daemon.manifest.recentVersions(client: client, limit: perPage)
+                offset = 0
+            }
+        } else {
+            versions = try daemon.manifest.recentVersions(client: client, limit: perPage, after: at.after)
+            if at.after == nil { offset = 0 }
+        }
         let transforms = try daemon.manifest.recentTransforms(client: client, limit: 200)
         let held = try daemon.manifest.heldTransforms(client: client, limit: Self.heldShown)
         return ConsolePages.client(id: client, displayName: c.displayName, sources: c.sources.map(\.name), versions: versions,
-                                   paging: .init(page: page, perPage: perPage, total: total), held: held, heldTotal: try daemon.manifest.heldCounts()[client] ?? 0,
+                                   paging: .init(offset: offset, perPage: perPage, total: total), held: held, heldTotal: try daemon.manifest.heldCounts()[client] ?? 0,
                                    transforms: transforms, expectations: (try? daemon.agentSnapshot().expectationStatus(client: client, manifest: daemon.manifest)) ?? [],
                                    csrf: csrf, message: message)
     }

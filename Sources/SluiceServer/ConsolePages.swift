@@ -219,13 +219,14 @@ enum ConsolePages {
 
     // MARK: Client
 
-    /// Which page of a list is shown.
+    /// Which page of a list is shown: `offset` rows come before it.
     struct Paging {
-        var page: Int
+        var offset: Int
         var perPage: Int
         var total: Int
-        var first: Int { (page - 1) * perPage + 1 }
-        func last(shown: Int) -> Int { (page - 1) * perPage + shown }
+        var first: Int { offset + 1 }
+        func last(shown: Int) -> Int { offset + shown }
+        var page: Int { offset / perPage + 1 }
         var pages: Int { max(1, (total + perPage - 1) / perPage) }
     }
 
@@ -240,9 +241,16 @@ enum ConsolePages {
         } else {
             b += "<div class=\"pager small\"><span id=\"version-count\">showing \(versions.isEmpty ? 0 : paging.first)–\(paging.last(shown: versions.count)) "
                 + "of \(paging.total.formatted()) version\(paging.total == 1 ? "" : "s"), newest first</span>"
-            if paging.page > 1 { b += "<a id=\"newer\" href=\"/clients/\(url(id))?page=\(paging.page - 1)\">← newer</a>" }
-            if paging.page < paging.pages { b += "<a id=\"older\" href=\"/clients/\(url(id))?page=\(paging.page + 1)\">older →</a>" }
-            b += "<span class=\"muted\">page \(paging.page) of \(paging.pages)</span></div>"
+            // Each link names the row its page starts after (or ends before): keyset paging.
+            if paging.offset > 0, let newest = versions.first {
+                let cursor = Manifest.VersionCursor(ingestedAt: newest.ingestedAt, versionID: newest.id).text
+                b += "<a id=\"newer\" href=\"/clients/\(url(id))?before=\(url(cursor))&amp;n=\(max(0, paging.offset - paging.perPage))\">← newer</a>"
+            }
+            if paging.last(shown: versions.count) < paging.total, let oldest = versions.last {
+                let cursor = Manifest.VersionCursor(ingestedAt: oldest.ingestedAt, versionID: oldest.id).text
+                b += "<a id=\"older\" href=\"/clients/\(url(id))?after=\(url(cursor))&amp;n=\(paging.last(shown: versions.count))\">older →</a>"
+            }
+            b += "<span class=\"muted\">page \(min(paging.page, paging.pages)) of \(paging.pages)</span></div>"
             b += "<div class=\"scroll\"><table><thead><tr><th>Path</th><th class=\"num\">Version</th><th class=\"num\">Size</th><th class=\"hide-narrow\">SHA-256</th>"
             b += "<th>When</th><th>Source</th><th></th></tr></thead><tbody>"
             for v in versions {

@@ -257,7 +257,6 @@ package struct UploadSource: Source {
 
     package var minAgeNanoseconds: Int64 { 0 }
     package var afterIngest: AfterIngest { .keep }
-    package var knownScope: [RelativePath]? { [candidate.path] }
     package var exclusivePasses: Bool { false }
 
     package func beginPass(moveTargets: [String]) throws(SourceError) -> any SourcePass { Pass(candidate: candidate, body: body) }

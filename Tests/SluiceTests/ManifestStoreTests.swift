@@ -97,8 +97,19 @@ private func newVersion(_ path: String, _ version: Int, sha: String, size: Int64
         #expect(try m.version(client: "acme", source: "drop", path: "orders.csv", version: nil)?.version == 2)
         #expect(try m.version(client: "acme", source: "drop", path: "orders.csv", version: 1)?.sha256 == "a1")
         #expect(try m.versions(client: "acme", sources: ["drop"], prefix: "ü").count == 1)
-        #expect(try m.lakeEntries(client: "acme").count == 4)
-        #expect(try m.lakeEntries(client: nil).count == 4)
+        func lakePaths(_ prefix: String, pageSize: Int = 8192) throws -> [String] {
+            var out: [String] = []
+            try m.eachLakeEntryPage(under: prefix, pageSize: pageSize) { out += $0.map(\.lakePath) }
+            return out
+        }
+        #expect(try lakePaths("raw/acme/").count == 4)
+        #expect(try lakePaths("raw/acme/drop/").count == 4)
+        #expect(try lakePaths("raw/acm/").isEmpty)
+        // In byte order ("ü" after every ASCII letter), whatever the page size.
+        let all = try lakePaths("raw/")
+        #expect(all.count == 4 && all == all.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }, "\(all)")
+        #expect(try lakePaths("raw/", pageSize: 1) == all)
+        #expect(try lakePaths("raw/", pageSize: 3) == all)
         #expect(try m.newestVersionID() == ids2[0])
 
         let summary = try m.sourceSummary(client: "acme", source: "drop")
@@ -251,7 +262,7 @@ private func newVersion(_ path: String, _ version: Int, sha: String, size: Int64
         } else {
             applied = try Shell.run("/usr/bin/sqlite3", [f.dir.sub("manifest.sqlite"), sql]).stdout
         }
-        #expect(applied.split(separator: ",").count == 15, "each migration applied once: \(applied)")
+        #expect(applied.split(separator: ",").count == 16, "each migration applied once: \(applied)")
     }
 
     /// A wrong password, a server that is not there, and a password in the URL each get a

@@ -1,0 +1,313 @@
+import Foundation
+import SluiceSupport
+
+/// The manifest's reads whose cost must not grow with the history: a manifest only ever grows
+/// (every version is kept), to millions of versions. Each reads an index range or a rollup
+/// kept by `commit` (migration `v16-history`), never every version of a client or of the
+/// manifest; `sluice audit` streams the versions in lake-path order.
+extension Manifest {
+    // MARK: rollups
+
+    /// What one commit adds to a source's totals.
+    struct Rollup {
+        var versions = 0
+        var newFiles = 0
+        var bytes: Int64 = 0
+
+        mutating func add(_ v: NewVersion) {
+            versions += 1
+            if v.version == 1 { newFiles += 1 }
+            bytes += v.size
+        }
+    }
+
+    struct RollupKey: Hashable {
+        var client: String
+        var source: String
+    }
+
+    /// Adds a commit's new versions to `ingest_day` (the UTC day `day`) and `source_total`,
+    /// in the commit's transaction.
+    static func addToRollups(_ db: SQLDatabase, _ totals: [RollupKey: Rollup], day: String) throws {
+        for (key, r) in totals.sorted(by: { ($0.key.client, $0.key.source) < ($1.key.client, $1.key.source) }) {
+            try db.execute("""
+                INSERT INTO ingest_day (client, source, day, versions, new_files, bytes) VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT (client, source, day) DO UPDATE SET versions = ingest_day.versions + excluded.versions,
+                    new_files = ingest_day.new_files + excluded.new_files, bytes = ingest_day.bytes + excluded.bytes
+                """, [key.client, key.source, day, r.versions, r.newFiles, r.bytes])
+            try db.execute("""
+                INSERT INTO source_total (client, source, versions, new_files, bytes) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (client, source) DO UPDATE SET versions = source_total.versions + excluded.versions,
+                    new_files = source_total.new_files + excluded.new_files, bytes = source_total.bytes + excluded.bytes
+                """, [key.client, key.source, r.versions, r.newFiles, r.bytes])
+        }
+    }
+
+    /// Files and bytes ingested per client and UTC day since the day `since` (YYYY-MM-DD).
+    public struct DailyIngest: Sendable, Equatable {
+        public var client: String
+        public var day: String
+        public var files: Int
+        public var bytes: Int64
+    }
+
+    public func dailyIngest(since day: String) throws(ManifestError) -> [DailyIngest] {
+        try read("reading daily totals") { db in
+            try db.rows("""
+                SELECT client, day, sum(versions) AS files, sum(bytes) AS bytes FROM ingest_day
+                WHERE day >= ? GROUP BY client, day ORDER BY client, day
+                """, [String(day.prefix(10))]).map { DailyIngest(client: $0["client"], day: $0["day"], files: $0["files"], bytes: $0["bytes"]) }
+        }
+    }
+
+    /// Files and bytes each source of `client` took since the UTC day `since` (YYYY-MM-DD), by source.
+    public func ingestedSince(_ since: String, client: String) throws(ManifestError) -> [String: (files: Int, bytes: Int64)] {
+        try read("reading today's totals") { db in
+            var out: [String: (files: Int, bytes: Int64)] = [:]
+            for row in try db.rows("""
+                SELECT source, sum(versions) AS files, sum(bytes) AS bytes FROM ingest_day WHERE client = ? AND day >= ? GROUP BY source
+                """, [client, String(since.prefix(10))]) {
+                out[row["source"]] = (row["files"], row["bytes"])
+            }
+            return out
+        }
+    }
+
+    /// How many versions a client has.
+    public func versionCount(client: String) throws(ManifestError) -> Int {
+        try read("counting versions") { db in
+            try db.value("SELECT coalesce(sum(versions), 0) FROM source_total WHERE client = ?", [client]) ?? 0
+        }
+    }
+
+    // MARK: versions, newest first
+
+    /// Where a page of versions (newest first) ends: the next page starts after it.
+    public struct VersionCursor: Sendable, Equatable {
+        public var ingestedAt: String
+        public var versionID: Int64
+
+        public init(ingestedAt: String, versionID: Int64) {
+            self.ingestedAt = ingestedAt
+            self.versionID = versionID
+        }
+
+        /// As a URL parameter: `<ingested_at>_<version id>`.
+        public var text: String { "\(ingestedAt)_\(versionID)" }
+
+        public init?(text: String) {
+            guard let sep = text.lastIndex(of: "_"), let id = Int64(text[text.index(after: sep)...]), id > 0 else { return nil }
+            let at = String(text[..<sep])
+            guard at.utf8.count >= 10, at.utf8.count <= 40, at.utf8.allSatisfy({ (0x20...0x7E).contains($0) }) else { return nil }
+            ingestedAt = at
+            versionID = id
+        }
+    }
+
+    /// A client's versions, newest first: `limit` of them; only those older than `after`, or
+    /// the `limit` just newer than `before` (each the edge row of the page beside), when given.
+    public func recentVersions(client: String, limit: Int, after: VersionCursor? = nil, before: VersionCursor? = nil) throws(ManifestError) -> [VersionRow] {
+        try read("reading recent versions") { db in
+            var sql = "SELECT version_id, source, path, version, size, sha256, lake_path, ingested_at FROM versions WHERE client = ?"
+            var arguments: SQLArguments = [client]
+            var order = "DESC"
+            if let after {
+                sql += " AND ingested_at <= ? AND (ingested_at < ? OR version_id < ?)"
+                arguments = arguments + [after.ingestedAt, after.ingestedAt, after.versionID]
+            } else if let before {
+                sql += " AND ingested_at >= ? AND (ingested_at > ? OR version_id > ?)"
+                arguments = arguments + [before.ingestedAt, before.ingestedAt, before.versionID]
+                order = "ASC"
+            }
+            let rows = try db.rows(sql + " ORDER BY ingested_at \(order), version_id \(order) LIMIT ?", arguments + [limit]).map(Self.versionRow)
+            return order == "ASC" ? rows.reversed() : rows
+        }
+    }
+
+    // MARK: queries
+
+    /// Versions of a client, newest first; `path` narrows to one file or one folder.
+    public func history(client: String, path: String?) throws(ManifestError) -> [VersionRecord] {
+        try read("reading history") { db in
+            guard let path, !path.isEmpty else {
+                return try db.rows("SELECT * FROM versions WHERE client = ? ORDER BY ingested_at DESC, version_id DESC", [client])
+                    .map(VersionRecord.init(row:))
+            }
+            // The file's versions, then those of the files below the folder `path`: each along
+            // file_path (client, path), never through the client's other versions.
+            let select = """
+                SELECT v.client, f.source, f.path, v.version, v.sha256, v.size, v.source_mtime, v.lake_path, v.ingested_at, v.run_id, v.id AS version_id
+                FROM file f JOIN version v ON v.file_id = f.id WHERE f.client = ?
+                """
+            let folder = path.hasSuffix("/") ? path : path + "/"
+            // Below the folder: a range of paths in byte order, along file_path (SQLite's
+            // BINARY collation) or file_path_c (PostgreSQL, in collation "C").
+            let c = Self.byteOrder(db)
+            return try db.rows("""
+                \(select) AND f.path = ? UNION ALL \(select) AND f.path\(c) >= ? AND f.path\(c) < ?
+                ORDER BY ingested_at DESC, version_id DESC
+                """, [client, path, client, folder, Self.prefixEnd(folder)]).map(VersionRecord.init(row:))
+        }
+    }
+
+    /// What makes a text comparison byte order: nothing on SQLite (BINARY), collation "C" on
+    /// PostgreSQL (the indexes `file_path_c` and `version_lake_path_c` are in it).
+    static func byteOrder(_ db: SQLDatabase) -> String {
+        db.dialect == .postgres ? #" COLLATE "C""# : ""
+    }
+
+    /// The first string after every string that starts with `prefix` (which ends in "/"), in
+    /// byte order: the prefix with its last byte, "/", raised to "0".
+    static func prefixEnd(_ prefix: String) -> String {
+        String(prefix.dropLast()) + "0"
+    }
+
+    /// What the manifest knows of one source: its last run, last success, last error, what
+    /// it holds, and its versions whose latest transform failed (`sluice status`).
+    public struct SourceSummary: Sendable, Encodable {
+        public var client: String
+        public var source: String
+        public var lastRunAt: String?
+        public var lastRunStatus: String?
+        public var lastRunTrigger: String?
+        public var lastSuccess: String?
+        public var lastError: String?
+        public var lastErrorAt: String?
+        public var files = 0
+        public var versions = 0
+        public var bytes: Int64 = 0
+        public var failedTransforms = 0
+        /// Polled sources: the agent holding the source's lease (nil when none does), and when
+        /// the lease runs out unless renewed.
+        public var owner: String?
+        public var leaseExpiresAt: String?
+
+        public init(client: String, source: String) {
+            self.client = client
+            self.source = source
+        }
+
+        /// Whether the last error is newer than the last success (an error that a later
+        /// success followed is history).
+        public var errorIsCurrent: Bool {
+            guard let lastErrorAt else { return false }
+            guard let lastSuccess else { return true }
+            return lastErrorAt > lastSuccess
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case client, source, lastRunAt = "last_run_at", lastRunStatus = "last_run_status", lastRunTrigger = "last_run_trigger"
+            case lastSuccess = "last_success", lastError = "last_error", lastErrorAt = "last_error_at", files, versions, bytes
+            case failedTransforms = "failed_transforms", owner, leaseExpiresAt = "lease_expires_at"
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(client, forKey: .client)
+            try c.encode(source, forKey: .source)
+            try c.encode(lastRunAt, forKey: .lastRunAt)
+            try c.encode(lastRunStatus, forKey: .lastRunStatus)
+            try c.encode(lastRunTrigger, forKey: .lastRunTrigger)
+            try c.encode(lastSuccess, forKey: .lastSuccess)
+            try c.encode(lastError, forKey: .lastError)
+            try c.encode(lastErrorAt, forKey: .lastErrorAt)
+            try c.encode(files, forKey: .files)
+            try c.encode(versions, forKey: .versions)
+            try c.encode(bytes, forKey: .bytes)
+            try c.encode(failedTransforms, forKey: .failedTransforms)
+            try c.encode(owner, forKey: .owner)
+            try c.encode(leaseExpiresAt, forKey: .leaseExpiresAt)
+        }
+    }
+
+    public func sourceSummary(client: String, source: String) throws(ManifestError) -> SourceSummary {
+        try sourceSummaries([(client, source)])[0]
+    }
+
+    /// What the manifest knows of each of `sources` (client, source), in their order: a few
+    /// lookups along the run indexes for each, one read of the totals and one of the failed
+    /// transforms for all.
+    public func sourceSummaries(_ sources: [(client: String, source: String)]) throws(ManifestError) -> [SourceSummary] {
+        guard !sources.isEmpty else { return [] }
+        return try read("reading the status of \(sources.count == 1 ? "\(sources[0].client)/\(sources[0].source)" : "the sources")") { db in
+            let clients = Set(sources.map(\.client))
+            let oneClient = clients.count == 1 ? clients.first : nil
+            var totals: [RollupKey: (files: Int, versions: Int, bytes: Int64)] = [:]
+            let scope = oneClient == nil ? "" : " WHERE client = ?"
+            for r in try db.rows("SELECT client, source, new_files, versions, bytes FROM source_total" + scope, oneClient.map { [$0] } ?? []) {
+                totals[RollupKey(client: r[0], source: r[1])] = (r[2], r[3], r[4])
+            }
+            var failed: [RollupKey: Int] = [:]
+            // Along transform_failed: the failed rows without a parent, each counted when it
+            // is still its version's latest (CROSS JOIN keeps transform the outer loop).
+            let join = db.dialect == .sqlite ? "CROSS JOIN" : "JOIN"
+            for r in try db.rows("""
+                SELECT f.client, f.source, count(*) FROM transform t \(join) version v ON v.id = t.version_id \(join) file f ON f.id = v.file_id
+                WHERE t.status = 'failed' AND t.parent_id IS NULL\(oneClient == nil ? "" : " AND f.client = ?")
+                  AND t.id = (SELECT max(id) FROM transform WHERE version_id = t.version_id AND parent_id IS NULL)
+                GROUP BY f.client, f.source
+                """, oneClient.map { [$0] } ?? []) {
+                failed[RollupKey(client: r[0], source: r[1])] = r[2]
+            }
+            return try sources.map { client, source in
+                var s = SourceSummary(client: client, source: source)
+                // The newest run of this source, or of a `pull` of all the client's sources
+                // (source NULL): each along run_source and its partial indexes.
+                func newest(_ columns: String, _ filter: String = "") throws -> SQLRow? {
+                    let own = try db.row("SELECT id, \(columns) FROM run WHERE client = ? AND source = ?\(filter) ORDER BY id DESC LIMIT 1", [client, source])
+                    let all = try db.row("SELECT id, \(columns) FROM run WHERE client = ? AND source IS NULL\(filter) ORDER BY id DESC LIMIT 1", [client])
+                    guard let own else { return all }
+                    guard let all else { return own }
+                    return (own[0] as Int64) > (all[0] as Int64) ? own : all
+                }
+                if let r = try newest("started_at, status, trigger") {
+                    s.lastRunAt = r[1]
+                    s.lastRunStatus = r[2]
+                    s.lastRunTrigger = r[3]
+                }
+                s.lastSuccess = try newest("finished_at", " AND status = 'ok'")?[1]
+                if let r = try newest("error, started_at", " AND error IS NOT NULL") {
+                    s.lastError = r[1]
+                    s.lastErrorAt = r[2]
+                }
+                let key = RollupKey(client: client, source: source)
+                if let t = totals[key] {
+                    s.files = t.files
+                    s.versions = t.versions
+                    s.bytes = t.bytes
+                }
+                s.failedTransforms = failed[key] ?? 0
+                return s
+            }
+        }
+    }
+
+    /// A version's lake path, SHA-256 and size, as `sluice audit` checks them.
+    public struct LakeEntry: Sendable, Equatable {
+        public var lakePath: String
+        public var sha256: String
+        public var size: Int64
+    }
+
+    /// Every version whose lake path starts with `prefix` (a folder, ending in "/"), in byte
+    /// order of the path, handed over `pageSize` at a time: each page is its own short read
+    /// along the lake-path index (keyset paging), so that an audit of any size holds one page
+    /// and never keeps a read open for long.
+    public func eachLakeEntryPage(under prefix: String, pageSize: Int = 8192, _ body: (_ page: [LakeEntry]) -> Void) throws(ManifestError) {
+        precondition(prefix.hasSuffix("/"))
+        var last = prefix
+        let end = Self.prefixEnd(prefix)
+        while true {
+            let page = try read("listing versions") { db in
+                let c = Self.byteOrder(db)
+                return try db.rows("""
+                    SELECT lake_path, sha256, size FROM version WHERE lake_path\(c) > ? AND lake_path\(c) < ? ORDER BY lake_path\(c) LIMIT ?
+                    """, [last, end, pageSize]).map { LakeEntry(lakePath: $0[0], sha256: $0[1], size: $0[2]) }
+            }
+            guard let final = page.last else { return }
+            body(page)
+            last = final.lakePath
+            if page.count < pageSize { return }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+import Foundation
+@testable import SluiceManifest
+import SluiceSupport
+import SluiceTestSupport
+import Synchronization
+import Testing
+
+/// The reads that must cost the same at ten million versions as at a hundred: the rollups
+/// kept by each commit, keyset paging, the history of one path, and (on SQLite) a plan check
+/// that none of them walks a whole table. bench/history.sh measures the same at scale.
+@Suite(.serialized, .disabled(if: TestManifest.onPostgres, "runs on both servers in the first pass already"))
+struct HistoryTests {
+    /// How many rows of `ingest_day` and `source_total` differ from the versions counted anew
+    /// (0 when they agree): SQL for SQLite and PostgreSQL alike.
+    static let rollupMismatches = """
+        SELECT (SELECT count(*) FROM (
+                    SELECT client, source, day, versions, new_files, bytes FROM ingest_day
+                    EXCEPT \(recount)) a)
+             + (SELECT count(*) FROM (\(recount)
+                    EXCEPT SELECT client, source, day, versions, new_files, bytes FROM ingest_day) b)
+             + (SELECT count(*) FROM (
+                    SELECT client, source, versions, new_files, bytes FROM source_total
+                    EXCEPT SELECT client, source, sum(versions), sum(new_files), sum(bytes) FROM (\(recount)) d GROUP BY client, source) c)
+             + (SELECT count(*) FROM (
+                    SELECT client, source, sum(versions), sum(new_files), sum(bytes) FROM (\(recount)) d GROUP BY client, source
+                    EXCEPT SELECT client, source, versions, new_files, bytes FROM source_total) e)
+        """
+    static let recount = """
+        SELECT f.client AS client, f.source AS source, substr(v.ingested_at, 1, 10) AS day, count(*) AS versions,
+               sum(CASE WHEN v.version = 1 THEN 1 ELSE 0 END) AS new_files, sum(v.size) AS bytes
+        FROM version v JOIN file f ON f.id = v.file_id GROUP BY f.client, f.source, substr(v.ingested_at, 1, 10)
+        """
+
+    static func version(_ path: String, _ version: Int, client: String = "acme", source: String = "drop", size: Int64 = 10,
+                        fileID: Int64? = nil) -> ManifestEntry {
+        .version(NewVersion(client: client, source: source, path: path, pathBytes: Array(path.utf8), version: version, sha256: "s\(path)\(version)",
+                            size: size, mtimeNs: 1_700_000_000_000_000_000, lakePath: "raw/\(client)/\(source)/\(path).v\(version)", fileID: fileID))
+    }
+
+    static func value(_ m: Manifest, _ sql: String) throws -> Int {
+        try m.read("test") { db in try db.value(sql) ?? -1 }
+    }
+
+    @Test(arguments: ManifestBackend.allCases) func everyCommitKeepsTheRollupsAndNamesTheClient(_ backend: ManifestBackend) throws {
+        let f = try ManifestFixture(backend)
+        defer { withExtendedLifetime(f) {} }
+        let m = f.manifest
+        let run = try m.startRun(client: "acme", source: nil, trigger: "pull")
+        _ = try m.commit([Self.version("a.csv", 1, size: 5), Self.version("b.csv", 1, size: 7), Self.version("c.csv", 1, source: "sftp", size: 11),
+                          Self.version("x.csv", 1, client: "initech", size: 100)],
+                         runID: run, counts: RunCounts(), at: "2026-03-01T23:59:59.000000Z")
+        let known = try m.knownFiles(client: "acme", source: "drop")
+        _ = try m.commit([Self.version("a.csv", 2, size: 6, fileID: known[Array("a.csv".utf8)]!.fileID), Self.version("d.csv", 1, size: 1)],
+                         runID: run, counts: RunCounts(), at: "2026-03-02T00:00:00.000000Z")
+        _ = try m.commit([], runID: run, counts: RunCounts(), at: "2026-03-02T01:00:00.000000Z")
+        #expect(try Self.value(m, Self.rollupMismatches) == 0)
+        #expect(try Self.value(m, "SELECT count(*) FROM version WHERE client IS NULL") == 0)
+        #expect(try Self.value(m, "SELECT count(*) FROM version WHERE client = 'initech'") == 1)
+
+        #expect(try m.dailyIngest(since: "2026-03-01") == [
+            .init(client: "acme", day: "2026-03-01", files: 3, bytes: 23), .init(client: "acme", day: "2026-03-02", files: 2, bytes: 7),
+            .init(client: "initech", day: "2026-03-01", files: 1, bytes: 100),
+        ])
+        #expect(try m.dailyIngest(since: "2026-03-02T00:00:00Z").map(\.files) == [2])
+        let today = try m.ingestedSince("2026-03-02", client: "acme")
+        #expect(today.count == 1 && today["drop"]?.files == 2 && today["drop"]?.bytes == 7)
+        #expect(try m.versionCount(client: "acme") == 5)
+        let summaries = try m.sourceSummaries([("acme", "drop"), ("acme", "sftp"), ("initech", "drop"), ("hooli", "drop")])
+        #expect(summaries.map(\.files) == [3, 1, 1, 0])
+        #expect(summaries.map(\.versions) == [4, 1, 1, 0])
+        #expect(summaries.map(\.bytes) == [19, 11, 100, 0])
+        // The client's pull (source NULL) is each source's last run; hooli has had none.
+        #expect(summaries.map(\.lastRunTrigger) == ["pull", "pull", nil, nil])
+    }
+
+    @Test(arguments: ManifestBackend.allCases) func sourceSummariesFindTheLastRunSuccessErrorAndFailures(_ backend: ManifestBackend) throws {
+        let f = try ManifestFixture(backend)
+        defer { withExtendedLifetime(f) {} }
+        let m = f.manifest
+        let ok = try m.startRun(client: "acme", source: "drop", trigger: "poll")
+        try m.finishRun(id: ok, status: .ok, error: nil)
+        let failed = try m.startRun(client: "acme", source: "drop", trigger: "poll")
+        try m.finishRun(id: failed, status: .failed, error: "the folder is gone")
+        let other = try m.startRun(client: "acme", source: "sftp", trigger: "poll")
+        try m.finishRun(id: other, status: .ok, error: nil)
+        let ids = try m.commit([Self.version("a.csv", 1), Self.version("b.csv", 1), Self.version("c.csv", 1)], runID: ok, counts: RunCounts())
+        func record(_ id: Int64, _ status: String) throws {
+            try m.recordTransform(versionID: id, .init(dataset: "d", mappingSHA256: "m", schemaSHA256: nil, status: status, rowsWritten: 0, rowsRejected: 0,
+                                                       outputPath: nil, rejectsPath: nil, error: status == "ok" ? nil : "x"))
+        }
+        try record(ids[0], "failed")
+        try record(ids[1], "failed")
+        try record(ids[1], "ok")  // re-run ok: no longer failed
+        try record(ids[2], "held")
+        var s = try m.sourceSummary(client: "acme", source: "drop")
+        #expect(s.lastRunStatus == "failed" && s.lastError == "the folder is gone" && s.lastSuccess != nil && s.errorIsCurrent)
+        #expect(s.failedTransforms == 1)
+        let later = try m.startRun(client: "acme", source: nil, trigger: "pull")
+        try m.finishRun(id: later, status: .ok, error: nil)
+        s = try m.sourceSummary(client: "acme", source: "drop")
+        #expect(s.lastRunTrigger == "pull" && s.lastRunStatus == "ok" && !s.errorIsCurrent)
+        #expect(try m.sourceSummary(client: "acme", source: "sftp").lastRunTrigger == "pull")
+        #expect(try m.heldCounts() == ["acme": 1])
+    }
+
+    @Test(arguments: ManifestBackend.allCases) func keysetPagesShowEveryVersionOnceInOrder(_ backend: ManifestBackend) throws {
+        let f = try ManifestFixture(backend)
+        defer { withExtendedLifetime(f) {} }
+        let m = f.manifest
+        let run = try m.startRun(client: "acme", source: "drop", trigger: "pull")
+        // Three commits: the versions of each share one ingested_at (ties broken by id).
+        for (batch, at) in ["2026-01-01T00:00:00.000000Z", "2026-01-02T00:00:00.000000Z", "2026-01-02T00:00:00.000001Z"].enumerated() {
+            _ = try m.commit((0..<9).map { Self.version("f\(batch)-\($0).csv", 1) } + [Self.version("x\(batch).csv", 1, client: "initech")],
+                             runID: run, counts: RunCounts(), at: at)
+        }
+        let all = try m.recentVersions(client: "acme", limit: 100)
+        #expect(all.count == 27)
+        #expect(all.map(\.ingestedAt) == all.map(\.ingestedAt).sorted(by: >))
+        #expect(zip(all, all.dropFirst()).allSatisfy { $0.ingestedAt > $1.ingestedAt || $0.id > $1.id })
+        var pages: [[Manifest.VersionRow]] = []
+        var cursor: Manifest.VersionCursor?
+        repeat {
+            let page = try m.recentVersions(client: "acme", limit: 4, after: cursor)
+            if page.isEmpty { break }
+            pages.append(page)
+            cursor = Manifest.VersionCursor(ingestedAt: page.last!.ingestedAt, versionID: page.last!.id)
+        } while true
+        #expect(pages.flatMap { $0 }.map(\.id) == all.map(\.id))
+        #expect(pages.count == 7)
+        // Back from the last page, each page before it again.
+        for i in stride(from: pages.count - 1, to: 0, by: -1) {
+            let first = pages[i][0]
+            let newer = try m.recentVersions(client: "acme", limit: 4, before: Manifest.VersionCursor(ingestedAt: first.ingestedAt, versionID: first.id))
+            #expect(newer.map(\.id) == pages[i - 1].map(\.id))
+        }
+        // The cursor as the console's links carry it.
+        let c = Manifest.VersionCursor(ingestedAt: "2026-01-02T00:00:00.000001Z", versionID: 42)
+        #expect(Manifest.VersionCursor(text: c.text) == c)
+        for bad in ["", "_", "x_1", "2026-01-02T00:00:00Z_", "2026-01-02T00:00:00Z_-1", "2026-01-02T00:00:00Z_0", "2026-01-02\n00:00:00_5"] {
+            #expect(Manifest.VersionCursor(text: bad) == nil, "\(bad)")
+        }
+        // The transforms of the newest versions, newest first.
+        for row in all.prefix(3) {
+            try m.recordTransform(versionID: row.id, .init(dataset: "d", mappingSHA256: "m", schemaSHA256: nil, status: "ok", rowsWritten: 1, rowsRejected: 0,
+                                                           outputPath: nil, rejectsPath: nil, error: nil))
+        }
+        #expect(try m.recentTransforms(client: "acme", limit: 2).map(\.versionID) == [all[1].id, all[0].id])
+        #expect(try m.recentTransforms(client: "initech", limit: 10).isEmpty)
+    }
+
+    @Test(arguments: ManifestBackend.allCases) func theHistoryOfAPathIsThatFileOrEverythingBelowThatFolder(_ backend: ManifestBackend) throws {
+        let f = try ManifestFixture(backend)
+        defer { withExtendedLifetime(f) {} }
+        let m = f.manifest
+        let run = try m.startRun(client: "acme", source: "drop", trigger: "pull")
+        let paths = ["a/b.csv", "a/b.csv-x", "a/b/c.csv", "a/b/d/e.csv", "a/bz.csv", "a/b0.csv", "ab.csv", "é/x.csv", "éé.csv", "a/b"]
+        _ = try m.commit(paths.map { Self.version($0, 1) } + [Self.version("a/b/c.csv", 1, source: "sftp"), Self.version("a/b/c.csv", 1, client: "initech")],
+                         runID: run, counts: RunCounts())
+        func history(_ path: String?) throws -> [String] { try m.history(client: "acme", path: path).map { "\($0.source):\($0.path)" }.sorted() }
+        #expect(try history("a/b.csv") == ["drop:a/b.csv"])
+        #expect(try history("a/b") == ["drop:a/b", "drop:a/b/c.csv", "drop:a/b/d/e.csv", "sftp:a/b/c.csv"])
+        #expect(try history("a/b/") == ["drop:a/b/c.csv", "drop:a/b/d/e.csv", "sftp:a/b/c.csv"])
+        #expect(try history("a/b/c.csv") == ["drop:a/b/c.csv", "sftp:a/b/c.csv"])
+        #expect(try history("é") == ["drop:é/x.csv"])
+        #expect(try history("a").count == 8)
+        #expect(try history(nil).count == 11)
+        #expect(try history("nothing").isEmpty)
+        let newestFirst = try m.history(client: "acme", path: "a/b")
+        #expect(zip(newestFirst, newestFirst.dropFirst()).allSatisfy { $0.ingested_at >= $1.ingested_at })
+    }
+
+    /// Each read of the history, on SQLite, with its plan: none walks the whole version, file,
+    /// transform, run or sighting table (a "SCAN" of one, other than along the partial indexes
+    /// that hold only the few failed, held or running rows). Any query added later is held to
+    /// the same rule by adding it here.
+    @Test func noReadOfTheHistoryWalksAWholeTable() throws {
+        let f = try ManifestFixture(.sqlite)
+        defer { withExtendedLifetime(f) {} }
+        let m = f.manifest
+        let run = try m.startRun(client: "acme", source: "drop", trigger: "pull")
+        let ids = try m.commit((0..<20).map { Self.version("d/f\($0).csv", 1) }, runID: run, counts: RunCounts())
+        try m.recordTransform(versionID: ids[0], .init(dataset: "d", mappingSHA256: "m", schemaSHA256: nil, status: "failed", rowsWritten: 0, rowsRejected: 0,
+                                                       outputPath: nil, rejectsPath: nil, error: "x"))
+        try m.recordTransform(versionID: ids[1], .init(dataset: "d", mappingSHA256: "m", schemaSHA256: nil, status: "held", rowsWritten: 0, rowsRejected: 0,
+                                                       outputPath: nil, rejectsPath: nil, error: "x"))
+        let plans = Mutex<[(sql: String, plan: [String])]>([])
+        let path = f.dir.sub("manifest.sqlite")
+        SQLiteStore.planRecorder.withLock { $0 = { file, sql, plan in if file == path { plans.withLock { $0.append((sql, plan)) } } } }
+        defer { SQLiteStore.planRecorder.withLock { $0 = nil } }
+        let row = try m.recentVersions(client: "acme", limit: 5)[4]
+        let cursor = Manifest.VersionCursor(ingestedAt: row.ingestedAt, versionID: row.id)
+        _ = try m.dailyIngest(since: "2026-01-01")
+        _ = try m.ingestedSince("2026-01-01", client: "acme")
+        _ = try m.versionCount(client: "acme")
+        _ = try m.recentVersions(client: "acme", limit: 5, after: cursor)
+        _ = try m.recentVersions(client: "acme", limit: 5, before: cursor)
+        _ = try m.recentTransforms(client: "acme", limit: 200)
+        _ = try m.heldTransforms(client: "acme", limit: 100)
+        _ = try m.heldCounts()
+        _ = try m.sourceSummaries([("acme", "drop"), ("acme", "sftp"), ("initech", "drop")])
+        _ = try m.history(client: "acme", path: "d/f1.csv")
+        _ = try m.history(client: "acme", path: "d")
+        _ = try m.arrivals(client: "acme", since: "2026-01-01")
+        _ = try m.knownFiles(client: "acme", source: "drop", paths: [Array("d/f1.csv".utf8), Array("d/f2.csv".utf8)])
+        try m.eachLakeEntryPage(under: "raw/acme/", pageSize: 7) { _ in }
+        try m.eachLakeEntryPage(under: "raw/", pageSize: 7) { _ in }
+        _ = try m.version(atLakePath: "raw/acme/drop/d/f1.csv.v1")
+        _ = try m.transformCandidates(client: "acme", selection: .pendingAfter(ids[10]))
+        _ = try m.commit([Self.version("d/f1.csv", 2), Self.version("new.csv", 1)], runID: run, counts: RunCounts())
+        _ = try m.versionRow(id: ids[3])
+        let bigTables: Set = ["version", "file", "transform", "run", "sighting", "v", "f", "t", "s"]
+        let partial: Set = ["transform_failed", "transform_held", "run_running"]
+        var walks: [String] = []
+        for (sql, plan) in plans.withLock({ $0 }) {
+            for line in plan where line.hasPrefix("SCAN ") {
+                let words = line.split(separator: " ").map(String.init)
+                guard bigTables.contains(words[1]) else { continue }
+                if let i = words.firstIndex(of: "INDEX"), i + 1 < words.count, partial.contains(words[i + 1]) { continue }
+                walks.append("\(line)  ←  \(sql.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " "))")
+            }
+        }
+        #expect(walks.isEmpty, "\(walks.joined(separator: "\n"))")
+        #expect(plans.withLock { $0.count } > 20)
+    }
+}
