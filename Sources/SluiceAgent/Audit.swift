@@ -103,7 +103,7 @@ public enum Auditor {
                 orphans.append(f)
             }
         }
-        try manifest?.eachLakeEntryPage(under: scope + "/", pageSize: pageSize) { page in
+        try manifest?.eachLakeEntryPage(under: scope + "/", pageSize: pageSize, hashes: !quick) { page in
             report.checked += page.count
             var present: [Manifest.LakeEntry] = []
             present.reserveCapacity(page.count)
@@ -213,15 +213,16 @@ public enum Auditor {
 
         /// `lstat` of a path relative to the lake's root.
         func lstat(_ relative: String, _ st: inout stat) -> Bool {
-            guard let slash = relative.lastIndex(of: "/") else { return Glibc.lstat("\(lakeDir)/\(relative)", &st) == 0 }
-            let dir = String(relative[..<slash])
-            if dir != folder || fd < 0 {
+            let bytes = relative.utf8
+            guard let slash = bytes.lastIndex(of: UInt8(ascii: "/")) else { return Glibc.lstat("\(lakeDir)/\(relative)", &st) == 0 }
+            let dir = relative[..<slash]
+            if fd < 0 || !dir.utf8.elementsEqual(folder.utf8) {
                 if fd >= 0 { close(fd) }
-                folder = dir
-                fd = open("\(lakeDir)/\(dir)", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                folder = String(dir)
+                fd = open("\(lakeDir)/\(folder)", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             }
             guard fd >= 0 else { return false }
-            return fstatat(fd, String(relative[relative.index(after: slash)...]), &st, AT_SYMLINK_NOFOLLOW) == 0
+            return fstatat(fd, String(relative[bytes.index(after: slash)...]), &st, AT_SYMLINK_NOFOLLOW) == 0
         }
     }
 }

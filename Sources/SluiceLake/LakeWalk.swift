@@ -60,7 +60,7 @@ public struct LakeWalk: IteratorProtocol, Sequence {
     static func sortedEntries(root: String, relative: String) -> [(name: String, isFolder: Bool)] {
         guard let d = opendir("\(root)/\(relative)") else { return [] }
         defer { closedir(d) }
-        var entries: [(key: [UInt8], name: String, isFolder: Bool)] = []
+        var entries: [(name: String, isFolder: Bool)] = []
         while let e = readdir(d) {
             let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
                 String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
@@ -71,10 +71,28 @@ public struct LakeWalk: IteratorProtocol, Sequence {
                 var st = stat()
                 isFolder = lstat("\(root)/\(relative)/\(name)", &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
             }
-            entries.append((Array(name.utf8) + (isFolder ? [UInt8(ascii: "/")] : []), name, isFolder))
+            entries.append((name, isFolder))
         }
-        entries.sort { $1.key.lexicographicallyPrecedes($0.key) }
-        return entries.map { ($0.name, $0.isFolder) }
+        entries.sort { Self.sortsBefore($1, $0) }
+        return entries
+    }
+
+    /// Whether entry `a` comes before `b`, a folder's name taken as the name and "/".
+    static func sortsBefore(_ a: (name: String, isFolder: Bool), _ b: (name: String, isFolder: Bool)) -> Bool {
+        var x = a.name, y = b.name
+        return x.withUTF8 { p in
+            y.withUTF8 { q in
+                let n = Swift.min(p.count, q.count)
+                if n > 0 {
+                    let c = memcmp(p.baseAddress!, q.baseAddress!, n)
+                    if c != 0 { return c < 0 }
+                }
+                // One is a prefix of the other: compare what follows it ("/" for a folder, or nothing).
+                let nextA: Int = p.count > n ? Int(p[n]) : (a.isFolder ? 0x2F : -1)
+                let nextB: Int = q.count > n ? Int(q[n]) : (b.isFolder ? 0x2F : -1)
+                return nextA < nextB
+            }
+        }
     }
 }
 
@@ -82,6 +100,16 @@ extension String {
     /// Whether this string comes before `other` in byte order of their UTF-8 (the manifest's
     /// and the lake's order; Swift's `<` compares Unicode scalars' canonical forms instead).
     public func bytePrecedes(_ other: String) -> Bool {
-        utf8.lexicographicallyPrecedes(other.utf8)
+        var x = self, y = other
+        return x.withUTF8 { p in
+            y.withUTF8 { q in
+                let n = Swift.min(p.count, q.count)
+                if n > 0 {
+                    let c = memcmp(p.baseAddress!, q.baseAddress!, n)
+                    if c != 0 { return c < 0 }
+                }
+                return p.count < q.count
+            }
+        }
     }
 }

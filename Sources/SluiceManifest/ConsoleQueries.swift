@@ -84,12 +84,9 @@ extension Manifest {
     public func heldCounts() throws(ManifestError) -> [String: Int] {
         try read("counting held transforms") { db in
             var out: [String: Int] = [:]
-            for r in try db.rows("""
-                SELECT f.client, count(*) FROM transform t JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id
-                WHERE t.status = 'held' AND t.parent_id IS NULL
-                  AND t.id = (SELECT max(id) FROM transform WHERE version_id = t.version_id AND parent_id IS NULL)
-                GROUP BY f.client
-                """) { out[r[0]] = r[1] }
+            for r in try db.rows("SELECT client, sum(held_transforms) FROM source_total GROUP BY client HAVING sum(held_transforms) > 0") {
+                out[r[0]] = r[1]
+            }
             return out
         }
     }

@@ -43,6 +43,20 @@ extension Manifest {
         }
     }
 
+    /// Keeps `source_total`'s counts of versions whose latest transform failed or was held as a
+    /// version's new transform row (`status`) replaces its latest one, in the transform's
+    /// transaction. Reads the latest row first: call it before inserting the new one.
+    static func countTransform(_ db: SQLDatabase, versionID: Int64, status: String) throws {
+        let previous: String? = try db.value("SELECT status FROM transform WHERE version_id = ? AND parent_id IS NULL ORDER BY id DESC LIMIT 1", [versionID])
+        func delta(_ s: String) -> Int { (status == s ? 1 : 0) - (previous == s ? 1 : 0) }
+        let failed = delta("failed"), held = delta("held")
+        guard failed != 0 || held != 0 else { return }
+        guard let key = try db.row("SELECT v.client, f.source FROM version v JOIN file f ON f.id = v.file_id WHERE v.id = ?", [versionID]) else { return }
+        try db.execute("""
+            UPDATE source_total SET failed_transforms = failed_transforms + ?, held_transforms = held_transforms + ? WHERE client = ? AND source = ?
+            """, [failed, held, key[0] as String, key[1] as String])
+    }
+
     /// Files and bytes ingested per client and UTC day since the day `since` (YYYY-MM-DD).
     public struct DailyIngest: Sendable, Equatable {
         public var client: String
@@ -225,29 +239,16 @@ extension Manifest {
     }
 
     /// What the manifest knows of each of `sources` (client, source), in their order: a few
-    /// lookups along the run indexes for each, one read of the totals and one of the failed
-    /// transforms for all.
+    /// lookups along the run indexes for each, one read of the totals for all.
     public func sourceSummaries(_ sources: [(client: String, source: String)]) throws(ManifestError) -> [SourceSummary] {
         guard !sources.isEmpty else { return [] }
         return try read("reading the status of \(sources.count == 1 ? "\(sources[0].client)/\(sources[0].source)" : "the sources")") { db in
             let clients = Set(sources.map(\.client))
             let oneClient = clients.count == 1 ? clients.first : nil
-            var totals: [RollupKey: (files: Int, versions: Int, bytes: Int64)] = [:]
+            var totals: [RollupKey: (files: Int, versions: Int, bytes: Int64, failed: Int)] = [:]
             let scope = oneClient == nil ? "" : " WHERE client = ?"
-            for r in try db.rows("SELECT client, source, new_files, versions, bytes FROM source_total" + scope, oneClient.map { [$0] } ?? []) {
-                totals[RollupKey(client: r[0], source: r[1])] = (r[2], r[3], r[4])
-            }
-            var failed: [RollupKey: Int] = [:]
-            // Along transform_failed: the failed rows without a parent, each counted when it
-            // is still its version's latest (CROSS JOIN keeps transform the outer loop).
-            let join = db.dialect == .sqlite ? "CROSS JOIN" : "JOIN"
-            for r in try db.rows("""
-                SELECT f.client, f.source, count(*) FROM transform t \(join) version v ON v.id = t.version_id \(join) file f ON f.id = v.file_id
-                WHERE t.status = 'failed' AND t.parent_id IS NULL\(oneClient == nil ? "" : " AND f.client = ?")
-                  AND t.id = (SELECT max(id) FROM transform WHERE version_id = t.version_id AND parent_id IS NULL)
-                GROUP BY f.client, f.source
-                """, oneClient.map { [$0] } ?? []) {
-                failed[RollupKey(client: r[0], source: r[1])] = r[2]
+            for r in try db.rows("SELECT client, source, new_files, versions, bytes, failed_transforms FROM source_total" + scope, oneClient.map { [$0] } ?? []) {
+                totals[RollupKey(client: r[0], source: r[1])] = (r[2], r[3], r[4], r[5])
             }
             return try sources.map { client, source in
                 var s = SourceSummary(client: client, source: source)
@@ -270,13 +271,12 @@ extension Manifest {
                     s.lastError = r[1]
                     s.lastErrorAt = r[2]
                 }
-                let key = RollupKey(client: client, source: source)
-                if let t = totals[key] {
+                if let t = totals[RollupKey(client: client, source: source)] {
                     s.files = t.files
                     s.versions = t.versions
                     s.bytes = t.bytes
+                    s.failedTransforms = t.failed
                 }
-                s.failedTransforms = failed[key] ?? 0
                 return s
             }
         }
@@ -293,7 +293,9 @@ extension Manifest {
     /// order of the path, handed over `pageSize` at a time: each page is its own short read
     /// along the lake-path index (keyset paging), so that an audit of any size holds one page
     /// and never keeps a read open for long.
-    public func eachLakeEntryPage(under prefix: String, pageSize: Int = 8192, _ body: (_ page: [LakeEntry]) -> Void) throws(ManifestError) {
+    /// Without `hashes` (a size check), `sha256` is left empty.
+    public func eachLakeEntryPage(under prefix: String, pageSize: Int = 8192, hashes: Bool = true,
+                                  _ body: (_ page: [LakeEntry]) -> Void) throws(ManifestError) {
         precondition(prefix.hasSuffix("/"))
         var last = prefix
         let end = Self.prefixEnd(prefix)
@@ -301,7 +303,7 @@ extension Manifest {
             let page = try read("listing versions") { db in
                 let c = Self.byteOrder(db)
                 return try db.rows("""
-                    SELECT lake_path, sha256, size FROM version WHERE lake_path\(c) > ? AND lake_path\(c) < ? ORDER BY lake_path\(c) LIMIT ?
+                    SELECT lake_path, \(hashes ? "sha256" : "''"), size FROM version WHERE lake_path\(c) > ? AND lake_path\(c) < ? ORDER BY lake_path\(c) LIMIT ?
                     """, [last, end, pageSize]).map { LakeEntry(lakePath: $0[0], sha256: $0[1], size: $0[2]) }
             }
             guard let final = page.last else { return }

@@ -399,24 +399,35 @@ public final class Manifest: Sendable {
     public func transformCandidates(client: String, selection: TransformSelection) throws(ManifestError) -> [TransformCandidate] {
         try read("listing versions to transform") { db in
             let neverTransformed = "AND NOT EXISTS (SELECT 1 FROM transform t WHERE t.version_id = v.id)"
-            let filter: String = switch selection {
-            case .pending: neverTransformed
-            case .pendingAfter(let id): "AND v.id > \(id) \(neverTransformed)"
-            case .failed: "AND (SELECT t.status FROM transform t WHERE t.version_id = v.id AND t.parent_id IS NULL ORDER BY t.id DESC LIMIT 1) = 'failed'"
-            case .held: "AND (SELECT t.status FROM transform t WHERE t.version_id = v.id AND t.parent_id IS NULL ORDER BY t.id DESC LIMIT 1) = 'held'"
-            case .all: ""
-            case .rerunVersion(let id):
-                "AND v.id = \(id) AND (SELECT t.status FROM transform t WHERE t.version_id = v.id AND t.parent_id IS NULL ORDER BY t.id DESC LIMIT 1) IN ('failed', 'held')"
+            let latestIs = "(SELECT t.status FROM transform t WHERE t.version_id = v.id AND t.parent_id IS NULL ORDER BY t.id DESC LIMIT 1)"
+            let columns = "v.id, f.source, f.path_bytes, v.version, v.sha256, v.lake_path, v.ingested_at"
+            // CROSS JOIN keeps the table on its left the outer loop (SQLite).
+            let cross = db.dialect == .sqlite ? "CROSS JOIN" : "JOIN"
+            let sql: String
+            switch selection {
+            case .failed, .held:
+                // From the failed (or held) rows, along their partial index, to their versions:
+                // not through every version of the client.
+                let status = if case .failed = selection { "failed" } else { "held" }
+                sql = """
+                    SELECT \(columns) FROM transform t \(cross) version v ON v.id = t.version_id \(cross) file f ON f.id = v.file_id
+                    WHERE t.status = '\(status)' AND t.parent_id IS NULL AND v.client = ?
+                      AND t.id = (SELECT max(id) FROM transform WHERE version_id = t.version_id AND parent_id IS NULL)
+                    ORDER BY v.id
+                    """
+            case .pendingAfter(let id):
+                // Newer than an id: walk the versions from that id on, not every file of the client.
+                sql = "SELECT \(columns) FROM version v \(cross) file f ON f.id = v.file_id WHERE f.client = ? AND v.id > \(id) \(neverTransformed) ORDER BY v.id"
+            case .pending, .all, .rerunVersion:
+                let filter = switch selection {
+                case .pending: neverTransformed
+                case .rerunVersion(let id): "AND v.id = \(id) AND \(latestIs) IN ('failed', 'held')"
+                default: ""
+                }
+                sql = "SELECT \(columns) FROM version v JOIN file f ON f.id = v.file_id WHERE f.client = ? \(filter) ORDER BY v.id"
             }
-            // Newer than an id: walk the versions from that id on (CROSS JOIN keeps version as
-            // the outer loop), not every file of the client.
-            let join = if case .pendingAfter = selection, db.dialect == .sqlite { "CROSS JOIN" } else { "JOIN" }
             var out: [TransformCandidate] = []
-            try db.each("""
-                SELECT v.id, f.source, f.path_bytes, v.version, v.sha256, v.lake_path, v.ingested_at
-                FROM version v \(join) file f ON f.id = v.file_id
-                WHERE f.client = ? \(filter) ORDER BY v.id
-                """, [client]) { r in
+            try db.each(sql, [client]) { r in
                 out.append(TransformCandidate(versionID: r[0], source: r[1], pathBytes: r[2], version: r[3], sha256: r[4], lakePath: r[5], ingestedAt: r[6]))
             }
             return out
@@ -502,6 +513,7 @@ public final class Manifest: Sendable {
                 [versionID, r.dataset, r.mappingSHA256, r.schemaSHA256, r.status, r.rowsWritten, r.rowsRejected, r.outputPath, r.rejectsPath,
                  r.error, now, r.member, parent, r.members?.ok, r.members?.failed, r.members?.unmapped, try schemaID(r), r.schemaDrift]
             }
+            try Self.countTransform(db, versionID: versionID, status: file.status)
             let parent = try db.insert(insert, row(file, parent: nil))
             for m in members { try db.execute(insert, row(m, parent: parent)) }
             try Self.queueAlerts(db, alerts, routing: routing)

@@ -196,7 +196,8 @@ enum Schema {
     /// each version names its client, so a client's versions are read newest first along
     /// `version_client` (the console's pages, `sluice history`, the expectations' arrivals),
     /// not found among everyone's; the totals per source and per day are kept beside the
-    /// versions, in the commit's transaction, instead of being counted from them; the last
+    /// versions, in the commit's transaction, instead of being counted from them (and the
+    /// versions whose latest transform failed or was held, in the transform's); the last
     /// run, success and error of a source are found along their own indexes. Existing rows
     /// are filled in here, once (about a minute per ten million versions).
     static let historyIndexes = """
@@ -231,10 +232,20 @@ enum Schema {
             versions INTEGER NOT NULL,
             new_files INTEGER NOT NULL,
             bytes INTEGER NOT NULL,
+            failed_transforms INTEGER NOT NULL DEFAULT 0,
+            held_transforms INTEGER NOT NULL DEFAULT 0,
             PRIMARY KEY (client, source)
         );
         INSERT INTO source_total (client, source, versions, new_files, bytes)
             SELECT client, source, sum(versions), sum(new_files), sum(bytes) FROM ingest_day GROUP BY client, source;
+        UPDATE source_total SET failed_transforms = x.failed, held_transforms = x.held
+            FROM (SELECT f.client AS client, f.source AS source,
+                         sum(CASE WHEN t.status = 'failed' THEN 1 ELSE 0 END) AS failed, sum(CASE WHEN t.status = 'held' THEN 1 ELSE 0 END) AS held
+                  FROM transform t JOIN version v ON v.id = t.version_id JOIN file f ON f.id = v.file_id
+                  WHERE t.parent_id IS NULL AND t.status IN ('failed', 'held')
+                    AND t.id = (SELECT max(id) FROM transform WHERE version_id = t.version_id AND parent_id IS NULL)
+                  GROUP BY f.client, f.source) AS x
+            WHERE x.client = source_total.client AND x.source = source_total.source;
 
         CREATE INDEX run_source ON run(client, source, id);
         CREATE INDEX run_source_ok ON run(client, source, id) WHERE status = 'ok';

@@ -70,9 +70,13 @@ struct ConsoleAccess: Sendable {
         return .needsLogin
     }
 
-    /// The CSRF token a request carries in its cookie (nil: none yet).
+    /// The CSRF token a request carries in its cookie (nil: none yet, or not one Sluice made:
+    /// the token is written into the page's forms as it is, so it must be plain hex).
     static func csrfCookieValue(_ request: Request) -> String? {
-        request.cookies[csrfCookie]?.value.nilIfEmpty
+        guard let value = request.cookies[csrfCookie]?.value, !value.isEmpty, value.utf8.count <= 128,
+              value.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) || (0x41...0x46).contains($0) })
+        else { return nil }
+        return value
     }
 
     /// A state-changing request's CSRF check: the submitted token equals the cookie's.
@@ -85,10 +89,6 @@ struct ConsoleAccess: Sendable {
         var rng = SystemRandomNumberGenerator()
         return hexString((0..<24).map { _ in UInt8.random(in: 0...255, using: &rng) })
     }
-}
-
-extension String {
-    var nilIfEmpty: String? { isEmpty ? nil : self }
 }
 
 /// The web console on the internal listener: server-rendered pages, a little JavaScript for
@@ -131,7 +131,9 @@ struct Console: Sendable {
             return await download(id, context: context)
         }
         router.get("/login") { request, _ in
-            withCSRFCookie(request, ConsolePages.login(csrf: ConsolePages.csrfPlaceholder, error: nil, open: access.open))
+            let existing = ConsoleAccess.csrfCookieValue(request)
+            let csrf = existing ?? ConsoleAccess.newCSRFToken()
+            return withCSRFCookie(ConsolePages.html(.ok, ConsolePages.login(csrf: csrf, error: nil, open: access.open)), token: csrf, isNew: existing == nil)
         }
         router.post("/login") { request, _ in
             await post(request, requireOperator: false) { form in
@@ -168,10 +170,11 @@ struct Console: Sendable {
     /// A page: checks access, renders off the event loop, sets the CSRF cookie when missing.
     func page(_ request: Request, _ render: @escaping @Sendable (_ csrf: String) throws -> String) async -> Response {
         guard access.allows(request) else { return refused(request) }
-        let csrf = ConsolePages.csrfPlaceholder  // filled in by withCSRFCookie
+        let existing = ConsoleAccess.csrfCookieValue(request)
+        let csrf = existing ?? ConsoleAccess.newCSRFToken()
         do {
             let html = try await NIOThreadPool.singleton.runIfActive { try render(csrf) }
-            return withCSRFCookie(request, html)
+            return withCSRFCookie(ConsolePages.html(.ok, html), token: csrf, isNew: existing == nil)
         } catch let e as ConsoleError {
             return ConsolePages.html(e.status, ConsolePages.message(title: e.title, text: e.text))
         } catch {
@@ -212,12 +215,11 @@ struct Console: Sendable {
         }
     }
 
-    /// The page with its CSRF token filled in: the cookie's, or a new one set as the cookie.
-    func withCSRFCookie(_ request: Request, _ html: String) -> Response {
-        let existing = ConsoleAccess.csrfCookieValue(request)
-        let token = existing ?? ConsoleAccess.newCSRFToken()
-        var r = ConsolePages.html(.ok, html.replacingOccurrences(of: ConsolePages.csrfPlaceholder, with: token))
-        if existing == nil {
+    /// A page rendered with the CSRF token `token`: the request's cookie's, or a new one
+    /// (`isNew`), then set as the cookie.
+    func withCSRFCookie(_ response: Response, token: String, isNew: Bool) -> Response {
+        var r = response
+        if isNew {
             r.setCookie(Cookie(name: ConsoleAccess.csrfCookie, value: token, path: "/", httpOnly: true, sameSite: .strict))
         }
         return r

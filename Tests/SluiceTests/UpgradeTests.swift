@@ -91,6 +91,7 @@ import Testing
         // The history's columns and rollups, filled from the rows that were there.
         #expect(try Self.sqlite(db, "SELECT count(*) FROM version WHERE client IS NULL") == "0")
         #expect(try Self.sqlite(db, Self.rollupMismatches) == "0")
+        #expect(try Self.sqlite(db, HistoryTests.transformCountMismatches) == "0")
 
         let audit = try SluiceBinary.run(["audit"], config: config)
         #expect(audit.status == 0, "audit after migrating from step \(steps): \(audit.stdout) \(audit.stderr)")
@@ -116,6 +117,7 @@ import Testing
         let status2 = try SluiceBinary.run(["status"], config: config)
         #expect(status2.status == 0)
         #expect(try Self.sqlite(db, Self.rollupMismatches) == "0", "the rollups kept by the pull after the upgrade")
+        #expect(try Self.sqlite(db, HistoryTests.transformCountMismatches) == "0", "the transforms counted as they ran after the upgrade")
         #expect(try Self.sqlite(db, "SELECT count(*) FROM version WHERE client IS NULL") == "0")
         #expect(try Self.sqlite(db, schema) == migratedSchema, "no migration ran a second time")
         #expect(try Self.sqlite(db, "SELECT count(*) FROM grdb_migrations") == "\(Schema.migrations.count)")
@@ -159,6 +161,7 @@ import Testing
         #expect(try query("SELECT count(*) FROM information_schema.tables WHERE table_name = 'source_lease'") == "1")
         #expect(try query("SELECT count(*) FROM version WHERE client IS NULL") == "0")
         #expect(try query(Self.rollupMismatches) == "0")
+        #expect(try query(HistoryTests.transformCountMismatches) == "0")
         let audit = try SluiceBinary.run(["audit"], config: config)
         #expect(audit.status == 0, "\(audit.stdout) \(audit.stderr)")
         #expect(try SluiceBinary.run(["history", "acme", "orders_2026-10-01.csv"], config: config).status == 0)
