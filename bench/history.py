@@ -86,7 +86,7 @@ class PostgresSink:
     def __init__(self, url, password_file):
         self.url = url
         self.env = dict(os.environ, PGPASSWORD=open(password_file).read().strip())
-        self.psql = subprocess.Popen(["psql", "-q", "-v", "ON_ERROR_STOP=1", url], stdin=subprocess.PIPE, env=self.env, text=True)
+        self.psql = subprocess.Popen(["psql", "-q", "-o", "/dev/null", "-v", "ON_ERROR_STOP=1", url], stdin=subprocess.PIPE, env=self.env, text=True)
         self.psql.stdin.write("BEGIN;\n")
 
     def query(self, sql):
@@ -329,6 +329,11 @@ def manifest_bytes(w, pg):
 
 def one_size(bin, root, n, pg):
     w = f"{root}/n{n}"
+    if os.environ.get("BENCH_REUSE") and os.path.exists(f"{w}/agent.conf") and not pg:
+        # Measure a manifest and lake an earlier run built (BENCH_REUSE=1, SQLite).
+        port = int(open(f"{w}/agent.conf").read().split('http_listen = "127.0.0.1:')[1].split('"')[0])
+        log(f"[{n:,} versions] measuring what {w} holds")
+        return measure(bin, w, n, port, pg, {"versions": n, "build_s": 0, "big_ingest_s": 0})
     os.makedirs(w)
     port = free_port()
     manifest = ""
@@ -353,7 +358,10 @@ def one_size(bin, root, n, pg):
     make_big(w)
     ingest_s, _ = sluice(bin, w, "pull", "big", "--no-transform")
     log(f"  built in {build_s:.0f} s (+ {ingest_s:.1f} s for the real ingest of {BIG_FILES:,} files)")
-    r = {"versions": n, "build_s": build_s, "big_ingest_s": ingest_s}
+    return measure(bin, w, n, port, pg, {"versions": n, "build_s": build_s, "big_ingest_s": ingest_s})
+
+
+def measure(bin, w, n, port, pg, r):
     r.update(measure_daemon(bin, w, port))
     r["status_cli"] = median_of(REQUESTS, lambda: sluice(bin, w, "status")[0])
     r["history_cli"] = median_of(REQUESTS, lambda: sluice(bin, w, "history", "c00", "d0000/f0000001.csv")[0])

@@ -16,13 +16,13 @@ total=0; for n in "${SIZES[@]}"; do total=$((total + n)); done
 # Small and sparse files: the image needs inodes more than blocks (and room for the manifests).
 inodes=$((total + ${#SIZES[@]} * 250000 + 100000))
 bench_setup history $((8192 + total / 500)) "$inodes"
-PG=()
+PGARGS=()
 if [ "${BENCH_MANIFEST:-sqlite}" = postgres ]; then
   start_postgres
-  PG=(--postgres "postgresql://sluice@127.0.0.1:$PGPORT/postgres" "$W/pg.pass")
+  PGARGS=(--postgres "postgresql://sluice@127.0.0.1:$PGPORT/postgres" "$W/pg.pass")
   echo "manifest: $PGVER" >&2
 else
   echo "manifest: SQLite $(python3 -c 'import sqlite3; print(sqlite3.sqlite_version)') (Python's, for the inserts)" >&2
 fi
 echo "file system: $(df -T "$W" | awk 'NR==2 {print $1, $2}')${LOOP:+ (fresh loop-mounted image, $inodes inodes)}" >&2
-python3 bench/history.py "$BIN" "$W" "${SIZES[@]}" "${PG[@]}"
+python3 bench/history.py "$BIN" "$W" "${SIZES[@]}" "${PGARGS[@]}"

@@ -119,7 +119,7 @@ start_postgres() {
   "${AS[@]}" "$PGBIN/initdb" -D "$PG/data" -U sluice --pwfile "$W/pg.pass" --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C >/dev/null
   PGPORT=$(free_port)
   "${AS[@]}" "$PGBIN/pg_ctl" -D "$PG/data" -l "$PG/log" -w -o "-p $PGPORT -k $PG -c listen_addresses=127.0.0.1" start >/dev/null
-  trap '"${AS[@]}" "$PGBIN/pg_ctl" -D "$PG/data" -m fast -w stop >/dev/null 2>&1 || true; bench_cleanup' EXIT
+  trap '"${AS[@]}" "$PGBIN/pg_ctl" -D "$PG/data" -m fast -w -t 600 stop >/dev/null 2>&1 || true; bench_cleanup' EXIT
   PGVER=$("$PGBIN/postgres" --version)
 }
 

@@ -76,12 +76,19 @@ extension Manifest {
 
     /// Files and bytes each source of `client` took since the UTC day `since` (YYYY-MM-DD), by source.
     public func ingestedSince(_ since: String, client: String) throws(ManifestError) -> [String: (files: Int, bytes: Int64)] {
+        try ingestedSince(since, clients: [client])[client] ?? [:]
+    }
+
+    /// The same for each of `clients` (nil: all), in one read: by client, then by source.
+    public func ingestedSince(_ since: String, clients: [String]?) throws(ManifestError) -> [String: [String: (files: Int, bytes: Int64)]] {
         try read("reading today's totals") { db in
-            var out: [String: (files: Int, bytes: Int64)] = [:]
+            var out: [String: [String: (files: Int, bytes: Int64)]] = [:]
+            let only = clients.map { c in " AND client IN (\(Array(repeating: "?", count: max(1, c.count)).joined(separator: ", ")))" } ?? ""
+            let arguments = [String(since.prefix(10))] + (clients.map { $0.isEmpty ? [""] : $0 } ?? [])
             for row in try db.rows("""
-                SELECT source, sum(versions) AS files, sum(bytes) AS bytes FROM ingest_day WHERE client = ? AND day >= ? GROUP BY source
-                """, [client, String(since.prefix(10))]) {
-                out[row["source"]] = (row["files"], row["bytes"])
+                SELECT client, source, sum(versions) AS files, sum(bytes) AS bytes FROM ingest_day WHERE day >= ?\(only) GROUP BY client, source
+                """, SQLArguments(arguments.map { $0 as (any SQLBindable)? })) {
+                out[row["client"], default: [:]][row["source"]] = (row["files"], row["bytes"])
             }
             return out
         }
@@ -238,8 +245,8 @@ extension Manifest {
         try sourceSummaries([(client, source)])[0]
     }
 
-    /// What the manifest knows of each of `sources` (client, source), in their order: a few
-    /// lookups along the run indexes for each, one read of the totals for all.
+    /// What the manifest knows of each of `sources` (client, source), in their order: three
+    /// reads for all of them (the totals, the newest runs' ids along the run indexes, those runs).
     public func sourceSummaries(_ sources: [(client: String, source: String)]) throws(ManifestError) -> [SourceSummary] {
         guard !sources.isEmpty else { return [] }
         return try read("reading the status of \(sources.count == 1 ? "\(sources[0].client)/\(sources[0].source)" : "the sources")") { db in
@@ -250,26 +257,48 @@ extension Manifest {
             for r in try db.rows("SELECT client, source, new_files, versions, bytes, failed_transforms FROM source_total" + scope, oneClient.map { [$0] } ?? []) {
                 totals[RollupKey(client: r[0], source: r[1])] = (r[2], r[3], r[4], r[5])
             }
-            return try sources.map { client, source in
+            // For every source at once (a round trip, not six per source, to a database
+            // server): the ids of its newest run, newest ok run and newest run with an error,
+            // its own or the client's whole pull's (source NULL), each the top of run_source
+            // or of one of its partial indexes; then those runs.
+            var ids: [[Int64?]] = []
+            for chunk in stride(from: 0, to: sources.count, by: 500).map({ Array(sources[$0..<min(sources.count, $0 + 500)]) }) {
+                func newest(_ own: Bool, _ filter: String) -> String {
+                    "(SELECT max(r.id) FROM run r WHERE r.client = k.client AND \(own ? "r.source = k.source" : "r.source IS NULL")\(filter))"
+                }
+                let kinds = ["", " AND r.status = 'ok'", " AND r.error IS NOT NULL"].flatMap { [newest(true, $0), newest(false, $0)] }
+                let values = Array(repeating: "(?, ?, ?)", count: chunk.count).joined(separator: ", ")
+                let rows = try db.rows("""
+                    WITH k(n, client, source) AS (VALUES \(values))
+                    SELECT \(kinds.joined(separator: ", ")) FROM k ORDER BY k.n
+                    """, SQLArguments(chunk.enumerated().flatMap { i, key -> [(any SQLBindable)?] in [i, key.client, key.source] }))
+                ids += rows.map { r in (0..<6).map { r[$0] as Int64? } }
+            }
+            var runs: [Int64: SQLRow] = [:]
+            let wanted = Set(ids.flatMap { $0.compactMap { $0 } }).sorted()
+            for chunk in stride(from: 0, to: wanted.count, by: 500).map({ Array(wanted[$0..<min(wanted.count, $0 + 500)]) }) {
+                let marks = Array(repeating: "?", count: chunk.count).joined(separator: ", ")
+                for r in try db.rows("SELECT id, started_at, status, trigger, finished_at, error FROM run WHERE id IN (\(marks))", SQLArguments(chunk.map { $0 as (any SQLBindable)? })) {
+                    runs[r[0]] = r
+                }
+            }
+            return sources.enumerated().map { i, key in
+                let (client, source) = key
                 var s = SourceSummary(client: client, source: source)
-                // The newest run of this source, or of a `pull` of all the client's sources
-                // (source NULL): each along run_source and its partial indexes.
-                func newest(_ columns: String, _ filter: String = "") throws -> SQLRow? {
-                    let own = try db.row("SELECT id, \(columns) FROM run WHERE client = ? AND source = ?\(filter) ORDER BY id DESC LIMIT 1", [client, source])
-                    let all = try db.row("SELECT id, \(columns) FROM run WHERE client = ? AND source IS NULL\(filter) ORDER BY id DESC LIMIT 1", [client])
-                    guard let own else { return all }
-                    guard let all else { return own }
-                    return (own[0] as Int64) > (all[0] as Int64) ? own : all
+                // The newer of the source's own and the client's pull.
+                func newest(_ kind: Int) -> SQLRow? {
+                    let id = [ids[i][kind * 2], ids[i][kind * 2 + 1]].compactMap { $0 }.max()
+                    return id.flatMap { runs[$0] }
                 }
-                if let r = try newest("started_at, status, trigger") {
-                    s.lastRunAt = r[1]
-                    s.lastRunStatus = r[2]
-                    s.lastRunTrigger = r[3]
+                if let r = newest(0) {
+                    s.lastRunAt = r["started_at"]
+                    s.lastRunStatus = r["status"]
+                    s.lastRunTrigger = r["trigger"]
                 }
-                s.lastSuccess = try newest("finished_at", " AND status = 'ok'")?[1]
-                if let r = try newest("error, started_at", " AND error IS NOT NULL") {
-                    s.lastError = r[1]
-                    s.lastErrorAt = r[2]
+                s.lastSuccess = newest(1)?["finished_at"]
+                if let r = newest(2) {
+                    s.lastError = r["error"]
+                    s.lastErrorAt = r["started_at"]
                 }
                 if let t = totals[RollupKey(client: client, source: source)] {
                     s.files = t.files

@@ -243,14 +243,15 @@ struct Console: Sendable {
     func overview() throws -> String {
         let config = daemon.config
         let manifest = daemon.manifest
-        let today = String(Timestamp.now().prefix(10))
+        let day = String(Timestamp.now().prefix(10))
         let since = Self.day(daysAgo: 29)
         var rows: [ConsolePages.SourceRow] = []
         var live: [String: SourceStatus] = [:]
         for s in daemon.statusSnapshot { live["\(s.client)/\(s.source)"] = s }
         var summaries = try manifest.sourceSummaries(config.clients.flatMap { c in c.sources.map { (c.id, $0.name) } })[...]
+        let today = try manifest.ingestedSince(day, clients: nil)
         for c in config.clients {
-            let todays = try manifest.ingestedSince(today, client: c.id)
+            let todays = today[c.id] ?? [:]
             for s in c.sources {
                 let summary = summaries.removeFirst()
                 let status = live["\(c.id)/\(s.name)"]
