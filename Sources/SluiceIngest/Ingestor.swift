@@ -183,13 +183,19 @@ public final class Ingestor: Sendable {
                 }
                 batch.removeAll(keepingCapacity: true)
             }
-            try pass.list(issue: { issue in
-                listing.add(issue: issue, source: sourceName)
-            }, candidate: { c in
-                seen += 1
-                batch.append(c)
-                if batch.count >= Self.lookupBatch { classify() }
-            })
+            do {
+                try pass.list(issue: { issue in
+                    listing.add(issue: issue, source: sourceName)
+                }, candidate: { c in
+                    seen += 1
+                    batch.append(c)
+                    if batch.count >= Self.lookupBatch { classify() }
+                })
+            } catch {
+                // What was listed before the listing broke off is still ingested.
+                classify()
+                throw error
+            }
             classify()
             if let e = listing.lookupError { throw e }
             logger.debug("Source listed", metadata: [
