@@ -79,20 +79,7 @@ public struct LakeWalk: IteratorProtocol, Sequence {
 
     /// Whether entry `a` comes before `b`, a folder's name taken as the name and "/".
     static func sortsBefore(_ a: (name: String, isFolder: Bool), _ b: (name: String, isFolder: Bool)) -> Bool {
-        var x = a.name, y = b.name
-        return x.withUTF8 { p in
-            y.withUTF8 { q in
-                let n = Swift.min(p.count, q.count)
-                if n > 0 {
-                    let c = memcmp(p.baseAddress!, q.baseAddress!, n)
-                    if c != 0 { return c < 0 }
-                }
-                // One is a prefix of the other: compare what follows it ("/" for a folder, or nothing).
-                let nextA: Int = p.count > n ? Int(p[n]) : (a.isFolder ? 0x2F : -1)
-                let nextB: Int = q.count > n ? Int(q[n]) : (b.isFolder ? 0x2F : -1)
-                return nextA < nextB
-            }
-        }
+        a.name.bytePrecedes(b.name, then: a.isFolder ? 0x2F : -1, b.isFolder ? 0x2F : -1)
     }
 }
 
@@ -100,6 +87,12 @@ extension String {
     /// Whether this string comes before `other` in byte order of their UTF-8 (the manifest's
     /// and the lake's order; Swift's `<` compares Unicode scalars' canonical forms instead).
     public func bytePrecedes(_ other: String) -> Bool {
+        bytePrecedes(other, then: -1, -1)
+    }
+
+    /// The same, with the byte `thenSelf` (or `thenOther`) taken to follow this string (or
+    /// `other`) when one is a prefix of the other (-1: none).
+    func bytePrecedes(_ other: String, then thenSelf: Int, _ thenOther: Int) -> Bool {
         var x = self, y = other
         return x.withUTF8 { p in
             y.withUTF8 { q in
@@ -108,7 +101,7 @@ extension String {
                     let c = memcmp(p.baseAddress!, q.baseAddress!, n)
                     if c != 0 { return c < 0 }
                 }
-                return p.count < q.count
+                return (p.count > n ? Int(p[n]) : thenSelf) < (q.count > n ? Int(q[n]) : thenOther)
             }
         }
     }

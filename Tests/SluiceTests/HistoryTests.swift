@@ -1,5 +1,6 @@
 import Foundation
 @testable import SluiceManifest
+import SluiceLake
 import SluiceSupport
 import SluiceTestSupport
 import Synchronization
@@ -190,6 +191,20 @@ struct HistoryTests {
         #expect(try history("nothing").isEmpty)
         let newestFirst = try m.history(client: "acme", path: "a/b")
         #expect(zip(newestFirst, newestFirst.dropFirst()).allSatisfy { $0.ingested_at >= $1.ingested_at })
+    }
+
+    /// The audit merges the lake's walk with the manifest's lake paths: both must come in byte
+    /// order, folders included ("a/x" after "a-b" and before "a0"), whatever the names.
+    @Test func theLakeIsWalkedInByteOrderOfItsPaths() throws {
+        let dir = TempDir("walk")
+        let files = ["raw/a/x", "raw/a-b", "raw/a0", "raw/a/b/c", "raw/a/b-", "raw/ab", "raw/é", "raw/z/é/1", "raw/Z", "raw/a/b/.%tmp-1-2", "raw/a.b/y"]
+        for f in files { dir.write(f, "1") }
+        let walked = Array(LakeWalk(root: dir.path, relative: "raw"))
+        #expect(walked == files.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }, "\(walked)")
+        #expect(Array(LakeWalk(root: dir.path, relative: "missing")).isEmpty)
+        var peeking = LakeWalk(root: dir.path, relative: "raw/a")
+        #expect(peeking.peek() == peeking.peek() && peeking.next() == "raw/a/b-" && peeking.next() == "raw/a/b/.%tmp-1-2")
+        #expect("a".bytePrecedes("a/") && "a-".bytePrecedes("a/") && !"b".bytePrecedes("a") && !"a".bytePrecedes("a") && "Z".bytePrecedes("a"))
     }
 
     /// Each read of the history, on SQLite, with its plan: none walks the whole version, file,
