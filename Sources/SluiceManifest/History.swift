@@ -76,18 +76,17 @@ extension Manifest {
 
     /// Files and bytes each source of `client` took since the UTC day `since` (YYYY-MM-DD), by source.
     public func ingestedSince(_ since: String, client: String) throws(ManifestError) -> [String: (files: Int, bytes: Int64)] {
-        try ingestedSince(since, clients: [client])[client] ?? [:]
+        try ingestedSince(since, onlyClient: client)[client] ?? [:]
     }
 
-    /// The same for each of `clients` (nil: all), in one read: by client, then by source.
-    public func ingestedSince(_ since: String, clients: [String]?) throws(ManifestError) -> [String: [String: (files: Int, bytes: Int64)]] {
+    /// The same for every client (or `onlyClient`), in one read: by client, then by source.
+    public func ingestedSince(_ since: String, onlyClient: String? = nil) throws(ManifestError) -> [String: [String: (files: Int, bytes: Int64)]] {
         try read("reading today's totals") { db in
             var out: [String: [String: (files: Int, bytes: Int64)]] = [:]
-            let only = clients.map { c in " AND client IN (\(Array(repeating: "?", count: max(1, c.count)).joined(separator: ", ")))" } ?? ""
-            let arguments = [String(since.prefix(10))] + (clients.map { $0.isEmpty ? [""] : $0 } ?? [])
             for row in try db.rows("""
-                SELECT client, source, sum(versions) AS files, sum(bytes) AS bytes FROM ingest_day WHERE day >= ?\(only) GROUP BY client, source
-                """, SQLArguments(arguments.map { $0 as (any SQLBindable)? })) {
+                SELECT client, source, sum(versions) AS files, sum(bytes) AS bytes FROM ingest_day
+                WHERE day >= ?\(onlyClient == nil ? "" : " AND client = ?") GROUP BY client, source
+                """, [String(since.prefix(10))] + (onlyClient.map { [$0] } ?? [])) {
                 out[row["client"], default: [:]][row["source"]] = (row["files"], row["bytes"])
             }
             return out
@@ -169,6 +168,17 @@ extension Manifest {
                 ORDER BY ingested_at DESC, version_id DESC
                 """, [client, path, client, folder, Self.prefixEnd(folder)]).map(VersionRecord.init(row:))
         }
+    }
+
+    /// `items` in batches of at most 500, each bound in one statement (SQLite and PostgreSQL
+    /// take far more parameters than that; a statement of 500 stays quick to prepare).
+    static func batches<T>(_ items: [T]) -> [ArraySlice<T>] {
+        stride(from: 0, to: items.count, by: 500).map { items[$0..<min(items.count, $0 + 500)] }
+    }
+
+    /// `count` placeholders: `?, ?, ?`.
+    static func marks(_ count: Int) -> String {
+        Array(repeating: "?", count: count).joined(separator: ", ")
     }
 
     /// What makes a text comparison byte order: nothing on SQLite (BINARY), collation "C" on
@@ -262,7 +272,7 @@ extension Manifest {
             // its own or the client's whole pull's (source NULL), each the top of run_source
             // or of one of its partial indexes; then those runs.
             var ids: [[Int64?]] = []
-            for chunk in stride(from: 0, to: sources.count, by: 500).map({ Array(sources[$0..<min(sources.count, $0 + 500)]) }) {
+            for chunk in Self.batches(sources) {
                 func newest(_ own: Bool, _ filter: String) -> String {
                     "(SELECT max(r.id) FROM run r WHERE r.client = k.client AND \(own ? "r.source = k.source" : "r.source IS NULL")\(filter))"
                 }
@@ -276,9 +286,9 @@ extension Manifest {
             }
             var runs: [Int64: SQLRow] = [:]
             let wanted = Set(ids.flatMap { $0.compactMap { $0 } }).sorted()
-            for chunk in stride(from: 0, to: wanted.count, by: 500).map({ Array(wanted[$0..<min(wanted.count, $0 + 500)]) }) {
-                let marks = Array(repeating: "?", count: chunk.count).joined(separator: ", ")
-                for r in try db.rows("SELECT id, started_at, status, trigger, finished_at, error FROM run WHERE id IN (\(marks))", SQLArguments(chunk.map { $0 as (any SQLBindable)? })) {
+            for chunk in Self.batches(wanted) {
+                for r in try db.rows("SELECT id, started_at, status, trigger, finished_at, error FROM run WHERE id IN (\(Self.marks(chunk.count)))",
+                                     SQLArguments(chunk.map { $0 as (any SQLBindable)? })) {
                     runs[r[0]] = r
                 }
             }

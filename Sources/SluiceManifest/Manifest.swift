@@ -268,7 +268,8 @@ public final class Manifest: Sendable {
     // MARK: ingest
 
     /// Everything the manifest knows of one source, keyed by the raw path bytes.
-    /// `paths`, when given, narrows the read to those files (an upload's one path).
+    /// `paths`, when given, narrows the read to those files (a pass looks up what it lists, a
+    /// batch at a time), along the file key, 500 to a query.
     public func knownFiles(client: String, source: String, paths: [[UInt8]]? = nil) throws(ManifestError) -> [[UInt8]: KnownFile] {
         try read("reading known files") { db in
             let select = """
@@ -285,10 +286,8 @@ public final class Manifest: Sendable {
             var queries: [(String, SQLArguments)] = [(select, [client, source])]
             if let paths {
                 // Along the file key (client, source, path_bytes), up to 500 paths a query.
-                queries = stride(from: 0, to: paths.count, by: 500).map { start in
-                    let some = paths[start..<min(paths.count, start + 500)]
-                    let marks = Array(repeating: "?", count: some.count).joined(separator: ", ")
-                    return (select + " AND f.path_bytes IN (\(marks))", [client, source] + SQLArguments(some.map { SQLValue.blob($0) as (any SQLBindable)? }))
+                queries = Self.batches(paths).map { some in
+                    (select + " AND f.path_bytes IN (\(Self.marks(some.count)))", [client, source] + SQLArguments(some.map { SQLValue.blob($0) as (any SQLBindable)? }))
                 }
             }
             var result: [[UInt8]: KnownFile] = [:]

@@ -249,7 +249,7 @@ struct Console: Sendable {
         var live: [String: SourceStatus] = [:]
         for s in daemon.statusSnapshot { live["\(s.client)/\(s.source)"] = s }
         var summaries = try manifest.sourceSummaries(config.clients.flatMap { c in c.sources.map { (c.id, $0.name) } })[...]
-        let today = try manifest.ingestedSince(day, clients: nil)
+        let today = try manifest.ingestedSince(day)
         for c in config.clients {
             let todays = today[c.id] ?? [:]
             for s in c.sources {
