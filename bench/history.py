@@ -15,7 +15,8 @@ For each size N (versions in the whole manifest) it builds, in a fresh folder:
 and measures, with the release build: the console overview, a client's page, /status and
 /metrics of `sluice run` (median of BENCH_REQUESTS requests each, after the daemon's start-up
 scan), the daemon's resident memory then, `sluice status`, `sluice history CLIENT PATH`,
-`sluice pull big` with nothing changed (median of 3), `sluice audit --quick`, and the
+`sluice pull big` with nothing changed (median of 3), `sluice audit --quick` (median of 3,
+alternating with `find` reading every lake file's size, the reference), and the
 manifest's bytes per version.
 
   history.py BIN WORKDIR SIZE... [--postgres URL PASSWORD_FILE]
@@ -368,12 +369,21 @@ def measure(bin, w, n, port, pg, r):
     r["history_cli"] = median_of(REQUESTS, lambda: sluice(bin, w, "history", "c00", "d0000/f0000001.csv")[0])
     r["history_big"] = median_of(REQUESTS, lambda: sluice(bin, w, "history", "big", "d000/f000001.csv")[0])
     r["pull_unchanged"] = median_of(3, lambda: sluice(bin, w, "pull", "big", "--no-transform")[0])
-    t, p = sluice(bin, w, "audit", "--quick", "--json", check=False)
-    rep = json.loads(p.stdout)
-    if p.returncode != 0 and LAKE:
-        sys.exit(f"audit --quick found problems: {p.stdout[:2000]}")
-    if rep["checked"] != n:
-        sys.exit(f"the manifest holds {rep['checked']:,} versions, not {n:,}")
+    # audit --quick beside the reference, find reading every lake file's size, alternating.
+    audits, finds = [], []
+    for _ in range(3):
+        t, p = sluice(bin, w, "audit", "--quick", "--json", check=False)
+        rep = json.loads(p.stdout)
+        if p.returncode != 0 and LAKE:
+            sys.exit(f"audit --quick found problems: {p.stdout[:2000]}")
+        if rep["checked"] != n:
+            sys.exit(f"the manifest holds {rep['checked']:,} versions, not {n:,}")
+        audits.append(t)
+        t0 = time.time()
+        subprocess.run(["find", f"{w}/lake/raw", "-type", "f", "-printf", "%s\n"], stdout=subprocess.DEVNULL, check=True)
+        finds.append(time.time() - t0)
+    t = statistics.median(audits)
+    r["find_lake"] = statistics.median(finds)
     r["audit_quick"] = t
     r["audit_checked"] = rep["checked"]
     r["audit_rate"] = rep["checked"] / t
@@ -407,6 +417,7 @@ def main():
         ("`sluice run` peak resident memory", "hwm_mib", lambda v: f"{v:.0f} MiB"),
         ("`sluice audit --quick` (all clients)", "audit_quick", lambda s: f"{s:.2f} s"),
         ("`sluice audit --quick` rate", "audit_rate", lambda v: f"{v:,.0f} versions/s"),
+        ("`find lake/raw -type f -printf '%s\\n'` (reference)", "find_lake", lambda s: f"{s:.2f} s"),
         ("manifest size per version", "bytes_per_version", lambda v: f"{v:.0f} B"),
     ]
     print("| what | " + " | ".join(f"{r['versions']:,} versions" for r in results) + " |")

@@ -135,7 +135,7 @@ public struct AgentConfig: Sendable, Equatable {
     /// archive is unpacked, one inside that is an error).
     public var maxArchiveDepth = 1
     /// `sluice run`: transforms that may run at once.
-    public var transformWorkers = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    public var transformWorkers = usableCores
     /// `sluice run`: how long in-flight work may take to finish after SIGTERM.
     public var shutdownTimeoutNanoseconds: Int64 = 30_000_000_000
     /// `sluice run`: "host:port" of the health, metrics and status endpoints; "" for none.

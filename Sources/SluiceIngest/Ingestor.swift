@@ -53,7 +53,7 @@ public final class Ingestor: Sendable {
         self.manifest = manifest
         self.stateDir = stateDir
         self.logger = logger
-        self.workers = workers ?? max(4, 2 * ProcessInfo.processInfo.activeProcessorCount)
+        self.workers = workers ?? max(4, 2 * usableCores)
         self.batchSize = batchSize
         self.hooks = hooks
     }

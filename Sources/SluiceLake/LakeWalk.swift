@@ -11,26 +11,44 @@ import Glibc
 /// taken as the name and "/" (so that `a/x` comes after `a-b` and before `a0`, as the full
 /// paths sort). Only the folders on the way down are held.
 public struct LakeWalk: IteratorProtocol, Sequence {
-    private let root: String
-    /// The folders being read: each one's relative path and its entries still to visit
-    /// (reversed: the next is last).
-    private var stack: [(folder: String, entries: [(name: String, isFolder: Bool)])] = []
-    private var peeked: String??
-
-    public init(root: String, relative: String) {
-        self.root = root
-        stack = [(relative, Self.sortedEntries(root: root, relative: relative))]
+    /// A file the walk found: its path relative to the lake's root, and with `sizes` its
+    /// size (nil: not a regular file, or gone before it was looked at).
+    public struct File: Equatable, Sendable {
+        public var path: String
+        public var size: Int64?
     }
 
-    /// The next path without taking it.
-    public mutating func peek() -> String? {
+    private let root: String
+    private let sizes: Bool
+    /// The folders being read: each one's relative path, its entries and the next to visit.
+    private var stack: [(folder: String, entries: Listing, next: Int)] = []
+    private var peeked: File??
+
+    /// The walk of everything below `relative`. With `sizes`, each file's size is looked up
+    /// (`fstatat` beside the folder's `readdir`, as `find -printf %s` does).
+    public init(root: String, relative: String, sizes: Bool = false) {
+        self.root = root
+        self.sizes = sizes
+        stack = [(relative, Listing(root: root, relative: relative, sizes: sizes), 0)]
+    }
+
+    /// The walk of some of the entries of the folder `relative` (a piece of a `Listing` of
+    /// it), and of everything below the folders among them.
+    public init(root: String, relative: String, entries: Listing, sizes: Bool = false) {
+        self.root = root
+        self.sizes = sizes
+        stack = [(relative, entries, 0)]
+    }
+
+    /// The next file without taking it.
+    public mutating func peek() -> File? {
         if let peeked { return peeked }
         let n = advance()
         peeked = .some(n)
         return n
     }
 
-    public mutating func next() -> String? {
+    public mutating func next() -> File? {
         if let p = peeked {
             peeked = nil
             return p
@@ -38,48 +56,102 @@ public struct LakeWalk: IteratorProtocol, Sequence {
         return advance()
     }
 
-    private mutating func advance() -> String? {
-        while !stack.isEmpty {
-            // Popped in place: holding a copy of the top while popping would copy its entries
-            // at every step.
-            guard let entry = stack[stack.count - 1].entries.popLast() else {
+    private mutating func advance() -> File? {
+        while let top = stack.last {
+            let i = top.next
+            guard i < top.entries.count else {
                 stack.removeLast()
                 continue
             }
-            let path = "\(stack[stack.count - 1].folder)/\(entry.name)"
-            if entry.isFolder {
-                stack.append((path, Self.sortedEntries(root: root, relative: path)))
+            stack[stack.count - 1].next = i + 1
+            let path = "\(top.folder)/\(top.entries.name(i))"
+            if top.entries.isFolder(i) {
+                stack.append((path, Listing(root: root, relative: path, sizes: sizes), 0))
             } else {
-                return path
+                return File(path: path, size: top.entries.size(i))
             }
         }
         return nil
     }
 
-    /// A folder's entries, the last in byte order first.
-    static func sortedEntries(root: String, relative: String) -> [(name: String, isFolder: Bool)] {
-        guard let d = opendir("\(root)/\(relative)") else { return [] }
-        defer { closedir(d) }
-        var entries: [(name: String, isFolder: Bool)] = []
-        while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
-                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
-            }
-            if name == "." || name == ".." { continue }
-            var isFolder = Int32(e.pointee.d_type) == DT_DIR
-            if Int32(e.pointee.d_type) == DT_UNKNOWN {
-                var st = stat()
-                isFolder = lstat("\(root)/\(relative)/\(name)", &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
-            }
-            entries.append((name, isFolder))
+    /// The entries of one folder, in byte order with a folder's name taken as the name and
+    /// "/": every name in one buffer (a folder's with its "/"), sorted by `memcmp`, with no
+    /// string made until a name is asked for.
+    public struct Listing: Sendable {
+        private struct Entry {
+            var start: Int
+            /// Bytes of the name, and the "/" after a folder's.
+            var count: Int
+            var isFolder: Bool
+            /// -1: not a regular file, or not looked at.
+            var size: Int64
         }
-        entries.sort { Self.sortsBefore($1, $0) }
-        return entries
-    }
+        private var bytes: [UInt8] = []
+        private var entries: [Entry] = []
 
-    /// Whether entry `a` comes before `b`, a folder's name taken as the name and "/".
-    static func sortsBefore(_ a: (name: String, isFolder: Bool), _ b: (name: String, isFolder: Bool)) -> Bool {
-        a.name.bytePrecedes(b.name, then: a.isFolder ? 0x2F : -1, b.isFolder ? 0x2F : -1)
+        /// Nothing, for a folder that cannot be read (it is not there: whatever the manifest
+        /// has below it is missing).
+        public init(root: String, relative: String, sizes: Bool) {
+            guard let d = opendir("\(root)/\(relative)") else { return }
+            defer { closedir(d) }
+            let fd = dirfd(d)
+            var scratch = stat()
+            while let e = readdir(d) {
+                let type = Int32(e.pointee.d_type)
+                // The name is read and looked up in place, in the entry readdir returned.
+                let (length, found, st): (Int, Bool, stat) = withUnsafeBytes(of: e.pointee.d_name) { raw in
+                    let name = raw.baseAddress!.assumingMemoryBound(to: CChar.self)
+                    let n = strlen(name)
+                    if n <= 2 && name[0] == 0x2E && (n == 1 || name[1] == 0x2E) { return (0, false, scratch) }
+                    bytes.append(contentsOf: UnsafeRawBufferPointer(start: name, count: n))
+                    let found = (sizes || type == DT_UNKNOWN) && fstatat(fd, name, &scratch, AT_SYMLINK_NOFOLLOW) == 0
+                    return (n, found, scratch)
+                }
+                if length == 0 { continue }
+                let start = bytes.count - length
+                var isFolder = type == DT_DIR
+                var size: Int64 = -1
+                if found {
+                    isFolder = (st.st_mode & S_IFMT) == S_IFDIR
+                    if (st.st_mode & S_IFMT) == S_IFREG { size = Int64(st.st_size) }
+                }
+                if isFolder { bytes.append(0x2F) }
+                entries.append(Entry(start: start, count: bytes.count - start, isFolder: isFolder, size: size))
+            }
+            bytes.withUnsafeBufferPointer { b in
+                let base = b.baseAddress!
+                entries.sort { x, y in
+                    let n = Swift.min(x.count, y.count)
+                    let c = n == 0 ? 0 : memcmp(base + x.start, base + y.start, n)
+                    return c != 0 ? c < 0 : x.count < y.count
+                }
+            }
+        }
+
+        private init(bytes: [UInt8], entries: [Entry]) {
+            self.bytes = bytes
+            self.entries = entries
+        }
+
+        public var count: Int { entries.count }
+
+        /// The name of entry `i` (without a folder's "/").
+        public func name(_ i: Int) -> String {
+            let e = entries[i]
+            return bytes.withUnsafeBufferPointer { b in
+                String(decoding: UnsafeBufferPointer(rebasing: b[e.start..<(e.start + e.count - (e.isFolder ? 1 : 0))]), as: UTF8.self)
+            }
+        }
+
+        public func isFolder(_ i: Int) -> Bool { entries[i].isFolder }
+
+        /// The size of file `i`, if the listing looked it up and it is a regular file.
+        public func size(_ i: Int) -> Int64? { entries[i].size < 0 ? nil : entries[i].size }
+
+        /// Entries `range` alone, as a listing of their own.
+        public func slice(_ range: Range<Int>) -> Listing {
+            Listing(bytes: bytes, entries: Array(entries[range]))
+        }
     }
 }
 
@@ -87,21 +159,26 @@ extension String {
     /// Whether this string comes before `other` in byte order of their UTF-8 (the manifest's
     /// and the lake's order; Swift's `<` compares Unicode scalars' canonical forms instead).
     public func bytePrecedes(_ other: String) -> Bool {
-        bytePrecedes(other, then: -1, -1)
+        byteCompare(other) < 0
     }
 
-    /// The same, with the byte `thenSelf` (or `thenOther`) taken to follow this string (or
-    /// `other`) when one is a prefix of the other (-1: none).
-    func bytePrecedes(_ other: String, then thenSelf: Int, _ thenOther: Int) -> Bool {
+    /// Whether the two strings have the same bytes (Swift's `==` takes canonically equivalent
+    /// strings, such as a name in NFC and in NFD, for equal; the lake and the manifest do not).
+    public func bytesEqual(_ other: String) -> Bool {
+        utf8.count == other.utf8.count && byteCompare(other) == 0
+    }
+
+    /// <0, 0 or >0 as this string comes before, is or comes after `other` in byte order.
+    public func byteCompare(_ other: String) -> Int {
         var x = self, y = other
         return x.withUTF8 { p in
             y.withUTF8 { q in
                 let n = Swift.min(p.count, q.count)
                 if n > 0 {
                     let c = memcmp(p.baseAddress!, q.baseAddress!, n)
-                    if c != 0 { return c < 0 }
+                    if c != 0 { return Int(c) }
                 }
-                return (p.count > n ? Int(p[n]) : thenSelf) < (q.count > n ? Int(q[n]) : thenOther)
+                return p.count - q.count
             }
         }
     }

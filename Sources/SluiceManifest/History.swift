@@ -189,7 +189,7 @@ extension Manifest {
 
     /// The first string after every string that starts with `prefix` (which ends in "/"), in
     /// byte order: the prefix with its last byte, "/", raised to "0".
-    static func prefixEnd(_ prefix: String) -> String {
+    public static func prefixEnd(_ prefix: String) -> String {
         String(prefix.dropLast()) + "0"
     }
 
@@ -329,25 +329,37 @@ extension Manifest {
     }
 
     /// Every version whose lake path starts with `prefix` (a folder, ending in "/"), in byte
-    /// order of the path, handed over `pageSize` at a time: each page is its own short read
-    /// along the lake-path index (keyset paging), so that an audit of any size holds one page
-    /// and never keeps a read open for long.
-    /// Without `hashes` (a size check), `sha256` is left empty.
+    /// order of the path, handed over `pageSize` at a time.
     public func eachLakeEntryPage(under prefix: String, pageSize: Int = 8192, hashes: Bool = true,
                                   _ body: (_ page: [LakeEntry]) -> Void) throws(ManifestError) {
         precondition(prefix.hasSuffix("/"))
-        var last = prefix
-        let end = Self.prefixEnd(prefix)
+        try eachLakeEntryPage(from: prefix, to: Self.prefixEnd(prefix), pageSize: pageSize, hashes: hashes, body)
+    }
+
+    /// Every version whose lake path is at or after `from` and before `to` in byte order, in
+    /// that order, handed over `pageSize` at a time: each page is its own short read along the
+    /// index of lake paths and sizes (keyset paging, a covering read), so that an audit of any
+    /// size holds one page and never keeps a read open for long.
+    /// Without `hashes` (a size check), `sha256` is left empty.
+    public func eachLakeEntryPage(from: String, to: String, pageSize: Int = 8192, hashes: Bool = true,
+                                  _ body: (_ page: [LakeEntry]) -> Void) throws(ManifestError) {
+        var last = from
+        var first = true
         while true {
             let page = try read("listing versions") { db in
                 let c = Self.byteOrder(db)
-                return try db.rows("""
-                    SELECT lake_path, \(hashes ? "sha256" : "''"), size FROM version WHERE lake_path\(c) > ? AND lake_path\(c) < ? ORDER BY lake_path\(c) LIMIT ?
-                    """, [last, end, pageSize]).map { LakeEntry(lakePath: $0[0], sha256: $0[1], size: $0[2]) }
+                var entries: [LakeEntry] = []
+                entries.reserveCapacity(pageSize)
+                try db.each("""
+                    SELECT lake_path, \(hashes ? "sha256" : "''"), size FROM version
+                    WHERE lake_path\(c) \(first ? ">=" : ">") ? AND lake_path\(c) < ? ORDER BY lake_path\(c) LIMIT ?
+                    """, [last, to, pageSize]) { r in entries.append(LakeEntry(lakePath: r[0], sha256: r[1], size: r[2])) }
+                return entries
             }
             guard let final = page.last else { return }
             body(page)
             last = final.lakePath
+            first = false
             if page.count < pageSize { return }
         }
     }

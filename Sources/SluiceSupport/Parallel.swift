@@ -2,12 +2,25 @@ import Foundation
 import NIOPosix
 import Synchronization
 
+/// The cores this process may run on: those of its CPU affinity mask (`taskset`, a cgroup's
+/// cpuset), at most the processors online. More busy threads than that only take turns on
+/// them, each evicting the others' caches.
+package let usableCores: Int = {
+    let online = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    // The mask as the kernel shows it ("Cpus_allowed:\tff,ffffffff"); sched_getaffinity is
+    // not in Glibc's Swift module.
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed:") }) else { return online }
+    let mask = line.dropFirst("Cpus_allowed:".count).reduce(0) { n, c in n + (c.hexDigitValue?.nonzeroBitCount ?? 0) }
+    return max(1, min(online, mask))
+}()
+
 /// The process's long-lived threads for blocking work: file I/O, fsync, hashing and libssh2
 /// calls run here, never on Swift's cooperative pool or on an event loop. Started on first
 /// use; its threads wait idle between jobs instead of being made for each one.
 package enum BlockingPool {
     /// More threads than cores: most of the work waits on disks and networks.
-    package static let threads = max(16, 4 * ProcessInfo.processInfo.activeProcessorCount)
+    package static let threads = max(16, 4 * usableCores)
 
     package static let shared: NIOThreadPool = {
         let pool = NIOThreadPool(numberOfThreads: threads)

@@ -107,7 +107,7 @@ extension Transformer {
         } ?? self
         var fileError: String?
         let batch = PublishBatch(lake: lake)
-        let pool = MemberPool(workers: max(2, min(8, ProcessInfo.processInfo.activeProcessorCount + 1)))
+        let pool = MemberPool(workers: max(2, min(8, usableCores + 1)))
         do {
             let file = try LakeFile(lakeRoot: lakeRoot, input: input)
             let head = try file.head(OpenPGP.magicLength)

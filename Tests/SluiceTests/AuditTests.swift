@@ -70,6 +70,47 @@ import Glibc
         #expect(!FileManager.default.fileExists(atPath: dir.sub("lake/raw/acme/drop/.%tmp-4000000-dead-7")))
     }
 
+    /// The audit cuts the lake into pieces along its folders (more, the more cores) and
+    /// compares each piece's versions and files on its own: however it is cut, it finds the
+    /// same, with versions whose whole folder is gone, files between two folders, files in a
+    /// folder no version has, and names that differ only in Unicode normalisation.
+    @Test func theAuditFindsTheSameHoweverTheLakeIsCut() throws {
+        let dir = TempDir("audit-pieces")
+        dir.config()
+        let nfc = "\u{E9}.csv", nfd = "e\u{301}.csv"
+        let names = ["a/x.csv", "a-b.csv", "a0.csv", "a/b/c.csv", "a/b-.csv", "ab.csv", nfc, nfd, "z/\u{E9}/1.csv", "Z.csv", "a.b/y.csv",
+                     "gone/1.csv", "gone/2.csv", "k/l/m/n.csv"]
+        for n in names { dir.write("drop/\(n)", n) }
+        let conf = dir.sub("agent.conf")
+        #expect(try SluiceBinary.run(["pull", "acme"], config: conf).status == 0)
+        let lake = dir.sub("lake/raw/acme/drop")
+        try FileManager.default.removeItem(atPath: "\(lake)/gone")
+        unlink("\(lake)/e\u{301}.v1.csv")
+        chmod("\(lake)/a0.v1.csv", 0o640)
+        try Data("a0.csv and more".utf8).write(to: URL(fileURLWithPath: "\(lake)/a0.v1.csv"))
+        let strays = ["raw/acme/drop/a/b/zz.v1.csv", "raw/acme/drop0.v1.csv", "raw/acme/new/folder/x.v1.csv", "raw/acme/drop/a.0.v1.csv",
+                      "raw/top.v1.csv"]
+        for f in strays { dir.write("lake/\(f)", "stray") }
+
+        let manifest = try loadAgent(dir).openManifest()
+        let missing = ["raw/acme/drop/e\u{301}.v1.csv", "raw/acme/drop/gone/1.v1.csv", "raw/acme/drop/gone/2.v1.csv"]
+        for threads in [1, 3, 64] {
+            for quick in [true, false] {
+                for client in [nil, "acme"] {
+                    let r = try Auditor.run(lakeDir: dir.sub("lake"), manifest: manifest, client: client, quick: quick, threads: threads)
+                    let what = "\(threads) threads, quick \(quick), client \(client ?? "all")"
+                    #expect(r.checked == names.count, "\(what)")
+                    #expect(r.missing.count == missing.count && missing.allSatisfy { m in r.missing.contains { $0.bytesEqual(m) } },
+                            "\(what): \(r.missing)")
+                    #expect(r.corrupt.map(\.lakePath) == ["raw/acme/drop/a0.v1.csv"], "\(what)")
+                    #expect(r.ok == names.count - 4, "\(what)")
+                    #expect(Set(r.orphans) == Set(strays.filter { client == nil || $0.hasPrefix("raw/acme/") }), "\(what): \(r.orphans)")
+                    #expect(r.tempFiles.isEmpty, "\(what)")
+                }
+            }
+        }
+    }
+
     @Test func auditOfAnEmptyLakeIsClean() throws {
         let dir = TempDir("audit-empty")
         dir.config()

@@ -199,12 +199,21 @@ struct HistoryTests {
         let dir = TempDir("walk")
         let files = ["raw/a/x", "raw/a-b", "raw/a0", "raw/a/b/c", "raw/a/b-", "raw/ab", "raw/é", "raw/z/é/1", "raw/Z", "raw/a/b/.%tmp-1-2", "raw/a.b/y"]
         for f in files { dir.write(f, "1") }
-        let walked = Array(LakeWalk(root: dir.path, relative: "raw"))
+        let walked = LakeWalk(root: dir.path, relative: "raw").map(\.path)
         #expect(walked == files.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }, "\(walked)")
         #expect(Array(LakeWalk(root: dir.path, relative: "missing")).isEmpty)
         var peeking = LakeWalk(root: dir.path, relative: "raw/a")
-        #expect(peeking.peek() == peeking.peek() && peeking.next() == "raw/a/b-" && peeking.next() == "raw/a/b/.%tmp-1-2")
+        #expect(peeking.peek() == peeking.peek() && peeking.next()?.path == "raw/a/b-" && peeking.next()?.path == "raw/a/b/.%tmp-1-2")
         #expect("a".bytePrecedes("a/") && "a-".bytePrecedes("a/") && !"b".bytePrecedes("a") && !"a".bytePrecedes("a") && "Z".bytePrecedes("a"))
+        // Sizes, when asked for: a regular file's, and none for anything else.
+        dir.write("raw/z/big", String(repeating: "x", count: 5000))
+        symlink("/etc/hostname", dir.sub("raw/z/link"))
+        let sized = Dictionary(uniqueKeysWithValues: LakeWalk(root: dir.path, relative: "raw/z", sizes: true).map { ($0.path, $0.size) })
+        let expected: [String: Int64?] = ["raw/z/big": 5000, "raw/z/link": nil, "raw/z/é/1": 1]
+        #expect(sized == expected)
+        #expect(LakeWalk(root: dir.path, relative: "raw/z").allSatisfy { $0.size == nil })
+        // Byte equality, not Swift's canonical equivalence: a name in NFC is not one in NFD.
+        #expect("\u{E9}" == "e\u{301}" && !"\u{E9}".bytesEqual("e\u{301}") && "\u{E9}".bytesEqual("\u{E9}") && "e\u{301}".bytePrecedes("\u{E9}"))
     }
 
     /// Each read of the history, on SQLite, with its plan: none walks the whole version, file,
@@ -242,6 +251,7 @@ struct HistoryTests {
         _ = try m.knownFiles(client: "acme", source: "drop", paths: [Array("d/f1.csv".utf8), Array("d/f2.csv".utf8)])
         try m.eachLakeEntryPage(under: "raw/acme/", pageSize: 7) { _ in }
         try m.eachLakeEntryPage(under: "raw/", pageSize: 7) { _ in }
+        try m.eachLakeEntryPage(under: "raw/", pageSize: 7, hashes: false) { _ in }
         _ = try m.version(atLakePath: "raw/acme/drop/d/f1.csv.v1")
         _ = try m.transformCandidates(client: "acme", selection: .pendingAfter(ids[10]))
         _ = try m.transformCandidates(client: "acme", selection: .failed)
@@ -262,5 +272,8 @@ struct HistoryTests {
         }
         #expect(walks.isEmpty, "\(walks.joined(separator: "\n"))")
         #expect(plans.withLock { $0.count } > 20)
+        // An audit's pages come from the index alone, not a step into the table per version.
+        let audit = plans.withLock { $0 }.filter { $0.sql.contains("SELECT lake_path, '', size FROM version") }
+        #expect(!audit.isEmpty && audit.allSatisfy { $0.plan.contains { $0.contains("COVERING INDEX version_lake_size") } }, "\(audit)")
     }
 }
