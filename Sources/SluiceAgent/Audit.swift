@@ -69,9 +69,9 @@ public struct AuditReport: Sendable, Encodable {
 /// The manifest's versions come page by page in byte order of their lake paths, and the lake's
 /// folders are walked in the same order beside them (a merge of two sorted lists), so that an
 /// audit holds one page and the folders on the way down, whatever the size of the history.
-/// The lake is cut into pieces along its folders (`Piece`): with --quick each piece, its
-/// versions and its folders are compared on a core of its own; a full audit takes the pieces
-/// one after another and hashes each page on every core.
+/// With --quick the lake is cut into pieces along its folders (`Piece`), and each piece, its
+/// versions and its files, is compared on a core of its own; a full audit hashes each page of
+/// versions on every core.
 public enum Auditor {
     /// Versions checked (hashed, or looked at with --quick) together, on every core.
     static let pageSize = 8192
@@ -89,17 +89,20 @@ public enum Auditor {
         if let bucket {
             found = try audit(bucket: bucket, lakeDir: lakeDir, scope: scope, manifest: manifest, quick: quick, threads: threads)
         } else {
-            let pieces = Piece.plan(lakeDir: lakeDir, scope: scope, sizes: quick, threads: threads)
             if quick {
+                let pieces = Piece.plan(lakeDir: lakeDir, scope: scope, threads: threads)
                 let results = SlotArray<Result<Found, ManifestError>>(count: pieces.count)
                 parallelFor(count: pieces.count, threads: threads, setup: { Worker(lakeDir: lakeDir, quick: true) }) { i, worker in
                     results.set(i, Result { () throws(ManifestError) in try audit(pieces[i], lakeDir: lakeDir, manifest: manifest, worker: worker) })
                 }
                 for result in results.values { found.add(try result!.get()) }
             } else {
-                for piece in pieces {
-                    found.add(try audit(piece, lakeDir: lakeDir, manifest: manifest, threads: threads))
-                }
+                // One piece: pages of the whole scope, each hashed on every core (pieces would
+                // make small pages, as few files to share out as a folder holds).
+                let prefix = scope + "/"
+                let whole = Piece(folder: scope, entries: LakeWalk.Listing(root: lakeDir, relative: scope, sizes: false),
+                                  from: prefix, to: Manifest.prefixEnd(prefix))
+                found = try audit(whole, lakeDir: lakeDir, manifest: manifest, threads: threads)
             }
         }
         var report = AuditReport(missing: found.missing.sorted(), corrupt: found.corrupt.sorted { $0.lakePath < $1.lakePath },
@@ -181,22 +184,22 @@ public enum Auditor {
 
         /// The pieces of `scope`: its files and folders, then its folders' entries in their
         /// place, level by level, until there are enough for every core to take several.
-        static func plan(lakeDir: String, scope: String, sizes: Bool, threads: Int) -> [Piece] {
-            var pieces = split(lakeDir: lakeDir, folder: scope, sizes: sizes)
+        static func plan(lakeDir: String, scope: String, threads: Int) -> [Piece] {
+            var pieces = split(lakeDir: lakeDir, folder: scope)
             for _ in 0..<4 {
                 let folders = pieces.filter(\.isOneFolder).count
                 guard folders > 0, folders < 4 * threads else { break }
                 pieces = pieces.flatMap { p in
-                    p.isOneFolder ? split(lakeDir: lakeDir, folder: "\(p.folder)/\(p.entries.name(0))", sizes: sizes) : [p]
+                    p.isOneFolder ? split(lakeDir: lakeDir, folder: "\(p.folder)/\(p.entries.name(0))") : [p]
                 }
             }
             return pieces
         }
 
         /// One piece for each folder in `folder`, and one for the files (and versions) between
-        /// two folders.
-        static func split(lakeDir: String, folder: String, sizes: Bool) -> [Piece] {
-            let listing = LakeWalk.Listing(root: lakeDir, relative: folder, sizes: sizes)
+        /// two folders, each file's size read.
+        static func split(lakeDir: String, folder: String) -> [Piece] {
+            let listing = LakeWalk.Listing(root: lakeDir, relative: folder, sizes: true)
             let prefix = folder + "/"
             var pieces: [Piece] = []
             var cursor = prefix

@@ -187,6 +187,12 @@ extension Manifest {
         db.dialect == .postgres ? #" COLLATE "C""# : ""
     }
 
+    /// A join that keeps the table on its left the outer loop: SQLite's CROSS JOIN (whose
+    /// planner, without statistics, may start from the wrong side); a plain JOIN elsewhere.
+    static func crossJoin(_ db: SQLDatabase) -> String {
+        db.dialect == .sqlite ? "CROSS JOIN" : "JOIN"
+    }
+
     /// The first string after every string that starts with `prefix` (which ends in "/"), in
     /// byte order: the prefix with its last byte, "/", raised to "0".
     public static func prefixEnd(_ prefix: String) -> String {
@@ -338,7 +344,7 @@ extension Manifest {
 
     /// Every version whose lake path is at or after `from` and before `to` in byte order, in
     /// that order, handed over `pageSize` at a time: each page is its own short read along the
-    /// index of lake paths and sizes (keyset paging, a covering read), so that an audit of any
+    /// index of lake paths (keyset paging), so that an audit of any
     /// size holds one page and never keeps a read open for long.
     /// Without `hashes` (a size check), `sha256` is left empty.
     public func eachLakeEntryPage(from: String, to: String, pageSize: Int = 8192, hashes: Bool = true,

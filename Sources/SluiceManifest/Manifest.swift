@@ -400,8 +400,7 @@ public final class Manifest: Sendable {
             let neverTransformed = "AND NOT EXISTS (SELECT 1 FROM transform t WHERE t.version_id = v.id)"
             let latestIs = "(SELECT t.status FROM transform t WHERE t.version_id = v.id AND t.parent_id IS NULL ORDER BY t.id DESC LIMIT 1)"
             let columns = "v.id, f.source, f.path_bytes, v.version, v.sha256, v.lake_path, v.ingested_at"
-            // CROSS JOIN keeps the table on its left the outer loop (SQLite).
-            let cross = db.dialect == .sqlite ? "CROSS JOIN" : "JOIN"
+            let cross = Self.crossJoin(db)
             let sql: String
             switch selection {
             case .failed, .held:

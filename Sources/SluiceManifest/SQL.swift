@@ -213,8 +213,6 @@ struct Migration: Sendable {
     let sql: String
     /// Statements run after `sql` on PostgreSQL only (what SQLite has no words for).
     var postgresOnly: String? = nil
-    /// Statements run after `sql` on SQLite only.
-    var sqliteOnly: String? = nil
 }
 
 package enum SQLText {

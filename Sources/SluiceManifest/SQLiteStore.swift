@@ -32,7 +32,7 @@ final class SQLiteStore: ManifestStore {
         defer { if lock >= 0 { close(lock) } }
         var migrator = DatabaseMigrator()
         for m in migrations {
-            migrator.registerMigration(m.identifier) { db in try db.execute(sql: m.sql + ";\n" + (m.sqliteOnly ?? "")) }
+            migrator.registerMigration(m.identifier) { db in try db.execute(sql: m.sql) }
         }
         // A manifest a newer Sluice migrated further is left as it is: this build would write
         // rows without the columns and tables the newer one relies on. Looked at through a

@@ -190,13 +190,6 @@ enum Schema {
             CREATE INDEX version_lake_path_c ON version (lake_path COLLATE "C");
             CREATE INDEX file_path_c ON file (client, path COLLATE "C")
             """),
-        // An audit reads every version's lake path and size in byte order of the path: along
-        // an index that holds both, without a step into the table for each version (which,
-        // at ten million versions, cost SQLite more than walking the whole lake).
-        Migration(identifier: "v17-audit-sizes", sql: "", postgresOnly: """
-            DROP INDEX version_lake_path_c;
-            CREATE INDEX version_lake_path_c ON version (lake_path COLLATE "C") INCLUDE (size)
-            """, sqliteOnly: "CREATE INDEX version_lake_size ON version (lake_path, size)"),
     ]
 
     /// What keeps every page and command flat as the history grows (millions of versions):
