@@ -110,6 +110,13 @@ private func newVersion(_ path: String, _ version: Int, sha: String, size: Int64
         #expect(all.count == 4 && all == all.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }, "\(all)")
         #expect(try lakePaths("raw/", pageSize: 1) == all)
         #expect(try lakePaths("raw/", pageSize: 3) == all)
+        // A stretch of byte order: from one path (included) up to another (left out), as the
+        // audit's pieces read it, on every page size.
+        for pageSize in [1, 2, 8192] {
+            var stretch: [String] = []
+            try m.eachLakeEntryPage(from: all[1], to: all[3], pageSize: pageSize) { stretch += $0.map(\.lakePath) }
+            #expect(stretch == [all[1], all[2]], "page size \(pageSize)")
+        }
         #expect(try m.newestVersionID() == ids2[0])
 
         let summary = try m.sourceSummary(client: "acme", source: "drop")
