@@ -348,14 +348,28 @@ public struct Agent: Sendable {
 
     /// `sluice history`: versions, newest first.
     public func history(client id: String, path: String?) throws(AgentError) -> [VersionRecord] {
+        var all: [VersionRecord] = []
+        try eachHistoryPage(client: id, path: path) { all += $0 }
+        return all
+    }
+
+    /// `sluice history`, a page at a time (see `Manifest.historyPage`): the command prints each
+    /// page as it comes, so that a client's whole history is never held at once.
+    public func eachHistoryPage(client id: String, path: String?, _ body: (_ page: [VersionRecord]) throws(AgentError) -> Void) throws(AgentError) {
         _ = try requireClient(id)
-        guard config.manifestMayExist else { return [] }
+        guard config.manifestMayExist else { return }
         let manifest = try openManifest()
-        do {
-            return try manifest.history(client: id, path: path)
-        } catch {
-            throw AgentError(.runtime, error.description)
-        }
+        var next: Manifest.VersionCursor?
+        repeat {
+            let page: (versions: [VersionRecord], next: Manifest.VersionCursor?)
+            do {
+                page = try manifest.historyPage(client: id, path: path, after: next)
+            } catch {
+                throw AgentError(.runtime, error.description)
+            }
+            try body(page.versions)
+            next = page.next
+        } while next != nil
     }
 
     /// `sluice status`: every source of one client (or of all), from the manifest.

@@ -148,10 +148,33 @@ extension Manifest {
 
     /// Versions of a client, newest first; `path` narrows to one file or one folder.
     public func history(client: String, path: String?) throws(ManifestError) -> [VersionRecord] {
+        var all: [VersionRecord] = []
+        var next: VersionCursor?
+        repeat {
+            let page = try historyPage(client: client, path: path, after: next)
+            all += page.versions
+            next = page.next
+        } while next != nil
+        return all
+    }
+
+    /// One page of that: without `path`, `pageSize` of the client's versions older than
+    /// `after` along `version_client` (keyset paging: each page its own short read, so that
+    /// listing a whole history holds one page), and the cursor of the next page (nil: this
+    /// was the last); with a `path`, the file's or the folder's versions in one page.
+    public func historyPage(client: String, path: String?, after: VersionCursor? = nil, pageSize: Int = 4096)
+        throws(ManifestError) -> (versions: [VersionRecord], next: VersionCursor?) {
         try read("reading history") { db in
             guard let path, !path.isEmpty else {
-                return try db.rows("SELECT * FROM versions WHERE client = ? ORDER BY ingested_at DESC, version_id DESC", [client])
-                    .map(VersionRecord.init(row:))
+                var sql = "SELECT * FROM versions WHERE client = ?"
+                var arguments: SQLArguments = [client]
+                if let after {
+                    sql += " AND ingested_at <= ? AND (ingested_at < ? OR version_id < ?)"
+                    arguments = arguments + [after.ingestedAt, after.ingestedAt, after.versionID]
+                }
+                let rows = try db.rows(sql + " ORDER BY ingested_at DESC, version_id DESC LIMIT ?", arguments + [pageSize])
+                let next = rows.count < pageSize ? nil : rows.last.map { VersionCursor(ingestedAt: $0["ingested_at"], versionID: $0["version_id"]) }
+                return (rows.map(VersionRecord.init(row:)), next)
             }
             // The file's versions, then those of the files below the folder `path`: each along
             // file_path (client, path), never through the client's other versions.
@@ -163,10 +186,11 @@ extension Manifest {
             // Below the folder: a range of paths in byte order, along file_path (SQLite's
             // BINARY collation) or file_path_c (PostgreSQL, in collation "C").
             let c = Self.byteOrder(db)
-            return try db.rows("""
+            let rows = try db.rows("""
                 \(select) AND f.path = ? UNION ALL \(select) AND f.path\(c) >= ? AND f.path\(c) < ?
                 ORDER BY ingested_at DESC, version_id DESC
-                """, [client, path, client, folder, Self.prefixEnd(folder)]).map(VersionRecord.init(row:))
+                """, [client, path, client, folder, Self.prefixEnd(folder)])
+            return (rows.map(VersionRecord.init(row:)), nil)
         }
     }
 

@@ -108,30 +108,44 @@ struct History: ParsableCommand {
 
     func run() throws {
         let agent = try global.loadAgent()
-        let rows = try SluiceAgentCLI.run { () throws(AgentError) in try agent.history(client: client, path: path) }
-        var listings: [Int: (members: [MemberListing], error: String?)] = [:]
-        if members {
-            for (i, r) in rows.enumerated() {
-                if let l = try SluiceAgentCLI.run({ () throws(AgentError) in try agent.archiveMembers(client: client, of: r) }) { listings[i] = l }
+        // Page by page as the manifest hands them over (JSON: one array, written as it grows).
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var printed = 0
+        var opened = false  // the JSON array's "[", written with the first page (none on a bad client)
+        try SluiceAgentCLI.run { () throws(AgentError) in
+            try agent.eachHistoryPage(client: client, path: path) { (rows) throws(AgentError) in
+                var out = Data(json && !opened ? "[".utf8 : "".utf8)
+                opened = true
+                for r in rows {
+                    let listing = members ? try agent.archiveMembers(client: client, of: r) : nil
+                    if json {
+                        if printed > 0 { out.append(UInt8(ascii: ",")) }
+                        out += try! encoder.encode(HistoryEntry(record: r, listing: listing))  // strings and numbers only
+                    } else {
+                        for line in Self.lines(r, listing) { out += Data((PrintableText.escape(line) + "\n").utf8) }
+                    }
+                    printed += 1
+                }
+                FileHandle.standardOutput.write(out)
             }
         }
         if json {
-            try printJSON(rows.enumerated().map { HistoryEntry(record: $1, listing: members ? listings[$0] : nil) })
-            return
-        }
-        if rows.isEmpty {
+            FileHandle.standardOutput.write(Data(((opened ? "" : "[") + "]\n").utf8))
+        } else if printed == 0 {
             say("no versions recorded for \(client)\(path.map { " under \($0)" } ?? "")")
-            return
         }
-        for (i, r) in rows.enumerated() {
-            say("\(r.ingested_at)  \(r.source)/\(r.path)  v\(r.version)  \(r.size) B  sha256:\(r.sha256.prefix(16))…  \(r.lake_path)")
-            guard let l = listings[i] else { continue }
-            for m in l.members {
-                let size = m.size.map { "\($0) B" } ?? "size not declared"
-                say("    \(m.path)  " + (m.error.map { "cannot be opened: \($0)" } ?? size + (m.encrypted ? "  (encrypted with a zip password)" : "")))
-            }
-            if let e = l.error { say("    (listing stopped: \(e))") }
+    }
+
+    /// A version as the text lists it, with an archive's members (and a listing's error) below.
+    static func lines(_ r: VersionRecord, _ listing: (members: [MemberListing], error: String?)?) -> [String] {
+        var lines = ["\(r.ingested_at)  \(r.source)/\(r.path)  v\(r.version)  \(r.size) B  sha256:\(r.sha256.prefix(16))…  \(r.lake_path)"]
+        for m in listing?.members ?? [] {
+            let size = m.size.map { "\($0) B" } ?? "size not declared"
+            lines.append("    \(m.path)  " + (m.error.map { "cannot be opened: \($0)" } ?? size + (m.encrypted ? "  (encrypted with a zip password)" : "")))
         }
+        if let e = listing?.error { lines.append("    (listing stopped: \(e))") }
+        return lines
     }
 }
 

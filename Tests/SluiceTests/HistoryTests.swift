@@ -191,6 +191,23 @@ struct HistoryTests {
         #expect(try history("nothing").isEmpty)
         let newestFirst = try m.history(client: "acme", path: "a/b")
         #expect(zip(newestFirst, newestFirst.dropFirst()).allSatisfy { $0.ingested_at >= $1.ingested_at })
+        // A client's whole history, page by page (as `sluice history CLIENT` prints it): the
+        // same versions in the same order, whatever the page size, and no cursor after the last.
+        let whole = try m.history(client: "acme", path: nil)
+        for pageSize in [1, 4, 11, 100] {
+            var paged: [VersionRecord] = []
+            var next: Manifest.VersionCursor?
+            var pages = 0
+            repeat {
+                let page = try m.historyPage(client: "acme", path: nil, after: next, pageSize: pageSize)
+                #expect(page.versions.count <= pageSize)
+                paged += page.versions
+                next = page.next
+                pages += 1
+            } while next != nil && pages < 100
+            #expect(paged == whole, "page size \(pageSize)")
+            #expect(pages == 11 / pageSize + 1, "page size \(pageSize)")
+        }
     }
 
     /// The audit merges the lake's walk with the manifest's lake paths: both must come in byte

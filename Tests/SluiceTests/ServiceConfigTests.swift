@@ -27,7 +27,16 @@ import SluiceFormats
     @Test func defaultsAndValues() throws {
         let d = try Self.parse("")
         #expect(d.maxTransfers == 4 && d.httpListen == "127.0.0.1:9464" && d.logLevel == "info")
-        #expect(d.shutdownTimeoutNanoseconds == 30_000_000_000 && d.transformWorkers == ProcessInfo.processInfo.activeProcessorCount)
+        #expect(d.shutdownTimeoutNanoseconds == 30_000_000_000 && d.transformWorkers == usableCores)
+        // The cores this process may run on: what `nproc` (which reads the CPU affinity, as
+        // `taskset` or a cgroup's cpuset sets it) counts.
+        let nproc = Process()
+        nproc.executableURL = URL(fileURLWithPath: "/usr/bin/nproc")
+        let out = Pipe()
+        nproc.standardOutput = out
+        try nproc.run()
+        nproc.waitUntilExit()
+        #expect(Int(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) == usableCores)
         guard let f = d.clients[0].sources[0].settings as? FolderSourceConfig else { Issue.record("not a folder"); return }
         #expect(f.rescanIntervalNanoseconds == 300_000_000_000)
 
