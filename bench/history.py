@@ -20,6 +20,10 @@ alternating with `find` reading every lake file's size, the reference), and the
 manifest's bytes per version.
 
   history.py BIN WORKDIR SIZE... [--postgres URL PASSWORD_FILE]
+
+BENCH_BUILD_ONLY=1 builds WORKDIR/n<SIZE> (and database history<SIZE> on the server at URL)
+without measuring; BENCH_REUSE=1 later measures what is there, so the build can run while the
+machine is busy and the measurement once it is quiet.
 """
 import hashlib
 import json
@@ -331,9 +335,12 @@ def manifest_bytes(w, pg):
 
 def one_size(bin, root, n, pg):
     w = f"{root}/n{n}"
-    if os.environ.get("BENCH_REUSE") and os.path.exists(f"{w}/agent.conf") and not pg:
-        # Measure a manifest and lake an earlier run built (BENCH_REUSE=1, SQLite).
+    if os.environ.get("BENCH_REUSE") and os.path.exists(f"{w}/agent.conf"):
+        # Measure a manifest and lake an earlier run built (BENCH_REUSE=1; on PostgreSQL the
+        # same server, at the same URL, still holds database history<N>).
         port = int(open(f"{w}/agent.conf").read().split('http_listen = "127.0.0.1:')[1].split('"')[0])
+        if pg:
+            pg = (pg[0].rsplit("/", 1)[0] + f"/history{n}", pg[1])
         log(f"[{n:,} versions] measuring what {w} holds")
         return measure(bin, w, n, port, pg, {"versions": n, "build_s": 0, "big_ingest_s": 0})
     os.makedirs(w)
@@ -360,6 +367,9 @@ def one_size(bin, root, n, pg):
     make_big(w)
     ingest_s, _ = sluice(bin, w, "pull", "big", "--no-transform")
     log(f"  built in {build_s:.0f} s (+ {ingest_s:.1f} s for the real ingest of {BIG_FILES:,} files)")
+    if os.environ.get("BENCH_BUILD_ONLY"):
+        # Build now, measure later with BENCH_REUSE=1 (say, once the machine is quiet).
+        return None
     return measure(bin, w, n, port, pg, {"versions": n, "build_s": build_s, "big_ingest_s": ingest_s})
 
 
@@ -402,6 +412,8 @@ def main():
         del args[i:i + 3]
     bin, root, sizes = args[0], args[1], [int(s) for s in args[2:]]
     results = [one_size(bin, root, n, pg) for n in sizes]
+    if os.environ.get("BENCH_BUILD_ONLY"):
+        return
     ms = lambda s: f"{s * 1000:.0f} ms"
     rows = [
         ("console overview (`GET /`)", "overview", ms),
