@@ -123,6 +123,7 @@ let package = Package(
         .target(
             name: "SluiceS3",
             dependencies: [
+                "SluiceFormats",
                 "SluiceSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -51,6 +51,8 @@ package final class XMLPullParser {
     let text = ByteStore()
     /// `text` as a string (invalid UTF-8 repaired).
     package var textString: String { text.string() }
+    /// Empties `text`.
+    package func clearText() { text.removeAll() }
     /// The current element's local name.
     package var localName: String { name.string(localStart..<name.count) }
 
@@ -585,9 +587,12 @@ package final class XMLPullParser {
     private func skipProcessingInstruction() throws {
         let target = ByteStore(capacity: 8)
         _ = try scanName(into: target)
+        // `?` is a name byte to scanName, so a processing instruction without data (`<?x?>`)
+        // has its closing `?` in the target.
+        var question = target.last == UInt8(ascii: "?")
+        if question { target.removeLast() }
         let isDeclaration = target.string() == "xml"
         var content: [UInt8] = []
-        var question = false
         while true {
             let b = try take("a processing instruction")
             if b == UInt8(ascii: ">") && question { break }

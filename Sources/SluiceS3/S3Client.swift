@@ -1,13 +1,11 @@
 import AsyncHTTPClient
 import Crypto
 import Foundation
-#if canImport(FoundationXML)
-import FoundationXML
-#endif
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import SluiceFormats
 import SluiceSupport
 
 /// Where a bucket is: the endpoint, its region, and how the bucket is addressed.
@@ -351,24 +349,38 @@ final class BodyDelegate: HTTPClientResponseDelegate, @unchecked Sendable {  // 
 
 // MARK: XML
 
-/// S3's answers are plain UTF-8 XML: a declaration, then elements and text. Foundation's
-/// XMLParser crashes the process on a tag name with bytes that are not UTF-8, and on a
-/// processing instruction without data (`<?x?>`), both found by the `s3_xml` fuzz harness. So
-/// only plain XML is handed to it: no other processing instruction, and no `<!` (comments,
-/// CDATA, DOCTYPE: which also keeps DTDs and entities out). Anything else is an answer that
-/// cannot be read.
+/// S3's answers are small UTF-8 XML documents, read with Sluice's own pull parser (the one the
+/// xlsx reader uses), which refuses a DTD's entity declarations and caps names and text.
+/// Foundation's XMLParser was used before: it crashed the process on a tag name with bytes that
+/// are not UTF-8 and on a processing instruction without data, and it leaked memory on every
+/// error it reported, so that an endpoint answering with an HTML page grew the agent at each
+/// poll (all found by the `s3_xml` fuzz harness).
 enum S3XML {
-    static func parser(_ data: Data) -> XMLParser? {
-        guard let text = data.withUnsafeBytes({ String(validating: $0, as: UTF8.self) }) else { return nil }
-        var body = text.utf8.drop { $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }
-        if body.starts(with: "\u{FEFF}".utf8) { body = body.dropFirst(3) }
-        // The declaration is `<?xml` and a space; `<?xmlF?>` is a processing instruction.
-        if body.starts(with: "<?xml".utf8), let after = body.dropFirst(5).first, [0x20, 0x09, 0x0A, 0x0D].contains(after) {
-            guard let end = body.firstRange(of: "?>".utf8) else { return nil }
-            body = body[end.upperBound...]
+    /// Calls `element` at each element's start (`text` empty) and end (`text`: the character
+    /// data since the previous start or end tag, entities decoded), by local name. False when
+    /// the answer is not well-formed UTF-8 XML.
+    static func read(_ data: Data, element: (_ start: Bool, _ name: String, _ text: String) -> Void) -> Bool {
+        guard data.withUnsafeBytes({ String(validating: $0, as: UTF8.self) }) != nil else { return false }
+        var offset = data.startIndex
+        let parser = XMLPullParser(entry: "the answer", blockSize: 1 << 14) { buffer in
+            let n = min(buffer.count, data.endIndex - offset)
+            data.copyBytes(to: buffer.bindMemory(to: UInt8.self), from: offset..<offset + n)
+            offset += n
+            return n
         }
-        if body.firstRange(of: "<?".utf8) != nil || body.firstRange(of: "<!".utf8) != nil { return nil }
-        return XMLParser(data: data)
+        parser.collectText = true
+        do {
+            while true {
+                switch try parser.next() {
+                case .eof: return true
+                case .start: element(true, parser.localName, "")
+                case .end: element(false, parser.localName, parser.textString)
+                }
+                parser.clearText()
+            }
+        } catch {
+            return false
+        }
     }
 }
 
@@ -380,38 +392,18 @@ enum S3XML {
 /// opaque and go back to the server exactly as they came (S3 never encodes them).
 package enum ListParser {
     package static func parse(_ data: Data, urlEncoded: Bool) -> S3ListPage? {
-        let delegate = Delegate(urlEncoded: urlEncoded)
-        guard let parser = S3XML.parser(data) else { return nil }
-        parser.delegate = delegate
-        guard parser.parse(), delegate.sawRoot else { return nil }
-        return S3ListPage(objects: delegate.objects, nextContinuationToken: delegate.truncated ? delegate.next : nil)
-    }
-
-    final class Delegate: NSObject, XMLParserDelegate {
         var objects: [S3Object] = []
         var next: String?
-        var truncated = false
-        var sawRoot = false
-        let urlEncoded: Bool
-        private var text = ""
-
-        init(urlEncoded: Bool) { self.urlEncoded = urlEncoded }
-        private var inContents = false
-        private var key = "", size: Int64 = 0, etag = "", modified = ""
-
-        func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?, attributes: [String: String] = [:]) {
-            text = ""
-            if name == "ListBucketResult" { sawRoot = true }
-            if name == "Contents" {
-                inContents = true
-                key = ""; size = 0; etag = ""; modified = ""
-            }
-        }
-
-        func parser(_ parser: XMLParser, foundCharacters string: String) { text += string }
-
-        func parser(_ parser: XMLParser, didEndElement name: String, namespaceURI: String?, qualifiedName: String?) {
-            if inContents {
+        var truncated = false, sawRoot = false, inContents = false
+        var key = "", size: Int64 = 0, etag = "", modified = ""
+        let read = S3XML.read(data) { start, name, text in
+            if start {
+                if name == "ListBucketResult" { sawRoot = true }
+                if name == "Contents" {
+                    inContents = true
+                    key = ""; size = 0; etag = ""; modified = ""
+                }
+            } else if inContents {
                 switch name {
                 case "Key": key = text
                 case "Size": size = Int64(text.trimmingCharacters(in: .whitespaces)) ?? -1
@@ -419,7 +411,7 @@ package enum ListParser {
                 case "LastModified": modified = text.trimmingCharacters(in: .whitespacesAndNewlines)
                 case "Contents":
                     inContents = false
-                    objects.append(S3Object(key: urlEncoded ? (Self.formDecode(key) ?? key) : key, size: size, etag: etag, lastModified: modified))
+                    objects.append(S3Object(key: urlEncoded ? (formDecode(key) ?? key) : key, size: size, etag: etag, lastModified: modified))
                 default: break
                 }
             } else {
@@ -429,14 +421,15 @@ package enum ListParser {
                 default: break
                 }
             }
-            text = ""
         }
+        guard read, sawRoot else { return nil }
+        return S3ListPage(objects: objects, nextContinuationToken: truncated ? next : nil)
+    }
 
-        /// `encoding-type=url` keys: percent-encoded, with `+` for a space (AWS) or `%20`
-        /// (moto, MinIO); a literal `+` always comes as `%2B`.
-        static func formDecode(_ s: String) -> String? {
-            s.replacingOccurrences(of: "+", with: " ").removingPercentEncoding
-        }
+    /// `encoding-type=url` keys: percent-encoded, with `+` for a space (AWS) or `%20`
+    /// (moto, MinIO); a literal `+` always comes as `%2B`.
+    static func formDecode(_ s: String) -> String? {
+        s.replacingOccurrences(of: "+", with: " ").removingPercentEncoding
     }
 }
 
@@ -446,30 +439,21 @@ package enum ErrorParser {
 
     package static func parse(_ data: Data) -> Parsed? {
         guard !data.isEmpty else { return nil }
-        let delegate = Delegate()
-        guard let parser = S3XML.parser(data) else { return nil }
-        parser.delegate = delegate
-        guard parser.parse(), delegate.sawError else { return nil }
-        return delegate.parsed
-    }
-
-    final class Delegate: NSObject, XMLParserDelegate {
         var parsed = Parsed()
         var sawError = false
-        private var text = ""
-        func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?, attributes: [String: String] = [:]) {
-            if name == "Error" { sawError = true }
-            text = ""
-        }
-        func parser(_ parser: XMLParser, foundCharacters string: String) { text += string }
-        func parser(_ parser: XMLParser, didEndElement name: String, namespaceURI: String?, qualifiedName: String?) {
+        let read = S3XML.read(data) { start, name, text in
+            if start {
+                if name == "Error" { sawError = true }
+                return
+            }
             switch name {
             case "Code": parsed.code = text
             case "Message": parsed.message = text
             case "Region": parsed.region = text
             default: break
             }
-            text = ""
         }
+        guard read, sawError else { return nil }
+        return parsed
     }
 }

@@ -1,9 +1,6 @@
 import AsyncHTTPClient
 import Crypto
 import Foundation
-#if canImport(FoundationXML)
-import FoundationXML
-#endif
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -239,12 +236,21 @@ extension S3Client {
 /// (`top`), and each `record` element's.
 package enum XMLFields {
     package static func parse(_ body: ByteBuffer?, record: String?, fields: Set<String>) -> (top: [String: String], records: [[String: String]]) {
-        let delegate = Delegate(record: record, fields: fields)
-        if let parser = S3XML.parser(Data((body ?? ByteBuffer()).readableBytesView)) {
-            parser.delegate = delegate
-            _ = parser.parse()
+        var top: [String: String] = [:]
+        var records: [[String: String]] = []
+        var current: [String: String]?
+        _ = S3XML.read(Data((body ?? ByteBuffer()).readableBytesView)) { start, name, text in
+            if start {
+                if name == record { current = [:] }
+            } else if name == record, let c = current {
+                records.append(c)
+                current = nil
+            } else if fields.contains(name) {
+                let value = text.trimmingCharacters(in: .whitespacesAndNewlines)
+                if current != nil { current![name] = value } else { top[name] = value }
+            }
         }
-        return (delegate.top, delegate.records)
+        return (top, records)
     }
 
     /// The code and message of an `<Error>` answer.
@@ -252,37 +258,5 @@ package enum XMLFields {
         guard let body, body.readableBytes > 0 else { return nil }
         guard let e = ErrorParser.parse(Data(body.readableBytesView)), let code = e.code else { return nil }
         return (code, e.message ?? "")
-    }
-
-    final class Delegate: NSObject, XMLParserDelegate {
-        let record: String?
-        let fields: Set<String>
-        var top: [String: String] = [:]
-        var records: [[String: String]] = []
-        private var current: [String: String]?
-        private var text = ""
-
-        init(record: String?, fields: Set<String>) {
-            self.record = record
-            self.fields = fields
-        }
-
-        func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?, attributes: [String: String] = [:]) {
-            if name == record { current = [:] }
-            text = ""
-        }
-
-        func parser(_ parser: XMLParser, foundCharacters string: String) { text += string }
-
-        func parser(_ parser: XMLParser, didEndElement name: String, namespaceURI: String?, qualifiedName: String?) {
-            if name == record, let c = current {
-                records.append(c)
-                current = nil
-            } else if fields.contains(name) {
-                let value = text.trimmingCharacters(in: .whitespacesAndNewlines)
-                if current != nil { current![name] = value } else { top[name] = value }
-            }
-            text = ""
-        }
     }
 }
