@@ -15,8 +15,9 @@ import Testing
         ["SluiceSources", "SluiceTransform"],
         ["SluiceConfig"],
         ["SluiceIngest"],
-        ["SluiceLake", "SluiceManifest", "SluiceSFTP", "SluiceFormats", "SluiceParquet"],
+        ["SluiceLake", "SluiceManifest", "SluiceSFTP", "SluiceParquet"],
         ["SluiceS3"],
+        ["SluiceFormats"],
         ["SluiceSupport"],
     ]
 
