@@ -80,8 +80,8 @@ class SQLiteSink:
         self.db.execute(sql)
 
     def finish(self):
-        # No ANALYZE: Sluice never runs it, so a manifest in production has no statistics and
-        # SQLite plans by its rules (HistoryTests checks those plans).
+        # No ANALYZE: Sluice never runs it on SQLite, so a manifest in production has no statistics
+        # and SQLite plans by its rules (HistoryTests checks those plans).
         self.db.execute("COMMIT")
         self.db.close()
 
@@ -120,6 +120,8 @@ class PostgresSink:
     def finish(self):
         for table in ("run", "file", "version", "transform"):
             self.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
+        # What autovacuum would have gathered by now: statistics of the filler clients, none of
+        # `big`, whose real ingest comes next (Sluice refreshes them during a burst itself).
         self.psql.stdin.write("COMMIT;\nANALYZE;\n")
         self.psql.stdin.close()
         if self.psql.wait() != 0:

@@ -185,7 +185,7 @@ extension Manifest {
             let folder = path.hasSuffix("/") ? path : path + "/"
             // Below the folder: a range of paths in byte order, along file_path (SQLite's
             // BINARY collation) or file_path_c (PostgreSQL, in collation "C").
-            let c = Self.byteOrder(db)
+            let c = Self.byteOrder(db.dialect)
             let rows = try db.rows("""
                 \(select) AND f.path = ? UNION ALL \(select) AND f.path\(c) >= ? AND f.path\(c) < ?
                 ORDER BY ingested_at DESC, version_id DESC
@@ -207,8 +207,8 @@ extension Manifest {
 
     /// What makes a text comparison byte order: nothing on SQLite (BINARY), collation "C" on
     /// PostgreSQL (the indexes `file_path_c` and `version_lake_path_c` are in it).
-    static func byteOrder(_ db: SQLDatabase) -> String {
-        db.dialect == .postgres ? #" COLLATE "C""# : ""
+    static func byteOrder(_ dialect: SQLDialect) -> String {
+        dialect == .postgres ? #" COLLATE "C""# : ""
     }
 
     /// A join that keeps the table on its left the outer loop: SQLite's CROSS JOIN (whose
@@ -366,6 +366,16 @@ extension Manifest {
         try eachLakeEntryPage(from: prefix, to: Self.prefixEnd(prefix), pageSize: pageSize, hashes: hashes, body)
     }
 
+    /// A page of lake paths (arguments: after, or at with `first`; before; how many). Without
+    /// hashes, on PostgreSQL, from the index `version_lake_path_c` alone, which holds the sizes.
+    static func lakeEntriesSQL(_ dialect: SQLDialect, first: Bool, hashes: Bool) -> String {
+        let c = byteOrder(dialect)
+        return """
+            SELECT lake_path, \(hashes ? "sha256" : "''"), size FROM version
+            WHERE lake_path\(c) \(first ? ">=" : ">") ? AND lake_path\(c) < ? ORDER BY lake_path\(c) LIMIT ?
+            """
+    }
+
     /// Every version whose lake path is at or after `from` and before `to` in byte order, in
     /// that order, handed over `pageSize` at a time: each page is its own short read along the
     /// index of lake paths (keyset paging), so that an audit of any
@@ -377,13 +387,11 @@ extension Manifest {
         var first = true
         while true {
             let page = try read("listing versions") { db in
-                let c = Self.byteOrder(db)
                 var entries: [LakeEntry] = []
                 entries.reserveCapacity(pageSize)
-                try db.each("""
-                    SELECT lake_path, \(hashes ? "sha256" : "''"), size FROM version
-                    WHERE lake_path\(c) \(first ? ">=" : ">") ? AND lake_path\(c) < ? ORDER BY lake_path\(c) LIMIT ?
-                    """, [last, to, pageSize]) { r in entries.append(LakeEntry(lakePath: r[0], sha256: r[1], size: r[2])) }
+                try db.each(Self.lakeEntriesSQL(db.dialect, first: first, hashes: hashes), [last, to, pageSize]) { r in
+                    entries.append(LakeEntry(lakePath: r[0], sha256: r[1], size: r[2]))
+                }
                 return entries
             }
             guard let final = page.last else { return }

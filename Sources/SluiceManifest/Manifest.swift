@@ -140,6 +140,13 @@ public final class Manifest: Sendable {
     public let path: String
     let store: any ManifestStore
     private let routing = Mutex<AlertRouting?>(nil)
+    /// Versions this process committed since it last refreshed the planner's statistics, and
+    /// how many more make it refresh them (see `noteNewVersions`).
+    private let unanalyzed = Mutex<(count: Int, due: Int)>((0, Manifest.firstStatisticsRefresh))
+    /// After how many new versions a process first refreshes PostgreSQL's statistics; the
+    /// next refreshes come after twice as many each time, up to `statisticsRefreshCap`.
+    package static let firstStatisticsRefresh = 10_000
+    static let statisticsRefreshCap = 160_000
 
     /// Where alerts go (nil: none are configured, and none are queued).
     public var alertRouting: AlertRouting? {
@@ -200,6 +207,26 @@ public final class Manifest: Sendable {
         } catch {
             throw ManifestError("manifest \(path): \(what) failed: \(error)")
         }
+    }
+
+    /// PostgreSQL's planner chooses each query's index from sampled statistics, which autovacuum
+    /// refreshes only once a tenth of a table has changed. At ten million versions a new
+    /// client's first hundred thousand files stay unknown to them: the planner then expects
+    /// one row for the client, and the known-files lookup of every pass walks all its files
+    /// along `file_path_c` (41–92 ms a batch of 500) instead of looking each path up along the
+    /// file key (6.5 ms). So a process that commits many versions runs ANALYZE itself: after
+    /// 10,000, then after 20,000 more, 40,000, …, every 160,000 at most (a burst of a million
+    /// new files costs nine, about a second each at ten million versions).
+    func noteNewVersions(_ n: Int) {
+        guard n > 0, store.dialect == .postgres else { return }
+        let due = unanalyzed.withLock { s -> Bool in
+            s.count += n
+            guard s.count >= s.due else { return false }
+            s = (0, min(s.due * 2, Self.statisticsRefreshCap))
+            return true
+        }
+        // Only the plans are at stake: a refresh that fails leaves them to autovacuum.
+        if due { try? store.refreshStatistics(["file", "version"]) }
     }
 
     // MARK: runs
@@ -267,27 +294,34 @@ public final class Manifest: Sendable {
 
     // MARK: ingest
 
+    /// The latest version of each file of a source (arguments: client, source), or of `paths`
+    /// of its files (then the paths' bytes follow), along the file key (client, source,
+    /// path_bytes).
+    static func knownFilesSQL(paths: Int?) -> String {
+        let select = """
+            SELECT f.id AS file_id, f.path_bytes, v.id AS version_id, v.version, v.sha256, v.lake_path,
+                   COALESCE(s.size, v.size) AS last_size,
+                   COALESCE(s.source_mtime_ns, v.source_mtime_ns) AS last_mtime,
+                   CASE WHEN s.id IS NULL THEN v.source_etag ELSE s.source_etag END AS last_etag
+            FROM file f
+            JOIN version v ON v.file_id = f.id
+                 AND v.version = (SELECT MAX(version) FROM version WHERE file_id = f.id)
+            LEFT JOIN sighting s ON s.id = (SELECT MAX(id) FROM sighting WHERE version_id = v.id)
+            WHERE f.client = ? AND f.source = ?
+            """
+        guard let paths else { return select }
+        return select + " AND f.path_bytes IN (\(marks(paths)))"
+    }
+
     /// Everything the manifest knows of one source, keyed by the raw path bytes.
     /// `paths`, when given, narrows the read to those files (a pass looks up what it lists, a
     /// batch at a time), along the file key, 500 to a query.
     public func knownFiles(client: String, source: String, paths: [[UInt8]]? = nil) throws(ManifestError) -> [[UInt8]: KnownFile] {
         try read("reading known files") { db in
-            let select = """
-                SELECT f.id AS file_id, f.path_bytes, v.id AS version_id, v.version, v.sha256, v.lake_path,
-                       COALESCE(s.size, v.size) AS last_size,
-                       COALESCE(s.source_mtime_ns, v.source_mtime_ns) AS last_mtime,
-                       CASE WHEN s.id IS NULL THEN v.source_etag ELSE s.source_etag END AS last_etag
-                FROM file f
-                JOIN version v ON v.file_id = f.id
-                     AND v.version = (SELECT MAX(version) FROM version WHERE file_id = f.id)
-                LEFT JOIN sighting s ON s.id = (SELECT MAX(id) FROM sighting WHERE version_id = v.id)
-                WHERE f.client = ? AND f.source = ?
-                """
-            var queries: [(String, SQLArguments)] = [(select, [client, source])]
+            var queries: [(String, SQLArguments)] = [(Self.knownFilesSQL(paths: nil), [client, source])]
             if let paths {
-                // Along the file key (client, source, path_bytes), up to 500 paths a query.
                 queries = Self.batches(paths).map { some in
-                    (select + " AND f.path_bytes IN (\(Self.marks(some.count)))", [client, source] + SQLArguments(some.map { SQLValue.blob($0) as (any SQLBindable)? }))
+                    (Self.knownFilesSQL(paths: some.count), [client, source] + SQLArguments(some.map { SQLValue.blob($0) as (any SQLBindable)? }))
                 }
             }
             var result: [[UInt8]: KnownFile] = [:]
@@ -310,7 +344,7 @@ public final class Manifest: Sendable {
     public func commit(_ entries: [ManifestEntry], runID: Int64, counts: RunCounts, at: String? = nil,
                        fence: LeaseFence? = nil) throws(ManifestError) -> [Int64] {
         let now = at ?? Timestamp.now()
-        return try write("committing \(entries.count) entries") { db in
+        let ids = try write("committing \(entries.count) entries") { db in
             if let fence { try Self.checkFence(db, fence) }
             var ids: [Int64] = []
             ids.reserveCapacity(entries.count)
@@ -355,6 +389,8 @@ public final class Manifest: Sendable {
                 """, [counts.new, counts.unchanged, counts.skipped, counts.failed, counts.bytes, runID])
             return ids
         }
+        noteNewVersions(entries.count { if case .version = $0 { true } else { false } })
+        return ids
     }
 
     /// The version committed at `lakePath`, if any.

@@ -49,6 +49,8 @@ extension Manifest {
             throw ManifestError("the copy of \(a.table) does not match: \(a.rows) rows (sha256 \(a.sha256.prefix(12))) read, "
                 + "\(b.rows) rows (sha256 \(b.sha256.prefix(12))) in \(destination.path) — do not switch to it; drop the database and copy again")
         }
+        // A bulk load leaves PostgreSQL's planner without statistics until autovacuum comes by.
+        try? destination.store.refreshStatistics(Self.copiedTables.map(\.name))
         return copied
     }
 

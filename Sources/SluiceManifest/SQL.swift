@@ -204,6 +204,9 @@ protocol ManifestStore: Sendable {
     func write<T>(_ body: (SQLDatabase) throws -> T) throws -> T
     /// Throws unless the database takes writes now.
     func checkWritable() throws
+    /// Brings the planner's statistics of `tables` up to date (PostgreSQL's ANALYZE). SQLite's
+    /// planner keeps none (the manifest never runs ANALYZE there): nothing to do.
+    func refreshStatistics(_ tables: [String]) throws
 }
 
 /// The manifest's migrations, applied in order, each once: the SQLite text of each (the

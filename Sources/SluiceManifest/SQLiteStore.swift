@@ -63,6 +63,8 @@ final class SQLiteStore: ManifestStore {
         try pool.writeWithoutTransaction { db in try db.execute(sql: "BEGIN IMMEDIATE; ROLLBACK") }
     }
 
+    func refreshStatistics(_ tables: [String]) throws {}
+
     /// Hears the query plan (`EXPLAIN QUERY PLAN`, one detail a line) of every statement run
     /// while set: the tests check with it that no read of the history walks a whole table.
     package static let planRecorder = Mutex<(@Sendable (_ path: String, _ sql: String, _ plan: [String]) -> Void)?>(nil)

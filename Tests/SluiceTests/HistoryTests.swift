@@ -290,4 +290,57 @@ struct HistoryTests {
         #expect(walks.isEmpty, "\(walks.joined(separator: "\n"))")
         #expect(plans.withLock { $0.count } > 20)
     }
+
+    /// PostgreSQL: a new client's first files, many of them in one burst, are too few for
+    /// autovacuum (a tenth of the table) to refresh the planner's statistics. Without them the
+    /// planner expects one row of the client and walks all its files along `file_path_c` for
+    /// each batch of paths a pass looks up. The process that commits them refreshes the
+    /// statistics itself, so the lookup goes along the file key.
+    @Test func aBurstOfNewFilesRefreshesThePlannersStatistics() throws {
+        let f = try ManifestFixture(.postgres)
+        defer { withExtendedLifetime(f) {} }
+        let m = f.manifest
+        try m.write("seeding") { db in
+            _ = try db.execute("""
+                INSERT INTO file (client, source, path, path_bytes, first_seen_at)
+                SELECT 'c' || (g % 10), 'drop', 'p' || g, convert_to('p' || g, 'UTF8'), '2026-01-01T00:00:00Z' FROM generate_series(1, 200000) g
+                """)
+        }
+        try m.store.refreshStatistics(["file", "version"])
+        func lookupPlan() throws -> String {
+            let paths: [(any SQLBindable)?] = (0..<500).map { SQLValue.blob(Array("d/f\($0).csv".utf8)) }
+            return try m.read("explaining") { db in
+                try db.rows("EXPLAIN " + Manifest.knownFilesSQL(paths: 500), ["big", "drop"] + SQLArguments(paths)).map { $0[0] as String }
+            }.joined(separator: "\n")
+        }
+        let run = try m.startRun(client: "big", source: "drop", trigger: "pull")
+        let batch = 500
+        for start in stride(from: 0, to: Manifest.firstStatisticsRefresh - batch, by: batch) {
+            _ = try m.commit((start..<start + batch).map { Self.version("d/f\($0).csv", 1, client: "big") }, runID: run, counts: RunCounts())
+        }
+        // What the test guards against: the statistics know no "big" yet.
+        let before = try lookupPlan()
+        #expect(before.contains("file_path_c"), "\(before)")
+        let start = Manifest.firstStatisticsRefresh - batch
+        _ = try m.commit((start..<start + batch).map { Self.version("d/f\($0).csv", 1, client: "big") }, runID: run, counts: RunCounts())
+        let plan = try lookupPlan()
+        #expect(plan.contains("file_client_source_path_bytes_key") && !plan.contains("file_path_c"), "\(plan)")
+        // And autovacuum refreshes them after 10,000 changed rows, whichever agents wrote them.
+        let options = try m.read("reading the tables' options") { db in
+            try db.rows("SELECT relname, array_to_string(reloptions, ',') FROM pg_class WHERE relname IN ('file', 'version') ORDER BY relname")
+                .map { "\($0[0] as String): \($0[1] as String)" }
+        }
+        #expect(options == ["file: autovacuum_analyze_scale_factor=0,autovacuum_analyze_threshold=10000",
+                            "version: autovacuum_analyze_scale_factor=0,autovacuum_analyze_threshold=10000"])
+        // An audit's page of lake paths and sizes can come from their index alone (an index-only
+        // scan, which the planner chooses once vacuum has marked the table's pages all
+        // visible; here it is made to choose between index scans).
+        let audit = try m.read("explaining") { db in
+            _ = try db.execute("SET LOCAL enable_bitmapscan = off")
+            _ = try db.execute("SET LOCAL enable_seqscan = off")
+            return try db.rows("EXPLAIN " + Manifest.lakeEntriesSQL(.postgres, first: false, hashes: false), ["raw/big/drop/d/f1.csv", "raw/big/drop/d/f2", 8192])
+                .map { $0[0] as String }
+        }.joined(separator: "\n")
+        #expect(audit.contains("Index Only Scan using version_lake_path_c"), "\(audit)")
+    }
 }

@@ -517,7 +517,7 @@ extension IngestTests {
         }
         #expect(failures.all.isEmpty, "\(failures.all.compactMap { $0?.stderr })")
         let tables = try Shell.run("/usr/bin/sqlite3", [path, "SELECT group_concat(identifier) FROM grdb_migrations"])
-        #expect(tables.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "v1-core,v2-transform,v3-token,v4-upload,v5-etag,v6-run-running,v7-move-target,v8-transform-schema,v9-lake-migration,v10-transform-member,v11-source-schema,v12-transform-dataset,v13-schema-drift,v14-alerts,v15-source-lease,v16-history", "each migration applied once")
+        #expect(tables.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "v1-core,v2-transform,v3-token,v4-upload,v5-etag,v6-run-running,v7-move-target,v8-transform-schema,v9-lake-migration,v10-transform-member,v11-source-schema,v12-transform-dataset,v13-schema-drift,v14-alerts,v15-source-lease,v16-history,v17-postgres-scale", "each migration applied once")
     }
 
     /// Every pass (each upload, poll and drop-folder event is one) first looks for runs left
