@@ -300,7 +300,17 @@ struct HistoryTests {
         let f = try ManifestFixture(.postgres)
         defer { withExtendedLifetime(f) {} }
         let m = f.manifest
+        // Autovacuum refreshes them after 10,000 changed rows, whichever agents wrote them.
+        let options = try m.read("reading the tables' options") { db in
+            try db.rows("SELECT relname, array_to_string(reloptions, ',') FROM pg_class WHERE relname IN ('file', 'version') ORDER BY relname")
+                .map { "\($0[0] as String): \($0[1] as String)" }
+        }
+        #expect(options == ["file: autovacuum_analyze_scale_factor=0,autovacuum_analyze_threshold=10000",
+                            "version: autovacuum_analyze_scale_factor=0,autovacuum_analyze_threshold=10000"])
+        // Here autovacuum is kept out: it could refresh them midway, by its own clock.
         try m.write("seeding") { db in
+            _ = try db.execute("ALTER TABLE file SET (autovacuum_enabled = off)")
+            _ = try db.execute("ALTER TABLE version SET (autovacuum_enabled = off)")
             _ = try db.execute("""
                 INSERT INTO file (client, source, path, path_bytes, first_seen_at)
                 SELECT 'c' || (g % 10), 'drop', 'p' || g, convert_to('p' || g, 'UTF8'), '2026-01-01T00:00:00Z' FROM generate_series(1, 200000) g
@@ -325,13 +335,6 @@ struct HistoryTests {
         _ = try m.commit((start..<start + batch).map { Self.version("d/f\($0).csv", 1, client: "big") }, runID: run, counts: RunCounts())
         let plan = try lookupPlan()
         #expect(plan.contains("file_client_source_path_bytes_key") && !plan.contains("file_path_c"), "\(plan)")
-        // And autovacuum refreshes them after 10,000 changed rows, whichever agents wrote them.
-        let options = try m.read("reading the tables' options") { db in
-            try db.rows("SELECT relname, array_to_string(reloptions, ',') FROM pg_class WHERE relname IN ('file', 'version') ORDER BY relname")
-                .map { "\($0[0] as String): \($0[1] as String)" }
-        }
-        #expect(options == ["file: autovacuum_analyze_scale_factor=0,autovacuum_analyze_threshold=10000",
-                            "version: autovacuum_analyze_scale_factor=0,autovacuum_analyze_threshold=10000"])
         // An audit's page of lake paths and sizes can come from their index alone (an index-only
         // scan, which the planner chooses once vacuum has marked the table's pages all
         // visible; here it is made to choose between index scans).
