@@ -458,7 +458,10 @@ public final class Manifest: Sendable {
                 case .rerunVersion(let id): "AND v.id = \(id) AND \(latestIs) IN ('failed', 'held')"
                 default: ""
                 }
-                sql = "SELECT \(columns) FROM version v JOIN file f ON f.id = v.file_id WHERE f.client = ? \(filter) ORDER BY v.id"
+                // Along version_client: from the client's files instead, PostgreSQL's planner
+                // misjudged the join at ten million versions and read the whole version table
+                // (8.6 s for a client of 198,000 versions; 0.77 s this way).
+                sql = "SELECT \(columns) FROM version v JOIN file f ON f.id = v.file_id WHERE v.client = ? \(filter) ORDER BY v.id"
             }
             var out: [TransformCandidate] = []
             try db.each(sql, [client]) { r in
