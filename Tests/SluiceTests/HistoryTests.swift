@@ -295,7 +295,9 @@ struct HistoryTests {
     /// autovacuum (a tenth of the table) to refresh the planner's statistics. Without them the
     /// planner expects one row of the client and walks all its files along `file_path_c` for
     /// each batch of paths a pass looks up. The process that commits them refreshes the
-    /// statistics itself, so the lookup goes along the file key.
+    /// statistics itself, so the lookup goes along the file key. Migration v17's other two
+    /// parts are checked here too: autovacuum's threshold on `file` and `version`, and the
+    /// audit's pages read from `version_lake_path_c` alone.
     @Test func aBurstOfNewFilesRefreshesThePlannersStatistics() throws {
         let f = try ManifestFixture(.postgres)
         defer { withExtendedLifetime(f) {} }
